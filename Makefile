@@ -1,0 +1,43 @@
+# VibeLux Ops: `make up` runs the stack, `make test` checks everything. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: up test install system-deps lint typecheck config-check pytest bench clean
+
+up: install
+	@scripts/up.sh
+
+test: install lint typecheck config-check pytest
+
+install: system-deps $(INSTALLED)
+
+system-deps:
+	@scripts/system-deps.sh
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+config-check:
+	@scripts/config-check.sh
+
+pytest:
+	$(BIN)/pytest
+
+bench: install
+	@BENCH=1 scripts/system-deps.sh
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the stack and its tests run for real; with BENCH=1 also the peers
+# the benchmarks compare against. Root installs with apt-get; anyone else gets the list to install.
+set -euo pipefail
+
+declare -A binary_of=(
+  [redis-server]=redis-server
+  [prometheus]=promtool
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [chromium]=chromium
+  [postgresql]=/usr/lib/postgresql
+  [sqlite3]=sqlite3
+)
+if [[ "${BENCH:-}" == 1 ]]; then
+  binary_of+=([nginx-light]=nginx [wrk]=wrk [prometheus-node-exporter]=prometheus-node-exporter)
+fi
+
+missing=()
+for package in "${!binary_of[@]}"; do
+  target=${binary_of[$package]}
+  if [[ "$target" == /* ]]; then [[ -e "$target" ]] && continue
+  else command -v "$target" >/dev/null 2>&1 && continue; fi
+  missing+=("$package")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "missing system packages: ${missing[*]} (install them: sudo apt-get install -y ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts some daemons on install; the stack and the tests run their own on their own ports.
+for service in redis-server prometheus prometheus-alertmanager prometheus-node-exporter nginx postgresql; do
+  if command -v service >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
+done
