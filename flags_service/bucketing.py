@@ -65,9 +65,7 @@ def bucket(salt: str, value: BucketValue, total_weight: int) -> int:
     return (bucket_hash(salt, value) * total_weight) >> 32
 
 
-def pick_variant(
-    salt: str, value: str | int | float | bool, weights: Sequence[tuple[str, int]]
-) -> str | None:
+def pick_variant(salt: str, value: str | int | float | bool, weights: Sequence[tuple[str, int]]) -> str | None:
     """Walk cumulative integer weights in order; ``None`` only when every weight is zero."""
     total = sum(weight for _, weight in weights)
     if total <= 0:

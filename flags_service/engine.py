@@ -99,9 +99,7 @@ def parse_semver(text: str) -> tuple[int, int, int, tuple[tuple[int, int | str],
     if not match:
         return None
     major, minor, patch, pre = match.groups()
-    prerelease = (
-        tuple((0, int(part)) if part.isdigit() else (1, part) for part in pre.split(".")) if pre else None
-    )
+    prerelease = tuple((0, int(part)) if part.isdigit() else (1, part) for part in pre.split(".")) if pre else None
     return int(major), int(minor or 0), int(patch or 0), prerelease
 
 
@@ -256,9 +254,7 @@ def _serve_variant(flag: Flag, variant: str, reason: str, rule_id: str | None) -
     return Evaluation(variants[variant], variant, reason, rule_id, None, None, _metadata(flag))
 
 
-def _serve(
-    flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, rule_id: str | None
-) -> Evaluation:
+def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, rule_id: str | None) -> Evaluation:
     rollout = serve.get("rollout")
     if rollout is None:
         return _serve_variant(flag, serve["variant"], reason, rule_id)
@@ -300,9 +296,7 @@ def evaluate(
             outcome = None if required is None else evaluate(required, context, segments, flags, chain)
             if outcome is not None and outcome.reason == ERROR:
                 # A broken prerequisite (cycle, missing bucketing attribute) is this flag's error too.
-                return _error(
-                    flag, outcome.error_code or "GENERAL", f"{required_key}: {outcome.error_message}"
-                )
+                return _error(flag, outcome.error_code or "GENERAL", f"{required_key}: {outcome.error_message}")
             if outcome is None or outcome.variant != prerequisite["variant"]:
                 return _serve_variant(flag, flag["offVariant"], DEFAULT, f"prerequisite:{required_key}")
 

@@ -84,9 +84,7 @@ class _Checker:
         for name in sorted(set(document) - allowed):
             self.fail(f"{prefix}{name}", "unknown field")
 
-    def string(
-        self, value: object, path: str, *, pattern: re.Pattern[str] | None = None, limit: int = 200
-    ) -> bool:
+    def string(self, value: object, path: str, *, pattern: re.Pattern[str] | None = None, limit: int = 200) -> bool:
         if not isinstance(value, str) or not value:
             self.fail(path, "must be a non-empty string")
         elif len(value) > limit:
@@ -288,9 +286,7 @@ def _check_state(check: _Checker, state: object, variants: Mapping[str, Any], ke
         if any(not isinstance(value, str) for value in ids):
             check.fail(f"{target_path}.values", "must be a list of strings")
     rule_ids: set[str] = set()
-    for index, rule in enumerate(
-        check.list_of(state.setdefault("rules", []), f"{path}.rules", limit=MAX_RULES)
-    ):
+    for index, rule in enumerate(check.list_of(state.setdefault("rules", []), f"{path}.rules", limit=MAX_RULES)):
         rule_path = f"{path}.rules[{index}]"
         if not isinstance(rule, dict):
             check.fail(rule_path, "must be an object")
@@ -306,9 +302,7 @@ def _check_state(check: _Checker, state: object, variants: Mapping[str, Any], ke
             check.clause(clause, f"{rule_path}.clauses[{clause_index}]", allow_segments=True)
         check.serve(rule.get("serve"), variants, f"{rule_path}.serve")
     check.serve(state.get("fallthrough"), variants, f"{path}.fallthrough")
-    for index, prerequisite in enumerate(
-        check.list_of(state.setdefault("prerequisites", []), f"{path}.prerequisites")
-    ):
+    for index, prerequisite in enumerate(check.list_of(state.setdefault("prerequisites", []), f"{path}.prerequisites")):
         pre_path = f"{path}.prerequisites[{index}]"
         if not isinstance(prerequisite, dict) or set(prerequisite) != {"flag", "variant"}:
             check.fail(pre_path, 'must be {"flag": key, "variant": name}')

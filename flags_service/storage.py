@@ -24,13 +24,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    UniqueConstraint,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from flags_service.model import (
     InvalidDocument,
@@ -48,7 +47,7 @@ environments_table = Table(
     "flags_environments",
     metadata,
     Column("name", String(64), primary_key=True),
-    Column("version", Integer, nullable=False, default=1),
+    Column("version", Integer, nullable=False),
 )
 flags_table = Table(
     "flags_flags",
@@ -93,9 +92,8 @@ evaluation_stats_table = Table(
     metadata,
     Column("environment", String(64), primary_key=True),
     Column("flag_key", String(100), primary_key=True),
-    Column("evaluations", Integer, nullable=False, default=0),
+    Column("evaluations", Integer, nullable=False),
     Column("last_evaluated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("environment", "flag_key"),
 )
 
 SDK_KEY_KINDS = ("server", "client")
@@ -151,7 +149,9 @@ def hash_token(token: str) -> str:
 class FlagStore:
     """All flag persistence over one SQLAlchemy session; the caller commits or rolls back."""
 
-    def __init__(self, session: Session, environments: Iterable[str], tiers: Iterable[str] = ()) -> None:
+    def __init__(
+        self, session: Session | scoped_session[Session], environments: Iterable[str], tiers: Iterable[str] = ()
+    ) -> None:
         self.session = session
         self.environments = list(environments)
         self.tiers = list(tiers)
@@ -182,9 +182,7 @@ class FlagStore:
 
     # -- flags ----------------------------------------------------------------------------------
     def list_flags(self) -> list[dict[str, Any]]:
-        rows = self.session.execute(
-            select(flags_table.c.document, flags_table.c.version).order_by(flags_table.c.key)
-        )
+        rows = self.session.execute(select(flags_table.c.document, flags_table.c.version).order_by(flags_table.c.key))
         return [{**document, "version": version} for document, version in rows]
 
     def get_flag(self, key: str) -> dict[str, Any]:
@@ -227,9 +225,7 @@ class FlagStore:
                 )
         return doc
 
-    def _record(
-        self, key: str, version: int, action: str, actor: str, document: dict[str, Any] | None
-    ) -> None:
+    def _record(self, key: str, version: int, action: str, actor: str, document: dict[str, Any] | None) -> None:
         self.session.execute(
             insert(flag_versions_table).values(
                 key=key, version=version, action=action, actor=actor, document=document, created_at=_now()
@@ -292,9 +288,7 @@ class FlagStore:
         """Change one environment's state (toggle, rollout) as a full-document update."""
         current = self.get_flag(key)
         if environment not in self.environments:
-            raise InvalidDocument(
-                {"environment": f"unknown environment (known: {', '.join(self.environments)})"}
-            )
+            raise InvalidDocument({"environment": f"unknown environment (known: {', '.join(self.environments)})"})
         doc = json.loads(json.dumps(current))
         doc["environments"][environment].update(changes)
         return self.update_flag(key, doc, actor, expected_version=expected_version, action=action)
@@ -323,9 +317,7 @@ class FlagStore:
 
     def history(self, key: str) -> list[dict[str, Any]]:
         rows = self.session.execute(
-            select(flag_versions_table)
-            .where(flag_versions_table.c.key == key)
-            .order_by(flag_versions_table.c.version)
+            select(flag_versions_table).where(flag_versions_table.c.key == key).order_by(flag_versions_table.c.version)
         ).all()
         if not rows:
             raise FlagNotFound(key)
@@ -404,9 +396,7 @@ class FlagStore:
                 raise FlagNotFound(f"segment {key} in {environment}")
             version = 1
             self.session.execute(
-                insert(segments_table).values(
-                    environment=environment, key=doc["key"], version=1, document=doc
-                )
+                insert(segments_table).values(environment=environment, key=doc["key"], version=1, document=doc)
             )
         else:
             version = current["version"] + 1
@@ -421,11 +411,7 @@ class FlagStore:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise StaleVersion(None)
-        before = (
-            None
-            if current is None
-            else {k: v for k, v in current.items() if k not in ("version", "environment")}
-        )
+        before = None if current is None else {k: v for k, v in current.items() if k not in ("version", "environment")}
         return Change(doc["key"], version, before, doc, self._bump([environment]))
 
     def delete_segment(self, environment: str, key: str, *, expected_version: int | None) -> Change:
@@ -442,9 +428,7 @@ class FlagStore:
         if users:
             raise InUse(f"used by {', '.join(dict.fromkeys(users))}")
         self.session.execute(
-            segments_table.delete().where(
-                segments_table.c.environment == environment, segments_table.c.key == key
-            )
+            segments_table.delete().where(segments_table.c.environment == environment, segments_table.c.key == key)
         )
         before = {k: v for k, v in current.items() if k not in ("version", "environment")}
         return Change(key, current["version"] + 1, before, None, self._bump([environment]))
@@ -523,13 +507,9 @@ class FlagStore:
             raise FlagNotFound(f"sdk key {key_id}")
 
     # -- evaluation statistics and staleness -----------------------------------------------------
-    def record_evaluations(
-        self, environment: str, counts: Mapping[str, int], at: dt.datetime | None = None
-    ) -> None:
+    def record_evaluations(self, environment: str, counts: Mapping[str, int], at: dt.datetime | None = None) -> None:
         at = at or _now()
-        known = set(
-            self.session.scalars(select(flags_table.c.key).where(flags_table.c.key.in_(list(counts))))
-        )
+        known = set(self.session.scalars(select(flags_table.c.key).where(flags_table.c.key.in_(list(counts)))))
         for key in sorted(known):
             result = self.session.execute(
                 update(evaluation_stats_table)
@@ -565,9 +545,7 @@ class FlagStore:
         }
         stale = []
         for key, document, created_at in self.session.execute(
-            select(flags_table.c.key, flags_table.c.document, flags_table.c.created_at).order_by(
-                flags_table.c.key
-            )
+            select(flags_table.c.key, flags_table.c.document, flags_table.c.created_at).order_by(flags_table.c.key)
         ):
             seen_at = last_seen.get(key, (None, 0))[0]
             reason = None

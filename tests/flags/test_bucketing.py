@@ -25,8 +25,7 @@ def _random_keys(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     alphabet = string.ascii_letters + string.digits + "-_@.äöü漢字🙂"
     return [
-        "".join(rng.choice(alphabet) for _ in range(rng.choice((1, 5, 12, 23, 24, 36, 80, 300))))
-        for _ in range(count)
+        "".join(rng.choice(alphabet) for _ in range(rng.choice((1, 5, 12, 23, 24, 36, 80, 300)))) for _ in range(count)
     ]
 
 
@@ -74,9 +73,7 @@ def _rollout_flag(percent: int) -> dict[str, object]:
         "enabled": True,
         "variants": {"on": True, "off": False},
         "offVariant": "off",
-        "fallthrough": {
-            "rollout": [{"variant": "on", "weight": percent}, {"variant": "off", "weight": 100 - percent}]
-        },
+        "fallthrough": {"rollout": [{"variant": "on", "weight": percent}, {"variant": "off", "weight": 100 - percent}]},
     }
 
 

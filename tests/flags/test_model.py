@@ -146,9 +146,7 @@ def test_duplicate_rule_ids_are_refused() -> None:
 def test_prerequisite_cycle_is_found_through_three_flags() -> None:
     def doc(key: str, requires: str) -> dict[str, Any]:
         return validate_flag(
-            _flag(
-                key=key, environments={"production": {"prerequisites": [{"flag": requires, "variant": "on"}]}}
-            ),
+            _flag(key=key, environments={"production": {"prerequisites": [{"flag": requires, "variant": "on"}]}}),
             ENVIRONMENTS,
         )
 

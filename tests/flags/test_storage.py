@@ -34,28 +34,20 @@ def _flag(key: str = "new-checkout", **changes: Any) -> dict[str, Any]:
 
 def test_every_write_makes_a_version_with_a_diff(store: FlagStore) -> None:
     store.create_flag(_flag(), "alice")
-    store.patch_environment(
-        "new-checkout", "production", {"enabled": True}, "bob", expected_version=1, action="toggle"
-    )
+    store.patch_environment("new-checkout", "production", {"enabled": True}, "bob", expected_version=1, action="toggle")
     history = store.history("new-checkout")
     assert [(h["version"], h["action"], h["actor"]) for h in history] == [
         (2, "toggle", "bob"),
         (1, "create", "alice"),
     ]
-    assert history[0]["changes"] == [
-        {"path": "environments.production.enabled", "before": False, "after": True}
-    ]
+    assert history[0]["changes"] == [{"path": "environments.production.enabled", "before": False, "after": True}]
 
 
 def test_stale_if_match_is_refused_and_nothing_is_lost(store: FlagStore) -> None:
     store.create_flag(_flag(), "alice")
-    store.patch_environment(
-        "new-checkout", "staging", {"enabled": True}, "a", expected_version=1, action="toggle"
-    )
+    store.patch_environment("new-checkout", "staging", {"enabled": True}, "a", expected_version=1, action="toggle")
     with pytest.raises(StaleVersion) as caught:
-        store.patch_environment(
-            "new-checkout", "production", {"enabled": True}, "b", expected_version=1, action="t"
-        )
+        store.patch_environment("new-checkout", "production", {"enabled": True}, "b", expected_version=1, action="t")
     assert caught.value.current == 2
     flag = store.get_flag("new-checkout")
     assert flag["environments"]["staging"]["enabled"] is True
@@ -64,9 +56,7 @@ def test_stale_if_match_is_refused_and_nothing_is_lost(store: FlagStore) -> None
 
 def test_rollback_writes_the_old_document_as_a_new_version(store: FlagStore) -> None:
     store.create_flag(_flag(), "alice")
-    store.patch_environment(
-        "new-checkout", "production", {"enabled": True}, "a", expected_version=None, action="t"
-    )
+    store.patch_environment("new-checkout", "production", {"enabled": True}, "a", expected_version=None, action="t")
     change = store.rollback("new-checkout", 1, "carol", expected_version=2)
     assert change.version == 3
     assert store.get_flag("new-checkout")["environments"]["production"]["enabled"] is False
@@ -87,9 +77,7 @@ def test_environment_versions_move_only_where_the_served_flag_changed(store: Fla
 
 def test_prerequisite_cycle_is_refused_naming_the_field(store: FlagStore) -> None:
     store.create_flag(_flag("a"), "x")
-    store.create_flag(
-        _flag("b", environments={"production": {"prerequisites": [{"flag": "a", "variant": "on"}]}}), "x"
-    )
+    store.create_flag(_flag("b", environments={"production": {"prerequisites": [{"flag": "a", "variant": "on"}]}}), "x")
     with pytest.raises(InvalidDocument) as caught:
         store.patch_environment(
             "a",
@@ -141,9 +129,7 @@ def test_stale_flags_by_expiry_and_by_last_evaluation(store: FlagStore) -> None:
     store.create_flag(_flag("old-release"), "x")
     store.create_flag(_flag("kill-switch", kind="ops"), "x")
     store.create_flag(_flag("fresh"), "x")
-    store.record_evaluations(
-        "production", {"old-release": 3, "fresh": 5, "unknown": 9}, at=now - dt.timedelta(days=40)
-    )
+    store.record_evaluations("production", {"old-release": 3, "fresh": 5, "unknown": 9}, at=now - dt.timedelta(days=40))
     store.record_evaluations("production", {"fresh": 1}, at=now)
     stale = {f["key"]: f["reason"] for f in store.stale_flags("production", stale_after_days=30, now=now)}
     assert stale == {"expired": "expired", "old-release": "not-evaluated-recently"}
