@@ -91,7 +91,8 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
         if counts:
             service.recorder.add_many(environment, counts)
 
-    @blueprint.post("/evaluate/flags/<key>")
+    # Our own OPTIONS handler answers CORS preflights, so Flask's automatic one is off.
+    @blueprint.route("/evaluate/flags/<key>", methods=["POST"], provide_automatic_options=False)
     def evaluate_one(key: str) -> Response:
         try:
             api_key = sdk_key()
@@ -108,7 +109,7 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
         count(api_key.environment, [item])
         return _json(item)
 
-    @blueprint.post("/evaluate/flags")
+    @blueprint.route("/evaluate/flags", methods=["POST"], provide_automatic_options=False)
     def evaluate_bulk() -> Response:
         try:
             api_key = sdk_key()

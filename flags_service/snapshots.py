@@ -100,10 +100,10 @@ class SnapshotCache:
         local = self._local.get(environment)
         if local is not None and self._is_current(local):
             return local
-        with self._lock:  # one reload per process at a time; others wait and reuse it
-            local = self._local.get(environment)
-            if local is not None and self._is_current(local):
-                return local
+        with self._lock:  # one reload per process at a time; threads that waited reuse it
+            latest = self._local.get(environment)
+            if latest is not None and latest is not local:
+                return latest
             snapshot = self._fetch(environment)
             self._local[environment] = snapshot
             self._checked_at[environment] = time.monotonic()
