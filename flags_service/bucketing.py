@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cbor2
@@ -57,23 +57,26 @@ def _salt_prefix(salt: str) -> bytes:
 
 def bucket_hash(salt: str, value: BucketValue) -> int:
     """Unsigned murmur3_32 of canonical CBOR ``[salt, value]``."""
-    return mmh3.hash(_salt_prefix(salt) + _cbor_value(value), 0, False)
+    encoded = _cbor_text(value) if type(value) is str else _cbor_value(value)
+    return mmh3.hash(_salt_prefix(salt) + encoded, 0, False)
 
 
-def bucket(salt: str, value: BucketValue, total_weight: int) -> int:
-    """The bucket in ``[0, total_weight)`` of ``value``; ``total_weight`` must be in 1..MaxInt32."""
-    return (bucket_hash(salt, value) * total_weight) >> 32
-
-
-def pick_variant(salt: str, value: str | int | float | bool, weights: Sequence[tuple[str, int]]) -> str | None:
-    """Walk cumulative integer weights in order; ``None`` only when every weight is zero."""
-    total = sum(weight for _, weight in weights)
-    if total <= 0:
+def pick_variant(salt: str, value: BucketValue, rollout: Sequence[Mapping[str, Any]]) -> str | None:
+    """Walk ``[{"variant", "weight"}, ...]`` cumulatively; ``None`` when the weights add up to 0 or more
+    than MaxInt32 (flagd refuses those). Negative weights count as 0, as flagd clamps them."""
+    total = 0
+    for part in rollout:
+        weight = part["weight"]
+        if weight > 0:
+            total += weight
+    if total <= 0 or total > MAX_TOTAL_WEIGHT:
         return None
-    position = bucket(salt, value, total)
+    position = (bucket_hash(salt, value) * total) >> 32
     cumulative = 0
-    for variant, weight in weights:
-        cumulative += weight
-        if position < cumulative:
-            return variant
+    for part in rollout:
+        weight = part["weight"]
+        if weight > 0:
+            cumulative += weight
+            if position < cumulative:
+                return str(part["variant"])
     return None  # unreachable: position < total

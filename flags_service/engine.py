@@ -18,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
-from flags_service.bucketing import MAX_TOTAL_WEIGHT, pick_variant
+from flags_service.bucketing import pick_variant
 
 JSON = Any
 Flag = Mapping[str, Any]
@@ -43,9 +43,11 @@ MAX_REGEX_SUBJECT = 1024  # longer attribute values never match a regex clause
 MAX_PREREQUISITE_DEPTH = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """What one evaluation served, and why."""
+EMPTY_METADATA: Mapping[str, str | int | float | bool] = MappingProxyType({})
+
+
+class Evaluation(NamedTuple):
+    """What one evaluation served, and why (a tuple: cheap to build on the hot path, immutable)."""
 
     value: JSON
     variant: str | None
@@ -53,7 +55,7 @@ class Evaluation:
     rule_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    metadata: Mapping[str, str | int | float | bool] = EMPTY_METADATA
 
     def to_dict(self) -> dict[str, JSON]:
         """The language-neutral shape the test vectors pin."""
@@ -195,32 +197,30 @@ SEGMENT_MATCH = "segmentMatch"
 ALL_OPERATORS = frozenset(OPERATORS) | frozenset(NEGATED_OPERATORS) | {SEGMENT_MATCH}
 
 
-def _values_of(context: Context, attribute: str) -> Iterable[object] | None:
-    if attribute not in context:
-        return None
-    value = context[attribute]
-    if value is None:
-        return None
-    return value if isinstance(value, list) else (value,)
-
-
 def clause_matches(clause: Mapping[str, Any], context: Context, segments: Mapping[str, Any]) -> bool:
     """One clause. A missing attribute never matches, even negated (a user without a tier is not
     "not in [free]": targeting on data we do not have would surprise whoever wrote the rule)."""
     op = clause["op"]
-    negate = bool(clause.get("negate", False))
+    negate = clause.get("negate") is True
     if op == SEGMENT_MATCH:
         matched = any(segment_matches(segments.get(key), context) for key in clause["values"])
-        return matched != negate
+        return matched is not negate
     if op in NEGATED_OPERATORS:
         op, negate = NEGATED_OPERATORS[op], not negate
-    actual_values = _values_of(context, clause["attribute"])
-    if actual_values is None:
+    actual = context.get(clause.get("attribute", TARGETING_KEY))
+    if actual is None:
         return False
-    compare = OPERATORS[op]
     expected_values = clause["values"]
-    matched = any(compare(actual, expected) for actual in actual_values for expected in expected_values)
-    return matched != negate
+    if type(actual) is str and (op == "in" or op == "equals"):
+        # Hot path: list membership of a string is JSON equality (a string equals only strings).
+        return (actual in expected_values) is not negate
+    compare = OPERATORS[op]
+    actual_values = actual if type(actual) is list else (actual,)
+    for value in actual_values:
+        for expected in expected_values:
+            if compare(value, expected):
+                return not negate
+    return negate
 
 
 def segment_matches(segment: Mapping[str, Any] | None, context: Context) -> bool:
@@ -237,21 +237,16 @@ def segment_matches(segment: Mapping[str, Any] | None, context: Context) -> bool
     return bool(clauses) and all(clause_matches(clause, context, {}) for clause in clauses)
 
 
-def _metadata(flag: Flag) -> dict[str, str | int | float | bool]:
-    """Flag metadata as OFREP allows it: scalar values only."""
-    meta = flag.get("metadata") or {}
-    return {key: value for key, value in meta.items() if isinstance(value, str | int | float | bool)}
-
-
 def _error(flag: Flag, code: str, message: str) -> Evaluation:
-    return Evaluation(None, None, ERROR, None, code, message, _metadata(flag))
+    return Evaluation(None, None, ERROR, None, code, message, flag.get("metadata") or EMPTY_METADATA)
 
 
 def _serve_variant(flag: Flag, variant: str, reason: str, rule_id: str | None) -> Evaluation:
+    """Metadata passes through as given: ``compile_flag`` keeps it to the scalar values OFREP allows."""
     variants = flag["variants"]
     if variant not in variants:
         return _error(flag, "GENERAL", f"variant {variant!r} is not defined")
-    return Evaluation(variants[variant], variant, reason, rule_id, None, None, _metadata(flag))
+    return Evaluation(variants[variant], variant, reason, rule_id, None, None, flag.get("metadata") or EMPTY_METADATA)
 
 
 def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, rule_id: str | None) -> Evaluation:
@@ -263,12 +258,9 @@ def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, 
     if value is None or value == "" or isinstance(value, list | dict):
         code = "TARGETING_KEY_MISSING" if bucket_by == TARGETING_KEY else "INVALID_CONTEXT"
         return _error(flag, code, f"rollout needs the context attribute {bucket_by!r}")
-    weights = [(part["variant"], max(0, int(part["weight"]))) for part in rollout]
-    if sum(weight for _, weight in weights) > MAX_TOTAL_WEIGHT:
-        return _error(flag, "GENERAL", "rollout weights exceed MaxInt32")
-    variant = pick_variant(flag.get("salt") or flag["key"], value, weights)
+    variant = pick_variant(flag.get("salt") or flag["key"], value, rollout)
     if variant is None:
-        return _error(flag, "GENERAL", "rollout has no positive weight")
+        return _error(flag, "GENERAL", "rollout weights must add up to 1..MaxInt32")
     return _serve_variant(flag, variant, SPLIT, rule_id)
 
 
@@ -308,9 +300,14 @@ def evaluate(
             if targeting_key in target["values"]:
                 return _serve_variant(flag, target["variant"], TARGETING_MATCH, "target")
 
-    for rule in rules:
-        if all(clause_matches(clause, context, segments or {}) for clause in rule["clauses"]):
-            return _serve(flag, rule["serve"], context, TARGETING_MATCH, rule["id"])
+    if rules:
+        segments = segments or {}
+        for rule in rules:
+            for clause in rule["clauses"]:
+                if not clause_matches(clause, context, segments):
+                    break
+            else:  # every clause matched
+                return _serve(flag, rule["serve"], context, TARGETING_MATCH, rule["id"])
 
     fallthrough_reason = DEFAULT if (targets or rules or prerequisites) else STATIC
     return _serve(flag, flag["fallthrough"], context, fallthrough_reason, None)

@@ -50,7 +50,7 @@ def test_rollout_agrees_with_flagd_core_on_every_key(weights: list[tuple[str, in
         key
         for key in keys
         if core.resolve_string_value(flag_key, "none", EvaluationContext(key)).variant
-        != pick_variant(flag_key, key, weights)
+        != pick_variant(flag_key, key, [{"variant": name, "weight": weight} for name, weight in weights])
     ]
     assert disagreements == []
 
@@ -95,7 +95,7 @@ def test_ten_percent_rollout_distribution_is_within_half_a_percent() -> None:
 
 def test_same_salt_is_stable_and_another_salt_reshuffles() -> None:
     users = [f"u{i}" for i in range(500)]
-    weights = [("on", 50), ("off", 50)]
+    weights = [{"variant": "on", "weight": 50}, {"variant": "off", "weight": 50}]
     original = [pick_variant("checkout", u, weights) for u in users]
     assert [pick_variant("checkout", u, weights) for u in users] == original
     assert [pick_variant("checkout-2", u, weights) for u in users] != original
