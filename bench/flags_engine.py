@@ -19,6 +19,16 @@ from typing import Any
 from flags_service.engine import evaluate
 
 USERS = [f"user-{i}" for i in range(1000)]
+# json-logic "if": condition, variant, condition, variant, ..., else (null: the default variant)
+THREE_RULES_JSONLOGIC = [
+    {"in": [{"var": "tier"}, ["enterprise"]]},
+    "a",
+    {"ends_with": [{"var": "email"}, "@vibelux.io"]},
+    "b",
+    {"in": [{"var": "country"}, ["DE", "NL"]]},
+    "c",
+    None,
+]
 THIRD_RULE_CONTEXT = {"targetingKey": "user-42", "tier": "pro", "email": "a@example.com", "country": "NL"}
 
 
@@ -26,17 +36,22 @@ THIRD_RULE_CONTEXT = {"targetingKey": "user-42", "tier": "pro", "email": "a@exam
 def _ours() -> dict[str, Callable[[int], object]]:
     base = {"enabled": True, "offVariant": "off", "metadata": {"kind": "release"}}
     static = {**base, "key": "static", "variants": {"on": True, "off": False}, "fallthrough": {"variant": "on"}}
+
+    def rule(rule_id: str, attribute: str, op: str, values: list[str], variant: str) -> dict[str, Any]:
+        clause = {"attribute": attribute, "op": op, "values": values}
+        return {"id": rule_id, "clauses": [clause], "serve": {"variant": variant}}
+
     rules = {
         **base,
         "key": "three-rules",
         "variants": {"a": "a", "b": "b", "c": "c", "off": "off"},
         "rules": [
-            {"id": "r1", "clauses": [{"attribute": "tier", "op": "in", "values": ["enterprise"]}], "serve": {"variant": "a"}},
-            {"id": "r2", "clauses": [{"attribute": "email", "op": "endsWith", "values": ["@vibelux.io"]}], "serve": {"variant": "b"}},
-            {"id": "r3", "clauses": [{"attribute": "country", "op": "in", "values": ["DE", "NL"]}], "serve": {"variant": "c"}},
+            rule("r1", "tier", "in", ["enterprise"], "a"),
+            rule("r2", "email", "endsWith", ["@vibelux.io"], "b"),
+            rule("r3", "country", "in", ["DE", "NL"], "c"),
         ],
         "fallthrough": {"variant": "off"},
-    }  # fmt: skip
+    }
     rollout = {
         **base,
         "key": "rollout",
@@ -66,18 +81,8 @@ def _flagd() -> dict[str, Callable[[int], object]]:
                     "state": "ENABLED",
                     "variants": variants,
                     "defaultVariant": "off",
-                    "targeting": {
-                        "if": [
-                            {"in": [{"var": "tier"}, ["enterprise"]]},
-                            "a",
-                            {"ends_with": [{"var": "email"}, "@vibelux.io"]},
-                            "b",
-                            {"in": [{"var": "country"}, ["DE", "NL"]]},
-                            "c",
-                            None,
-                        ]
-                    },
-                },  # fmt: skip
+                    "targeting": {"if": THREE_RULES_JSONLOGIC},
+                },
                 "rollout": {
                     "state": "ENABLED",
                     "variants": variants,
@@ -195,11 +200,15 @@ def _flagsmith() -> dict[str, Callable[[int], object]]:
     rules_identity = {"identifier": "user-42", "traits": traits}
     identities = [{"identifier": user} for user in USERS]
     assert get_evaluation_result({**rules, "identity": rules_identity})["flags"]["three-rules"]["value"] == "c"
+
+    def value(context: dict[str, Any], identity: dict[str, Any], key: str) -> object:
+        return get_evaluation_result({**context, "identity": identity})["flags"][key]["value"]  # type: ignore[typeddict-item]
+
     return {
-        "static": lambda i: get_evaluation_result({**static, "identity": identities[i % 1000]})["flags"]["static"]["value"],
-        "three rules": lambda i: get_evaluation_result({**rules, "identity": rules_identity})["flags"]["three-rules"]["value"],
-        "3-way rollout": lambda i: get_evaluation_result({**rollout, "identity": identities[i % 1000]})["flags"]["rollout"]["value"],
-    }  # fmt: skip
+        "static": lambda i: value(static, identities[i % 1000], "static"),
+        "three rules": lambda i: value(rules, rules_identity, "three-rules"),
+        "3-way rollout": lambda i: value(rollout, identities[i % 1000], "rollout"),
+    }
 
 
 def _microseconds(call: Callable[[int], object], number: int, repeats: int) -> float:
