@@ -255,13 +255,22 @@ def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, 
         return _serve_variant(flag, serve["variant"], reason, rule_id)
     bucket_by = flag.get("bucketBy") or TARGETING_KEY
     value = context.get(bucket_by)
-    if value is None or value == "" or isinstance(value, list | dict):
+    if value is None or value == "" or isinstance(value, (list, dict)):
         code = "TARGETING_KEY_MISSING" if bucket_by == TARGETING_KEY else "INVALID_CONTEXT"
         return _error(flag, code, f"rollout needs the context attribute {bucket_by!r}")
     variant = pick_variant(flag.get("salt") or flag["key"], value, rollout)
     if variant is None:
         return _error(flag, "GENERAL", "rollout weights must add up to 1..MaxInt32")
     return _serve_variant(flag, variant, SPLIT, rule_id)
+
+
+def is_context_free(flag: Flag) -> bool:
+    """True when ``evaluate`` gives the same result for every context (off, or one variant for all),
+    so callers may compute it once per flag version."""
+    if not flag.get("enabled", False):
+        return True
+    no_targeting = not (flag.get("prerequisites") or flag.get("targets") or flag.get("rules"))
+    return no_targeting and "rollout" not in flag["fallthrough"]
 
 
 def evaluate(

@@ -86,11 +86,14 @@ class EvaluationRecorder:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def add(self, environment: str, flag: str, variant: str, count: int = 1) -> None:
-        with self._lock:
-            self._counts[(environment, flag, variant)] += count
-        if self._thread is None:
-            self._start()
+    def add_served(self, environment: str, served: list[tuple[str, str]]) -> None:
+        """One evaluation per ``(flag, variant)`` pair (Counter.update counts them in C)."""
+        if served:
+            keys = [(environment, flag, variant) for flag, variant in served]
+            with self._lock:
+                self._counts.update(keys)
+            if self._thread is None:
+                self._start()
 
     def add_many(self, environment: str, counts: Mapping[tuple[str, str], int]) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 
-from flags_service.engine import ERROR, evaluate
+from flags_service.engine import ERROR, evaluate, is_context_free
 from flags_service.snapshots import Snapshot, content_hash
 from flags_service.storage import SdkKey
 
@@ -56,17 +56,33 @@ def _context() -> dict[str, Any]:
     return context
 
 
-def _item(key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot) -> dict[str, Any]:
+def _evaluate(key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot) -> tuple[str, Any]:
+    """One OFREP item as JSON text, and the variant served (``None`` for an error item).
+
+    A flag yields few distinct items (one per variant and reason), so their JSON is rendered once per
+    snapshot and reused: bulk responses are then mostly string joins, not serialisation.
+    """
+    static = snapshot.rendered.get(key)
+    if static is not None:
+        return static
     result = evaluate(flag, context, snapshot.segments, snapshot.flags)
     if result.reason == ERROR:
-        return {"key": key, "errorCode": result.error_code or "GENERAL", "errorDetails": result.error_message or ""}
-    return {
-        "key": key,
-        "value": result.value,
-        "reason": result.reason,
-        "variant": result.variant,
-        "metadata": dict(result.metadata),
-    }
+        error = {"key": key, "errorCode": result.error_code or "GENERAL", "errorDetails": result.error_message or ""}
+        return json.dumps(error, separators=(",", ":")), None
+    cache_key = (key, result.variant, result.reason)
+    text = snapshot.rendered.get(cache_key)
+    if text is None:
+        item = {
+            "key": key,
+            "value": result.value,
+            "reason": result.reason,
+            "variant": result.variant,
+            "metadata": dict(result.metadata),
+        }
+        text = snapshot.rendered[cache_key] = json.dumps(item, separators=(",", ":"))
+        if is_context_free(flag):
+            snapshot.rendered[key] = (text, result.variant)
+    return text, result.variant
 
 
 def ofrep_blueprint(service: FlagsService) -> Blueprint:
@@ -83,13 +99,8 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
     def visible_flags(key: SdkKey, snapshot: Snapshot) -> Mapping[str, Mapping[str, Any]]:
         return snapshot.flags if key.kind == "server" else snapshot.client_flags
 
-    def count(environment: str, items: list[dict[str, Any]]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for item in items:
-            if "variant" in item and item["variant"] is not None:
-                counts[(item["key"], item["variant"])] = counts.get((item["key"], item["variant"]), 0) + 1
-        if counts:
-            service.recorder.add_many(environment, counts)
+    def count(environment: str, served: list[tuple[str, str | None]]) -> None:
+        service.recorder.add_served(environment, [(key, variant) for key, variant in served if variant is not None])
 
     # Our own OPTIONS handler answers CORS preflights, so Flask's automatic one is off.
     @blueprint.route("/evaluate/flags/<key>", methods=["POST"], provide_automatic_options=False)
@@ -101,13 +112,13 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             flag = visible_flags(api_key, snapshot).get(key)
             if flag is None:
                 raise OfrepError(404, "FLAG_NOT_FOUND", f"flag {key!r} was not found", key)
-            item = _item(key, flag, context, snapshot)
+            text, variant = _evaluate(key, flag, context, snapshot)
         except OfrepError as error:
             return _error_response(error, key)
-        if "errorCode" in item:
-            return _json(item, 400)
-        count(api_key.environment, [item])
-        return _json(item)
+        if variant is None:
+            return Response(text, status=400, mimetype=JSON_TYPE)
+        count(api_key.environment, [(key, variant)])
+        return Response(text, mimetype=JSON_TYPE)
 
     @blueprint.route("/evaluate/flags", methods=["POST"], provide_automatic_options=False)
     def evaluate_bulk() -> Response:
@@ -123,9 +134,9 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             response.headers["ETag"] = etag
             return response
         flags = visible_flags(api_key, snapshot)
-        items = [_item(key, flag, context, snapshot) for key, flag in flags.items()]
-        count(api_key.environment, items)
-        response = _json({"flags": items})
+        rendered = [(key, *_evaluate(key, flag, context, snapshot)) for key, flag in flags.items()]
+        count(api_key.environment, [(key, variant) for key, _, variant in rendered])
+        response = Response('{"flags":[' + ",".join(text for _, text, _ in rendered) + "]}", mimetype=JSON_TYPE)
         response.headers["ETag"] = etag
         return response
 

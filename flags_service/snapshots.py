@@ -35,6 +35,8 @@ class Snapshot:
     flags: Mapping[str, Mapping[str, Any]]
     segments: Mapping[str, Mapping[str, Any]]
     body: bytes = field(repr=False)  # the SDK snapshot endpoint's JSON
+    # OFREP item JSON per (flag, variant, reason), and per flag key for context-free flags (see ofrep.py)
+    rendered: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def etag(self) -> str:

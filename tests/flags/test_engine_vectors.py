@@ -38,3 +38,18 @@ def test_vector_directory_has_cases_for_every_operator() -> None:
 def test_engine_matches_vector(document: dict[str, Any], case: dict[str, Any]) -> None:
     result = evaluate(document["flag"], case["context"], document.get("segments"), document.get("flags"))
     assert result.to_dict() == case["expected"]
+
+
+def test_context_free_flags_give_one_result_for_every_vector_context() -> None:
+    from flags_service.engine import is_context_free
+
+    seen = 0
+    for path in VECTOR_DIR.glob("*.json"):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        expected = {json.dumps(case["expected"], sort_keys=True) for case in document["cases"]}
+        if is_context_free(document["flag"]):
+            seen += 1
+            assert len(expected) == 1, path.stem
+        elif len(document["cases"]) > 1:
+            assert len(expected) > 1, f"{path.stem}: targeting flag whose cases never differ"
+    assert seen >= 2
