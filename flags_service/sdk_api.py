@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from flags_service.storage import SdkKey
-from service_kit.errors import AuthenticationError, AuthorizationError, ValidationError
+from service_kit.errors import AuthenticationError, AuthorizationError, RateLimitError, ValidationError
 
 if TYPE_CHECKING:
     from flags_service.app import FlagsService
@@ -22,6 +23,7 @@ MAX_COUNT_ITEMS = 5000
 def sdk_blueprint(service: FlagsService) -> Blueprint:
     blueprint = Blueprint("flags_sdk", __name__, url_prefix="/api/v1/sdk")
     settings = service.settings.flags
+    stream_slots = threading.BoundedSemaphore(settings.max_streams_per_worker)
 
     def server_key() -> SdkKey:
         token = service.auth.credential_from_request()
@@ -51,6 +53,8 @@ def sdk_blueprint(service: FlagsService) -> Blueprint:
         """Server-sent events: ``event: version`` with ``{"environment", "version"}`` on connect and on
         every change; a comment line as heartbeat. Closes after ``stream_max_seconds`` (clients reconnect)."""
         key = server_key()
+        if not stream_slots.acquire(blocking=False):
+            raise RateLimitError("Too many open streams on this worker; poll the snapshot instead.", 30)
         service.metrics.sdk_polls.labels(key.environment, "stream").inc()
         cache = service.cache
 
@@ -72,6 +76,7 @@ def sdk_blueprint(service: FlagsService) -> Blueprint:
                     cache.changed.wait(timeout=min(settings.db_poll_seconds, settings.stream_heartbeat_seconds))
 
         response = Response(events(), mimetype="text/event-stream")
+        response.call_on_close(stream_slots.release)  # the WSGI server closes the body when the client goes
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"
         return response

@@ -33,6 +33,8 @@ class FlagsSection:
     db_poll_seconds: float = checked(0.5, positive)  # how often a replica checks the DB while Redis is down
     stream_heartbeat_seconds: float = checked(15.0, positive)
     stream_max_seconds: float = checked(300.0, positive)  # SSE clients reconnect; no thread is held forever
+    # Each open stream holds one of the worker's blocking threads; beyond this, 503 and SDKs poll instead.
+    max_streams_per_worker: int = checked(8, positive)
     evaluation_flush_seconds: float = checked(5.0, positive)
 
 
