@@ -23,14 +23,16 @@ _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 BucketValue = str | int | float | bool
 
 
+# Header of a canonical CBOR text string (major type 3) by byte length, for lengths below 256.
+_TEXT_HEADERS = tuple(bytes((0x60 | n,)) for n in range(24)) + tuple(bytes((0x78, n)) for n in range(24, 256))
+
+
 def _cbor_text(text: str) -> bytes:
-    """Canonical CBOR of a text string (major type 3, shortest length header): the hot path."""
+    """Canonical CBOR of a text string (shortest length header): the hot path, so table-driven."""
     data = text.encode("utf-8")
     size = len(data)
-    if size < 24:
-        return bytes((0x60 | size,)) + data
     if size < 0x100:
-        return bytes((0x78, size)) + data
+        return _TEXT_HEADERS[size] + data
     if size < 0x10000:
         return b"\x79" + struct.pack(">H", size) + data
     return b"\x7a" + struct.pack(">I", size) + data

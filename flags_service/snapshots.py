@@ -129,12 +129,13 @@ class SnapshotCache:
 
     def _fetch(self, environment: str) -> Snapshot:
         wanted = self._announced.get(environment, 0)
-        if self._redis is not None:
+        # Without the subscription we cannot tell whether Redis is current (or even up): use the database.
+        if self._redis is not None and self._subscribed.is_set():
             try:
                 cached = self._redis.hget(self._key(environment), "body")
                 if cached:
                     document = json.loads(cached)
-                    if int(document["version"]) >= wanted and self._subscribed.is_set():
+                    if int(document["version"]) >= wanted:
                         return Snapshot.from_document(document, cached)  # type: ignore[arg-type]
             except (redis.RedisError, ValueError, KeyError):
                 log.warning("redis snapshot read failed; building from the database")
@@ -146,7 +147,7 @@ class SnapshotCache:
         return f"{self._key_prefix}snapshot:{{{environment}}}"
 
     def _store(self, snapshot: Snapshot) -> None:
-        if self._redis is None:
+        if self._redis is None or not self._subscribed.is_set():
             return
         try:
             self._store_script(keys=[self._key(snapshot.environment)], args=[snapshot.version, snapshot.body])
