@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flags_service.model import InvalidDocument
+from flags_service.model import InvalidDocument, state_of
 from flags_service.storage import FlagStore
 from service_kit.auth import require_role
 from service_kit.errors import ValidationError
@@ -134,7 +134,7 @@ def admin_blueprint(service: FlagsService) -> Blueprint:
             raise ValidationError({"enabled": "must be true, false or absent (flip)"})
 
         def operation(s: FlagStore) -> Any:
-            current = s.get_flag(key)["environments"][env]["enabled"]
+            current = state_of(s.get_flag(key), env)["enabled"]
             target = (not current) if enabled is None else enabled
             return s.patch_environment(
                 key, env, {"enabled": target}, actor(), expected_version=version, action="toggle"

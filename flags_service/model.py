@@ -336,10 +336,7 @@ def validate_segment(document: object, *, tiers: Iterable[str] = ()) -> dict[str
 
 def prerequisite_cycle(flags: Mapping[str, Mapping[str, Any]], environment: str) -> list[str] | None:
     """The first prerequisite cycle among ``flags`` in ``environment`` as a key path, or ``None``."""
-    graph = {
-        key: [p["flag"] for p in doc["environments"].get(environment, {}).get("prerequisites", [])]
-        for key, doc in flags.items()
-    }
+    graph = {key: [p["flag"] for p in state_of(doc, environment)["prerequisites"]] for key, doc in flags.items()}
     done: set[str] = set()
 
     def visit(key: str, path: list[str]) -> list[str] | None:
@@ -361,9 +358,16 @@ def prerequisite_cycle(flags: Mapping[str, Mapping[str, Any]], environment: str)
     return None
 
 
+def state_of(document: Mapping[str, Any], environment: str) -> dict[str, Any]:
+    """A flag's state in ``environment``; an environment added to the config after the flag was saved
+    starts off, like a new flag."""
+    state = document["environments"].get(environment)
+    return dict(state) if state is not None else default_state(document["offVariant"])
+
+
 def compile_flag(document: Mapping[str, Any], environment: str) -> dict[str, Any]:
     """The engine shape of one flag in one environment (metadata limited to what OFREP may carry)."""
-    state = document["environments"][environment]
+    state = state_of(document, environment)
     metadata = {"kind": document["kind"]}
     if document.get("owner"):
         metadata["owner"] = document["owner"]

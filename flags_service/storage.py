@@ -37,6 +37,7 @@ from flags_service.model import (
     compile_segment,
     diff,
     prerequisite_cycle,
+    state_of,
     validate_flag,
     validate_segment,
 )
@@ -290,7 +291,7 @@ class FlagStore:
         if environment not in self.environments:
             raise InvalidDocument({"environment": f"unknown environment (known: {', '.join(self.environments)})"})
         doc = json.loads(json.dumps(current))
-        doc["environments"][environment].update(changes)
+        doc["environments"][environment] = {**state_of(doc, environment), **changes}
         return self.update_flag(key, doc, actor, expected_version=expected_version, action=action)
 
     def delete_flag(self, key: str, actor: str, *, expected_version: int | None) -> Change:
@@ -301,7 +302,7 @@ class FlagStore:
             other["key"]
             for other in self._documents().values()
             for env in self.environments
-            if any(p["flag"] == key for p in other["environments"][env]["prerequisites"])
+            if any(p["flag"] == key for p in state_of(other, env)["prerequisites"])
         )
         if dependants:
             raise InUse(f"required by {', '.join(dict.fromkeys(dependants))}")
@@ -421,7 +422,7 @@ class FlagStore:
         users = [
             doc["key"]
             for doc in self._documents().values()
-            for rule in doc["environments"][environment]["rules"]
+            for rule in state_of(doc, environment)["rules"]
             for clause in rule["clauses"]
             if clause["op"] == "segmentMatch" and key in clause["values"]
         ]

@@ -136,3 +136,13 @@ def test_stale_flags_by_expiry_and_by_last_evaluation(store: FlagStore) -> None:
     later = now + dt.timedelta(days=31)
     staging = {f["key"]: f["reason"] for f in store.stale_flags("staging", stale_after_days=30, now=later)}
     assert staging == {"expired": "expired", "old-release": "never-evaluated", "fresh": "never-evaluated"}
+
+
+def test_an_environment_added_later_serves_existing_flags_off(store: FlagStore) -> None:
+    store.create_flag(_flag(environments={"production": {"enabled": True}}), "x")
+    grown = FlagStore(store.session, [*ENVIRONMENTS, "qa"])
+    grown.ensure_environments()
+    flag = grown.snapshot("qa")["flags"]["new-checkout"]
+    assert (flag["enabled"], flag["fallthrough"]) == (False, {"variant": "off"})
+    grown.patch_environment("new-checkout", "qa", {"enabled": True}, "x", expected_version=None, action="toggle")
+    assert grown.snapshot("qa")["flags"]["new-checkout"]["enabled"] is True
