@@ -125,6 +125,9 @@ def sql_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         connect_args["timeout"] = spec.timeout_seconds  # wait for a locked database at most this long
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            # read-only URI: probing a missing database must report it down, not create an empty one
+            url = url.set(database=f"file:{url.database}", query={**url.query, "mode": "ro", "uri": "true"})
     elif url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = max(1, round(spec.timeout_seconds))
     engine = sqlalchemy.create_engine(url, connect_args=connect_args, pool_pre_ping=True, pool_size=1)
@@ -138,11 +141,32 @@ def sql_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
     return probe
 
 
-def tcp_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
-    address = urlsplit(f"//{spec.target}")
+def tcp_address(target: str) -> tuple[str, int]:
+    """(host, port) of a "host:port" target; ValueError naming the problem."""
+    address = urlsplit(f"//{target}")
     if address.hostname is None or address.port is None:
-        raise ValueError(f"{spec.service}: tcp target must be host:port, got {spec.target!r}")
-    host, port = address.hostname, address.port
+        raise ValueError(f"tcp target must be host:port, got {target!r}")
+    return address.hostname, address.port
+
+
+TARGET_SCHEMES = {"http": ("http", "https"), "redis": ("redis", "rediss", "unix")}
+
+
+def check_target(kind: str, target: str) -> None:
+    """Raise ValueError when `target` cannot be a target of this kind of probe (checked at start-up)."""
+    if kind == "tcp":
+        tcp_address(target)
+    elif kind == "sql":
+        try:
+            sqlalchemy.make_url(target)
+        except sqlalchemy.exc.ArgumentError as error:
+            raise ValueError(f"not a SQLAlchemy URL: {target!r}") from error
+    elif urlsplit(target).scheme not in TARGET_SCHEMES[kind]:
+        raise ValueError(f"a {' or '.join(TARGET_SCHEMES[kind])} URL, got {target!r}")
+
+
+def tcp_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
+    host, port = tcp_address(spec.target)
 
     def probe() -> ProbeReport:
         with socket.create_connection((host, port), timeout=spec.timeout_seconds):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -140,3 +146,56 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield int(sock.getsockname()[1])
+
+
+class ExporterProcess:
+    """An exporter started as its console script would be (`python -m exporters.<name>.cli`)."""
+
+    def __init__(self, name: str, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.port = port
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"exporters.{name}.cli", "--config", str(config)],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(self._answers, timeout=15)
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            assert self.process.stderr is not None
+            raise AssertionError(
+                f"exporter exited {self.process.returncode}: {self.process.stderr.read().decode()}"
+            )
+        try:
+            return requests.get(self.url, timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def scrape(self) -> tuple[str, float]:
+        """(body, seconds the scrape took)."""
+        started = time.perf_counter()
+        response = requests.get(self.url, timeout=5)
+        response.raise_for_status()
+        return response.text, time.perf_counter() - started
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
+
+def sample(body: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The value of one sample in a text exposition, None when absent."""
+    for family in text_string_to_metric_families(body):
+        for sample_ in family.samples:
+            if sample_.name == name and sample_.labels == (labels or {}):
+                return float(sample_.value)
+    return None
+
+
+def write_config(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -122,8 +122,9 @@ def test_sql_probe_on_sqlite_file_and_on_unopenable_path(tmp_path: Path) -> None
     database = tmp_path / "platform.sqlite3"
     sqlite3.connect(database).close()
     assert run(ProbeSpec("database", "sql", f"sqlite:///{database}"))[:2] == ("healthy", "success")
-    missing = tmp_path / "no-such-dir" / "db.sqlite3"
+    missing = tmp_path / "missing.sqlite3"
     assert run(ProbeSpec("database", "sql", f"sqlite:///{missing}"))[:2] == ("down", "failure")
+    assert not missing.exists()  # the probe must not create the database it checks
 
 
 def test_sql_probe_on_postgresql_url_with_nothing_listening_is_down() -> None:
