@@ -76,7 +76,7 @@ def field_of(
     if key not in section or section[key] is None:
         if default is ...:
             raise ConfigError(name, file, f"required: {TYPE_NAMES.get(kind, kind.__name__)}")
-        return default  # type: ignore[no-any-return]
+        return default
     value = section[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
