@@ -57,9 +57,7 @@ class PeriodicJob(Generic[T]):
         """One attempt, waited for at most `timeout` seconds; recorded and returned."""
         started = time.perf_counter()
         if self._running is not None and self._running.is_alive():
-            attempt: Attempt[T] = Attempt(
-                None, TimeoutError("previous attempt still running"), True, 0.0, time.time()
-            )
+            attempt: Attempt[T] = Attempt(None, TimeoutError("previous attempt still running"), True, 0.0, time.time())
         else:
             box: dict[str, object] = {}
 

@@ -1,23 +1,19 @@
-"""`vibelux-exporter-health [--config PATH]`: probe the platform's dependencies, serve the results."""
+"""`vibelux-exporter-health serve`: probe the platform's dependencies on their schedules, serve the results."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from exporters.health.exporter import HealthExporter
-from exporters.health.settings import load_settings
-from exporters.serving import config_path, register_build_info, run_cli, serve
+from exporters.health.settings import ENV_PREFIX, HealthSettings
+from exporters.serving import Exporter, exporter_cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    def run() -> None:
-        settings = load_settings(config_path(argv, "health"))
-        exporter = HealthExporter(settings.probes)
-        register_build_info(exporter.registry, "health")
-        serve(exporter.registry, settings.server, exporter.start, exporter.stop)
+def build(settings: HealthSettings) -> Exporter:
+    exporter = HealthExporter(settings.probes)
+    return Exporter(exporter.registry, exporter.start, exporter.stop)
 
-    return run_cli(run)
+
+main = exporter_cli("health", HealthSettings, ENV_PREFIX, build)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

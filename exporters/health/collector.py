@@ -33,9 +33,7 @@ class HealthBook:
         self._lock = threading.Lock()
         self._services = {service: ServiceHealth() for service in services}
 
-    def record(
-        self, service: str, attempt: Attempt[ProbeReport], degraded_after_seconds: float | None
-    ) -> str:
+    def record(self, service: str, attempt: Attempt[ProbeReport], degraded_after_seconds: float | None) -> str:
         """Grade the attempt, update the service's entry, return its status."""
         status, outcome = grade(attempt, degraded_after_seconds)
         with self._lock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry
 
@@ -14,23 +14,17 @@ from exporters.scheduling import Attempt, PeriodicJob
 class HealthExporter:
     """One PeriodicJob per probe, all recording into one HealthBook published by one collector."""
 
-    def __init__(self, specs: Sequence[ProbeSpec], registry: CollectorRegistry | None = None) -> None:
-        services = [spec.service for spec in specs]
-        duplicates = sorted({service for service in services if services.count(service) > 1})
-        if duplicates:
-            raise ValueError(f"services probed twice: {', '.join(duplicates)}")
-        self.book = HealthBook(services)
+    def __init__(self, probes: Mapping[str, ProbeSpec], registry: CollectorRegistry | None = None) -> None:
+        self.book = HealthBook(list(probes))
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(HealthCollector(self.book))
-        self.jobs = {spec.service: self._job(spec) for spec in specs}
+        self.jobs = {service: self._job(service, spec) for service, spec in probes.items()}
 
-    def _job(self, spec: ProbeSpec) -> PeriodicJob[ProbeReport]:
+    def _job(self, service: str, spec: ProbeSpec) -> PeriodicJob[ProbeReport]:
         def record(attempt: Attempt[ProbeReport]) -> None:
-            self.book.record(spec.service, attempt, spec.degraded_after_seconds)
+            self.book.record(service, attempt, spec.degraded_after_seconds)
 
-        return PeriodicJob(
-            f"probe-{spec.service}", build_probe(spec), record, spec.interval_seconds, spec.timeout_seconds
-        )
+        return PeriodicJob(f"probe-{service}", build_probe(spec), record, spec.interval_seconds, spec.timeout_seconds)
 
     def start(self) -> None:
         for job in self.jobs.values():

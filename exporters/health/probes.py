@@ -7,10 +7,11 @@ attempt into a status and an outcome, so the rule is tested without any network.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import redis
@@ -18,8 +19,8 @@ import requests
 import sqlalchemy
 
 from exporters.scheduling import Attempt
+from service_kit.config import checked, positive
 
-KINDS = ("http", "redis", "sql", "tcp")
 STATUSES = ("healthy", "degraded", "down")
 OUTCOMES = ("success", "degraded", "failure", "timeout")
 
@@ -32,24 +33,23 @@ class ProbeFailure(Exception):
 class BodyCheck:
     """A JSON health body: the value at dotted `field` must be one of `healthy` (or `degraded`)."""
 
-    field: str
-    healthy: tuple[str, ...] = ("ok", "pass", "healthy", "up")
-    degraded: tuple[str, ...] = ("degraded", "warn")
+    field: str = "status"
+    healthy: list[str] = dataclasses.field(default_factory=lambda: ["ok", "pass", "healthy", "up"])
+    degraded: list[str] = dataclasses.field(default_factory=lambda: ["degraded", "warn"])
 
 
 @dataclass(frozen=True)
 class ProbeSpec:
-    """One dependency to probe: its `service` label, how, where, how often and how patiently."""
+    """How to probe one service (the service name is its key in the config): what, where, how often."""
 
-    service: str
-    kind: str
-    target: str  # URL for http/redis/sql, host:port for tcp
-    interval_seconds: float = 15.0
-    timeout_seconds: float = 5.0
+    kind: Literal["http", "redis", "sql", "tcp"] = "http"
+    target: str = ""  # URL for http/redis/sql, host:port for tcp
+    interval_seconds: float = checked(15.0, positive)
+    timeout_seconds: float = checked(5.0, positive)
     degraded_after_seconds: float | None = None  # slower than this (but answered) counts as degraded
-    expect_status: tuple[int, ...] = (200,)
+    expect_status: list[int] = dataclasses.field(default_factory=lambda: [200])
     body: BodyCheck | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,7 @@ def http_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
     session = requests.Session()
 
     def probe() -> ProbeReport:
-        response = session.get(
-            spec.target, timeout=spec.timeout_seconds, headers=spec.headers, allow_redirects=False
-        )
+        response = session.get(spec.target, timeout=spec.timeout_seconds, headers=spec.headers, allow_redirects=False)
         if response.status_code not in spec.expect_status:
             raise ProbeFailure(f"HTTP {response.status_code}")
         if spec.body is None:
@@ -145,7 +143,7 @@ def tcp_address(target: str) -> tuple[str, int]:
     """(host, port) of a "host:port" target; ValueError naming the problem."""
     address = urlsplit(f"//{target}")
     if address.hostname is None or address.port is None:
-        raise ValueError(f"tcp target must be host:port, got {target!r}")
+        raise ValueError(f"host:port, got {target!r}")
     return address.hostname, address.port
 
 
@@ -154,13 +152,15 @@ TARGET_SCHEMES = {"http": ("http", "https"), "redis": ("redis", "rediss", "unix"
 
 def check_target(kind: str, target: str) -> None:
     """Raise ValueError when `target` cannot be a target of this kind of probe (checked at start-up)."""
+    if not target:
+        raise ValueError("a target (URL, or host:port for tcp)")
     if kind == "tcp":
         tcp_address(target)
     elif kind == "sql":
         try:
             sqlalchemy.make_url(target)
         except sqlalchemy.exc.ArgumentError as error:
-            raise ValueError(f"not a SQLAlchemy URL: {target!r}") from error
+            raise ValueError(f"a SQLAlchemy URL, got {target!r}") from error
     elif urlsplit(target).scheme not in TARGET_SCHEMES[kind]:
         raise ValueError(f"a {' or '.join(TARGET_SCHEMES[kind])} URL, got {target!r}")
 

@@ -68,9 +68,7 @@ DISK_FIELDS = (
         "The total number of seconds spent by all reads.",
         0.001,
     ),
-    CounterField(
-        "read_count", "node_disk_reads_completed_total", "The total number of reads completed successfully."
-    ),
+    CounterField("read_count", "node_disk_reads_completed_total", "The total number of reads completed successfully."),
     CounterField("read_merged_count", "node_disk_reads_merged_total", "The total number of reads merged."),
     CounterField(
         "write_time",
@@ -84,9 +82,7 @@ DISK_FIELDS = (
         "The total number of writes completed successfully.",
     ),
     CounterField("write_merged_count", "node_disk_writes_merged_total", "The number of writes merged."),
-    CounterField(
-        "write_bytes", "node_disk_written_bytes_total", "The total number of bytes written successfully."
-    ),
+    CounterField("write_bytes", "node_disk_written_bytes_total", "The total number of bytes written successfully."),
 )
 
 NET_FIELDS = tuple(
@@ -236,9 +232,7 @@ class NodeCollector(Collector):
     def _filesystem(self) -> Iterator[Metric]:
         labels = ["device", "fstype", "mountpoint"]
         size = GaugeMetricFamily("node_filesystem_size_bytes", "Filesystem size in bytes.", labels=labels)
-        free = GaugeMetricFamily(
-            "node_filesystem_free_bytes", "Filesystem free space in bytes.", labels=labels
-        )
+        free = GaugeMetricFamily("node_filesystem_free_bytes", "Filesystem free space in bytes.", labels=labels)
         avail = GaugeMetricFamily(
             "node_filesystem_avail_bytes",
             "Filesystem space available to non-root users in bytes.",
@@ -247,11 +241,7 @@ class NodeCollector(Collector):
         seen: set[tuple[str, str, str]] = set()
         for part in self._source.disk_partitions(all=True):
             key = (part.device, part.fstype, part.mountpoint)
-            if (
-                key in seen
-                or not self._mountpoint_included(part.mountpoint)
-                or not self._fstype_included(part.fstype)
-            ):
+            if key in seen or not self._mountpoint_included(part.mountpoint) or not self._fstype_included(part.fstype):
                 continue
             seen.add(key)
             try:
@@ -283,8 +273,7 @@ class ProcessGroupCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         totals = {
-            name: dict.fromkeys(("count", "user", "system", "rss", "fds", "threads"), 0.0)
-            for name, _ in self._groups
+            name: dict.fromkeys(("count", "user", "system", "rss", "fds", "threads"), 0.0) for name, _ in self._groups
         }
         if self._groups:
             for process in self._source.process_iter(["cmdline"], ad_value=None):
@@ -299,9 +288,7 @@ class ProcessGroupCollector(Collector):
             labels=["name", "mode"],
         )
         families = {
-            "count": GaugeMetricFamily(
-                "vibelux_processes", "Running processes in the group.", labels=["name"]
-            ),
+            "count": GaugeMetricFamily("vibelux_processes", "Running processes in the group.", labels=["name"]),
             "fds": GaugeMetricFamily(
                 "vibelux_process_open_fds", "Open file descriptors of the group's processes.", labels=["name"]
             ),

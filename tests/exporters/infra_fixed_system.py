@@ -171,8 +171,6 @@ class FixedSystem:
                 fds=5,
             ),
             FixedProcess(12, ["/venv/bin/python", "/venv/bin/vibelux-proxy"], gone=True),
-            FixedProcess(
-                13, ["/usr/bin/redis-server", "*:6379"], user=9.0, system=9.0, rss=9, threads=9, fds=9
-            ),
+            FixedProcess(13, ["/usr/bin/redis-server", "*:6379"], user=9.0, system=9.0, rss=9, threads=9, fds=9),
             FixedProcess(14, [], user=9.0, system=9.0, rss=9, threads=9, fds=9),  # kernel thread: no cmdline
         ]

@@ -8,26 +8,30 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ExporterProcess, RedisServer, free_port, sample, wait_until, write_config
+
+from tests.exporters.helpers import ExporterProcess, sample, write_config
+from tests.servers import RedisServer, free_port, wait_until
 
 
 @pytest.mark.integration
 def test_stopped_redis_and_hung_http_are_down_within_timeout_while_scrapes_stay_fast(
     tmp_path: Path, dependency_url: str, silent_port: int
 ) -> None:
-    redis_server = RedisServer(tmp_path)
+    redis_server = RedisServer()
     redis_server.start()
     port = free_port()
     config = write_config(
         tmp_path / "health.yml",
         {
             "server": {"port": port},
-            "defaults": {"interval_seconds": 0.5, "timeout_seconds": 1},
             "probes": {
-                "api": {"kind": "http", "target": dependency_url + "/ok", "body": {"field": "status"}},
-                "redis": {"kind": "redis", "target": redis_server.url},
-                "ai": {"kind": "http", "target": f"http://127.0.0.1:{silent_port}/"},
-                "payments": {"kind": "http", "target": dependency_url + "/trickle"},
+                service: {"interval_seconds": 0.5, "timeout_seconds": 1, **probe}
+                for service, probe in {
+                    "api": {"kind": "http", "target": dependency_url + "/ok", "body": {"field": "status"}},
+                    "redis": {"kind": "redis", "target": redis_server.url},
+                    "ai": {"kind": "http", "target": f"http://127.0.0.1:{silent_port}/"},
+                    "payments": {"kind": "http", "target": dependency_url + "/trickle"},
+                }.items()
             },
         },
     )
@@ -55,30 +59,31 @@ def test_stopped_redis_and_hung_http_are_down_within_timeout_while_scrapes_stay_
         assert max(durations) < 0.25
     finally:
         exporter.stop()
-        redis_server.stop()
+        redis_server.close()
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"probes": {}}, "probes: at least one probe"),
+        ({"probes": {}}, "probes: expected at least one probe"),
         (
             {"probes": {"api": {"kind": "smtp", "target": "x"}}},
-            "probes.api.kind: one of http, redis, sql, tcp",
+            "probes.api.kind: expected one of http, redis, sql, tcp, got 'smtp'",
         ),
         (
             {"probes": {"api": {"kind": "tcp", "target": "localhost"}}},
-            "probes.api.target: tcp target must be",
+            "probes.api.target: expected host:port, got 'localhost'",
         ),
-        ({"probes": {"api": {"kind": "http"}}}, "probes.api.target: required: a string"),
-        ({"probes": {"db": {"kind": "sql", "target": "nonsense"}}}, "probes.db.target: not a SQLAlchemy URL"),
+        ({"probes": {"api": {"kind": "http"}}}, "probes.api.target: expected a target"),
+        ({"probes": {"api": {"kind": "http", "url": "http://x"}}}, "probes.api.url: expected one of"),
+        ({"probes": {"db": {"kind": "sql", "target": "nonsense"}}}, "probes.db.target: expected a SQLAlchemy URL"),
         (
             {"probes": {"api": {"kind": "http", "target": "http://x", "timeout_seconds": 0}}},
-            "probes.api.timeout_seconds: a positive number",
+            "probes.api.timeout_seconds: expected a number greater than 0",
         ),
         (
             {"server": {"port": "ninety"}, "probes": {"api": {"kind": "tcp", "target": "localhost:1"}}},
-            "server.port: an integer, got 'ninety'",
+            "server.port: expected an integer, got 'ninety'",
         ),
     ],
 )
@@ -87,10 +92,12 @@ def test_bad_config_stops_start_up_with_one_line_naming_key_and_file(
 ) -> None:
     path = write_config(tmp_path / "health.yml", config)
     result = subprocess.run(
-        [sys.executable, "-m", "exporters.health.cli", "--config", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", "exporters.health.cli", "--config", str(path), "check-config"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"config error: {path}: ")
+    assert lines[0].startswith(f"config error in {path}: ")
     assert message in lines[0]

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer, free_port, wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.health.collector import HealthBook, HealthCollector
 from exporters.health.exporter import HealthExporter
 from exporters.health.probes import BodyCheck, ProbeReport, ProbeSpec, build_probe, grade
 from exporters.scheduling import Attempt, PeriodicJob
+from tests.servers import RedisServer, free_port, wait_until
 
 
 def attempt(
@@ -62,7 +62,7 @@ BODY = BodyCheck(field="status")
         ("/ok", None, None, ("healthy", "success")),
         ("/degraded", BODY, None, ("degraded", "degraded")),
         ("/slow", BODY, 0.1, ("degraded", "degraded")),
-        ("/nested", BodyCheck("status.indicator", healthy=("none",)), None, ("healthy", "success")),
+        ("/nested", BodyCheck("status.indicator", healthy=["none"]), None, ("healthy", "success")),
         ("/broken-body", BODY, None, ("down", "failure")),
         ("/error", None, None, ("down", "failure")),
         ("/missing", None, None, ("down", "failure")),
@@ -77,7 +77,6 @@ def test_http_probe_grades_status_code_body_and_latency(
     expected: tuple[str, str],
 ) -> None:
     spec = ProbeSpec(
-        "api",
         "http",
         dependency_url + path,
         timeout_seconds=2,
@@ -89,30 +88,28 @@ def test_http_probe_grades_status_code_body_and_latency(
 
 
 def test_http_probe_against_silent_server_times_out_within_its_timeout(silent_port: int) -> None:
-    status, outcome, done = run(
-        ProbeSpec("api", "http", f"http://127.0.0.1:{silent_port}/", timeout_seconds=0.5)
-    )
+    status, outcome, done = run(ProbeSpec("http", f"http://127.0.0.1:{silent_port}/", timeout_seconds=0.5))
     assert (status, outcome) == ("down", "timeout")
     assert done.duration_seconds < 1.0
 
 
 def test_http_probe_against_trickling_server_is_cut_off_by_the_hard_timeout(dependency_url: str) -> None:
     started = time.perf_counter()
-    status, outcome, _ = run(ProbeSpec("ai", "http", dependency_url + "/trickle", timeout_seconds=0.5))
+    status, outcome, _ = run(ProbeSpec("http", dependency_url + "/trickle", timeout_seconds=0.5))
     assert (status, outcome) == ("down", "timeout")
     assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.integration
-def test_redis_probe_is_healthy_then_down_when_redis_stops(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path)
+def test_redis_probe_is_healthy_then_down_when_redis_stops() -> None:
+    server = RedisServer()
     server.start()
-    spec = ProbeSpec("redis", "redis", server.url, timeout_seconds=0.5)
+    spec = ProbeSpec("redis", server.url, timeout_seconds=0.5)
     probe = build_probe(spec)
     job_results: list[Attempt[ProbeReport]] = []
     job = PeriodicJob("redis", probe, job_results.append, 1, spec.timeout_seconds)
     assert grade(job.run_once(), None) == ("healthy", "success")
-    server.stop()
+    server.close()
     down = job.run_once()
     assert grade(down, None)[0] == "down"
     assert down.duration_seconds < spec.timeout_seconds + 0.2
@@ -121,25 +118,25 @@ def test_redis_probe_is_healthy_then_down_when_redis_stops(tmp_path: Path) -> No
 def test_sql_probe_on_sqlite_file_and_on_unopenable_path(tmp_path: Path) -> None:
     database = tmp_path / "platform.sqlite3"
     sqlite3.connect(database).close()
-    assert run(ProbeSpec("database", "sql", f"sqlite:///{database}"))[:2] == ("healthy", "success")
+    assert run(ProbeSpec("sql", f"sqlite:///{database}"))[:2] == ("healthy", "success")
     missing = tmp_path / "missing.sqlite3"
-    assert run(ProbeSpec("database", "sql", f"sqlite:///{missing}"))[:2] == ("down", "failure")
+    assert run(ProbeSpec("sql", f"sqlite:///{missing}"))[:2] == ("down", "failure")
     assert not missing.exists()  # the probe must not create the database it checks
 
 
 def test_sql_probe_on_postgresql_url_with_nothing_listening_is_down() -> None:
     url = f"postgresql+psycopg://vibelux:secret@127.0.0.1:{free_port()}/platform"
-    assert run(ProbeSpec("database", "sql", url, timeout_seconds=2))[:2] == ("down", "failure")
+    assert run(ProbeSpec("sql", url, timeout_seconds=2))[:2] == ("down", "failure")
 
 
 def test_tcp_probe_connects_or_fails(silent_port: int) -> None:
-    assert run(ProbeSpec("payments", "tcp", f"127.0.0.1:{silent_port}"))[:2] == ("healthy", "success")
-    assert run(ProbeSpec("payments", "tcp", f"127.0.0.1:{free_port()}"))[:2] == ("down", "failure")
+    assert run(ProbeSpec("tcp", f"127.0.0.1:{silent_port}"))[:2] == ("healthy", "success")
+    assert run(ProbeSpec("tcp", f"127.0.0.1:{free_port()}"))[:2] == ("down", "failure")
 
 
 def test_tcp_probe_rejects_target_without_port() -> None:
-    with pytest.raises(ValueError, match="tcp target must be host:port"):
-        build_probe(ProbeSpec("payments", "tcp", "localhost"))
+    with pytest.raises(ValueError, match="host:port"):
+        build_probe(ProbeSpec("tcp", "localhost"))
 
 
 def test_collector_exposition_after_recorded_attempts() -> None:
@@ -190,25 +187,18 @@ service_last_success_timestamp_seconds{service="api"} 1.7e+09
 
 
 def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: str, silent_port: int) -> None:
+    fast = {"interval_seconds": 0.2, "timeout_seconds": 0.5}
     exporter = HealthExporter(
-        [
-            ProbeSpec("api", "http", dependency_url + "/ok", interval_seconds=0.2, timeout_seconds=0.5),
-            ProbeSpec("ai", "http", dependency_url + "/trickle", interval_seconds=0.2, timeout_seconds=0.5),
-            ProbeSpec(
-                "payments",
-                "http",
-                f"http://127.0.0.1:{silent_port}/",
-                interval_seconds=0.2,
-                timeout_seconds=0.5,
-            ),
-        ]
+        {
+            "api": ProbeSpec("http", dependency_url + "/ok", **fast),
+            "ai": ProbeSpec("http", dependency_url + "/trickle", **fast),
+            "payments": ProbeSpec("http", f"http://127.0.0.1:{silent_port}/", **fast),
+        }
     )
     exporter.start()
     try:
         value = exporter.registry.get_sample_value
-        wait_until(
-            lambda: value("service_probe_results_total", {"service": "api", "outcome": "success"}) >= 3
-        )
+        wait_until(lambda: value("service_probe_results_total", {"service": "api", "outcome": "success"}) >= 3)
         wait_until(lambda: value("service_probe_results_total", {"service": "ai", "outcome": "timeout"}) >= 2)
         started = time.perf_counter()
         generate_latest(exporter.registry)
@@ -218,9 +208,3 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
         assert value("service_up", {"service": "payments"}) == 0.0
     finally:
         exporter.stop()
-
-
-def test_exporter_refuses_two_probes_for_one_service(dependency_url: str) -> None:
-    spec = ProbeSpec("api", "http", dependency_url + "/ok")
-    with pytest.raises(ValueError, match="services probed twice: api"):
-        HealthExporter([spec, spec])

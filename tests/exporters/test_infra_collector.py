@@ -6,10 +6,10 @@ import subprocess
 
 import psutil
 import pytest
-from infra_fixed_system import FixedSystem
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.infra.collector import ALL_COLLECTORS, NodeCollector, ProcessGroup, ProcessGroupCollector
+from tests.exporters.infra_fixed_system import FixedSystem
 
 NODE_EXPOSITION = """\
 # HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.
@@ -233,9 +233,7 @@ def is_meminfo_camelcase_finding(line: str) -> bool:
 
 
 def test_real_host_exposition_passes_promtool_lint_except_node_exporters_own_meminfo_names() -> None:
-    output = exposition(
-        NodeCollector(psutil, collectors=ALL_COLLECTORS), ProcessGroupCollector(psutil, GROUPS)
-    )
+    output = exposition(NodeCollector(psutil, collectors=ALL_COLLECTORS), ProcessGroupCollector(psutil, GROUPS))
     findings = promtool_findings(output)
     assert [line for line in findings if not is_meminfo_camelcase_finding(line)] == []
     assert any(is_meminfo_camelcase_finding(line) for line in findings)  # the check above really ran
