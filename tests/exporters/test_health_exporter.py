@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from exporters.health.settings import ENV_PREFIX, HealthSettings
+from service_kit.config import load_settings
 from tests.exporters.helpers import ExporterProcess, sample, write_config
 from tests.servers import RedisServer, free_port, wait_until
 
@@ -101,3 +103,13 @@ def test_bad_config_stops_start_up_with_one_line_naming_key_and_file(
     assert len(lines) == 1
     assert lines[0].startswith(f"config error in {path}: ")
     assert message in lines[0]
+
+
+def test_shipped_config_is_valid_and_probe_keys_come_from_the_environment() -> None:
+    environ = {"EXPORTER_HEALTH_PROBES__DATABASE__TARGET": "postgresql+psycopg://ops:pw@db:5432/platform"}
+    settings = load_settings(HealthSettings, "config/exporters/health.yml", ENV_PREFIX, environ)
+    settings.validate("config/exporters/health.yml")
+    assert set(settings.probes) == {"api", "database", "redis", "ai", "payments"}
+    assert settings.probes["database"].target == environ["EXPORTER_HEALTH_PROBES__DATABASE__TARGET"]
+    assert settings.probes["database"].degraded_after_seconds == 0.5  # the file's other keys stay
+    assert settings.server.port == 9102
