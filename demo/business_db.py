@@ -1,6 +1,6 @@
 """Generate a reference-schema SQLite database with months of believable platform history.
 
-    python -m demo.business_db [--out .run/demo/platform.sqlite3] [--users 3000] [--months 12] [--seed 7]
+    python -m demo.business_db [--out .run/demo/platform.sqlite3] [--users 3000] [--months 12] [--if-stale]
 
 Sign-ups grow over the period with a weekly rhythm; free users convert to paid plans, upgrade and churn;
 each user has their own activity habit, so daily, weekly and monthly active users differ; paying users make
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -177,12 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=3000, help="about how many users sign up over the period")
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--if-missing", action="store_true", help="do nothing when --out already exists")
+    parser.add_argument(
+        "--if-stale", action="store_true", help="do nothing when --out exists and is less than a day old"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.users < 1 or args.months < 1:
         parser.error("--users and --months must be at least 1")
-    if args.if_missing and args.out.exists():
+    # history ends at generation time: a day later the "last day" windows would start to empty out
+    if args.if_stale and args.out.exists() and time.time() - args.out.stat().st_mtime < 86_400:
         return
     counts = generate(args.out, args.users, args.months, args.seed, progress=not args.quiet)
     print(f"wrote {args.out}: " + ", ".join(f"{count} {table}" for table, count in counts.items()))
