@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, or_, select
+from sqlalchemy import Select, and_, case, exists, or_, select
 from sqlalchemy.orm import Session
 
 from tickets_app.desk import Actor, InvalidInput
@@ -86,7 +86,7 @@ def list_tickets(
     if sort == "relevance":
         if not expression:
             raise InvalidInput({"sort": "relevance needs search words"})
-        key: ColumnElement[Any] = fts.c.rank
+        key: Any = fts.c.rank
         descending = False
     else:
         descending = sort.startswith("-")

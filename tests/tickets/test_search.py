@@ -151,8 +151,7 @@ def test_bad_list_arguments_name_the_field(
     desk: Desk, session: Session, args: dict[str, str], field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
-        parsed, size, cursor = parse_list_args(args)
-        list_tickets(session, desk.index, AGENT, parsed, size, cursor)
+        search(desk, session, AGENT, **args)
     assert field in caught.value.details
 
 
