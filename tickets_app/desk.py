@@ -147,7 +147,14 @@ class Desk:
     # -- writing -----------------------------------------------------------------------------------
 
     def create_ticket(
-        self, session: Session, actor: Actor, payload: Mapping[str, Any], now: datetime
+        self,
+        session: Session,
+        actor: Actor,
+        payload: Mapping[str, Any],
+        now: datetime,
+        *,
+        follow_up_of_id: int | None = None,
+        alert_group_key: str | None = None,
     ) -> Ticket:
         """A new ticket with its first message. Staff must name the customer; customers are the requester."""
         errors: dict[str, str] = {}
@@ -184,8 +191,8 @@ class Desk:
             customer_tier=requester.tier,
             created_at=now,
             updated_at=now,
-            follow_up_of_id=payload.get("follow_up_of_id"),
-            alert_group_key=payload.get("alert_group_key"),
+            follow_up_of_id=follow_up_of_id,
+            alert_group_key=alert_group_key,
         )
         session.add(ticket)
         session.flush()
@@ -356,8 +363,9 @@ class Desk:
         """The ticket's own history in the SLA clock's vocabulary, in time order."""
         events: list[tuple[datetime, int, dict[str, Any]]] = [(ticket.created_at, 0, {"type": "created"})]
         for message in session.scalars(select(Message).where(Message.ticket_id == ticket.id)):
-            author = "staff" if message.author_kind in ("staff", "system") else "customer"
-            reply = {"type": "reply", "author": author, "public": not message.internal}
+            if message.author_kind == "system":
+                continue  # notices written by the desk itself answer nobody
+            reply = {"type": "reply", "author": message.author_kind, "public": not message.internal}
             events.append((message.created_at, 1, reply))
         status_changes = session.scalars(
             select(TicketEvent).where(TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "status")
@@ -418,7 +426,7 @@ class Desk:
     ) -> Message:
         message = Message(
             ticket_id=ticket.id,
-            author_kind="staff" if actor.is_staff else "customer",
+            author_kind="system" if actor.role == "system" else "staff" if actor.is_staff else "customer",
             author_id=actor.id,
             author_name=actor.name,
             body=body,
@@ -450,8 +458,8 @@ class Desk:
             actor,
             {"subject": f"Re: {closed.subject}"[:300], "body": body, "priority": closed.priority},
             now,
+            follow_up_of_id=closed.id,
         )
-        follow_up.follow_up_of_id = closed.id
         follow_up.category = closed.category
         for attachment in attachments:
             attachment.message_id = follow_up.messages[0].id if follow_up.messages else None

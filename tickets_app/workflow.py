@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 
 STATUSES = ("open", "in_progress", "waiting", "resolved", "closed")
 PRIORITIES = ("urgent", "high", "medium", "low")
-TIERS = ("free", "starter", "pro", "enterprise")
+# "internal" is the desk's own requester tier, for incident tickets opened from alerts.
+TIERS = ("free", "starter", "pro", "enterprise", "internal")
 
 # Staff-driven changes. `closed` is final: a later reply opens a linked follow-up ticket instead.
 TRANSITIONS: dict[str, frozenset[str]] = {
