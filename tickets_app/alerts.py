@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tickets_app.desk import Actor, Desk, InvalidInput
+from service_kit.errors import ValidationError
+from tickets_app.desk import Actor, Desk
 from tickets_app.models import Ticket, TicketEvent
 
 ALERTMANAGER = Actor(id="alertmanager", role="system", name="Alertmanager")
@@ -32,7 +33,7 @@ _TAG_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
 def validate(payload: Any) -> Mapping[str, Any]:
     """Check the fields this handler relies on; 422 names each missing or wrong one."""
     if not isinstance(payload, Mapping):
-        raise InvalidInput({"body": "expected an Alertmanager webhook JSON object"})
+        raise ValidationError({"body": "expected an Alertmanager webhook JSON object"})
     errors = {}
     if str(payload.get("version")) != "4":
         errors["version"] = 'expected "4" (Alertmanager webhook payload version)'
@@ -47,7 +48,7 @@ def validate(payload: Any) -> Mapping[str, Any]:
         if not isinstance(payload.get(key, {}), Mapping):
             errors[key] = "expected an object"
     if errors:
-        raise InvalidInput(errors)
+        raise ValidationError(errors)
     return payload
 
 
@@ -65,7 +66,7 @@ def handle(session: Session, desk: Desk, payload: Any, now: datetime) -> tuple[T
         ticket = None
     if ticket is None:
         if not firing:
-            raise InvalidInput({"groupKey": "no incident ticket for this group; nothing to resolve"})
+            raise ValidationError({"groupKey": "no incident ticket for this group; nothing to resolve"})
         ticket = desk.create_ticket(
             session, ALERTMANAGER, _new_ticket(payload), now, follow_up_of_id=previous_id, alert_group_key=key
         )

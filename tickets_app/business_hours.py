@@ -67,9 +67,7 @@ class Calendar:
         for day_name, spans in raw_hours.items():
             if day_name not in WEEKDAYS:
                 raise CalendarError(f"hours.{day_name}", f"weekday must be one of {', '.join(WEEKDAYS)}")
-            hours[WEEKDAYS.index(day_name)] = tuple(
-                sorted(_parse_span(f"hours.{day_name}", span) for span in spans)
-            )
+            hours[WEEKDAYS.index(day_name)] = tuple(sorted(_parse_span(f"hours.{day_name}", span) for span in spans))
         if not any(hours.values()):
             raise CalendarError("hours", "a business-hours calendar needs at least one working span")
         holidays = set()

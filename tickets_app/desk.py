@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from service_kit.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
 from tickets_app.business_hours import Calendar
 from tickets_app.models import (
     Attachment,
@@ -45,30 +46,6 @@ TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 TEMPLATE_PLACEHOLDERS = ("customer_name", "ticket_id", "agent_name")
 MAX_BODY_CHARS = 50_000
-
-
-class DeskError(Exception):
-    """Base of the domain errors; the web layer maps each to its HTTP status."""
-
-
-class InvalidInput(DeskError):
-    """422: `details` maps each bad field to what was expected."""
-
-    def __init__(self, details: Mapping[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in details.items()))
-        self.details = dict(details)
-
-
-class NotFound(DeskError):
-    """404; also what a customer gets for someone else's ticket, so ids do not leak."""
-
-
-class Forbidden(DeskError):
-    """403: the actor is known but may not do this."""
-
-
-class Conflict(DeskError):
-    """409: the request contradicts the ticket's state."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +84,13 @@ class Desk:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def get_ticket(self, session: Session, actor: Actor, ticket_id: int) -> Ticket:
-        ticket = session.get(Ticket, ticket_id, options=[selectinload(Ticket.category)])
+    def get_ticket(self, session: Session, actor: Actor, ticket_id: int, for_update: bool = False) -> Ticket:
+        """The ticket if the actor may see it; `for_update` locks the row where the database can (PostgreSQL)."""
+        ticket = session.get(
+            Ticket, ticket_id, options=[selectinload(Ticket.category)], with_for_update=for_update or None
+        )
         if ticket is None or (not actor.is_staff and ticket.customer_id != actor.id):
-            raise NotFound(f"ticket {ticket_id} not found")
+            raise NotFoundError(f"ticket {ticket_id} not found")
         return ticket
 
     def thread(self, session: Session, actor: Actor, ticket: Ticket) -> list[Message]:
@@ -139,9 +119,7 @@ class Desk:
 
     def events(self, session: Session, ticket: Ticket) -> list[TicketEvent]:
         return list(
-            session.scalars(
-                select(TicketEvent).where(TicketEvent.ticket_id == ticket.id).order_by(TicketEvent.id)
-            )
+            session.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id).order_by(TicketEvent.id))
         )
 
     # -- writing -----------------------------------------------------------------------------------
@@ -179,7 +157,7 @@ class Desk:
         tags = _tags(payload.get("tags", []), errors)
         attachments = self._own_attachments(session, actor, payload.get("attachments", []), errors)
         if errors:
-            raise InvalidInput(errors)
+            raise ValidationError(errors)
         ticket = Ticket(
             subject=subject,
             status="open",
@@ -210,13 +188,11 @@ class Desk:
 
         Payload keys: status, priority, assignee, category, tags, message {body, internal, attachments}.
         """
-        fields = {
-            k: payload[k] for k in ("status", "priority", "assignee", "category", "tags") if k in payload
-        }
+        fields = {k: payload[k] for k in ("status", "priority", "assignee", "category", "tags") if k in payload}
         if fields and not actor.is_staff:
-            raise Forbidden(f"customers cannot change {', '.join(sorted(fields))}")
+            raise AuthorizationError(f"customers cannot change {', '.join(sorted(fields))}")
         if ticket.merged_into_id is not None:
-            raise Conflict(f"ticket {ticket.id} was merged into {ticket.merged_into_id}; write there")
+            raise ConflictError(f"ticket {ticket.id} was merged into {ticket.merged_into_id}; write there")
         errors: dict[str, str] = {}
         message_spec = payload.get("message")
         body, internal, attachments = None, False, []
@@ -246,7 +222,7 @@ class Desk:
         if assignee is not ... and assignee is not None and (not isinstance(assignee, str) or not assignee):
             errors["assignee"] = "expected a staff id or null"
         if errors:
-            raise InvalidInput(errors)
+            raise ValidationError(errors)
 
         change = Change(ticket=ticket)
         if body is not None and not actor.is_staff and ticket.status == "closed":
@@ -285,12 +261,10 @@ class Desk:
     def merge(self, session: Session, actor: Actor, source: Ticket, target: Ticket, now: datetime) -> Ticket:
         """Fold `source` into `target`: both threads show under the target; the source closes."""
         if source.id == target.id:
-            raise InvalidInput({"target_id": "cannot merge a ticket into itself"})
+            raise ValidationError({"target_id": "cannot merge a ticket into itself"})
         if source.merged_into_id is not None or target.merged_into_id is not None:
-            raise Conflict("a merged ticket cannot be merged again")
-        session.execute(
-            update(Ticket).where(Ticket.merged_into_id == source.id).values(merged_into_id=target.id)
-        )
+            raise ConflictError("a merged ticket cannot be merged again")
+        session.execute(update(Ticket).where(Ticket.merged_into_id == source.id).values(merged_into_id=target.id))
         source.merged_into_id = target.id
         if source.status != "closed":
             self._set_status(session, source, actor, "closed", now)
@@ -319,9 +293,7 @@ class Desk:
         for metric in METRICS:
             setattr(ticket, f"{metric}_due_at", result.due_at(metric))
         for breach in result.breaches:
-            self._record_breach_once(
-                session, ticket, breach.metric, breach.started_at, breach.breached_at, now
-            )
+            self._record_breach_once(session, ticket, breach.metric, breach.started_at, breach.breached_at, now)
         ticket.sla_breached = bool(result.breaches)
         self.index.reindex(session, [ticket.merged_into_id or ticket.id])
         return result
@@ -332,9 +304,7 @@ class Desk:
         facts = {"priority": ticket.priority, "tier": ticket.customer_tier, "source": _source(ticket)}
         chosen = select_policy([policy for policy, _ in rules], facts)
         stored_calendar: BusinessCalendar | None = next((c for p, c in rules if p is chosen), None)
-        calendar = (
-            Calendar.from_dict(stored_calendar.definition) if stored_calendar else Calendar.calendar_hours()
-        )
+        calendar = Calendar.from_dict(stored_calendar.definition) if stored_calendar else Calendar.calendar_hours()
         return compute_sla(self._clock_events(session, ticket), chosen, calendar, now)
 
     def sweep(self, session: Session, now: datetime) -> int:
@@ -400,7 +370,9 @@ class Desk:
             pass  # another worker recorded it first
 
     def _set_status(self, session: Session, ticket: Ticket, actor: Actor, status: str, now: datetime) -> None:
-        self._log(session, ticket, actor, "status", now, {"from": ticket.status, "to": status})
+        self._log(
+            session, ticket, actor, "status", now, {"from": ticket.status, "to": status, "priority": ticket.priority}
+        )
         ticket.status = status
         if status == "resolved":
             ticket.resolved_at = now
@@ -464,23 +436,15 @@ class Desk:
         for attachment in attachments:
             attachment.message_id = follow_up.messages[0].id if follow_up.messages else None
         self._log(session, closed, actor, "follow_up", now, {"ticket": follow_up.id})
-        return Change(
-            ticket=closed, follow_up=follow_up, message=follow_up.messages[0] if follow_up.messages else None
-        )
+        return Change(ticket=closed, follow_up=follow_up, message=follow_up.messages[0] if follow_up.messages else None)
 
-    def _set_tags(
-        self, session: Session, ticket: Ticket, actor: Actor, tags: list[str], now: datetime
-    ) -> None:
+    def _set_tags(self, session: Session, ticket: Ticket, actor: Actor, tags: list[str], now: datetime) -> None:
         old = set(self.tags_of(session, [ticket.id]).get(ticket.id, []))
         new = set(tags)
         session.execute(delete(ticket_tags).where(ticket_tags.c.ticket_id == ticket.id))
         if new:
-            session.execute(
-                insert(ticket_tags), [{"ticket_id": ticket.id, "tag": tag} for tag in sorted(new)]
-            )
-        self._log(
-            session, ticket, actor, "tags", now, {"added": sorted(new - old), "removed": sorted(old - new)}
-        )
+            session.execute(insert(ticket_tags), [{"ticket_id": ticket.id, "tag": tag} for tag in sorted(new)])
+        self._log(session, ticket, actor, "tags", now, {"added": sorted(new - old), "removed": sorted(old - new)})
 
     def _category(self, session: Session, name: Any, errors: dict[str, str]) -> Category | None:
         if name is None:
@@ -519,9 +483,7 @@ class Desk:
         dedupe_key: str | None = None,
     ) -> None:
         session.add(
-            TicketEvent(
-                ticket_id=ticket.id, at=now, actor=actor.id, kind=kind, data=data, dedupe_key=dedupe_key
-            )
+            TicketEvent(ticket_id=ticket.id, at=now, actor=actor.id, kind=kind, data=data, dedupe_key=dedupe_key)
         )
         session.flush()
 
@@ -530,9 +492,7 @@ def _source(ticket: Ticket) -> str:
     return "alert" if ticket.alert_group_key else "customer"
 
 
-def _text_field(
-    data: Mapping[str, Any], key: str, limit: int, errors: dict[str, str], prefix: str = ""
-) -> str:
+def _text_field(data: Mapping[str, Any], key: str, limit: int, errors: dict[str, str], prefix: str = "") -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value.strip():
         errors[prefix + key] = "required, a non-empty string"
@@ -575,7 +535,5 @@ def template_errors(body: str) -> dict[str, str]:
     """Unknown placeholders are refused when a template is saved, not discovered when it is used."""
     unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(body)} - set(TEMPLATE_PLACEHOLDERS))
     if unknown:
-        return {
-            "body": f"unknown placeholder {{{{{unknown[0]}}}}}; known: {', '.join(TEMPLATE_PLACEHOLDERS)}"
-        }
+        return {"body": f"unknown placeholder {{{{{unknown[0]}}}}}; known: {', '.join(TEMPLATE_PLACEHOLDERS)}"}
     return {}

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import Select, and_, case, exists, or_, select
 from sqlalchemy.orm import Session
 
-from tickets_app.desk import Actor, InvalidInput
+from service_kit.errors import ValidationError
+from tickets_app.desk import Actor
 from tickets_app.models import Category, Ticket, ticket_tags
 from tickets_app.query import ParsedQuery, parse_query
 from tickets_app.search import SearchIndex
@@ -43,7 +44,7 @@ def parse_list_args(args: Mapping[str, str]) -> tuple[ParsedQuery, int, str | No
             if raw:
                 instant = parse_query(f"{key}>{raw}").ranges.get(key, (None, None))[0]
                 if instant is None:
-                    raise InvalidInput({f"{key}_{bound}": "expected an ISO 8601 date or time"})
+                    raise ValidationError({f"{key}_{bound}": "expected an ISO 8601 date or time"})
                 low, high = (instant, high) if attr == 0 else (low, instant)
         if low or high:
             parsed.ranges[key] = (low, high)
@@ -55,7 +56,7 @@ def parse_list_args(args: Mapping[str, str]) -> tuple[ParsedQuery, int, str | No
     except ValueError:
         size = 0
     if not 1 <= size <= MAX_PAGE_SIZE:
-        raise InvalidInput({"page[size]": f"expected an integer from 1 to {MAX_PAGE_SIZE}"})
+        raise ValidationError({"page[size]": f"expected an integer from 1 to {MAX_PAGE_SIZE}"})
     return parsed, size, args.get("page[cursor]") or None
 
 
@@ -75,9 +76,7 @@ def list_tickets(
     expression = parsed.fts_expression
     sort = parsed.sort or ("relevance" if expression else "-updated")
     if sort not in ("relevance", "created", "-created", "updated", "-updated", "priority", "-priority"):
-        raise InvalidInput(
-            {"sort": "expected relevance, created, updated or priority (prefix - for descending)"}
-        )
+        raise ValidationError({"sort": "expected relevance, created, updated or priority (prefix - for descending)"})
     snippet_column = None
     if expression:
         fts = index.matches(expression, include_internal=actor.is_staff)
@@ -85,14 +84,12 @@ def list_tickets(
         snippet_column = fts.c.snippet
     if sort == "relevance":
         if not expression:
-            raise InvalidInput({"sort": "relevance needs search words"})
+            raise ValidationError({"sort": "relevance needs search words"})
         key: Any = fts.c.rank
         descending = False
     else:
         descending = sort.startswith("-")
-        key = {"created": Ticket.created_at, "updated": Ticket.updated_at, "priority": PRIORITY_RANK}[
-            sort.lstrip("-")
-        ]
+        key = {"created": Ticket.created_at, "updated": Ticket.updated_at, "priority": PRIORITY_RANK}[sort.lstrip("-")]
     if cursor:
         value, last_id = _decode_cursor(cursor, sort)
         if descending:
@@ -128,13 +125,9 @@ def _apply_filters(query: Select[Any], parsed: ParsedQuery) -> Select[Any]:
         assigned = Ticket.assignee_id.in_([v for v in values if v != "none"])
         query = query.where(or_(assigned, unassigned) if unassigned is not None else assigned)
     if "category" in filters:
-        query = query.where(
-            Ticket.category_id.in_(select(Category.id).where(Category.name.in_(filters["category"])))
-        )
+        query = query.where(Ticket.category_id.in_(select(Category.id).where(Category.name.in_(filters["category"]))))
     for tag in filters.get("tag", []):
-        query = query.where(
-            exists().where(ticket_tags.c.ticket_id == Ticket.id, ticket_tags.c.tag == tag.lower())
-        )
+        query = query.where(exists().where(ticket_tags.c.ticket_id == Ticket.id, ticket_tags.c.tag == tag.lower()))
     for name, column in (("created", Ticket.created_at), ("updated", Ticket.updated_at)):
         low, high = parsed.ranges.get(name, (None, None))
         if low is not None:
@@ -163,5 +156,5 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
         elif not isinstance(value, int | float):
             raise ValueError("bad cursor value")
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput({"page[cursor]": "invalid cursor; start again from the first page"}) from exc
+        raise ValidationError({"page[cursor]": "invalid cursor; start again from the first page"}) from exc
     return value, ticket_id

@@ -108,9 +108,7 @@ class Ticket(Base):
     @property
     def next_due_at(self) -> datetime | None:
         """The earliest pending deadline, for countdown badges and at-risk gauges."""
-        dues = [
-            d for d in (self.first_response_due_at, self.next_response_due_at, self.resolution_due_at) if d
-        ]
+        dues = [d for d in (self.first_response_due_at, self.next_response_due_at, self.resolution_due_at) if d]
         return min(dues) if dues else None
 
 

@@ -27,9 +27,7 @@ LIST_KEYS = {
 RANGE_KEYS = ("created", "updated")
 SORTS = ("relevance", "created", "-created", "updated", "-updated", "priority", "-priority")
 
-_TOKEN = re.compile(
-    r'(?P<key>[A-Za-z]+)(?P<op>:|>=|<=|>|<)(?P<value>"[^"]*"?|\S+)|"(?P<phrase>[^"]*)"?|(?P<word>\S+)'
-)
+_TOKEN = re.compile(r'(?P<key>[A-Za-z]+)(?P<op>:|>=|<=|>|<)(?P<value>"[^"]*"?|\S+)|"(?P<phrase>[^"]*)"?|(?P<word>\S+)')
 _HAS_TOKEN_CHAR = re.compile(r"\w", re.UNICODE)
 
 

@@ -52,9 +52,7 @@ class Policy:
             if not isinstance(minutes, int | float) or isinstance(minutes, bool) or minutes <= 0:
                 raise ValueError(f"targets.{metric}: expected a positive number of minutes")
             targets[metric] = float(minutes) * 60
-        conditions = {
-            key: frozenset(str(v) for v in values) for key, values in (data.get("conditions") or {}).items()
-        }
+        conditions = {key: frozenset(str(v) for v in values) for key, values in (data.get("conditions") or {}).items()}
         return cls(
             name=str(data["name"]),
             targets=targets,

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service_kit.errors import AuthorizationError, ConflictError, ValidationError
 from tests.tickets.conftest import AGENT, CUSTOMER, T0
-from tickets_app.desk import Conflict, Desk, Forbidden, InvalidInput
+from tickets_app.desk import Desk
 from tickets_app.models import BusinessCalendar, Category, SlaPolicy, Ticket, TicketEvent
 
 
@@ -64,9 +65,7 @@ def test_waiting_pauses_clock_and_customer_reply_resumes(desk: Desk, session: Se
         T0 + timedelta(minutes=30),
     )
     assert ticket.resolution_due_at is None
-    desk.update_ticket(
-        session, CUSTOMER, ticket, {"message": {"body": "vbx_live key"}}, T0 + timedelta(hours=5)
-    )
+    desk.update_ticket(session, CUSTOMER, ticket, {"message": {"body": "vbx_live key"}}, T0 + timedelta(hours=5))
     assert ticket.status == "open"
     assert ticket.resolution_due_at == T0 + timedelta(hours=5, minutes=90)
 
@@ -108,7 +107,7 @@ def test_business_calendar_policy_uses_calendar(desk: Desk, session: Session) ->
 
 def test_update_is_atomic_on_invalid_field(desk: Desk, session: Session) -> None:
     ticket = new_ticket(desk, session)
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(ValidationError) as caught:
         desk.update_ticket(
             session, AGENT, ticket, {"priority": "urgent", "status": "bogus", "message": {"body": "hi"}}, T0
         )
@@ -119,9 +118,9 @@ def test_update_is_atomic_on_invalid_field(desk: Desk, session: Session) -> None
 
 def test_customer_cannot_change_fields_or_write_notes(desk: Desk, session: Session) -> None:
     ticket = new_ticket(desk, session)
-    with pytest.raises(Forbidden):
+    with pytest.raises(AuthorizationError):
         desk.update_ticket(session, CUSTOMER, ticket, {"priority": "urgent"}, T0)
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(ValidationError) as caught:
         desk.update_ticket(session, CUSTOMER, ticket, {"message": {"body": "x", "internal": True}}, T0)
     assert "message.internal" in caught.value.details
 
@@ -129,9 +128,7 @@ def test_customer_cannot_change_fields_or_write_notes(desk: Desk, session: Sessi
 def test_reply_to_closed_ticket_opens_linked_follow_up(desk: Desk, session: Session) -> None:
     ticket = new_ticket(desk, session)
     desk.update_ticket(session, AGENT, ticket, {"status": "closed"}, T0 + timedelta(minutes=1))
-    change = desk.update_ticket(
-        session, CUSTOMER, ticket, {"message": {"body": "again!"}}, T0 + timedelta(days=9)
-    )
+    change = desk.update_ticket(session, CUSTOMER, ticket, {"message": {"body": "again!"}}, T0 + timedelta(days=9))
     assert ticket.status == "closed"
     assert change.follow_up is not None
     assert change.follow_up.follow_up_of_id == ticket.id
@@ -142,9 +139,7 @@ def test_reply_to_closed_ticket_opens_linked_follow_up(desk: Desk, session: Sess
 def test_resolved_reopens_on_customer_reply_and_auto_closes(desk: Desk, session: Session) -> None:
     ticket = new_ticket(desk, session)
     desk.update_ticket(session, AGENT, ticket, {"status": "resolved"}, T0)
-    desk.update_ticket(
-        session, CUSTOMER, ticket, {"message": {"body": "still broken"}}, T0 + timedelta(hours=1)
-    )
+    desk.update_ticket(session, CUSTOMER, ticket, {"message": {"body": "still broken"}}, T0 + timedelta(hours=1))
     assert ticket.status == "open"
     desk.update_ticket(session, AGENT, ticket, {"status": "resolved"}, T0 + timedelta(hours=2))
     desk.sweep(session, T0 + timedelta(days=2))
@@ -161,7 +156,7 @@ def test_merge_keeps_both_threads_and_closes_source(desk: Desk, session: Session
     assert second.merged_into_id == first.id
     bodies = [m.body for m in desk.thread(session, AGENT, first)]
     assert bodies == ["My API key returns 401", "Same problem from my phone"]
-    with pytest.raises(Conflict):
+    with pytest.raises(ConflictError):
         desk.update_ticket(session, AGENT, second, {"message": {"body": "x"}}, T0)
 
 
@@ -178,6 +173,6 @@ def test_tags_category_and_event_log(desk: Desk, session: Session) -> None:
     assert desk.tags_of(session, [ticket.id])[ticket.id] == ["billing", "vip"]
     kinds = [e.kind for e in desk.events(session, ticket)]
     assert kinds == ["created", "tags", "assignee", "category", "tags"]
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(ValidationError) as caught:
         desk.update_ticket(session, AGENT, ticket, {"category": "nope", "tags": ["Bad Tag!"]}, T0)
     assert set(caught.value.details) == {"category", "tags"}

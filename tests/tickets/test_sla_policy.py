@@ -17,9 +17,7 @@ POLICIES = [
             "targets": {"first_response": 15},
         }
     ),
-    Policy.from_dict(
-        {"name": "urgent", "conditions": {"priority": ["urgent"]}, "targets": {"first_response": 60}}
-    ),
+    Policy.from_dict({"name": "urgent", "conditions": {"priority": ["urgent"]}, "targets": {"first_response": 60}}),
     Policy.from_dict({"name": "default", "targets": {"first_response": 480}}),
 ]
 
@@ -39,9 +37,7 @@ def test_select_policy_first_match_wins(ticket: dict[str, str], expected: str) -
 
 
 def test_no_policy_means_no_clocks() -> None:
-    result = compute_sla(
-        [{"at": "2026-11-24T10:00:00Z", "type": "created"}], None, Calendar(), datetime.now(UTC)
-    )
+    result = compute_sla([{"at": "2026-11-24T10:00:00Z", "type": "created"}], None, Calendar(), datetime.now(UTC))
     assert result.metrics == {}
     assert result.breaches == ()
 

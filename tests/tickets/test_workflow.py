@@ -16,9 +16,7 @@ from tickets_app.workflow import (
     status_after_customer_reply,
 )
 
-TABLE = json.loads(
-    (Path(__file__).parent.parent / "vectors" / "tickets" / "status_transitions.json").read_text()
-)
+TABLE = json.loads((Path(__file__).parent.parent / "vectors" / "tickets" / "status_transitions.json").read_text())
 PAIRS = [(current, target) for current in STATUSES for target in STATUSES if current != target]
 
 
