@@ -92,7 +92,8 @@ class SupportCollector(Collector):
             families["open"].add_metric([status, priority], count)  # type: ignore[attr-defined]
 
         dues = (Ticket.first_response_due_at, Ticket.next_response_due_at, Ticket.resolution_due_at)
-        overdue = or_(Ticket.sla_breached.is_(True), *[due <= now for due in dues])
+        # Guarded with IS NOT NULL: a NULL comparison inside NOT(...) would drop the row (three-valued logic).
+        overdue = or_(Ticket.sla_breached.is_(True), *[and_(due.is_not(None), due <= now) for due in dues])
         soon = or_(*[and_(due > now, due <= now + self.at_risk) for due in dues])
         for key, condition in (
             ("unassigned", Ticket.assignee_id.is_(None)),
