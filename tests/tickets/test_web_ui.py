@@ -27,6 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+PASSWORD = "s3cret-pw"
 XSS_SUBJECT = "<script>window.__xss = 'subject'</script>Broken dashboard"
 XSS_BODY = "<img src=x onerror=\"window.__xss = 'body'\"> and <b>bold</b>"
 
@@ -44,7 +45,7 @@ def live(app: Flask) -> Iterator[Live]:
     customer = Actor(id="cust-z", role="customer", name="Zed Zulu", email="zed@example.com", tier="enterprise")
     now = datetime.now(UTC)
     with app.app_context(), resources.db.new_session() as session:
-        session.add(StaffUser(id="ann", name="Ann Agent", role="agent", password_hash=hash_password("s3cret-pw")))
+        session.add(StaffUser(id="ann", name="Ann Agent", role="agent", password_hash=hash_password(PASSWORD)))
         session.add(
             SlaPolicy(name="default", position=0, definition={"targets": {"first_response": 60, "resolution": 600}})
         )
@@ -83,7 +84,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def log_in(page: Page, live: Live, password: str = "s3cret-pw") -> None:
+def log_in(page: Page, live: Live, password: str = PASSWORD) -> None:
     page.goto(f"{live.url}/login")
     page.get_by_label("User").fill("ann")
     page.get_by_label("Password").fill(password)
