@@ -247,6 +247,7 @@ def _get_or_404(model: Any, item_id: int) -> Any:
 
 
 def _crud(
+    path: str,
     name: str,
     model: Any,
     to_json: Callable[[Any], dict[str, Any]],
@@ -294,9 +295,6 @@ def _crud(
         session().commit()
         return "", 204
 
-    path = f"/{name.replace('_', '-')}s"
-    if name in ("sla_policy", "calendar"):
-        path = {"sla_policy": "/sla/policies", "calendar": "/sla/calendars"}[name]
     api.add_url_rule(path, f"list_{name}", list_items, methods=["GET"])
     api.add_url_rule(path, f"create_{name}", create_item, methods=["POST"])
     api.add_url_rule(f"{path}/<int:item_id>", f"update_{name}", update_item, methods=["PUT"])
@@ -375,9 +373,17 @@ def _apply_policy(item: SlaPolicy, body: dict[str, Any]) -> None:
     item.name, item.definition, item.position, item.calendar_id = name, definition, position, calendar_id
 
 
-_crud("template", Template, lambda t: {"id": t.id, "name": t.name, "body": t.body}, _apply_template, require_staff)
-_crud("category", Category, lambda c: {"id": c.id, "name": c.name}, _apply_category, current_actor)
 _crud(
+    "/templates",
+    "template",
+    Template,
+    lambda t: {"id": t.id, "name": t.name, "body": t.body},
+    _apply_template,
+    require_staff,
+)
+_crud("/categories", "category", Category, lambda c: {"id": c.id, "name": c.name}, _apply_category, current_actor)
+_crud(
+    "/sla/calendars",
     "calendar",
     BusinessCalendar,
     lambda c: {"id": c.id, "name": c.name, **c.definition},
@@ -385,6 +391,7 @@ _crud(
     require_staff,
 )
 _crud(
+    "/sla/policies",
     "sla_policy",
     SlaPolicy,
     lambda p: {"id": p.id, "name": p.name, "position": p.position, "calendar_id": p.calendar_id, **p.definition},
