@@ -49,8 +49,8 @@ def crud(path: str, key: str, body: dict[str, Any], read: tuple[int, ...]) -> li
     return [
         ("GET", path, None, read),
         ("POST", path, body, (401, 403, 403, 403, 201)),
-        ("PUT", path + "/{%s}" % key, body, (401, 403, 403, 403, 200)),
-        ("DELETE", path + "/{%s}" % key, None, (401, 403, 403, 403, 204)),
+        ("PUT", path + "/{" + key + "}", body, (401, 403, 403, 403, 200)),
+        ("DELETE", path + "/{" + key + "}", None, (401, 403, 403, 403, 204)),
     ]
 
 
