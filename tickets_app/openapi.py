@@ -97,7 +97,7 @@ def _crud_paths(path: str, schema: str, summary: str, read_roles: str) -> dict[s
 
 def openapi_document() -> dict[str, Any]:
     ticket_id = _path_id("ticket_id")
-    message_input = {
+    message_input: dict[str, Any] = {
         "type": "object",
         "required": ["body"],
         "properties": {
