@@ -32,9 +32,14 @@ class CircuitBreaker:
             self._trial_running = True
             return True
 
-    def success(self) -> None:
+    def success(self) -> bool:
+        """Record a good call; True when it closed an open circuit."""
+        if self._failures == 0:  # the hot path: nothing to reset, no lock taken
+            return False
         with self._lock:
+            was_open = self._opened_at is not None
             self._failures, self._opened_at, self._trial_running = 0, None, False
+            return was_open
 
     def failure(self) -> bool:
         """Record an error; True when this error opened (or re-opened) the circuit."""

@@ -1,8 +1,8 @@
 """Who is calling and whether to let them in: API keys, bans, abuse detection.
 
 Request-path lookups are served from small in-process caches (keys for ``key_cache_seconds``, the ban
-list refreshed every ``ban_refresh_seconds``), so a proxied request costs Redis exactly one call: the
-limiter script. A revoked key or a new ban therefore reaches every replica within those few seconds.
+list refreshed every ``ban_refresh_seconds`` by the runtime), so a proxied request costs Redis one call:
+the limiter script. A revoked key or a new ban reaches every replica within those few seconds.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,12 +66,12 @@ class KeyDirectory:
         self.store.put_key(record)
         return api_key, record
 
-    def update(self, digest: str, **changes: str) -> tuple[KeyRecord, KeyRecord]:
+    def update(self, digest: str, tier: str | None = None, status: str | None = None) -> tuple[KeyRecord, KeyRecord]:
         """Change tier or status; returns (before, after). KeyError when unknown or from config."""
         before = self.store.get_key(digest)
         if before is None:
             raise KeyError(digest)
-        after = replace(before, **changes)
+        after = replace(before, tier=tier or before.tier, status=status or before.status)
         self.store.put_key(after)
         self._cache.pop(digest, None)
         return before, after
@@ -91,39 +90,38 @@ class BanList:
     """Deny-list from config, bans from the store (refreshed lazily), allow-list that auto bans skip."""
 
     def __init__(
-        self, store: Store, settings: AbuseSettings, refresh_seconds: float, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        settings: AbuseSettings,
+        on_ban: Callable[[str], None] = lambda source: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self._on_ban = on_ban
         self.settings = settings
         self._allow = parse_networks(settings.allow)
         self._deny = parse_networks(settings.deny)
-        self._refresh = refresh_seconds
         self._clock = clock
         self._cached: list[tuple[Network, Ban]] = []
-        self._refreshed_at = float("-inf")
-        self._lock = threading.Lock()
 
     def check(self, ip: str) -> str | None:
-        """Why ``ip`` is refused ("deny-list", "ban"), or None. Uses the cache; store errors keep it."""
+        """Why ``ip`` is refused ("deny-list", "ban"), or None. Reads the cache that ``refresh`` fills."""
         if self._deny and matches(ip, self._deny):
             return "deny-list"
         now = self._clock()
-        if now - self._refreshed_at >= self._refresh:
-            self.refresh(now)
         for network, ban in self._cached:
             if ban.expires_at > now and matches(ip, (network,)):
                 return "ban"
         return None
 
     def refresh(self, now: float | None = None) -> None:
+        """Reload the bans from the store; on a store error keep enforcing what we knew."""
         now = self._clock() if now is None else now
-        with self._lock:
-            self._refreshed_at = now
-            try:
-                bans = self.store.bans(now)
-            except StorageUnavailable:
-                return  # keep enforcing what we knew
-            self._cached = [(parse_networks([b.network])[0], b) for b in bans]
+        try:
+            bans = self.store.bans(now)
+        except StorageUnavailable:
+            return
+        self._cached = [(parse_networks([b.network])[0], b) for b in bans]
 
     def active(self) -> list[Ban]:
         return self.store.bans(self._clock())
@@ -139,6 +137,8 @@ class BanList:
         now = self._clock()
         ban = Ban(str(parse_networks([network])[0]), reason, source, now, now + seconds)
         self.store.add_ban(ban)
+        self._on_ban(source)
+        log.warning("banned %s for %ds (%s, %s)", ban.network, seconds, reason, source)
         self.refresh(now)
         return ban
 
@@ -196,7 +196,9 @@ class AbuseDetector:
             if count < rule.threshold:
                 return False
             self._on_detect(name, rule.mode)
-            log.warning("abuse rule %s matched %s (%d in %ds, mode %s)", name, ip, count, rule.period_seconds, rule.mode)
+            log.warning(
+                "abuse rule %s matched %s (%d in %ds, mode %s)", name, ip, count, rule.period_seconds, rule.mode
+            )
             if rule.mode != "enforce":
                 return False
             return self.bans.ban(ip, name, "auto") is not None

@@ -142,7 +142,6 @@ def decide(
             index = lim.bucket(now_ms)
             c[index] = c.get(index, 0) + cost
     windows = tuple(
-        status(lim, c, now_ms, cost, violated=not ok)
-        for lim, c, ok in zip(limits, current, fits, strict=True)
+        status(lim, c, now_ms, cost, violated=not ok) for lim, c, ok in zip(limits, current, fits, strict=True)
     )
     return Decision(allowed, windows, now_ms), current

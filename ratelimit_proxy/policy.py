@@ -20,9 +20,9 @@ AI_WINDOW = ("ai-day", "ai_per_day", 86400)
 class PolicyError(ValueError):
     """A tier file that cannot be used; ``key`` names the setting."""
 
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        super().__init__(f"{key}: {message}")
+    def __init__(self, key: str, expected: str, got: object = None) -> None:
+        self.key, self.expected, self.got = key, expected, got
+        super().__init__(f"{key}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,16 @@ class Policy:
             name, attr, seconds = AI_WINDOW
             self._ai[tier] = self._limit(f"limits.tiers.{tier}.{attr}", name, values.ai_per_day, seconds)
         if settings.anonymous_tier not in self.tiers:
-            raise PolicyError("limits.anonymous_tier", f"unknown tier {settings.anonymous_tier!r}")
+            raise PolicyError("limits.anonymous_tier", f"one of {', '.join(self.tiers)}", settings.anonymous_tier)
         self._ai_patterns = [compile_glob(p) for p in settings.ai_paths]
         self._routes = []
         for i, route in enumerate(settings.routes):
             key = f"limits.routes[{i}]"
             if route.cost < 1:
-                raise PolicyError(f"{key}.cost", "must be at least 1")
+                raise PolicyError(f"{key}.cost", "at least 1", route.cost)
             smallest = min(lim.quota for lims in self.tiers.values() for lim in lims)
             if route.cost > smallest:
-                raise PolicyError(f"{key}.cost", f"{route.cost} exceeds the smallest quota {smallest}")
+                raise PolicyError(f"{key}.cost", f"at most the smallest quota ({smallest})", route.cost)
             extra = tuple(
                 self._limit(f"{key}.limits[{j}]", f"route-{lim.name}", lim.quota, lim.window_seconds)
                 for j, lim in enumerate(route.limits)
@@ -82,19 +82,15 @@ class Policy:
     def _limit(self, key: str, name: str, quota: int, seconds: int) -> Limit:
         buckets = self.settings.buckets
         if quota < 1:
-            raise PolicyError(key, f"quota must be at least 1, got {quota}")
+            raise PolicyError(key, "a quota of at least 1", quota)
         if seconds < 1 or (seconds * 1000) % buckets:
-            raise PolicyError(key, f"window of {seconds}s cannot be split into {buckets} buckets")
+            raise PolicyError(key, f"a window in whole seconds that {buckets} buckets divide into whole ms", seconds)
         return Limit(name, quota, seconds, buckets)
 
     def plan(self, tier: str, method: str, path: str) -> RoutePlan:
         """Limits, cost and policy header of a request (``tier`` must be known)."""
         route_index = next(
-            (
-                i
-                for i, r in enumerate(self._routes)
-                if (not r.methods or method in r.methods) and r.pattern.match(path)
-            ),
+            (i for i, r in enumerate(self._routes) if (not r.methods or method in r.methods) and r.pattern.match(path)),
             -1,
         )
         is_ai = any(p.match(path) for p in self._ai_patterns)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
+
+from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ class RuleSettings:
 
 @dataclass(frozen=True)
 class AbuseSettings:
-    limit_breaches: RuleSettings = RuleSettings(threshold=30, period_seconds=60)
-    scanning: RuleSettings = RuleSettings(threshold=10, period_seconds=60)
-    attack_paths: RuleSettings = RuleSettings(threshold=1, period_seconds=60)
-    many_keys: RuleSettings = RuleSettings(threshold=5, period_seconds=300)
+    limit_breaches: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=30, period_seconds=60))
+    scanning: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=10, period_seconds=60))
+    attack_paths: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=1, period_seconds=60))
+    many_keys: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=5, period_seconds=300))
     attack_path_patterns: list[str] = field(
         default_factory=lambda: ["*/.env*", "*/wp-admin*", "*/wp-login.php*", "*/.git/*", "*../*", "*%2e%2e*"]
     )
@@ -117,15 +118,27 @@ class StaticKey:
     owner: str
 
 
+def proxy_server() -> ServerSettings:
+    return ServerSettings(port=8080)
+
+
+def admin_server() -> ServerSettings:
+    return ServerSettings(port=9180, workers=1, blocking_threads=8)
+
+
 @dataclass(frozen=True)
 class ProxySettings:
-    upstream: UpstreamSettings = UpstreamSettings()
-    storage: StorageSettings = StorageSettings()
-    limits: LimitSettings = LimitSettings()
-    clients: ClientSettings = ClientSettings()
-    abuse: AbuseSettings = AbuseSettings()
+    server: ServerSettings = field(default_factory=proxy_server)
+    admin: ServerSettings = field(default_factory=admin_server)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    sentry: SentrySettings = field(default_factory=SentrySettings)
+    database: DatabaseSettings = field(
+        default_factory=lambda: DatabaseSettings(url="sqlite:///.run/ratelimit_proxy.sqlite3")
+    )
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    clients: ClientSettings = field(default_factory=ClientSettings)
+    abuse: AbuseSettings = field(default_factory=AbuseSettings)
     static_keys: list[StaticKey] = field(default_factory=list)
-    admin_token_sha256: str = ""
-
-    def replace(self, **changes: object) -> ProxySettings:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    log_proxied_requests: bool = True

@@ -1,4 +1,4 @@
-"""Shared state besides the counters: API keys, bans, abuse events and the admin audit trail.
+"""Shared state besides the counters: API keys, bans and abuse events (the audit trail is the kit's).
 
 Redis keeps it for every replica; the in-memory twin serves the single-process embedded default and
 the tests run both. Redis errors become StorageUnavailable at this boundary.
@@ -19,7 +19,6 @@ import redis
 from ratelimit_proxy.backends import StorageUnavailable
 
 OFFENSE_MEMORY_SECONDS = 7 * 86400
-AUDIT_KEEP = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,6 @@ class Store(Protocol):
     def remove_ban(self, network: str) -> bool: ...
     def count_offense(self, ip: str) -> int: ...
     def record_event(self, rule: str, ip: str, member: str, now: float, period_seconds: int) -> int: ...
-    def append_audit(self, record: dict[str, Any]) -> None: ...
-    def audit_log(self, limit: int) -> list[dict[str, Any]]: ...
 
 
 class MemoryStore:
@@ -64,7 +61,6 @@ class MemoryStore:
         self._bans: dict[str, Ban] = {}
         self._offenses: dict[str, int] = {}
         self._events: dict[tuple[str, str], dict[str, float]] = {}
-        self._audit: list[dict[str, Any]] = []
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         return self._keys.get(key_id)
@@ -103,14 +99,6 @@ class MemoryStore:
                 del events[old]
             return len(events)
 
-    def append_audit(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._audit.insert(0, record)
-            del self._audit[AUDIT_KEEP:]
-
-    def audit_log(self, limit: int) -> list[dict[str, Any]]:
-        return self._audit[:limit]
-
 
 @contextmanager
 def _translated() -> Iterator[None]:
@@ -122,38 +110,40 @@ def _translated() -> Iterator[None]:
 
 class RedisStore:
     """Layout: ``rl:key:<id>`` hash + ``rl:keys`` set; ``rl:bans`` zset (network -> expiry) +
-    ``rl:ban:<network>`` JSON; ``rl:offenses:{ip}``; ``rl:abuse:{ip}:<rule>`` zsets; ``rl:audit`` list."""
+    ``rl:ban:<network>`` JSON; ``rl:offenses:{ip}``; ``rl:abuse:{ip}:<rule>`` zsets."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._r = client
+        if not client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisStore needs a client with decode_responses=True")
+        # Any: redis-py types replies as bytes | str; with decode_responses they are str.
+        self._r: Any = client
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         with _translated():
             data = self._r.hgetall(f"rl:key:{key_id}")
         if not data:
             return None
-        fields = {k.decode(): v.decode() for k, v in data.items()}
-        return KeyRecord(key_id, fields["tier"], fields["owner"], fields["status"], float(fields["created_at"]))
+        return KeyRecord(key_id, data["tier"], data["owner"], data["status"], float(data["created_at"]))
 
     def put_key(self, record: KeyRecord) -> None:
-        mapping = {"tier": record.tier, "owner": record.owner, "status": record.status}
+        mapping = {"tier": record.tier, "owner": record.owner, "status": record.status, "created_at": record.created_at}
         with _translated(), self._r.pipeline() as pipe:
-            pipe.hset(f"rl:key:{record.key_id}", mapping={**mapping, "created_at": record.created_at})
+            pipe.hset(f"rl:key:{record.key_id}", mapping=mapping)
             pipe.sadd("rl:keys", record.key_id)
             pipe.execute()
 
     def list_keys(self) -> list[KeyRecord]:
         with _translated():
-            ids = sorted(i.decode() for i in self._r.smembers("rl:keys"))  # type: ignore[union-attr]
+            ids = sorted(self._r.smembers("rl:keys"))
         records = [self.get_key(i) for i in ids]
         return sorted((r for r in records if r), key=lambda r: r.created_at)
 
     def bans(self, now: float) -> list[Ban]:
         with _translated():
             self._r.zremrangebyscore("rl:bans", "-inf", now)
-            networks = [n.decode() for n in self._r.zrange("rl:bans", 0, -1)]  # type: ignore[union-attr]
+            networks = list(self._r.zrange("rl:bans", 0, -1))
             raw = self._r.mget([f"rl:ban:{n}" for n in networks]) if networks else []
-        return [Ban(**json.loads(r)) for r in raw if r]  # type: ignore[union-attr]
+        return [Ban(**json.loads(r)) for r in raw if r]
 
     def add_ban(self, ban: Ban) -> None:
         ttl = max(1, int(ban.expires_at - time.time()) + 1)
@@ -186,14 +176,3 @@ class RedisStore:
             pipe.expire(key, period_seconds)
             _, _, count, _ = pipe.execute()
         return int(count)
-
-    def append_audit(self, record: dict[str, Any]) -> None:
-        with _translated(), self._r.pipeline() as pipe:
-            pipe.lpush("rl:audit", json.dumps(record))
-            pipe.ltrim("rl:audit", 0, AUDIT_KEEP - 1)
-            pipe.execute()
-
-    def audit_log(self, limit: int) -> list[dict[str, Any]]:
-        with _translated():
-            rows = self._r.lrange("rl:audit", 0, limit - 1)
-        return [json.loads(r) for r in rows]  # type: ignore[union-attr]
