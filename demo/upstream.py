@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify, request
@@ -20,6 +22,19 @@ CHUNK = 64 * 1024
 
 def create_app() -> Flask:
     app = Flask("demo.upstream")
+    served = Counter[str]()
+    lock = threading.Lock()
+
+    @app.before_request
+    def count() -> None:
+        with lock:
+            served[request.path] += 1
+
+    @app.get("/_demo/served")
+    def served_counts() -> Response:
+        """How many requests each path received: lets a test see what a proxy let through."""
+        with lock:
+            return jsonify(dict(served))
 
     @app.get("/healthz")
     def healthz() -> Response:
