@@ -115,7 +115,7 @@ def create_app(
     reload: Callable[[], ProxySettings] | None = None,
 ) -> Flask:
     """The proxy. ``reload`` reads the config file again (tier reloads announced by the admin API)."""
-    app = Flask("ratelimit_proxy")
+    app = Flask("ratelimit_proxy", static_folder=None)  # every path belongs to the upstream
     app.url_map.merge_slashes = False
     kit = ServiceKit(
         "ratelimit-proxy",

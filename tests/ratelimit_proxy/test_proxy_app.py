@@ -217,3 +217,10 @@ def test_absolute_form_target_cannot_pick_another_host(app: Flask) -> None:
     response = app.test_client().get("/api/v1/users", environ_overrides={"RAW_URI": raw, "REQUEST_URI": raw})
     assert response.status_code == 400
     assert app.test_client().get("/api/v1/users").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/static/app.js", "/metrics", "/healthz", "/"])
+def test_proxy_claims_no_path_of_its_own(client: FlaskClient, upstream: Upstream, path: str) -> None:
+    before = upstream.served(path)
+    client.get(path)
+    assert upstream.served(path) == before + 1
