@@ -41,7 +41,7 @@ from service_kit.app import ServiceKit
 log = logging.getLogger("ratelimit_proxy")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
-NEAR_LIMIT = 0.8
+NEAR_LIMIT_PERCENT = 80  # integers: 5 * (1 - 0.8) is 0.999... in floating point
 
 
 class ProxiedResponse(Response):
@@ -203,7 +203,7 @@ def create_app(
             verdict = "allowed"
             extra_headers = limit_headers(plan, decision)
             for window in decision.windows:
-                if window.remaining <= window.limit.quota * (1 - NEAR_LIMIT):
+                if (window.limit.quota - window.remaining) * 100 >= window.limit.quota * NEAR_LIMIT_PERCENT:
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
         response = forward(ip, target)
         response.headers.extend(extra_headers)

@@ -181,3 +181,23 @@ def test_tier_reload_applies_a_changed_file(
     assert '"minute";q=20' in proxy.test_client().get("/api/v1/users").headers["RateLimit-Policy"]
     assert admin.post("/api/v1/reload", headers=headers).status_code == 200
     assert '"minute";q=7' in proxy.test_client().get("/api/v1/users").headers["RateLimit-Policy"]
+
+
+def test_admin_metrics_report_decisions_bans_and_near_limit(pair: tuple[Flask, FlaskClient, dict]) -> None:
+    proxy, admin, headers = pair
+    client = proxy.test_client()
+    for _ in range(7):
+        client.get("/api/v1/users")
+    admin.post("/api/v1/bans", json={"network": "198.51.100.0/24"}, headers=headers)
+    client.get("/api/v1/users", environ_base={"REMOTE_ADDR": "198.51.100.3"})
+    # single process: the proxy's registry is the one the shared runtime registered its metrics in
+    registry = proxy.extensions["service_kit"].metrics.registry
+    value = registry.get_sample_value
+    assert value("ratelimit_requests_total", {"tier": "free", "decision": "allowed", "status_class": "2xx"}) == 5
+    assert value("ratelimit_requests_total", {"tier": "free", "decision": "limited", "status_class": "4xx"}) == 2
+    assert value("ratelimit_blocked_requests_total", {"reason": "ban"}) == 1
+    assert value("ratelimit_near_limit_total", {"tier": "free", "window": "burst"}) == 2  # 4 and 5 of 5
+    assert value("ratelimit_bans_total", {"source": "manual"}) == 1
+    assert value("ratelimit_decision_duration_seconds_count") == 7
+    scrape = admin.get("/metrics").get_data(as_text=True)
+    assert "ratelimit_active_bans 1.0" in scrape
