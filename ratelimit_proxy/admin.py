@@ -1,17 +1,20 @@
 """Admin API and metrics (port 9180), apart from proxied paths: keys, usage, bans, tier reload.
 
-Callers need a kit API token with the admin role (``vibelux-proxy tokens create --role admin``); every
-change is written to the kit's audit log (``GET /api/v1/audit``) in the same transaction as its record.
+Callers need a kit API token with the admin role (``vibelux-proxy tokens create --role admin``) or the
+bootstrap token from ``RATELIMIT_PROXY_ADMIN__TOKEN`` (audited as actor ``admin-token``); every change is
+written to the kit's audit log (``GET /api/v1/audit``) in the same transaction as its record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ratelimit_proxy.metrics import ActiveBansCollector
@@ -20,7 +23,7 @@ from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
 from ratelimit_proxy.store import KeyRecord
 from service_kit.app import ServiceKit
-from service_kit.auth import Auth, require_role
+from service_kit.auth import Auth, Principal, require_role
 from service_kit.config import ConfigError
 from service_kit.db import Database
 from service_kit.errors import NotFoundError, ValidationError
@@ -48,9 +51,25 @@ def create_admin_app(
     db.init_app(app, settings.database.url)
     auth = Auth(db)
     auth.init_app(app)
+    if settings.admin.token:
+        app.before_request(bootstrap_token_check(settings.admin.token))
     app.register_blueprint(admin_blueprint(runtime, auth, db))
     app.extensions["ratelimit_proxy"] = runtime
     return app
+
+
+def bootstrap_token_check(token: str) -> Callable[[], None]:
+    """Make a caller presenting the configured bootstrap token an admin (compared in constant time)."""
+    expected = hashlib.sha256(token.encode()).digest()
+
+    def check() -> None:
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            presented = hashlib.sha256(header[7:].strip().encode()).digest()
+            if hmac.compare_digest(presented, expected):
+                g.principal = Principal(id="admin-token", role="admin", kind="token")
+
+    return check
 
 
 def _body() -> dict[str, Any]:

@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from types import FrameType
 from typing import Any
 
 import click
+import redis
 from prometheus_client import CollectorRegistry
 
 from ratelimit_proxy.config import ENV_PREFIX, SERVICE, load
@@ -29,8 +31,9 @@ cli = service_cli(SERVICE, load, ProxySettings, ENV_PREFIX, PROXY_TARGET, databa
 cli.commands.pop("serve")  # replaced: the proxy runs with its admin server beside it
 
 
-@cli.command("serve", help="Run the proxy (server.*) and its admin API (admin.*) under granian.")
-def serve() -> None:
+@cli.command("serve", help="Run the proxy (server.*) and its admin API (admin.server.*) under granian.")
+@click.option("--demo-keys", is_flag=True, help="Create and print one key per tier once Redis answers.")
+def serve(demo_keys: bool) -> None:
     settings = load()
     upgrade(make_engine(settings.database.url))
     env = dict(os.environ)
@@ -38,16 +41,18 @@ def serve() -> None:
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(SERVICE))
     commands = []
     proxy_server = settings.server
-    if settings.storage.redis_url:
-        commands.append(granian_command(ADMIN_TARGET, settings.admin))
+    if settings.redis.url:
+        commands.append(granian_command(ADMIN_TARGET, settings.admin.server))
     else:
         from dataclasses import replace
 
         proxy_server = replace(settings.server, workers=1)  # memory backend: one process holds the state
         env[EMBEDDED_ADMIN] = "1"
-        click.echo("no storage.redis_url: in-memory limiter, one worker, admin API in the same process", err=True)
+        click.echo("no redis.url: in-memory limiter, one worker, admin API in the same process", err=True)
     commands.append(granian_command(PROXY_TARGET, proxy_server))
     procs = [subprocess.Popen(c, env=env) for c in commands]
+    if demo_keys and settings.redis.url:
+        print_demo_keys(Runtime(settings, CollectorRegistry()))
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         for proc in procs:
@@ -61,8 +66,8 @@ def serve() -> None:
 
 def runtime() -> Runtime:
     settings = load()
-    if not settings.storage.redis_url:
-        raise click.UsageError("keys and bans live in the proxy's memory without storage.redis_url; use the admin API")
+    if not settings.redis.url:
+        raise click.UsageError("keys and bans live in the proxy's memory without redis.url; use the admin API")
     return Runtime(settings, CollectorRegistry())
 
 
@@ -136,13 +141,31 @@ def keys_tier(key_id: str, tier: str) -> None:
     _update(key_id, tier=tier)
 
 
-@keys.command("demo", help="Create one key per tier and print them (for make up).")
-def keys_demo() -> None:
-    rt = runtime()
+def print_demo_keys(rt: Runtime, wait_seconds: float = 15.0) -> None:
+    """One new key per tier, printed for trying the proxy out (``make up``)."""
+    assert rt.redis is not None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            rt.redis.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                click.echo("demo keys: Redis did not answer", err=True)
+                return
+            time.sleep(0.2)
+    lines = []
     for tier in rt.policy.tiers:
         api_key, record = rt.keys.create(tier, f"demo-{tier}")
         audit("key.create", "api_key", record.key_id, after=record.__dict__)
-        click.echo(f"{tier:<14} {api_key}")
+        lines.append(f"  {tier:<14} {api_key}")
+    click.echo("demo API keys (send as 'Authorization: Bearer <key>' to http://127.0.0.1:8080):")
+    click.echo("\n".join(lines))
+
+
+@keys.command("demo", help="Create one key per tier and print them.")
+def keys_demo() -> None:
+    print_demo_keys(runtime())
 
 
 @cli.group(help="IP and CIDR bans shared by every proxy replica.")

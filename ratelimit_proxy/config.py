@@ -12,7 +12,7 @@ from service_kit.cli import config_path
 from service_kit.config import ConfigError, load_settings
 
 SERVICE = "ratelimit_proxy"
-ENV_PREFIX = "PROXY"
+ENV_PREFIX = "RATELIMIT_PROXY"
 DEFAULT_CONFIG = "config/ratelimit_proxy.yml"
 
 

@@ -51,12 +51,12 @@ class Runtime:
         self._policy_version: int | None = None
         self.policy = Policy(settings.limits)
         self.redis: redis.Redis | None = None
-        if settings.storage.redis_url:
-            self.redis = redis_client(settings.storage.redis_url, settings.storage.timeout_ms)
+        if settings.redis.url:
+            self.redis = redis_client(settings.redis.url, settings.redis.timeout_ms)
         self.limiter = limiter or (RedisLimiter(self.redis) if self.redis else MemoryLimiter())
         self.store = store or (RedisStore(self.redis) if self.redis else MemoryStore())
         self.metrics = ProxyMetrics(registry)
-        self.keys = KeyDirectory(self.store, settings.static_keys, settings.storage.key_cache_seconds)
+        self.keys = KeyDirectory(self.store, settings.static_keys, settings.redis.key_cache_seconds)
         self.bans = BanList(
             self.store,
             settings.abuse,
@@ -65,7 +65,8 @@ class Runtime:
         self.detector = AbuseDetector(
             settings.abuse, self.bans, on_detect=lambda rule, mode: self.metrics.detections.labels(rule, mode).inc()
         )
-        self.breaker = CircuitBreaker(settings.storage.breaker_failures, settings.storage.breaker_reset_seconds)
+        self.breaker = CircuitBreaker(settings.redis.breaker_failures, settings.redis.breaker_reset_seconds)
+        self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
 
     def tick(self) -> None:
@@ -75,7 +76,7 @@ class Runtime:
         if now < self._next_tick or not self._tick_lock.acquire(blocking=False):
             return
         try:
-            self._next_tick = now + self.settings.storage.ban_refresh_seconds
+            self._next_tick = now + self.settings.redis.ban_refresh_seconds
             self.bans.refresh()
             version = self._stored_policy_version()
             if self._policy_version is None:
@@ -115,7 +116,7 @@ class Runtime:
 
     @property
     def retry_after_outage(self) -> int:
-        return max(1, math.ceil(self.settings.storage.breaker_reset_seconds))
+        return max(1, math.ceil(self.settings.redis.breaker_reset_seconds))
 
     def decide(self, bucket: str, limits: tuple[Limit, ...], cost: int) -> Decision | None:
         """The limiter's decision, or None when the store is unavailable (or the circuit is open)."""
@@ -138,4 +139,4 @@ class Runtime:
 
     @property
     def failure_mode(self) -> str:
-        return self.settings.storage.failure_mode
+        return self.settings.redis.failure_mode

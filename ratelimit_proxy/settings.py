@@ -1,10 +1,11 @@
-"""The proxy's settings: config/ratelimit_proxy.yml, overridable by ``PROXY_<SECTION>__<KEY>``."""
+"""The proxy's settings: config/ratelimit_proxy.yml, overridable by ``RATELIMIT_PROXY_<SECTION>__<KEY>``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service_kit.config import secret
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 
 
@@ -62,10 +63,10 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
-class StorageSettings:
-    """Empty ``redis_url``: counters, keys and bans in process memory (one process only)."""
+class RedisSettings:
+    """Empty ``url``: counters, keys and bans in process memory (one process only)."""
 
-    redis_url: str = ""
+    url: str = ""
     timeout_ms: int = 50
     failure_mode: Literal["open", "closed"] = "open"
     breaker_failures: int = 3
@@ -127,16 +128,25 @@ def admin_server() -> ServerSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The admin API's server, and an optional bootstrap token (environment only) that acts as an
+    admin; kit API tokens with the admin role work too and are the ones to hand to people."""
+
+    server: ServerSettings = field(default_factory=admin_server)
+    token: str = secret()
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     server: ServerSettings = field(default_factory=proxy_server)
-    admin: ServerSettings = field(default_factory=admin_server)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sentry: SentrySettings = field(default_factory=SentrySettings)
     database: DatabaseSettings = field(
         default_factory=lambda: DatabaseSettings(url="sqlite:///.run/ratelimit_proxy.sqlite3")
     )
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
-    storage: StorageSettings = field(default_factory=StorageSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     clients: ClientSettings = field(default_factory=ClientSettings)
     abuse: AbuseSettings = field(default_factory=AbuseSettings)

@@ -21,5 +21,5 @@ app = create_app(settings, reload=load)
 
 if os.environ.get(EMBEDDED_ADMIN) == "1":
     admin_app = create_admin_app(settings, runtime=app.extensions["ratelimit_proxy"], reload=load)
-    admin_server = make_server(settings.admin.host, settings.admin.port, admin_app, threaded=True)
+    admin_server = make_server(settings.admin.server.host, settings.admin.server.port, admin_app, threaded=True)
     threading.Thread(target=admin_server.serve_forever, name="admin", daemon=True).start()

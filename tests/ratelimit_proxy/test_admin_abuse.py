@@ -201,3 +201,17 @@ def test_admin_metrics_report_decisions_bans_and_near_limit(pair: tuple[Flask, F
     assert value("ratelimit_decision_duration_seconds_count") == 7
     scrape = admin.get("/metrics").get_data(as_text=True)
     assert "ratelimit_active_bans 1.0" in scrape
+
+
+def test_bootstrap_admin_token_from_environment_is_accepted_and_audited(
+    settings_for: Callable[..., ProxySettings], database: DatabaseSettings
+) -> None:
+    settings = settings_for(database=database)
+    settings = dataclasses.replace(settings, admin=dataclasses.replace(settings.admin, token="s3cret-bootstrap"))
+    admin = create_admin_app(settings).test_client()
+    upgrade(make_engine(database.url))
+    assert admin.get("/api/v1/bans", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    good = {"Authorization": "Bearer s3cret-bootstrap"}
+    assert admin.post("/api/v1/bans", json={"network": "198.51.100.7"}, headers=good).status_code == 201
+    audit = admin.get("/api/v1/audit", headers=good).get_json()["data"]
+    assert [(a["actor"], a["action"]) for a in audit] == [("admin-token", "ban.create")]

@@ -69,7 +69,7 @@ def start_proxy(tmp_path: Path) -> Iterator[Any]:
 def base_config(upstream: Upstream, redis_url: str, **extra: Any) -> dict[str, Any]:
     return {
         "upstream": {"url": upstream.url, "connect_timeout_seconds": 1.0, "read_timeout_seconds": 5.0},
-        "storage": {"redis_url": redis_url, "timeout_ms": 50, "breaker_reset_seconds": 0.5, "ban_refresh_seconds": 0.2},
+        "redis": {"url": redis_url, "timeout_ms": 50, "breaker_reset_seconds": 0.5, "ban_refresh_seconds": 0.2},
         "abuse": QUIET_ABUSE,
         **extra,
     }
@@ -140,7 +140,7 @@ def test_redis_stopped_under_load_fails_by_mode_and_recovers(
     start_proxy: Any, upstream: Upstream, redis_server: RedisServer, redis_url: str, mode: str, outage_status: int
 ) -> None:
     config = base_config(upstream, redis_url, limits=tiers(minute=10_000, burst=5))
-    config["storage"]["failure_mode"] = mode
+    config["redis"]["failure_mode"] = mode
     proxy = start_proxy(config)
     session = requests.Session()
 

@@ -193,8 +193,8 @@ def test_redis_down_fails_open_or_closed_quickly(
     from tests.servers import free_port
 
     settings = settings_for()
-    storage = dataclasses.replace(settings.storage, redis_url=f"redis://127.0.0.1:{free_port()}/0", failure_mode=mode)
-    app = create_app(dataclasses.replace(settings, storage=storage))
+    storage = dataclasses.replace(settings.redis, url=f"redis://127.0.0.1:{free_port()}/0", failure_mode=mode)
+    app = create_app(dataclasses.replace(settings, redis=storage))
     client = app.test_client()
     started = time.monotonic()
     statuses = [client.get("/api/v1/users").status_code for _ in range(30)]
