@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import time
 from flask import Flask
 app = Flask(__name__)
@@ -31,7 +31,7 @@ def hello():
 def io():
     time.sleep(0.010)
     return {"waited_ms": 10}
-'''
+"""
 
 
 def free_port() -> int:
@@ -46,11 +46,30 @@ def server_commands(port: int) -> dict[str, list[str]]:
     return {
         "gunicorn sync x2": [str(bin_dir / "gunicorn"), "-w", "2", "-b", bind, "bench_app:app"],
         "gunicorn gthread x2 t16": [
-            str(bin_dir / "gunicorn"), "-w", "2", "--threads", "16", "-k", "gthread", "-b", bind, "bench_app:app",
+            str(bin_dir / "gunicorn"),
+            "-w",
+            "2",
+            "--threads",
+            "16",
+            "-k",
+            "gthread",
+            "-b",
+            bind,
+            "bench_app:app",
         ],
         "granian x2 bt16": [
-            str(bin_dir / "granian"), "--interface", "wsgi", "--workers", "2", "--blocking-threads", "16",
-            "--host", "127.0.0.1", "--port", str(port), "bench_app:app",
+            str(bin_dir / "granian"),
+            "--interface",
+            "wsgi",
+            "--workers",
+            "2",
+            "--blocking-threads",
+            "16",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "bench_app:app",
         ],
     }
 
@@ -82,7 +101,9 @@ def main() -> None:
         rows = []
         for name, command in server_commands(free_port()).items():
             port = int(command[command.index("--port") + 1]) if "--port" in command else int(command[-2].split(":")[1])
-            proc = subprocess.Popen(command, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+            proc = subprocess.Popen(
+                command, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ
+            )
             try:
                 wait_ready(f"http://127.0.0.1:{port}/hello")
                 hello = wrk(f"http://127.0.0.1:{port}/hello")
@@ -95,7 +116,17 @@ def main() -> None:
         print("| server | hello req/s | p50 | p99 | ratio | 10ms-io req/s | p50 | p99 |")
         print("|---|---|---|---|---|---|---|---|")
         for name, hello, io in rows:
-            print(f"| {name} | {hello[0]:.0f} | {hello[1]} | {hello[2]} | {hello[0] / base:.2f} | {io[0]:.0f} | {io[1]} | {io[2]} |")
+            cells = [
+                name,
+                f"{hello[0]:.0f}",
+                hello[1],
+                hello[2],
+                f"{hello[0] / base:.2f}",
+                f"{io[0]:.0f}",
+                io[1],
+                io[2],
+            ]
+            print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,258 @@
+"""Real servers for tests: redis-server, prometheus, prometheus-alertmanager, and a Sentry envelope sink.
+
+Each runs on a free loopback port with its own temporary directory, is waited on until it answers, and is
+stopped (and its directory removed) at the end.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, requests.RequestException):
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ManagedProcess:
+    """A server process started from ``command()``; ``stop``/``start`` keep the same port."""
+
+    name = "server"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"vibelux-{self.name}-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "server.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        return port_open(self.port)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(self.ready)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-2000:]}") from None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class RedisServer(ManagedProcess):
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def flush(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True)
+
+
+class PrometheusServer(ManagedProcess):
+    """Prometheus with the given configuration (a dict) and rule files copied beside it."""
+
+    name = "prometheus"
+
+    def __init__(self, config: dict[str, Any], rule_files: list[Path] | None = None) -> None:
+        super().__init__()
+        for rule_file in rule_files or []:
+            shutil.copy(rule_file, self.workdir / rule_file.name)
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            "prometheus",
+            f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+        ]
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        body = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5).json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+
+class AlertmanagerServer(ManagedProcess):
+    name = "alertmanager"
+
+    def __init__(self, config: dict[str, Any] | str) -> None:
+        super().__init__()
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        (self.workdir / "alertmanager.yml").write_text(text)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            "prometheus-alertmanager",
+            f"--config.file={self.workdir / 'alertmanager.yml'}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+        ]
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+
+class SentrySink:
+    """Receives what the real sentry-sdk sends to ``http://key@127.0.0.1:PORT/1``: envelopes, maybe gzipped."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[list[dict[str, Any]]] = []
+        self.raw_bodies: list[bytes] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                encoding = self.headers.get("Content-Encoding", "")
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                elif encoding == "deflate":
+                    body = zlib.decompress(body)
+                elif encoding == "br":
+                    import brotli  # type: ignore[import-not-found]  # only if the SDK chose brotli
+
+                    body = brotli.decompress(body)
+                with sink._lock:
+                    sink.raw_bodies.append(body)
+                    sink.envelopes.append(_parse_envelope(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.port}/1"
+
+    def events(self) -> list[dict[str, Any]]:
+        """Payloads of ``event`` items (errors and messages)."""
+        with self._lock:
+            return [item for envelope in self.envelopes for item in envelope if item.get("_type") == "event"]
+
+    def all_text(self) -> str:
+        with self._lock:
+            return b"\n".join(self.raw_bodies).decode("utf-8", "replace")
+
+    def clear(self) -> None:
+        with self._lock:
+            self.envelopes.clear()
+            self.raw_bodies.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _parse_envelope(body: bytes) -> list[dict[str, Any]]:
+    """Envelope = header line, then (item header line, payload line) pairs; payload tagged with its type."""
+    lines = body.split(b"\n")
+    items: list[dict[str, Any]] = []
+    index = 1
+    while index < len(lines) and lines[index].strip():
+        header = json.loads(lines[index])
+        payload_line = lines[index + 1] if index + 1 < len(lines) else b"{}"
+        try:
+            payload = json.loads(payload_line)
+        except ValueError:
+            payload = {"_raw": payload_line.decode("utf-8", "replace")}
+        if isinstance(payload, dict):
+            payload["_type"] = header.get("type")
+            items.append(payload)
+        index += 2
+    return items
