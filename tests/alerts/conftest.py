@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.alerts.servers import Server, alertmanager_config, run_alertmanager
+from tests.alerts.helpers import alertmanager_config
+from tests.servers import AlertmanagerServer
 
 
 @pytest.fixture(scope="session")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real Alertmanager running config/alertmanager.yml (its receivers fail quietly: nothing listens)."""
-    workdir: Path = tmp_path_factory.mktemp("alertmanager")
-    with run_alertmanager(workdir, alertmanager_config()) as server:
-        yield server
+def alertmanager() -> Iterator[AlertmanagerServer]:
+    """A real Alertmanager running config/alertmanager.yml (its receivers have nowhere to deliver)."""
+    server = AlertmanagerServer(alertmanager_config())
+    server.start()
+    yield server
+    server.close()

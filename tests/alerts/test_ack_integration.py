@@ -10,12 +10,12 @@ import requests
 
 from service_kit.alerting import AlertmanagerClient
 from service_kit.alerting.cli import main
-from tests.alerts.servers import Server
+from tests.servers import AlertmanagerServer
 
 pytestmark = pytest.mark.integration
 
 
-def fire(alertmanager: Server, **labels: str) -> dict[str, str]:
+def fire(alertmanager: AlertmanagerServer, **labels: str) -> dict[str, str]:
     """Post a firing alert as Prometheus would; a unique service keeps tests apart on the shared server."""
     alert_labels = {
         "alertname": "ServiceDown",
@@ -38,7 +38,7 @@ def state(client: AlertmanagerClient, labels: dict[str, str]) -> tuple[str, list
     return alert["status"]["state"], alert["status"]["silencedBy"]
 
 
-def test_ack_suppresses_the_alert_and_unack_brings_it_back(alertmanager: Server) -> None:
+def test_ack_suppresses_the_alert_and_unack_brings_it_back(alertmanager: AlertmanagerServer) -> None:
     client = AlertmanagerClient(alertmanager.url)
     labels = fire(alertmanager)
     assert state(client, labels) == ("active", [])
@@ -54,7 +54,7 @@ def test_ack_suppresses_the_alert_and_unack_brings_it_back(alertmanager: Server)
     assert silence_id not in [ack.silence_id for ack in client.acks()]
 
 
-def test_ack_of_one_service_leaves_the_same_alert_of_another_service_active(alertmanager: Server) -> None:
+def test_ack_of_one_service_leaves_the_same_alert_of_another_service_active(alertmanager: AlertmanagerServer) -> None:
     client = AlertmanagerClient(alertmanager.url)
     acked, other = fire(alertmanager), fire(alertmanager)
     silence_id = client.ack(
@@ -68,15 +68,13 @@ def test_ack_of_one_service_leaves_the_same_alert_of_another_service_active(aler
     client.unack(silence_id)
 
 
-def test_cli_ack_list_unack_round_trip(alertmanager: Server, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ack_list_unack_round_trip(alertmanager: AlertmanagerServer, capsys: pytest.CaptureFixture[str]) -> None:
     client = AlertmanagerClient(alertmanager.url)
     labels = fire(alertmanager)
     service = f"service={labels['service']}"
     base = ["--alertmanager", alertmanager.url]
 
-    assert (
-        main([*base, "ack", "ServiceDown", service, "--by", "bo", "-c", "failing over", "--for", "45m"]) == 0
-    )
+    assert main([*base, "ack", "ServiceDown", service, "--by", "bo", "-c", "failing over", "--for", "45m"]) == 0
     silence_id = capsys.readouterr().out.strip()
     assert state(client, labels) == ("suppressed", [silence_id])
 
@@ -93,17 +91,11 @@ def test_cli_ack_list_unack_round_trip(alertmanager: Server, capsys: pytest.Capt
 
 
 def test_cli_reports_bad_input_and_unreachable_alertmanager_in_one_line(
-    alertmanager: Server, capsys: pytest.CaptureFixture[str]
+    alertmanager: AlertmanagerServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(["--alertmanager", alertmanager.url, "ack", "ServiceDown", "-c", "x", "--for", "2 weeks"]) == 1
-    )
-    assert (
-        capsys.readouterr().err.strip() == "vibelux-ack: duration '2 weeks' is not like 30m, 2h, 1h30m or 1d"
-    )
+    assert main(["--alertmanager", alertmanager.url, "ack", "ServiceDown", "-c", "x", "--for", "2 weeks"]) == 1
+    assert capsys.readouterr().err.strip() == "vibelux-ack: duration '2 weeks' is not like 30m, 2h, 1h30m or 1d"
     assert main(["--alertmanager", "http://127.0.0.1:9", "list"]) == 1
-    assert capsys.readouterr().err.startswith(
-        "vibelux-ack: Alertmanager at http://127.0.0.1:9 is unreachable"
-    )
+    assert capsys.readouterr().err.startswith("vibelux-ack: Alertmanager at http://127.0.0.1:9 is unreachable")
     assert main(["--alertmanager", alertmanager.url, "unack", "--id", str(uuid.uuid4())]) == 1
     assert "refused DELETE" in capsys.readouterr().err
