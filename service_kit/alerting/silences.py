@@ -123,9 +123,7 @@ class AlertmanagerClient:
         if (until is None) == (duration is None):
             raise AlertmanagerError("give either until or duration", field="until")
         ends_at = until if until is not None else starts_at + (duration or timedelta())
-        payload = silence_payload(
-            matchers, created_by=by, comment=comment, starts_at=starts_at, ends_at=ends_at
-        )
+        payload = silence_payload(matchers, created_by=by, comment=comment, starts_at=starts_at, ends_at=ends_at)
         body = self._request("POST", "/api/v2/silences", json=payload)
         return str(body["silenceID"])
 
