@@ -67,7 +67,7 @@ def overview() -> dict[str, Any]:
                     ),
                     stat(
                         "SLA breaches in the period",
-                        "sum(increase(support_sla_breaches_total[$__range]))",
+                        "sum(increase(support_sla_breaches_total[$__range])) or vector(0)",
                         unit="short",
                         width=6,
                     ),
