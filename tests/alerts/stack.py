@@ -44,9 +44,20 @@ class Timers:
 
     @property
     def floor(self) -> float:
-        """No pipeline with these settings can open a ticket sooner: the alert must stay pending `for`,
-        then Alertmanager waits group_wait before the first notification."""
+        """No pipeline with these settings can open a ticket for a new alert group sooner: the alert must
+        stay pending `for`, then Alertmanager waits group_wait before the group's first notification."""
         return self.service_down_for + self.group_wait
+
+    @property
+    def refire_floor(self) -> float:
+        """A group that still exists (Prometheus re-sends a resolved alert for 15 minutes, which keeps its
+        group alive) notifies on its next group_interval tick instead: only `for` is certain."""
+        return self.service_down_for
+
+    @property
+    def resolve_worst_case(self) -> float:
+        """Probe, scrape, evaluation, then the group's next tick: no `for` or group_wait on resolution."""
+        return self.probe_interval + self.scrape_interval + self.evaluation_interval + self.group_interval
 
     @property
     def worst_case(self) -> float:
@@ -204,14 +215,20 @@ class AlertingStack:
         tickets: list[dict[str, Any]] = response.json()["data"]
         return tickets
 
-    def wait_for_ticket(self, alertname: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
+    def wait_for_ticket(self, alertname: str, status: str, since: float, timeout: float = 60.0) -> dict[str, Any]:
+        """The alert's incident ticket once it is in `status` through a change made after `since` (epoch s).
+        A group that fires again reuses its resolved ticket (reopened), so `updated_at` marks the change."""
         found: list[dict[str, Any]] = []
 
-        def ticket_in_status() -> bool:
-            found[:] = [t for t in self.incident_tickets(alertname) if t["status"] == status]
+        def changed() -> bool:
+            found[:] = [
+                ticket
+                for ticket in self.incident_tickets(alertname)
+                if ticket["status"] == status and parse_time(ticket["updated_at"]) >= since
+            ]
             return bool(found)
 
-        wait_until(ticket_in_status, timeout=timeout, interval=0.1)
+        wait_until(changed, timeout=timeout, interval=0.1)
         return found[0]
 
     def close(self) -> None:
@@ -223,16 +240,16 @@ def parse_time(text: str) -> float:
 
 
 def measure_fault_to_ticket(stack: AlertingStack) -> dict[str, float]:
-    """Stop Redis, wait for the ServiceDown incident ticket; restart it, wait for the ticket to resolve.
-    Returns seconds from each action to the desk's own created_at / resolved_at timestamps."""
-    stack.redis.stop()
+    """Stop Redis, wait for the ServiceDown incident ticket to be open; restart Redis, wait for the ticket to
+    be resolved. Seconds from each action to the desk's own timestamp of the change."""
     fault_at = time.time()
-    opened = stack.wait_for_ticket("ServiceDown", "open")
-    stack.redis.start()
+    stack.redis.stop()
+    opened = stack.wait_for_ticket("ServiceDown", "open", since=fault_at)
     recovered_at = time.time()
-    resolved = stack.wait_for_ticket("ServiceDown", "resolved")
+    stack.redis.start()
+    resolved = stack.wait_for_ticket("ServiceDown", "resolved", since=recovered_at)
     assert resolved["id"] == opened["id"]
     return {
-        "fault_to_ticket": parse_time(opened["created_at"]) - fault_at,
-        "recovery_to_resolved": parse_time(resolved["resolved_at"]) - recovered_at,
+        "fault_to_ticket": parse_time(opened["updated_at"]) - fault_at,
+        "recovery_to_resolved": parse_time(resolved["updated_at"]) - recovered_at,
     }
