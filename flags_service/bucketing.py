@@ -59,7 +59,11 @@ def _salt_prefix(salt: str) -> bytes:
 
 def bucket_hash(salt: str, value: BucketValue) -> int:
     """Unsigned murmur3_32 of canonical CBOR ``[salt, value]``."""
-    encoded = _cbor_text(value) if type(value) is str else _cbor_value(value)
+    if type(value) is str:
+        data = value.encode("utf-8")
+        encoded = _TEXT_HEADERS[len(data)] + data if len(data) < 0x100 else _cbor_text(value)
+    else:
+        encoded = _cbor_value(value)
     return mmh3.hash(_salt_prefix(salt) + encoded, 0, False)
 
 

@@ -202,6 +202,11 @@ def clause_matches(clause: Mapping[str, Any], context: Context, segments: Mappin
     "not in [free]": targeting on data we do not have would surprise whoever wrote the rule)."""
     op = clause["op"]
     negate = clause.get("negate") is True
+    if op == "in" or op == "equals":
+        actual = context.get(clause.get("attribute", TARGETING_KEY))
+        if type(actual) is str:
+            # Hot path: list membership of a string is JSON equality (a string equals only strings).
+            return (actual in clause["values"]) is not negate
     if op == SEGMENT_MATCH:
         matched = any(segment_matches(segments.get(key), context) for key in clause["values"])
         return matched is not negate
@@ -211,9 +216,6 @@ def clause_matches(clause: Mapping[str, Any], context: Context, segments: Mappin
     if actual is None:
         return False
     expected_values = clause["values"]
-    if type(actual) is str and (op == "in" or op == "equals"):
-        # Hot path: list membership of a string is JSON equality (a string equals only strings).
-        return (actual in expected_values) is not negate
     compare = OPERATORS[op]
     actual_values = actual if type(actual) is list else (actual,)
     for value in actual_values:
@@ -243,10 +245,11 @@ def _error(flag: Flag, code: str, message: str) -> Evaluation:
 
 def _serve_variant(flag: Flag, variant: str, reason: str, rule_id: str | None) -> Evaluation:
     """Metadata passes through as given: ``compile_flag`` keeps it to the scalar values OFREP allows."""
-    variants = flag["variants"]
-    if variant not in variants:
+    try:
+        value = flag["variants"][variant]
+    except KeyError:
         return _error(flag, "GENERAL", f"variant {variant!r} is not defined")
-    return Evaluation(variants[variant], variant, reason, rule_id, None, None, flag.get("metadata") or EMPTY_METADATA)
+    return Evaluation(value, variant, reason, rule_id, None, None, flag.get("metadata") or EMPTY_METADATA)
 
 
 def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, rule_id: str | None) -> Evaluation:
@@ -301,13 +304,14 @@ def evaluate(
             if outcome is None or outcome.variant != prerequisite["variant"]:
                 return _serve_variant(flag, flag["offVariant"], DEFAULT, f"prerequisite:{required_key}")
 
-    targets = flag.get("targets") or ()
-    rules = flag.get("rules") or ()
-    targeting_key = context.get(TARGETING_KEY)
-    if targeting_key is not None:
-        for target in targets:
-            if targeting_key in target["values"]:
-                return _serve_variant(flag, target["variant"], TARGETING_MATCH, "target")
+    targets = flag.get("targets")
+    if targets:
+        targeting_key = context.get(TARGETING_KEY)
+        if targeting_key is not None:
+            for target in targets:
+                if targeting_key in target["values"]:
+                    return _serve_variant(flag, target["variant"], TARGETING_MATCH, "target")
+    rules = flag.get("rules")
 
     if rules:
         segments = segments or {}
