@@ -56,21 +56,23 @@ def _context() -> dict[str, Any]:
     return context
 
 
-def _evaluate(key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot) -> tuple[str, Any]:
+def _evaluate(
+    key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot
+) -> tuple[str, str | None]:
     """One OFREP item as JSON text, and the variant served (``None`` for an error item).
 
     A flag yields few distinct items (one per variant and reason), so their JSON is rendered once per
     snapshot and reused: bulk responses are then mostly string joins, not serialisation.
     """
-    static = snapshot.rendered.get(key)
-    if static is not None:
-        return static
+    context_free = snapshot.context_free_items.get(key)
+    if context_free is not None:
+        return context_free
     result = evaluate(flag, context, snapshot.segments, snapshot.flags)
     if result.reason == ERROR:
         error = {"key": key, "errorCode": result.error_code or "GENERAL", "errorDetails": result.error_message or ""}
         return json.dumps(error, separators=(",", ":")), None
     cache_key = (key, result.variant, result.reason)
-    text = snapshot.rendered.get(cache_key)
+    text = snapshot.rendered_items.get(cache_key)
     if text is None:
         item = {
             "key": key,
@@ -79,9 +81,9 @@ def _evaluate(key: str, flag: Mapping[str, Any], context: Mapping[str, Any], sna
             "variant": result.variant,
             "metadata": dict(result.metadata),
         }
-        text = snapshot.rendered[cache_key] = json.dumps(item, separators=(",", ":"))
+        text = snapshot.rendered_items[cache_key] = json.dumps(item, separators=(",", ":"))
         if is_context_free(flag):
-            snapshot.rendered[key] = (text, result.variant)
+            snapshot.context_free_items[key] = (text, result.variant)
     return text, result.variant
 
 

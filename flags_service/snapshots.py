@@ -10,6 +10,7 @@ most every ``db_poll_seconds``; it keeps serving, only from the database.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -35,14 +36,15 @@ class Snapshot:
     flags: Mapping[str, Mapping[str, Any]]
     segments: Mapping[str, Mapping[str, Any]]
     body: bytes = field(repr=False)  # the SDK snapshot endpoint's JSON
-    # OFREP item JSON per (flag, variant, reason), and per flag key for context-free flags (see ofrep.py)
-    rendered: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    # OFREP item JSON per (flag, variant, reason), and (JSON, variant) of context-free flags (see ofrep.py)
+    rendered_items: dict[tuple[str, str | None, str], str] = field(default_factory=dict, repr=False, compare=False)
+    context_free_items: dict[str, tuple[str, str | None]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def etag(self) -> str:
         return f'"{self.environment}.{self.version}"'
 
-    @property
+    @functools.cached_property
     def client_flags(self) -> Mapping[str, Mapping[str, Any]]:
         return {key: flag for key, flag in self.flags.items() if flag.get("clientVisible")}
 
