@@ -18,6 +18,7 @@ from flags_service.settings import FlagsSettings
 from tests.flags.conftest import LiveServer
 
 
+@pytest.mark.integration
 def test_cli_create_toggle_rollout_history(live_server: LiveServer, make_token: Callable[[str], str]) -> None:
     runner = CliRunner()
     env = {"VIBELUX_FLAGS_URL": live_server.url, "VIBELUX_FLAGS_TOKEN": make_token("admin")}

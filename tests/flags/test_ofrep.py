@@ -175,6 +175,7 @@ def test_cors_preflight_and_exposed_etag_for_browsers(client: FlaskClient, sdk_k
     assert bulk.headers["Access-Control-Allow-Origin"] == "*"
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("flags")
 def test_official_openfeature_ofrep_provider_against_the_live_endpoint(
     live_server: LiveServer, sdk_keys: SdkKeys

@@ -28,6 +28,7 @@ from tests.flags.conftest import with_flags
 from tests.servers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration  # every test here runs the service on a real port
 PRO_RULE = {"id": "pro", "clauses": [{"attribute": "tier", "op": "in", "values": ["pro"]}], "serve": {"variant": "on"}}
 
 

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 
+import pytest
 import requests
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
@@ -62,6 +63,7 @@ def _events(response: requests.Response) -> Iterator[dict[str, object]]:
             event = {}
 
 
+@pytest.mark.integration
 def test_stream_announces_versions_and_limits_open_streams(settings: FlagsSettings) -> None:
     app = create_app(with_flags(settings, max_streams_per_worker=1, stream_max_seconds=5))
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
