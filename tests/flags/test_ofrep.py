@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from openfeature import api
 from openfeature.contrib.provider.ofrep import OFREPProvider
@@ -196,3 +197,31 @@ def test_official_openfeature_ofrep_provider_against_the_live_endpoint(
     wrong_type = client.get_string_details("new-checkout", "x", pro)
     assert wrong_type.error_code == ErrorCode.TYPE_MISMATCH
     api.shutdown()
+
+
+@pytest.mark.usefixtures("flags")
+def test_ofrep_evaluations_are_counted_by_flag_and_variant_only_for_known_flags(
+    app: Flask, client: FlaskClient, sdk_keys: SdkKeys
+) -> None:
+    for user in ("u1", "u2", "u3"):
+        client.post(
+            "/ofrep/v1/evaluate/flags", json={"context": {"targetingKey": user}}, headers=bearer(sdk_keys.server)
+        )
+    client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout", json={"context": {"tier": "pro"}}, headers=bearer(sdk_keys.server)
+    )
+    client.post("/ofrep/v1/evaluate/flags/unknown-flag", json={"context": {}}, headers=bearer(sdk_keys.server))
+    app.extensions["flags"].recorder.flush()
+    registry = app.extensions["service_kit"].metrics.registry
+    samples = {
+        (sample.labels["flag"], sample.labels["variant"]): sample.value
+        for metric in registry.collect()
+        if metric.name == "flags_evaluations"
+        for sample in metric.samples
+        if sample.name == "flags_evaluations_total"
+    }
+    assert samples[("new-checkout", "off")] == 3
+    assert samples[("new-checkout", "on")] == 1
+    assert samples[("internal-only", "on")] == 3
+    assert sum(v for (flag, _), v in samples.items() if flag == "rollout") == 3
+    assert {flag for flag, _ in samples} == {"new-checkout", "internal-only", "rollout"}
