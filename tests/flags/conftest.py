@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from flags_service.storage import metadata
 from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings, LoggingSettings
-from tests.servers import free_port
+from tests.servers import free_port, port_open, wait_until
 
 
 @pytest.fixture
@@ -35,9 +36,21 @@ def settings(tmp_path: Path, redis_url: str) -> FlagsSettings:
     )
 
 
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, settings: FlagsSettings) -> str:
+    """SQLite by default; tests parametrized with ``indirect`` also run on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return settings.database.url
+    url: str = request.getfixturevalue("postgres_server").fresh_database("flags_app_test")
+    engine = make_engine(url)
+    upgrade(engine, MIGRATIONS, metadata)
+    engine.dispose()
+    return url
+
+
 @pytest.fixture
-def app(settings: FlagsSettings) -> Iterator[Flask]:
-    app = create_app(settings)
+def app(settings: FlagsSettings, database_url: str) -> Iterator[Flask]:
+    app = create_app(replace(settings, database=DatabaseSettings(url=database_url)))
     app.config["TESTING"] = True
     yield app
     service = app.extensions["flags"]
@@ -123,3 +136,69 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
 
 def with_flags(settings: FlagsSettings, **changes: object) -> FlagsSettings:
     return replace(settings, flags=replace(settings.flags, **changes))
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster on a free port (initdb + postgres), run as the ``postgres`` user
+    when the tests run as root (PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        import os
+        import shutil
+        import tempfile
+
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="vibelux-pg-"))
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not binaries:
+            raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
+        self.bindir = binaries[-1]
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        data = self.dir / "data"
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+        )
+        self.process = subprocess.Popen(
+            [*self.as_user, str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
+             "-h", "127.0.0.1", "-k", str(self.dir), "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: port_open(self.port), timeout=30)
+
+    def fresh_database(self, name: str) -> str:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        import shutil
+
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()

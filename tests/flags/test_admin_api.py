@@ -67,6 +67,7 @@ def test_stale_if_match_is_412_and_a_fresh_one_succeeds(client: FlaskClient, adm
     assert client.put("/api/v1/flags/f", json=flag, headers={**admin, "If-Match": "x"}).status_code == 422
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_concurrent_writers_one_wins_others_get_412_nothing_lost(app: Flask, admin: H, create_flag: Callable) -> None:
     create_flag("contended")
     writers = 6
@@ -130,6 +131,7 @@ def test_prerequisite_cycle_refused_over_the_api(client: FlaskClient, admin: H, 
     assert client.delete("/api/v1/flags/a", headers=admin).status_code == 409
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_every_admin_write_is_audited(app: Flask, client: FlaskClient, admin: H, create_flag: Callable) -> None:
     create_flag("audited")
     client.post("/api/v1/flags/audited/environments/production/toggle", headers=admin)

@@ -8,19 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from flags_service.app import MIGRATIONS
 from flags_service.model import InvalidDocument
 from flags_service.storage import FlagStore, InUse, StaleVersion, metadata
+from service_kit.db import make_engine, upgrade
 
 ENVIRONMENTS = ("development", "staging", "production")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[FlagStore]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'flags.db'}")
-    metadata.create_all(engine)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FlagStore]:
+    """The same behaviour suite on SQLite and on a real PostgreSQL, both migrated by Alembic."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'flags.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").fresh_database("flags_storage_test")
+    engine = make_engine(url)
+    upgrade(engine, MIGRATIONS, metadata)
     with Session(engine) as session:
         flag_store = FlagStore(session, ENVIRONMENTS, tiers=("free", "pro", "enterprise"))
         flag_store.ensure_environments()
