@@ -56,6 +56,7 @@ def app(settings: FlagsSettings, database_url: str) -> Iterator[Flask]:
     service = app.extensions["flags"]
     service.recorder.close()
     service.cache.close()
+    app.extensions["database"].engine.dispose()
 
 
 @pytest.fixture
@@ -157,6 +158,7 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres")
         self.process: subprocess.Popen[bytes] | None = None
+        self.created = 0
 
     @property
     def admin_url(self) -> str:
@@ -177,12 +179,14 @@ class PostgresServer:
         )  # fmt: skip
         wait_until(lambda: port_open(self.port), timeout=30)
 
-    def fresh_database(self, name: str) -> str:
+    def fresh_database(self, prefix: str) -> str:
+        """A new, empty database (a new name each time: an earlier test's pool may still be connected)."""
         import sqlalchemy
 
+        self.created += 1
+        name = f"{prefix}_{self.created}"
         engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
             connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
         engine.dispose()
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
