@@ -47,6 +47,8 @@ DEFINITION_FIELDS = {
 STATE_FIELDS = {"enabled", "targets", "rules", "fallthrough", "prerequisites"}
 SEGMENT_FIELDS = {"key", "name", "description", "included", "excluded", "clauses"}
 TIER_OPERATORS = {"in", "notIn", "equals"}
+# A quantified group whose body is itself quantified: the classic catastrophic-backtracking shape.
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)[+*{]")
 
 
 class InvalidDocument(ValueError):
@@ -178,6 +180,8 @@ def _regex_problem(value: object) -> str | None:
         return "must be a non-empty regular expression"
     if len(value) > MAX_REGEX_PATTERN:
         return f"must be at most {MAX_REGEX_PATTERN} characters"
+    if _NESTED_QUANTIFIER.search(value):
+        return "must not repeat a group that itself repeats, like (a+)+: it can backtrack for minutes"
     try:
         re.compile(value)
     except re.error as error:

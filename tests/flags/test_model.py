@@ -114,6 +114,16 @@ RULE = "environments.production.rules[0]"
             "no such segment",
         ),
         (
+            _rule({"attribute": "e", "op": "matches", "values": ["^(a+)+$"]}),
+            f"{RULE}.clauses[0].values[0]",
+            "backtrack",
+        ),
+        (
+            _rule({"attribute": "e", "op": "matches", "values": ["(x|y*)*z"]}),
+            f"{RULE}.clauses[0].values[0]",
+            "backtrack",
+        ),
+        (
             _rule({"attribute": "tier", "op": "in", "values": ["pro"], "negate": 1}),
             f"{RULE}.clauses[0].negate",
             "bool",
