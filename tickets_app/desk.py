@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -295,6 +295,8 @@ class Desk:
         for breach in result.breaches:
             self._record_breach_once(session, ticket, breach.metric, breach.started_at, breach.breached_at, now)
         ticket.sla_breached = bool(result.breaches)
+        dues = [result.due_at(metric) for metric in METRICS]
+        ticket.sla_check_at = min((due for due in dues if due is not None and due > now), default=None)
         self.index.reindex(session, [ticket.merged_into_id or ticket.id])
         return result
 
@@ -308,18 +310,19 @@ class Desk:
         return compute_sla(self._clock_events(session, ticket), chosen, calendar, now)
 
     def sweep(self, session: Session, now: datetime) -> int:
-        """Periodic upkeep: record breaches whose deadline passed and auto-close resolved tickets."""
+        """Periodic upkeep: record breaches whose deadline passed and auto-close resolved tickets.
+
+        Only tickets whose next deadline has come are recomputed, so a sweep costs what changed.
+        """
         due = session.scalars(
-            select(Ticket).where(
-                Ticket.status.not_in(("resolved", "closed")),
-                (Ticket.first_response_due_at <= now)
-                | (Ticket.next_response_due_at <= now)
-                | (Ticket.resolution_due_at <= now),
-            )
+            select(Ticket).where(Ticket.sla_check_at <= now, Ticket.status.not_in(("resolved", "closed")))
         ).all()
         for ticket in due:
             self.refresh(session, ticket, now)
-        resolved = session.scalars(select(Ticket).where(Ticket.status == "resolved")).all()
+        cutoff = now - timedelta(days=self.auto_close_days)
+        resolved = session.scalars(
+            select(Ticket).where(Ticket.status == "resolved", Ticket.resolved_at <= cutoff)
+        ).all()
         system = Actor(id="system", role="system", name="auto-close")
         for ticket in resolved:
             if is_due_for_auto_close(ticket.status, ticket.resolved_at, now, self.auto_close_days):
