@@ -99,6 +99,17 @@ def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
         if dataclasses.is_dataclass(hint):
             values[field.name] = _build(hint, data.get(field.name, {}), field_path, ctx)  # type: ignore[arg-type]
             continue
+        if _is_named_sections(hint) and field.name in data:
+            # named entries (probes, queries): each entry is a section, so {PREFIX}_{FIELD}__{NAME}__{KEY}
+            # overrides one key of an entry the file defines
+            entries = data[field.name]
+            if not isinstance(entries, dict):
+                raise ConfigError(key, ctx.source, "a mapping of named sections", entries)
+            section = typing.get_args(hint)[1]
+            values[field.name] = {
+                str(name): _build(section, entry, (*field_path, str(name)), ctx) for name, entry in entries.items()
+            }
+            continue
         if variable in ctx.environ:
             raw, where = _parse_env(ctx.environ[variable], hint), f"environment variable {variable}"
         elif field.name in data:
@@ -133,6 +144,11 @@ def _parse_env(text: str, hint: Any) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def _is_named_sections(hint: Any) -> bool:
+    """``dict[str, SomeSettings]``: a mapping of named sections."""
+    return typing.get_origin(hint) is dict and dataclasses.is_dataclass(typing.get_args(hint)[1])
 
 
 def _is_optional_of(hint: Any, inner: type) -> bool:
