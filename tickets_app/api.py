@@ -253,8 +253,17 @@ def _crud(
     to_json: Callable[[Any], dict[str, Any]],
     apply: Callable[[Any, dict[str, Any]], None],
     read_role: Callable[[], Actor],
+    affects_sla: bool = False,
 ) -> None:
-    """List/create/update/delete routes for one admin-managed resource; every write is audited."""
+    """List/create/update/delete routes for one admin-managed resource; every write is audited.
+
+    `affects_sla`: a write changes deadlines, so every open ticket is queued for the sweeper to recompute.
+    """
+
+    def commit() -> None:
+        if affects_sla:
+            desk_of().schedule_recompute(session(), now())
+        session().commit()
 
     def list_items() -> ResponseReturnValue:
         read_role()
@@ -268,7 +277,7 @@ def _crud(
         session().add(item)
         _flush_unique(name)
         current_auth().record(f"{name}.create", name, item.id, after=to_json(item), session=session())
-        session().commit()
+        commit()
         return jsonify(to_json(item)), 201
 
     def update_item(item_id: int) -> ResponseReturnValue:
@@ -278,7 +287,7 @@ def _crud(
         apply(item, json_body())
         _flush_unique(name)
         current_auth().record(f"{name}.update", name, item.id, before=before, after=to_json(item), session=session())
-        session().commit()
+        commit()
         return jsonify(to_json(item))
 
     def delete_item(item_id: int) -> ResponseReturnValue:
@@ -292,7 +301,7 @@ def _crud(
             session().rollback()
             raise ConflictError(f"{name} {item_id} is still in use") from None
         current_auth().record(f"{name}.delete", name, item_id, before=before, session=session())
-        session().commit()
+        commit()
         return "", 204
 
     api.add_url_rule(path, f"list_{name}", list_items, methods=["GET"])
@@ -389,6 +398,7 @@ _crud(
     lambda c: {"id": c.id, "name": c.name, **c.definition},
     _apply_calendar,
     require_staff,
+    affects_sla=True,
 )
 _crud(
     "/sla/policies",
@@ -397,4 +407,5 @@ _crud(
     lambda p: {"id": p.id, "name": p.name, "position": p.position, "calendar_id": p.calendar_id, **p.definition},
     _apply_policy,
     require_staff,
+    affects_sla=True,
 )

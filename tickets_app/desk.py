@@ -309,6 +309,10 @@ class Desk:
         calendar = Calendar.from_dict(stored_calendar.definition) if stored_calendar else Calendar.calendar_hours()
         return compute_sla(self._clock_events(session, ticket), chosen, calendar, now)
 
+    def schedule_recompute(self, session: Session, now: datetime) -> None:
+        """After a policy or calendar change: the next sweep recomputes every unresolved ticket."""
+        session.execute(update(Ticket).where(Ticket.status.not_in(("resolved", "closed"))).values(sla_check_at=now))
+
     def sweep(self, session: Session, now: datetime) -> int:
         """Periodic upkeep: record breaches whose deadline passed and auto-close resolved tickets.
 
