@@ -106,6 +106,14 @@ def events_view(ticket_id: int) -> ResponseReturnValue:
     return jsonify({"data": [event_json(e) for e in desk_of().events(db_session(), ticket)]})
 
 
+@api.get("/tickets/<int:ticket_id>/sla")
+def sla_view(ticket_id: int) -> ResponseReturnValue:
+    """The SLA clock replayed now, per metric: state, deadline, elapsed and remaining time, breaches (staff)."""
+    actor = require_staff()
+    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
+    return jsonify(desk_of().sla_state(db_session(), ticket, now()).as_dict())
+
+
 @api.post("/tickets/<int:ticket_id>/merge")
 def merge_view(ticket_id: int) -> ResponseReturnValue:
     actor = require_staff()

@@ -288,6 +288,9 @@ def test_policy_change_recomputes_open_tickets_on_next_sweep(app: Flask, client:
     sla = client.get(url, headers=auth(tokens.agent)).json["sla"]
     assert sla["policy"] == "everything"
     assert sla["first_response_due_at"] is not None
+    clock = client.get(f"{url}/sla", headers=auth(tokens.agent)).json
+    assert clock["metrics"]["first_response"]["state"] == "active"
+    assert clock["metrics"]["first_response"]["due_at"] == sla["first_response_due_at"]
 
 
 def test_ui_pages_send_security_headers(client: FlaskClient) -> None:
