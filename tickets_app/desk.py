@@ -201,8 +201,10 @@ class Desk:
                 errors["message"] = "expected an object {body, internal, attachments}"
             else:
                 body = _text_field(message_spec, "body", MAX_BODY_CHARS, errors, prefix="message.")
-                internal = bool(message_spec.get("internal", False))
-                if internal and not actor.is_staff:
+                internal = message_spec.get("internal", False)
+                if not isinstance(internal, bool):
+                    errors["message.internal"] = "expected true or false"
+                elif internal and not actor.is_staff:
                     errors["message.internal"] = "only staff can write internal notes"
                 attachments = self._own_attachments(
                     session, actor, message_spec.get("attachments", []), errors, prefix="message."

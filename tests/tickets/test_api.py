@@ -84,6 +84,15 @@ def test_atomic_change_fields_and_message(client: FlaskClient, tokens: Tokens, a
     assert audit[0]["after"]["priority"] == "urgent"
 
 
+def test_message_internal_must_be_boolean(client: FlaskClient, tokens: Tokens) -> None:
+    ticket = create(client, tokens.customer)
+    response = client.post(
+        f"/api/v1/tickets/{ticket['id']}/messages", json={"body": "x", "internal": "false"}, headers=auth(tokens.agent)
+    )
+    assert response.status_code == 422
+    assert set(response.json["error"]["details"]) == {"message.internal"}
+
+
 @pytest.mark.parametrize(
     ("body", "fields"),
     [
