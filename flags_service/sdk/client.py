@@ -8,7 +8,6 @@ thread-safe: the snapshot is an immutable value swapped atomically, counts sit b
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -16,13 +15,13 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 
-from flags_service.engine import ERROR, evaluate
+from flags_service.engine import EMPTY_METADATA, ERROR, Evaluation, evaluate, is_context_free
 
 log = logging.getLogger("vibelux.flags.sdk")
 
@@ -30,9 +29,8 @@ NOT_READY, READY, STALE = "NOT_READY", "READY", "STALE"
 MAX_PENDING_COUNT_KEYS = 10_000
 
 
-@dataclass(frozen=True)
-class Details:
-    """The outcome of one evaluation, shaped like OpenFeature's resolution details."""
+class Details(NamedTuple):
+    """The outcome of one evaluation, shaped like OpenFeature's resolution details (a tuple: cheap)."""
 
     key: str
     value: Any
@@ -41,7 +39,7 @@ class Details:
     error_code: str | None = None
     error_message: str | None = None
     rule_id: str | None = None
-    flag_metadata: Mapping[str, Any] = field(default_factory=dict)
+    flag_metadata: Mapping[str, Any] = EMPTY_METADATA
 
 
 @dataclass(frozen=True)
@@ -51,6 +49,7 @@ class _Snapshot:
     flags: Mapping[str, Mapping[str, Any]]
     segments: Mapping[str, Mapping[str, Any]]
     document: Mapping[str, Any]
+    fixed: Mapping[str, Evaluation]  # results of context-free flags, evaluated once per snapshot
 
 
 class FlagsClient:
@@ -67,8 +66,11 @@ class FlagsClient:
         flush_interval: float = 10.0,
         timeout: float = 3.0,
         max_backoff: float = 30.0,
+        bootstrap: Mapping[str, Any] | None = None,
         start: bool = True,
     ) -> None:
+        """``bootstrap``: a snapshot document (``GET /api/v1/sdk/snapshot``) to serve, like the disk copy,
+        until the service answers; e.g. baked into an image for air-gapped starts, or for offline tests."""
         self.base_url = base_url.rstrip("/")
         self.cache_path = Path(cache_path) if cache_path else None
         self.poll_interval = poll_interval
@@ -83,11 +85,13 @@ class FlagsClient:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._counts: dict[tuple[str, str | None], int] = {}
         self._counts_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stream_response: requests.Response | None = None
         self._load_from_disk()
+        if bootstrap is not None and (self.version is None or int(bootstrap["version"]) > self.version):
+            self._install(bootstrap, None)  # whichever of disk copy and bootstrap is newer
         if start:
             self.start()
 
@@ -145,13 +149,20 @@ class FlagsClient:
         if flag is None:
             return Details(key, default, None, ERROR, "FLAG_NOT_FOUND", f"flag {key!r} is not in the snapshot")
         try:
-            result = evaluate(flag, context or {}, snapshot.segments, snapshot.flags)
+            result = snapshot.fixed.get(key) or evaluate(flag, context or {}, snapshot.segments, snapshot.flags)
         except Exception as exc:  # a malformed snapshot must not break the caller's request
             log.exception("evaluation of %s failed", key)
             return Details(key, default, None, ERROR, "GENERAL", type(exc).__name__)
         if result.reason == ERROR:
             return Details(key, default, None, ERROR, result.error_code, result.error_message, None, result.metadata)
-        self._count(key, result.variant)
+        count_key = (key, result.variant)
+        with self._counts_lock:  # inline, not a method: this is every call's hot path
+            counts = self._counts
+            pending = counts.get(count_key)
+            if pending is not None:
+                counts[count_key] = pending + 1
+            elif len(counts) < MAX_PENDING_COUNT_KEYS:
+                counts[count_key] = 1
         reason = result.reason if self._healthy else STALE
         return Details(key, result.value, result.variant, reason, None, None, result.rule_id, result.metadata)
 
@@ -168,13 +179,9 @@ class FlagsClient:
 
     # -- snapshot sync ------------------------------------------------------------------------------
     def _install(self, document: Mapping[str, Any], etag: str | None) -> None:
-        self._snapshot = _Snapshot(
-            version=int(document["version"]),
-            etag=etag,
-            flags=document["flags"],
-            segments=document.get("segments", {}),
-            document=document,
-        )
+        flags, segments = document["flags"], document.get("segments", {})
+        fixed = {key: evaluate(flag, {}, segments, flags) for key, flag in flags.items() if is_context_free(flag)}
+        self._snapshot = _Snapshot(int(document["version"]), etag, flags, segments, document, fixed)
 
     def _load_from_disk(self) -> None:
         if self.cache_path is None or not self.cache_path.exists():
@@ -274,17 +281,10 @@ class FlagsClient:
             self._stream_response = None
 
     # -- evaluation counts ----------------------------------------------------------------------------
-    def _count(self, key: str, variant: str | None) -> None:
-        if variant is None:
-            return
-        with self._counts_lock:
-            if len(self._counts) < MAX_PENDING_COUNT_KEYS or (key, variant) in self._counts:
-                self._counts[(key, variant)] += 1
-
     def flush(self) -> bool:
         """Send pending evaluation counts; on failure they are kept for the next try."""
         with self._counts_lock:
-            counts, self._counts = self._counts, collections.Counter()
+            counts, self._counts = self._counts, {}
         if not counts:
             return True
         body = {"counts": [{"flag": f, "variant": v, "count": n} for (f, v), n in counts.items()]}
@@ -297,7 +297,7 @@ class FlagsClient:
         with self._counts_lock:
             for count_key, count in counts.items():
                 if len(self._counts) < MAX_PENDING_COUNT_KEYS or count_key in self._counts:
-                    self._counts[count_key] += count
+                    self._counts[count_key] = self._counts.get(count_key, 0) + count
         return False
 
     def _flush_loop(self) -> None:

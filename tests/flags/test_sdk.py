@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -251,3 +252,27 @@ def test_sdk_imports_without_flask_sqlalchemy_or_the_service() -> None:
     )
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
+
+
+def test_bootstrap_snapshot_serves_offline_and_the_newer_of_disk_and_bootstrap_wins(tmp_path: Path) -> None:
+    flag = {"key": "f", "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off"}
+    old = {
+        "environment": "production",
+        "version": 3,
+        "segments": {},
+        "flags": {"f": {**flag, "fallthrough": {"variant": "off"}}},
+    }
+    new = {
+        "environment": "production",
+        "version": 4,
+        "segments": {},
+        "flags": {"f": {**flag, "fallthrough": {"variant": "on"}}},
+    }
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"etag": '"production.4"', "snapshot": new}))
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    with FlagsClient(url, "k", bootstrap=old, cache_path=cache, start=False) as sdk:
+        assert (sdk.version, sdk.is_enabled("f")) == (4, True)
+    with FlagsClient(url, "k", bootstrap=old, start=False) as sdk:
+        details = sdk.evaluate("f", {})
+        assert (sdk.version, details.value, details.reason) == (3, False, "STALE")
