@@ -98,7 +98,7 @@ def wrk(url: str, seconds: int, script: Path | None = None) -> tuple[float, str,
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    p50 = re.search(r"\n\s+50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     p99 = re.search(r"\n\s+99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non_2xx:
