@@ -66,7 +66,7 @@ class EnvironmentGaugeCollector(Collector):
         yield family
 
 
-Key = tuple[str, str, str]  # environment, flag, variant
+Served = tuple[str, str]  # flag, variant
 
 
 class EvaluationRecorder:
@@ -81,24 +81,22 @@ class EvaluationRecorder:
         self.metrics = metrics
         self.persist = persist
         self.interval = interval
-        self._counts: collections.Counter[Key] = collections.Counter()
+        self._counts: collections.defaultdict[str, collections.Counter[Served]] = self._empty()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def add_served(self, environment: str, served: list[tuple[str, str]]) -> None:
-        """One evaluation per ``(flag, variant)`` pair (Counter.update counts them in C)."""
+        """One evaluation per ``(flag, variant)`` pair; Counter.update counts the list in C."""
         if served:
-            keys = [(environment, flag, variant) for flag, variant in served]
             with self._lock:
-                self._counts.update(keys)
+                self._counts[environment].update(served)
             if self._thread is None:
                 self._start()
 
     def add_many(self, environment: str, counts: Mapping[tuple[str, str], int]) -> None:
         with self._lock:
-            for (flag, variant), count in counts.items():
-                self._counts[(environment, flag, variant)] += count
+            self._counts[environment].update(counts)
         if self._thread is None:
             self._start()
 
@@ -113,18 +111,22 @@ class EvaluationRecorder:
         while not self._stop.wait(self.interval):
             self.flush()
 
+    @staticmethod
+    def _empty() -> collections.defaultdict[str, collections.Counter[Served]]:
+        return collections.defaultdict(collections.Counter)
+
     def flush(self) -> None:
         with self._lock:
-            counts, self._counts = self._counts, collections.Counter()
-        if not counts:
-            return
-        per_environment: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        for (environment, flag, variant), count in counts.items():
-            self.metrics.evaluations.labels(environment, flag, variant).inc(count)
-            per_environment[environment][flag] += count
-        for environment, flag_counts in per_environment.items():
+            counts, self._counts = self._counts, self._empty()
+        for environment, served in counts.items():
+            per_flag: collections.Counter[str] = collections.Counter()
+            for (flag, variant), count in served.items():
+                self.metrics.evaluations.labels(environment, flag, variant).inc(count)
+                per_flag[flag] += count
+            if not per_flag:
+                continue
             try:
-                self.persist(environment, flag_counts)
+                self.persist(environment, per_flag)
             except Exception:
                 log.exception("could not store evaluation statistics")
 

@@ -56,13 +56,16 @@ def _context() -> dict[str, Any]:
     return context
 
 
+Served = tuple[str, str]  # (flag key, variant): what the evaluation counters count
+
+
 def _evaluate(
     key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot
-) -> tuple[str, str | None]:
-    """One OFREP item as JSON text, and the variant served (``None`` for an error item).
+) -> tuple[str, Served | None]:
+    """One OFREP item as JSON text, and what was served (``None`` for an error item).
 
-    A flag yields few distinct items (one per variant and reason), so their JSON is rendered once per
-    snapshot and reused: bulk responses are then mostly string joins, not serialisation.
+    A flag yields few distinct items (one per variant and reason), so their JSON and their counter key are
+    made once per snapshot and reused: a bulk response is then mostly a string join, not serialisation.
     """
     context_free = snapshot.context_free_items.get(key)
     if context_free is not None:
@@ -72,8 +75,8 @@ def _evaluate(
         error = {"key": key, "errorCode": result.error_code or "GENERAL", "errorDetails": result.error_message or ""}
         return json.dumps(error, separators=(",", ":")), None
     cache_key = (key, result.variant, result.reason)
-    text = snapshot.rendered_items.get(cache_key)
-    if text is None:
+    rendered = snapshot.rendered_items.get(cache_key)
+    if rendered is None:
         item = {
             "key": key,
             "value": result.value,
@@ -81,10 +84,11 @@ def _evaluate(
             "variant": result.variant,
             "metadata": dict(result.metadata),
         }
-        text = snapshot.rendered_items[cache_key] = json.dumps(item, separators=(",", ":"))
+        rendered = (json.dumps(item, separators=(",", ":")), (key, str(result.variant)))
+        snapshot.rendered_items[cache_key] = rendered
         if is_context_free(flag):
-            snapshot.context_free_items[key] = (text, result.variant)
-    return text, result.variant
+            snapshot.context_free_items[key] = rendered
+    return rendered
 
 
 def ofrep_blueprint(service: FlagsService) -> Blueprint:
@@ -101,9 +105,6 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
     def visible_flags(key: SdkKey, snapshot: Snapshot) -> Mapping[str, Mapping[str, Any]]:
         return snapshot.flags if key.kind == "server" else snapshot.client_flags
 
-    def count(environment: str, served: list[tuple[str, str | None]]) -> None:
-        service.recorder.add_served(environment, [(key, variant) for key, variant in served if variant is not None])
-
     # Our own OPTIONS handler answers CORS preflights, so Flask's automatic one is off.
     @blueprint.route("/evaluate/flags/<key>", methods=["POST"], provide_automatic_options=False)
     def evaluate_one(key: str) -> Response:
@@ -114,12 +115,12 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             flag = visible_flags(api_key, snapshot).get(key)
             if flag is None:
                 raise OfrepError(404, "FLAG_NOT_FOUND", f"flag {key!r} was not found", key)
-            text, variant = _evaluate(key, flag, context, snapshot)
+            text, served = _evaluate(key, flag, context, snapshot)
         except OfrepError as error:
             return _error_response(error, key)
-        if variant is None:
+        if served is None:
             return Response(text, status=400, mimetype=JSON_TYPE)
-        count(api_key.environment, [(key, variant)])
+        service.recorder.add_served(api_key.environment, [served])
         return Response(text, mimetype=JSON_TYPE)
 
     @blueprint.route("/evaluate/flags", methods=["POST"], provide_automatic_options=False)
@@ -136,9 +137,9 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             response.headers["ETag"] = etag
             return response
         flags = visible_flags(api_key, snapshot)
-        rendered = [(key, *_evaluate(key, flag, context, snapshot)) for key, flag in flags.items()]
-        count(api_key.environment, [(key, variant) for key, _, variant in rendered])
-        response = Response('{"flags":[' + ",".join(text for _, text, _ in rendered) + "]}", mimetype=JSON_TYPE)
+        rendered = [_evaluate(key, flag, context, snapshot) for key, flag in flags.items()]
+        service.recorder.add_served(api_key.environment, [served for _, served in rendered if served is not None])
+        response = Response('{"flags":[' + ",".join(text for text, _ in rendered) + "]}", mimetype=JSON_TYPE)
         response.headers["ETag"] = etag
         return response
 

@@ -36,9 +36,9 @@ class Snapshot:
     flags: Mapping[str, Mapping[str, Any]]
     segments: Mapping[str, Mapping[str, Any]]
     body: bytes = field(repr=False)  # the SDK snapshot endpoint's JSON
-    # OFREP item JSON per (flag, variant, reason), and (JSON, variant) of context-free flags (see ofrep.py)
-    rendered_items: dict[tuple[str, str | None, str], str] = field(default_factory=dict, repr=False, compare=False)
-    context_free_items: dict[str, tuple[str, str | None]] = field(default_factory=dict, repr=False, compare=False)
+    # OFREP (item JSON, (flag, variant)) per (flag, variant, reason), and per context-free flag (ofrep.py)
+    rendered_items: dict[tuple[str, str | None, str], Any] = field(default_factory=dict, repr=False, compare=False)
+    context_free_items: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def etag(self) -> str:
