@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from demo.business_db import generate
-from tests.exporters.helpers import ExporterProcess, write_config
+from tests.exporters.helpers import ExporterProcess, is_meminfo_camelcase_finding, promtool_findings, write_config
 from tests.servers import AlertmanagerServer, PrometheusServer, RedisServer, free_port, wait_until
 
 CONFIG = Path("config/prometheus.yml")
@@ -131,3 +131,13 @@ def test_real_prometheus_scrapes_every_exporter_with_the_shipped_job_names(
             wait_until(lambda expr=expr: bool(prometheus.query(expr)), timeout=15)
     finally:
         prometheus.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["infra", "health", "business"])
+def test_every_exporters_live_output_passes_promtool_lint(
+    running_exporters: dict[str, ExporterProcess], name: str
+) -> None:
+    body, _ = running_exporters[name].scrape()
+    findings = promtool_findings(body)
+    assert [line for line in findings if not is_meminfo_camelcase_finding(line)] == []
