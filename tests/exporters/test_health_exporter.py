@@ -118,3 +118,13 @@ def test_shipped_config_is_valid_and_probe_keys_come_from_the_environment() -> N
     assert settings.probes["database"].target == environ["EXPORTER_HEALTH_PROBES__DATABASE__TARGET"]
     assert settings.probes["database"].degraded_after_seconds == 0.5  # the file's other keys stay
     assert settings.server.port == 9102
+
+
+def test_config_env_lists_probe_keys_and_masks_passwords_in_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORTER_HEALTH_PROBES__DATABASE__TARGET", "postgresql+psycopg://ops:hunter2@db:5432/platform")
+    code, stdout, _ = run_cli("health", "--config", "config/exporters/health.yml", "config", "env")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert "EXPORTER_HEALTH_PROBES__DATABASE__TARGET=postgresql+psycopg://ops:********@db:5432/platform" in lines
+    assert "EXPORTER_HEALTH_PROBES__REDIS__TARGET=redis://127.0.0.1:6379/0" in lines
+    assert "hunter2" not in stdout
