@@ -217,3 +217,22 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
         assert value("service_up", {"service": "payments"}) == 0.0
     finally:
         exporter.stop()
+
+
+def test_a_failing_job_logs_when_it_starts_failing_and_when_it_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    outcomes = iter([ConnectionError("refused"), ConnectionError("refused"), None, None])
+
+    def work() -> ProbeReport:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+        return ProbeReport()
+
+    job = PeriodicJob("probe-redis", work, lambda _: None, interval=1, timeout=1)
+    with caplog.at_level("INFO", logger="exporters.scheduling"):
+        for _ in range(4):
+            job.run_once()
+    assert [record.getMessage() for record in caplog.records] == [
+        "probe-redis failed: ConnectionError: refused",
+        "probe-redis recovered",
+    ]
