@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from exporters.health.settings import ENV_PREFIX, HealthSettings
 from service_kit.config import load_settings
@@ -59,6 +60,9 @@ def test_stopped_redis_and_hung_http_are_down_within_timeout_while_scrapes_stay_
         assert sample(body, "service_last_success_timestamp_seconds", {"service": "redis"}) is not None
         durations = [exporter.scrape()[1] for _ in range(10)]
         assert max(durations) < 0.5
+        base = exporter.url.removesuffix("/metrics")
+        assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok", "service": "exporter-health"}
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200  # every probe has a result
     finally:
         exporter.stop()
         redis_server.close()
