@@ -27,6 +27,7 @@ from ratelimit_proxy.forward import (
     limited_chunks,
     request_headers,
     response_headers,
+    small_body,
     stream_body,
     target_of,
 )
@@ -240,6 +241,7 @@ def create_app(
         started = time.perf_counter()
         try:
             answer = upstream.send(request.method, target, headers, body)
+            small = small_body(answer)
         except BodyTooLarge:
             runtime.metrics.blocked.labels("too_large").inc()
             return problem(413, "body-too-large", "Request body too large.")
@@ -248,7 +250,8 @@ def create_app(
             status = 504 if exc.timeout else 502
             return problem(status, "upstream-timeout" if exc.timeout else "bad-gateway", str(exc))
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - started)
-        return ProxiedResponse(stream_body(answer), answer.status, response_headers(answer))
+        content = stream_body(answer) if small is None else small
+        return ProxiedResponse(content, answer.status, response_headers(answer))
 
     app.add_url_rule("/", "proxy", proxy_view, defaults={"path": ""}, methods=METHODS)
     app.add_url_rule("/<path:path>", "proxy", proxy_view, methods=METHODS)
