@@ -233,17 +233,7 @@ def main() -> None:
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         peer_env = {**os.environ, "BENCH_UPSTREAM": upstream_url, "BENCH_REDIS": redis_url}
-        redis_cmd = [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
+        redis_cmd = ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"]
         rows: list[tuple[str, dict[str, float | str]]] = []
         with (
             process(redis_cmd, None),
