@@ -31,6 +31,7 @@ from ratelimit_proxy.forward import (
     stream_body,
     target_of,
 )
+from ratelimit_proxy.guard import key_id, request_fingerprint
 from ratelimit_proxy.limiter import Decision
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
@@ -159,6 +160,11 @@ def create_app(
         peer = environ.get("REMOTE_ADDR", "")
         ip = client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR"), runtime.trusted_proxies, clients.trusted_hops)
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+
+        def fingerprint() -> str:
+            names = (k[5:] for k in environ if k.startswith("HTTP_"))
+            return request_fingerprint(ip, environ.get("HTTP_USER_AGENT", ""), names)
+
         g.client_ip = ip
         runtime.tick()
         reason = runtime.bans.check(ip)
@@ -166,7 +172,7 @@ def create_app(
             detail = "This client is blocked."
             return refuse("none", "blocked", problem(403, "abnormal-usage-detected", detail), reason)
         target = target_of(environ)
-        if runtime.detector.attack_path(ip, target):
+        if runtime.detector.attack_path(ip, target, fingerprint):
             detail = "This client is blocked."
             return refuse("none", "blocked", problem(403, "abnormal-usage-detected", detail), "attack_path")
 
@@ -175,19 +181,19 @@ def create_app(
         tier, bucket = anonymous_tier, f"ip:{ip}"
         if api_key:
             try:
-                record = runtime.keys.lookup(api_key)
+                record = runtime.lookup_key(api_key)
             except StorageUnavailable:
-                runtime.metrics.redis_errors.inc()
-                record = None
+                # The key cannot be checked: fail-closed refuses; fail-open serves it as anonymous traffic.
                 if runtime.failure_mode == "closed":
                     return unavailable()
-            if record is None or record.status != "active":
-                runtime.detector.response(ip, 401, path)
-                response = problem(401, "unauthorized", "The API key is unknown or revoked.")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-                return refuse("none", "unauthorized", response, "unknown_key")
-            tier, bucket = record.tier, f"key:{record.key_id[:32]}"
-            runtime.detector.key_seen(ip, record.key_id)
+            else:
+                runtime.detector.key_seen(ip, key_id(api_key), fingerprint)
+                if record is None or record.status != "active":
+                    runtime.detector.response(ip, 401, path, fingerprint)
+                    response = problem(401, "unauthorized", "The API key is unknown or revoked.")
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+                    return refuse("none", "unauthorized", response, "unknown_key")
+                tier, bucket = record.tier, f"key:{record.key_id[:32]}"
         if tier not in runtime.policy.tiers:
             log.error("key of tier %r not in the tier file; using %r", tier, anonymous_tier)
             tier = anonymous_tier
@@ -200,7 +206,7 @@ def create_app(
                 return unavailable(tier)
             verdict = "error"
         elif not decision.allowed:
-            runtime.detector.response(ip, 429, path)
+            runtime.detector.response(ip, 429, path, fingerprint)
             headers = [*limit_headers(plan, decision), ("Retry-After", str(decision.retry_after_seconds))]
             violated = decision.violated
             detail = f"Quota exceeded: {', '.join(violated)}."
@@ -214,7 +220,7 @@ def create_app(
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
         response = forward(environ, ip, peer, length, target, extra_headers)
         if response.status_code in (401, 403, 404):
-            runtime.detector.response(ip, response.status_code, path)
+            runtime.detector.response(ip, response.status_code, path, fingerprint)
         runtime.metrics.requests.labels(tier, verdict, status_class(response.status_code)).inc()
         return response
 

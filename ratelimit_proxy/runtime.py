@@ -20,7 +20,7 @@ from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
-from ratelimit_proxy.store import MemoryStore, RedisStore, Store
+from ratelimit_proxy.store import KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
 
 log = logging.getLogger("ratelimit_proxy")
@@ -117,6 +117,19 @@ class Runtime:
     @property
     def retry_after_outage(self) -> int:
         return max(1, math.ceil(self.settings.redis.breaker_reset_seconds))
+
+    def lookup_key(self, api_key: str) -> KeyRecord | None:
+        """The key's record; StorageUnavailable when the store fails or the circuit is open (an open
+        circuit means no request waits for a Redis timeout here either)."""
+        if self.breaker.is_open and not self.keys.is_static(api_key):
+            raise StorageUnavailable("circuit open")
+        try:
+            return self.keys.lookup(api_key)
+        except StorageUnavailable:
+            self.metrics.redis_errors.inc()
+            if self.breaker.failure():
+                self.metrics.circuit_open.set(1)
+            raise
 
     def decide(self, bucket: str, limits: tuple[Limit, ...], cost: int) -> Decision | None:
         """The limiter's decision, or None when the store is unavailable (or the circuit is open)."""
