@@ -111,15 +111,15 @@ def wrk(url: str, seconds: int) -> dict[str, float | str]:
     ).stdout
 
     def grab(pattern: str) -> str:
-        match = re.search(pattern, out)
+        match = re.search(pattern, out, re.MULTILINE)
         return match.group(1) if match else "?"
 
     non_2xx = int(grab(r"Non-2xx or 3xx responses:\s+(\d+)")) if "Non-2xx" in out else 0
     return {
         "rps": float(grab(r"Requests/sec:\s+([\d.]+)")),
         "requests": int(grab(r"(\d+) requests in")),
-        "p50": grab(r"50%\s+(\S+)"),
-        "p99": grab(r"99%\s+(\S+)"),
+        "p50": grab(r"^\s+50%\s+(\S+)"),
+        "p99": grab(r"^\s+99%\s+(\S+)"),
         "non_2xx": non_2xx,
     }
 
