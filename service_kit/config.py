@@ -74,7 +74,8 @@ class _Context:
     environ: Mapping[str, str]
 
 
-def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
+def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context, base: Any = None) -> T:
+    """``base``: the instance a section's ``default_factory`` gives (a service's own defaults, e.g. its port)."""
     dotted = ".".join(path) or "(top level)"
     if not isinstance(data, dict):
         raise ConfigError(dotted, ctx.source, "a mapping", data)
@@ -97,7 +98,19 @@ def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
                 values[field.name] = value
             continue
         if dataclasses.is_dataclass(hint):
-            values[field.name] = _build(hint, data.get(field.name, {}), field_path, ctx)  # type: ignore[arg-type]
+            section_base = None if field.default_factory is dataclasses.MISSING else field.default_factory()
+            values[field.name] = _build(hint, data.get(field.name, {}), field_path, ctx, section_base)  # type: ignore[arg-type]
+            continue
+        if _is_named_sections(hint) and field.name in data:
+            # named entries (probes, queries): each entry is a section, so {PREFIX}_{FIELD}__{NAME}__{KEY}
+            # overrides one key of an entry the file defines
+            entries = data[field.name]
+            if not isinstance(entries, dict):
+                raise ConfigError(key, ctx.source, "a mapping of named sections", entries)
+            section = typing.get_args(hint)[1]
+            values[field.name] = {
+                str(name): _build(section, entry, (*field_path, str(name)), ctx) for name, entry in entries.items()
+            }
             continue
         if variable in ctx.environ:
             raw, where = _parse_env(ctx.environ[variable], hint), f"environment variable {variable}"
@@ -110,7 +123,7 @@ def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
         if check is not None and (expected := check(value)):
             raise ConfigError(key, where, expected, raw)
         values[field.name] = value
-    return cls(**values)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
 def _secret_from_env(variable: str, environ: Mapping[str, str], default: Any) -> str | None:
@@ -133,6 +146,11 @@ def _parse_env(text: str, hint: Any) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def _is_named_sections(hint: Any) -> bool:
+    """``dict[str, SomeSettings]``: a mapping of named sections."""
+    return typing.get_origin(hint) is dict and dataclasses.is_dataclass(typing.get_args(hint)[1])
 
 
 def _is_optional_of(hint: Any, inner: type) -> bool:

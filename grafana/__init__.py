@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: `python -m grafana` regenerates grafana/dashboards/*.json (committed)."""

@@ -1,0 +1,748 @@
+"""The VibeLux dashboards. Queries use the contract's metric names (docs/conventions.md) and the recording
+rules of alert_rules/recording.yml; raw counters only inside rate()/increase() over $__rate_interval (or
+$__range for "over the shown period" stats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafana.builder import Query, Row, Text, Variable, build_dashboard, panel, quantiles, stat
+
+Q = Query
+RATE = "$__rate_interval"
+UP_DOWN = (
+    {"type": "value", "options": {"0": {"text": "DOWN", "color": "red"}, "1": {"text": "UP", "color": "green"}}},
+)
+HEALTH_SERVICES = "api|database|redis|ai|payments"
+DESK_URL = "http://127.0.0.1:8081"
+FLAGS_URL = "http://127.0.0.1:8082"
+
+
+def overview() -> dict[str, Any]:
+    """The admin dashboard of the seed, rebuilt: business, support, service health grid, alerts, navigation."""
+    navigation = Text(
+        "Go to",
+        " · ".join(
+            [
+                "[Infrastructure](/d/vibelux-infrastructure)",
+                "[Services](/d/vibelux-services)",
+                "[Rate limiting](/d/vibelux-ratelimit)",
+                "[Support](/d/vibelux-support)",
+                "[Feature flags](/d/vibelux-flags)",
+                "[Business](/d/vibelux-business)",
+                f"[Support desk]({DESK_URL})",
+                f"[Feature flags UI]({FLAGS_URL})",
+                "[Alertmanager](http://127.0.0.1:9093)",
+            ]
+        ),
+        height=3,
+    )
+    health = f'{{service=~"{HEALTH_SERVICES}"}}'
+    return build_dashboard(
+        "vibelux-overview",
+        "VibeLux / Overview",
+        [
+            Row("Navigation", (navigation,)),
+            Row(
+                "Business",
+                (
+                    stat("Users", "sum(business_users)", unit="short"),
+                    stat("User growth (30 days)", 'max(business_user_growth_ratio{window="30d"})', unit="percentunit"),
+                    stat("MRR", "sum(business_mrr_usd)", unit="currencyUSD"),
+                    stat("MRR change (30 days)", "sum(business_mrr_change_30d_usd)", unit="currencyUSD"),
+                    stat("Daily active users", 'sum(business_active_users{window="1d"})', unit="short"),
+                    stat("Active sessions", "sum(business_active_sessions)", unit="short"),
+                ),
+            ),
+            Row(
+                "Support",
+                (
+                    stat("Open tickets", "sum(support_tickets_open)", unit="short", width=6),
+                    stat(
+                        "Tickets past their SLA",
+                        "sum(support_tickets_breached)",
+                        unit="short",
+                        width=6,
+                        thresholds=((None, "green"), (1, "red")),
+                    ),
+                    stat(
+                        "SLA breaches in the period",
+                        "sum(increase(support_sla_breaches_total[$__range])) or vector(0)",
+                        unit="short",
+                        width=6,
+                    ),
+                    stat(
+                        "Urgent tickets unassigned",
+                        'sum(support_tickets_unassigned{priority="urgent"})',
+                        unit="short",
+                        width=6,
+                        thresholds=((None, "green"), (1, "red")),
+                    ),
+                ),
+            ),
+            Row(
+                "Service health",
+                (
+                    stat(
+                        "Status",
+                        Q(f"max by (service) (service_up{health})", "{{service}}"),
+                        unit="short",
+                        width=6,
+                        mappings=UP_DOWN,
+                        thresholds=((None, "red"), (1, "green")),
+                    ),
+                    stat(
+                        "Uptime (period)",
+                        Q(f"avg by (service) (avg_over_time(service_up{health}[$__range]))", "{{service}}"),
+                        unit="percentunit",
+                        width=6,
+                        thresholds=((None, "red"), (0.99, "yellow"), (0.999, "green")),
+                    ),
+                    stat(
+                        "Response time (last probe)",
+                        Q(f"max by (service) (service_probe_duration_seconds{health})", "{{service}}"),
+                        unit="s",
+                        width=6,
+                    ),
+                    stat(
+                        "Probe error rate (5m)",
+                        Q(f"max by (service) (service:service_probe_failures:ratio_rate5m{health})", "{{service}}"),
+                        unit="percentunit",
+                        width=6,
+                        thresholds=((None, "green"), (0.01, "yellow"), (0.1, "red")),
+                    ),
+                ),
+            ),
+            Row(
+                "Alerts",
+                (
+                    panel(
+                        "Firing alerts",
+                        Q('sum by (alertname, severity, service) (ALERTS{alertstate="firing", alertname!="Watchdog"})'),
+                        unit="short",
+                        kind="table",
+                        width=16,
+                        no_value="No alerts firing",
+                        description="Alerts Prometheus is firing now (the Watchdog is left out: it always fires).",
+                    ),
+                    stat(
+                        "Alerting pipeline",
+                        'max(ALERTS{alertname="Watchdog", alertstate="firing"})',
+                        unit="short",
+                        width=8,
+                        mappings=(
+                            {"type": "value", "options": {"1": {"text": "Watchdog firing: OK", "color": "green"}}},
+                        ),
+                        no_value="Watchdog not firing: rules not evaluated",
+                    ),
+                ),
+            ),
+        ],
+        description="Start here: business figures, support load, the health of every service, and what is firing.",
+        tags=["overview"],
+    )
+
+
+def infrastructure() -> dict[str, Any]:
+    instance = '{instance=~"$instance"}'
+    not_lo = '{instance=~"$instance", device!="lo"}'
+    return build_dashboard(
+        "vibelux-infrastructure",
+        "VibeLux / Infrastructure",
+        [
+            Row(
+                "CPU",
+                (
+                    panel(
+                        "CPU utilisation",
+                        Q(f"instance:node_cpu_utilisation:rate5m{instance}", "{{instance}}"),
+                        unit="percentunit",
+                        width=12,
+                    ),
+                    panel("Load (1m)", Q(f"node_load1{instance}", "{{instance}}"), unit="short", width=12),
+                ),
+            ),
+            Row(
+                "Memory",
+                (
+                    panel(
+                        "Memory utilisation",
+                        Q(f"instance:node_memory_utilisation:ratio{instance}", "{{instance}}"),
+                        unit="percentunit",
+                        width=12,
+                    ),
+                    panel(
+                        "Memory available",
+                        Q(f"node_memory_MemAvailable_bytes{instance}", "{{instance}}"),
+                        unit="bytes",
+                        width=12,
+                    ),
+                ),
+            ),
+            Row(
+                "Disk",
+                (
+                    panel(
+                        "Disk read",
+                        Q(f"rate(node_disk_read_bytes_total{instance}[{RATE}])", "{{instance}} {{device}}"),
+                        unit="Bps",
+                        width=6,
+                    ),
+                    panel(
+                        "Disk written",
+                        Q(f"rate(node_disk_written_bytes_total{instance}[{RATE}])", "{{instance}} {{device}}"),
+                        unit="Bps",
+                        width=6,
+                    ),
+                    panel(
+                        "Disk busy (I/O time)",
+                        Q(f"rate(node_disk_io_time_seconds_total{instance}[{RATE}])", "{{instance}} {{device}}"),
+                        unit="percentunit",
+                        width=6,
+                    ),
+                    panel(
+                        "Filesystem free",
+                        Q(
+                            f"node_filesystem_avail_bytes{instance} / node_filesystem_size_bytes{instance}",
+                            "{{instance}} {{mountpoint}}",
+                        ),
+                        unit="percentunit",
+                        width=6,
+                    ),
+                ),
+            ),
+            Row(
+                "Network",
+                (
+                    panel(
+                        "Received",
+                        Q(f"rate(node_network_receive_bytes_total{not_lo}[{RATE}])", "{{instance}} {{device}}"),
+                        unit="Bps",
+                        width=8,
+                    ),
+                    panel(
+                        "Transmitted",
+                        Q(f"rate(node_network_transmit_bytes_total{not_lo}[{RATE}])", "{{instance}} {{device}}"),
+                        unit="Bps",
+                        width=8,
+                    ),
+                    panel(
+                        "Errors (share of packets)",
+                        Q(f"instance_device:node_network_errors:ratio_rate5m{instance}", "{{instance}} {{device}}"),
+                        unit="percentunit",
+                        width=8,
+                        no_value="No packets with errors",
+                    ),
+                ),
+            ),
+            Row(
+                "Stack processes",
+                (
+                    panel(
+                        "CPU per process (1 = one core)",
+                        Q(
+                            f"sum by (name) (rate(vibelux_process_cpu_seconds_total{instance}[{RATE}]))",
+                            "{{name}}",
+                        ),
+                        unit="percentunit",
+                        width=6,
+                    ),
+                    panel(
+                        "Resident memory",
+                        Q(f"sum by (name) (vibelux_process_resident_memory_bytes{instance})", "{{name}}"),
+                        unit="bytes",
+                        width=6,
+                    ),
+                    panel(
+                        "Open file descriptors",
+                        Q(f"sum by (name) (vibelux_process_open_fds{instance})", "{{name}}"),
+                        unit="short",
+                        width=6,
+                    ),
+                    panel(
+                        "Threads",
+                        Q(f"sum by (name) (vibelux_process_threads{instance})", "{{name}}"),
+                        unit="short",
+                        width=6,
+                    ),
+                ),
+            ),
+        ],
+        description="Hosts (infra exporter or node_exporter) and the stack's own processes.",
+        tags=["infrastructure"],
+        variables=[Variable("instance", "label_values(node_load1, instance)")],
+    )
+
+
+def services() -> dict[str, Any]:
+    service = '{service=~"$service"}'
+    http = f"rate(http_requests_total{service}[{RATE}])"
+    http_5xx = f'rate(http_requests_total{{service=~"$service", status=~"5.."}}[{RATE}])'
+    return build_dashboard(
+        "vibelux-services",
+        "VibeLux / Services",
+        [
+            Row(
+                "Requests (RED)",
+                (
+                    panel("Requests", Q(f"sum by (service) ({http})", "{{service}}"), unit="reqps"),
+                    panel(
+                        "Server errors (5xx share)",
+                        Q(
+                            f"(sum by (service) ({http_5xx}) or sum by (service) ({http}) * 0)"
+                            f" / sum by (service) ({http})",
+                            "{{service}}",
+                        ),
+                        unit="percentunit",
+                    ),
+                    panel(
+                        "Latency p50 / p99",
+                        *quantiles(
+                            "http_request_duration_seconds",
+                            0.5,
+                            0.99,
+                            by="service",
+                            selector=service,
+                            legend="{{service}}",
+                        ),
+                        unit="s",
+                    ),
+                    panel(
+                        "Busiest routes",
+                        Q(f"topk(10, sum by (service, route) ({http}))", "{{service}} {{route}}"),
+                        unit="reqps",
+                        width=12,
+                    ),
+                    panel(
+                        "Responses by status",
+                        Q(f"sum by (status) ({http})", "{{status}}"),
+                        unit="reqps",
+                        width=12,
+                        stack=True,
+                    ),
+                ),
+            ),
+            Row(
+                "Dependency probes (health exporter)",
+                (
+                    panel("Up", Q("service_up", "{{service}}"), unit="short", width=6, mappings=UP_DOWN),
+                    panel("Probe duration", Q("service_probe_duration_seconds", "{{service}}"), unit="s", width=6),
+                    panel(
+                        "Probe results",
+                        Q(
+                            f"sum by (service, outcome) (rate(service_probe_results_total[{RATE}]))",
+                            "{{service}} {{outcome}}",
+                        ),
+                        unit="ops",
+                        width=6,
+                        stack=True,
+                    ),
+                    panel(
+                        "Time since last success",
+                        Q("time() - service_last_success_timestamp_seconds", "{{service}}"),
+                        unit="s",
+                        width=6,
+                    ),
+                ),
+            ),
+            Row(
+                "API availability SLO (99.9%, through the proxy)",
+                (
+                    panel(
+                        "Error ratio by window",
+                        Q("slo:sli_error:ratio_rate5m", "5m"),
+                        Q("slo:sli_error:ratio_rate1h", "1h"),
+                        Q("slo:sli_error:ratio_rate6h", "6h"),
+                        Q("slo:sli_error:ratio_rate3d", "3d"),
+                        unit="percentunit",
+                        width=12,
+                    ),
+                    panel(
+                        "Burn rate (1 = spending the budget exactly in 30 days)",
+                        Q("slo:sli_error:ratio_rate1h / 0.001", "1h"),
+                        Q("slo:sli_error:ratio_rate6h / 0.001", "6h"),
+                        unit="short",
+                        width=12,
+                        description="Pages at 14.4 (1h with 5m) or 6 (6h with 30m); tickets at 3 (1d) and 1 (3d).",
+                    ),
+                ),
+            ),
+            Row(
+                "Builds",
+                (
+                    panel(
+                        "Running versions",
+                        Q("count by (service, version, python) (vibelux_build_info)"),
+                        unit="short",
+                        kind="table",
+                        width=24,
+                        height=6,
+                    ),
+                ),
+            ),
+        ],
+        description="The stack's services (RED metrics), the platform's dependencies (probes), and the API SLO.",
+        tags=["services"],
+        variables=[Variable("service", "label_values(http_requests_total, service)")],
+    )
+
+
+def ratelimit() -> dict[str, Any]:
+    requests = f"rate(ratelimit_requests_total[{RATE}])"
+    return build_dashboard(
+        "vibelux-ratelimit",
+        "VibeLux / Rate limiting",
+        [
+            Row(
+                "Traffic",
+                (
+                    panel(
+                        "Requests by tier and decision",
+                        Q(f"sum by (tier, decision) ({requests})", "{{tier}} {{decision}}"),
+                        unit="reqps",
+                        width=12,
+                        stack=True,
+                    ),
+                    panel(
+                        "Rate limited (429) by tier",
+                        Q(
+                            f'sum by (tier) (rate(ratelimit_requests_total{{decision="limited"}}[{RATE}]))',
+                            "{{tier}}",
+                        ),
+                        unit="reqps",
+                        width=6,
+                        no_value="No request limited",
+                    ),
+                    panel(
+                        "Share limited",
+                        Q(
+                            f'(sum(rate(ratelimit_requests_total{{decision="limited"}}[{RATE}])) or vector(0))'
+                            f" / sum({requests})",
+                            "limited",
+                        ),
+                        unit="percentunit",
+                        width=6,
+                    ),
+                    panel(
+                        "Near the limit",
+                        Q(f"sum by (tier, window) (rate(ratelimit_near_limit_total[{RATE}]))", "{{tier}} {{window}}"),
+                        unit="reqps",
+                        width=12,
+                        no_value="No client near its limit",
+                    ),
+                    panel(
+                        "Upstream status classes",
+                        Q(
+                            f'sum by (status_class) (rate(ratelimit_requests_total{{decision="allowed"}}[{RATE}]))',
+                            "{{status_class}}",
+                        ),
+                        unit="reqps",
+                        width=12,
+                        stack=True,
+                    ),
+                ),
+            ),
+            Row(
+                "Abuse",
+                (
+                    panel(
+                        "Blocked by reason",
+                        Q(f"sum by (reason) (rate(ratelimit_blocked_requests_total[{RATE}]))", "{{reason}}"),
+                        unit="reqps",
+                        width=6,
+                        no_value="Nothing blocked",
+                    ),
+                    panel("Active bans", Q("sum(ratelimit_active_bans)", "bans"), unit="short", width=6),
+                    panel(
+                        "New bans by source",
+                        Q(f"sum by (source) (increase(ratelimit_bans_total[{RATE}]))", "{{source}}"),
+                        unit="short",
+                        width=6,
+                        no_value="No bans",
+                    ),
+                    panel(
+                        "Abuse detections",
+                        Q(
+                            f"sum by (rule, mode) (rate(ratelimit_abuse_detections_total[{RATE}]))",
+                            "{{rule}} ({{mode}})",
+                        ),
+                        unit="ops",
+                        width=6,
+                        no_value="No abuse detected",
+                    ),
+                ),
+            ),
+            Row(
+                "Limiter health",
+                (
+                    panel(
+                        "Decision latency p50 / p99",
+                        *quantiles("ratelimit_decision_duration_seconds", 0.5, 0.99),
+                        unit="s",
+                        width=8,
+                    ),
+                    panel(
+                        "Upstream latency p50 / p99",
+                        *quantiles("ratelimit_upstream_duration_seconds", 0.5, 0.99),
+                        unit="s",
+                        width=8,
+                    ),
+                    panel(
+                        "Redis errors and circuit",
+                        Q(f"sum(rate(ratelimit_redis_errors_total[{RATE}]))", "Redis errors/s"),
+                        Q("max(ratelimit_circuit_open)", "circuit open"),
+                        unit="short",
+                        width=8,
+                    ),
+                ),
+            ),
+        ],
+        description="The rate-limiting proxy: who is allowed, limited or blocked, and how fast the limiter decides.",
+        tags=["ratelimit"],
+    )
+
+
+def support() -> dict[str, Any]:
+    return build_dashboard(
+        "vibelux-support",
+        "VibeLux / Support",
+        [
+            Row(
+                "Backlog",
+                (
+                    panel(
+                        "Open tickets by status",
+                        Q("sum by (status) (support_tickets_open)", "{{status}}"),
+                        unit="short",
+                        stack=True,
+                    ),
+                    panel(
+                        "Open tickets by priority",
+                        Q("sum by (priority) (support_tickets_open)", "{{priority}}"),
+                        unit="short",
+                        stack=True,
+                    ),
+                    panel(
+                        "Created vs resolved",
+                        Q(f"sum(rate(support_tickets_created_total[{RATE}]))", "created"),
+                        Q(f"sum(rate(support_tickets_resolved_total[{RATE}]))", "resolved"),
+                        unit="ops",
+                    ),
+                    panel(
+                        "Unassigned by priority",
+                        Q("sum by (priority) (support_tickets_unassigned)", "{{priority}}"),
+                        unit="short",
+                        width=12,
+                    ),
+                ),
+            ),
+            Row(
+                "SLA",
+                (
+                    panel(
+                        "At risk by priority",
+                        Q("sum by (priority) (support_tickets_at_risk)", "{{priority}}"),
+                        unit="short",
+                    ),
+                    panel(
+                        "Breached (open) by priority",
+                        Q("sum by (priority) (support_tickets_breached)", "{{priority}}"),
+                        unit="short",
+                    ),
+                    panel(
+                        "Breaches",
+                        Q(
+                            f"sum by (metric, priority) (increase(support_sla_breaches_total[{RATE}]))",
+                            "{{metric}} {{priority}}",
+                        ),
+                        unit="short",
+                        no_value="No SLA breach",
+                    ),
+                ),
+            ),
+            Row(
+                "Response times (over the shown period)",
+                (
+                    panel(
+                        "First response p50 / p90",
+                        *quantiles(
+                            "support_first_response_seconds",
+                            0.5,
+                            0.9,
+                            by="priority",
+                            legend="{{priority}}",
+                            window="$__range",
+                            function="increase",
+                            instant=True,
+                        ),
+                        unit="s",
+                        kind="bargauge",
+                        width=12,
+                        no_value="No first response in the period",
+                    ),
+                    panel(
+                        "Resolution p50 / p90",
+                        *quantiles(
+                            "support_resolution_seconds",
+                            0.5,
+                            0.9,
+                            by="priority",
+                            legend="{{priority}}",
+                            window="$__range",
+                            function="increase",
+                            instant=True,
+                        ),
+                        unit="s",
+                        kind="bargauge",
+                        width=12,
+                        no_value="No ticket resolved in the period",
+                    ),
+                ),
+            ),
+        ],
+        description="The support desk's load and its SLAs.",
+        tags=["support"],
+    )
+
+
+def flags() -> dict[str, Any]:
+    return build_dashboard(
+        "vibelux-flags",
+        "VibeLux / Feature flags",
+        [
+            Row(
+                "Evaluations",
+                (
+                    panel(
+                        "Evaluations by flag",
+                        Q(f"sum by (flag) (rate(flags_evaluations_total[{RATE}]))", "{{flag}}"),
+                        unit="ops",
+                        width=12,
+                    ),
+                    panel(
+                        "Evaluations by variant",
+                        Q(
+                            f"sum by (flag, variant) (rate(flags_evaluations_total[{RATE}]))",
+                            "{{flag}} = {{variant}}",
+                        ),
+                        unit="ops",
+                        width=12,
+                    ),
+                ),
+            ),
+            Row(
+                "Configuration",
+                (
+                    panel(
+                        "Stale flags",
+                        Q("sum by (environment) (flags_stale_flags)", "{{environment}}"),
+                        unit="short",
+                        width=6,
+                    ),
+                    panel(
+                        "Snapshot version",
+                        Q("max by (environment) (flags_snapshot_version)", "{{environment}}"),
+                        unit="short",
+                        width=6,
+                    ),
+                    panel(
+                        "Changes",
+                        Q(f"sum by (action) (increase(flags_changes_total[{RATE}]))", "{{action}}"),
+                        unit="short",
+                        width=6,
+                        no_value="No flag changed",
+                    ),
+                    panel(
+                        "SDK polls by result",
+                        Q(f"sum by (result) (rate(flags_sdk_polls_total[{RATE}]))", "{{result}}"),
+                        unit="ops",
+                        width=6,
+                    ),
+                ),
+            ),
+        ],
+        description="Feature flag evaluations, changes and flags ready for removal.",
+        tags=["flags"],
+    )
+
+
+def business() -> dict[str, Any]:
+    return build_dashboard(
+        "vibelux-business",
+        "VibeLux / Business",
+        [
+            Row(
+                "Revenue",
+                (
+                    panel(
+                        "MRR by tier",
+                        Q("sum by (tier) (business_mrr_usd)", "{{tier}}"),
+                        unit="currencyUSD",
+                        width=12,
+                        stack=True,
+                    ),
+                    panel(
+                        "MRR change over 30 days",
+                        Q("sum(business_mrr_change_30d_usd)", "change"),
+                        unit="currencyUSD",
+                        width=6,
+                    ),
+                    panel(
+                        "Churned subscriptions",
+                        Q("sum by (window) (business_churned_subscriptions)", "{{window}}"),
+                        unit="short",
+                        width=6,
+                    ),
+                ),
+            ),
+            Row(
+                "Users",
+                (
+                    panel("Users by tier", Q("sum by (tier) (business_users)", "{{tier}}"), unit="short", stack=True),
+                    panel("New sign-ups", Q("sum by (window) (business_new_signups)", "{{window}}"), unit="short"),
+                    panel(
+                        "User growth",
+                        Q("max by (window) (business_user_growth_ratio)", "{{window}}"),
+                        unit="percentunit",
+                    ),
+                    panel("Active users", Q("sum by (window) (business_active_users)", "{{window}}"), unit="short"),
+                    panel("Active sessions", Q("sum(business_active_sessions)", "sessions"), unit="short"),
+                    panel("AI requests", Q("sum by (window) (business_ai_requests)", "{{window}}"), unit="short"),
+                ),
+            ),
+            Row(
+                "Exporter queries",
+                (
+                    panel(
+                        "Query errors",
+                        Q(f"sum by (query) (rate(business_query_errors_total[{RATE}]))", "{{query}}"),
+                        unit="ops",
+                        no_value="No query failed",
+                    ),
+                    panel(
+                        "Query duration", Q("max by (query) (business_query_duration_seconds)", "{{query}}"), unit="s"
+                    ),
+                    panel(
+                        "Time since last success",
+                        Q("time() - max by (query) (business_query_last_success_timestamp_seconds)", "{{query}}"),
+                        unit="s",
+                    ),
+                ),
+            ),
+        ],
+        description="Revenue, users and activity from the platform database (business exporter).",
+        tags=["business"],
+        time_from="now-7d",
+        refresh="5m",
+    )
+
+
+DASHBOARDS = {
+    "overview": overview,
+    "infrastructure": infrastructure,
+    "services": services,
+    "ratelimit": ratelimit,
+    "support": support,
+    "flags": flags,
+    "business": business,
+}

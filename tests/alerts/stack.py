@@ -1,0 +1,255 @@
+"""The alerting pipeline for real, on free ports: Redis (the probed service), the health and infra exporters,
+the support desk, Prometheus with the repository's rules and Alertmanager with the repository's routing.
+
+Shared by the end-to-end tests and bench/alert_pipeline.py. Only the timers are shortened (scrape and
+evaluation 1s, group_wait/group_interval 1s, ServiceDown `for` 2s); routes, receivers and rules are the
+repository's own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from tempfile import mkdtemp
+from typing import Any
+
+import requests
+import yaml
+from sqlalchemy.orm import Session
+
+from service_kit.auth import create_token
+from service_kit.db import make_engine
+from tests.alerts.helpers import REPO, alertmanager_config
+from tests.exporters.helpers import ExporterProcess
+from tests.servers import AlertmanagerServer, PrometheusServer, RedisServer, free_port, wait_until
+from tests.tickets.test_server import DeskServer
+from tickets_app.cli import migrate
+
+
+@dataclass(frozen=True)
+class Timers:
+    """The intervals the pipeline runs with; their sum bounds the time from fault to ticket."""
+
+    probe_interval: float = 0.5
+    scrape_interval: float = 1.0
+    evaluation_interval: float = 1.0
+    service_down_for: float = 2.0
+    group_wait: float = 1.0
+    group_interval: float = 1.0
+
+    @property
+    def floor(self) -> float:
+        """No pipeline with these settings can open a ticket for a new alert group sooner: the alert must
+        stay pending `for`, then Alertmanager waits group_wait before the group's first notification."""
+        return self.service_down_for + self.group_wait
+
+    @property
+    def refire_floor(self) -> float:
+        """A group that still exists (Prometheus re-sends a resolved alert for 15 minutes, which keeps its
+        group alive) notifies on its next group_interval tick instead: only `for` is certain."""
+        return self.service_down_for
+
+    @property
+    def resolve_worst_case(self) -> float:
+        """Probe, scrape, evaluation, then the group's next tick: no `for` or group_wait on resolution."""
+        return self.probe_interval + self.scrape_interval + self.evaluation_interval + self.group_interval
+
+    @property
+    def worst_case(self) -> float:
+        """Every stage waiting its full interval: probe, scrape, rule evaluation twice (pending, then firing
+        after `for`), group_wait."""
+        return (
+            self.probe_interval
+            + self.scrape_interval
+            + 2 * self.evaluation_interval
+            + self.service_down_for
+            + self.group_wait
+        )
+
+
+def _seconds(value: float) -> str:
+    return f"{int(value * 1000)}ms"
+
+
+def shortened_rules(directory: Path, timers: Timers) -> list[Path]:
+    """Copies of alert_rules/*.yml with ServiceDown's `for` set to the test's; everything else unchanged."""
+    copies = []
+    for path in sorted((REPO / "alert_rules").glob("*.yml")):
+        document = yaml.safe_load(path.read_text())
+        for group in document["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == "ServiceDown":
+                    rule["for"] = _seconds(timers.service_down_for)
+        copy = directory / f"{path.stem}.rules.yml"
+        copy.write_text(yaml.safe_dump(document))
+        copies.append(copy)
+    return copies
+
+
+class AlertingPrometheus(PrometheusServer):
+    """Prometheus resending firing alerts every second (default 1m), so an Alertmanager it discovers a few
+    seconds after start-up hears of alerts that were already firing without a minute's wait."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--rules.alert.resend-delay=1s"]
+
+
+class AlertingStack:
+    """Starts everything in dependency order; `close()` stops it all (also on a failed start)."""
+
+    def __init__(self, timers: Timers | None = None) -> None:
+        self.timers = timers or Timers()
+        self.workdir = Path(mkdtemp(prefix="vibelux-alerting-"))
+        self._stack = ExitStack()
+        self.webhook_token = secrets.token_urlsafe(24)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        timers = self.timers
+        self.redis = RedisServer()
+        self.redis.start()
+        self._stack.callback(self.redis.close)
+
+        os.environ["TICKETS_ALERTS__WEBHOOK_TOKEN"] = self.webhook_token
+        try:
+            self.desk = DeskServer()
+            migrate(self.desk.database_url)
+            self.desk.start()
+        finally:
+            os.environ.pop("TICKETS_ALERTS__WEBHOOK_TOKEN", None)
+        self._stack.callback(self.desk.close)
+        self.agent_token = self._agent_token()
+
+        probe = {"interval_seconds": timers.probe_interval, "timeout_seconds": 0.5}
+        health_config = {
+            "server": {"host": "127.0.0.1", "port": free_port()},
+            "probes": {
+                "redis": {"kind": "redis", "target": self.redis.url, **probe},
+                "database": {"kind": "sql", "target": self.desk.database_url, **probe},
+                "api": {"kind": "http", "target": f"{self.desk.url}/healthz", **probe},
+            },
+        }
+        self.health = self._exporter("health", health_config)
+        infra_config = yaml.safe_load((REPO / "config" / "exporters" / "infra.yml").read_text())
+        infra_config["server"] = {"host": "127.0.0.1", "port": free_port()}
+        self.infra = self._exporter("infra", infra_config)
+
+        self.alertmanager = AlertmanagerServer(
+            alertmanager_config(
+                webhook_url=f"{self.desk.url}/api/v1/alerts/webhook",
+                timings={
+                    "group_wait": _seconds(timers.group_wait),
+                    "group_interval": _seconds(timers.group_interval),
+                    "repeat_interval": "1h",
+                },
+            )
+        )
+        (self.alertmanager.workdir / "secrets").mkdir()
+        (self.alertmanager.workdir / "secrets" / "support-desk-webhook-token").write_text(self.webhook_token)
+        self.alertmanager.start()
+        self._stack.callback(self.alertmanager.close)
+
+        rules = shortened_rules(self.workdir, timers)
+        self.prometheus = AlertingPrometheus(self._prometheus_config(), rules)
+        self.prometheus.start()
+        self._stack.callback(self.prometheus.close)
+        wait_until(self._everything_discovered, timeout=30, interval=0.2)
+
+    def _everything_discovered(self) -> bool:
+        """Prometheus discovers its targets and Alertmanager a few seconds after start; wait for both."""
+        api = f"{self.prometheus.url}/api/v1"
+        managers = requests.get(f"{api}/alertmanagers", timeout=2).json()["data"]["activeAlertmanagers"]
+        targets = requests.get(f"{api}/targets", timeout=2).json()["data"]["activeTargets"]
+        return bool(managers) and len(targets) == 4 and all(t["health"] == "up" for t in targets)
+
+    def _exporter(self, name: str, config: dict[str, Any]) -> ExporterProcess:
+        path = self.workdir / f"{name}.yml"
+        path.write_text(yaml.safe_dump(config))
+        exporter = ExporterProcess(name, path, config["server"]["port"])
+        self._stack.callback(exporter.stop)
+        return exporter
+
+    def _prometheus_config(self) -> dict[str, Any]:
+        def job(name: str, port: int) -> dict[str, Any]:
+            return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+
+        return {
+            "global": {
+                "scrape_interval": _seconds(self.timers.scrape_interval),
+                "evaluation_interval": _seconds(self.timers.evaluation_interval),
+            },
+            "rule_files": ["*.rules.yml"],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager.port}"]}]}]},
+            "scrape_configs": [
+                job("service-health", self.health.port),
+                job("infra", self.infra.port),
+                job("tickets", self.desk.port),
+                job("alertmanager", self.alertmanager.port),
+            ],
+        }
+
+    def _agent_token(self) -> str:
+        with Session(make_engine(self.desk.database_url)) as session:
+            plain, _ = create_token(session, "alert-pipeline-test", "agent", subject="agent-e2e")
+            session.commit()
+        return plain
+
+    def incident_tickets(self, alertname: str) -> list[dict[str, Any]]:
+        """The desk's incident tickets for one alert (tagged with the alert's name by the webhook)."""
+        response = requests.get(
+            f"{self.desk.url}/api/v1/tickets",
+            params={"tag": alertname.lower(), "page[size]": "50"},
+            headers={"Authorization": f"Bearer {self.agent_token}"},
+            timeout=5,
+        )
+        response.raise_for_status()
+        tickets: list[dict[str, Any]] = response.json()["data"]
+        return tickets
+
+    def wait_for_ticket(self, alertname: str, status: str, since: float, timeout: float = 60.0) -> dict[str, Any]:
+        """The alert's incident ticket once it is in `status` through a change made after `since` (epoch s).
+        A group that fires again reuses its resolved ticket (reopened), so `updated_at` marks the change."""
+        found: list[dict[str, Any]] = []
+
+        def changed() -> bool:
+            found[:] = [
+                ticket
+                for ticket in self.incident_tickets(alertname)
+                if ticket["status"] == status and parse_time(ticket["updated_at"]) >= since
+            ]
+            return bool(found)
+
+        wait_until(changed, timeout=timeout, interval=0.1)
+        return found[0]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def measure_fault_to_ticket(stack: AlertingStack) -> dict[str, float]:
+    """Stop Redis, wait for the ServiceDown incident ticket to be open; restart Redis, wait for the ticket to
+    be resolved. Seconds from each action to the desk's own timestamp of the change."""
+    fault_at = time.time()
+    stack.redis.stop()
+    opened = stack.wait_for_ticket("ServiceDown", "open", since=fault_at)
+    recovered_at = time.time()
+    stack.redis.start()
+    resolved = stack.wait_for_ticket("ServiceDown", "resolved", since=recovered_at)
+    assert resolved["id"] == opened["id"]
+    return {
+        "fault_to_ticket": parse_time(opened["updated_at"]) - fault_at,
+        "recovery_to_resolved": parse_time(resolved["updated_at"]) - recovered_at,
+    }

@@ -1,0 +1,110 @@
+"""The rule files as a whole: every alert is complete, documented, unit-tested, routed, and uses real metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from grafana.lint import expression_problems, selectors
+from tests.alerts.helpers import REPO, alert_rules, alertmanager_config, unknown_metrics
+
+ALERTS = alert_rules()
+RECEIVERS_BY_SEVERITY = {
+    "critical": "oncall-pager,support-desk",
+    "warning": "team-chat,support-desk",
+    "info": "blackhole",
+}
+
+
+def alert_id(rule: dict) -> str:
+    return f"{rule['alert']}-{rule['labels']['severity']}"
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def promtool_cases() -> tuple[set[str], set[str]]:
+    """Alert names with a promtool case where they fire, and with one where they must not."""
+    fires, stays_quiet = set(), set()
+    for path in (REPO / "alert_rules" / "tests").glob("*.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (fires if case.get("exp_alerts") else stays_quiet).add(case["alertname"])
+    return fires, stays_quiet
+
+
+@pytest.mark.parametrize("rule", ALERTS, ids=alert_id)
+def test_alert_has_severity_summary_templated_description_and_runbook(rule: dict) -> None:
+    assert rule["labels"]["severity"] in {"critical", "warning", "info", "none"}
+    annotations = rule["annotations"]
+    assert annotations["summary"]
+    assert "{{" in annotations["description"] or rule["alert"] == "Watchdog"
+    runbook, _, anchor = annotations["runbook_url"].partition("#")
+    page = REPO / runbook
+    assert page.is_file(), f"{runbook} does not exist"
+    headings = {github_anchor(line[3:]) for line in page.read_text().splitlines() if line.startswith("## ")}
+    assert anchor in headings, f"{runbook} has no section for #{anchor}"
+
+
+@pytest.mark.parametrize("rule", ALERTS, ids=alert_id)
+def test_alert_has_a_promtool_case_where_it_fires_and_one_where_it_must_not(rule: dict) -> None:
+    fires, stays_quiet = promtool_cases()
+    assert rule["alert"] in fires
+    if rule["alert"] != "Watchdog":  # vector(1) cannot be quiet
+        assert rule["alert"] in stays_quiet
+
+
+@pytest.mark.parametrize("rule", ALERTS, ids=alert_id)
+def test_alert_expression_uses_contract_metrics_and_counters_only_in_rate(rule: dict) -> None:
+    assert expression_problems(rule["expr"], rule["alert"]) == []
+    assert unknown_metrics({name for name, _ in selectors(rule["expr"])}) == set()
+
+
+def test_recording_rules_use_contract_metrics_and_counters_only_in_rate() -> None:
+    groups = yaml.safe_load((REPO / "alert_rules" / "recording.yml").read_text())["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
+        assert expression_problems(rule["expr"], rule["record"]) == []
+        assert unknown_metrics({name for name, _ in selectors(rule["expr"])}) == set(), rule["record"]
+
+
+@pytest.mark.parametrize("rule", [r for r in ALERTS if r["alert"] != "Watchdog"], ids=alert_id)
+def test_alert_reaches_the_receivers_of_its_severity(rule: dict) -> None:
+    """Route each alert's own static labels through the real routing tree with amtool."""
+    labels = {"alertname": rule["alert"], "service": "some-service"} | rule["labels"]
+    words = [f"{name}={value}" for name, value in labels.items() if "{{" not in value]
+    result = subprocess.run(
+        ["amtool", "config", "routes", "test", f"--config.file={REPO / 'config' / 'alertmanager.yml'}", *words],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == RECEIVERS_BY_SEVERITY[rule["labels"]["severity"]]
+
+
+def test_critical_inhibits_warning_only_for_the_same_alert_and_service() -> None:
+    (severity_rule, *_) = alertmanager_config()["inhibit_rules"]
+    assert severity_rule["source_matchers"] == ['severity="critical"']
+    assert severity_rule["target_matchers"] == ['severity="warning"']
+    assert severity_rule["equal"] == ["alertname", "service"]
+
+
+def test_alertmanager_config_holds_no_secret_only_file_references() -> None:
+    text = (REPO / "config" / "alertmanager.yml").read_text()
+    for key in ("routing_key:", "api_url:", "auth_password:", "credentials:", "service_key:"):
+        assert key not in text
+    config = alertmanager_config()
+    files = [
+        config["global"]["smtp_auth_password_file"],
+        *(c["routing_key_file"] for r in config["receivers"] for c in r.get("pagerduty_configs", [])),
+        *(c["api_url_file"] for r in config["receivers"] for c in r.get("slack_configs", [])),
+        *(
+            c["http_config"]["authorization"]["credentials_file"]
+            for r in config["receivers"]
+            for c in r.get("webhook_configs", [])
+        ),
+    ]
+    assert all(path.startswith("secrets/") for path in files)

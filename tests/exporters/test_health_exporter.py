@@ -1,0 +1,115 @@
+"""The health exporter as a process: bad config, and down dependencies reported fast, scrapes still fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exporters.health.settings import ENV_PREFIX, HealthSettings
+from service_kit.config import load_settings
+from tests.exporters.helpers import ExporterProcess, sample, write_config
+from tests.servers import RedisServer, free_port, wait_until
+
+
+@pytest.mark.integration
+def test_stopped_redis_and_hung_http_are_down_within_timeout_while_scrapes_stay_fast(
+    tmp_path: Path, dependency_url: str, silent_port: int
+) -> None:
+    redis_server = RedisServer()
+    redis_server.start()
+    port = free_port()
+    config = write_config(
+        tmp_path / "health.yml",
+        {
+            "server": {"port": port},
+            "probes": {
+                service: {"interval_seconds": 0.5, "timeout_seconds": 1, **probe}
+                for service, probe in {
+                    "api": {"kind": "http", "target": dependency_url + "/ok", "body": {"field": "status"}},
+                    "redis": {"kind": "redis", "target": redis_server.url},
+                    "ai": {"kind": "http", "target": f"http://127.0.0.1:{silent_port}/"},
+                    "payments": {"kind": "http", "target": dependency_url + "/trickle"},
+                }.items()
+            },
+        },
+    )
+    exporter = ExporterProcess("health", config, port)
+    try:
+        up = {"service": "redis"}
+        wait_until(lambda: sample(exporter.scrape()[0], "service_up", up) == 1.0)
+        redis_server.stop()
+        stopped_at = time.monotonic()
+        wait_until(lambda: sample(exporter.scrape()[0], "service_up", up) == 0.0, timeout=5)
+        # one interval (0.5 s) plus one timeout (1 s) plus scrape slack
+        assert time.monotonic() - stopped_at < 2.5
+        for hung in ("ai", "payments"):  # first attempts end at their 1 s timeout
+            labels = {"service": hung, "status": "down"}
+            wait_until(lambda labels=labels: sample(exporter.scrape()[0], "service_status", labels) == 1.0, 3)
+        body, seconds = exporter.scrape()
+        assert seconds < 0.25, "a scrape must not wait for a probe"
+        assert sample(body, "service_up", {"service": "api"}) == 1.0
+        assert sample(body, "service_status", {"service": "ai", "status": "down"}) == 1.0
+        assert sample(body, "service_status", {"service": "payments", "status": "down"}) == 1.0
+        assert sample(body, "service_probe_results_total", {"service": "payments", "outcome": "timeout"}) >= 1
+        assert sample(body, "service_probe_results_total", {"service": "ai", "outcome": "timeout"}) >= 1
+        assert sample(body, "service_last_success_timestamp_seconds", {"service": "redis"}) is not None
+        durations = [exporter.scrape()[1] for _ in range(10)]
+        assert max(durations) < 0.25
+    finally:
+        exporter.stop()
+        redis_server.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"probes": {}}, "probes: expected at least one probe"),
+        (
+            {"probes": {"api": {"kind": "smtp", "target": "x"}}},
+            "probes.api.kind: expected one of http, redis, sql, tcp, got 'smtp'",
+        ),
+        (
+            {"probes": {"api": {"kind": "tcp", "target": "localhost"}}},
+            "probes.api.target: expected host:port, got 'localhost'",
+        ),
+        ({"probes": {"api": {"kind": "http"}}}, "probes.api.target: expected a target"),
+        ({"probes": {"api": {"kind": "http", "url": "http://x"}}}, "probes.api.url: expected one of"),
+        ({"probes": {"db": {"kind": "sql", "target": "nonsense"}}}, "probes.db.target: expected a SQLAlchemy URL"),
+        (
+            {"probes": {"api": {"kind": "http", "target": "http://x", "timeout_seconds": 0}}},
+            "probes.api.timeout_seconds: expected a number greater than 0",
+        ),
+        (
+            {"server": {"port": "ninety"}, "probes": {"api": {"kind": "tcp", "target": "localhost:1"}}},
+            "server.port: expected an integer, got 'ninety'",
+        ),
+    ],
+)
+def test_bad_config_stops_start_up_with_one_line_naming_key_and_file(
+    tmp_path: Path, config: dict[str, object], message: str
+) -> None:
+    path = write_config(tmp_path / "health.yml", config)
+    result = subprocess.run(
+        [sys.executable, "-m", "exporters.health.cli", "--config", str(path), "check-config"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"config error in {path}: ")
+    assert message in lines[0]
+
+
+def test_shipped_config_is_valid_and_probe_keys_come_from_the_environment() -> None:
+    environ = {"EXPORTER_HEALTH_PROBES__DATABASE__TARGET": "postgresql+psycopg://ops:pw@db:5432/platform"}
+    settings = load_settings(HealthSettings, "config/exporters/health.yml", ENV_PREFIX, environ)
+    settings.validate("config/exporters/health.yml")
+    assert set(settings.probes) == {"api", "database", "redis", "ai", "payments"}
+    assert settings.probes["database"].target == environ["EXPORTER_HEALTH_PROBES__DATABASE__TARGET"]
+    assert settings.probes["database"].degraded_after_seconds == 0.5  # the file's other keys stay
+    assert settings.server.port == 9102

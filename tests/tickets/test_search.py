@@ -1,0 +1,154 @@
+"""Search and lists on real SQLite FTS5: ranking, filters, hostile input, visibility, cursor pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from service_kit.errors import ValidationError
+from tests.tickets.conftest import AGENT, CUSTOMER, OTHER_CUSTOMER, T0
+from tickets_app.desk import Actor, Desk
+from tickets_app.listing import list_tickets, parse_list_args
+from tickets_app.models import Ticket
+from tickets_app.query import parse_query
+from tickets_app.search import MARK_END, MARK_START
+
+
+def make(
+    desk: Desk,
+    session: Session,
+    subject: str,
+    body: str,
+    actor: Actor = CUSTOMER,
+    minutes: int = 0,
+    **extra: object,
+) -> Ticket:
+    return desk.create_ticket(
+        session, actor, {"subject": subject, "body": body, **extra}, T0 + timedelta(minutes=minutes)
+    )
+
+
+def search(desk: Desk, session: Session, actor: Actor, **args: str) -> list[int]:
+    parsed, size, cursor = parse_list_args(args)
+    return [t.id for t in list_tickets(session, desk.index, actor, parsed, size, cursor).tickets]
+
+
+@pytest.fixture
+def corpus(desk: Desk, session: Session) -> dict[str, Ticket]:
+    tickets = {
+        "subject": make(desk, session, "Invoice shows wrong VAT", "please check", priority="urgent", tags=["billing"]),
+        "body": make(desk, session, "Question", "my invoice was sent twice", minutes=1, priority="low"),
+        "other": make(desk, session, "Webhook retries", "signature mismatch", OTHER_CUSTOMER, minutes=2),
+        "phrase": make(desk, session, "Rate limit", "we hit the daily quota at noon", minutes=3),
+    }
+    desk.update_ticket(
+        session,
+        AGENT,
+        tickets["other"],
+        {"message": {"body": "internal: customer is on legacy plan zebra", "internal": True}},
+        T0,
+    )
+    return tickets
+
+
+def test_subject_match_ranks_above_body_match(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
+    assert search(desk, session, AGENT, q="invoice") == [corpus["subject"].id, corpus["body"].id]
+
+
+def test_stemming_and_diacritics(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
+    assert search(desk, session, AGENT, q="invoices") == [corpus["subject"].id, corpus["body"].id]
+    assert search(desk, session, AGENT, q="invóice") == [corpus["subject"].id, corpus["body"].id]
+
+
+def test_query_language_filters_and_phrase(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
+    assert search(desk, session, AGENT, q="invoice priority:low") == [corpus["body"].id]
+    assert search(desk, session, AGENT, q="tag:billing status:open") == [corpus["subject"].id]
+    assert search(desk, session, AGENT, q='"daily quota"') == [corpus["phrase"].id]
+    assert search(desk, session, AGENT, q='"quota daily"') == []
+    assert search(desk, session, AGENT, q="requester:cust-2") == [corpus["other"].id]
+    assert search(desk, session, AGENT, q="tier:pro sort:created") == [
+        corpus["subject"].id,
+        corpus["body"].id,
+        corpus["phrase"].id,
+    ]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        '"',
+        "NEAR(",
+        "invoice OR",
+        "*",
+        "AND AND",
+        "col:invoice",
+        "{subject}: x",
+        "^invoice",
+        "' OR 1=1 --",
+        "\x00",
+        "ä" * 2000,
+        ")))(((",
+        'sort:"',
+        "created>notadate",
+        "-",
+        "invoice NOT",
+    ],
+)
+def test_hostile_queries_never_break(desk: Desk, session: Session, corpus: dict[str, Ticket], hostile: str) -> None:
+    search(desk, session, AGENT, q=hostile)  # must not raise
+
+
+def test_customer_sees_own_tickets_and_not_internal_notes(
+    desk: Desk, session: Session, corpus: dict[str, Ticket]
+) -> None:
+    assert search(desk, session, AGENT, q="zebra") == [corpus["other"].id]
+    assert search(desk, session, OTHER_CUSTOMER, q="zebra") == []
+    assert search(desk, session, OTHER_CUSTOMER) == [corpus["other"].id]
+    assert corpus["other"].id not in search(desk, session, CUSTOMER)
+
+
+def test_snippet_marks_the_match(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
+    parsed, size, _ = parse_list_args({"q": "quota"})
+    page = list_tickets(session, desk.index, AGENT, parsed, size, None)
+    assert f"{MARK_START}quota{MARK_END}" in page.snippets[corpus["phrase"].id]
+
+
+def test_cursor_pages_cover_everything_once(desk: Desk, session: Session) -> None:
+    ids = [make(desk, session, f"ticket {i}", "paging body", minutes=i % 3).id for i in range(7)]
+    for sort in ("created", "-updated", "priority", "relevance"):
+        seen: list[int] = []
+        args = {"page[size]": "3", "sort": sort, "q": "paging"}
+        while True:
+            parsed, size, cursor = parse_list_args(args)
+            page = list_tickets(session, desk.index, AGENT, parsed, size, cursor)
+            seen += [t.id for t in page.tickets]
+            if page.next_cursor is None:
+                break
+            args["page[cursor]"] = page.next_cursor
+        assert sorted(seen) == ids, sort
+        assert len(seen) == len(set(seen)), sort
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"page[size]": "0"}, "page[size]"),
+        ({"page[size]": "101"}, "page[size]"),
+        ({"page[size]": "x"}, "page[size]"),
+        ({"page[cursor]": "garbage!!"}, "page[cursor]"),
+        ({"sort": "nonsense"}, "sort"),
+        ({"created_after": "yesterday"}, "created_after"),
+    ],
+)
+def test_bad_list_arguments_name_the_field(desk: Desk, session: Session, args: dict[str, str], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        search(desk, session, AGENT, **args)
+    assert field in caught.value.details
+
+
+def test_parse_query_quotes_every_term() -> None:
+    parsed = parse_query('status:open,waiting NEAR(a "b c" d*')
+    assert parsed.filters == {"status": ["open", "waiting"]}
+    assert parsed.fts_expression == '"NEAR(a" "b c" "d*"'
