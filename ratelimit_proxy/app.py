@@ -264,7 +264,8 @@ def create_app(
         except UpstreamError as exc:
             log.warning("upstream error: %s", exc)
             status = 504 if exc.timeout else 502
-            return problem(status, "upstream-timeout" if exc.timeout else "bad-gateway", str(exc))
+            kind = "upstream-timeout" if exc.timeout else "bad-gateway"
+            return problem(status, kind, str(exc), headers=extra_headers)  # the request was still counted
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - started)
         content = stream_body(answer) if small is None else small
         return ProxiedResponse(content, answer.status, response_headers(answer) + extra_headers)

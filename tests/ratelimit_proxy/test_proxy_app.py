@@ -176,6 +176,7 @@ def test_upstream_down_is_502_within_connect_timeout(settings_for: Callable[...,
     response = client.get("/api/v1/users")
     assert response.status_code == 502
     assert response.get_json()["error"]["code"] == "bad_gateway"
+    assert response.headers["X-RateLimit-Remaining"] == "4"  # it was counted, and says so
     assert time.monotonic() - started < 1.0
 
 
