@@ -173,9 +173,11 @@ class AbuseDetector:
         settings: AbuseSettings,
         bans: BanList,
         on_detect: Callable[[str, str], None],
+        store_available: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._store_available = store_available
         self.bans = bans
         self._on_detect = on_detect
         self._clock = clock
@@ -209,6 +211,8 @@ class AbuseDetector:
         self._event("many_keys", rule, ip, digest[:16], fingerprint)
 
     def _event(self, name: str, rule: RuleSettings, ip: str, member: str, fingerprint: Fingerprint) -> bool:
+        if not self._store_available():
+            return False  # the circuit to Redis is open: no request waits for a timeout here
         try:
             count = self.bans.store.record_event(name, ip, member, self._clock(), rule.period_seconds)
             if count < rule.threshold:

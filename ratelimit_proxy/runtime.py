@@ -62,10 +62,13 @@ class Runtime:
             settings.abuse,
             on_ban=lambda source: self.metrics.bans.labels(source).inc(),
         )
-        self.detector = AbuseDetector(
-            settings.abuse, self.bans, on_detect=lambda rule, mode: self.metrics.detections.labels(rule, mode).inc()
-        )
         self.breaker = CircuitBreaker(settings.redis.breaker_failures, settings.redis.breaker_reset_seconds)
+        self.detector = AbuseDetector(
+            settings.abuse,
+            self.bans,
+            on_detect=lambda rule, mode: self.metrics.detections.labels(rule, mode).inc(),
+            store_available=lambda: not self.breaker.is_open,
+        )
         self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
 
