@@ -8,7 +8,7 @@
    call against `limits`' sliding-window counter (one call per limit) on the same Redis.
 3. Redis commands per proxied request, from INFO commandstats around each wrk run.
 
-Run: .venv/bin/python -m bench.ratelimit_proxy [--seconds 5 --rounds 5]
+Run: .venv/bin/python bench/ratelimit_proxy.py [--seconds 5 --rounds 5] (or `make bench`)
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from pathlib import Path
 import redis
 import requests
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `make bench` runs bench/*.py as scripts
 
 from bench.wsgi_servers import free_port, wait_ready
 
