@@ -80,6 +80,8 @@ class Runtime:
             return
         try:
             self._next_tick = now + self.settings.redis.ban_refresh_seconds
+            if self.breaker.is_open:
+                return  # keep the bans we know; no request waits for a Redis timeout
             self.bans.refresh()
             version = self._stored_policy_version()
             if self._policy_version is None:
