@@ -52,6 +52,7 @@ class ManagedProcess:
     """A server process started from ``command()``; ``stop``/``start`` keep the same port."""
 
     name = "server"
+    start_timeout = 15.0  # seconds until ready(); raise it for servers that start slowly on a busy machine
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -69,7 +70,7 @@ class ManagedProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(self.ready)
+            wait_until(self.ready, timeout=self.start_timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-2000:]}") from None
