@@ -26,8 +26,10 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+PACKAGES := $(wildcard service_kit exporters ratelimit_proxy tickets_app flags_service demo grafana)
+
 typecheck:
-	$(BIN)/mypy
+	$(BIN)/mypy $(foreach p,$(PACKAGES),$(if $(wildcard $(p)/__init__.py),-p $(p)))
 
 config-check:
 	@scripts/config-check.sh

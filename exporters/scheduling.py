@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -112,3 +112,20 @@ class PeriodicJob(Generic[T]):
             next_run += self._interval
             self._stop.wait(max(0.0, next_run - time.monotonic()))
             next_run = max(next_run, time.monotonic() - self._interval)  # after a long stall, do not burst
+
+
+class JobSet:
+    """Several PeriodicJobs started and stopped together (stop asks all first, so hung ones end in parallel)."""
+
+    def __init__(self, jobs: dict[str, PeriodicJob[Any]]) -> None:
+        self.jobs = jobs
+
+    def start(self) -> None:
+        for job in self.jobs.values():
+            job.start()
+
+    def stop(self) -> None:
+        for job in self.jobs.values():
+            job.request_stop()
+        for job in self.jobs.values():
+            job.stop()

@@ -18,6 +18,7 @@ import redis
 import requests
 import sqlalchemy
 
+from exporters.database import read_only_engine
 from exporters.scheduling import Attempt
 from service_kit.config import checked, positive
 
@@ -119,16 +120,7 @@ def redis_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
 
 
 def sql_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
-    url = sqlalchemy.make_url(spec.target)
-    connect_args: dict[str, Any] = {}
-    if url.get_backend_name() == "sqlite":
-        connect_args["timeout"] = spec.timeout_seconds  # wait for a locked database at most this long
-        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-            # read-only URI: probing a missing database must report it down, not create an empty one
-            url = url.set(database=f"file:{url.database}", query={**url.query, "mode": "ro", "uri": "true"})
-    elif url.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = max(1, round(spec.timeout_seconds))
-    engine = sqlalchemy.create_engine(url, connect_args=connect_args, pool_pre_ping=True, pool_size=1)
+    engine = read_only_engine(spec.target, spec.timeout_seconds)
 
     def probe() -> ProbeReport:
         with engine.connect() as connection:

@@ -111,7 +111,7 @@ class SystemSource(Protocol):
     def disk_partitions(self, all: bool = ...) -> Any: ...
     def disk_usage(self, path: str) -> Any: ...
     def net_io_counters(self, pernic: bool = ..., nowrap: bool = ...) -> Any: ...
-    def process_iter(self, attrs: list[str] | None = ..., ad_value: Any = ...) -> Iterable[Any]: ...
+    def process_iter(self) -> Iterable[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,20 @@ class ProcessGroupCollector(Collector):
     def __init__(self, source: SystemSource, groups: Sequence[ProcessGroup]) -> None:
         self._source = source
         self._groups = [(group.name, re.compile(group.match)) for group in groups]
+        # groups of each process seen at the last scrape: a command line is read and matched once per
+        # process, not once per scrape (psutil.process_iter hands back the same Process objects, hashed
+        # by pid and start time, so a reused pid is a new key)
+        self._membership: dict[Any, list[str]] = {}
+
+    def _groups_of(self, process: Any) -> list[str]:
+        groups = self._membership.get(process)
+        if groups is None:
+            try:
+                command = " ".join(process.cmdline())
+            except psutil.Error:  # exited, or a kernel thread / foreign process we may not read
+                command = ""
+            groups = [name for name, pattern in self._groups if command and pattern.search(command)]
+        return groups
 
     def describe(self) -> Iterable[Metric]:
         """Nothing to describe up front: registering must not read the process table."""
@@ -276,11 +290,12 @@ class ProcessGroupCollector(Collector):
             name: dict.fromkeys(("count", "user", "system", "rss", "fds", "threads"), 0.0) for name, _ in self._groups
         }
         if self._groups:
-            for process in self._source.process_iter(["cmdline"], ad_value=None):
-                command = " ".join(process.info.get("cmdline") or ())
-                matched = [name for name, pattern in self._groups if command and pattern.search(command)]
+            membership = {}
+            for process in self._source.process_iter():
+                membership[process] = matched = self._groups_of(process)
                 if matched:
                     self._add_readings(process, [totals[name] for name in matched])
+            self._membership = membership  # forget processes that are gone
         names = [name for name, _ in self._groups]
         cpu = CounterMetricFamily(
             "vibelux_process_cpu_seconds_total",

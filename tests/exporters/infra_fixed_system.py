@@ -15,7 +15,8 @@ class FixedProcess:
 
     def __init__(self, pid: int, cmdline: list[str], *, gone: bool = False, **readings: Any) -> None:
         self.pid = pid
-        self.info = {"cmdline": cmdline}
+        self._cmdline = cmdline
+        self.cmdline_reads = 0
         self._gone = gone
         self._readings = readings
 
@@ -27,6 +28,10 @@ class FixedProcess:
         if self._gone:
             raise psutil.NoSuchProcess(self.pid)
         return self._readings[key]
+
+    def cmdline(self) -> list[str]:
+        self.cmdline_reads += 1
+        return self._cmdline
 
     def cpu_times(self) -> Any:
         return Reading(user=self._read("user"), system=self._read("system"))
@@ -150,8 +155,8 @@ class FixedSystem:
             ),
         }
 
-    def process_iter(self, attrs: list[str] | None = None, ad_value: Any = None) -> list[FixedProcess]:
-        return [
+    def __init__(self) -> None:
+        self._processes = [
             FixedProcess(
                 10,
                 ["/venv/bin/python", "/venv/bin/vibelux-proxy"],
@@ -174,3 +179,6 @@ class FixedSystem:
             FixedProcess(13, ["/usr/bin/redis-server", "*:6379"], user=9.0, system=9.0, rss=9, threads=9, fds=9),
             FixedProcess(14, [], user=9.0, system=9.0, rss=9, threads=9, fds=9),  # kernel thread: no cmdline
         ]
+
+    def process_iter(self) -> list[FixedProcess]:
+        return self._processes

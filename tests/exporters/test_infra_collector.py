@@ -183,6 +183,18 @@ def test_process_collector_sums_matching_processes_and_skips_exited_ones() -> No
     assert exposition(ProcessGroupCollector(FixedSystem(), GROUPS)) == PROCESS_EXPOSITION
 
 
+def test_process_command_lines_are_read_once_per_process_not_per_scrape() -> None:
+    system = FixedSystem()
+    registry = CollectorRegistry()
+    registry.register(ProcessGroupCollector(system, GROUPS))
+    for _ in range(3):
+        assert registry.get_sample_value("vibelux_processes", {"name": "ratelimit-proxy"}) == 2.0
+    assert [process.cmdline_reads for process in system.process_iter()] == [1, 1, 1, 1, 1]
+    system.process_iter().pop(0)  # pid 10 exits
+    assert registry.get_sample_value("vibelux_processes", {"name": "ratelimit-proxy"}) == 1.0
+    assert registry.get_sample_value("vibelux_process_threads", {"name": "ratelimit-proxy"}) == 2.0
+
+
 def test_collector_selection_limits_output_to_the_chosen_collectors() -> None:
     output = exposition(NodeCollector(FixedSystem(), collectors=["loadavg"]))
     names = {line.split()[0] for line in output.splitlines() if not line.startswith("#")}

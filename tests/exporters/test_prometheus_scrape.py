@@ -1,0 +1,133 @@
+"""config/prometheus.yml: the contract's job names, and a real Prometheus scraping the three exporters."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from demo.business_db import generate
+from tests.exporters.helpers import ExporterProcess, write_config
+from tests.servers import AlertmanagerServer, PrometheusServer, RedisServer, free_port, wait_until
+
+CONFIG = Path("config/prometheus.yml")
+COMPOSE_CONFIG = Path("config/prometheus.compose.yml")
+
+
+def jobs(config: dict[str, Any]) -> dict[str, list[str]]:
+    return {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+
+
+def contract_jobs() -> set[str]:
+    """The job names docs/conventions.md promises in its "Prometheus jobs" paragraph (before "compose adds")."""
+    text = Path("docs/conventions.md").read_text()
+    paragraph = text[text.index("Prometheus jobs") :].split("\n\n")[0]
+    return set(re.findall(r"`([\w-]+)`", paragraph.split("compose adds")[0]))
+
+
+def test_prometheus_configs_scrape_exactly_the_contract_jobs_on_their_ports() -> None:
+    local = yaml.safe_load(CONFIG.read_text())
+    compose = yaml.safe_load(COMPOSE_CONFIG.read_text())
+    assert set(jobs(local)) == contract_jobs()
+    assert set(jobs(compose)) == contract_jobs() | {"node"}
+    ports = {"infra": "9101", "service-health": "9102", "business": "9103", "ratelimit-proxy": "9180",
+             "tickets": "8081", "flags": "8082", "prometheus": "9090", "alertmanager": "9093"}  # fmt: skip
+    for name, port in ports.items():
+        assert jobs(local)[name] == [f"127.0.0.1:{port}"]
+        assert jobs(compose)[name][0].endswith(f":{port}")
+    for config in (local, compose):
+        assert config["rule_files"][0].endswith("alert_rules/*.yml")
+        assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].endswith(":9093")
+
+
+@pytest.fixture(scope="module")
+def running_exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ExporterProcess]]:
+    """The three exporters as `make up` runs them, with their shipped configs pointed at test ports."""
+    workdir = tmp_path_factory.mktemp("stack")
+    redis_server = RedisServer()
+    redis_server.start()
+    database = workdir / "platform.sqlite3"
+    generate(database, total_users=300, months=3, seed=3, progress=False)
+    database_url = f"sqlite:///{database}"
+
+    def shipped(name: str, **changes: Any) -> tuple[Path, int]:
+        port = free_port()
+        data = yaml.safe_load(Path(f"config/exporters/{name}.yml").read_text())
+        return write_config(workdir / f"{name}.yml", {**data, **changes, "server": {"port": port}}), port
+
+    probes = {
+        "redis": {"kind": "redis", "target": redis_server.url, "interval_seconds": 1},
+        "database": {"kind": "sql", "target": database_url, "interval_seconds": 1},
+    }
+    started: dict[str, ExporterProcess] = {}
+    try:
+        for name, changes, env in (
+            ("infra", {}, {}),
+            ("health", {"probes": probes}, {}),
+            ("business", {}, {"EXPORTER_BUSINESS_DATABASE__URL": database_url}),
+        ):
+            config, port = shipped(name, **changes)
+            started[name] = ExporterProcess(name, config, port, env)
+        yield started
+    finally:
+        for exporter in started.values():
+            exporter.stop()
+        redis_server.close()
+
+
+@pytest.mark.integration
+def test_real_prometheus_scrapes_every_exporter_with_the_shipped_job_names(
+    running_exporters: dict[str, ExporterProcess], alertmanager_server: AlertmanagerServer
+) -> None:
+    config = yaml.safe_load(CONFIG.read_text())
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s")
+    exporter_jobs = {"infra": "infra", "service-health": "health", "business": "business"}
+    kept = []
+    for job in config["scrape_configs"]:
+        job.pop("scrape_interval", None)
+        name = job["job_name"]
+        if name in exporter_jobs:
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{running_exporters[exporter_jobs[name]].port}"]}]
+        elif name == "alertmanager":
+            job["static_configs"] = [{"targets": [alertmanager_server.url.removeprefix("http://")]}]
+        elif name != "prometheus":
+            continue  # the services of other areas are not started here
+        kept.append(job)
+    config["scrape_configs"] = kept
+    config["rule_files"] = []
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
+        alertmanager_server.url.removeprefix("http://")
+    ]
+    prometheus = PrometheusServer(config)
+    for job in kept:  # the self-scrape target is Prometheus's own free port
+        if job["job_name"] == "prometheus":
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{prometheus.port}"]}]
+    (prometheus.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prometheus.start()
+    try:
+        expected_jobs = {"infra", "service-health", "business", "prometheus", "alertmanager"}
+
+        def all_up() -> bool:
+            results = prometheus.query("up")
+            return {r["metric"]["job"] for r in results if r["value"][1] == "1"} == expected_jobs
+
+        wait_until(all_up, timeout=30)
+        assert len(prometheus.query("up")) == len(expected_jobs)
+        for expr in (
+            'node_cpu_seconds_total{job="infra",mode="idle"}',
+            'node_memory_MemAvailable_bytes{job="infra"}',
+            'node_filesystem_avail_bytes{job="infra",mountpoint="/"}',
+            'vibelux_processes{job="infra",name="exporters"} >= 3',
+            'service_up{job="service-health",service="redis"} == 1',
+            'service_up{job="service-health",service="database"} == 1',
+            'business_users{job="business",tier="free"} > 0',
+            'business_mrr_usd{job="business"}',
+            'business_query_errors_total{job="business"}',
+        ):
+            wait_until(lambda expr=expr: bool(prometheus.query(expr)), timeout=15)
+    finally:
+        prometheus.close()
