@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.datastructures import FileStorage
 
 from service_kit.auth import current_auth
 from service_kit.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from tickets_app import alerts
 from tickets_app.access import current_actor, require_admin, require_staff
-from tickets_app.attachments import AttachmentRejected, inspect
+from tickets_app.attachments import accept_upload
 from tickets_app.business_hours import Calendar, CalendarError
 from tickets_app.desk import Actor, template_errors
 from tickets_app.listing import list_tickets, parse_list_args
 from tickets_app.models import Attachment, BusinessCalendar, Category, Message, SlaPolicy, Template, Ticket
-from tickets_app.resources import desk_of, now, resources
+from tickets_app.resources import db_session, desk_of, now, resources
 from tickets_app.serialize import attachment_json, event_json, message_json, ticket_json
 from tickets_app.sla import Policy
 
@@ -36,8 +36,7 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def session() -> Any:
-    return resources().db.session
+session = db_session
 
 
 # -- tickets ---------------------------------------------------------------------------------------
@@ -166,40 +165,27 @@ def upload_attachment() -> ResponseReturnValue:
     upload = request.files.get("file")
     if upload is None:
         raise ValidationError({"file": "required, a multipart form field named file"})
-    settings = resources().settings.attachments
-    data = upload.read(settings.max_file_bytes + 1)
-    try:
-        accepted = inspect(upload.filename or "", data, settings.max_file_bytes, resources().scanner)
-    except AttachmentRejected as exc:
-        raise ValidationError({exc.field: str(exc)}) from None
-    day_ago = now() - timedelta(days=1)
-    used = session().scalar(
-        select(func.coalesce(func.sum(Attachment.size_bytes), 0)).where(
-            Attachment.uploader_id == actor.id, Attachment.created_at >= day_ago
-        )
-    )
-    if used + accepted.size_bytes > settings.max_user_bytes_per_day:
-        raise ValidationError({"file": f"daily upload quota of {settings.max_user_bytes_per_day} bytes reached"})
-    store = resources().attachment_store
-    attachment = Attachment(
-        id=store.new_id(),
-        uploader_id=actor.id,
-        filename=accepted.filename,
-        content_type=accepted.content_type,
-        size_bytes=accepted.size_bytes,
-        sha256=accepted.sha256,
-        created_at=now(),
-    )
-    store.save(attachment.id, data)
-    session().add(attachment)
+    attachment = store_upload(actor, upload, "file")
     session().commit()
     return jsonify(attachment_json(attachment, attachment_url)), 201
 
 
+def store_upload(actor: Actor, upload: FileStorage, field: str) -> Attachment:
+    found = resources()
+    limits = (found.settings.attachments.max_file_bytes, found.settings.attachments.max_user_bytes_per_day)
+    data = upload.read(limits[0] + 1)
+    return accept_upload(
+        session(), found.attachment_store, actor.id, upload.filename or "", data, limits, found.scanner, now(), field
+    )
+
+
 @api.get("/attachments/<attachment_id>")
 def download_attachment(attachment_id: str) -> ResponseReturnValue:
+    return attachment_response(current_actor(), attachment_id)
+
+
+def attachment_response(actor: Actor, attachment_id: str) -> Response:
     """Served only to who may see its message: internal-note files are as hidden as the note (404)."""
-    actor = current_actor()
     attachment = session().get(Attachment, attachment_id)
     if attachment is None or not _may_see(actor, attachment):
         raise NotFoundError("attachment not found")
@@ -261,6 +247,7 @@ def _get_or_404(model: Any, item_id: int) -> Any:
 
 
 def _crud(
+    path: str,
     name: str,
     model: Any,
     to_json: Callable[[Any], dict[str, Any]],
@@ -308,9 +295,6 @@ def _crud(
         session().commit()
         return "", 204
 
-    path = f"/{name.replace('_', '-')}s"
-    if name in ("sla_policy", "calendar"):
-        path = {"sla_policy": "/sla/policies", "calendar": "/sla/calendars"}[name]
     api.add_url_rule(path, f"list_{name}", list_items, methods=["GET"])
     api.add_url_rule(path, f"create_{name}", create_item, methods=["POST"])
     api.add_url_rule(f"{path}/<int:item_id>", f"update_{name}", update_item, methods=["PUT"])
@@ -389,9 +373,17 @@ def _apply_policy(item: SlaPolicy, body: dict[str, Any]) -> None:
     item.name, item.definition, item.position, item.calendar_id = name, definition, position, calendar_id
 
 
-_crud("template", Template, lambda t: {"id": t.id, "name": t.name, "body": t.body}, _apply_template, require_staff)
-_crud("category", Category, lambda c: {"id": c.id, "name": c.name}, _apply_category, current_actor)
 _crud(
+    "/templates",
+    "template",
+    Template,
+    lambda t: {"id": t.id, "name": t.name, "body": t.body},
+    _apply_template,
+    require_staff,
+)
+_crud("/categories", "category", Category, lambda c: {"id": c.id, "name": c.name}, _apply_category, current_actor)
+_crud(
+    "/sla/calendars",
     "calendar",
     BusinessCalendar,
     lambda c: {"id": c.id, "name": c.name, **c.definition},
@@ -399,6 +391,7 @@ _crud(
     require_staff,
 )
 _crud(
+    "/sla/policies",
     "sla_policy",
     SlaPolicy,
     lambda p: {"id": p.id, "name": p.name, "position": p.position, "calendar_id": p.calendar_id, **p.definition},

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
+import time
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
@@ -11,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth
 from service_kit.db import Database
+from service_kit.server import RUN_DIR
 from tickets_app.api import api
 from tickets_app.attachments import AttachmentStore, Scanner
 from tickets_app.desk import Desk
@@ -37,11 +41,7 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     db = Database()
     db.init_app(app, settings.database.url, settings.database.echo)
     Auth(db, settings.jwt).init_app(app)
-    desk = Desk(
-        SqliteFtsIndex(),
-        at_risk_seconds=settings.sla.at_risk_minutes * 60,
-        auto_close_days=settings.sla.auto_close_days,
-    )
+    desk = build_desk(settings)
     resources = Resources(
         settings=settings,
         db=db,
@@ -52,7 +52,7 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     app.extensions["tickets"] = resources
     kit.metrics.add_scrape_collector(SupportCollector(db.new_session, resources.at_risk, lambda: resources.clock()))
     app.config.update(
-        SECRET_KEY=settings.web.secret_key or None,
+        SECRET_KEY=settings.web.secret_key or _shared_session_key(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.web.secure_cookie,
@@ -68,6 +68,34 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     if start_sweeper and settings.sla.sweep_interval_seconds > 0:
         _start_sweeper(resources)
     return app
+
+
+def build_desk(settings: TicketsSettings) -> Desk:
+    return Desk(
+        SqliteFtsIndex(),
+        at_risk_seconds=settings.sla.at_risk_minutes * 60,
+        auto_close_days=settings.sla.auto_close_days,
+    )
+
+
+def _shared_session_key() -> str:
+    """Without a configured key, one generated key in the run directory, shared by all workers (O_EXCL
+    makes exactly one of them write it)."""
+    path = RUN_DIR / "tickets-session-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another worker may be between create and write
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty; delete it and restart") from None
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key)
+    return key
 
 
 def _start_sweeper(resources: Resources) -> None:

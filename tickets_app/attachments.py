@@ -14,7 +14,14 @@ import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service_kit.errors import ValidationError
+from tickets_app.models import Attachment
 
 # extension -> (MIME type we serve it as, accepted leading byte signatures; empty = checked as text)
 ALLOWED_TYPES: dict[str, tuple[str, tuple[bytes, ...]]] = {
@@ -118,3 +125,45 @@ class AttachmentStore:
 
     def remove(self, attachment_id: str) -> None:
         self._path(attachment_id).unlink(missing_ok=True)
+
+
+def accept_upload(
+    session: Session,
+    store: AttachmentStore,
+    uploader_id: str,
+    raw_name: str,
+    data: bytes,
+    limits: tuple[int, int],
+    scanner: Scanner | None,
+    now: datetime,
+    field: str = "file",
+) -> Attachment:
+    """Check one upload against the rules and the uploader's daily quota, then store it unattached.
+
+    `limits` is (max bytes per file, max bytes per uploader per day); refusals are 422s naming `field`.
+    """
+    max_file_bytes, max_daily_bytes = limits
+    try:
+        accepted = inspect(raw_name, data, max_file_bytes, scanner)
+    except AttachmentRejected as exc:
+        raise ValidationError({field: str(exc)}) from None
+    used = session.scalar(
+        select(func.coalesce(func.sum(Attachment.size_bytes), 0)).where(
+            Attachment.uploader_id == uploader_id, Attachment.created_at >= now - timedelta(days=1)
+        )
+    )
+    if (used or 0) + accepted.size_bytes > max_daily_bytes:
+        raise ValidationError({field: f"daily upload quota of {max_daily_bytes} bytes reached"})
+    attachment = Attachment(
+        id=store.new_id(),
+        uploader_id=uploader_id,
+        filename=accepted.filename,
+        content_type=accepted.content_type,
+        size_bytes=accepted.size_bytes,
+        sha256=accepted.sha256,
+        created_at=now,
+    )
+    store.save(attachment.id, data)
+    session.add(attachment)
+    session.flush()
+    return attachment

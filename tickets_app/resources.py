@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
+from sqlalchemy.orm import Session
 
 from service_kit.db import Database
 from tickets_app.attachments import AttachmentStore, Scanner
@@ -44,3 +45,8 @@ def desk_of() -> Desk:
 
 def now() -> datetime:
     return resources().clock()
+
+
+def db_session() -> Session:
+    """This request's session (the kit scopes it to the app context)."""
+    return resources().db.session()
