@@ -36,6 +36,7 @@ class ServiceKit:
         logging_settings: LoggingSettings | None = None,
         max_body_bytes: int | None = None,
         log_requests: bool = True,
+        endpoints: bool = True,
     ) -> None:
         self.service = service
         self.version = version
@@ -43,6 +44,9 @@ class ServiceKit:
         self.logging_settings = logging_settings or LoggingSettings()
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
+        # False for an app that must not claim paths of its own (a proxy): /metrics and the health
+        # endpoints are then served by a companion app (e.g. an admin app on another port).
+        self.endpoints = endpoints
         self.metrics = Metrics(service, version)
         self.health = Health(service)
         self.sentry_enabled = False
@@ -54,8 +58,9 @@ class ServiceKit:
         configure_logging(self.service, self.logging_settings.level, self.logging_settings.json)
         self.sentry_enabled = init_sentry(self.sentry_settings, self.service, self.version)
         register_error_handlers(app)
-        self.metrics.init_app(app)
-        self.health.init_app(app)
+        if self.endpoints:
+            self.metrics.init_app(app)
+            self.health.init_app(app)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
 

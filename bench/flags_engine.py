@@ -1,0 +1,255 @@
+"""Local flag evaluation time per call: our engine vs openfeature-flagd-core, UnleashClient and
+flagsmith-flag-engine on equivalent flags, in the same run (ratios, since this machine is shared).
+
+Cases: a static boolean flag; three targeting rules where the context matches the third (every rule is
+tried); a 3-way percentage rollout. Each peer gets its idiomatic equivalent of the same flag.
+Run: .venv/bin/python -m bench.flags_engine   (add --quick for a short run)
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import tempfile
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+from flags_service.engine import evaluate
+
+USERS = [f"user-{i}" for i in range(1000)]
+# json-logic "if": condition, variant, condition, variant, ..., else (null: the default variant)
+THREE_RULES_JSONLOGIC = [
+    {"in": [{"var": "tier"}, ["enterprise"]]},
+    "a",
+    {"ends_with": [{"var": "email"}, "@vibelux.io"]},
+    "b",
+    {"in": [{"var": "country"}, ["DE", "NL"]]},
+    "c",
+    None,
+]
+THIRD_RULE_CONTEXT = {"targetingKey": "user-42", "tier": "pro", "email": "a@example.com", "country": "NL"}
+
+
+# -- ours ---------------------------------------------------------------------------------------------
+def _ours() -> dict[str, Callable[[int], object]]:
+    base = {"enabled": True, "offVariant": "off", "metadata": {"kind": "release"}}
+    static = {**base, "key": "static", "variants": {"on": True, "off": False}, "fallthrough": {"variant": "on"}}
+
+    def rule(rule_id: str, attribute: str, op: str, values: list[str], variant: str) -> dict[str, Any]:
+        clause = {"attribute": attribute, "op": op, "values": values}
+        return {"id": rule_id, "clauses": [clause], "serve": {"variant": variant}}
+
+    rules = {
+        **base,
+        "key": "three-rules",
+        "variants": {"a": "a", "b": "b", "c": "c", "off": "off"},
+        "rules": [
+            rule("r1", "tier", "in", ["enterprise"], "a"),
+            rule("r2", "email", "endsWith", ["@vibelux.io"], "b"),
+            rule("r3", "country", "in", ["DE", "NL"], "c"),
+        ],
+        "fallthrough": {"variant": "off"},
+    }
+    rollout = {
+        **base,
+        "key": "rollout",
+        "variants": {"a": "a", "b": "b", "c": "c", "off": "off"},
+        "fallthrough": {"rollout": [{"variant": v, "weight": 1} for v in "abc"]},
+    }
+    assert evaluate(rules, THIRD_RULE_CONTEXT).variant == "c"
+    return {
+        "static": lambda i: evaluate(static, {"targetingKey": USERS[i % 1000]}).value,
+        "three rules": lambda i: evaluate(rules, THIRD_RULE_CONTEXT).value,
+        "3-way rollout": lambda i: evaluate(rollout, {"targetingKey": USERS[i % 1000]}).value,
+    }
+
+
+# -- openfeature-flagd-core (json-logic targeting, fractional) --------------------------------------------
+def _flagd() -> dict[str, Callable[[int], object]]:
+    from openfeature.contrib.tools.flagd.core import FlagdCore
+    from openfeature.evaluation_context import EvaluationContext
+
+    core = FlagdCore()
+    variants = {"a": "a", "b": "b", "c": "c", "off": "off"}
+    core.set_flags(
+        {
+            "flags": {
+                "static": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
+                "three-rules": {
+                    "state": "ENABLED",
+                    "variants": variants,
+                    "defaultVariant": "off",
+                    "targeting": {"if": THREE_RULES_JSONLOGIC},
+                },
+                "rollout": {
+                    "state": "ENABLED",
+                    "variants": variants,
+                    "defaultVariant": "off",
+                    "targeting": {"fractional": [["a", 1], ["b", 1], ["c", 1]]},
+                },
+            }
+        }
+    )
+    rules_context = EvaluationContext("user-42", {k: v for k, v in THIRD_RULE_CONTEXT.items() if k != "targetingKey"})
+    contexts = [EvaluationContext(user) for user in USERS]
+    assert core.resolve_string_value("three-rules", "x", rules_context).variant == "c"
+    return {
+        "static": lambda i: core.resolve_boolean_value("static", False, contexts[i % 1000]).value,
+        "three rules": lambda i: core.resolve_string_value("three-rules", "x", rules_context).value,
+        "3-way rollout": lambda i: core.resolve_string_value("rollout", "x", contexts[i % 1000]).value,
+    }
+
+
+# -- UnleashClient, bootstrapped offline (Rust yggdrasil engine underneath) ------------------------------
+def _unleash() -> dict[str, Callable[[int], object]]:
+    from UnleashClient import UnleashClient
+    from UnleashClient.cache import FileCache
+
+    logging.getLogger("UnleashClient").setLevel(logging.ERROR)
+
+    def variants(names: str) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "weight": 1000 // len(names), "stickiness": "userId", "weightType": "variable"} for n in names
+        ]
+
+    def rule(constraint: dict[str, Any], variant: str) -> dict[str, Any]:
+        return {
+            "name": "flexibleRollout",
+            "parameters": {"rollout": "100", "stickiness": "default", "groupId": "three-rules"},
+            "constraints": [constraint],
+            "variants": [{"name": variant, "weight": 1000, "stickiness": "default", "weightType": "variable"}],
+        }
+
+    features = {
+        "version": 1,
+        "features": [
+            {"name": "static", "enabled": True, "strategies": [{"name": "default", "parameters": {}}]},
+            {
+                "name": "three-rules",
+                "enabled": True,
+                "strategies": [
+                    rule({"contextName": "tier", "operator": "IN", "values": ["enterprise"]}, "a"),
+                    rule({"contextName": "email", "operator": "STR_ENDS_WITH", "values": ["@vibelux.io"]}, "b"),
+                    rule({"contextName": "country", "operator": "IN", "values": ["DE", "NL"]}, "c"),
+                ],
+            },
+            {
+                "name": "rollout",
+                "enabled": True,
+                "strategies": [
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": {"rollout": "100", "stickiness": "userId", "groupId": "rollout"},
+                        "variants": variants("abc"),
+                    }
+                ],
+            },
+        ],
+    }
+    cache = FileCache("bench", directory=tempfile.mkdtemp(prefix="unleash-bench-"))
+    cache.bootstrap_from_dict(features)
+    client = UnleashClient(
+        "http://127.0.0.1:9/api",
+        "bench",
+        disable_metrics=True,
+        disable_registration=True,
+        cache=cache,
+    )
+    client.initialize_client(fetch_toggles=False)
+    rules_context = {"userId": "user-42", **{k: v for k, v in THIRD_RULE_CONTEXT.items() if k != "targetingKey"}}
+    contexts = [{"userId": user} for user in USERS]
+    assert client.get_variant("three-rules", rules_context)["name"] == "c"
+    return {
+        "static": lambda i: client.is_enabled("static", contexts[i % 1000]),
+        "three rules": lambda i: client.get_variant("three-rules", rules_context)["name"],
+        "3-way rollout": lambda i: client.get_variant("rollout", contexts[i % 1000])["name"],
+    }
+
+
+# -- flagsmith-flag-engine (evaluates an environment context per call) ----------------------------------
+def _flagsmith() -> dict[str, Callable[[int], object]]:
+    from flag_engine.engine import get_evaluation_result
+
+    environment = {"key": "bench", "name": "bench"}
+
+    def feature(key: str, value: Any, variants: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        context: dict[str, Any] = {"key": key, "name": key, "enabled": True, "value": value}
+        if variants:
+            context["variants"] = variants
+        return context
+
+    def segment(key: str, condition: dict[str, Any], value: str, priority: int) -> dict[str, Any]:
+        override = {**feature("three-rules", value), "priority": priority}
+        return {"key": key, "name": key, "rules": [{"type": "ALL", "conditions": [condition]}], "overrides": [override]}
+
+    static = {"environment": environment, "features": {"static": feature("static", True)}}
+    rules = {
+        "environment": environment,
+        "features": {"three-rules": feature("three-rules", "off")},
+        "segments": {
+            "s1": segment("s1", {"property": "tier", "operator": "IN", "value": ["enterprise"]}, "a", 1),
+            "s2": segment("s2", {"property": "email", "operator": "REGEX", "value": r".*@vibelux\.io$"}, "b", 2),
+            "s3": segment("s3", {"property": "country", "operator": "IN", "value": ["DE", "NL"]}, "c", 3),
+        },
+    }
+    split = [{"value": v, "weight": 100 / 3, "priority": p} for p, v in enumerate("abc")]
+    rollout = {"environment": environment, "features": {"rollout": feature("rollout", "off", split)}}
+    traits = {k: v for k, v in THIRD_RULE_CONTEXT.items() if k != "targetingKey"}
+    rules_identity = {"identifier": "user-42", "traits": traits}
+    identities = [{"identifier": user} for user in USERS]
+    assert get_evaluation_result({**rules, "identity": rules_identity})["flags"]["three-rules"]["value"] == "c"
+
+    def value(context: dict[str, Any], identity: dict[str, Any], key: str) -> object:
+        return get_evaluation_result({**context, "identity": identity})["flags"][key]["value"]  # type: ignore[typeddict-item]
+
+    return {
+        "static": lambda i: value(static, identities[i % 1000], "static"),
+        "three rules": lambda i: value(rules, rules_identity, "three-rules"),
+        "3-way rollout": lambda i: value(rollout, identities[i % 1000], "rollout"),
+    }
+
+
+def _microseconds(call: Callable[[int], object], number: int, repeats: int) -> float:
+    """Best of ``repeats`` runs of ``number`` calls, in µs per call (the least-disturbed run)."""
+    counter = iter(range(10**9))
+    timer = timeit.Timer(lambda: call(next(counter)))
+    return min(timer.repeat(repeat=repeats, number=number)) / number * 1e6
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    number, repeats = (2_000, 3) if quick else (20_000, 5)
+    implementations = {
+        "vibelux engine": _ours(),
+        "openfeature-flagd-core 2.0": _flagd(),
+        "UnleashClient 6.9 (offline)": _unleash(),
+        "flagsmith-flag-engine 11.1": _flagsmith(),
+    }
+    cases = ["static", "three rules", "3-way rollout"]
+    results = {
+        name: {case: _microseconds(impl[case], number, repeats) for case in cases}
+        for name, impl in implementations.items()
+    }
+    ours = results["vibelux engine"]
+    print(f"{number} calls x best of {repeats}; µs per call (ratio = peer time / our time)\n")
+    print("| implementation | " + " | ".join(cases) + " |")
+    print("|---|" + "---|" * len(cases))
+    for name, timings in results.items():
+        cells = [
+            f"{timings[c]:.2f} µs" + ("" if name == "vibelux engine" else f" ({timings[c] / ours[c]:.1f}x)")
+            for c in cases
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    slowest_ratio = min(
+        timings[c] / ours[c] for name, timings in results.items() if name != "vibelux engine" for c in cases
+    )
+    print(
+        f"\nsmallest peer/ours ratio: {slowest_ratio:.2f} (above 1.0 means we are faster than every peer in every case)"
+    )
+    print(f"median of our three cases: {statistics.median(ours.values()):.2f} µs")
+
+
+if __name__ == "__main__":
+    main()

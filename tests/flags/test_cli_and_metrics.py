@@ -1,0 +1,106 @@
+"""The flags CLI against a live service, demo seeding, and the service's own metrics."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from flags_service.cli import cli
+from flags_service.engine import evaluate
+from flags_service.settings import FlagsSettings
+from tests.flags.conftest import LiveServer
+
+
+def test_cli_create_toggle_rollout_history(live_server: LiveServer, make_token: Callable[[str], str]) -> None:
+    runner = CliRunner()
+    env = {"VIBELUX_FLAGS_URL": live_server.url, "VIBELUX_FLAGS_TOKEN": make_token("admin")}
+
+    created = runner.invoke(cli, ["create", "new-search", "--owner", "search", "--client-visible"], env=env)
+    assert created.exit_code == 0, created.output
+    assert "new-search v1 (boolean)" in created.output
+    toggled = runner.invoke(cli, ["toggle", "new-search", "--env", "production", "--on"], env=env)
+    assert "production=on" in toggled.output
+    rolled = runner.invoke(cli, ["rollout", "new-search", "25%", "--env", "production"], env=env)
+    assert rolled.exit_code == 0, rolled.output
+    assert "production fallthrough: on 25%, off 75%" in rolled.output
+    history = runner.invoke(cli, ["history", "new-search"], env=env)
+    lines = history.output.splitlines()
+    assert lines[0].startswith("v3") and "rollout" in lines[0]
+    assert any("environments.production.enabled: false -> true" in line for line in lines)
+
+    bad = runner.invoke(cli, ["rollout", "new-search", "250%"], env=env)
+    assert bad.exit_code != 0
+    assert "PERCENT" in bad.output
+    missing = runner.invoke(cli, ["toggle", "nope"], env=env)
+    assert missing.exit_code == 1
+    assert "404" in missing.output
+    viewer = runner.invoke(cli, ["toggle", "new-search"], env={**env, "VIBELUX_FLAGS_TOKEN": make_token("viewer")})
+    assert "403" in viewer.output
+
+
+def test_seed_demo_creates_the_four_demo_flags_once(settings: FlagsSettings, tmp_path: Path) -> None:
+    config = tmp_path / "flags.yml"
+    config.write_text(f"database:\n  url: {settings.database.url}\nredis:\n  url: ''\n")
+    keys_file = tmp_path / "keys.json"
+    runner = CliRunner()
+    env = {"VIBELUX_FLAGS_CONFIG": str(config)}
+    first = runner.invoke(cli, ["seed-demo", "--keys-file", str(keys_file)], env=env)
+    assert first.exit_code == 0, first.output
+    assert "new-checkout, ai-summaries, pricing-page-experiment, upload-limit-mb" in first.output
+    assert set(json.loads(keys_file.read_text())) == {"server", "client"}
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    again = runner.invoke(cli, ["seed-demo"], env=env)
+    assert "already present" in again.output
+
+    from flags_service.demo import DEMO_FLAGS
+    from flags_service.model import compile_flag, validate_flag
+
+    flags = {
+        d["key"]: compile_flag(validate_flag(d, ["development", "staging", "production"]), "production")
+        for d in DEMO_FLAGS
+    }
+    assert evaluate(flags["ai-summaries"], {"tier": "pro"}).value is True
+    assert evaluate(flags["ai-summaries"], {"tier": "free"}).value is False
+    assert evaluate(flags["upload-limit-mb"], {"tier": "enterprise"}).value == 500
+    assert evaluate(flags["pricing-page-experiment"], {"targetingKey": "u1"}).reason == "SPLIT"
+    served = sum(evaluate(flags["new-checkout"], {"targetingKey": f"u{i}"}).value for i in range(4000))
+    assert 0.22 < served / 4000 < 0.28
+
+
+def _samples(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_snapshot_versions_changes_and_stale_flags(
+    client: FlaskClient, admin: dict[str, str], create_flag: Callable
+) -> None:
+    create_flag("expired", kind="ops", expiresAt="2020-01-01T00:00:00Z")
+    client.post("/api/v1/flags/expired/environments/production/toggle", headers=admin)
+    samples = _samples(client)
+    versions = client.get("/api/v1/environments", headers=admin).json["data"]
+    production = next(env["version"] for env in versions if env["name"] == "production")
+    assert samples[("flags_snapshot_version", (("environment", "production"),))] == production
+    assert samples[("flags_changes_total", (("action", "toggle"), ("environment", "production")))] == 1
+    assert samples[("flags_changes_total", (("action", "create"), ("environment", "production")))] == 1
+    assert samples[("flags_stale_flags", (("environment", "production"),))] == 1
+    route = "/api/v1/flags/<key>/environments/<env>/toggle"
+    assert any(name == "http_requests_total" and ("route", route) in labels for name, labels in samples)
+
+
+@pytest.mark.parametrize("variable", ["FLAGS_FLAGS__ENVIRONMENTS", "FLAGS_REDIS__URL"])
+def test_bad_config_stops_start_up_with_one_line(variable: str) -> None:
+    result = CliRunner().invoke(cli, ["check-config"], env={variable: "http://nope" if "URL" in variable else "[]"})
+    assert result.exception is not None
+    assert variable in str(result.exception)

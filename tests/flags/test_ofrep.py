@@ -1,0 +1,197 @@
+"""OFREP endpoints: exact shapes, errors, key kinds, ETag/304, CORS, and the official Python provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from flask.testing import FlaskClient
+from openfeature import api
+from openfeature.contrib.provider.ofrep import OFREPProvider
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import ErrorCode
+from openfeature.flag_evaluation import Reason
+
+from tests.flags.conftest import LiveServer, SdkKeys
+
+H = dict[str, str]
+PRO_RULE = {"id": "pro", "clauses": [{"attribute": "tier", "op": "in", "values": ["pro"]}], "serve": {"variant": "on"}}
+
+
+@pytest.fixture
+def flags(create_flag: Callable) -> None:
+    create_flag(
+        "new-checkout",
+        clientVisible=True,
+        owner="payments",
+        environments={"production": {"enabled": True, "rules": [PRO_RULE]}},
+    )
+    create_flag("internal-only", environments={"production": {"enabled": True, "fallthrough": {"variant": "on"}}})
+    create_flag(
+        "rollout",
+        clientVisible=True,
+        environments={
+            "production": {
+                "enabled": True,
+                "fallthrough": {"rollout": [{"variant": "on", "weight": 1}, {"variant": "off", "weight": 1}]},
+            }
+        },
+    )
+
+
+def bearer(token: str) -> H:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.usefixtures("flags")
+def test_single_evaluation_has_exact_ofrep_shape(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    response = client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout",
+        json={"context": {"targetingKey": "user-1", "tier": "pro"}},
+        headers=bearer(sdk_keys.server),
+    )
+    assert response.status_code == 200
+    assert response.json == {
+        "key": "new-checkout",
+        "value": True,
+        "reason": "TARGETING_MATCH",
+        "variant": "on",
+        "metadata": {"kind": "release", "owner": "payments"},
+    }
+    free = client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout",
+        json={"context": {"tier": "free"}},
+        headers={"X-API-Key": sdk_keys.client},
+    )
+    assert (free.json["value"], free.json["reason"], free.json["variant"]) == (False, "DEFAULT", "off")
+
+
+@pytest.mark.usefixtures("flags")
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/ofrep/v1/evaluate/flags/nope", {"context": {}}, 404, "FLAG_NOT_FOUND"),
+        ("/ofrep/v1/evaluate/flags/new-checkout", b"{not json", 400, "PARSE_ERROR"),
+        ("/ofrep/v1/evaluate/flags/new-checkout", {"context": [1]}, 400, "INVALID_CONTEXT"),
+        ("/ofrep/v1/evaluate/flags/new-checkout", {"context": {"targetingKey": 5}}, 400, "INVALID_CONTEXT"),
+        ("/ofrep/v1/evaluate/flags/rollout", {"context": {"tier": "pro"}}, 400, "TARGETING_KEY_MISSING"),
+    ],
+)
+def test_single_evaluation_errors(
+    client: FlaskClient, sdk_keys: SdkKeys, path: str, body: object, status: int, code: str
+) -> None:
+    kwargs = {"data": body, "content_type": "application/json"} if isinstance(body, bytes) else {"json": body}
+    response = client.post(path, headers=bearer(sdk_keys.server), **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status
+    assert response.json["errorCode"] == code
+    assert response.json["key"] == path.rsplit("/", 1)[1]
+    assert isinstance(response.json["errorDetails"], str)
+
+
+@pytest.mark.usefixtures("flags")
+def test_unauthenticated_requests_get_401_without_a_body(client: FlaskClient) -> None:
+    for headers in ({}, bearer("fsk_not_a_key")):
+        response = client.post("/ofrep/v1/evaluate/flags/new-checkout", json={"context": {}}, headers=headers)
+        assert response.status_code == 401
+        assert response.data == b""
+
+
+@pytest.mark.usefixtures("flags")
+def test_client_keys_cannot_read_server_only_flags(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    single = client.post(
+        "/ofrep/v1/evaluate/flags/internal-only", json={"context": {}}, headers=bearer(sdk_keys.client)
+    )
+    assert single.status_code == 404
+    assert single.json["errorCode"] == "FLAG_NOT_FOUND"
+    context = {"context": {"targetingKey": "u1"}}
+    client_keys = {
+        i["key"]
+        for i in client.post("/ofrep/v1/evaluate/flags", json=context, headers=bearer(sdk_keys.client)).json["flags"]
+    }
+    server_keys = {
+        i["key"]
+        for i in client.post("/ofrep/v1/evaluate/flags", json=context, headers=bearer(sdk_keys.server)).json["flags"]
+    }
+    assert client_keys == {"new-checkout", "rollout"}
+    assert server_keys == {"new-checkout", "rollout", "internal-only"}
+    assert client.get("/api/v1/sdk/snapshot", headers=bearer(sdk_keys.client)).status_code == 403
+
+
+@pytest.mark.usefixtures("flags")
+def test_bulk_has_etag_and_answers_304_until_something_changes(
+    client: FlaskClient, sdk_keys: SdkKeys, admin: H
+) -> None:
+    context = {"context": {"targetingKey": "user-7", "tier": "pro"}}
+    first = client.post("/ofrep/v1/evaluate/flags", json=context, headers=bearer(sdk_keys.server))
+    assert first.status_code == 200
+    items = {item["key"]: item for item in first.json["flags"]}
+    assert items["new-checkout"] == {
+        "key": "new-checkout", "value": True, "reason": "TARGETING_MATCH", "variant": "on",
+        "metadata": {"kind": "release", "owner": "payments"},
+    }  # fmt: skip
+    assert items["rollout"]["reason"] == "SPLIT"
+    etag = first.headers["ETag"]
+    again = client.post(
+        "/ofrep/v1/evaluate/flags", json=context, headers={**bearer(sdk_keys.server), "If-None-Match": etag}
+    )
+    assert again.status_code == 304
+    other_context = {"context": {"targetingKey": "user-8"}}
+    other = client.post(
+        "/ofrep/v1/evaluate/flags", json=other_context, headers={**bearer(sdk_keys.server), "If-None-Match": etag}
+    )
+    assert other.status_code == 200
+    client.post("/api/v1/flags/new-checkout/environments/production/toggle", headers=admin)
+    changed = client.post(
+        "/ofrep/v1/evaluate/flags", json=context, headers={**bearer(sdk_keys.server), "If-None-Match": etag}
+    )
+    assert changed.status_code == 200
+    assert {i["key"]: i for i in changed.json["flags"]}["new-checkout"]["reason"] == "DISABLED"
+    missing = client.post("/ofrep/v1/evaluate/flags", json={"context": {}}, headers=bearer(sdk_keys.server))
+    errors = {i["key"]: i for i in missing.json["flags"]}
+    assert errors["rollout"] == {
+        "key": "rollout",
+        "errorCode": "TARGETING_KEY_MISSING",
+        "errorDetails": errors["rollout"]["errorDetails"],
+    }
+
+
+@pytest.mark.usefixtures("flags")
+def test_cors_preflight_and_exposed_etag_for_browsers(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    origin = {"Origin": "https://app.example.com"}
+    preflight = client.options(
+        "/ofrep/v1/evaluate/flags",
+        headers={**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    bulk = client.post(
+        "/ofrep/v1/evaluate/flags",
+        json={"context": {"targetingKey": "u"}},
+        headers={**origin, **bearer(sdk_keys.client)},
+    )
+    assert bulk.headers["Access-Control-Expose-Headers"] == "ETag"
+    assert bulk.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.usefixtures("flags")
+def test_official_openfeature_ofrep_provider_against_the_live_endpoint(
+    live_server: LiveServer, sdk_keys: SdkKeys
+) -> None:
+    provider = OFREPProvider(live_server.url, headers_factory=lambda: {"Authorization": f"Bearer {sdk_keys.server}"})
+    api.set_provider(provider, domain="ofrep-test")
+    client = api.get_client(domain="ofrep-test")
+    pro = EvaluationContext("user-1", {"tier": "pro"})
+    details = client.get_boolean_details("new-checkout", False, pro)
+    assert (details.value, details.reason, details.variant) == (True, Reason.TARGETING_MATCH, "on")
+    assert details.flag_metadata == {"kind": "release", "owner": "payments"}
+    split = client.get_boolean_details("rollout", False, EvaluationContext("user-1"))
+    assert split.reason == Reason.SPLIT
+    missing = client.get_boolean_details("does-not-exist", True, pro)
+    assert (missing.value, missing.error_code) == (True, ErrorCode.FLAG_NOT_FOUND)
+    no_key = client.get_boolean_details("rollout", True, EvaluationContext(None, {"tier": "pro"}))
+    assert (no_key.value, no_key.error_code) == (True, ErrorCode.TARGETING_KEY_MISSING)
+    wrong_type = client.get_string_details("new-checkout", "x", pro)
+    assert wrong_type.error_code == ErrorCode.TYPE_MISMATCH
+    api.shutdown()

@@ -1,0 +1,105 @@
+"""Fixtures of the proxy's tests: a real demo upstream process, settings pointing at it and at the
+shared real Redis, the ``app``/``client`` pair, an admin app with an admin token."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ratelimit_proxy.app import create_app
+from ratelimit_proxy.settings import (
+    AbuseSettings,
+    ClientSettings,
+    LimitSettings,
+    ProxySettings,
+    RedisSettings,
+    TierSettings,
+    UpstreamSettings,
+)
+from service_kit.settings import DatabaseSettings, LoggingSettings
+from tests.servers import free_port, port_open, wait_until
+
+ROOT = Path(__file__).parents[2]
+
+
+class Upstream:
+    """The demo upstream API as its own process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "demo.upstream", "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port))
+
+    def served(self, path: str) -> int:
+        return int(requests.get(f"{self.url}/_demo/served", timeout=5).json().get(path, 0))
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    server = Upstream()
+    yield server
+    server.close()
+
+
+TEST_TIERS = {
+    "free": TierSettings(burst_per_second=5, per_minute=20, per_hour=100, ai_per_day=3),
+    "enterprise": TierSettings(burst_per_second=1000, per_minute=5000, per_hour=10000, ai_per_day=100),
+}
+
+
+def build_settings(upstream_url: str, redis_url: str = "", **sections: Any) -> ProxySettings:
+    """Settings for tests: quiet logs, tiers small enough to hit, abuse rules off unless given."""
+    off = dataclasses.replace(AbuseSettings().scanning, mode="off")
+    abuse = AbuseSettings(limit_breaches=off, scanning=off, attack_paths=off, many_keys=off)
+    base = ProxySettings(
+        logging=LoggingSettings(level="WARNING"),
+        upstream=UpstreamSettings(url=upstream_url, connect_timeout_seconds=1.0, read_timeout_seconds=1.0),
+        redis=RedisSettings(url=redis_url, timeout_ms=50, breaker_reset_seconds=0.5, ban_refresh_seconds=0.2),
+        limits=LimitSettings(tiers=TEST_TIERS),
+        clients=ClientSettings(max_body_bytes=1024 * 1024, max_header_bytes=4096),
+        abuse=abuse,
+        log_proxied_requests=False,
+    )
+    return dataclasses.replace(base, **sections)
+
+
+@pytest.fixture
+def settings_for(upstream: Upstream, redis_url: str) -> Callable[..., ProxySettings]:
+    def make(**sections: Any) -> ProxySettings:
+        return build_settings(upstream.url, redis_url, **sections)
+
+    return make
+
+
+@pytest.fixture
+def app(settings_for: Callable[..., ProxySettings]) -> Flask:
+    return create_app(settings_for())
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> DatabaseSettings:
+    return DatabaseSettings(url=f"sqlite:///{tmp_path / 'proxy.sqlite3'}")
