@@ -108,3 +108,12 @@ def test_alertmanager_config_holds_no_secret_only_file_references() -> None:
         ),
     ]
     assert all(path.startswith("secrets/") for path in files)
+
+
+def test_compose_gives_alertmanager_every_secret_file_its_config_reads() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    targets = {secret["target"] for secret in compose["services"]["alertmanager"]["secrets"]}
+    text = (REPO / "config" / "alertmanager.yml").read_text()
+    read = set(re.findall(r"_file: (secrets/[\w.-]+)", text))
+    assert {f"/etc/alertmanager/{path}" for path in read} == targets
+    assert set(compose["secrets"]) == {secret["source"] for secret in compose["services"]["alertmanager"]["secrets"]}
