@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -66,9 +67,19 @@ class ManagedProcess:
     def ready(self) -> bool:
         return port_open(self.port)
 
+    def environment(self) -> dict[str, str]:
+        """Variables added to the inherited environment of the process."""
+        return {}
+
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            env={**os.environ, **self.environment()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until(self.ready, timeout=self.start_timeout)
         except TimeoutError:
