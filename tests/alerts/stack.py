@@ -198,6 +198,7 @@ class AlertingStack:
             [sys.executable, "-m", "demo.business_db", "--out", str(platform_db), "--users", "400", "--quiet"],
             check=True,
             cwd=REPO,
+            stdout=subprocess.DEVNULL,
         )
         self.business = self._exporter(
             "business", business_config, {"EXPORTER_BUSINESS_DATABASE__URL": f"sqlite:///{platform_db}"}
