@@ -1,0 +1,70 @@
+"""docker-compose.yml is for users (no Docker engine runs here): check it as a file against the repo."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DEFAULT_PORTS = {
+    "demo-api": [8000],
+    "proxy": [8080, 9180],
+    "tickets": [8081],
+    "flags": [8082],
+    "exporter-infra": [9101],
+    "exporter-health": [9102],
+    "exporter-business": [9103],
+    "prometheus": [9090],
+    "alertmanager": [9093],
+    "grafana": [3000],
+    "redis": [6379],
+}
+
+
+def test_every_component_has_a_service_on_its_default_port() -> None:
+    for name, ports in DEFAULT_PORTS.items():
+        published = [int(str(p).split(":")[-1]) for p in SERVICES[name].get("ports", [])]
+        assert published == ports, name
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_mounted_files_exist(name: str) -> None:
+    for volume in SERVICES[name].get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert (REPO / source).exists(), f"{name} mounts missing {source}"
+        else:
+            assert source in COMPOSE.get("volumes", {}) or source.startswith("/"), f"{name}: unknown volume {source}"
+
+
+def test_build_context_and_dockerfile_copies_exist() -> None:
+    built = [name for name, service in SERVICES.items() if "build" in service]
+    assert built, "the Python services are built from the repo's Dockerfile"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (\S+)", dockerfile, flags=re.MULTILINE):
+        assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_commands_are_installed_console_scripts() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for name, service in SERVICES.items():
+        command = service.get("command")
+        if "build" in service and command and command[0].startswith("vibelux-"):
+            assert f"{command[0]} = " in pyproject, f"{name} runs {command[0]}, which pyproject does not install"
+
+
+def test_prometheus_in_compose_scrapes_the_compose_services() -> None:
+    config = yaml.safe_load((REPO / "config" / "prometheus.compose.yml").read_text())
+    targets = {
+        target.split(":")[0]
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    for name in ("proxy", "tickets", "flags", "exporter-infra", "exporter-health", "exporter-business"):
+        assert name in targets, f"compose Prometheus does not scrape {name}"

@@ -1,0 +1,67 @@
+"""`make up` end to end: the stack starts on the default ports, every service answers, Ctrl-C stops all.
+
+Runs scripts/up.sh (what `make up` runs after installing) exactly as a user would, so it needs the default
+ports free; it is skipped nowhere: CI machines have them free.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.servers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name in the Procfile -> port that serves /metrics, /healthz and /readyz
+ENDPOINTS = {
+    "proxy": 9180,
+    "tickets": 8081,
+    "flags": 8082,
+    "exporter-infra": 9101,
+    "exporter-health": 9102,
+    "exporter-business": 9103,
+}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procfile = REPO / ".run" / "Procfile"
+    procfile.unlink(missing_ok=True)
+    log = (tmp_path / "up.log").open("wb")
+    stack = subprocess.Popen(
+        ["scripts/up.sh"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    try:
+        wait_until(procfile.exists, timeout=30)
+        started = {line.split(":")[0] for line in procfile.read_text().splitlines() if line}
+        for name in [*ENDPOINTS, "demo", "redis", "prometheus", "alertmanager"]:
+            assert name in started, f"make up does not start {name}"
+        wait_until(lambda: requests.get("http://127.0.0.1:8000/healthz", timeout=2).ok, timeout=60)
+        for name, port in ENDPOINTS.items():
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda b=base: requests.get(f"{b}/healthz", timeout=2).status_code == 200, timeout=120)
+            assert requests.get(f"{base}/readyz", timeout=5).status_code == 200, name
+            assert "# TYPE" in requests.get(f"{base}/metrics", timeout=5).text, name
+        wait_until(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=2).ok, timeout=60)
+        wait_until(lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=2).ok, timeout=60)
+        children = psutil.Process(stack.pid).children(recursive=True)
+        assert len(children) >= len(ENDPOINTS)
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)  # what one Ctrl-C in the terminal sends
+        stack.wait(60)
+        log.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(child.is_running() and child.status() != "zombie" for child in children):
+        time.sleep(0.2)
+    left = [child.pid for child in children if child.is_running() and child.status() != "zombie"]
+    assert left == [], f"processes left after Ctrl-C: {left}\n{(tmp_path / 'up.log').read_text()[-3000:]}"
