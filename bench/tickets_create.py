@@ -52,8 +52,8 @@ def wrk(url: str, script: Path | None = None) -> tuple[float, str]:
         command[1:1] = ["-s", str(script)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", output).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", output).group(1)  # type: ignore[union-attr]
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1)  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return rate, f"p50 {p50}, p99 {p99}, non-2xx {non_2xx.group(1) if non_2xx else 0}"
 

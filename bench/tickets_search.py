@@ -33,11 +33,9 @@ from tickets_app.search import SqliteFtsIndex
 
 DATABASE = Path(".run/bench/tickets-search.sqlite3")
 COMMON_WORD = "request"  # in most messages
-RARE_WORDS = [
-    f"{stem}{suffix}"
-    for stem in ("zircon", "quokka", "marimba", "tundra", "fennec")
-    for suffix in ("ite", "oid", "ary", "ism", "ence", "ful", "ish", "ward")
-]
+# Distinct stems (no shared suffixes for the porter stemmer to fold together), each in 20 messages.
+_letters = random.Random(3)
+RARE_WORDS = ["qx" + "".join(_letters.choices("bcdfgjkvwz", k=6)) for _ in range(40)]
 STATUSES = ["open", "in_progress", "waiting", "resolved", "closed"]
 PRIORITIES = ["urgent", "high", "medium", "low"]
 AGENT = Actor(id="bench-agent", role="agent", name="Bench")

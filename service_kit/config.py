@@ -74,7 +74,8 @@ class _Context:
     environ: Mapping[str, str]
 
 
-def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
+def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context, base: Any = None) -> T:
+    """``base``: the instance a section's ``default_factory`` gives (a service's own defaults, e.g. its port)."""
     dotted = ".".join(path) or "(top level)"
     if not isinstance(data, dict):
         raise ConfigError(dotted, ctx.source, "a mapping", data)
@@ -97,7 +98,8 @@ def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
                 values[field.name] = value
             continue
         if dataclasses.is_dataclass(hint):
-            values[field.name] = _build(hint, data.get(field.name, {}), field_path, ctx)  # type: ignore[arg-type]
+            section_base = None if field.default_factory is dataclasses.MISSING else field.default_factory()
+            values[field.name] = _build(hint, data.get(field.name, {}), field_path, ctx, section_base)  # type: ignore[arg-type]
             continue
         if _is_named_sections(hint) and field.name in data:
             # named entries (probes, queries): each entry is a section, so {PREFIX}_{FIELD}__{NAME}__{KEY}
@@ -121,7 +123,7 @@ def _build(cls: type[T], data: Any, path: tuple[str, ...], ctx: _Context) -> T:
         if check is not None and (expected := check(value)):
             raise ConfigError(key, where, expected, raw)
         values[field.name] = value
-    return cls(**values)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
 def _secret_from_env(variable: str, environ: Mapping[str, str], default: Any) -> str | None:

@@ -36,9 +36,6 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-session = db_session
-
-
 # -- tickets ---------------------------------------------------------------------------------------
 
 
@@ -46,8 +43,8 @@ session = db_session
 def list_view() -> ResponseReturnValue:
     actor = current_actor()
     parsed, size, cursor = parse_list_args(request.args)
-    page = list_tickets(session(), desk_of().index, actor, parsed, size, cursor)
-    tags = desk_of().tags_of(session(), [t.id for t in page.tickets])
+    page = list_tickets(db_session(), desk_of().index, actor, parsed, size, cursor)
+    tags = desk_of().tags_of(db_session(), [t.id for t in page.tickets])
     data = [
         ticket_json(t, tags.get(t.id, []), actor, resources().at_risk, now(), page.snippets.get(t.id))
         for t in page.tickets
@@ -62,17 +59,17 @@ def list_view() -> ResponseReturnValue:
 @api.post("/tickets")
 def create_view() -> ResponseReturnValue:
     actor = current_actor()
-    ticket = desk_of().create_ticket(session(), actor, json_body(), now())
+    ticket = desk_of().create_ticket(db_session(), actor, json_body(), now())
     if actor.is_staff:
         _audit_ticket("ticket.create", ticket, None, {"customer": ticket.customer_id})
-    session().commit()
+    db_session().commit()
     return _ticket_response(ticket, actor, status=201)
 
 
 @api.get("/tickets/<int:ticket_id>")
 def get_view(ticket_id: int) -> ResponseReturnValue:
     actor = current_actor()
-    ticket = desk_of().get_ticket(session(), actor, ticket_id)
+    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
     return _ticket_response(ticket, actor)
 
 
@@ -88,11 +85,11 @@ def update_view(ticket_id: int) -> ResponseReturnValue:
             raise ValidationError({"fields": "expected an object"})
         body = {**fields, "message": body}
     desk = desk_of()
-    ticket = desk.get_ticket(session(), actor, ticket_id, for_update=True)
-    change = desk.update_ticket(session(), actor, ticket, body, now())
+    ticket = desk.get_ticket(db_session(), actor, ticket_id, for_update=True)
+    change = desk.update_ticket(db_session(), actor, ticket, body, now())
     if actor.is_staff and change.after:
         _audit_ticket("ticket.update", ticket, change.before, change.after)
-    session().commit()
+    db_session().commit()
     payload: dict[str, Any] = {"ticket": _ticket_data(ticket, actor)}
     if change.message is not None:
         payload["message"] = message_json(change.message, attachment_url)
@@ -105,8 +102,16 @@ def update_view(ticket_id: int) -> ResponseReturnValue:
 @api.get("/tickets/<int:ticket_id>/events")
 def events_view(ticket_id: int) -> ResponseReturnValue:
     actor = require_staff()
-    ticket = desk_of().get_ticket(session(), actor, ticket_id)
-    return jsonify({"data": [event_json(e) for e in desk_of().events(session(), ticket)]})
+    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
+    return jsonify({"data": [event_json(e) for e in desk_of().events(db_session(), ticket)]})
+
+
+@api.get("/tickets/<int:ticket_id>/sla")
+def sla_view(ticket_id: int) -> ResponseReturnValue:
+    """The SLA clock replayed now, per metric: state, deadline, elapsed and remaining time, breaches (staff)."""
+    actor = require_staff()
+    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
+    return jsonify(desk_of().sla_state(db_session(), ticket, now()).as_dict())
 
 
 @api.post("/tickets/<int:ticket_id>/merge")
@@ -117,38 +122,38 @@ def merge_view(ticket_id: int) -> ResponseReturnValue:
     if not isinstance(target_id, int) or isinstance(target_id, bool):
         raise ValidationError({"target_id": "required, the id of the ticket to merge into"})
     desk = desk_of()
-    source = desk.get_ticket(session(), actor, ticket_id, for_update=True)
+    source = desk.get_ticket(db_session(), actor, ticket_id, for_update=True)
     try:
-        target = desk.get_ticket(session(), actor, target_id, for_update=True)
+        target = desk.get_ticket(db_session(), actor, target_id, for_update=True)
     except NotFoundError:
         raise ValidationError({"target_id": f"no ticket {target_id}"}) from None
-    desk.merge(session(), actor, source, target, now())
+    desk.merge(db_session(), actor, source, target, now())
     _audit_ticket("ticket.merge", source, None, {"merged_into": target.id})
-    session().commit()
+    db_session().commit()
     return _ticket_response(target, actor)
 
 
 @api.get("/tickets/<int:ticket_id>/templates/<int:template_id>")
 def render_template_view(ticket_id: int, template_id: int) -> ResponseReturnValue:
     actor = require_staff()
-    ticket = desk_of().get_ticket(session(), actor, ticket_id)
+    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
     template = _get_or_404(Template, template_id)
     return jsonify({"template_id": template.id, "body": desk_of().render_template(template, ticket, actor)})
 
 
 def _ticket_data(ticket: Ticket, actor: Actor) -> dict[str, Any]:
-    tags = desk_of().tags_of(session(), [ticket.id]).get(ticket.id, [])
+    tags = desk_of().tags_of(db_session(), [ticket.id]).get(ticket.id, [])
     return ticket_json(ticket, tags, actor, resources().at_risk, now())
 
 
 def _ticket_response(ticket: Ticket, actor: Actor, status: int = 200) -> ResponseReturnValue:
     data = _ticket_data(ticket, actor)
-    data["messages"] = [message_json(m, attachment_url) for m in desk_of().thread(session(), actor, ticket)]
+    data["messages"] = [message_json(m, attachment_url) for m in desk_of().thread(db_session(), actor, ticket)]
     return jsonify(data), status
 
 
 def _audit_ticket(action: str, ticket: Ticket, before: Any, after: Any) -> None:
-    current_auth().record(action, "ticket", ticket.id, before=before, after=after, session=session())
+    current_auth().record(action, "ticket", ticket.id, before=before, after=after, session=db_session())
 
 
 # -- attachments -------------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ def upload_attachment() -> ResponseReturnValue:
     if upload is None:
         raise ValidationError({"file": "required, a multipart form field named file"})
     attachment = store_upload(actor, upload, "file")
-    session().commit()
+    db_session().commit()
     return jsonify(attachment_json(attachment, attachment_url)), 201
 
 
@@ -175,7 +180,7 @@ def store_upload(actor: Actor, upload: FileStorage, field: str) -> Attachment:
     limits = (found.settings.attachments.max_file_bytes, found.settings.attachments.max_user_bytes_per_day)
     data = upload.read(limits[0] + 1)
     return accept_upload(
-        session(), found.attachment_store, actor.id, upload.filename or "", data, limits, found.scanner, now(), field
+        db_session(), found.attachment_store, actor.id, upload.filename or "", data, limits, found.scanner, now(), field
     )
 
 
@@ -186,7 +191,7 @@ def download_attachment(attachment_id: str) -> ResponseReturnValue:
 
 def attachment_response(actor: Actor, attachment_id: str) -> Response:
     """Served only to who may see its message: internal-note files are as hidden as the note (404)."""
-    attachment = session().get(Attachment, attachment_id)
+    attachment = db_session().get(Attachment, attachment_id)
     if attachment is None or not _may_see(actor, attachment):
         raise NotFoundError("attachment not found")
     try:
@@ -204,12 +209,12 @@ def attachment_response(actor: Actor, attachment_id: str) -> Response:
 def _may_see(actor: Actor, attachment: Attachment) -> bool:
     if attachment.message_id is None:
         return attachment.uploader_id == actor.id
-    message = session().get(Message, attachment.message_id)
+    message = db_session().get(Message, attachment.message_id)
     if message is None:
         return False
     if actor.is_staff:
         return True
-    ticket = session().get(Ticket, message.ticket_id)
+    ticket = db_session().get(Ticket, message.ticket_id)
     return not message.internal and ticket is not None and ticket.customer_id == actor.id
 
 
@@ -226,13 +231,13 @@ def alert_webhook() -> ResponseReturnValue:
         raise AuthenticationError("The webhook token is missing or wrong.")
     body = request.get_json(silent=True)
     try:
-        ticket, action = alerts.handle(session(), desk_of(), body, now())
-        session().commit()
+        ticket, action = alerts.handle(db_session(), desk_of(), body, now())
+        db_session().commit()
     except IntegrityError:
         # Two notifications of a new group raced; the other created the ticket, so apply ours to it.
-        session().rollback()
-        ticket, action = alerts.handle(session(), desk_of(), body, now())
-        session().commit()
+        db_session().rollback()
+        ticket, action = alerts.handle(db_session(), desk_of(), body, now())
+        db_session().commit()
     return jsonify({"ticket_id": ticket.id, "action": action, "status": ticket.status}), 200
 
 
@@ -240,7 +245,7 @@ def alert_webhook() -> ResponseReturnValue:
 
 
 def _get_or_404(model: Any, item_id: int) -> Any:
-    item = session().get(model, item_id)
+    item = db_session().get(model, item_id)
     if item is None:
         raise NotFoundError(f"{model.__tablename__} {item_id} not found")
     return item
@@ -253,22 +258,31 @@ def _crud(
     to_json: Callable[[Any], dict[str, Any]],
     apply: Callable[[Any, dict[str, Any]], None],
     read_role: Callable[[], Actor],
+    affects_sla: bool = False,
 ) -> None:
-    """List/create/update/delete routes for one admin-managed resource; every write is audited."""
+    """List/create/update/delete routes for one admin-managed resource; every write is audited.
+
+    `affects_sla`: a write changes deadlines, so every open ticket is queued for the sweeper to recompute.
+    """
+
+    def commit() -> None:
+        if affects_sla:
+            desk_of().schedule_recompute(db_session(), now())
+        db_session().commit()
 
     def list_items() -> ResponseReturnValue:
         read_role()
-        items = session().scalars(select(model).order_by(model.id)).all()
+        items = db_session().scalars(select(model).order_by(model.id)).all()
         return jsonify({"data": [to_json(item) for item in items]})
 
     def create_item() -> ResponseReturnValue:
         require_admin()
         item = model()
         apply(item, json_body())
-        session().add(item)
+        db_session().add(item)
         _flush_unique(name)
-        current_auth().record(f"{name}.create", name, item.id, after=to_json(item), session=session())
-        session().commit()
+        current_auth().record(f"{name}.create", name, item.id, after=to_json(item), session=db_session())
+        commit()
         return jsonify(to_json(item)), 201
 
     def update_item(item_id: int) -> ResponseReturnValue:
@@ -277,22 +291,22 @@ def _crud(
         before = to_json(item)
         apply(item, json_body())
         _flush_unique(name)
-        current_auth().record(f"{name}.update", name, item.id, before=before, after=to_json(item), session=session())
-        session().commit()
+        current_auth().record(f"{name}.update", name, item.id, before=before, after=to_json(item), session=db_session())
+        commit()
         return jsonify(to_json(item))
 
     def delete_item(item_id: int) -> ResponseReturnValue:
         require_admin()
         item = _get_or_404(model, item_id)
         before = to_json(item)
-        session().delete(item)
+        db_session().delete(item)
         try:
-            session().flush()
+            db_session().flush()
         except IntegrityError:
-            session().rollback()
+            db_session().rollback()
             raise ConflictError(f"{name} {item_id} is still in use") from None
-        current_auth().record(f"{name}.delete", name, item_id, before=before, session=session())
-        session().commit()
+        current_auth().record(f"{name}.delete", name, item_id, before=before, session=db_session())
+        commit()
         return "", 204
 
     api.add_url_rule(path, f"list_{name}", list_items, methods=["GET"])
@@ -303,9 +317,9 @@ def _crud(
 
 def _flush_unique(name: str) -> None:
     try:
-        session().flush()
+        db_session().flush()
     except IntegrityError:
-        session().rollback()
+        db_session().rollback()
         raise ValidationError({"name": f"a {name.replace('_', ' ')} with this name exists"}) from None
 
 
@@ -364,7 +378,7 @@ def _apply_policy(item: SlaPolicy, body: dict[str, Any]) -> None:
     if not isinstance(position, int):
         errors["position"] = "expected an integer (lower is tried first)"
     calendar_id = body.get("calendar_id")
-    if calendar_id is not None and session().get(BusinessCalendar, calendar_id) is None:
+    if calendar_id is not None and db_session().get(BusinessCalendar, calendar_id) is None:
         errors["calendar_id"] = f"no calendar {calendar_id}"
     if definition.get("business_hours") and calendar_id is None:
         errors["calendar_id"] = "business-hours policies need a calendar"
@@ -389,6 +403,7 @@ _crud(
     lambda c: {"id": c.id, "name": c.name, **c.definition},
     _apply_calendar,
     require_staff,
+    affects_sla=True,
 )
 _crud(
     "/sla/policies",
@@ -397,4 +412,5 @@ _crud(
     lambda p: {"id": p.id, "name": p.name, "position": p.position, "calendar_id": p.calendar_id, **p.definition},
     _apply_policy,
     require_staff,
+    affects_sla=True,
 )

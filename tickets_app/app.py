@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from service_kit.app import ServiceKit
@@ -58,6 +58,8 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
         SESSION_COOKIE_SECURE=settings.web.secure_cookie,
         SESSION_COOKIE_NAME="vbx_desk",
     )
+    if settings.database.url.startswith("sqlite"):
+        _serialize_writes(app)
     app.register_blueprint(api)
     app.register_blueprint(web)
 
@@ -68,6 +70,23 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     if start_sweeper and settings.sla.sweep_interval_seconds > 0:
         _start_sweeper(resources)
     return app
+
+
+def _serialize_writes(app: Flask) -> None:
+    """SQLite has one writer: queue this process's writing requests on a lock instead of letting every
+    thread spin in SQLite's busy handler (whose back-off sleeps up to 100 ms a try)."""
+    lock = threading.Lock()
+
+    @app.before_request
+    def take() -> None:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            lock.acquire()
+            g.holds_write_lock = True
+
+    @app.teardown_request
+    def give(_exc: BaseException | None) -> None:
+        if g.pop("holds_write_lock", False):
+            lock.release()
 
 
 def build_desk(settings: TicketsSettings) -> Desk:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -201,8 +201,10 @@ class Desk:
                 errors["message"] = "expected an object {body, internal, attachments}"
             else:
                 body = _text_field(message_spec, "body", MAX_BODY_CHARS, errors, prefix="message.")
-                internal = bool(message_spec.get("internal", False))
-                if internal and not actor.is_staff:
+                internal = message_spec.get("internal", False)
+                if not isinstance(internal, bool):
+                    errors["message.internal"] = "expected true or false"
+                elif internal and not actor.is_staff:
                     errors["message.internal"] = "only staff can write internal notes"
                 attachments = self._own_attachments(
                     session, actor, message_spec.get("attachments", []), errors, prefix="message."
@@ -295,6 +297,8 @@ class Desk:
         for breach in result.breaches:
             self._record_breach_once(session, ticket, breach.metric, breach.started_at, breach.breached_at, now)
         ticket.sla_breached = bool(result.breaches)
+        dues = [result.due_at(metric) for metric in METRICS]
+        ticket.sla_check_at = min((due for due in dues if due is not None and due > now), default=None)
         self.index.reindex(session, [ticket.merged_into_id or ticket.id])
         return result
 
@@ -307,19 +311,24 @@ class Desk:
         calendar = Calendar.from_dict(stored_calendar.definition) if stored_calendar else Calendar.calendar_hours()
         return compute_sla(self._clock_events(session, ticket), chosen, calendar, now)
 
+    def schedule_recompute(self, session: Session, now: datetime) -> None:
+        """After a policy or calendar change: the next sweep recomputes every unresolved ticket."""
+        session.execute(update(Ticket).where(Ticket.status.not_in(("resolved", "closed"))).values(sla_check_at=now))
+
     def sweep(self, session: Session, now: datetime) -> int:
-        """Periodic upkeep: record breaches whose deadline passed and auto-close resolved tickets."""
+        """Periodic upkeep: record breaches whose deadline passed and auto-close resolved tickets.
+
+        Only tickets whose next deadline has come are recomputed, so a sweep costs what changed.
+        """
         due = session.scalars(
-            select(Ticket).where(
-                Ticket.status.not_in(("resolved", "closed")),
-                (Ticket.first_response_due_at <= now)
-                | (Ticket.next_response_due_at <= now)
-                | (Ticket.resolution_due_at <= now),
-            )
+            select(Ticket).where(Ticket.sla_check_at <= now, Ticket.status.not_in(("resolved", "closed")))
         ).all()
         for ticket in due:
             self.refresh(session, ticket, now)
-        resolved = session.scalars(select(Ticket).where(Ticket.status == "resolved")).all()
+        cutoff = now - timedelta(days=self.auto_close_days)
+        resolved = session.scalars(
+            select(Ticket).where(Ticket.status == "resolved", Ticket.resolved_at <= cutoff)
+        ).all()
         system = Actor(id="system", role="system", name="auto-close")
         for ticket in resolved:
             if is_due_for_auto_close(ticket.status, ticket.resolved_at, now, self.auto_close_days):

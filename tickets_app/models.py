@@ -88,6 +88,8 @@ class Ticket(Base):
     next_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolution_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sla_breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The earliest stored deadline still in the future at the last recompute: when the sweeper must look.
+    sla_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # Wall-clock durations kept when they happen, so scrape-time histograms are one GROUP BY.
     first_response_seconds: Mapped[float | None] = mapped_column()
     resolution_seconds: Mapped[float | None] = mapped_column()

@@ -208,6 +208,14 @@ def openapi_document() -> dict[str, Any]:
                 errors=("401", "403", "404"),
             ),
         },
+        "/api/v1/tickets/{ticket_id}/sla": {
+            "parameters": [ticket_id],
+            "get": _operation(
+                "The SLA clock replayed now (staff): per metric state, due_at, elapsed and remaining seconds",
+                {"200": _json(_ref("SlaState"))},
+                errors=("401", "403", "404"),
+            ),
+        },
         "/api/v1/tickets/{ticket_id}/merge": {
             "parameters": [ticket_id],
             "post": _operation(
@@ -458,6 +466,37 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "Message": message,
+        "SlaState": {
+            "type": "object",
+            "required": ["policy", "metrics", "breaches"],
+            "properties": {
+                "policy": _nullable({"type": "string"}),
+                "metrics": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["state", "due_at", "elapsed_seconds", "remaining_seconds", "breached"],
+                        "properties": {
+                            "state": {"enum": ["active", "paused", "fulfilled", "inactive"]},
+                            "started_at": _nullable(TIME),
+                            "due_at": _nullable(TIME),
+                            "fulfilled_at": _nullable(TIME),
+                            "elapsed_seconds": {"type": "number"},
+                            "remaining_seconds": {"type": "number"},
+                            "breached": {"type": "boolean"},
+                            "breached_at": _nullable(TIME),
+                        },
+                    },
+                },
+                "breaches": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"metric": {"type": "string"}, "started_at": TIME, "breached_at": TIME},
+                    },
+                },
+            },
+        },
         "Attachment": attachment,
         "Event": {
             "type": "object",

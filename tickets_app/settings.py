@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service_kit.config import checked, port_check, positive, secret
+from service_kit.config import checked, positive, secret
 from service_kit.settings import DatabaseSettings, JWTSettings, LoggingSettings, SentrySettings, ServerSettings
 
 
@@ -48,6 +48,3 @@ class TicketsSettings:
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     web: WebSettings = field(default_factory=WebSettings)
-
-
-__all__ = ["TicketsSettings", "port_check"]

@@ -64,6 +64,7 @@ MATRIX = [
     ("POST", "/api/v1/tickets/{ticket}/messages", {"body": "m"}, (401, 201, 404, 201, 201)),
     ("POST", "/api/v1/tickets/{ticket}/messages", {"body": "m", "internal": True}, (401, 422, 404, 201, 201)),
     ("GET", "/api/v1/tickets/{ticket}/events", None, STAFF_READ),
+    ("GET", "/api/v1/tickets/{ticket}/sla", None, STAFF_READ),
     ("POST", "/api/v1/tickets/{ticket}/merge", {"target_id": "{target}"}, STAFF_READ),
     ("GET", "/api/v1/tickets/{ticket}/templates/{template}", None, STAFF_READ),
     ("POST", "/api/v1/attachments", "upload", (401, 201, 201, 201, 201)),

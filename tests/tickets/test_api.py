@@ -84,6 +84,15 @@ def test_atomic_change_fields_and_message(client: FlaskClient, tokens: Tokens, a
     assert audit[0]["after"]["priority"] == "urgent"
 
 
+def test_message_internal_must_be_boolean(client: FlaskClient, tokens: Tokens) -> None:
+    ticket = create(client, tokens.customer)
+    response = client.post(
+        f"/api/v1/tickets/{ticket['id']}/messages", json={"body": "x", "internal": "false"}, headers=auth(tokens.agent)
+    )
+    assert response.status_code == 422
+    assert set(response.json["error"]["details"]) == {"message.internal"}
+
+
 @pytest.mark.parametrize(
     ("body", "fields"),
     [
@@ -273,3 +282,27 @@ def test_daily_upload_quota(client: FlaskClient, tokens: Tokens) -> None:
         for i in range(5)
     ]
     assert statuses == [201, 201, 201, 201, 422]
+
+
+def test_policy_change_recomputes_open_tickets_on_next_sweep(app: Flask, client: FlaskClient, tokens: Tokens) -> None:
+    ticket = create(client, tokens.customer)
+    url = f"/api/v1/tickets/{ticket['id']}"
+    assert client.get(url, headers=auth(tokens.agent)).json["sla"]["first_response_due_at"] is None
+    policy = {"name": "everything", "targets": {"first_response": 30}}
+    assert client.post("/api/v1/sla/policies", json=policy, headers=auth(tokens.admin)).status_code == 201
+    resources = app.extensions["tickets"]
+    with app.app_context(), resources.db.new_session() as session:
+        assert resources.desk.sweep(session, resources.clock()) == 1
+        session.commit()
+    sla = client.get(url, headers=auth(tokens.agent)).json["sla"]
+    assert sla["policy"] == "everything"
+    assert sla["first_response_due_at"] is not None
+    clock = client.get(f"{url}/sla", headers=auth(tokens.agent)).json
+    assert clock["metrics"]["first_response"]["state"] == "active"
+    assert clock["metrics"]["first_response"]["due_at"] == sla["first_response_due_at"]
+
+
+def test_ui_pages_send_security_headers(client: FlaskClient) -> None:
+    response = client.get("/login")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]

@@ -44,8 +44,8 @@ def test_breach_recorded_once_at_detection_time(desk: Desk, session: Session) ->
     desk.sweep(session, T0 + timedelta(minutes=59))
     assert breach_events(session, ticket) == []
     seen = T0 + timedelta(minutes=75)
-    desk.sweep(session, seen)
-    desk.sweep(session, seen + timedelta(minutes=5))
+    assert desk.sweep(session, seen) == 1
+    assert desk.sweep(session, seen + timedelta(minutes=5)) == 0  # nothing new is due: nothing recomputed
     desk.refresh(session, ticket, seen + timedelta(minutes=10))
     events = breach_events(session, ticket)
     assert len(events) == 1

@@ -64,6 +64,9 @@ def test_responses_match_schemas(client: FlaskClient, tokens: Tokens) -> None:
     listed = client.get("/api/v1/tickets?q=b", headers=auth(tokens.agent)).json
     for item in listed["data"]:
         check(document, "Ticket", item)
+    sla = client.get(f"/api/v1/tickets/{ticket_id}/sla", headers=auth(tokens.agent))
+    assert sla.status_code == 200
+    check(document, "SlaState", sla.json)
     bad = client.post("/api/v1/tickets", json={}, headers=auth(tokens.customer))
     check(document, "Error", bad.json)
 

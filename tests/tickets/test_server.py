@@ -14,9 +14,11 @@ import requests
 from sqlalchemy.orm import Session
 
 from service_kit.auth import create_token
+from service_kit.config import load_settings
 from service_kit.db import make_engine
 from tests.servers import ManagedProcess, wait_until
 from tickets_app.cli import migrate
+from tickets_app.settings import TicketsSettings
 
 
 class DeskServer(ManagedProcess):
@@ -123,3 +125,11 @@ def test_bad_config_stops_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "sla.at_risk_minutes" in result.stderr
+
+
+def test_settings_defaults_are_the_desks_without_a_file() -> None:
+    """The desk's own section defaults (port 8081, its database) hold when no config file is given."""
+    settings = load_settings(TicketsSettings, None, "TICKETS", environ={"TICKETS_SERVER__WORKERS": "3"})
+    assert settings.server.port == 8081
+    assert settings.server.workers == 3
+    assert settings.database.url == "sqlite:///.run/tickets.sqlite3"

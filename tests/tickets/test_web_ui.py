@@ -127,9 +127,32 @@ def test_internal_note_and_status_change(page: Page, live: Live) -> None:
     page.get_by_label("Reply").fill("Checking the payment provider logs")
     page.get_by_label("Internal note (staff only)").check()
     page.locator("select[name=status]").select_option("waiting")
+    page.get_by_label("Attachments").set_input_files(
+        files=[{"name": "trace.txt", "mimeType": "text/html", "buffer": b"<script>alert(1)</script>"}]
+    )
     page.get_by_role("button", name="Save").click()
     expect(page.locator("article.message.internal .body")).to_have_text("Checking the payment provider logs")
     expect(page.locator("#sla-badge")).to_have_text("SLA paused")
+    link = page.locator("article.message.internal a.attachment")
+    expect(link).to_contain_text("trace.txt")
+    download = page.request.get(f"{live.url}{link.get_attribute('href')}")
+    assert download.status == 200
+    assert download.headers["content-type"] == "text/plain; charset=utf-8"  # not the client's text/html
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert download.headers["content-disposition"].startswith("attachment;")
+
+
+@pytest.mark.integration
+def test_rejected_upload_keeps_the_reply_unsaved(page: Page, live: Live) -> None:
+    log_in(page, live)
+    page.goto(f"{live.url}/tickets/{live.refund_id}")
+    page.get_by_label("Reply").fill("with a bad file")
+    page.get_by_label("Attachments").set_input_files(
+        files=[{"name": "evil.exe", "mimeType": "application/octet-stream", "buffer": b"MZ"}]
+    )
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".flash-error")).to_contain_text("not accepted")
+    expect(page.locator("article.message")).to_have_count(1)
 
 
 @pytest.mark.integration

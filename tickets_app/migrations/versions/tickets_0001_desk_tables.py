@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("next_response_due_at", sa.DateTime(), nullable=True),
         sa.Column("resolution_due_at", sa.DateTime(), nullable=True),
         sa.Column("sla_breached", sa.Boolean(), nullable=False),
+        sa.Column("sla_check_at", sa.DateTime(), nullable=True),
         sa.Column("first_response_seconds", sa.Double(), nullable=True),
         sa.Column("resolution_seconds", sa.Double(), nullable=True),
         sa.ForeignKeyConstraint(
@@ -110,6 +111,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_tickets_customer", ["customer_id", "id"], unique=False)
         batch_op.create_index("ix_tickets_status_priority", ["status", "priority"], unique=False)
         batch_op.create_index("ix_tickets_updated", ["updated_at", "id"], unique=False)
+        batch_op.create_index("ix_tickets_sla_check_at", ["sla_check_at"], unique=False)
 
     op.create_table(
         "messages",

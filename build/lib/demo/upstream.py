@@ -1,0 +1,120 @@
+"""Demo upstream API that the proxy protects (port 8000): ordinary routes, AI routes, and the
+behaviours a proxy must pass through faithfully (streamed downloads and uploads, slow answers,
+several Set-Cookie headers, any status code).
+
+Run: ``python -m demo.upstream [--port 8000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.serving import run_simple
+
+CHUNK = 64 * 1024
+
+
+def create_app() -> Flask:
+    app = Flask("demo.upstream")
+    served = Counter[str]()
+    lock = threading.Lock()
+
+    @app.before_request
+    def count() -> None:
+        with lock:
+            served[request.path] += 1
+
+    @app.get("/_demo/served")
+    def served_counts() -> Response:
+        """How many requests each path received: lets a test see what a proxy let through."""
+        with lock:
+            return jsonify(dict(served))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/api/v1/users")
+    def users() -> Response:
+        return jsonify(users=[{"id": i, "name": f"user-{i}"} for i in range(1, 4)], query=request.args)
+
+    @app.route("/api/v1/echo", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def echo() -> Response:
+        """What arrived: the proxy's tests check forwarded headers and bodies here."""
+        digest, size = hashlib.sha256(), 0
+        while chunk := request.stream.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        headers = {k: v for k, v in request.headers.items()}
+        return jsonify(
+            method=request.method,
+            path=request.path,
+            query=request.query_string.decode(),
+            headers=headers,
+            body_bytes=size,
+            body_sha256=digest.hexdigest(),
+        )
+
+    @app.post("/api/ai/complete")
+    def ai_complete() -> Response:
+        prompt = (request.get_json(silent=True) or {}).get("prompt", "")
+        return jsonify(model="demo-1", completion=f"echo: {prompt}"[:200])
+
+    @app.post("/api/ai/embeddings")
+    def ai_embeddings() -> Response:
+        text = (request.get_json(silent=True) or {}).get("text", "")
+        digest = hashlib.sha256(text.encode()).digest()
+        return jsonify(model="demo-embed-1", embedding=[b / 255 for b in digest[:8]])
+
+    @app.get("/api/v1/download")
+    def download() -> Response:
+        """``size`` bytes, generated chunk by chunk: a proxy that buffers shows up in its memory."""
+        size = request.args.get("size", default=CHUNK, type=int)
+
+        def body() -> Iterator[bytes]:
+            left = size
+            block = b"x" * CHUNK
+            while left > 0:
+                yield block[: min(left, CHUNK)]
+                left -= CHUNK
+
+        return Response(body(), mimetype="application/octet-stream", headers={"Content-Length": str(size)})
+
+    @app.get("/api/v1/slow")
+    def slow() -> Response:
+        seconds = request.args.get("seconds", default=1.0, type=float)
+        time.sleep(min(seconds, 30.0))
+        return jsonify(slept=seconds)
+
+    @app.get("/api/v1/session")
+    def session() -> Response:
+        response = jsonify(session="started")
+        response.set_cookie("session", "abc", httponly=True)
+        response.set_cookie("theme", "dark")
+        return response
+
+    @app.get("/api/v1/status/<int:code>")
+    def status(code: int) -> Response:
+        response = jsonify(status=code)
+        response.status_code = code
+        return response
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    run_simple(args.host, args.port, create_app(), threaded=True)
+
+
+if __name__ == "__main__":
+    main()

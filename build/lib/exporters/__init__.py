@@ -1,0 +1,1 @@
+"""Prometheus exporters of the VibeLux operations stack: infrastructure, service health, business."""

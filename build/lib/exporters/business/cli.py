@@ -1,0 +1,20 @@
+"""`vibelux-exporter-business serve`: run the named queries on their schedules, serve the last results."""
+
+from __future__ import annotations
+
+from exporters.business.exporter import BusinessExporter
+from exporters.business.settings import ENV_PREFIX, BusinessSettings
+from exporters.database import read_only_engine
+from exporters.serving import Exporter, exporter_cli
+
+
+def build(settings: BusinessSettings) -> Exporter:
+    timeout = max(spec.timeout_seconds for spec in settings.queries.values())
+    exporter = BusinessExporter(read_only_engine(settings.database.url, timeout), settings.queries)
+    return Exporter(exporter.registry, exporter.start, exporter.stop)
+
+
+main = exporter_cli("business", BusinessSettings, ENV_PREFIX, build)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""`vibelux-exporter-health serve`: probe the platform's dependencies on their schedules, serve the results."""
+
+from __future__ import annotations
+
+from exporters.health.exporter import HealthExporter
+from exporters.health.settings import ENV_PREFIX, HealthSettings
+from exporters.serving import Exporter, exporter_cli
+
+
+def build(settings: HealthSettings) -> Exporter:
+    exporter = HealthExporter(settings.probes)
+    return Exporter(exporter.registry, exporter.start, exporter.stop)
+
+
+main = exporter_cli("health", HealthSettings, ENV_PREFIX, build)
+
+
+if __name__ == "__main__":
+    main()

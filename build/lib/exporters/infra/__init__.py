@@ -1,0 +1,1 @@
+"""Infrastructure exporter: node_exporter-compatible host metrics and per-process metrics via psutil."""

@@ -1,0 +1,125 @@
+"""What the three exporters share at run time: the server section of their config and the serve loop.
+
+Exporters serve from one process with prometheus-client's threaded HTTP server and a private registry:
+their custom collectors cannot run in the multiprocess mode the Flask services use, and a scrape only
+reads memory (or psutil, for the infra exporter), so one process is enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import click
+from prometheus_client import CollectorRegistry, Info, start_http_server
+
+from service_kit import cli as kit_cli
+from service_kit.config import checked, describe_environment, load_settings, port_check
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExporterServerSettings:
+    host: str = "127.0.0.1"
+    port: int = checked(9100, port_check)
+
+
+class ExporterSettings(Protocol):
+    @property
+    def server(self) -> ExporterServerSettings: ...
+
+    def validate(self, source: str) -> None: ...
+
+
+S = TypeVar("S", bound=ExporterSettings)
+
+
+class Exporter(NamedTuple):
+    """What `serve` runs: the registry to expose and the background work around it."""
+
+    registry: CollectorRegistry
+    start: Callable[[], None] = lambda: None
+    stop: Callable[[], None] = lambda: None
+
+
+def register_build_info(registry: CollectorRegistry, exporter: str) -> None:
+    """vibelux_build_info{service,version,python}, as every part of the stack publishes it."""
+    try:
+        package_version = version("vibelux-ops")
+    except PackageNotFoundError:
+        package_version = "unknown"
+    info = Info("vibelux_build", "Build of this component.", ["service", "version", "python"], registry=registry)
+    info.labels(f"exporter-{exporter}", package_version, sys.version.split()[0]).info({})
+
+
+def serve(exporter: Exporter, server: ExporterServerSettings) -> None:
+    """Serve /metrics until SIGINT or SIGTERM, with the exporter's background jobs running meanwhile."""
+    httpd, _thread = start_http_server(server.port, server.host, exporter.registry)
+    log.info("serving metrics on http://%s:%d/metrics", server.host, server.port)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    exporter.start()
+    try:
+        done.wait()
+    finally:
+        exporter.stop()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def exporter_cli(
+    name: str, settings_cls: type[S], env_prefix: str, build: Callable[[S], Exporter]
+) -> Callable[..., Any]:
+    """`vibelux-exporter-<name>` with `serve`, `check-config` and `config env`, like the services' CLIs.
+
+    The config file is --config, else $VIBELUX_EXPORTER_<NAME>_CONFIG, else config/exporters/<name>.yml.
+    A bad config ends any command with one line on stderr and exit code 2 (service_kit.cli.run).
+    """
+    state: dict[str, Path | None] = {}
+
+    def load() -> S:
+        path = state["path"]
+        settings = load_settings(settings_cls, path, env_prefix)
+        settings.validate(str(path) if path else "<defaults>")
+        return settings
+
+    @click.group(help=f"VibeLux Ops {name} exporter.")
+    @click.option("--config", "config", type=click.Path(path_type=Path), default=None, help="YAML config file.")
+    def group(config: Path | None) -> None:
+        state["path"] = config or kit_cli.config_path(f"exporter_{name}", f"config/exporters/{name}.yml")
+
+    @group.command("serve", help="Serve /metrics until SIGINT or SIGTERM.")
+    def serve_command() -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        settings = load()
+        exporter = build(settings)
+        register_build_info(exporter.registry, name)
+        serve(exporter, settings.server)
+
+    @group.command("check-config", help="Validate the configuration and exit.")
+    def check_config() -> None:
+        load()
+        click.echo("configuration ok")
+
+    @group.group("config", help="Inspect configuration.")
+    def config_group() -> None:
+        pass
+
+    @config_group.command("env", help="List every environment variable and its current value.")
+    def config_env() -> None:
+        for variable, value in describe_environment(settings_cls, env_prefix, load()):
+            click.echo(f"{variable}={value}")
+
+    def main(argv: list[str] | None = None) -> None:
+        kit_cli.run(group, argv)
+
+    return main

@@ -1,0 +1,316 @@
+"""``FlagsClient``: local evaluation of the service's snapshot, kept fresh by ETag polling and SSE.
+
+It never fails start-up or a call: before the first snapshot it serves the last-known-good copy from disk
+(reason ``STALE``), else the caller's default (reason ``ERROR``, error code ``PROVIDER_NOT_READY``); while
+the service is unreachable it keeps serving what it has, marked ``STALE``. All public methods are
+thread-safe: the snapshot is an immutable value swapped atomically, counts sit behind a lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from flags_service.engine import ERROR, evaluate
+
+log = logging.getLogger("vibelux.flags.sdk")
+
+NOT_READY, READY, STALE = "NOT_READY", "READY", "STALE"
+MAX_PENDING_COUNT_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Details:
+    """The outcome of one evaluation, shaped like OpenFeature's resolution details."""
+
+    key: str
+    value: Any
+    variant: str | None
+    reason: str
+    error_code: str | None = None
+    error_message: str | None = None
+    rule_id: str | None = None
+    flag_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    version: int
+    etag: str | None
+    flags: Mapping[str, Mapping[str, Any]]
+    segments: Mapping[str, Mapping[str, Any]]
+    document: Mapping[str, Any]
+
+
+class FlagsClient:
+    """A server-side SDK client for one environment (the server SDK key decides which)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        sdk_key: str,
+        *,
+        cache_path: str | Path | None = None,
+        poll_interval: float = 30.0,
+        stream: bool = True,
+        flush_interval: float = 10.0,
+        timeout: float = 3.0,
+        max_backoff: float = 30.0,
+        start: bool = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.cache_path = Path(cache_path) if cache_path else None
+        self.poll_interval = poll_interval
+        self.stream = stream
+        self.flush_interval = flush_interval
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self._http = requests.Session()
+        self._http.headers.update({"Authorization": f"Bearer {sdk_key}", "User-Agent": "vibelux-flags-python"})
+        self._snapshot: _Snapshot | None = None
+        self._healthy = False
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._counts_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stream_response: requests.Response | None = None
+        self._load_from_disk()
+        if start:
+            self.start()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background threads; returns at once and never raises."""
+        if self._threads:
+            return
+        for target, name in ((self._sync_loop, "flags-sync"), (self._flush_loop, "flags-flush")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """True once a snapshot came from the service (not only from disk)."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        """Stop syncing and send the remaining evaluation counts."""
+        self._stop.set()
+        self._wake.set()
+        response = self._stream_response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+        for thread in self._threads:
+            thread.join(self.timeout + 2)
+        self.flush()
+        self._http.close()
+
+    def __enter__(self) -> FlagsClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def status(self) -> str:
+        if self._snapshot is None:
+            return NOT_READY
+        return READY if self._healthy else STALE
+
+    @property
+    def version(self) -> int | None:
+        snapshot = self._snapshot
+        return None if snapshot is None else snapshot.version
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, key: str, context: Mapping[str, Any] | None = None, default: Any = None) -> Details:
+        """Evaluate ``key`` locally; never raises."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return Details(key, default, None, ERROR, "PROVIDER_NOT_READY", "no snapshot yet")
+        flag = snapshot.flags.get(key)
+        if flag is None:
+            return Details(key, default, None, ERROR, "FLAG_NOT_FOUND", f"flag {key!r} is not in the snapshot")
+        try:
+            result = evaluate(flag, context or {}, snapshot.segments, snapshot.flags)
+        except Exception as exc:  # a malformed snapshot must not break the caller's request
+            log.exception("evaluation of %s failed", key)
+            return Details(key, default, None, ERROR, "GENERAL", type(exc).__name__)
+        if result.reason == ERROR:
+            return Details(key, default, None, ERROR, result.error_code, result.error_message, None, result.metadata)
+        self._count(key, result.variant)
+        reason = result.reason if self._healthy else STALE
+        return Details(key, result.value, result.variant, reason, None, None, result.rule_id, result.metadata)
+
+    def is_enabled(self, key: str, context: Mapping[str, Any] | None = None, default: bool = False) -> bool:
+        value = self.evaluate(key, context, default).value
+        return value if isinstance(value, bool) else default
+
+    def value(self, key: str, context: Mapping[str, Any] | None = None, default: Any = None) -> Any:
+        return self.evaluate(key, context, default).value
+
+    def all_flags(self, context: Mapping[str, Any] | None = None) -> dict[str, Details]:
+        snapshot = self._snapshot
+        return {key: self.evaluate(key, context) for key in (snapshot.flags if snapshot else {})}
+
+    # -- snapshot sync ------------------------------------------------------------------------------
+    def _install(self, document: Mapping[str, Any], etag: str | None) -> None:
+        self._snapshot = _Snapshot(
+            version=int(document["version"]),
+            etag=etag,
+            flags=document["flags"],
+            segments=document.get("segments", {}),
+            document=document,
+        )
+
+    def _load_from_disk(self) -> None:
+        if self.cache_path is None or not self.cache_path.exists():
+            return
+        try:
+            stored = json.loads(self.cache_path.read_text(encoding="utf-8"))
+            self._install(stored["snapshot"], stored.get("etag"))
+            log.info("serving last-known-good flags (version %s) from %s", self.version, self.cache_path)
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable flag cache %s", self.cache_path)
+
+    def _save_to_disk(self, document: Mapping[str, Any], etag: str | None) -> None:
+        if self.cache_path is None:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".flags-", suffix=".json")
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump({"etag": etag, "snapshot": document}, file)
+            os.replace(temporary, self.cache_path)  # atomic: a crash never leaves half a cache
+        except OSError:
+            log.warning("could not write the flag cache %s", self.cache_path)
+
+    def refresh(self) -> bool:
+        """Fetch the snapshot if it changed (ETag); True when the service answered."""
+        snapshot = self._snapshot
+        headers = {"If-None-Match": snapshot.etag} if snapshot is not None and snapshot.etag else {}
+        try:
+            response = self._http.get(f"{self.base_url}/api/v1/sdk/snapshot", headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            self._mark_unhealthy(f"{type(exc).__name__}")
+            return False
+        if response.status_code == 304:
+            self._mark_healthy()
+            return True
+        if response.status_code != 200:
+            self._mark_unhealthy(f"HTTP {response.status_code}")
+            return False
+        try:
+            document = response.json()
+            self._install(document, response.headers.get("ETag"))
+        except (ValueError, KeyError, TypeError):
+            self._mark_unhealthy("unreadable snapshot")
+            return False
+        self._save_to_disk(document, response.headers.get("ETag"))
+        self._mark_healthy()
+        return True
+
+    def _mark_healthy(self) -> None:
+        if not self._healthy:
+            log.info("flag service reachable; snapshot version %s", self.version)
+        self._healthy = True
+        self._ready.set()
+
+    def _mark_unhealthy(self, why: str) -> None:
+        if self._healthy:
+            log.warning("flag service unreachable (%s); serving last-known flags", why)
+        self._healthy = False
+
+    def _sync_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                if self.refresh():
+                    backoff = 0.5
+                    if self.stream:
+                        self._follow_stream()
+                        continue  # the stream ended: refresh at once, then reconnect
+                    wait = self.poll_interval
+                else:
+                    wait, backoff = backoff, min(backoff * 2, self.max_backoff)
+            except Exception:
+                log.exception("flag sync failed")
+                wait = backoff
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _follow_stream(self) -> None:
+        """Read server-sent events; refresh on every announced version the client does not have."""
+        try:
+            with self._http.get(
+                f"{self.base_url}/api/v1/sdk/stream", stream=True, timeout=(self.timeout, self.poll_interval)
+            ) as response:
+                if response.status_code != 200:
+                    self._wake.wait(min(self.poll_interval, self.max_backoff))
+                    return
+                self._stream_response = response
+                for version in _stream_versions(response.iter_lines(decode_unicode=True)):
+                    if self._stop.is_set():
+                        return
+                    if version != self.version:
+                        self.refresh()
+        except (requests.RequestException, AttributeError, ValueError):
+            # AttributeError: urllib3 after close() from another thread; a dropped stream is routine.
+            self._mark_unhealthy("stream closed")
+        finally:
+            self._stream_response = None
+
+    # -- evaluation counts ----------------------------------------------------------------------------
+    def _count(self, key: str, variant: str | None) -> None:
+        if variant is None:
+            return
+        with self._counts_lock:
+            if len(self._counts) < MAX_PENDING_COUNT_KEYS or (key, variant) in self._counts:
+                self._counts[(key, variant)] += 1
+
+    def flush(self) -> bool:
+        """Send pending evaluation counts; on failure they are kept for the next try."""
+        with self._counts_lock:
+            counts, self._counts = self._counts, collections.Counter()
+        if not counts:
+            return True
+        body = {"counts": [{"flag": f, "variant": v, "count": n} for (f, v), n in counts.items()]}
+        try:
+            response = self._http.post(f"{self.base_url}/api/v1/sdk/evaluations", json=body, timeout=self.timeout)
+            if response.status_code == 202:
+                return True
+        except requests.RequestException:
+            pass
+        with self._counts_lock:
+            for count_key, count in counts.items():
+                if len(self._counts) < MAX_PENDING_COUNT_KEYS or count_key in self._counts:
+                    self._counts[count_key] += count
+        return False
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("sending evaluation counts failed")
+
+
+def _stream_versions(lines: Iterator[str | None]) -> Iterator[int]:
+    """The ``version`` of each ``data:`` line of a server-sent-event stream."""
+    for line in lines:
+        if line and line.startswith("data:"):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                yield int(json.loads(line[5:])["version"])

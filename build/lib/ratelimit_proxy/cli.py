@@ -1,0 +1,210 @@
+"""``vibelux-proxy``: serve, keys, bans, demo keys, plus the kit's config and token commands.
+
+Key and ban commands act on the shared store directly (Redis) and are audited like admin API calls.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import click
+import redis
+from prometheus_client import CollectorRegistry
+
+from ratelimit_proxy.config import ENV_PREFIX, SERVICE, load
+from ratelimit_proxy.runtime import Runtime
+from ratelimit_proxy.settings import ProxySettings
+from ratelimit_proxy.wsgi_names import ADMIN_TARGET, EMBEDDED_ADMIN, PROXY_TARGET
+from service_kit.auth import AuditRecord
+from service_kit.cli import run, service_cli
+from service_kit.db import make_engine, upgrade
+from service_kit.server import granian_command, prepare_multiprocess_dir
+
+cli = service_cli(SERVICE, load, ProxySettings, ENV_PREFIX, PROXY_TARGET, database_url=lambda s: s.database.url)
+cli.commands.pop("serve")  # replaced: the proxy runs with its admin server beside it
+
+
+@cli.command("serve", help="Run the proxy (server.*) and its admin API (admin.server.*) under granian.")
+@click.option("--demo-keys", is_flag=True, help="Create and print one key per tier once Redis answers.")
+def serve(demo_keys: bool) -> None:
+    settings = load()
+    upgrade(make_engine(settings.database.url))
+    env = dict(os.environ)
+    # Always multiprocess metrics: the admin process reports the proxy workers' counters.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(SERVICE))
+    commands = []
+    proxy_server = settings.server
+    if settings.redis.url:
+        commands.append(granian_command(ADMIN_TARGET, settings.admin.server))
+    else:
+        from dataclasses import replace
+
+        proxy_server = replace(settings.server, workers=1)  # memory backend: one process holds the state
+        env[EMBEDDED_ADMIN] = "1"
+        click.echo("no redis.url: in-memory limiter, one worker, admin API in the same process", err=True)
+    commands.append(granian_command(PROXY_TARGET, proxy_server))
+    procs = [subprocess.Popen(c, env=env) for c in commands]
+    if demo_keys and settings.redis.url:
+        print_demo_keys(Runtime(settings, CollectorRegistry()))
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        for proc in procs:
+            proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    codes = [proc.wait() for proc in procs]
+    sys.exit(max(codes))
+
+
+def runtime() -> Runtime:
+    settings = load()
+    if not settings.redis.url:
+        raise click.UsageError("keys and bans live in the proxy's memory without redis.url; use the admin API")
+    return Runtime(settings, CollectorRegistry())
+
+
+def audit(action: str, target_type: str, target: str, before: Any = None, after: Any = None) -> None:
+    """The CLI's changes go to the same audit log as the admin API's."""
+    from sqlalchemy.orm import Session
+
+    engine = make_engine(load().database.url)
+    upgrade(engine)
+    with Session(engine) as db:
+        db.add(
+            AuditRecord(
+                actor=f"cli:{getpass.getuser()}",
+                actor_role="admin",
+                action=action,
+                target_type=target_type,
+                target_id=target,
+                before=before,
+                after=after,
+            )
+        )
+        db.commit()
+
+
+@cli.group(help="API keys of proxied clients (stored as SHA-256; the key is shown once).")
+def keys() -> None:
+    pass
+
+
+@keys.command("create")
+@click.option("--tier", required=True)
+@click.option("--owner", required=True)
+def keys_create(tier: str, owner: str) -> None:
+    rt = runtime()
+    if tier not in rt.policy.tiers:
+        raise click.UsageError(f"--tier must be one of {', '.join(rt.policy.tiers)}")
+    api_key, record = rt.keys.create(tier, owner)
+    audit("key.create", "api_key", record.key_id, after=record.__dict__)
+    click.echo(api_key)
+    click.echo(f"created key {record.key_id} tier={tier} owner={owner}", err=True)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    for record in runtime().keys.all():
+        click.echo(f"{record.key_id}\t{record.tier}\t{record.status}\t{record.source}\t{record.owner}")
+
+
+def _update(key_id: str, **changes: str) -> None:
+    rt = runtime()
+    try:
+        before, after = rt.keys.update(key_id, **changes)
+    except KeyError:
+        raise click.UsageError(f"no stored key {key_id}") from None
+    audit("key.update", "api_key", key_id, before.__dict__, after.__dict__)
+    click.echo(f"{key_id}\t{after.tier}\t{after.status}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    _update(key_id, status="revoked")
+
+
+@keys.command("tier")
+@click.argument("key_id")
+@click.argument("tier")
+def keys_tier(key_id: str, tier: str) -> None:
+    if tier not in runtime().policy.tiers:
+        raise click.UsageError(f"tier must be one of {', '.join(runtime().policy.tiers)}")
+    _update(key_id, tier=tier)
+
+
+def print_demo_keys(rt: Runtime, wait_seconds: float = 15.0) -> None:
+    """One new key per tier, printed for trying the proxy out (``make up``)."""
+    assert rt.redis is not None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            rt.redis.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                click.echo("demo keys: Redis did not answer", err=True)
+                return
+            time.sleep(0.2)
+    lines = []
+    for tier in rt.policy.tiers:
+        api_key, record = rt.keys.create(tier, f"demo-{tier}")
+        audit("key.create", "api_key", record.key_id, after=record.__dict__)
+        lines.append(f"  {tier:<14} {api_key}")
+    click.echo("demo API keys (send as 'Authorization: Bearer <key>' to http://127.0.0.1:8080):")
+    click.echo("\n".join(lines))
+
+
+@keys.command("demo", help="Create one key per tier and print them.")
+def keys_demo() -> None:
+    print_demo_keys(runtime())
+
+
+@cli.group(help="IP and CIDR bans shared by every proxy replica.")
+def bans() -> None:
+    pass
+
+
+@bans.command("list")
+def bans_list() -> None:
+    for ban in runtime().bans.active():
+        click.echo(f"{ban.network}\t{ban.source}\t{ban.reason}\tuntil {ban.expires_at:.0f}")
+
+
+@bans.command("add")
+@click.argument("network")
+@click.option("--seconds", type=int, default=3600)
+@click.option("--reason", default="manual")
+def bans_add(network: str, seconds: int, reason: str) -> None:
+    try:
+        ban = runtime().bans.ban(network, reason, "manual", seconds)
+    except ValueError as exc:
+        raise click.UsageError(f"network: {exc}") from None
+    assert ban is not None
+    audit("ban.create", "ban", ban.network, after=ban.as_dict())
+    click.echo(f"banned {ban.network} for {seconds}s")
+
+
+@bans.command("remove")
+@click.argument("network")
+def bans_remove(network: str) -> None:
+    if not runtime().bans.unban(network):
+        raise click.UsageError(f"no ban on {network}")
+    audit("ban.delete", "ban", network)
+    click.echo(f"removed ban on {network}")
+
+
+def main() -> None:
+    run(cli)
+
+
+if __name__ == "__main__":
+    main()

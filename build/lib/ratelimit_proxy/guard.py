@@ -1,0 +1,207 @@
+"""Who is calling and whether to let them in: API keys, bans, abuse detection.
+
+Request-path lookups are served from small in-process caches (keys for ``key_cache_seconds``, the ban
+list refreshed every ``ban_refresh_seconds`` by the runtime), so a proxied request costs Redis one call:
+the limiter script. A revoked key or a new ban reaches every replica within those few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from ratelimit_proxy.backends import StorageUnavailable
+from ratelimit_proxy.clientip import Network, matches, parse_networks
+from ratelimit_proxy.policy import compile_glob
+from ratelimit_proxy.settings import AbuseSettings, RuleSettings, StaticKey
+from ratelimit_proxy.store import Ban, KeyRecord, Store
+
+log = logging.getLogger("ratelimit_proxy")
+KEY_PREFIX = "vbx_"
+
+
+def key_id(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class KeyDirectory:
+    """API keys by SHA-256: static development keys from config, the rest from the store, cached."""
+
+    def __init__(
+        self, store: Store, static: list[StaticKey], cache_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self._static = {k.sha256: KeyRecord(k.sha256, k.tier, k.owner, source="config") for k in static}
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._ttl = cache_seconds
+        self._clock = clock
+
+    def lookup(self, api_key: str) -> KeyRecord | None:
+        """The key's record, or None when unknown (revoked keys come back with status revoked)."""
+        digest = key_id(api_key)
+        if digest in self._static:
+            return self._static[digest]
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached and cached[0] > now:
+            return cached[1]
+        record = self.store.get_key(digest)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[digest] = (now + self._ttl, record)
+        return record
+
+    def create(self, tier: str, owner: str) -> tuple[str, KeyRecord]:
+        api_key = new_api_key()
+        record = KeyRecord(key_id(api_key), tier, owner, "active", time.time())
+        self.store.put_key(record)
+        return api_key, record
+
+    def update(self, digest: str, tier: str | None = None, status: str | None = None) -> tuple[KeyRecord, KeyRecord]:
+        """Change tier or status; returns (before, after). KeyError when unknown or from config."""
+        before = self.store.get_key(digest)
+        if before is None:
+            raise KeyError(digest)
+        after = replace(before, tier=tier or before.tier, status=status or before.status)
+        self.store.put_key(after)
+        self._cache.pop(digest, None)
+        return before, after
+
+    def all(self) -> list[KeyRecord]:
+        return list(self._static.values()) + self.store.list_keys()
+
+
+@dataclass(frozen=True)
+class BanCheck:
+    ban: Ban | None
+    reason: str = ""
+
+
+class BanList:
+    """Deny-list from config, bans from the store (refreshed lazily), allow-list that auto bans skip."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: AbuseSettings,
+        on_ban: Callable[[str], None] = lambda source: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._on_ban = on_ban
+        self.settings = settings
+        self._allow = parse_networks(settings.allow)
+        self._deny = parse_networks(settings.deny)
+        self._clock = clock
+        self._cached: list[tuple[Network, Ban]] = []
+
+    def check(self, ip: str) -> str | None:
+        """Why ``ip`` is refused ("deny-list", "ban"), or None. Reads the cache that ``refresh`` fills."""
+        if self._deny and matches(ip, self._deny):
+            return "deny-list"
+        now = self._clock()
+        for network, ban in self._cached:
+            if ban.expires_at > now and matches(ip, (network,)):
+                return "ban"
+        return None
+
+    def refresh(self, now: float | None = None) -> None:
+        """Reload the bans from the store; on a store error keep enforcing what we knew."""
+        now = self._clock() if now is None else now
+        try:
+            bans = self.store.bans(now)
+        except StorageUnavailable:
+            return
+        self._cached = [(parse_networks([b.network])[0], b) for b in bans]
+
+    def active(self) -> list[Ban]:
+        return self.store.bans(self._clock())
+
+    def ban(self, network: str, reason: str, source: str, seconds: int | None = None) -> Ban | None:
+        """Ban a network. Automatic bans skip allow-listed addresses and escalate with each offense."""
+        if source == "auto" and matches(network, self._allow):
+            return None
+        if seconds is None:
+            offenses = self.store.count_offense(network)
+            grown = self.settings.ban_seconds * self.settings.ban_factor ** (offenses - 1)
+            seconds = int(min(grown, self.settings.ban_max_seconds))
+        now = self._clock()
+        ban = Ban(str(parse_networks([network])[0]), reason, source, now, now + seconds)
+        self.store.add_ban(ban)
+        self._on_ban(source)
+        log.warning("banned %s for %ds (%s, %s)", ban.network, seconds, reason, source)
+        self.refresh(now)
+        return ban
+
+    def unban(self, network: str) -> bool:
+        removed = self.store.remove_ban(str(parse_networks([network])[0]))
+        self.refresh()
+        return removed
+
+
+class AbuseDetector:
+    """The rules of the abuse settings; each one enforces (bans), shadows (log + metric) or is off."""
+
+    def __init__(
+        self,
+        settings: AbuseSettings,
+        bans: BanList,
+        on_detect: Callable[[str, str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.bans = bans
+        self._on_detect = on_detect
+        self._clock = clock
+        self._attack = [compile_glob(p) for p in settings.attack_path_patterns]
+        self._seen_pairs: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def attack_path(self, ip: str, raw_path: str) -> bool:
+        """A known attack path; True when the request must be refused now (rule enforced)."""
+        rule = self.settings.attack_paths
+        if rule.mode == "off" or not any(p.match(raw_path.lower()) for p in self._attack):
+            return False
+        return self._event("attack_paths", rule, ip, raw_path)
+
+    def response(self, ip: str, status: int, path: str) -> None:
+        """Count what the response says about the client: limit breaches and scanning."""
+        if status == 429 and self.settings.limit_breaches.mode != "off":
+            self._event("limit_breaches", self.settings.limit_breaches, ip, f"{self._clock():.6f}")
+        elif status in (401, 403, 404) and self.settings.scanning.mode != "off":
+            self._event("scanning", self.settings.scanning, ip, path[:256])
+
+    def key_seen(self, ip: str, digest: str) -> None:
+        """Many distinct keys from one address. Only pairs new to this process reach the store."""
+        rule = self.settings.many_keys
+        pair = (ip, digest)
+        if rule.mode == "off" or pair in self._seen_pairs:
+            return
+        self._seen_pairs[pair] = None
+        if len(self._seen_pairs) > 50_000:
+            self._seen_pairs.popitem(last=False)
+        self._event("many_keys", rule, ip, digest[:16])
+
+    def _event(self, name: str, rule: RuleSettings, ip: str, member: str) -> bool:
+        try:
+            count = self.bans.store.record_event(name, ip, member, self._clock(), rule.period_seconds)
+            if count < rule.threshold:
+                return False
+            self._on_detect(name, rule.mode)
+            log.warning(
+                "abuse rule %s matched %s (%d in %ds, mode %s)", name, ip, count, rule.period_seconds, rule.mode
+            )
+            if rule.mode != "enforce":
+                return False
+            return self.bans.ban(ip, name, "auto") is not None
+        except StorageUnavailable:
+            log.warning("abuse rule %s skipped: store unavailable", name)
+            return False

@@ -1,0 +1,83 @@
+"""The proxy's metrics (names fixed in docs/conventions.md). Labels come from fixed sets only: tiers
+from the tier file, decisions, status classes, window names, rule names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class ProxyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "ratelimit_requests_total",
+            "Requests through the proxy by tier, limiter decision and response status class.",
+            ["tier", "decision", "status_class"],
+            registry=registry,
+        )
+        self.decision_seconds = Histogram(
+            "ratelimit_decision_duration_seconds",
+            "Time to decide one request (the limiter script round trip).",
+            buckets=DECISION_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_seconds = Histogram(
+            "ratelimit_upstream_duration_seconds",
+            "Time until the upstream's response headers arrived.",
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        )
+        self.blocked = Counter(
+            "ratelimit_blocked_requests_total",
+            "Requests refused before the limiter: ban, deny-list, attack path, unknown key, bad request.",
+            ["reason"],
+            registry=registry,
+        )
+        self.bans = Counter(
+            "ratelimit_bans_total", "Bans issued, by source (auto, manual).", ["source"], registry=registry
+        )
+        self.detections = Counter(
+            "ratelimit_abuse_detections_total",
+            "Abuse rules that matched, by rule and mode (enforce, shadow).",
+            ["rule", "mode"],
+            registry=registry,
+        )
+        self.near_limit = Counter(
+            "ratelimit_near_limit_total",
+            "Admitted requests that left a window at 80% or more of its quota.",
+            ["tier", "window"],
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "ratelimit_redis_errors_total", "Failed or skipped Redis calls on the request path.", registry=registry
+        )
+        self.circuit_open = Gauge(
+            "ratelimit_circuit_open",
+            "1 while the Redis circuit breaker is open (the highest over worker processes).",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+
+class ActiveBansCollector(Collector):
+    """``ratelimit_active_bans`` read from the shared ban store at scrape time (right under any number of
+    workers and replicas)."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def describe(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("ratelimit_active_bans", "Bans in force now.")
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("ratelimit_active_bans", "Bans in force now.", value=self._count())

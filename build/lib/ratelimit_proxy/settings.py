@@ -1,0 +1,154 @@
+"""The proxy's settings: config/ratelimit_proxy.yml, overridable by ``RATELIMIT_PROXY_<SECTION>__<KEY>``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from service_kit.config import secret
+from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    burst_per_second: int
+    per_minute: int
+    per_hour: int
+    ai_per_day: int
+
+
+def default_tiers() -> dict[str, TierSettings]:
+    return {
+        "free": TierSettings(5, 20, 100, 50),
+        "startup": TierSettings(10, 50, 500, 500),
+        "professional": TierSettings(20, 100, 1000, 2000),
+        "enterprise": TierSettings(50, 500, 10000, 20000),
+    }
+
+
+@dataclass(frozen=True)
+class RouteLimitSettings:
+    name: str
+    quota: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """A per-route override: ``methods`` empty means any method; ``path`` is a glob (``*`` spans /)."""
+
+    name: str
+    path: str
+    methods: list[str] = field(default_factory=list)
+    cost: int = 1
+    limits: list[RouteLimitSettings] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    anonymous_tier: str = "free"
+    buckets: int = 10
+    ai_paths: list[str] = field(default_factory=lambda: ["/api/ai/*"])
+    tiers: dict[str, TierSettings] = field(default_factory=default_tiers)
+    routes: list[RouteSettings] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    url: str = "http://127.0.0.1:8000"
+    connect_timeout_seconds: float = 2.0
+    read_timeout_seconds: float = 30.0
+    pool_size: int = 32
+    preserve_host: bool = False
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Empty ``url``: counters, keys and bans in process memory (one process only)."""
+
+    url: str = ""
+    timeout_ms: int = 50
+    failure_mode: Literal["open", "closed"] = "open"
+    breaker_failures: int = 3
+    breaker_reset_seconds: float = 5.0
+    key_cache_seconds: float = 5.0
+    ban_refresh_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Who may set X-Forwarded-For: peers in ``trusted_proxies`` (CIDRs), or ``trusted_hops`` proxies."""
+
+    trusted_proxies: list[str] = field(default_factory=list)
+    trusted_hops: int = 0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """``mode``: enforce (ban), shadow (log and metric only) or off."""
+
+    mode: Literal["enforce", "shadow", "off"] = "enforce"
+    threshold: int = 10
+    period_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class AbuseSettings:
+    limit_breaches: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=30, period_seconds=60))
+    scanning: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=10, period_seconds=60))
+    attack_paths: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=1, period_seconds=60))
+    many_keys: RuleSettings = field(default_factory=lambda: RuleSettings(threshold=5, period_seconds=300))
+    attack_path_patterns: list[str] = field(
+        default_factory=lambda: ["*/.env*", "*/wp-admin*", "*/wp-login.php*", "*/.git/*", "*../*", "*%2e%2e*"]
+    )
+    ban_seconds: int = 600
+    ban_factor: float = 4.0
+    ban_max_seconds: int = 7 * 86400
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StaticKey:
+    """A development key from config: only its SHA-256 is written down."""
+
+    sha256: str
+    tier: str
+    owner: str
+
+
+def proxy_server() -> ServerSettings:
+    return ServerSettings(port=8080)
+
+
+def admin_server() -> ServerSettings:
+    return ServerSettings(port=9180, workers=1, blocking_threads=8)
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The admin API's server, and an optional bootstrap token (environment only) that acts as an
+    admin; kit API tokens with the admin role work too and are the ones to hand to people."""
+
+    server: ServerSettings = field(default_factory=admin_server)
+    token: str = secret()
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    server: ServerSettings = field(default_factory=proxy_server)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    sentry: SentrySettings = field(default_factory=SentrySettings)
+    database: DatabaseSettings = field(
+        default_factory=lambda: DatabaseSettings(url="sqlite:///.run/ratelimit_proxy.sqlite3")
+    )
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    clients: ClientSettings = field(default_factory=ClientSettings)
+    abuse: AbuseSettings = field(default_factory=AbuseSettings)
+    static_keys: list[StaticKey] = field(default_factory=list)
+    log_proxied_requests: bool = True

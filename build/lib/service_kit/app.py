@@ -1,0 +1,96 @@
+"""``ServiceKit``: the one resource a service's ``create_app`` installs to get the platform's behaviour.
+
+It wires request ids, the JSON request log, RED metrics and `/metrics`, `/healthz` and `/readyz`, the
+JSON error shape and Sentry, so each service's factory only adds its own blueprints and resources.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import sentry_sdk
+from flask import Flask, Response, g, request
+
+from service_kit import __version__
+from service_kit.errors import register_error_handlers
+from service_kit.health import Health
+from service_kit.logs import configure_logging
+from service_kit.metrics import Metrics, elapsed_seconds, route_template
+from service_kit.sentry import init_sentry
+from service_kit.settings import LoggingSettings, SentrySettings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+request_log = logging.getLogger("service_kit.request")
+
+
+class ServiceKit:
+    def __init__(
+        self,
+        service: str,
+        version: str = __version__,
+        *,
+        sentry: SentrySettings | None = None,
+        logging_settings: LoggingSettings | None = None,
+        max_body_bytes: int | None = None,
+        log_requests: bool = True,
+        endpoints: bool = True,
+    ) -> None:
+        self.service = service
+        self.version = version
+        self.sentry_settings = sentry or SentrySettings()
+        self.logging_settings = logging_settings or LoggingSettings()
+        self.max_body_bytes = max_body_bytes
+        self.log_requests = log_requests
+        # False for an app that must not claim paths of its own (a proxy): /metrics and the health
+        # endpoints are then served by a companion app (e.g. an admin app on another port).
+        self.endpoints = endpoints
+        self.metrics = Metrics(service, version)
+        self.health = Health(service)
+        self.sentry_enabled = False
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["service_kit"] = self
+        if self.max_body_bytes is not None:
+            app.config["MAX_CONTENT_LENGTH"] = self.max_body_bytes
+        configure_logging(self.service, self.logging_settings.level, self.logging_settings.json)
+        self.sentry_enabled = init_sentry(self.sentry_settings, self.service, self.version)
+        register_error_handlers(app)
+        if self.endpoints:
+            self.metrics.init_app(app)
+            self.health.init_app(app)
+        app.before_request(self._before_request)
+        app.after_request(self._after_request)
+
+    def _before_request(self) -> None:
+        g.request_started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        if self.sentry_enabled:
+            sentry_sdk.get_isolation_scope().set_tag("request_id", g.request_id)
+
+    def _after_request(self, response: Response) -> Response:
+        seconds = elapsed_seconds()
+        route = route_template()
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        self.metrics.observe(request.method, route, response.status_code, seconds)
+        if self.log_requests:
+            request_log.info(
+                "request",
+                extra={
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "route": route,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_seconds": round(seconds, 6),
+                },
+            )
+        return response
+
+
+def current_kit(app: Flask) -> ServiceKit:
+    kit: ServiceKit = app.extensions["service_kit"]
+    return kit

@@ -1,0 +1,134 @@
+"""The support desk's app factory: the service kit, the database, the API, the web UI, the sweeper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+
+from flask import Flask, g, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from service_kit.app import ServiceKit
+from service_kit.auth import Auth
+from service_kit.db import Database
+from service_kit.server import RUN_DIR
+from tickets_app.api import api
+from tickets_app.attachments import AttachmentStore, Scanner
+from tickets_app.desk import Desk
+from tickets_app.metrics import SupportCollector
+from tickets_app.openapi import openapi_document
+from tickets_app.resources import Resources
+from tickets_app.search import SqliteFtsIndex
+from tickets_app.settings import TicketsSettings
+from tickets_app.web import web
+
+log = logging.getLogger("tickets_app")
+
+
+def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_sweeper: bool = True) -> Flask:
+    """Build the desk. The database must be migrated first (`vibelux-tickets db upgrade` or `serve`)."""
+    app = Flask(__name__)
+    kit = ServiceKit(
+        "tickets",
+        sentry=settings.sentry,
+        logging_settings=settings.logging,
+        max_body_bytes=settings.server.max_body_bytes,
+    )
+    kit.init_app(app)
+    db = Database()
+    db.init_app(app, settings.database.url, settings.database.echo)
+    Auth(db, settings.jwt).init_app(app)
+    desk = build_desk(settings)
+    resources = Resources(
+        settings=settings,
+        db=db,
+        desk=desk,
+        attachment_store=AttachmentStore(settings.attachments.directory),
+        scanner=scanner,
+    )
+    app.extensions["tickets"] = resources
+    kit.metrics.add_scrape_collector(SupportCollector(db.new_session, resources.at_risk, lambda: resources.clock()))
+    app.config.update(
+        SECRET_KEY=settings.web.secret_key or _shared_session_key(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.web.secure_cookie,
+        SESSION_COOKIE_NAME="vbx_desk",
+    )
+    if settings.database.url.startswith("sqlite"):
+        _serialize_writes(app)
+    app.register_blueprint(api)
+    app.register_blueprint(web)
+
+    @app.get("/openapi.json")
+    def openapi() -> ResponseReturnValue:
+        return jsonify(openapi_document())
+
+    if start_sweeper and settings.sla.sweep_interval_seconds > 0:
+        _start_sweeper(resources)
+    return app
+
+
+def _serialize_writes(app: Flask) -> None:
+    """SQLite has one writer: queue this process's writing requests on a lock instead of letting every
+    thread spin in SQLite's busy handler (whose back-off sleeps up to 100 ms a try)."""
+    lock = threading.Lock()
+
+    @app.before_request
+    def take() -> None:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            lock.acquire()
+            g.holds_write_lock = True
+
+    @app.teardown_request
+    def give(_exc: BaseException | None) -> None:
+        if g.pop("holds_write_lock", False):
+            lock.release()
+
+
+def build_desk(settings: TicketsSettings) -> Desk:
+    return Desk(
+        SqliteFtsIndex(),
+        at_risk_seconds=settings.sla.at_risk_minutes * 60,
+        auto_close_days=settings.sla.auto_close_days,
+    )
+
+
+def _shared_session_key() -> str:
+    """Without a configured key, one generated key in the run directory, shared by all workers (O_EXCL
+    makes exactly one of them write it)."""
+    path = RUN_DIR / "tickets-session-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another worker may be between create and write
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty; delete it and restart") from None
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def _start_sweeper(resources: Resources) -> None:
+    """Records breaches whose deadline passed without a ticket change, and auto-closes resolved tickets."""
+    interval = resources.settings.sla.sweep_interval_seconds
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                with resources.db.new_session() as session:
+                    resources.desk.sweep(session, resources.clock())
+                    session.commit()
+            except Exception:  # keep sweeping; the next round retries
+                log.exception("SLA sweep failed")
+
+    stop = threading.Event()
+    threading.Thread(target=loop, name="tickets-sla-sweeper", daemon=True).start()

@@ -1,0 +1,148 @@
+"""Business-hours arithmetic: a weekly schedule in a time zone, minus holidays.
+
+Pure functions over aware datetimes (UTC in, UTC out). The SLA clock asks two questions only:
+how many business seconds lie between two instants, and which instant lies N business seconds after
+another. Both walk the calendar one local day at a time, so DST changes fall out of zoneinfo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# A target this far beyond the last working day means the calendar has (almost) no working time.
+MAX_DAYS_SCANNED = 3 * 366
+
+
+class CalendarError(ValueError):
+    """A calendar definition that cannot be used; `field` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Weekly working hours (local time) in `timezone`, with whole-day holidays.
+
+    `always_open` is the calendar-hours case: every second counts.
+    """
+
+    timezone: str = "UTC"
+    hours: Mapping[int, tuple[tuple[time, time | None], ...]] = field(default_factory=dict)
+    holidays: frozenset[date] = frozenset()
+    always_open: bool = False
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def calendar_hours(cls) -> Calendar:
+        return cls(always_open=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Calendar:
+        """Build from `{"timezone", "hours": {"mon": [["09:00", "17:00"]]}, "holidays": [...]}`.
+
+        None means calendar hours (24/7). Raises CalendarError naming the bad key.
+        """
+        if data is None:
+            return cls.calendar_hours()
+        timezone = str(data.get("timezone", "UTC"))
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise CalendarError("timezone", f"unknown time zone {timezone!r}") from exc
+        raw_hours = data.get("hours") or {}
+        if not isinstance(raw_hours, Mapping):
+            raise CalendarError("hours", "expected a mapping of weekday to [[start, end], ...]")
+        hours: dict[int, tuple[tuple[time, time | None], ...]] = {}
+        for day_name, spans in raw_hours.items():
+            if day_name not in WEEKDAYS:
+                raise CalendarError(f"hours.{day_name}", f"weekday must be one of {', '.join(WEEKDAYS)}")
+            hours[WEEKDAYS.index(day_name)] = tuple(sorted(_parse_span(f"hours.{day_name}", span) for span in spans))
+        if not any(hours.values()):
+            raise CalendarError("hours", "a business-hours calendar needs at least one working span")
+        holidays = set()
+        for index, value in enumerate(data.get("holidays") or []):
+            try:
+                holidays.add(date.fromisoformat(str(value)))
+            except ValueError as exc:
+                raise CalendarError(f"holidays[{index}]", "expected a date YYYY-MM-DD") from exc
+        return cls(timezone=timezone, hours=hours, holidays=frozenset(holidays))
+
+    def working_spans(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The UTC intervals worked on local `day` (empty on holidays and days off)."""
+        if day in self.holidays:
+            return []
+        zone = self.zone
+        spans = []
+        for start, end in self.hours.get(day.weekday(), ()):
+            local_start = datetime.combine(day, start, tzinfo=zone)
+            # None is "24:00": the end of the local day.
+            local_end = (
+                datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+                if end is None
+                else datetime.combine(day, end, tzinfo=zone)
+            )
+            spans.append((local_start.astimezone(UTC), local_end.astimezone(UTC)))
+        return spans
+
+    def _spans_from(self, instant: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working spans overlapping or after `instant`, clipped to start no earlier than it."""
+        day = instant.astimezone(self.zone).date() - timedelta(days=1)
+        for offset in range(MAX_DAYS_SCANNED):
+            for start, end in self.working_spans(day + timedelta(days=offset)):
+                if end <= instant:
+                    continue
+                yield max(start, instant), end
+        raise CalendarError("hours", f"no working time within {MAX_DAYS_SCANNED} days of {instant}")
+
+    def seconds_between(self, start: datetime, end: datetime) -> float:
+        """Business seconds in [start, end); 0 when end <= start."""
+        if end <= start:
+            return 0.0
+        if self.always_open:
+            return (end - start).total_seconds()
+        total = 0.0
+        day = start.astimezone(self.zone).date() - timedelta(days=1)
+        last_day = end.astimezone(self.zone).date() + timedelta(days=1)
+        while day <= last_day:
+            for span_start, span_end in self.working_spans(day):
+                overlap = (min(span_end, end) - max(span_start, start)).total_seconds()
+                if overlap > 0:
+                    total += overlap
+            day += timedelta(days=1)
+        return total
+
+    def add_seconds(self, start: datetime, seconds: float) -> datetime:
+        """The instant at which `seconds` business seconds have passed since `start`."""
+        if self.always_open:
+            return start + timedelta(seconds=seconds)
+        remaining = max(seconds, 0.0)
+        for span_start, span_end in self._spans_from(start):
+            available = (span_end - span_start).total_seconds()
+            if remaining <= available:
+                return span_start + timedelta(seconds=remaining)
+            remaining -= available
+        raise AssertionError("unreachable: _spans_from raises when exhausted")
+
+
+def _parse_span(field: str, span: Sequence[str]) -> tuple[time, time | None]:
+    if not isinstance(span, Sequence) or isinstance(span, str) or len(span) != 2:
+        raise CalendarError(field, 'each span is ["HH:MM", "HH:MM"]')
+    try:
+        start = time.fromisoformat(span[0])
+        end = None if span[1] == "24:00" else time.fromisoformat(span[1])
+    except ValueError as exc:
+        raise CalendarError(field, f"bad time in {list(span)!r}") from exc
+    if end is not None and end <= start:
+        raise CalendarError(field, f"span {list(span)!r} ends before it starts")
+    return start, end

@@ -1,0 +1,93 @@
+"""The search box's query language, parsed into filters and free text (pure).
+
+    status:open,waiting priority:urgent tag:billing assignee:none created>2026-01-01
+    sort:-updated "exact phrase" words
+
+Unknown keys and malformed values are plain words, so nothing typed can make a query fail; free text
+becomes an FTS5 expression in which every word and phrase is quoted, so user input is never syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+LIST_KEYS = {
+    "status": "status",
+    "priority": "priority",
+    "category": "category",
+    "tag": "tag",
+    "tags": "tag",
+    "assignee": "assignee",
+    "requester": "requester",
+    "customer": "requester",
+    "tier": "tier",
+}
+RANGE_KEYS = ("created", "updated")
+SORTS = ("relevance", "created", "-created", "updated", "-updated", "priority", "-priority")
+
+_TOKEN = re.compile(r'(?P<key>[A-Za-z]+)(?P<op>:|>=|<=|>|<)(?P<value>"[^"]*"?|\S+)|"(?P<phrase>[^"]*)"?|(?P<word>\S+)')
+_HAS_TOKEN_CHAR = re.compile(r"\w", re.UNICODE)
+
+
+@dataclass
+class ParsedQuery:
+    terms: list[str] = field(default_factory=list)
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    ranges: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+    sort: str | None = None
+
+    @property
+    def fts_expression(self) -> str | None:
+        """An FTS5 MATCH string: every term double-quoted (quotes doubled), all required."""
+        quoted = ['"' + term.replace('"', '""') + '"' for term in self.terms]
+        return " ".join(quoted) if quoted else None
+
+
+def parse_query(text: str) -> ParsedQuery:
+    """Parse user input; never raises."""
+    parsed = ParsedQuery()
+    for match in _TOKEN.finditer(text[:1000]):
+        key, op, value = match.group("key"), match.group("op"), match.group("value")
+        if key is not None and value is not None and _apply_key(parsed, key.lower(), op, value.strip('"')):
+            continue
+        raw = match.group("phrase") if match.group("phrase") is not None else match.group(0)
+        term = raw.strip()
+        if term and _HAS_TOKEN_CHAR.search(term):
+            parsed.terms.append(term)
+    return parsed
+
+
+def _apply_key(parsed: ParsedQuery, key: str, op: str, value: str) -> bool:
+    if key in LIST_KEYS and op == ":" and value:
+        parsed.filters.setdefault(LIST_KEYS[key], []).extend(v for v in value.split(",") if v)
+        return True
+    if key == "sort" and op == ":" and value in SORTS:
+        parsed.sort = value
+        return True
+    if key in RANGE_KEYS and op in (">", ">=", "<", "<=", ":"):
+        instant = _parse_instant(value)
+        if instant is None:
+            return False
+        low, high = parsed.ranges.get(key, (None, None))
+        if op in (">", ">="):
+            low = instant
+        elif op in ("<", "<="):
+            high = instant
+        else:
+            low, high = instant, instant.replace(hour=23, minute=59, second=59)
+        parsed.ranges[key] = (low, high)
+        return True
+    return False
+
+
+def _parse_instant(value: str) -> datetime | None:
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
