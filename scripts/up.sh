@@ -44,7 +44,4 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   Prometheus          http://127.0.0.1:9090
   Alertmanager        http://127.0.0.1:9093
 URLS
-# Alertmanager's webhook and the support desk share this token; a fresh one per run unless you set it.
-ALERTMANAGER_WEBHOOK_TOKEN=${ALERTMANAGER_WEBHOOK_TOKEN:-$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')}
-export ALERTMANAGER_WEBHOOK_TOKEN
 exec .venv/bin/honcho -f .run/Procfile -d . start
