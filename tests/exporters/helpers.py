@@ -174,3 +174,14 @@ def run_cli(exporter: str, *argv: str) -> tuple[int, str, str]:
         except SystemExit as exit_:
             code = int(exit_.code or 0)
     return code, out.getvalue(), err.getvalue()
+
+
+def promtool_findings(text: str) -> list[str]:
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+
+
+# node_exporter's own /proc/meminfo names (MemTotal, SwapFree, ...) are camelCase; promtool flags them on
+# node_exporter too. Compatibility is the point of these names, so that one finding is the only one allowed.
+def is_meminfo_camelcase_finding(line: str) -> bool:
+    return line.startswith("node_memory_") and "should be written in 'snake_case' not 'camelCase'" in line

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from exporters.health.settings import ENV_PREFIX, HealthSettings
 from service_kit.config import load_settings
@@ -59,6 +60,9 @@ def test_stopped_redis_and_hung_http_are_down_within_timeout_while_scrapes_stay_
         assert sample(body, "service_last_success_timestamp_seconds", {"service": "redis"}) is not None
         durations = [exporter.scrape()[1] for _ in range(10)]
         assert max(durations) < 0.5
+        base = exporter.url.removesuffix("/metrics")
+        assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok", "service": "exporter-health"}
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200  # every probe has a result
     finally:
         exporter.stop()
         redis_server.close()
@@ -118,3 +122,13 @@ def test_shipped_config_is_valid_and_probe_keys_come_from_the_environment() -> N
     assert settings.probes["database"].target == environ["EXPORTER_HEALTH_PROBES__DATABASE__TARGET"]
     assert settings.probes["database"].degraded_after_seconds == 0.5  # the file's other keys stay
     assert settings.server.port == 9102
+
+
+def test_config_env_lists_probe_keys_and_masks_passwords_in_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORTER_HEALTH_PROBES__DATABASE__TARGET", "postgresql+psycopg://ops:hunter2@db:5432/platform")
+    code, stdout, _ = run_cli("health", "--config", "config/exporters/health.yml", "config", "env")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert "EXPORTER_HEALTH_PROBES__DATABASE__TARGET=postgresql+psycopg://ops:********@db:5432/platform" in lines
+    assert "EXPORTER_HEALTH_PROBES__REDIS__TARGET=redis://127.0.0.1:6379/0" in lines
+    assert "hunter2" not in stdout

@@ -196,7 +196,7 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
     fast = {"interval_seconds": 0.2, "timeout_seconds": 0.5}
     exporter = HealthExporter(
         {
-            "api": ProbeSpec("http", dependency_url + "/ok", **fast),
+            "api": ProbeSpec("http", dependency_url + "/ok", interval_seconds=0.2, timeout_seconds=5),
             "ai": ProbeSpec("http", dependency_url + "/trickle", **fast),
             "payments": ProbeSpec("http", f"http://127.0.0.1:{silent_port}/", **fast),
         }
@@ -205,7 +205,10 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
     try:
         value = exporter.registry.get_sample_value
         wait_until(lambda: value("service_probe_results_total", {"service": "api", "outcome": "success"}) >= 3)
-        wait_until(lambda: value("service_probe_results_total", {"service": "ai", "outcome": "timeout"}) >= 2)
+        for hung in ("ai", "payments"):
+            wait_until(
+                lambda hung=hung: value("service_probe_results_total", {"service": hung, "outcome": "timeout"}) >= 2
+            )
         started = time.perf_counter()
         generate_latest(exporter.registry)
         assert time.perf_counter() - started < 0.25  # probes time out at 0.5 s
@@ -214,3 +217,22 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
         assert value("service_up", {"service": "payments"}) == 0.0
     finally:
         exporter.stop()
+
+
+def test_a_failing_job_logs_when_it_starts_failing_and_when_it_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    outcomes = iter([ConnectionError("refused"), ConnectionError("refused"), None, None])
+
+    def work() -> ProbeReport:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+        return ProbeReport()
+
+    job = PeriodicJob("probe-redis", work, lambda _: None, interval=1, timeout=1)
+    with caplog.at_level("INFO", logger="exporters.scheduling"):
+        for _ in range(4):
+            job.run_once()
+    assert [record.getMessage() for record in caplog.records] == [
+        "probe-redis failed: ConnectionError: refused",
+        "probe-redis recovered",
+    ]

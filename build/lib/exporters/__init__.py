@@ -1,1 +1,0 @@
-"""Prometheus exporters of the VibeLux operations stack: infrastructure, service health, business."""

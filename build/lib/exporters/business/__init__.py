@@ -1,1 +1,0 @@
-"""Business exporter: named SQL queries run on their own schedule, results served from cache."""

@@ -1,1 +1,0 @@
-"""Service-health exporter: probes dependencies on their own schedule and serves the last results."""

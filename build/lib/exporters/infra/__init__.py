@@ -1,1 +1,0 @@
-"""Infrastructure exporter: node_exporter-compatible host metrics and per-process metrics via psutil."""
