@@ -39,7 +39,7 @@ pytest:
 
 bench: install
 	@BENCH=1 scripts/system-deps.sh
-	$(BIN)/python -m bench
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Time from fault to incident ticket (and from recovery to resolved ticket) through the real pipeline.
 
-    .venv/bin/python -m bench.alert_pipeline [--runs 5]
+    .venv/bin/python bench/alert_pipeline.py [--runs 5]   (or python -m bench.alert_pipeline)
 
 Stops a probed Redis, waits for the ServiceDown ticket in the support desk, restarts Redis, waits for the
 ticket to resolve; repeats. Compares each time with the floor the configured intervals allow (`for` +
@@ -13,6 +13,9 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `make bench` runs it as a file
 
 from tests.alerts.stack import AlertingStack, measure_fault_to_ticket
 from tests.servers import wait_until

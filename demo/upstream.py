@@ -40,6 +40,11 @@ def create_app() -> Flask:
     def healthz() -> Response:
         return jsonify(status="ok")
 
+    @app.get("/_demo/providers/<any(ai, payments):provider>/status")
+    def provider_status(provider: str) -> Response:
+        """Stand-in status pages of the AI and payments providers, so `make up` works offline."""
+        return jsonify(status="ok", provider=provider)
+
     @app.get("/api/v1/users")
     def users() -> Response:
         return jsonify(users=[{"id": i, "name": f"user-{i}"} for i in range(1, 4)], query=request.args)

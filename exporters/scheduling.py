@@ -50,6 +50,7 @@ class PeriodicJob(Generic[T]):
         self._interval = interval
         self._timeout = timeout
         self._running: threading.Thread | None = None
+        self._last_error: str | None = None
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -86,9 +87,18 @@ class PeriodicJob(Generic[T]):
                     time.time(),
                 )
         self._record(attempt)
-        if attempt.error is not None:
-            log.warning("%s failed: %s", self.name, attempt.error)
+        self._log_change(attempt)
         return attempt
+
+    def _log_change(self, attempt: Attempt[T]) -> None:
+        """Log when a job starts failing, fails differently, or recovers; not on every failing tick."""
+        error = None if attempt.error is None else f"{type(attempt.error).__name__}: {attempt.error}"
+        if error != self._last_error:
+            if error is not None:
+                log.warning("%s failed: %s", self.name, error)
+            else:
+                log.info("%s recovered", self.name)
+        self._last_error = error
 
     def start(self) -> None:
         """Start the schedule in a daemon thread (fixed rate; a slow attempt delays only its own job)."""

@@ -7,18 +7,21 @@ reads memory (or psutil, for the infra exporter), so one process is enough.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import click
-from prometheus_client import CollectorRegistry, Info, start_http_server
+from prometheus_client import CollectorRegistry, Info, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from service_kit import cli as kit_cli
 from service_kit.config import checked, describe_environment, load_settings, port_check
@@ -43,11 +46,38 @@ S = TypeVar("S", bound=ExporterSettings)
 
 
 class Exporter(NamedTuple):
-    """What `serve` runs: the registry to expose and the background work around it."""
+    """What `serve` runs: the registry to expose, the background work around it, and readiness
+    (True once every probe or query has run at least once, so /readyz says when numbers are real)."""
 
     registry: CollectorRegistry
     start: Callable[[], None] = lambda: None
     stop: Callable[[], None] = lambda: None
+    ready: Callable[[], bool] = lambda: True
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would drown the exporter's own log."""
+
+
+def exporter_app(exporter: Exporter, name: str) -> Callable[..., Iterable[bytes]]:
+    """WSGI app: /metrics (the registry), /healthz (the process answers), /readyz (first results are in);
+    the same health endpoints as the services (service_kit.health), so `make up` checks all alike."""
+    metrics = make_wsgi_app(exporter.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path in ("/healthz", "/readyz"):
+            ok = path == "/healthz" or exporter.ready()
+            body = json.dumps({"status": "ok" if ok else "fail", "service": f"exporter-{name}"}).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: see /metrics, /healthz, /readyz\n"]
+
+    return app
 
 
 def register_build_info(registry: CollectorRegistry, exporter: str) -> None:
@@ -60,9 +90,10 @@ def register_build_info(registry: CollectorRegistry, exporter: str) -> None:
     info.labels(f"exporter-{exporter}", package_version, sys.version.split()[0]).info({})
 
 
-def serve(exporter: Exporter, server: ExporterServerSettings) -> None:
-    """Serve /metrics until SIGINT or SIGTERM, with the exporter's background jobs running meanwhile."""
-    httpd, _thread = start_http_server(server.port, server.host, exporter.registry)
+def serve(exporter: Exporter, server: ExporterServerSettings, name: str) -> None:
+    """Serve until SIGINT or SIGTERM, with the exporter's background jobs running meanwhile."""
+    httpd = make_server(server.host, server.port, exporter_app(exporter, name), ThreadingWSGIServer, QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
     log.info("serving metrics on http://%s:%d/metrics", server.host, server.port)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -103,7 +134,7 @@ def exporter_cli(
         settings = load()
         exporter = build(settings)
         register_build_info(exporter.registry, name)
-        serve(exporter, settings.server)
+        serve(exporter, settings.server, name)
 
     @group.command("check-config", help="Validate the configuration and exit.")
     def check_config() -> None:

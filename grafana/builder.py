@@ -12,6 +12,9 @@ from typing import Any
 DATASOURCE = {"type": "prometheus", "uid": "vibelux-prometheus"}
 GRID_WIDTH = 24
 SCHEMA_VERSION = 39
+# Tables and bar gauges show one value per series; stats query a range to draw their trend sparkline.
+INSTANT_KINDS = ("table", "bargauge")
+STAT_OPTIONS = {"graphMode": "area", "colorMode": "value", "reduceOptions": {"calcs": ["lastNotNull"]}}
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def quantiles(
 
 
 def stat(title: str, *queries: Query | str, unit: str, **options: Any) -> Panel:
+    """A big number (the last value) over its trend for the shown period."""
+    options.setdefault("options", STAT_OPTIONS)
     return panel(title, *queries, unit=unit, kind="stat", width=options.pop("width", 4), **options)
 
 
@@ -204,8 +209,8 @@ def _panel_json(item: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, A
                 "datasource": DATASOURCE,
                 "expr": query.expr,
                 "legendFormat": query.legend,
-                "instant": query.instant or item.kind in ("stat", "table", "bargauge"),
-                "range": not (query.instant or item.kind in ("stat", "table", "bargauge")),
+                "instant": query.instant or item.kind in INSTANT_KINDS,
+                "range": not (query.instant or item.kind in INSTANT_KINDS),
             }
             for index, query in enumerate(item.queries)
         ],

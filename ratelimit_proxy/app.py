@@ -27,9 +27,11 @@ from ratelimit_proxy.forward import (
     limited_chunks,
     request_headers,
     response_headers,
+    small_body,
     stream_body,
     target_of,
 )
+from ratelimit_proxy.guard import key_id, request_fingerprint
 from ratelimit_proxy.limiter import Decision
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
@@ -99,6 +101,11 @@ def origin_form(environ: dict[str, Any]) -> bool:
     return raw.startswith("/") and environ.get("PATH_INFO", "/").startswith("/")
 
 
+def content_length(environ: dict[str, Any]) -> int | None:
+    value = environ.get("CONTENT_LENGTH", "")
+    return int(value) if value.isdigit() else None
+
+
 def credential(environ: dict[str, Any]) -> str | None:
     header = environ.get("HTTP_AUTHORIZATION", "")
     if header[:7].lower() == "bearer ":
@@ -146,12 +153,18 @@ def create_app(
             return refuse(
                 "none", "blocked", problem(431, "headers-too-large", "Request headers too large."), "too_large"
             )
-        length = request.content_length
+        length = content_length(environ)
         if length is not None and length > clients.max_body_bytes:
             return refuse("none", "blocked", problem(413, "body-too-large", "Request body too large."), "too_large")
 
-        peer = request.remote_addr or ""
+        peer = environ.get("REMOTE_ADDR", "")
         ip = client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR"), runtime.trusted_proxies, clients.trusted_hops)
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+
+        def fingerprint() -> str:
+            names = (k[5:] for k in environ if k.startswith("HTTP_"))
+            return request_fingerprint(ip, environ.get("HTTP_USER_AGENT", ""), names)
+
         g.client_ip = ip
         runtime.tick()
         reason = runtime.bans.check(ip)
@@ -159,7 +172,7 @@ def create_app(
             detail = "This client is blocked."
             return refuse("none", "blocked", problem(403, "abnormal-usage-detected", detail), reason)
         target = target_of(environ)
-        if runtime.detector.attack_path(ip, target):
+        if runtime.detector.attack_path(ip, target, fingerprint):
             detail = "This client is blocked."
             return refuse("none", "blocked", problem(403, "abnormal-usage-detected", detail), "attack_path")
 
@@ -168,24 +181,24 @@ def create_app(
         tier, bucket = anonymous_tier, f"ip:{ip}"
         if api_key:
             try:
-                record = runtime.keys.lookup(api_key)
+                record = runtime.lookup_key(api_key)
             except StorageUnavailable:
-                runtime.metrics.redis_errors.inc()
-                record = None
+                # The key cannot be checked: fail-closed refuses; fail-open serves it as anonymous traffic.
                 if runtime.failure_mode == "closed":
                     return unavailable()
-            if record is None or record.status != "active":
-                runtime.detector.response(ip, 401, request.path)
-                response = problem(401, "unauthorized", "The API key is unknown or revoked.")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-                return refuse("none", "unauthorized", response, "unknown_key")
-            tier, bucket = record.tier, f"key:{record.key_id[:32]}"
-            runtime.detector.key_seen(ip, record.key_id)
+            else:
+                runtime.detector.key_seen(ip, key_id(api_key), fingerprint)
+                if record is None or record.status != "active":
+                    runtime.detector.response(ip, 401, path, fingerprint)
+                    response = problem(401, "unauthorized", "The API key is unknown or revoked.")
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+                    return refuse("none", "unauthorized", response, "unknown_key")
+                tier, bucket = record.tier, f"key:{record.key_id[:32]}"
         if tier not in runtime.policy.tiers:
             log.error("key of tier %r not in the tier file; using %r", tier, anonymous_tier)
             tier = anonymous_tier
 
-        plan = runtime.policy.plan(tier, request.method, request.path)
+        plan = runtime.policy.plan(tier, method, path)
         decision = runtime.decide(bucket, plan.limits, plan.cost)
         extra_headers: list[tuple[str, str]] = []
         if decision is None:
@@ -193,7 +206,7 @@ def create_app(
                 return unavailable(tier)
             verdict = "error"
         elif not decision.allowed:
-            runtime.detector.response(ip, 429, request.path)
+            runtime.detector.response(ip, 429, path, fingerprint)
             headers = [*limit_headers(plan, decision), ("Retry-After", str(decision.retry_after_seconds))]
             violated = decision.violated
             detail = f"Quota exceeded: {', '.join(violated)}."
@@ -205,10 +218,9 @@ def create_app(
             for window in decision.windows:
                 if (window.limit.quota - window.remaining) * 100 >= window.limit.quota * NEAR_LIMIT_PERCENT:
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
-        response = forward(ip, target)
-        response.headers.extend(extra_headers)
+        response = forward(environ, ip, peer, length, target, extra_headers)
         if response.status_code in (401, 403, 404):
-            runtime.detector.response(ip, response.status_code, request.path)
+            runtime.detector.response(ip, response.status_code, path, fingerprint)
         runtime.metrics.requests.labels(tier, verdict, status_class(response.status_code)).inc()
         return response
 
@@ -217,38 +229,46 @@ def create_app(
         body = problem(503, "temporary-reduced-capacity", "Rate limiting is unavailable.", {}, [("Retry-After", retry)])
         return refuse(tier, "error", body)
 
-    def forward(ip: str, target: str) -> Response:
-        environ = request.environ
-        headers = request_headers(environ)
-        peer = request.remote_addr or ""
+    def forward(
+        environ: dict[str, Any],
+        ip: str,
+        peer: str,
+        length: int | None,
+        target: str,
+        extra_headers: list[tuple[str, str]],
+    ) -> Response:
+        """Send the request upstream; the response carries ``extra_headers`` (the limit headers)."""
         incoming = environ.get("HTTP_X_FORWARDED_FOR")
         chain = f"{incoming}, {peer}" if incoming and ip != peer else peer
         host = environ.get("HTTP_HOST", "")
-        headers = [(k, v) for k, v in headers if k not in FORWARD_HEADERS]
+        headers = [(k, v) for k, v in request_headers(environ) if k not in FORWARD_HEADERS]
         headers += [
             ("X-Forwarded-For", chain),
-            ("X-Forwarded-Proto", request.scheme),
+            ("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http")),
             ("X-Forwarded-Host", host),
             ("X-Request-Id", g.request_id),
+            ("Host", host if upstream.preserve_host else upstream.netloc),
         ]
-        headers.append(("Host", host if upstream.preserve_host else upstream.netloc))
         body: Any = None
-        if request.content_length:
+        if length:
             body = request.stream
         elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             body = limited_chunks(environ["wsgi.input"], clients.max_body_bytes)
         started = time.perf_counter()
         try:
-            answer = upstream.send(request.method, target, headers, body)
+            answer = upstream.send(environ["REQUEST_METHOD"], target, headers, body)
+            small = small_body(answer)
         except BodyTooLarge:
             runtime.metrics.blocked.labels("too_large").inc()
             return problem(413, "body-too-large", "Request body too large.")
         except UpstreamError as exc:
             log.warning("upstream error: %s", exc)
             status = 504 if exc.timeout else 502
-            return problem(status, "upstream-timeout" if exc.timeout else "bad-gateway", str(exc))
+            kind = "upstream-timeout" if exc.timeout else "bad-gateway"
+            return problem(status, kind, str(exc), headers=extra_headers)  # the request was still counted
         runtime.metrics.upstream_seconds.observe(time.perf_counter() - started)
-        return ProxiedResponse(stream_body(answer), answer.status, response_headers(answer))
+        content = stream_body(answer) if small is None else small
+        return ProxiedResponse(content, answer.status, response_headers(answer) + extra_headers)
 
     app.add_url_rule("/", "proxy", proxy_view, defaults={"path": ""}, methods=METHODS)
     app.add_url_rule("/<path:path>", "proxy", proxy_view, methods=METHODS)

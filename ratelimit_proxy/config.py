@@ -29,16 +29,16 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
     parts = urlsplit(settings.upstream.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("upstream.url", source, "http(s)://host[:port]", settings.upstream.url)
-    for name in ("trusted_proxies",):
+    networks = {
+        "clients.trusted_proxies": settings.clients.trusted_proxies,
+        "abuse.allow": settings.abuse.allow,
+        "abuse.deny": settings.abuse.deny,
+    }
+    for setting, cidrs in networks.items():
         try:
-            parse_networks(getattr(settings.clients, name))
+            parse_networks(cidrs)
         except ValueError as exc:
-            raise ConfigError(f"clients.{name}", source, "IP networks (CIDR)", str(exc)) from None
-    for name in ("allow", "deny"):
-        try:
-            parse_networks(getattr(settings.abuse, name))
-        except ValueError as exc:
-            raise ConfigError(f"abuse.{name}", source, "IP networks (CIDR)", str(exc)) from None
+            raise ConfigError(setting, source, "IP networks (CIDR)", str(exc)) from None
     return settings
 
 

@@ -92,7 +92,7 @@ class Upstream:
                 method,
                 self.prefix + target,
                 body=body,
-                headers=urllib3.HTTPHeaderDict(headers),
+                headers=dict(headers),  # WSGI already joined repeated request headers
                 retries=False,
                 redirect=False,
                 preload_content=False,
@@ -111,6 +111,24 @@ def response_headers(response: urllib3.BaseHTTPResponse) -> list[tuple[str, str]
     """Every upstream header (repeated ones such as Set-Cookie kept apart) minus hop-by-hop ones."""
     named = {t.strip().lower() for t in response.headers.get("Connection", "").split(",")}
     return [(k, v) for k, v in response.headers.iteritems() if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+
+
+def small_body(response: urllib3.BaseHTTPResponse) -> bytes | None:
+    """The whole body when the upstream announced a small one: one bytes object is cheaper to hand to
+    the server than a generator. None for anything larger or of unknown length (then stream)."""
+    length = response.headers.get("Content-Length")
+    if length is None or not length.isdigit() or int(length) > CHUNK:
+        return None
+    try:
+        return response.read(decode_content=False)
+    except ReadTimeoutError as exc:
+        response.close()
+        raise UpstreamError("the upstream did not send its body in time", timeout=True) from exc
+    except HTTPError as exc:
+        response.close()
+        raise UpstreamError(f"the upstream failed: {type(exc).__name__}", timeout=False) from exc
+    finally:
+        response.release_conn()
 
 
 def stream_body(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from ratelimit_proxy.backends import StorageUnavailable
@@ -23,6 +24,19 @@ from ratelimit_proxy.store import Ban, KeyRecord, Store
 
 log = logging.getLogger("ratelimit_proxy")
 KEY_PREFIX = "vbx_"
+
+
+USER_AGENT_PRODUCT = re.compile(r"([A-Za-z][\w.-]{0,31})/(\d{1,6})")
+Fingerprint = Callable[[], str]
+
+
+def request_fingerprint(ip: str, user_agent: str, header_names: Iterable[str]) -> str:
+    """Client IP, User-Agent reduced to product/major version, and a short hash of the set of header
+    names: at most ~90 characters whatever the client sends (it goes into logs and ban records)."""
+    match = USER_AGENT_PRODUCT.match(user_agent)
+    agent = f"{match.group(1)}/{match.group(2)}" if match else ("other" if user_agent else "none")
+    names = ",".join(sorted({n.lower() for n in header_names}))
+    return f"{ip[:45]}|{agent}|{hashlib.sha256(names.encode()).hexdigest()[:12]}"
 
 
 def key_id(api_key: str) -> str:
@@ -44,6 +58,9 @@ class KeyDirectory:
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._ttl = cache_seconds
         self._clock = clock
+
+    def is_static(self, api_key: str) -> bool:
+        return key_id(api_key) in self._static
 
     def lookup(self, api_key: str) -> KeyRecord | None:
         """The key's record, or None when unknown (revoked keys come back with status revoked)."""
@@ -156,31 +173,34 @@ class AbuseDetector:
         settings: AbuseSettings,
         bans: BanList,
         on_detect: Callable[[str, str], None],
+        store_available: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._store_available = store_available
         self.bans = bans
         self._on_detect = on_detect
         self._clock = clock
         self._attack = [compile_glob(p) for p in settings.attack_path_patterns]
         self._seen_pairs: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def attack_path(self, ip: str, raw_path: str) -> bool:
+    def attack_path(self, ip: str, raw_path: str, fingerprint: Fingerprint) -> bool:
         """A known attack path; True when the request must be refused now (rule enforced)."""
         rule = self.settings.attack_paths
         if rule.mode == "off" or not any(p.match(raw_path.lower()) for p in self._attack):
             return False
-        return self._event("attack_paths", rule, ip, raw_path)
+        return self._event("attack_paths", rule, ip, raw_path[:256], fingerprint)
 
-    def response(self, ip: str, status: int, path: str) -> None:
+    def response(self, ip: str, status: int, path: str, fingerprint: Fingerprint) -> None:
         """Count what the response says about the client: limit breaches and scanning."""
         if status == 429 and self.settings.limit_breaches.mode != "off":
-            self._event("limit_breaches", self.settings.limit_breaches, ip, f"{self._clock():.6f}")
+            self._event("limit_breaches", self.settings.limit_breaches, ip, f"{self._clock():.6f}", fingerprint)
         elif status in (401, 403, 404) and self.settings.scanning.mode != "off":
-            self._event("scanning", self.settings.scanning, ip, path[:256])
+            self._event("scanning", self.settings.scanning, ip, path[:256], fingerprint)
 
-    def key_seen(self, ip: str, digest: str) -> None:
-        """Many distinct keys from one address. Only pairs new to this process reach the store."""
+    def key_seen(self, ip: str, digest: str, fingerprint: Fingerprint) -> None:
+        """Many distinct keys (valid or not) from one address. Only pairs new to this process reach the
+        store, so a client reusing its key costs nothing here."""
         rule = self.settings.many_keys
         pair = (ip, digest)
         if rule.mode == "off" or pair in self._seen_pairs:
@@ -188,20 +208,23 @@ class AbuseDetector:
         self._seen_pairs[pair] = None
         if len(self._seen_pairs) > 50_000:
             self._seen_pairs.popitem(last=False)
-        self._event("many_keys", rule, ip, digest[:16])
+        self._event("many_keys", rule, ip, digest[:16], fingerprint)
 
-    def _event(self, name: str, rule: RuleSettings, ip: str, member: str) -> bool:
+    def _event(self, name: str, rule: RuleSettings, ip: str, member: str, fingerprint: Fingerprint) -> bool:
+        if not self._store_available():
+            return False  # the circuit to Redis is open: no request waits for a timeout here
         try:
             count = self.bans.store.record_event(name, ip, member, self._clock(), rule.period_seconds)
             if count < rule.threshold:
                 return False
             self._on_detect(name, rule.mode)
+            seen = fingerprint()
             log.warning(
-                "abuse rule %s matched %s (%d in %ds, mode %s)", name, ip, count, rule.period_seconds, rule.mode
+                "abuse rule %s matched %s (%d in %ds, mode %s)", name, seen, count, rule.period_seconds, rule.mode
             )
             if rule.mode != "enforce":
                 return False
-            return self.bans.ban(ip, name, "auto") is not None
+            return self.bans.ban(ip, f"{name}: {seen}", "auto") is not None
         except StorageUnavailable:
             log.warning("abuse rule %s skipped: store unavailable", name)
             return False

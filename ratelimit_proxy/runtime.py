@@ -20,7 +20,7 @@ from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
-from ratelimit_proxy.store import MemoryStore, RedisStore, Store
+from ratelimit_proxy.store import KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
 
 log = logging.getLogger("ratelimit_proxy")
@@ -62,10 +62,13 @@ class Runtime:
             settings.abuse,
             on_ban=lambda source: self.metrics.bans.labels(source).inc(),
         )
-        self.detector = AbuseDetector(
-            settings.abuse, self.bans, on_detect=lambda rule, mode: self.metrics.detections.labels(rule, mode).inc()
-        )
         self.breaker = CircuitBreaker(settings.redis.breaker_failures, settings.redis.breaker_reset_seconds)
+        self.detector = AbuseDetector(
+            settings.abuse,
+            self.bans,
+            on_detect=lambda rule, mode: self.metrics.detections.labels(rule, mode).inc(),
+            store_available=lambda: not self.breaker.is_open,
+        )
         self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
 
@@ -77,6 +80,8 @@ class Runtime:
             return
         try:
             self._next_tick = now + self.settings.redis.ban_refresh_seconds
+            if self.breaker.is_open:
+                return  # keep the bans we know; no request waits for a Redis timeout
             self.bans.refresh()
             version = self._stored_policy_version()
             if self._policy_version is None:
@@ -117,6 +122,19 @@ class Runtime:
     @property
     def retry_after_outage(self) -> int:
         return max(1, math.ceil(self.settings.redis.breaker_reset_seconds))
+
+    def lookup_key(self, api_key: str) -> KeyRecord | None:
+        """The key's record; StorageUnavailable when the store fails or the circuit is open (an open
+        circuit means no request waits for a Redis timeout here either)."""
+        if self.breaker.is_open and not self.keys.is_static(api_key):
+            raise StorageUnavailable("circuit open")
+        try:
+            return self.keys.lookup(api_key)
+        except StorageUnavailable:
+            self.metrics.redis_errors.inc()
+            if self.breaker.failure():
+                self.metrics.circuit_open.set(1)
+            raise
 
     def decide(self, bucket: str, limits: tuple[Limit, ...], cost: int) -> Decision | None:
         """The limiter's decision, or None when the store is unavailable (or the circuit is open)."""

@@ -13,5 +13,6 @@ if [[ -f config/prometheus.compose.yml ]]; then promtool check config --syntax-o
 if [[ ${#rule_tests[@]} -gt 0 ]]; then promtool test rules "${rule_tests[@]}"; fi
 if [[ -f config/alertmanager.yml ]]; then
   amtool check-config config/alertmanager.yml
+  if [[ -f config/alertmanager.compose.yml ]]; then amtool check-config config/alertmanager.compose.yml; fi
   if [[ -x alert_rules/tests/routes.sh ]]; then alert_rules/tests/routes.sh; fi
 fi

@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run/redis .run/prometheus .run/alertmanager
 
+# Alertmanager and the support desk share one webhook token; a local run without one gets a fresh one.
+if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]]; then
+  ALERTMANAGER_WEBHOOK_TOKEN=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
+  export ALERTMANAGER_WEBHOOK_TOKEN
+fi
+
 .venv/bin/python - <<'PY'
 import importlib.util, re, sys
 from pathlib import Path

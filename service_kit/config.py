@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +21,7 @@ import yaml
 
 T = TypeVar("T")
 REDACTED = "********"
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")  # user:password@ in a URL that is not a secret field
 
 
 class ConfigError(Exception):
@@ -208,10 +210,14 @@ def describe_environment(
         if dataclasses.is_dataclass(hint):
             yield from describe_environment(hint, env_prefix, value, (*path, field.name))  # type: ignore[arg-type]
             continue
+        if _is_named_sections(hint) and isinstance(value, dict):
+            for name, entry in value.items():
+                yield from describe_environment(type(entry), env_prefix, entry, (*path, field.name, str(name)))
+            continue
         shown = REDACTED if field.metadata.get("secret") and value else value
         if shown is dataclasses.MISSING:
             shown = "(required)"
-        yield env_name(env_prefix, (*path, field.name)), str(shown)
+        yield env_name(env_prefix, (*path, field.name)), URL_PASSWORD.sub(rf"\1{REDACTED}@", str(shown))
 
 
 # Checks shared by several services' settings.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -52,6 +53,7 @@ class ManagedProcess:
     """A server process started from ``command()``; ``stop``/``start`` keep the same port."""
 
     name = "server"
+    start_timeout = 15.0  # seconds until ready(); raise it for servers that start slowly on a busy machine
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -65,11 +67,21 @@ class ManagedProcess:
     def ready(self) -> bool:
         return port_open(self.port)
 
+    def environment(self) -> dict[str, str]:
+        """Variables added to the inherited environment of the process."""
+        return {}
+
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            env={**os.environ, **self.environment()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            wait_until(self.ready)
+            wait_until(self.ready, timeout=self.start_timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-2000:]}") from None

@@ -19,6 +19,7 @@ import requests
 from tests.servers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+HEALTH_METRICS = "http://127.0.0.1:9102/metrics"
 
 # name in the Procfile -> port that serves /metrics, /healthz and /readyz
 ENDPOINTS = {
@@ -54,6 +55,12 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
             assert "# TYPE" in requests.get(f"{base}/metrics", timeout=5).text, name
         wait_until(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=2).ok, timeout=60)
         wait_until(lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=2).ok, timeout=60)
+        # The health grid is green offline: AI and payments probe the demo's stand-in status pages.
+        for service in ("api", "database", "redis", "ai", "payments"):
+            wait_until(
+                lambda s=service: f'service_up{{service="{s}"}} 1.0' in requests.get(HEALTH_METRICS, timeout=2).text,
+                timeout=60,
+            )
         children = psutil.Process(stack.pid).children(recursive=True)
         assert len(children) >= len(ENDPOINTS)
     finally:

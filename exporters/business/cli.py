@@ -11,7 +11,7 @@ from exporters.serving import Exporter, exporter_cli
 def build(settings: BusinessSettings) -> Exporter:
     timeout = max(spec.timeout_seconds for spec in settings.queries.values())
     exporter = BusinessExporter(read_only_engine(settings.database.url, timeout), settings.queries)
-    return Exporter(exporter.registry, exporter.start, exporter.stop)
+    return Exporter(exporter.registry, exporter.start, exporter.stop, exporter.book.complete)
 
 
 main = exporter_cli("business", BusinessSettings, ENV_PREFIX, build)

@@ -46,6 +46,11 @@ class ResultBook:
                 state.samples = None
                 state.errors += 1
 
+    def complete(self) -> bool:
+        """Every query has run at least once (successfully or not)."""
+        with self._lock:
+            return all(state.duration_seconds is not None for state in self._queries.values())
+
     def snapshot(self) -> dict[str, QueryState]:
         with self._lock:
             return {name: QueryState(s.samples, s.errors, s.duration_seconds, s.last_success_at)

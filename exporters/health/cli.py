@@ -9,7 +9,7 @@ from exporters.serving import Exporter, exporter_cli
 
 def build(settings: HealthSettings) -> Exporter:
     exporter = HealthExporter(settings.probes)
-    return Exporter(exporter.registry, exporter.start, exporter.stop)
+    return Exporter(exporter.registry, exporter.start, exporter.stop, exporter.book.complete)
 
 
 main = exporter_cli("health", HealthSettings, ENV_PREFIX, build)

@@ -45,6 +45,11 @@ class HealthBook:
                 health.last_success_at = attempt.finished_at
         return status
 
+    def complete(self) -> bool:
+        """Every service has been probed at least once."""
+        with self._lock:
+            return all(health.status is not None for health in self._services.values())
+
     def snapshot(self) -> dict[str, ServiceHealth]:
         with self._lock:
             return {

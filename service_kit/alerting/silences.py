@@ -24,11 +24,13 @@ MAX_ACK = timedelta(days=7)
 
 
 class AlertmanagerError(Exception):
-    """Alertmanager refused a request or could not be reached; `field` names the bad input when known."""
+    """Alertmanager refused a request or could not be reached; `field` names the bad input when known,
+    `not_found` says the silence does not exist."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, not_found: bool = False) -> None:
         super().__init__(message)
         self.field = field
+        self.not_found = not_found
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,10 @@ class AlertmanagerClient:
         except requests.RequestException as exc:
             raise AlertmanagerError(f"Alertmanager at {self.base_url} is unreachable: {exc}") from exc
         if response.status_code >= 400:
+            # Alertmanager 0.25 answers an unknown silence id with 500 "silence not found".
             raise AlertmanagerError(
-                f"Alertmanager refused {method} {path}: {response.status_code} {response.text.strip()}"
+                f"Alertmanager refused {method} {path}: {response.status_code} {response.text.strip()}",
+                not_found="not found" in response.text,
             )
         return response.json() if response.content else None
 

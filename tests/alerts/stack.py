@@ -1,5 +1,6 @@
-"""The alerting pipeline for real, on free ports: Redis (the probed service), the health and infra exporters,
-the support desk, Prometheus with the repository's rules and Alertmanager with the repository's routing.
+"""The stack for real, on free ports: Redis (the probed service), the health, infra and business exporters,
+the support desk, the rate-limiting proxy in front of the demo upstream, the flag service (both on a second
+Redis), Prometheus with the repository's rules and Alertmanager with the repository's routing.
 
 Shared by the end-to-end tests and bench/alert_pipeline.py. Only the timers are shortened (scrape and
 evaluation 1s, group_wait/group_interval 1s, ServiceDown `for` 2s); routes, receivers and rules are the
@@ -8,8 +9,11 @@ repository's own.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,7 +30,14 @@ from service_kit.auth import create_token
 from service_kit.db import make_engine
 from tests.alerts.helpers import REPO, alertmanager_config
 from tests.exporters.helpers import ExporterProcess
-from tests.servers import AlertmanagerServer, PrometheusServer, RedisServer, free_port, wait_until
+from tests.servers import (
+    AlertmanagerServer,
+    ManagedProcess,
+    PrometheusServer,
+    RedisServer,
+    free_port,
+    wait_until,
+)
 from tests.tickets.test_server import DeskServer
 from tickets_app.cli import migrate
 
@@ -99,6 +110,42 @@ class AlertingPrometheus(PrometheusServer):
         return [*super().command(), "--rules.alert.resend-delay=1s"]
 
 
+class ServiceProcess(ManagedProcess):
+    """One of the stack's services run as `python -m <module> ...` with the repository's config file and
+    environment overrides; "{port}" in its arguments or environment becomes its own free port."""
+
+    start_timeout = 60.0
+
+    def __init__(self, name: str, module_args: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        super().__init__()
+        self._command = [sys.executable, "-m", *(arg.replace("{port}", str(self.port)) for arg in module_args)]
+        self._env = {key: value.replace("{port}", str(self.port)) for key, value in env.items()}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return self._command
+
+    def environment(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(REPO), "VIBELUX_RUN_DIR": str(self.workdir / "run"), **self._env}
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+
+
+class IncidentDesk(DeskServer):
+    """The support desk as the tickets tests run it, with one worker and more time to start: the 2-core
+    machine is shared, and the pipeline needs the webhook, not the desk's concurrency."""
+
+    start_timeout = 60.0
+
+    def command(self) -> list[str]:
+        return ["env", "TICKETS_SERVER__WORKERS=1", *super().command()]
+
+
 class AlertingStack:
     """Starts everything in dependency order; `close()` stops it all (also on a failed start)."""
 
@@ -121,7 +168,7 @@ class AlertingStack:
 
         os.environ["TICKETS_ALERTS__WEBHOOK_TOKEN"] = self.webhook_token
         try:
-            self.desk = DeskServer()
+            self.desk = IncidentDesk()
             migrate(self.desk.database_url)
             self.desk.start()
         finally:
@@ -129,19 +176,33 @@ class AlertingStack:
         self._stack.callback(self.desk.close)
         self.agent_token = self._agent_token()
 
+        self._start_platform()
+
         probe = {"interval_seconds": timers.probe_interval, "timeout_seconds": 0.5}
         health_config = {
             "server": {"host": "127.0.0.1", "port": free_port()},
             "probes": {
                 "redis": {"kind": "redis", "target": self.redis.url, **probe},
                 "database": {"kind": "sql", "target": self.desk.database_url, **probe},
-                "api": {"kind": "http", "target": f"{self.desk.url}/healthz", **probe},
+                "api": {"kind": "http", "target": f"{self.upstream.url}/healthz", **probe},
             },
         }
         self.health = self._exporter("health", health_config)
         infra_config = yaml.safe_load((REPO / "config" / "exporters" / "infra.yml").read_text())
         infra_config["server"] = {"host": "127.0.0.1", "port": free_port()}
         self.infra = self._exporter("infra", infra_config)
+        business_config = yaml.safe_load((REPO / "config" / "exporters" / "business.yml").read_text())
+        business_config["server"] = {"host": "127.0.0.1", "port": free_port()}
+        platform_db = self.workdir / "platform.sqlite3"
+        subprocess.run(
+            [sys.executable, "-m", "demo.business_db", "--out", str(platform_db), "--users", "400", "--quiet"],
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+        self.business = self._exporter(
+            "business", business_config, {"EXPORTER_BUSINESS_DATABASE__URL": f"sqlite:///{platform_db}"}
+        )
 
         self.alertmanager = AlertmanagerServer(
             alertmanager_config(
@@ -169,12 +230,60 @@ class AlertingStack:
         api = f"{self.prometheus.url}/api/v1"
         managers = requests.get(f"{api}/alertmanagers", timeout=2).json()["data"]["activeAlertmanagers"]
         targets = requests.get(f"{api}/targets", timeout=2).json()["data"]["activeTargets"]
-        return bool(managers) and len(targets) == 4 and all(t["health"] == "up" for t in targets)
+        return bool(managers) and len(targets) == 7 and all(t["health"] == "up" for t in targets)
 
-    def _exporter(self, name: str, config: dict[str, Any]) -> ExporterProcess:
+    def _start_platform(self) -> None:
+        """The demo upstream behind the proxy, and the flag service; proxy and flags share a second Redis so
+        that stopping the probed one is a fault of one dependency only."""
+        self.platform_redis = RedisServer()
+        self.platform_redis.start()
+        self._stack.callback(self.platform_redis.close)
+        self.upstream = self._service("demo-upstream", ["demo.upstream", "--port", "{port}"], {})
+        proxy_port = free_port()
+        self.proxy = self._service(
+            "proxy",
+            ["ratelimit_proxy.cli", "serve"],
+            {
+                "VIBELUX_RATELIMIT_PROXY_CONFIG": str(REPO / "config" / "ratelimit_proxy.yml"),
+                "RATELIMIT_PROXY_SERVER__PORT": str(proxy_port),
+                "RATELIMIT_PROXY_SERVER__WORKERS": "1",
+                "RATELIMIT_PROXY_ADMIN__SERVER__PORT": "{port}",
+                "RATELIMIT_PROXY_UPSTREAM__URL": self.upstream.url,
+                "RATELIMIT_PROXY_REDIS__URL": self.platform_redis.url.replace("/0", "/2"),
+                "RATELIMIT_PROXY_DATABASE__URL": f"sqlite:///{self.workdir / 'proxy.sqlite3'}",
+            },
+        )
+        self.proxy_url = f"http://127.0.0.1:{proxy_port}"
+        flags_env = {
+            "VIBELUX_FLAGS_CONFIG": str(REPO / "config" / "flags.yml"),
+            "FLAGS_SERVER__WORKERS": "1",
+            "FLAGS_DATABASE__URL": f"sqlite:///{self.workdir / 'flags.sqlite3'}",
+            "FLAGS_REDIS__URL": self.platform_redis.url.replace("/0", "/1"),
+        }
+        keys_file = self.workdir / "flags-keys.json"
+        subprocess.run(
+            [sys.executable, "-m", "flags_service.cli", "seed-demo", "--keys-file", str(keys_file)],
+            check=True,
+            cwd=self.workdir,
+            env={**os.environ, **flags_env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+        )
+        self.flags_keys: dict[str, str] = json.loads(keys_file.read_text())
+        self.flags = self._service(
+            "flags", ["flags_service.cli", "serve"], flags_env | {"FLAGS_SERVER__PORT": "{port}"}
+        )
+
+    def _service(self, name: str, module_args: list[str], env: dict[str, str]) -> ServiceProcess:
+        """Start `python -m <module_args>`; "{port}" in arguments or environment becomes its own port."""
+        process = ServiceProcess(name, module_args, env)
+        process.start()
+        self._stack.callback(process.close)
+        return process
+
+    def _exporter(self, name: str, config: dict[str, Any], env: dict[str, str] | None = None) -> ExporterProcess:
         path = self.workdir / f"{name}.yml"
         path.write_text(yaml.safe_dump(config))
-        exporter = ExporterProcess(name, path, config["server"]["port"])
+        exporter = ExporterProcess(name, path, config["server"]["port"], env)
         self._stack.callback(exporter.stop)
         return exporter
 
@@ -191,8 +300,12 @@ class AlertingStack:
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager.port}"]}]}]},
             "scrape_configs": [
                 job("service-health", self.health.port),
-                job("infra", self.infra.port),
+                # psutil over every process can take longer than a 1s scrape timeout on a busy machine
+                job("infra", self.infra.port) | {"scrape_interval": "5s"},
                 job("tickets", self.desk.port),
+                job("business", self.business.port),
+                job("ratelimit-proxy", self.proxy.port),
+                job("flags", self.flags.port),
                 job("alertmanager", self.alertmanager.port),
             ],
         }
@@ -233,6 +346,30 @@ class AlertingStack:
 
     def close(self) -> None:
         self._stack.close()
+
+
+def drive_demo_traffic(stack: AlertingStack) -> None:
+    """What a few minutes of real use leave in the metrics: API calls through the proxy (allowed, 429 once the
+    free tier's burst is spent, upstream 5xx), flag evaluations and SDK polls, desk requests."""
+    with requests.Session() as http:
+        for index in range(30):
+            path = "/api/v1/status/500" if index % 10 == 0 else "/api/v1/users"
+            http.get(f"{stack.proxy_url}{path}", timeout=5)
+        flags = {"Authorization": f"Bearer {stack.flags_keys['server']}"}
+        for _ in range(5):
+            http.post(
+                f"{stack.flags.url}/ofrep/v1/evaluate/flags",
+                json={"context": {"targetingKey": "u1"}},
+                headers=flags,
+                timeout=5,
+            )
+        first = http.get(f"{stack.flags.url}/api/v1/sdk/snapshot", headers=flags, timeout=5)
+        http.get(
+            f"{stack.flags.url}/api/v1/sdk/snapshot",
+            headers=flags | {"If-None-Match": first.headers.get("ETag", "")},
+            timeout=5,
+        )
+        http.get(f"{stack.desk.url}/healthz", timeout=5)
 
 
 def parse_time(text: str) -> float:

@@ -108,3 +108,20 @@ def test_alertmanager_config_holds_no_secret_only_file_references() -> None:
         ),
     ]
     assert all(path.startswith("secrets/") for path in files)
+
+
+def test_compose_gives_alertmanager_every_secret_file_its_config_reads() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    targets = {secret["target"] for secret in compose["services"]["alertmanager"]["secrets"]}
+    text = (REPO / "config" / "alertmanager.yml").read_text()
+    read = set(re.findall(r"_file: (secrets/[\w.-]+)", text))
+    assert {f"/etc/alertmanager/{path}" for path in read} == targets
+    assert set(compose["secrets"]) == {secret["source"] for secret in compose["services"]["alertmanager"]["secrets"]}
+
+
+def test_compose_alertmanager_config_differs_only_in_the_desk_address() -> None:
+    compose = yaml.safe_load((REPO / "config" / "alertmanager.compose.yml").read_text())
+    expected = alertmanager_config(webhook_url="http://tickets:8081/api/v1/alerts/webhook")
+    assert compose == expected
+    mounts = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["alertmanager"]["volumes"]
+    assert "./config/alertmanager.compose.yml:/etc/alertmanager/alertmanager.yml:ro" in mounts

@@ -9,7 +9,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from tests.exporters.helpers import DependencyHandler
+from tests.exporters.helpers import DependencyHandler, PostgresServer
 from tests.servers import free_port
 
 
@@ -31,3 +31,11 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    server = PostgresServer()
+    server.start()
+    yield server.url
+    server.close()

@@ -13,6 +13,7 @@ from exporters.health.collector import HealthBook, HealthCollector
 from exporters.health.exporter import HealthExporter
 from exporters.health.probes import BodyCheck, ProbeReport, ProbeSpec, build_probe, grade
 from exporters.scheduling import Attempt, PeriodicJob
+from tests.exporters.helpers import SLACK_SECONDS
 from tests.servers import RedisServer, free_port, wait_until
 
 
@@ -90,14 +91,14 @@ def test_http_probe_grades_status_code_body_and_latency(
 def test_http_probe_against_silent_server_times_out_within_its_timeout(silent_port: int) -> None:
     status, outcome, done = run(ProbeSpec("http", f"http://127.0.0.1:{silent_port}/", timeout_seconds=0.5))
     assert (status, outcome) == ("down", "timeout")
-    assert done.duration_seconds < 1.0
+    assert done.duration_seconds < 0.5 + SLACK_SECONDS
 
 
 def test_http_probe_against_trickling_server_is_cut_off_by_the_hard_timeout(dependency_url: str) -> None:
     started = time.perf_counter()
     status, outcome, _ = run(ProbeSpec("http", dependency_url + "/trickle", timeout_seconds=0.5))
     assert (status, outcome) == ("down", "timeout")
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 0.5 + SLACK_SECONDS
 
 
 @pytest.mark.integration
@@ -112,7 +113,7 @@ def test_redis_probe_is_healthy_then_down_when_redis_stops() -> None:
     server.close()
     down = job.run_once()
     assert grade(down, None)[0] == "down"
-    assert down.duration_seconds < spec.timeout_seconds + 0.2
+    assert down.duration_seconds < spec.timeout_seconds + SLACK_SECONDS
 
 
 def test_sql_probe_on_sqlite_file_and_on_unopenable_path(tmp_path: Path) -> None:
@@ -122,6 +123,11 @@ def test_sql_probe_on_sqlite_file_and_on_unopenable_path(tmp_path: Path) -> None
     missing = tmp_path / "missing.sqlite3"
     assert run(ProbeSpec("sql", f"sqlite:///{missing}"))[:2] == ("down", "failure")
     assert not missing.exists()  # the probe must not create the database it checks
+
+
+@pytest.mark.integration
+def test_sql_probe_on_real_postgresql_is_healthy(postgres_url: str) -> None:
+    assert run(ProbeSpec("sql", postgres_url, timeout_seconds=2))[:2] == ("healthy", "success")
 
 
 def test_sql_probe_on_postgresql_url_with_nothing_listening_is_down() -> None:
@@ -190,7 +196,7 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
     fast = {"interval_seconds": 0.2, "timeout_seconds": 0.5}
     exporter = HealthExporter(
         {
-            "api": ProbeSpec("http", dependency_url + "/ok", **fast),
+            "api": ProbeSpec("http", dependency_url + "/ok", interval_seconds=0.2, timeout_seconds=5),
             "ai": ProbeSpec("http", dependency_url + "/trickle", **fast),
             "payments": ProbeSpec("http", f"http://127.0.0.1:{silent_port}/", **fast),
         }
@@ -199,12 +205,34 @@ def test_a_hung_probe_does_not_stall_the_others_or_the_scrape(dependency_url: st
     try:
         value = exporter.registry.get_sample_value
         wait_until(lambda: value("service_probe_results_total", {"service": "api", "outcome": "success"}) >= 3)
-        wait_until(lambda: value("service_probe_results_total", {"service": "ai", "outcome": "timeout"}) >= 2)
+        for hung in ("ai", "payments"):
+            wait_until(
+                lambda hung=hung: value("service_probe_results_total", {"service": hung, "outcome": "timeout"}) >= 2
+            )
         started = time.perf_counter()
         generate_latest(exporter.registry)
-        assert time.perf_counter() - started < 0.05
+        assert time.perf_counter() - started < 0.25  # probes time out at 0.5 s
         assert value("service_up", {"service": "api"}) == 1.0
         assert value("service_up", {"service": "ai"}) == 0.0
         assert value("service_up", {"service": "payments"}) == 0.0
     finally:
         exporter.stop()
+
+
+def test_a_failing_job_logs_when_it_starts_failing_and_when_it_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    outcomes = iter([ConnectionError("refused"), ConnectionError("refused"), None, None])
+
+    def work() -> ProbeReport:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+        return ProbeReport()
+
+    job = PeriodicJob("probe-redis", work, lambda _: None, interval=1, timeout=1)
+    with caplog.at_level("INFO", logger="exporters.scheduling"):
+        for _ in range(4):
+            job.run_once()
+    assert [record.getMessage() for record in caplog.records] == [
+        "probe-redis failed: ConnectionError: refused",
+        "probe-redis recovered",
+    ]

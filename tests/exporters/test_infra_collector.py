@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.infra.collector import ALL_COLLECTORS, NodeCollector, ProcessGroup, ProcessGroupCollector
+from tests.exporters.helpers import is_meminfo_camelcase_finding, promtool_findings
 from tests.exporters.infra_fixed_system import FixedSystem
 
 NODE_EXPOSITION = """\
@@ -231,17 +230,6 @@ def test_node_collector_rejects_bad_options(kwargs: dict[str, object], message: 
 def test_process_group_rejects_invalid_regex_at_construction() -> None:
     with pytest.raises(Exception, match="unterminated character set"):
         ProcessGroup("bad", "[abc")
-
-
-def promtool_findings(text: str) -> list[str]:
-    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-
-
-# node_exporter's own /proc/meminfo names (MemTotal, SwapFree, ...) are camelCase; promtool flags them on
-# node_exporter too. Compatibility is the point of these names, so that one finding is the only one allowed.
-def is_meminfo_camelcase_finding(line: str) -> bool:
-    return line.startswith("node_memory_") and "should be written in 'snake_case' not 'camelCase'" in line
 
 
 def test_real_host_exposition_passes_promtool_lint_except_node_exporters_own_meminfo_names() -> None:

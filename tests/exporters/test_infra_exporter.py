@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.exporters.helpers import ExporterProcess, write_config
+from tests.exporters.helpers import ExporterProcess, run_cli, write_config
 from tests.servers import free_port, wait_until
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -130,18 +130,11 @@ def test_process_groups_report_the_running_exporter_and_the_test_runner(infra_ex
 )
 def test_bad_config_stops_start_up_with_one_line(tmp_path: Path, config: dict[str, object], message: str) -> None:
     path = write_config(tmp_path / "infra.yml", config)
-    result = subprocess.run(
-        [sys.executable, "-m", "exporters.infra.cli", "--config", str(path), "serve"], capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith(f"config error in {path}: {message}")
+    code, _, stderr = run_cli("infra", "--config", str(path), "serve")
+    assert code == 2
+    assert stderr.count("\n") == 1
+    assert stderr.startswith(f"config error in {path}: {message}")
 
 
 def test_shipped_config_is_valid() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "exporters.infra.cli", "--config", "config/exporters/infra.yml", "check-config"],
-        capture_output=True,
-        text=True,
-    )
-    assert (result.returncode, result.stdout) == (0, "configuration ok\n"), result.stderr
+    assert run_cli("infra", "--config", "config/exporters/infra.yml", "check-config") == (0, "configuration ok\n", "")

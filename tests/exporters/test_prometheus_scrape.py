@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from demo.business_db import generate
-from tests.exporters.helpers import ExporterProcess, write_config
+from tests.exporters.helpers import ExporterProcess, is_meminfo_camelcase_finding, promtool_findings, write_config
 from tests.servers import AlertmanagerServer, PrometheusServer, RedisServer, free_port, wait_until
 
 CONFIG = Path("config/prometheus.yml")
@@ -44,9 +48,55 @@ def test_prometheus_configs_scrape_exactly_the_contract_jobs_on_their_ports() ->
         assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].endswith(":9093")
 
 
+class ServiceProcess:
+    """One of the stack's Flask services started as `make up` does (`python -m <package>.cli serve`),
+    configured from the environment only (an empty config file) on free ports."""
+
+    def __init__(self, package: str, prefix: str, workdir: Path, redis_url: str) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        home = workdir / package
+        home.mkdir()
+        (home / "empty.yml").write_text("{}\n")
+        env = {
+            f"VIBELUX_{prefix}_CONFIG": str(home / "empty.yml"),
+            "VIBELUX_RUN_DIR": str(home / "run"),
+            f"{prefix}_SERVER__PORT": str(self.port),
+            f"{prefix}_SERVER__WORKERS": "1",
+            f"{prefix}_LOGGING__LEVEL": "WARNING",
+            f"{prefix}_DATABASE__URL": f"sqlite:///{home / 'db.sqlite3'}",
+            f"{prefix}_REDIS__URL": redis_url,
+        }
+        if package == "ratelimit_proxy":  # metrics live on the admin port, behind which no token is needed
+            env |= {"RATELIMIT_PROXY_ADMIN__SERVER__PORT": str(self.metrics_port),
+                    "RATELIMIT_PROXY_ADMIN__TOKEN": "test-admin-token-0123456789"}  # fmt: skip
+        else:
+            self.metrics_port = self.port
+        if package == "tickets_app":
+            env["TICKETS_ATTACHMENTS__DIRECTORY"] = str(home / "files")
+        self.url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"{package}.cli", "serve"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=(home / "server.log").open("wb"),
+        )
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: requests.get(self.url, timeout=1).status_code == 200, timeout=90)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+SERVICES = {"ratelimit-proxy": ("ratelimit_proxy", "RATELIMIT_PROXY"), "tickets": ("tickets_app", "TICKETS"),
+            "flags": ("flags_service", "FLAGS")}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def running_exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ExporterProcess]]:
-    """The three exporters as `make up` runs them, with their shipped configs pointed at test ports."""
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """What `make up` runs, on free ports: the three exporters from their shipped configs, and the proxy,
+    the support desk and the flags service (exporters by name, services by job name)."""
     workdir = tmp_path_factory.mktemp("stack")
     redis_server = RedisServer()
     redis_server.start()
@@ -63,8 +113,10 @@ def running_exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         "redis": {"kind": "redis", "target": redis_server.url, "interval_seconds": 1},
         "database": {"kind": "sql", "target": database_url, "interval_seconds": 1},
     }
-    started: dict[str, ExporterProcess] = {}
+    started: dict[str, Any] = {}
     try:
+        for job, (package, prefix) in SERVICES.items():  # slow to start: all at once, waited for below
+            started[job] = ServiceProcess(package, prefix, workdir, redis_server.url.removesuffix("/0") + "/1")
         for name, changes, env in (
             ("infra", {}, {}),
             ("health", {"probes": probes}, {}),
@@ -72,6 +124,8 @@ def running_exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         ):
             config, port = shipped(name, **changes)
             started[name] = ExporterProcess(name, config, port, env)
+        for job in SERVICES:
+            started[job].wait_ready()
         yield started
     finally:
         for exporter in started.values():
@@ -80,36 +134,33 @@ def running_exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
 
 
 @pytest.mark.integration
-def test_real_prometheus_scrapes_every_exporter_with_the_shipped_job_names(
-    running_exporters: dict[str, ExporterProcess], alertmanager_server: AlertmanagerServer
+def test_real_prometheus_scrapes_every_contract_job_and_every_target_is_up(
+    running_stack: dict[str, Any], alertmanager_server: AlertmanagerServer
 ) -> None:
     config = yaml.safe_load(CONFIG.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s")
     exporter_jobs = {"infra": "infra", "service-health": "health", "business": "business"}
-    kept = []
     for job in config["scrape_configs"]:
         job.pop("scrape_interval", None)
         name = job["job_name"]
         if name in exporter_jobs:
-            job["static_configs"] = [{"targets": [f"127.0.0.1:{running_exporters[exporter_jobs[name]].port}"]}]
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{running_stack[exporter_jobs[name]].port}"]}]
+        elif name in SERVICES:
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{running_stack[name].metrics_port}"]}]
         elif name == "alertmanager":
             job["static_configs"] = [{"targets": [alertmanager_server.url.removeprefix("http://")]}]
-        elif name != "prometheus":
-            continue  # the services of other areas are not started here
-        kept.append(job)
-    config["scrape_configs"] = kept
     config["rule_files"] = []
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
         alertmanager_server.url.removeprefix("http://")
     ]
     prometheus = PrometheusServer(config)
-    for job in kept:  # the self-scrape target is Prometheus's own free port
+    for job in config["scrape_configs"]:  # the self-scrape target is Prometheus's own free port
         if job["job_name"] == "prometheus":
             job["static_configs"] = [{"targets": [f"127.0.0.1:{prometheus.port}"]}]
     (prometheus.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     prometheus.start()
     try:
-        expected_jobs = {"infra", "service-health", "business", "prometheus", "alertmanager"}
+        expected_jobs = contract_jobs()
 
         def all_up() -> bool:
             results = prometheus.query("up")
@@ -127,7 +178,18 @@ def test_real_prometheus_scrapes_every_exporter_with_the_shipped_job_names(
             'business_users{job="business",tier="free"} > 0',
             'business_mrr_usd{job="business"}',
             'business_query_errors_total{job="business"}',
+            'vibelux_build_info{job="tickets"}',
+            'vibelux_build_info{job="flags"}',
+            'vibelux_build_info{job="ratelimit-proxy"}',
         ):
             wait_until(lambda expr=expr: bool(prometheus.query(expr)), timeout=15)
     finally:
         prometheus.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["infra", "health", "business"])
+def test_every_exporters_live_output_passes_promtool_lint(running_stack: dict[str, Any], name: str) -> None:
+    body, _ = running_stack[name].scrape()
+    findings = promtool_findings(body)
+    assert [line for line in findings if not is_meminfo_camelcase_finding(line)] == []

@@ -176,6 +176,7 @@ def test_upstream_down_is_502_within_connect_timeout(settings_for: Callable[...,
     response = client.get("/api/v1/users")
     assert response.status_code == 502
     assert response.get_json()["error"]["code"] == "bad_gateway"
+    assert response.headers["X-RateLimit-Remaining"] == "4"  # it was counted, and says so
     assert time.monotonic() - started < 1.0
 
 
@@ -224,3 +225,26 @@ def test_proxy_claims_no_path_of_its_own(client: FlaskClient, upstream: Upstream
     before = upstream.served(path)
     client.get(path)
     assert upstream.served(path) == before + 1
+
+
+@pytest.mark.parametrize(("mode", "status"), [("open", 200), ("closed", 503)])
+def test_api_key_that_cannot_be_checked_follows_the_failure_mode(
+    settings_for: Callable[..., ProxySettings], mode: str, status: int
+) -> None:
+    from tests.servers import free_port
+
+    settings = settings_for()
+    storage = dataclasses.replace(settings.redis, url=f"redis://127.0.0.1:{free_port()}/0", failure_mode=mode)
+    client = create_app(dataclasses.replace(settings, redis=storage)).test_client()
+    statuses = {client.get("/api/v1/users", headers={"X-API-Key": "vbx_unverifiable"}).status_code for _ in range(5)}
+    assert statuses == {status}  # never a 401 for a key that may well be valid
+
+
+def test_request_fingerprint_is_bounded_and_normalised() -> None:
+    from ratelimit_proxy.guard import request_fingerprint
+
+    short = request_fingerprint("203.0.113.9", "curl/7.88.1", ["Host", "Accept"])
+    assert short.startswith("203.0.113.9|curl/7|")
+    assert request_fingerprint("203.0.113.9", "curl/8.1", ["accept", "host"]).split("|")[2] == short.split("|")[2]
+    huge = request_fingerprint("203.0.113.9", "x" * 10_000, [f"X-H{i}" for i in range(500)])
+    assert len(huge) < 100

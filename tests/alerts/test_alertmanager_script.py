@@ -1,0 +1,59 @@
+"""scripts/alertmanager.sh (the Procfile's Alertmanager): secrets from the environment into files, then the
+real Alertmanager on config/alertmanager.yml."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.alerts.helpers import REPO
+from tests.servers import free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_script_writes_secrets_privately_warns_about_missing_ones_and_serves(tmp_path: Path) -> None:
+    port = free_port()
+    secret_file = tmp_path / "pagerduty-key"
+    secret_file.write_text("pd-routing-key")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"SLACK_WEBHOOK_URL", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL_FILE", "SMTP_PASSWORD_FILE"}
+    }
+    env |= {
+        "ALERTMANAGER_RUN_DIR": str(tmp_path / "run"),
+        "ALERTMANAGER_LISTEN": f"127.0.0.1:{port}",
+        "ALERTMANAGER_WEBHOOK_TOKEN": "desk-token",
+        "PAGERDUTY_ROUTING_KEY_FILE": str(secret_file),
+    }
+    process = subprocess.Popen(
+        [str(REPO / "scripts" / "alertmanager.sh"), "--log.level=warn"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code == 200, timeout=20)
+        status = requests.get(f"http://127.0.0.1:{port}/api/v2/status", timeout=5).json()
+        assert "support-desk" in status["config"]["original"]
+        secrets = tmp_path / "run" / "secrets"
+        assert (secrets / "support-desk-webhook-token").read_text() == "desk-token"
+        assert (secrets / "pagerduty-routing-key").read_text() == "pd-routing-key"
+        assert not (secrets / "slack-webhook-url").exists()
+        for path in secrets.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    assert "SLACK_WEBHOOK_URL is not set" in stderr
+    assert "SMTP_PASSWORD is not set" in stderr
+    assert "desk-token" not in stderr and "pd-routing-key" not in stderr
