@@ -39,9 +39,14 @@ def hello():
 """
 WRK_SCRIPT = """
 local counter = 0
+local tiers = {"free", "pro", "enterprise"}
+local countries = {"DE", "NL", "US", "FR", "GB"}
 request = function()
   counter = counter + 1
-  local body = '{"context":{"targetingKey":"user-' .. (counter % 5000) .. '","tier":"pro","country":"NL"}}'
+  local tier = tiers[counter % 3 + 1]
+  local country = countries[counter % 5 + 1]
+  local body = '{"context":{"targetingKey":"user-' .. (counter % 5000) .. '","tier":"' .. tier ..
+    '","country":"' .. country .. '"}}'
   return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["Authorization"] = "Bearer TOKEN"}, body)
 end
 """

@@ -267,13 +267,38 @@ def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, 
     return _serve_variant(flag, variant, SPLIT, rule_id)
 
 
-def is_context_free(flag: Flag) -> bool:
-    """True when ``evaluate`` gives the same result for every context (off, or one variant for all),
-    so callers may compute it once per flag version."""
+def context_attributes(
+    flag: Flag, flags: Mapping[str, Flag] | None = None, _chain: tuple[str, ...] = ()
+) -> frozenset[str] | None:
+    """The context attributes ``evaluate`` may read for ``flag`` (prerequisites included), or ``None`` when
+    it reads the targeting key, a bucketing attribute or a segment: then the result varies per user.
+
+    With a set, the result is a function of those attributes' values alone, so callers may memoise it.
+    """
     if not flag.get("enabled", False):
-        return True
-    no_targeting = not (flag.get("prerequisites") or flag.get("targets") or flag.get("rules"))
-    return no_targeting and "rollout" not in flag["fallthrough"]
+        return frozenset()
+    rules = flag.get("rules") or ()
+    serves = [flag["fallthrough"], *(rule["serve"] for rule in rules)]
+    if flag.get("targets") or any("rollout" in serve for serve in serves):
+        return None
+    attributes = set()
+    for rule in rules:
+        for clause in rule["clauses"]:
+            if clause["op"] == SEGMENT_MATCH:
+                return None
+            attributes.add(clause.get("attribute", TARGETING_KEY))
+    chain = (*_chain, flag["key"])
+    for prerequisite in flag.get("prerequisites") or ():
+        required = (flags or {}).get(prerequisite["flag"])
+        if required is None:
+            continue  # a missing prerequisite fails for every context
+        if prerequisite["flag"] in chain or len(chain) > MAX_PREREQUISITE_DEPTH:
+            return None
+        inner = context_attributes(required, flags, chain)
+        if inner is None:
+            return None
+        attributes |= inner
+    return None if TARGETING_KEY in attributes else frozenset(attributes)
 
 
 def evaluate(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 
-from flags_service.engine import ERROR, evaluate, is_context_free
+from flags_service.engine import ERROR, context_attributes, evaluate
 from flags_service.snapshots import Snapshot, content_hash
 from flags_service.storage import SdkKey
 
@@ -59,17 +59,43 @@ def _context() -> dict[str, Any]:
 Served = tuple[str, str]  # (flag key, variant): what the evaluation counters count
 
 
+MEMO_LIMIT = 20_000  # memoised results per snapshot and process; beyond it, evaluate every time
+
+
+def _plan(key: str, flag: Mapping[str, Any], snapshot: Snapshot) -> tuple[str, ...] | None:
+    """The sorted attributes the flag's result depends on (``()``: none), or ``None``: varies per user."""
+    try:
+        return snapshot.memo_plans[key]
+    except KeyError:
+        attributes = context_attributes(flag, snapshot.flags)
+        plan = snapshot.memo_plans[key] = None if attributes is None else tuple(sorted(attributes))
+        return plan
+
+
 def _evaluate(
     key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot
 ) -> tuple[str, Served | None]:
     """One OFREP item as JSON text, and what was served (``None`` for an error item).
 
     A flag yields few distinct items (one per variant and reason), so their JSON and their counter key are
-    made once per snapshot and reused: a bulk response is then mostly a string join, not serialisation.
+    made once per snapshot. Flags whose result depends only on a few attributes (tier, country…) are
+    memoised per snapshot by those attributes' values (and types: ``True`` is not ``1``); flags that read the
+    targeting key or bucket users are evaluated every time.
     """
     context_free = snapshot.context_free_items.get(key)
     if context_free is not None:
         return context_free
+    plan = _plan(key, flag, snapshot)
+    memo_key: tuple[Any, ...] | None = None
+    if plan:
+        values = tuple([context.get(attribute) for attribute in plan])
+        memo_key = (key, values, tuple(map(type, values)))
+        try:
+            hit = snapshot.memo.get(memo_key)
+        except TypeError:  # a list-valued attribute: not hashable, not memoised
+            hit, memo_key = None, None
+        if hit is not None:
+            return hit
     result = evaluate(flag, context, snapshot.segments, snapshot.flags)
     if result.reason == ERROR:
         error = {"key": key, "errorCode": result.error_code or "GENERAL", "errorDetails": result.error_message or ""}
@@ -86,8 +112,10 @@ def _evaluate(
         }
         rendered = (json.dumps(item, separators=(",", ":")), (key, str(result.variant)))
         snapshot.rendered_items[cache_key] = rendered
-        if is_context_free(flag):
-            snapshot.context_free_items[key] = rendered
+    if plan == ():
+        snapshot.context_free_items[key] = rendered
+    elif memo_key is not None and len(snapshot.memo) < MEMO_LIMIT:
+        snapshot.memo[memo_key] = rendered
     return rendered
 
 

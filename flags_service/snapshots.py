@@ -39,6 +39,8 @@ class Snapshot:
     # OFREP (item JSON, (flag, variant)) per (flag, variant, reason), and per context-free flag (ofrep.py)
     rendered_items: dict[tuple[str, str | None, str], Any] = field(default_factory=dict, repr=False, compare=False)
     context_free_items: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    memo_plans: dict[str, tuple[str, ...] | None] = field(default_factory=dict, repr=False, compare=False)
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def etag(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import requests
 
-from flags_service.engine import EMPTY_METADATA, ERROR, Evaluation, evaluate, is_context_free
+from flags_service.engine import EMPTY_METADATA, ERROR, Evaluation, context_attributes, evaluate
 
 log = logging.getLogger("vibelux.flags.sdk")
 
@@ -180,7 +180,11 @@ class FlagsClient:
     # -- snapshot sync ------------------------------------------------------------------------------
     def _install(self, document: Mapping[str, Any], etag: str | None) -> None:
         flags, segments = document["flags"], document.get("segments", {})
-        fixed = {key: evaluate(flag, {}, segments, flags) for key, flag in flags.items() if is_context_free(flag)}
+        fixed = {
+            key: evaluate(flag, {}, segments, flags)
+            for key, flag in flags.items()
+            if context_attributes(flag, flags) == frozenset()
+        }
         self._snapshot = _Snapshot(int(document["version"]), etag, flags, segments, document, fixed)
 
     def _load_from_disk(self) -> None:

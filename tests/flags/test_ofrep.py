@@ -225,3 +225,25 @@ def test_ofrep_evaluations_are_counted_by_flag_and_variant_only_for_known_flags(
     assert samples[("internal-only", "on")] == 3
     assert sum(v for (flag, _), v in samples.items() if flag == "rollout") == 3
     assert {flag for flag, _ in samples} == {"new-checkout", "internal-only", "rollout"}
+
+
+def test_memoised_results_keep_json_types_apart_and_skip_list_values(
+    client: FlaskClient, sdk_keys: SdkKeys, create_flag: Callable
+) -> None:
+    rule = {"clauses": [{"attribute": "beta", "op": "equals", "values": [True]}], "serve": {"variant": "on"}}
+    create_flag("typed", environments={"production": {"enabled": True, "rules": [rule]}})
+
+    def served(value: object) -> str:
+        body = {"context": {"targetingKey": "u", "beta": value}}
+        response = client.post("/ofrep/v1/evaluate/flags/typed", json=body, headers=bearer(sdk_keys.server))
+        return str(response.json["variant"])
+
+    assert [served(v) for v in (True, 1, True, 1.0, [True], [0], "true")] == [
+        "on",
+        "off",
+        "on",
+        "off",
+        "on",
+        "off",
+        "off",
+    ]
