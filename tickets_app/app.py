@@ -11,6 +11,8 @@ import time
 from flask import Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from service_kit.alerting import AlertmanagerClient
+from service_kit.alerting.api import acks_blueprint
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth
 from service_kit.db import Database
@@ -40,7 +42,8 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url, settings.database.echo)
-    Auth(db, settings.jwt).init_app(app)
+    auth = Auth(db, settings.jwt)
+    auth.init_app(app)
     desk = build_desk(settings)
     resources = Resources(
         settings=settings,
@@ -62,6 +65,8 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
         _serialize_writes(app)
     app.register_blueprint(api)
     app.register_blueprint(web)
+    # Agents acknowledge alerts from the desk: an ack is an Alertmanager silence, audited here.
+    app.register_blueprint(acks_blueprint(auth, db, AlertmanagerClient(settings.alerts.alertmanager_url)))
 
     @app.get("/openapi.json")
     def openapi() -> ResponseReturnValue:

@@ -290,6 +290,36 @@ def openapi_document() -> dict[str, Any]:
                 security=[{"webhookToken": []}],
             ),
         },
+        "/api/v1/alerts/acks": {
+            "get": _operation(
+                "Active acknowledgements (agents): Alertmanager silences created through the desk",
+                {"200": _json({"type": "object", "required": ["data"], "properties": {"data": {"type": "array"}}})},
+                errors=("401", "403"),
+            ),
+            "post": _operation(
+                "Acknowledge an alert (agents): a silence with who (the caller), why and until when; audited",
+                {"201": _json(_ref("Ack"), "Created")},
+                body={
+                    "type": "object",
+                    "required": ["alertname", "comment"],
+                    "properties": {
+                        "alertname": {"type": "string"},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "comment": {"type": "string", "minLength": 1},
+                        "duration": {"type": "string", "description": "e.g. 30m, 2h (or give until)"},
+                        "until": TIME,
+                    },
+                },
+            ),
+        },
+        "/api/v1/alerts/acks/{silence_id}": {
+            "delete": _operation(
+                "Remove an acknowledgement (unack); audited",
+                {"204": {"description": "Removed"}},
+                params=[_path_id("silence_id", "string")],
+                errors=("401", "403", "404"),
+            ),
+        },
         "/api/v1/audit": {
             "get": _operation(
                 "Audit log (admin): every admin action and staff change of a ticket",
@@ -439,6 +469,18 @@ def openapi_document() -> dict[str, Any]:
                         "details": {"type": "object"},
                     },
                 }
+            },
+        },
+        "Ack": {
+            "type": "object",
+            "required": ["silence_id", "matchers", "created_by", "comment", "starts_at", "ends_at"],
+            "properties": {
+                "silence_id": {"type": "string"},
+                "matchers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "created_by": {"type": "string"},
+                "comment": {"type": "string"},
+                "starts_at": TIME,
+                "ends_at": TIME,
             },
         },
         "Ticket": ticket,

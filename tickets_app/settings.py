@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service_kit.config import checked, positive, secret
+from service_kit.config import checked, positive, secret, url_check
 from service_kit.settings import DatabaseSettings, JWTSettings, LoggingSettings, SentrySettings, ServerSettings
 
 
@@ -25,9 +25,11 @@ class AttachmentSettings:
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """The shared token Alertmanager sends as `Authorization: Bearer …`; empty disables the webhook."""
+    """The shared token Alertmanager sends as `Authorization: Bearer …` (empty disables the webhook), and
+    the Alertmanager that agents acknowledge alerts in (acks are silences there)."""
 
     webhook_token: str = secret()
+    alertmanager_url: str = checked("http://127.0.0.1:9093", url_check("http", "https"))
 
 
 @dataclass(frozen=True)

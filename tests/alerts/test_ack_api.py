@@ -1,4 +1,4 @@
-"""The ack HTTP API (service_kit.alerting.api) on a kit-built app, against a real Alertmanager."""
+"""The support desk's ack API (service_kit.alerting.api in tickets_app), against a real Alertmanager."""
 
 from __future__ import annotations
 
@@ -13,30 +13,29 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service_kit.alerting import AlertmanagerClient
-from service_kit.alerting.api import acks_blueprint
-from service_kit.app import ServiceKit
-from service_kit.auth import AuditRecord, Auth, create_token
-from service_kit.db import Database, make_engine, upgrade
+from service_kit.auth import AuditRecord, create_token
+from service_kit.settings import DatabaseSettings
 from tests.servers import AlertmanagerServer
+from tests.tickets.conftest import migrate
+from tickets_app.app import create_app
+from tickets_app.settings import AlertSettings, TicketsSettings, WebSettings
 
 pytestmark = pytest.mark.integration
 
 
 def build_app(database_url: str, alertmanager_url: str) -> Flask:
-    app = Flask(__name__)
-    ServiceKit("ack-api-test").init_app(app)
-    db = Database()
-    db.init_app(app, database_url)
-    auth = Auth(db)
-    auth.init_app(app)
-    app.register_blueprint(acks_blueprint(auth, db, AlertmanagerClient(alertmanager_url)))
-    return app
+    settings = TicketsSettings(
+        database=DatabaseSettings(url=database_url),
+        alerts=AlertSettings(alertmanager_url=alertmanager_url),
+        web=WebSettings(secret_key="test-secret-key-for-sessions"),
+    )
+    return create_app(settings, start_sweeper=False)
 
 
 @pytest.fixture
 def app(tmp_path: Path, alertmanager: AlertmanagerServer) -> Flask:
     url = f"sqlite:///{tmp_path / 'acks.sqlite3'}"
-    upgrade(make_engine(url))
+    migrate(url)
     return build_app(url, alertmanager.url)
 
 
@@ -140,7 +139,7 @@ def test_unknown_silence_is_404_and_unreachable_alertmanager_is_502(
     agent = bearer(app, "agent", "dee")
     assert client.delete(f"/api/v1/alerts/acks/{uuid.uuid4()}", headers=agent).status_code == 404
     url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
-    upgrade(make_engine(url))
+    migrate(url)
     offline = build_app(url, "http://127.0.0.1:9")
     response = offline.test_client().get("/api/v1/alerts/acks", headers=bearer(offline, "agent", "eve"))
     assert response.status_code == 502
