@@ -39,7 +39,7 @@ pytest:
 
 bench: install
 	@BENCH=1 scripts/system-deps.sh
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python "$$script" || exit 1; done
+	@for script in bench/*.py; do module=$$(basename "$$script" .py); echo "== bench.$$module"; $(BIN)/python -m "bench.$$module" || exit 1; done
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Info, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from service_kit import cli as kit_cli
-from service_kit.config import checked, describe_environment, load_settings, port_check
+from service_kit.config import checked, load_settings, port_check
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +136,7 @@ def exporter_cli(
         register_build_info(exporter.registry, name)
         serve(exporter, settings.server, name)
 
-    @group.command("check-config", help="Validate the configuration and exit.")
-    def check_config() -> None:
-        load()
-        click.echo("configuration ok")
-
-    @group.group("config", help="Inspect configuration.")
-    def config_group() -> None:
-        pass
-
-    @config_group.command("env", help="List every environment variable and its current value.")
-    def config_env() -> None:
-        for variable, value in describe_environment(settings_cls, env_prefix, load()):
-            click.echo(f"{variable}={value}")
+    kit_cli.add_config_commands(group, load, settings_cls, env_prefix)
 
     def main(argv: list[str] | None = None) -> None:
         kit_cli.run(group, argv)

@@ -66,6 +66,15 @@ def service_cli(
 
     serve_command.name = "serve"
 
+    add_config_commands(group, load, settings_cls, env_prefix)
+    if database_url is not None:
+        _add_database_commands(group, load, database_url, migrations, metadata)
+    return group
+
+
+def add_config_commands(group: click.Group, load: Callable[[], Any], settings_cls: type, env_prefix: str) -> None:
+    """``check-config`` and ``config env``, shared by every service and exporter."""
+
     @group.command("check-config", help="Validate the configuration and exit.")
     def check_config() -> None:
         load()
@@ -79,10 +88,6 @@ def service_cli(
     def config_env() -> None:
         for variable, value in describe_environment(settings_cls, env_prefix, load()):
             click.echo(f"{variable}={value}")
-
-    if database_url is not None:
-        _add_database_commands(group, load, database_url, migrations, metadata)
-    return group
 
 
 def _add_database_commands(

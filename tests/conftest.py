@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import AlertmanagerServer, RedisServer, SentrySink, free_port
+from tests.servers import AlertmanagerServer, PostgresServer, RedisServer, SentrySink, free_port
 
 __all__ = ["free_port"]
 
@@ -46,3 +46,11 @@ def sentry_sink() -> Iterator[SentrySink]:
     sink = SentrySink()
     yield sink
     sink.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()

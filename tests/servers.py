@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -189,6 +190,78 @@ class AlertmanagerServer(ManagedProcess):
 
     def ready(self) -> bool:
         return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+
+class PostgresServer(ManagedProcess):
+    """A throwaway PostgreSQL cluster (Debian's binaries) on a free port, trust auth on 127.0.0.1 only.
+
+    initdb and postgres refuse to run as root, so under root they run as the ``postgres`` system user.
+    """
+
+    name = "postgres"
+
+    def __init__(self) -> None:
+        super().__init__()
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        assert binaries, "postgresql is a system dependency (scripts/system-deps.sh)"
+        self.bindir = binaries[-1]
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.workdir, self.user)
+        self.databases_created = 0
+
+    @property
+    def url(self) -> str:
+        """The ``postgres`` database as the superuser."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def command(self) -> list[str]:
+        return [
+            str(self.bindir / "postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-k", str(self.workdir), "-c", "fsync=off",
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        if not (self.workdir / "data").exists():
+            subprocess.run(
+                [str(self.bindir / "initdb"), "-D", str(self.workdir / "data"), "-U", "postgres", "--auth=trust",
+                 "--no-sync"],
+                check=True, capture_output=True, user=self.user,
+            )  # fmt: skip
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self.user
+        )
+        wait_until(self.ready, timeout=30)
+
+    def ready(self) -> bool:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.url)
+        try:
+            with engine.connect() as connection:
+                return bool(connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1)
+        except sqlalchemy.exc.OperationalError:
+            return False
+        finally:
+            engine.dispose()
+
+    def fresh_database(self, prefix: str) -> str:
+        """A new, empty database (a new name each time: an earlier test's pool may still be connected)."""
+        import sqlalchemy
+
+        self.databases_created += 1
+        name = f"{prefix}_{self.databases_created}"
+        engine = sqlalchemy.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown: disconnects the tests' pooled connections
+            self.process.wait(15)
+        self.process = None
 
 
 class SentrySink:

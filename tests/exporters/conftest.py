@@ -9,8 +9,8 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from tests.exporters.helpers import DependencyHandler, PostgresServer
-from tests.servers import free_port
+from tests.exporters.helpers import DependencyHandler
+from tests.servers import PostgresServer, free_port
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +34,5 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    server = PostgresServer()
-    server.start()
-    yield server.url
-    server.close()
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.fresh_database("exporters")

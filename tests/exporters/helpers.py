@@ -7,21 +7,18 @@ import importlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import requests
-import sqlalchemy
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import free_port, wait_until
+from tests.servers import wait_until
 
 # How late a thread may wake up on a busy 2-core machine shared with other test runs: timing assertions
 # check "gave up at its timeout" as timeout + this, never as exact wall times.
@@ -114,53 +111,6 @@ def sample(body: str, name: str, labels: dict[str, str] | None = None) -> float 
 def write_config(path: Path, data: object) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster (Debian's binaries) on a free port; trust auth on 127.0.0.1 only.
-
-    initdb refuses to run as root, so under root the server runs as the `postgres` system user.
-    """
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix="vibelux-postgres-"))
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._user = "postgres" if os.geteuid() == 0 else None
-        if self._user:
-            shutil.chown(self.workdir, self._user)
-
-    def start(self) -> None:
-        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-        assert binaries, "postgresql is a system dependency (scripts/system-deps.sh)"
-        data = self.workdir / "data"
-        subprocess.run(
-            [str(binaries[-1] / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync"],
-            check=True, capture_output=True, user=self._user,
-        )  # fmt: skip
-        self.process = subprocess.Popen(
-            [str(binaries[-1] / "postgres"), "-D", str(data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-             "-k", str(self.workdir), "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=self._user,
-        )  # fmt: skip
-        engine = sqlalchemy.create_engine(self.url)
-        wait_until(lambda: self._answers(engine), timeout=20)
-        engine.dispose()
-
-    @staticmethod
-    def _answers(engine: sqlalchemy.Engine) -> bool:
-        try:
-            with engine.connect() as connection:
-                return connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
-        except sqlalchemy.exc.OperationalError:
-            return False
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGINT)  # fast shutdown: disconnects the tests' pooled connections
-            self.process.wait(15)
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def run_cli(exporter: str, *argv: str) -> tuple[int, str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ from flags_service.storage import metadata
 from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings, LoggingSettings
-from tests.servers import free_port, port_open, wait_until
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -137,72 +136,3 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
 
 def with_flags(settings: FlagsSettings, **changes: object) -> FlagsSettings:
     return replace(settings, flags=replace(settings.flags, **changes))
-
-
-class PostgresServer:
-    """A throw-away PostgreSQL cluster on a free port (initdb + postgres), run as the ``postgres`` user
-    when the tests run as root (PostgreSQL refuses root)."""
-
-    def __init__(self) -> None:
-        import os
-        import shutil
-        import tempfile
-
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="vibelux-pg-"))
-        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-        if not binaries:
-            raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
-        self.bindir = binaries[-1]
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.created = 0
-
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        data = self.dir / "data"
-        subprocess.run(
-            [*self.as_user, str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-            check=True,
-            capture_output=True,
-        )
-        self.process = subprocess.Popen(
-            [*self.as_user, str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-             "-h", "127.0.0.1", "-k", str(self.dir), "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(lambda: port_open(self.port), timeout=30)
-
-    def fresh_database(self, prefix: str) -> str:
-        """A new, empty database (a new name each time: an earlier test's pool may still be connected)."""
-        import sqlalchemy
-
-        self.created += 1
-        name = f"{prefix}_{self.created}"
-        engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-    def close(self) -> None:
-        import shutil
-
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(15)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.start()
-    yield server
-    server.close()
