@@ -291,10 +291,13 @@ def test_exporter_process_serves_the_demo_database(tmp_path: Path) -> None:
         "business", config, port, env={"EXPORTER_BUSINESS_DATABASE__URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
     )
     try:
+        queries = shipped_config["queries"]
+        # Queries run concurrently on their own schedules: wait until every one has succeeded once.
         wait_until(
-            lambda: (
-                sample(exporter.scrape()[0], "business_query_last_success_timestamp_seconds", {"query": "ai_requests"})
+            lambda: all(
+                sample(exporter.scrape()[0], "business_query_last_success_timestamp_seconds", {"query": name})
                 is not None
+                for name in queries
             )
         )
         body, _ = exporter.scrape()
