@@ -55,6 +55,11 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
             assert "# TYPE" in requests.get(f"{base}/metrics", timeout=5).text, name
         wait_until(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=2).ok, timeout=60)
         wait_until(lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=2).ok, timeout=60)
+        # API traffic flows through the proxy to the demo upstream, with the rate-limit headers.
+        proxied = requests.get("http://127.0.0.1:8080/api/v1/users", timeout=5)
+        assert proxied.status_code == 200
+        assert "RateLimit-Policy" in proxied.headers
+        assert "RateLimit" in proxied.headers
         # The health grid is green offline: AI and payments probe the demo's stand-in status pages.
         for service in ("api", "database", "redis", "ai", "payments"):
             wait_until(
