@@ -37,3 +37,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for service in redis-server prometheus prometheus-alertmanager prometheus-node-exporter nginx postgresql; do
   if command -v service >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
 done
+# Where no init system stopped them, the packages' daemons still run under their own system users and
+# would hold the stack's default ports (6379, 9090, 9093, 9100).
+for user in redis prometheus postgres; do
+  if id "$user" >/dev/null 2>&1; then pkill -u "$user" >/dev/null 2>&1 || true; fi
+done
