@@ -11,6 +11,23 @@ if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]
   export ALERTMANAGER_WEBHOOK_TOKEN
 fi
 
+# honcho stops everything when one process exits, so a port already taken would end the run at once:
+# say which, before starting anything.
+.venv/bin/python - <<'PY'
+import socket, sys
+
+taken = []
+for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180):
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            taken.append(str(port))
+if taken:
+    sys.exit(f"make up: port(s) {', '.join(taken)} already in use; stop what holds them (a system redis-server?)")
+PY
+
 .venv/bin/python - <<'PY'
 import importlib.util, re, sys
 from pathlib import Path
