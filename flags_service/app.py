@@ -182,12 +182,7 @@ def create_app(settings: FlagsSettings | None = None) -> Flask:
 
     settings = settings or FlagsSettings()
     app = Flask(__name__)
-    kit = ServiceKit(
-        "flags",
-        sentry=settings.sentry,
-        logging_settings=settings.logging,
-        max_body_bytes=settings.server.max_body_bytes,
-    )
+    kit = ServiceKit.from_settings("flags", settings)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)

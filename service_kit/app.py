@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 import sentry_sdk
 from flask import Flask, Response, g, request
@@ -50,6 +51,17 @@ class ServiceKit:
         self.metrics = Metrics(service, version)
         self.health = Health(service)
         self.sentry_enabled = False
+
+    @classmethod
+    def from_settings(cls, service: str, settings: Any, **options: Any) -> ServiceKit:
+        """A kit configured from the sections every service's settings share (sentry, logging, server)."""
+        return cls(
+            service,
+            sentry=settings.sentry,
+            logging_settings=settings.logging,
+            max_body_bytes=settings.server.max_body_bytes,
+            **options,
+        )
 
     def init_app(self, app: Flask) -> None:
         app.extensions["service_kit"] = self

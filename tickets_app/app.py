@@ -33,12 +33,7 @@ log = logging.getLogger("tickets_app")
 def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_sweeper: bool = True) -> Flask:
     """Build the desk. The database must be migrated first (`vibelux-tickets db upgrade` or `serve`)."""
     app = Flask(__name__)
-    kit = ServiceKit(
-        "tickets",
-        sentry=settings.sentry,
-        logging_settings=settings.logging,
-        max_body_bytes=settings.server.max_body_bytes,
-    )
+    kit = ServiceKit.from_settings("tickets", settings)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url, settings.database.echo)

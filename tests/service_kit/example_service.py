@@ -28,12 +28,7 @@ class ExampleSettings:
 
 def create_app(settings: ExampleSettings) -> Flask:
     app = Flask(__name__)
-    kit = ServiceKit(
-        "example",
-        sentry=settings.sentry,
-        logging_settings=settings.logging,
-        max_body_bytes=settings.server.max_body_bytes,
-    )
+    kit = ServiceKit.from_settings("example", settings)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)
