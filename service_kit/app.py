@@ -78,29 +78,39 @@ class ServiceKit:
 
     def _before_request(self) -> None:
         g.request_started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get("X-Request-ID", ""))
         if self.sentry_enabled:
             sentry_sdk.get_isolation_scope().set_tag("request_id", g.request_id)
 
     def _after_request(self, response: Response) -> Response:
-        seconds = elapsed_seconds()
-        route = route_template()
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        self.metrics.observe(request.method, route, response.status_code, seconds)
+        self.record_request(
+            request.method, route_template(), request.path, response.status_code, elapsed_seconds(), g.get("request_id")
+        )
+        return response
+
+    def record_request(
+        self, method: str, route: str, path: str, status: int, seconds: float, request_id: str | None
+    ) -> None:
+        """RED metrics and the request log line of one request (also for a WSGI data path beside Flask)."""
+        self.metrics.observe(method, route, status, seconds)
         if self.log_requests:
             request_log.info(
                 "request",
                 extra={
-                    "request_id": g.get("request_id"),
-                    "method": request.method,
+                    "request_id": request_id,
+                    "method": method,
                     "route": route,
-                    "path": request.path,
-                    "status": response.status_code,
+                    "path": path,
+                    "status": status,
                     "duration_seconds": round(seconds, 6),
                 },
             )
-        return response
+
+
+def request_id(incoming: str) -> str:
+    """The caller's X-Request-ID when it is a plain token of sane length, otherwise a new one."""
+    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
 
 def current_kit(app: Flask) -> ServiceKit:

@@ -1,0 +1,293 @@
+"""The proxy's data path (port 8080): a plain WSGI callable that every path and method goes through.
+
+Order of checks, cheapest refusal first: malformed target (400), header size (431), body size (413),
+ban or deny-list (403), known attack path (403, bans), API key (401), limiter (429, or 503 when Redis
+is down in fail-closed mode), then the upstream (502/504 when it fails). Nothing refused reaches the
+upstream. The limiter's verdict is one Lua call; keys and bans come from short-lived local caches.
+
+Why not a Flask view: Flask's request objects, routing and hooks cost about 120 µs per request, more
+than the limiter call and the forwarding together (bench/RESULTS.md). The Flask app that ``create_app``
+returns hosts this callable as its ``wsgi_app``; the kit's request ids, RED metrics, request log and
+Sentry reporting are applied here by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from typing import Any
+
+import sentry_sdk
+
+from ratelimit_proxy.backends import StorageUnavailable
+from ratelimit_proxy.clientip import client_ip
+from ratelimit_proxy.forward import (
+    BadHeader,
+    BodyIncomplete,
+    BodyTooLarge,
+    Upstream,
+    UpstreamError,
+    exact_chunks,
+    header_bytes,
+    limited_chunks,
+    request_headers,
+    target_of,
+)
+from ratelimit_proxy.guard import key_id, request_fingerprint
+from ratelimit_proxy.limiter import Decision
+from ratelimit_proxy.metrics import status_class
+from ratelimit_proxy.policy import RoutePlan
+from ratelimit_proxy.runtime import Runtime
+from service_kit.app import ServiceKit, request_id
+
+log = logging.getLogger("ratelimit_proxy")
+StartResponse = Callable[..., Any]
+Headers = list[tuple[str, str]]
+ROUTE = "/<path:path>"  # the one route template of the kit's RED metrics: raw paths are unbounded
+PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+PROBLEM_KINDS = {"quota-exceeded", "abnormal-usage-detected", "temporary-reduced-capacity"}
+PROBLEM_TITLES = {
+    "quota-exceeded": "Request cannot be satisfied as assigned quota has been exceeded",
+    "abnormal-usage-detected": "Request not satisfied due to detection of abnormal request pattern",
+    "temporary-reduced-capacity": "Request cannot be satisfied due to temporary reduced capacity",
+}
+NEAR_LIMIT_PERCENT = 80  # integers: 5 * (1 - 0.8) is 0.999... in floating point
+# Set by the proxy from what it knows; a client's own values would be believed by the upstream.
+FORWARD_HEADERS = frozenset({"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id", "Host"})
+
+
+class Reply:
+    """One response of the data path, before it is handed to the server."""
+
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, headers: Headers, body: bytes | Iterator[bytes], reason: str = "") -> None:
+        self.status = status
+        self.reason = reason or _phrase(status)
+        self.headers = headers
+        self.body = body
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def problem(
+    status: int, kind: str, detail: str, extra: dict[str, Any] | None = None, headers: Headers | None = None
+) -> Reply:
+    """An RFC 9457 problem document that also carries the platform's ``error`` object."""
+    extra = extra or {}
+    body = {
+        "type": PROBLEM_TYPES + kind if kind in PROBLEM_KINDS else "about:blank",
+        "title": PROBLEM_TITLES.get(kind, kind.replace("-", " ")),
+        "status": status,
+        "detail": detail,
+        **extra,
+        "error": {"code": kind.replace("-", "_"), "message": detail, "details": extra},
+    }
+    content = json.dumps(body).encode()
+    fields = [("Content-Type", "application/problem+json"), ("Content-Length", str(len(content)))]
+    return Reply(status, fields + (headers or []), content)
+
+
+def limit_headers(plan: RoutePlan, decision: Decision) -> Headers:
+    """RateLimit-Policy and RateLimit (draft -10 structured fields) plus X-RateLimit-* of the tightest."""
+    state = ", ".join(f'"{w.limit.name}";r={w.remaining};t={w.reset_seconds}' for w in decision.windows)
+    headers = [("RateLimit-Policy", plan.policy_header), ("RateLimit", state)]
+    tightest = decision.tightest
+    if tightest is not None:
+        headers += [
+            ("X-RateLimit-Limit", str(tightest.limit.quota)),
+            ("X-RateLimit-Remaining", str(tightest.remaining)),
+            ("X-RateLimit-Reset", str(tightest.reset_seconds)),
+        ]
+    return headers
+
+
+def origin_form(environ: dict[str, Any]) -> bool:
+    """False for ``*`` and absolute-form targets (where the server still shows them: RAW_URI)."""
+    raw = environ.get("RAW_URI", environ.get("REQUEST_URI", "/"))
+    return raw.startswith("/") and environ.get("PATH_INFO", "/").startswith("/")
+
+
+def content_length(environ: dict[str, Any]) -> int | None:
+    value = environ.get("CONTENT_LENGTH", "")
+    return int(value) if value.isdigit() else None
+
+
+def credential(environ: dict[str, Any]) -> str | None:
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return environ.get("HTTP_X_API_KEY") or None
+
+
+class Gateway:
+    """Checks, limits and forwards one request; see the module docstring for the order."""
+
+    def __init__(self, runtime: Runtime, upstream: Upstream, kit: ServiceKit) -> None:
+        self.runtime = runtime
+        self.upstream = upstream
+        self.kit = kit
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        try:
+            reply = self.handle(environ, rid)
+        except Exception as exc:  # the kit's contract: a JSON 500 with the request id, reported to Sentry
+            with sentry_sdk.new_scope() as scope:
+                scope.set_tag("request_id", rid)
+                sentry_sdk.capture_exception(exc)
+            log.exception("unhandled exception")
+            reply = problem(500, "internal-error", "The server failed to handle this request.", {"request_id": rid})
+        reply.headers.append(("X-Request-ID", rid))
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        self.kit.record_request(method, ROUTE, path, reply.status, time.perf_counter() - started, rid)
+        start_response(f"{reply.status} {reply.reason}", reply.headers)
+        return [reply.body] if isinstance(reply.body, bytes) else reply.body
+
+    def refuse(self, tier: str, decision: str, reply: Reply, reason: str | None = None) -> Reply:
+        metrics = self.runtime.metrics
+        if reason:
+            metrics.blocked.labels(reason).inc()
+        metrics.requests.labels(tier, decision, status_class(reply.status)).inc()
+        return reply
+
+    def unavailable(self, tier: str = "none") -> Reply:
+        retry = str(self.runtime.retry_after_outage)
+        detail = "Rate limiting is unavailable."
+        reply = problem(503, "temporary-reduced-capacity", detail, {}, [("Retry-After", retry)])
+        return self.refuse(tier, "error", reply)
+
+    def handle(self, environ: dict[str, Any], rid: str) -> Reply:
+        runtime, clients = self.runtime, self.runtime.settings.clients
+        if not origin_form(environ):
+            reply = problem(400, "bad-request-target", "Only origin-form targets.")
+            return self.refuse("none", "blocked", reply, "bad_request")
+        if header_bytes(environ) > clients.max_header_bytes:
+            reply = problem(431, "headers-too-large", "Request headers too large.")
+            return self.refuse("none", "blocked", reply, "too_large")
+        length = content_length(environ)
+        if length is not None and length > clients.max_body_bytes:
+            reply = problem(413, "body-too-large", "Request body too large.")
+            return self.refuse("none", "blocked", reply, "too_large")
+
+        peer = environ.get("REMOTE_ADDR", "")
+        ip = client_ip(peer, environ.get("HTTP_X_FORWARDED_FOR"), runtime.trusted_proxies, clients.trusted_hops)
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+
+        def fingerprint() -> str:
+            names = (k[5:] for k in environ if k.startswith("HTTP_"))
+            return request_fingerprint(ip, environ.get("HTTP_USER_AGENT", ""), names)
+
+        runtime.tick()
+        reason = runtime.bans.check(ip)
+        if reason:
+            reply = problem(403, "abnormal-usage-detected", "This client is blocked.")
+            return self.refuse("none", "blocked", reply, reason)
+        target = target_of(environ)
+        if runtime.detector.attack_path(ip, target, fingerprint):
+            reply = problem(403, "abnormal-usage-detected", "This client is blocked.")
+            return self.refuse("none", "blocked", reply, "attack_path")
+
+        api_key = credential(environ)
+        anonymous_tier = runtime.settings.limits.anonymous_tier
+        tier, bucket = anonymous_tier, f"ip:{ip}"
+        if api_key:
+            try:
+                record = runtime.lookup_key(api_key)
+            except StorageUnavailable:
+                # The key cannot be checked: fail-closed refuses; fail-open serves it as anonymous traffic.
+                if runtime.failure_mode == "closed":
+                    return self.unavailable()
+            else:
+                runtime.detector.key_seen(ip, key_id(api_key), fingerprint)
+                if record is None or record.status != "active":
+                    runtime.detector.response(ip, 401, path, fingerprint)
+                    reply = problem(401, "unauthorized", "The API key is unknown or revoked.")
+                    reply.headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
+                    return self.refuse("none", "unauthorized", reply, "unknown_key")
+                tier, bucket = record.tier, f"key:{record.key_id[:32]}"
+        if tier not in runtime.policy.tiers:
+            log.error("key of tier %r not in the tier file; using %r", tier, anonymous_tier)
+            tier = anonymous_tier
+
+        plan = runtime.policy.plan(tier, method, path)
+        decision = runtime.decide(bucket, plan.limits, plan.cost)
+        limit_fields: Headers = []
+        if decision is None:
+            if runtime.failure_mode == "closed":
+                return self.unavailable(tier)
+            verdict = "error"
+        elif not decision.allowed:
+            runtime.detector.response(ip, 429, path, fingerprint)
+            fields = [*limit_headers(plan, decision), ("Retry-After", str(decision.retry_after_seconds))]
+            violated = decision.violated
+            detail = f"Quota exceeded: {', '.join(violated)}."
+            reply = problem(429, "quota-exceeded", detail, {"violated-policies": violated}, fields)
+            return self.refuse(tier, "limited", reply)
+        else:
+            verdict = "allowed"
+            limit_fields = limit_headers(plan, decision)
+            for window in decision.windows:
+                if (window.limit.quota - window.remaining) * 100 >= window.limit.quota * NEAR_LIMIT_PERCENT:
+                    runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
+        reply = self.forward(environ, ip, peer, length, target, rid, limit_fields)
+        if reply.status in (401, 403, 404):
+            runtime.detector.response(ip, reply.status, path, fingerprint)
+        runtime.metrics.requests.labels(tier, verdict, status_class(reply.status)).inc()
+        return reply
+
+    def forward(
+        self,
+        environ: dict[str, Any],
+        ip: str,
+        peer: str,
+        length: int | None,
+        target: str,
+        rid: str,
+        limit_fields: Headers,
+    ) -> Reply:
+        """Send the request upstream; the reply carries ``limit_fields`` (the limit headers) too."""
+        upstream, clients = self.upstream, self.runtime.settings.clients
+        incoming = environ.get("HTTP_X_FORWARDED_FOR")
+        chain = f"{incoming}, {peer}" if incoming and ip != peer else peer
+        host = environ.get("HTTP_HOST", "")
+        headers = [(k, v) for k, v in request_headers(environ) if k not in FORWARD_HEADERS]
+        headers += [
+            ("X-Forwarded-For", chain),
+            ("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http")),
+            ("X-Forwarded-Host", host),
+            ("X-Request-Id", rid),
+            ("Host", host if upstream.preserve_host else upstream.netloc),
+        ]
+        body: Iterable[bytes] | None = None
+        if length:
+            body = exact_chunks(environ["wsgi.input"], length)
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body = limited_chunks(environ["wsgi.input"], clients.max_body_bytes)
+        started = time.perf_counter()
+        try:
+            answer = upstream.send(environ["REQUEST_METHOD"], target, headers, body)
+        except BadHeader as exc:
+            return problem(400, "bad-header", str(exc))
+        except BodyIncomplete as exc:
+            return problem(400, "body-incomplete", str(exc))
+        except BodyTooLarge:
+            self.runtime.metrics.blocked.labels("too_large").inc()
+            return problem(413, "body-too-large", "Request body too large.")
+        except UpstreamError as exc:
+            log.warning("upstream error: %s", exc)
+            status = 504 if exc.timeout else 502
+            kind = "upstream-timeout" if exc.timeout else "bad-gateway"
+            return problem(status, kind, str(exc), headers=limit_fields)  # the request was still counted
+        self.runtime.metrics.upstream_seconds.observe(time.perf_counter() - started)
+        fields = [(k, v) for k, v in answer.headers if k.lower() != "x-request-id"]  # ours is added last
+        return Reply(answer.status, fields + limit_fields, answer.body, answer.reason)
