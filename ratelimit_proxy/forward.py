@@ -34,6 +34,7 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
      "trailer", "transfer-encoding", "upgrade", "proxy", "expect"}
 )  # fmt: skip
+NOT_FORWARDED = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "host"}
 # Safe to send again on a fresh connection when a reused one turns out closed (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -70,22 +71,25 @@ def target_of(environ: dict[str, Any]) -> str:
     return f"{path}?{query}" if query else path
 
 
-def request_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
-    """Client headers minus hop-by-hop ones (and those Connection names)."""
-    headers = []
+def request_headers(environ: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
+    """The client's headers to send upstream, and the size of all of them (one pass over the environ).
+    Dropped: hop-by-hop ones, those Connection names, and those the proxy sets itself (a client's own
+    X-Forwarded-For or Host would be believed by the upstream)."""
+    headers, size = [], 0
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            headers.append((key[5:].replace("_", "-").title(), value))
+        if key[:5] == "HTTP_":
+            size += len(key) + len(value)
+            name = key[5:].replace("_", "-")
+            if name.lower() not in NOT_FORWARDED:
+                headers.append((name.title(), value))
     if environ.get("CONTENT_TYPE"):
         headers.append(("Content-Type", environ["CONTENT_TYPE"]))
     if environ.get("CONTENT_LENGTH"):
         headers.append(("Content-Length", environ["CONTENT_LENGTH"]))
-    named = {t.strip().lower() for t in environ.get("HTTP_CONNECTION", "").split(",")}
-    return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in named]
-
-
-def header_bytes(environ: dict[str, Any]) -> int:
-    return sum(len(k) + len(v) for k, v in environ.items() if k.startswith("HTTP_") and isinstance(v, str))
+    if "HTTP_CONNECTION" in environ:
+        named = {t.strip().lower() for t in environ["HTTP_CONNECTION"].split(",")}
+        headers = [(k, v) for k, v in headers if k.lower() not in named]
+    return headers, size
 
 
 def limited_chunks(stream: Any, limit: int) -> Iterator[bytes]:
@@ -132,6 +136,7 @@ class _Reader:
         self.chunked = False
         self.headers_done = False
         self.complete = False
+        self.keep_alive = False  # read at the end of the head: llhttp resets it once the message completes
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -147,6 +152,7 @@ class _Reader:
         if 100 <= status < 200:
             return  # interim: its message completes at once and the real response follows
         self.status, self.headers_done = status, True
+        self.keep_alive = bool(self.parser.should_keep_alive())
         self.complete = self.head_only
 
     def on_body(self, body: bytes) -> None:
@@ -308,7 +314,7 @@ class Upstream:
             reader.parser.feed_data(data)
         if reader.complete:
             body = b"".join(reader.take_chunks())
-            if reader.parser.should_keep_alive():
+            if reader.keep_alive:
                 self._release(sock)
             else:
                 sock.close()
@@ -326,7 +332,7 @@ class Upstream:
                 if chunks:
                     yield b"".join(chunks)
                 if reader.complete:
-                    reusable = bool(reader.parser.should_keep_alive())
+                    reusable = reader.keep_alive
                     return
                 data = sock.recv(CHUNK)
                 if not data:

@@ -31,7 +31,6 @@ from ratelimit_proxy.forward import (
     Upstream,
     UpstreamError,
     exact_chunks,
-    header_bytes,
     limited_chunks,
     request_headers,
     target_of,
@@ -55,8 +54,6 @@ PROBLEM_TITLES = {
     "temporary-reduced-capacity": "Request cannot be satisfied due to temporary reduced capacity",
 }
 NEAR_LIMIT_PERCENT = 80  # integers: 5 * (1 - 0.8) is 0.999... in floating point
-# Set by the proxy from what it knows; a client's own values would be believed by the upstream.
-FORWARD_HEADERS = frozenset({"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id", "Host"})
 
 
 class Reply:
@@ -171,7 +168,8 @@ class Gateway:
         if not origin_form(environ):
             reply = problem(400, "bad-request-target", "Only origin-form targets.")
             return self.refuse("none", "blocked", reply, "bad_request")
-        if header_bytes(environ) > clients.max_header_bytes:
+        headers, size = request_headers(environ)
+        if size > clients.max_header_bytes:
             reply = problem(431, "headers-too-large", "Request headers too large.")
             return self.refuse("none", "blocked", reply, "too_large")
         length = content_length(environ)
@@ -239,7 +237,7 @@ class Gateway:
             for window in decision.windows:
                 if (window.limit.quota - window.remaining) * 100 >= window.limit.quota * NEAR_LIMIT_PERCENT:
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
-        reply = self.forward(environ, ip, peer, length, target, rid, limit_fields)
+        reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields)
         if reply.status in (401, 403, 404):
             runtime.detector.response(ip, reply.status, path, fingerprint)
         runtime.metrics.requests.labels(tier, verdict, status_class(reply.status)).inc()
@@ -248,6 +246,7 @@ class Gateway:
     def forward(
         self,
         environ: dict[str, Any],
+        headers: Headers,
         ip: str,
         peer: str,
         length: int | None,
@@ -255,13 +254,14 @@ class Gateway:
         rid: str,
         limit_fields: Headers,
     ) -> Reply:
-        """Send the request upstream; the reply carries ``limit_fields`` (the limit headers) too."""
+        """Send the request upstream with the client's ``headers`` and the proxy's own; the reply carries
+        ``limit_fields`` (the limit headers) too."""
         upstream, clients = self.upstream, self.runtime.settings.clients
         incoming = environ.get("HTTP_X_FORWARDED_FOR")
         chain = f"{incoming}, {peer}" if incoming and ip != peer else peer
         host = environ.get("HTTP_HOST", "")
-        headers = [(k, v) for k, v in request_headers(environ) if k not in FORWARD_HEADERS]
-        headers += [
+        headers = [
+            *headers,
             ("X-Forwarded-For", chain),
             ("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http")),
             ("X-Forwarded-Host", host),

@@ -181,13 +181,14 @@ class AbuseDetector:
         self.bans = bans
         self._on_detect = on_detect
         self._clock = clock
-        self._attack = [compile_glob(p) for p in settings.attack_path_patterns]
+        patterns = [compile_glob(p.lower()).pattern for p in settings.attack_path_patterns]
+        self._attack = re.compile("|".join(patterns)) if patterns else None
         self._seen_pairs: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def attack_path(self, ip: str, raw_path: str, fingerprint: Fingerprint) -> bool:
         """A known attack path; True when the request must be refused now (rule enforced)."""
         rule = self.settings.attack_paths
-        if rule.mode == "off" or not any(p.match(raw_path.lower()) for p in self._attack):
+        if rule.mode == "off" or self._attack is None or not self._attack.match(raw_path.lower()):
             return False
         return self._event("attack_paths", rule, ip, raw_path[:256], fingerprint)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import sentry_sdk
@@ -110,7 +110,7 @@ class ServiceKit:
 
 def request_id(incoming: str) -> str:
     """The caller's X-Request-ID when it is a plain token of sane length, otherwise a new one."""
-    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
 
 
 def current_kit(app: Flask) -> ServiceKit:

@@ -48,6 +48,8 @@ class Metrics:
         self.service = service
         self.registry = CollectorRegistry()
         self._scrape_collectors: list[Collector] = []
+        # Label children by (method, route, status): bounded, as each comes from a small fixed set.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "http_requests_total",
             "HTTP requests handled, by route template and status code.",
@@ -83,8 +85,16 @@ class Metrics:
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "OTHER"
-        self.requests.labels(self.service, method, route, str(status)).inc()
-        self.duration.labels(self.service, method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds tuples: a proxy's hot path notices
+            children = (
+                self.requests.labels(self.service, method, route, str(status)),
+                self.duration.labels(self.service, method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def init_app(self, app: Flask) -> None:
         blueprint = Blueprint("service_kit_metrics", __name__)
