@@ -233,7 +233,9 @@ def main() -> None:
         Path(tmp, "naive_peer.py").write_text(NAIVE_PEER)
         config = proxy_config(directory, redis_url, upstream_url, proxy_port)
         env = {**os.environ, "VIBELUX_RATELIMIT_PROXY_CONFIG": str(config)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # As `serve` runs it: two workers share their metrics through prometheus-client's multiprocess files.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory / "metrics")
+        (directory / "metrics").mkdir()
         peer_env = {**os.environ, "BENCH_UPSTREAM": upstream_url, "BENCH_REDIS": redis_url}
         stack.enter_context(
             process(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], None)

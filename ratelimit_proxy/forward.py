@@ -164,6 +164,14 @@ class _Reader:
         else:
             self.complete = True
 
+    def feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, UpstreamError):  # raised by a callback above
+                raise exc.__context__ from None
+            raise
+
     def take_chunks(self) -> list[bytes]:
         chunks, self.chunks = self.chunks, []
         return chunks
@@ -303,7 +311,7 @@ class Upstream:
                     raise _ClosedBeforeAnswer
                 raise UpstreamError("the upstream closed the connection mid-response", timeout=False)
             received += len(data)
-            reader.parser.feed_data(data)
+            reader.feed(data)
         headers = reader.forwarded_headers()
         reason = reader.reason.decode("latin-1")
         small = reader.content_length is not None and reader.content_length <= CHUNK
@@ -311,7 +319,7 @@ class Upstream:
             data = sock.recv(CHUNK)
             if not data:
                 raise UpstreamError("the upstream closed the connection mid-body", timeout=False)
-            reader.parser.feed_data(data)
+            reader.feed(data)
         if reader.complete:
             body = b"".join(reader.take_chunks())
             if reader.keep_alive:
@@ -339,7 +347,7 @@ class Upstream:
                     if reader.content_length is None and not reader.chunked:
                         return  # delimited by close
                     raise UpstreamError("the upstream closed the connection mid-body", timeout=False)
-                reader.parser.feed_data(data)
+                reader.feed(data)
         finally:
             if reusable:
                 self._release(sock)

@@ -1,0 +1,256 @@
+"""The upstream client against a real socket server that answers exactly the bytes each test scripts:
+the HTTP framing cases a proxy meets in the wild (HEAD, 1xx, chunked, close-delimited, truncated, idle
+connections the upstream closed) and the connection reuse that makes the client cheap."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+from flask import Flask
+
+from ratelimit_proxy.app import create_app
+from ratelimit_proxy.forward import BadHeader, Upstream, UpstreamError
+from ratelimit_proxy.settings import ProxySettings, UpstreamSettings
+from service_kit.settings import SentrySettings
+from tests.servers import SentrySink, wait_until
+
+# One scripted answer: (raw response bytes, close the connection afterwards).
+Script = Callable[[int, bytes], tuple[bytes, bool]]
+
+
+class ScriptedServer:
+    """Accepts connections and answers each request head (and Content-Length body) with the script's
+    bytes; records the requests and how many connections were opened."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                if b"transfer-encoding: chunked" in head.lower():
+                    while b"0\r\n\r\n" not in buffer:
+                        buffer += conn.recv(65536)
+                    length = buffer.index(b"0\r\n\r\n") + 5
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                body, buffer = buffer[:length], buffer[length:]
+                self.requests.append(head + b"\r\n\r\n" + body)
+                answer, close = self.script(len(self.requests), head)
+                conn.sendall(answer)
+                if close:
+                    return
+
+    def upstream(self, **options: Any) -> Upstream:
+        return Upstream(UpstreamSettings(url=f"http://127.0.0.1:{self.port}", read_timeout_seconds=2.0, **options))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script) -> ScriptedServer:
+        servers.append(ScriptedServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def ok(body: bytes = b"hello", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def read_all(body: bytes | Iterator[bytes]) -> bytes:
+    return body if isinstance(body, bytes) else b"".join(body)
+
+
+def test_keep_alive_connection_is_reused_across_requests(serve: Callable[[Script], ScriptedServer]) -> None:
+    server = serve(lambda n, head: (ok(b"answer %d" % n), False))
+    upstream = server.upstream()
+    bodies = [read_all(upstream.send("GET", f"/r{i}", [("Host", "x")], None).body) for i in range(1, 6)]
+    assert bodies == [b"answer %d" % i for i in range(1, 6)]
+    assert server.connections == 1
+
+
+def test_head_response_has_no_body_whatever_its_content_length(serve: Callable[[Script], ScriptedServer]) -> None:
+    server = serve(
+        lambda n, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", False) if n == 1 else (ok(), False)
+    )
+    upstream = server.upstream()
+    answer = upstream.send("HEAD", "/", [], None)
+    assert (answer.status, answer.body) == (200, b"")
+    assert ("Content-Length", "1234") in answer.headers
+    assert read_all(upstream.send("GET", "/", [], None).body) == b"hello"  # same connection, framing intact
+    assert server.connections == 1
+
+
+def test_interim_1xx_responses_are_skipped(serve: Callable[[Script], ScriptedServer]) -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    server = serve(lambda n, head: (early + ok(b"final", b"X-Final: yes\r\n"), False))
+    answer = server.upstream().send("GET", "/", [], None)
+    assert (answer.status, answer.reason, read_all(answer.body)) == (200, "OK", b"final")
+    assert [name for name, _ in answer.headers] == ["Content-Length", "X-Final"]
+
+
+def test_large_chunked_response_streams_and_the_connection_is_reused(serve: Callable[[Script], ScriptedServer]) -> None:
+    piece = b"x" * 50_000
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(8)) + b"0\r\n\r\n"
+    big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    server = serve(lambda n, head: (big if n == 1 else ok(), False))
+    upstream = server.upstream()
+    answer = upstream.send("GET", "/big", [], None)
+    assert not isinstance(answer.body, bytes)  # streamed, not buffered
+    assert read_all(answer.body) == piece * 8
+    assert all(name.lower() != "transfer-encoding" for name, _ in answer.headers)  # hop-by-hop
+    assert read_all(upstream.send("GET", "/", [], None).body) == b"hello"
+    assert server.connections == 1
+
+
+def test_body_delimited_by_close_is_read_to_the_end(serve: Callable[[Script], ScriptedServer]) -> None:
+    body = b"y" * 200_000
+    server = serve(lambda n, head: (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body, True))
+    assert read_all(server.upstream().send("GET", "/", [], None).body) == body
+
+
+def test_truncated_body_is_an_error_not_a_shorter_body(serve: Callable[[Script], ScriptedServer]) -> None:
+    server = serve(lambda n, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"z" * 40, True))
+    with pytest.raises(UpstreamError, match="mid-body"):
+        server.upstream().send("GET", "/", [], None)
+    big = serve(lambda n, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 900000\r\n\r\n" + b"z" * 70_000, True))
+    answer = big.upstream().send("GET", "/", [], None)
+    with pytest.raises(UpstreamError, match="mid-body"):
+        read_all(answer.body)
+
+
+def test_idle_connection_closed_by_upstream_is_replaced(serve: Callable[[Script], ScriptedServer]) -> None:
+    # The upstream answers, then closes the connection without saying so (a keep-alive timeout).
+    server = serve(lambda n, head: (ok(b"answer %d" % n), True))
+    upstream = server.upstream()
+    assert read_all(upstream.send("GET", "/", [], None).body) == b"answer 1"
+    wait_until(lambda: server.connections == 1)
+    assert read_all(upstream.send("GET", "/", [], None).body) == b"answer 2"
+    assert server.connections == 2
+
+
+def test_reused_connection_that_dies_unanswered_is_retried_only_when_safe(
+    serve: Callable[[Script], ScriptedServer],
+) -> None:
+    # The second request on a connection gets no answer at all: the upstream closed it as it arrived.
+    def script(n: int, head: bytes) -> tuple[bytes, bool]:
+        return (b"", True) if n == 2 else (ok(b"answer %d" % n), False)
+
+    server = serve(script)
+    upstream = server.upstream()
+    upstream.send("GET", "/", [], None)
+    assert read_all(upstream.send("GET", "/", [], None).body) == b"answer 3"  # retried on a new connection
+    assert server.connections == 2
+
+    second = serve(script)
+    upstream = second.upstream()
+    upstream.send("GET", "/", [], None)
+    with pytest.raises(UpstreamError, match="without answering"):
+        upstream.send("POST", "/", [("Content-Length", "2")], [b"hi"])  # not idempotent: never sent twice
+    assert len(second.requests) == 2
+
+
+def test_oversized_response_head_is_refused(serve: Callable[[Script], ScriptedServer]) -> None:
+    huge = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80))
+    server = serve(lambda n, head: (ok(b"", huge), False))
+    with pytest.raises(UpstreamError, match="too large"):
+        server.upstream().send("GET", "/", [], None)
+
+
+def test_request_body_is_sent_chunked_when_its_length_is_unknown(serve: Callable[[Script], ScriptedServer]) -> None:
+    server = serve(lambda n, head: (ok(), False))
+    upstream = server.upstream()
+    assert read_all(upstream.send("PUT", "/upload", [("Host", "x")], iter([b"abc", b"", b"defg"])).body) == b"hello"
+    head, body = server.requests[0].split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    assert read_all(upstream.send("GET", "/", [], None).body) == b"hello"  # framing intact after it
+    assert server.connections == 1
+
+
+def test_header_that_would_split_the_request_is_refused(serve: Callable[[Script], ScriptedServer]) -> None:
+    server = serve(lambda n, head: (ok(), False))
+    with pytest.raises(BadHeader):
+        server.upstream().send("GET", "/", [("X-Evil", "a\r\nX-Injected: 1")], None)
+    with pytest.raises(BadHeader):
+        server.upstream().send("GET", "/", [("X-Wide", "\u2603")], None)
+    assert server.requests == []
+
+
+def test_bad_header_through_the_proxy_is_a_400_naming_the_problem(
+    settings_for: Callable[..., ProxySettings],
+) -> None:
+    client = create_app(settings_for()).test_client()
+    response = client.get("/api/v1/users", headers={"X-Wide": "\u2603"})
+    assert response.status_code == 400
+    assert response.json is not None and response.json["error"]["code"] == "bad_header"
+
+
+def test_unexpected_error_is_a_json_500_with_request_id_and_reaches_sentry(
+    settings_for: Callable[..., ProxySettings], sentry_sink: SentrySink
+) -> None:
+    class BrokenLimiter:
+        def hit(self, *args: object, **kwargs: object) -> object:
+            raise RuntimeError("limiter exploded")
+
+        def peek(self, *args: object, **kwargs: object) -> object:
+            raise RuntimeError("limiter exploded")
+
+    sentry_sink.clear()
+    settings = settings_for(sentry=SentrySettings(dsn=sentry_sink.dsn, environment="test"))
+    app: Flask = create_app(settings, limiter=BrokenLimiter())  # type: ignore[arg-type]
+    try:
+        response = app.test_client().get("/api/v1/users", headers={"X-Request-ID": "req-42"})
+        assert response.status_code == 500
+        assert response.headers["X-Request-ID"] == "req-42"
+        assert response.json is not None and response.json["error"]["details"] == {"request_id": "req-42"}
+        wait_until(lambda: len(sentry_sink.events()) >= 1, timeout=10)
+        (event,) = sentry_sink.events()
+        assert event["tags"]["request_id"] == "req-42"
+        assert event["exception"]["values"][-1]["value"] == "limiter exploded"
+    finally:
+        sentry_sdk.flush(5)
+        sentry_sdk.get_client().close()
+        sentry_sdk.init()
