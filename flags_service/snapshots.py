@@ -9,7 +9,6 @@ most every ``db_poll_seconds``; it keeps serving, only from the database.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from service_kit.pubsub import ChannelListener
 
 log = logging.getLogger("flags_service.snapshots")
 STORE_SNAPSHOT_LUA = (Path(__file__).with_name("store_snapshot.lua")).read_text(encoding="utf-8")
@@ -89,9 +90,7 @@ class SnapshotCache:
         self._local: dict[str, Snapshot] = {}
         self._announced: dict[str, int] = {}
         self._checked_at: dict[str, float] = {}
-        self._subscribed = threading.Event()
-        self._stop = threading.Event()
-        self._listener: threading.Thread | None = None
+        self._listener: ChannelListener | None = None
         self._redis: redis.Redis | None = None
         if redis_url:
             self._redis = redis.Redis.from_url(
@@ -118,7 +117,7 @@ class SnapshotCache:
         return snapshot
 
     def _is_current(self, local: Snapshot) -> bool:
-        if self._subscribed.is_set():
+        if self._subscribed():
             return local.version >= self._announced.get(local.environment, 0)
         # No pub/sub (Redis down or not configured): ask the database now and then.
         now = time.monotonic()
@@ -134,7 +133,7 @@ class SnapshotCache:
     def _fetch(self, environment: str) -> Snapshot:
         wanted = self._announced.get(environment, 0)
         # Without the subscription we cannot tell whether Redis is current (or even up): use the database.
-        if self._redis is not None and self._subscribed.is_set():
+        if self._redis is not None and self._subscribed():
             try:
                 cached = self._redis.hget(self._key(environment), "body")
                 if cached:
@@ -151,7 +150,7 @@ class SnapshotCache:
         return f"{self._key_prefix}snapshot:{{{environment}}}"
 
     def _store(self, snapshot: Snapshot) -> None:
-        if self._redis is None or not self._subscribed.is_set():
+        if self._redis is None or not self._subscribed():
             return
         try:
             self._store_script(keys=[self._key(snapshot.environment)], args=[snapshot.version, snapshot.body])
@@ -187,36 +186,20 @@ class SnapshotCache:
             return
         with self._lock:
             if self._listener is None:
-                self._listener = threading.Thread(target=self._listen, name="flags-pubsub", daemon=True)
-                self._listener.start()
-                self._subscribed.wait(0.2)  # usually connected by now; if not, the DB path serves
+                self._listener = ChannelListener(
+                    self._redis, self._channel, self._on_message, on_connect=self._forget_local, name="flags-pubsub"
+                )
+                self._listener.start(wait_seconds=0.2)  # usually connected by now; if not, the DB path serves
 
-    def _listen(self) -> None:
-        assert self._redis is not None
-        while not self._stop.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(self._channel)
-                with self._lock:
-                    # Messages may have been missed while disconnected: re-read everything once.
-                    self._local.clear()
-                self._subscribed.set()
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message and message["type"] == "message":
-                        self._on_message(message["data"])
-                    elif message is None:
-                        pubsub.ping()  # notices a dead connection within a second or so
-            except (redis.RedisError, OSError):
-                if self._subscribed.is_set():
-                    log.warning("redis pub/sub lost; serving from the database until it is back")
-                self._subscribed.clear()
-                self._stop.wait(1.0)
-            finally:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    pubsub.close()
+    def _forget_local(self) -> None:
+        """Messages may have been missed while disconnected: re-read everything once."""
+        with self._lock:
+            self._local.clear()
 
-    def _on_message(self, data: bytes) -> None:
+    def _subscribed(self) -> bool:
+        return self._listener is not None and self._listener.connected.is_set()
+
+    def _on_message(self, data: bytes | str) -> None:
         try:
             change = json.loads(data)
             environment, version = str(change["environment"]), int(change["version"])
@@ -228,11 +211,10 @@ class SnapshotCache:
 
     @property
     def redis_connected(self) -> bool:
-        return self._subscribed.is_set()
+        return self._subscribed()
 
     def close(self) -> None:
-        self._stop.set()
         if self._listener is not None:
-            self._listener.join(3)
+            self._listener.close()
         if self._redis is not None:
             self._redis.close()

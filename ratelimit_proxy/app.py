@@ -36,6 +36,7 @@ def create_app(
     )
     kit.init_app(app)
     runtime = Runtime(settings, registry or kit.metrics.registry, limiter, store, reload)
+    runtime.listen_for_changes()
     app.extensions["ratelimit_proxy"] = runtime
     app.wsgi_app = Gateway(runtime, Upstream(settings.upstream), kit)  # type: ignore[method-assign]
     return app

@@ -77,6 +77,13 @@ class KeyDirectory:
         self._cache[digest] = (now + self._ttl, record)
         return record
 
+    def forget(self, digest: str | None = None) -> None:
+        """Drop one cached key (or all): the next request reads it from the store."""
+        if digest is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(digest, None)
+
     def create(self, tier: str, owner: str) -> tuple[str, KeyRecord]:
         api_key = new_api_key()
         record = KeyRecord(key_id(api_key), tier, owner, "active", time.time())
@@ -90,7 +97,7 @@ class KeyDirectory:
             raise KeyError(digest)
         after = replace(before, tier=tier or before.tier, status=status or before.status)
         self.store.put_key(after)
-        self._cache.pop(digest, None)
+        self.forget(digest)
         return before, after
 
     def all(self) -> list[KeyRecord]:

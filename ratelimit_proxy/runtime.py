@@ -20,11 +20,13 @@ from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
-from ratelimit_proxy.store import KeyRecord, MemoryStore, RedisStore, Store
+from ratelimit_proxy.store import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
+from service_kit.pubsub import ChannelListener
 
 log = logging.getLogger("ratelimit_proxy")
 POLICY_VERSION_KEY = "rl:policy:version"
+LISTENER_TIMEOUT_SECONDS = 2.0  # the change listener is off the request path: no need for the 50 ms timeout
 
 
 def redis_client(url: str, timeout_ms: int) -> redis.Redis:
@@ -71,6 +73,41 @@ class Runtime:
         )
         self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
+        self.listener: ChannelListener | None = None
+
+    def listen_for_changes(self) -> None:
+        """Apply key, ban and tier changes announced by any process as they happen. The polls (bans every
+        ``ban_refresh_seconds``, keys after ``key_cache_seconds``) stay as the fallback: pub/sub drops
+        what is published while a listener is disconnected."""
+        if self.redis is None or self.listener is not None:
+            return
+        seconds = LISTENER_TIMEOUT_SECONDS
+        client = redis.Redis.from_url(
+            self.settings.redis.url, socket_timeout=seconds, socket_connect_timeout=seconds, decode_responses=True
+        )
+        self.listener = ChannelListener(
+            client, CHANGES_CHANNEL, self.apply_change, on_connect=self.resync, name="ratelimit-changes"
+        )
+        self.listener.start()
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+
+    def apply_change(self, message: bytes | str) -> None:
+        kind, _, subject = str(message).partition(" ")
+        if kind == "bans":
+            self.bans.refresh()
+        elif kind == "key":
+            self.keys.forget(subject)
+        elif kind == "tiers":
+            self._next_tick = 0.0  # the next request's tick reads the version and reloads the tier file
+
+    def resync(self) -> None:
+        """After (re)connecting to the channel: re-read what may have changed while away."""
+        self.bans.refresh()
+        self.keys.forget()
+        self._next_tick = 0.0
 
     def tick(self) -> None:
         """At most every ``ban_refresh_seconds`` per process: reload the ban list and, when an admin
@@ -118,6 +155,7 @@ class Runtime:
         if self.redis is not None:
             version = int(self.redis.incr(POLICY_VERSION_KEY))
             self._policy_version = version
+            self.redis.publish(CHANGES_CHANNEL, "tiers")
 
     @property
     def retry_after_outage(self) -> int:

@@ -19,6 +19,9 @@ import redis
 from ratelimit_proxy.backends import StorageUnavailable
 
 OFFENSE_MEMORY_SECONDS = 7 * 86400
+# Every change to keys or bans is announced here ("key <id>", "bans"), so each replica applies it at once
+# instead of at its next poll (ratelimit_proxy/runtime.py).
+CHANGES_CHANNEL = "rl:changes"
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class RedisStore:
         with _translated(), self._r.pipeline() as pipe:
             pipe.hset(f"rl:key:{record.key_id}", mapping=mapping)
             pipe.sadd("rl:keys", record.key_id)
+            pipe.publish(CHANGES_CHANNEL, f"key {record.key_id}")
             pipe.execute()
 
     def list_keys(self) -> list[KeyRecord]:
@@ -150,13 +154,15 @@ class RedisStore:
         with _translated(), self._r.pipeline() as pipe:
             pipe.zadd("rl:bans", {ban.network: ban.expires_at})
             pipe.set(f"rl:ban:{ban.network}", json.dumps(ban.as_dict()), ex=ttl)
+            pipe.publish(CHANGES_CHANNEL, "bans")
             pipe.execute()
 
     def remove_ban(self, network: str) -> bool:
         with _translated(), self._r.pipeline() as pipe:
             pipe.zrem("rl:bans", network)
             pipe.delete(f"rl:ban:{network}")
-            removed, _ = pipe.execute()
+            pipe.publish(CHANGES_CHANNEL, "bans")
+            removed, _, _ = pipe.execute()
         return bool(removed)
 
     def count_offense(self, ip: str) -> int:

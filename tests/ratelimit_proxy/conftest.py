@@ -93,8 +93,10 @@ def settings_for(upstream: Upstream, redis_url: str) -> Callable[..., ProxySetti
 
 
 @pytest.fixture
-def app(settings_for: Callable[..., ProxySettings]) -> Flask:
-    return create_app(settings_for())
+def app(settings_for: Callable[..., ProxySettings]) -> Iterator[Flask]:
+    app = create_app(settings_for())
+    yield app
+    app.extensions["ratelimit_proxy"].close()  # its change listener
 
 
 @pytest.fixture

@@ -17,11 +17,14 @@ import psutil
 import pytest
 import requests
 import yaml
+from prometheus_client import CollectorRegistry
 
+from ratelimit_proxy.guard import key_id
+from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.wsgi_names import PROXY_TARGET
 from service_kit.server import granian_command
 from service_kit.settings import ServerSettings
-from tests.ratelimit_proxy.conftest import ROOT, Upstream
+from tests.ratelimit_proxy.conftest import ROOT, Upstream, build_settings
 from tests.servers import RedisServer, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -174,6 +177,35 @@ def test_scanner_banned_by_one_proxy_is_refused_by_another_sharing_redis(
     wait_until(lambda: requests.get(second.url + "/api/v1/users", headers=scanner, timeout=5).status_code == 403, 3)
     other = {"X-Forwarded-For": "203.0.113.51"}
     assert requests.get(second.url + "/api/v1/users", headers=other, timeout=5).status_code == 200
+
+
+def test_bans_and_revoked_keys_reach_every_process_at_once(
+    start_proxy: Any, upstream: Upstream, redis_url: str
+) -> None:
+    # Polls set far beyond the test's patience: only the change announcements can make it in time.
+    config = base_config(upstream, redis_url, clients={"trusted_proxies": ["127.0.0.1/32"]}, limits=tiers(10_000))
+    config["redis"] |= {"ban_refresh_seconds": 300, "key_cache_seconds": 300}
+    proxy = start_proxy(config, workers=2)
+    admin = Runtime(build_settings(upstream.url, redis_url), CollectorRegistry())  # as the admin API does
+    api_key, _ = admin.keys.create("free", "propagation-test")
+    client, keyed = {"X-Forwarded-For": "203.0.113.60"}, {"Authorization": f"Bearer {api_key}"}
+    for _ in range(8):  # both workers have the key cached and the client unbanned
+        assert requests.get(proxy.url + "/api/v1/users", headers=client, timeout=5).status_code == 200
+        assert requests.get(proxy.url + "/api/v1/users", headers=keyed, timeout=5).status_code == 200
+
+    admin.bans.ban("203.0.113.60", "test", "manual", seconds=60)
+    admin.keys.update(key_id(api_key), status="revoked")
+    started = time.monotonic()
+
+    def every_answer_is(headers: dict[str, str], status: int) -> bool:
+        return all(requests.get(proxy.url + "/api/v1/users", headers=headers, timeout=5).status_code == status
+                   for _ in range(8))  # fmt: skip
+
+    wait_until(lambda: every_answer_is(client, 403) and every_answer_is(keyed, 401), timeout=5)
+    assert time.monotonic() - started < 5  # against polls of 300 s
+
+    admin.bans.unban("203.0.113.60")
+    wait_until(lambda: every_answer_is(client, 200), timeout=5)
 
 
 def test_bodies_stream_through_granian_without_buffering(start_proxy: Any, upstream: Upstream, redis_url: str) -> None:

@@ -1,0 +1,71 @@
+"""``ChannelListener``: one Redis pub/sub channel followed in a daemon thread, reconnecting on its own.
+
+Pub/sub delivers at most once: whatever is published while a listener is disconnected is lost. So
+``on_connect`` runs after every (re)subscription, for the owner to re-read what it caches, and owners
+keep a slower path (a poll, a database read) that works without the channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+log = logging.getLogger("service_kit.pubsub")
+
+
+class ChannelListener:
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        on_message: Callable[[bytes | str], None],
+        on_connect: Callable[[], None] = lambda: None,
+        name: str = "pubsub",
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self, wait_seconds: float = 0.0) -> None:
+        """Start listening; optionally wait up to ``wait_seconds`` for the first subscription."""
+        self._thread.start()
+        if wait_seconds:
+            self.connected.wait(wait_seconds)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(3)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self._on_connect()
+                self.connected.set()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message["type"] == "message":
+                        self._on_message(message["data"])
+                    elif message is None:
+                        pubsub.ping()  # notices a dead connection within a second or so
+            except (redis.RedisError, OSError):
+                if self.connected.is_set():
+                    log.warning("redis pub/sub on %s lost; reconnecting", self._channel)
+                self.connected.clear()
+                self._stop.wait(1.0)
+            except Exception:  # a failing handler must not end the listener
+                log.exception("handling a message on %s failed", self._channel)
+                self._stop.wait(1.0)
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
