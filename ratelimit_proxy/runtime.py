@@ -26,6 +26,7 @@ from service_kit.pubsub import ChannelListener
 
 log = logging.getLogger("ratelimit_proxy")
 POLICY_VERSION_KEY = "rl:policy:version"
+SAFETY_POLL_SECONDS = 30.0
 LISTENER_TIMEOUT_SECONDS = 2.0  # the change listener is off the request path: no need for the 50 ms timeout
 
 
@@ -110,13 +111,16 @@ class Runtime:
         self._next_tick = 0.0
 
     def tick(self) -> None:
-        """At most every ``ban_refresh_seconds`` per process: reload the ban list and, when an admin
-        announced a tier reload, read the tier file again. One request does it; the others go on."""
+        """The polling fallback of the change announcements: reload the ban list and, when an admin
+        announced a tier reload, read the tier file again. Every ``ban_refresh_seconds`` while this
+        process hears no announcements, every ``SAFETY_POLL_SECONDS`` while it does (so a proxied
+        request costs Redis its one script call). One request does it; the others go on."""
         now = time.monotonic()
         if now < self._next_tick or not self._tick_lock.acquire(blocking=False):
             return
         try:
-            self._next_tick = now + self.settings.redis.ban_refresh_seconds
+            listening = self.listener is not None and self.listener.connected.is_set()
+            self._next_tick = now + (SAFETY_POLL_SECONDS if listening else self.settings.redis.ban_refresh_seconds)
             if self.breaker.is_open:
                 return  # keep the bans we know; no request waits for a Redis timeout
             self.bans.refresh()
