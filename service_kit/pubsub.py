@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import redis
 
 log = logging.getLogger("service_kit.pubsub")
+PING_SECONDS = 1.0
 
 
 class ChannelListener:
@@ -52,12 +54,15 @@ class ChannelListener:
                 pubsub.subscribe(self._channel)
                 self._on_connect()
                 self.connected.set()
+                pinged = time.monotonic()
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
+                    message = pubsub.get_message(timeout=PING_SECONDS)
                     if message and message["type"] == "message":
                         self._on_message(message["data"])
-                    elif message is None:
-                        pubsub.ping()  # notices a dead connection within a second or so
+                    # get_message also returns at once after reading a PONG: ping on a clock, not on None.
+                    if time.monotonic() - pinged >= PING_SECONDS:
+                        pubsub.ping()  # notices a dead connection within a second or two
+                        pinged = time.monotonic()
             except (redis.RedisError, OSError):
                 if self.connected.is_set():
                     log.warning("redis pub/sub on %s lost; reconnecting", self._channel)

@@ -1,0 +1,63 @@
+"""ChannelListener against a real redis-server of its own (it is stopped and started in the test)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from service_kit.pubsub import PING_SECONDS, ChannelListener
+from tests.servers import RedisServer, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    own = RedisServer()
+    own.start()
+    yield own
+    own.close()
+
+
+def commands_sent(admin: redis.Redis, seconds: float) -> dict[str, int]:
+    before = admin.info("commandstats")
+    time.sleep(seconds)
+    after = admin.info("commandstats")
+    return {k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after if k != "cmdstat_info"}
+
+
+def test_messages_arrive_and_an_idle_listener_only_pings_now_and_then(server: RedisServer) -> None:
+    received: list[bytes | str] = []
+    listener = ChannelListener(redis.Redis.from_url(server.url, socket_timeout=2), "changes", received.append)
+    listener.start(wait_seconds=5)
+    try:
+        assert listener.connected.is_set()
+        admin = redis.Redis.from_url(server.url)
+        admin.publish("changes", "bans")
+        wait_until(lambda: received == [b"bans"], timeout=5)
+        idle = commands_sent(admin, 3.0)
+        # A ping per PING_SECONDS: the loop must not spin on the PONG it just read.
+        assert idle.get("cmdstat_ping", 0) <= 3.0 / PING_SECONDS + 1, idle
+    finally:
+        listener.close()
+
+
+def test_listener_reconnects_and_resyncs_after_redis_restarts(server: RedisServer) -> None:
+    received: list[bytes | str] = []
+    connects: list[float] = []
+    client = redis.Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=2)
+    listener = ChannelListener(client, "changes", received.append, on_connect=lambda: connects.append(time.time()))
+    listener.start(wait_seconds=5)
+    try:
+        assert len(connects) == 1
+        server.stop()
+        wait_until(lambda: not listener.connected.is_set(), timeout=10)
+        server.start()
+        wait_until(lambda: listener.connected.is_set() and len(connects) == 2, timeout=15)
+        redis.Redis.from_url(server.url).publish("changes", "key abc")
+        wait_until(lambda: received == [b"key abc"], timeout=5)
+    finally:
+        listener.close()
