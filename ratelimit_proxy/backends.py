@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import redis
 import redis.connection
 
-from ratelimit_proxy.limiter import Decision, Limit, decide, live, status
+from ratelimit_proxy.limiter import Decision, Limit, admitting_status, decide, live, status
 
 
 class StorageUnavailable(Exception):
@@ -111,10 +111,12 @@ class RedisLimiter:
         reply = self._evalsha([counter_key(bucket, lim).encode() for lim in limits], self._args(clock, cost, limits))
         allowed, now = bool(reply[0]), int(reply[1])
         windows = []
-        for lim, per_limit in zip(limits, reply[2:], strict=True):
-            fits, flat = per_limit[0], per_limit[1:]
-            counts = {int(flat[j]): int(flat[j + 1]) for j in range(0, len(flat), 2)}
-            windows.append(status(lim, counts, now, cost, violated=not fits))
+        for lim, (fits, used, oldest, *flat) in zip(limits, reply[2:], strict=True):
+            if fits:
+                windows.append(admitting_status(lim, used, oldest if oldest >= 0 else None, now))
+            else:
+                counts = {flat[j]: flat[j + 1] for j in range(0, len(flat), 2)}
+                windows.append(status(lim, counts, now, cost, violated=True))
         return Decision(allowed, tuple(windows), now)
 
     def _args(self, clock: int, cost: int, limits: Sequence[Limit]) -> tuple[int, bytes]:

@@ -119,14 +119,17 @@ def wait_ms(limit: Limit, counts: Buckets, now_ms: int, cost: int) -> int:
 def status(limit: Limit, counts: Buckets, now_ms: int, cost: int, violated: bool) -> WindowStatus:
     """Headers' view of one limit; ``counts`` are live and already charged if admitted. Reset is when
     this request would fit (violated) or when the oldest counted bucket stops counting."""
-    remaining = max(0, limit.quota - sum(counts.values()))
-    if violated:
-        reset_ms = wait_ms(limit, counts, now_ms, cost)
-    elif counts:
-        reset_ms = limit.expires_at(min(counts)) - now_ms
-    else:
-        reset_ms = 0
-    return WindowStatus(limit, remaining, math.ceil(reset_ms / 1000), violated)
+    if not violated:
+        return admitting_status(limit, sum(counts.values()), min(counts) if counts else None, now_ms)
+    reset_ms = wait_ms(limit, counts, now_ms, cost)
+    return WindowStatus(limit, max(0, limit.quota - sum(counts.values())), math.ceil(reset_ms / 1000), True)
+
+
+def admitting_status(limit: Limit, used: int, oldest: int | None, now_ms: int) -> WindowStatus:
+    """``status`` of a limit with room for the request, from its summary: the count in its live buckets
+    and the oldest of them (what the Redis script returns instead of every bucket)."""
+    reset_ms = limit.expires_at(oldest) - now_ms if oldest is not None else 0
+    return WindowStatus(limit, max(0, limit.quota - used), math.ceil(reset_ms / 1000), False)
 
 
 def decide(

@@ -4,8 +4,9 @@
 -- admit iff sum(live) + cost <= quota for EVERY limit, then charge the current bucket of each.
 -- KEYS[i]: the hash of limit i; all keys of one client share a {hash tag} (one Redis Cluster slot).
 -- ARGV: now_ms (negative: use the Redis clock), cost, then quota_i, window_ms_i, buckets_i per key.
--- Returns {allowed, now_ms, {fits_1, index, count, index, count, ...}, {fits_2, ...}, ...}: the live
--- buckets of each limit, charged when allowed.
+-- Returns {allowed, now_ms, limit_1, limit_2, ...}; limit_i is {fits, used, oldest} after the decision
+-- (charged when allowed; oldest: index of the oldest counted bucket, -1 when none), and a limit that
+-- does not fit adds its live buckets {index, count, ...} for the caller to work out when it will.
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
@@ -21,41 +22,40 @@ for i = 1, #KEYS do
   local buckets = tonumber(ARGV[3 * i + 2])
   local bucket_ms = window_ms / buckets
   local current = math.floor(now / bucket_ms)
-  local oldest = current - buckets
+  local first_live = current - buckets
   local stored = redis.call('HGETALL', KEYS[i])
-  local live, stale, used = {}, {}, 0
+  local live, stale, used, oldest = {}, {}, 0, -1
   for j = 1, #stored, 2 do
     local index, count = tonumber(stored[j]), tonumber(stored[j + 1])
-    if index >= oldest then
-      live[#live + 1] = {index, count}
+    if index >= first_live then
+      live[#live + 1] = index
+      live[#live + 1] = count
       used = used + count
+      if oldest < 0 or index < oldest then oldest = index end
     else
       stale[#stale + 1] = stored[j]
     end
   end
   local fits = (used + cost <= quota) and 1 or 0
   if fits == 0 then allowed = 0 end
-  limits[i] = {key = KEYS[i], live = live, stale = stale, current = current, fits = fits,
-               ttl = window_ms + bucket_ms}
+  limits[i] = {key = KEYS[i], live = live, stale = stale, used = used, oldest = oldest, current = current,
+               fits = fits, ttl = window_ms + bucket_ms}
 end
 
 local result = {allowed, now}
 for i, limit in ipairs(limits) do
-  local reply = {limit.fits}
   if allowed == 1 and cost > 0 then
     local charged = redis.call('HINCRBY', limit.key, limit.current, cost)
-    local found = false
-    for _, bucket in ipairs(limit.live) do
-      if bucket[1] == limit.current then bucket[2] = charged; found = true end
-    end
-    if not found then limit.live[#limit.live + 1] = {limit.current, charged} end
+    limit.used = limit.used + cost
+    if limit.oldest < 0 then limit.oldest = limit.current end
     if #limit.stale > 0 then redis.call('HDEL', limit.key, unpack(limit.stale)) end
-    -- the newest bucket counts until it leaves the rolling window: one window plus one bucket
-    redis.call('PEXPIRE', limit.key, limit.ttl)
+    -- A new newest bucket counts until it leaves the rolling window: one window plus one bucket from
+    -- now. Later charges to the same bucket need no longer life, so they skip the PEXPIRE.
+    if charged == cost then redis.call('PEXPIRE', limit.key, limit.ttl) end
   end
-  for _, bucket in ipairs(limit.live) do
-    reply[#reply + 1] = bucket[1]
-    reply[#reply + 1] = bucket[2]
+  local reply = {limit.fits, limit.used, limit.oldest}
+  if limit.fits == 0 then
+    for _, value in ipairs(limit.live) do reply[#reply + 1] = value end
   end
   result[#result + 1] = reply
 end
