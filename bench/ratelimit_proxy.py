@@ -6,7 +6,9 @@
    and forwarded: the cost measured is the limiter's plus the forwarding.
 2. Limiter decisions per second in one thread for burst + minute + hour + AI-day: this proxy's one Lua
    call against `limits`' sliding-window counter (one call per limit) on the same Redis.
-3. Redis commands per proxied request, from INFO commandstats around each wrk run.
+3. Redis commands per proxied request, from MONITOR during 200 sequential requests per target (rather than
+   INFO commandstats, which cannot tell the proxy's commands from the peer's on the shared Redis, nor the
+   commands run inside a script from those sent by a client).
 
 Run: .venv/bin/python bench/ratelimit_proxy.py [--seconds 5 --rounds 5] (or `make bench`)
 """
