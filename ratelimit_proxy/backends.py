@@ -138,17 +138,20 @@ class RedisLimiter:
         head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + count, self._sha)
         command = b"".join([head, _bulk(b"%d" % len(keys)), *map(_bulk, keys), encoded_args])
         try:
-            connection = self._idle.pop()
+            connection, reused = self._idle.pop(), True
         except IndexError:
-            connection = self._connect()
+            connection, reused = self._connect(), False
         try:
             try:
-                connection.send_packed_command([command], check_health=False)
-                reply = connection.read_response()
-            except redis.exceptions.NoScriptError:
-                self._client.script_load(self._source)
-                connection.send_packed_command([command], check_health=False)
-                reply = connection.read_response()
+                reply = self._call(connection, command)
+            except redis.ConnectionError:
+                if not reused:
+                    raise
+                # An idle connection to a Redis that restarted (or closed it): the command never ran
+                # there, so it goes once more on a new connection instead of failing the request and
+                # counting towards the circuit breaker.
+                connection.disconnect()
+                reply = self._call(connection, command)
         except redis.RedisError as exc:
             connection.disconnect()
             raise StorageUnavailable(str(exc)) from exc
@@ -160,6 +163,16 @@ class RedisLimiter:
         else:
             connection.disconnect()
         return reply
+
+    def _call(self, connection: redis.connection.AbstractConnection, command: bytes) -> Any:
+        """One EVALSHA; on NOSCRIPT (a restarted Redis) the script is loaded and the call repeated."""
+        try:
+            connection.send_packed_command([command], check_health=False)
+            return connection.read_response()
+        except redis.exceptions.NoScriptError:
+            self._client.script_load(self._source)
+            connection.send_packed_command([command], check_health=False)
+            return connection.read_response()
 
     def peek(self, bucket: str, limits: Sequence[Limit], at_ms: int | None = None) -> Decision:
         now = now_ms() if at_ms is None else at_ms

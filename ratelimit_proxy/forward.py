@@ -34,7 +34,13 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
      "trailer", "transfer-encoding", "upgrade", "proxy", "expect"}
 )  # fmt: skip
-NOT_FORWARDED = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "host"}
+# Also dropped: the framing headers (the proxy frames the body it sends itself; a client's own, e.g.
+# `Content_Length` which the server maps to HTTP_CONTENT_LENGTH, would desynchronise the upstream connection)
+# and the headers the proxy sets from what it knows.
+NOT_FORWARDED = HOP_BY_HOP | {
+    "content-length", "content-type", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+    "host",
+}  # fmt: skip
 # Safe to send again on a fresh connection when a reused one turns out closed (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -53,7 +59,7 @@ class BodyTooLarge(Exception):
 
 
 class BodyIncomplete(Exception):
-    """The client sent less body than its Content-Length announced."""
+    """The client sent less body than its Content-Length announced, or its body could not be read."""
 
 
 class BadHeader(ValueError):
@@ -72,9 +78,9 @@ def target_of(environ: dict[str, Any]) -> str:
 
 
 def request_headers(environ: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
-    """The client's headers to send upstream, and the size of all of them (one pass over the environ).
-    Dropped: hop-by-hop ones, those Connection names, and those the proxy sets itself (a client's own
-    X-Forwarded-For or Host would be believed by the upstream)."""
+    """The client's headers to send upstream (Content-Length excepted: ``Upstream.send`` frames the body),
+    and the size of all of them (one pass over the environ). Dropped: see NOT_FORWARDED, and the headers
+    that Connection names."""
     headers, size = [], 0
     for key, value in environ.items():
         if key[:5] == "HTTP_":
@@ -84,8 +90,6 @@ def request_headers(environ: dict[str, Any]) -> tuple[list[tuple[str, str]], int
                 headers.append((name.title(), value))
     if environ.get("CONTENT_TYPE"):
         headers.append(("Content-Type", environ["CONTENT_TYPE"]))
-    if environ.get("CONTENT_LENGTH"):
-        headers.append(("Content-Length", environ["CONTENT_LENGTH"]))
     if "HTTP_CONNECTION" in environ:
         named = {t.strip().lower() for t in environ["HTTP_CONNECTION"].split(",")}
         headers = [(k, v) for k, v in headers if k.lower() not in named]
@@ -95,7 +99,7 @@ def request_headers(environ: dict[str, Any]) -> tuple[list[tuple[str, str]], int
 def limited_chunks(stream: Any, limit: int) -> Iterator[bytes]:
     """A body of unknown length (chunked), read piece by piece; more than ``limit`` bytes raises BodyTooLarge."""
     seen = 0
-    while chunk := stream.read(CHUNK):
+    while chunk := _read_client(stream, CHUNK):
         seen += len(chunk)
         if seen > limit:
             raise BodyTooLarge
@@ -106,11 +110,20 @@ def exact_chunks(stream: Any, length: int) -> Iterator[bytes]:
     """A body of announced length; a client that sends less is an error, not a shorter body upstream."""
     left = length
     while left:
-        chunk = stream.read(min(CHUNK, left))
+        chunk = _read_client(stream, min(CHUNK, left))
         if not chunk:
             raise BodyIncomplete("the client sent less body than its Content-Length")
         left -= len(chunk)
         yield chunk
+
+
+def _read_client(stream: Any, size: int) -> bytes:
+    """A read of the client's body; its failure (the client went away) is not the upstream's."""
+    try:
+        chunk: bytes = stream.read(size)
+    except OSError as exc:
+        raise BodyIncomplete(f"reading the request body failed: {exc}") from None
+    return chunk
 
 
 @dataclass(frozen=True)
@@ -205,13 +218,21 @@ class Upstream:
         self._idle: list[socket.socket] = []  # list.append and list.pop are atomic: no lock needed
 
     def send(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: Iterable[bytes] | None
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: Iterable[bytes] | None = None,
+        content_length: int | None = None,
     ) -> UpstreamResponse:
-        """Send the request (``body`` is None or an iterable of chunks; with no Content-Length among the
-        headers it goes chunked). The body of a large response is an iterator that must be consumed or
-        closed: that hands the connection back."""
-        chunked = body is not None and not any(k == "Content-Length" for k, _ in headers)
-        head = self._head(method, target, headers, chunked)
+        """Send the request. The proxy frames the body itself: ``content_length`` when known, chunked for
+        a body of unknown length, nothing when ``body`` is None (``headers`` must carry no framing). The
+        body of a large response is an iterator that must be consumed or closed: that hands the
+        connection back."""
+        chunked = body is not None and content_length is None
+        head = self._head(method, target, headers, content_length, chunked)
+        # A reused connection may have been closed by the upstream just as we wrote: a request without a
+        # body that the upstream never answered can go again once, on a new connection.
         retry_allowed = body is None and method in IDEMPOTENT
         while True:
             sock, reused = self._acquire()
@@ -221,6 +242,7 @@ class Upstream:
             except _ClosedBeforeAnswer:
                 sock.close()
                 if reused and retry_allowed:
+                    retry_allowed = False
                     continue
                 raise UpstreamError("the upstream closed the connection without answering", timeout=False) from None
             except TimeoutError:
@@ -229,15 +251,20 @@ class Upstream:
             except (OSError, httptools.HttpParserError) as exc:
                 sock.close()
                 if reused and retry_allowed and isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                    retry_allowed = False
                     continue
                 raise UpstreamError(f"the upstream failed: {type(exc).__name__}", timeout=False) from None
-            except BaseException:  # BodyTooLarge, UpstreamError, a client gone mid-body: never reuse
+            except BaseException:  # BodyTooLarge, BodyIncomplete, UpstreamError: never reuse the connection
                 sock.close()
                 raise
 
-    def _head(self, method: str, target: str, headers: list[tuple[str, str]], chunked: bool) -> bytes:
+    def _head(
+        self, method: str, target: str, headers: list[tuple[str, str]], content_length: int | None, chunked: bool
+    ) -> bytes:
         lines = [f"{method} {self.prefix}{target} HTTP/1.1\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in headers]
+        if content_length is not None:
+            lines.append(f"Content-Length: {content_length}\r\n")
         if chunked:
             lines.append("Transfer-Encoding: chunked\r\n")
         lines.append("\r\n")
@@ -258,7 +285,10 @@ class Upstream:
             except IndexError:
                 break
             # An idle connection with something to read has been closed by the upstream (or broke).
-            if select.select([sock], [], [], 0)[0]:
+            # poll, not select: select fails on descriptors above 1023, common in a busy worker.
+            readable = select.poll()
+            readable.register(sock, select.POLLIN)
+            if readable.poll(0):
                 sock.close()
                 continue
             return sock, True

@@ -173,6 +173,10 @@ class Gateway:
             reply = problem(431, "headers-too-large", "Request headers too large.")
             return self.refuse("none", "blocked", reply, "too_large")
         length = content_length(environ)
+        if length is not None and "HTTP_TRANSFER_ENCODING" in environ:
+            # Both framings at once (RFC 9112 6.3): never guess which one the upstream would believe.
+            reply = problem(400, "ambiguous-framing", "Content-Length and Transfer-Encoding together.")
+            return self.refuse("none", "blocked", reply, "bad_request")
         if length is not None and length > clients.max_body_bytes:
             reply = problem(413, "body-too-large", "Request body too large.")
             return self.refuse("none", "blocked", reply, "too_large")
@@ -272,10 +276,10 @@ class Gateway:
         if length:
             body = exact_chunks(environ["wsgi.input"], length)
         elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            body = limited_chunks(environ["wsgi.input"], clients.max_body_bytes)
+            body, length = limited_chunks(environ["wsgi.input"], clients.max_body_bytes), None
         started = time.perf_counter()
         try:
-            answer = upstream.send(environ["REQUEST_METHOD"], target, headers, body)
+            answer = upstream.send(environ["REQUEST_METHOD"], target, headers, body, length)
         except BadHeader as exc:
             return problem(400, "bad-header", str(exc))
         except BodyIncomplete as exc:

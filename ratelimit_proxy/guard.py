@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -58,6 +59,7 @@ class KeyDirectory:
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._ttl = cache_seconds
         self._clock = clock
+        self._generation = 0  # bumped by every forget(): a lookup that raced one does not cache
 
     def is_static(self, api_key: str) -> bool:
         return key_id(api_key) in self._static
@@ -71,14 +73,17 @@ class KeyDirectory:
         cached = self._cache.get(digest)
         if cached and cached[0] > now:
             return cached[1]
+        generation = self._generation
         record = self.store.get_key(digest)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[digest] = (now + self._ttl, record)
+        if generation == self._generation:  # no change was announced while we read: safe to keep
+            self._cache[digest] = (now + self._ttl, record)
         return record
 
     def forget(self, digest: str | None = None) -> None:
         """Drop one cached key (or all): the next request reads it from the store."""
+        self._generation += 1
         if digest is None:
             self._cache.clear()
         else:
@@ -127,6 +132,7 @@ class BanList:
         self._deny = parse_networks(settings.deny)
         self._clock = clock
         self._cached: list[tuple[Network, Ban]] = []
+        self._refresh_lock = threading.Lock()
 
     def check(self, ip: str) -> str | None:
         """Why ``ip`` is refused ("deny-list", "ban"), or None. Reads the cache that ``refresh`` fills."""
@@ -141,11 +147,14 @@ class BanList:
     def refresh(self, now: float | None = None) -> None:
         """Reload the bans from the store; on a store error keep enforcing what we knew."""
         now = self._clock() if now is None else now
-        try:
-            bans = self.store.bans(now)
-        except StorageUnavailable:
-            return
-        self._cached = [(parse_networks([b.network])[0], b) for b in bans]
+        # One refresh at a time (the change listener and the poll both call this): the later one reads
+        # the store after the earlier one, so an older list never replaces a newer one.
+        with self._refresh_lock:
+            try:
+                bans = self.store.bans(now)
+            except StorageUnavailable:
+                return
+            self._cached = [(parse_networks([b.network])[0], b) for b in bans]
 
     def active(self) -> list[Ban]:
         return self.store.bans(self._clock())

@@ -64,6 +64,7 @@ class Policy:
             raise PolicyError("limits.anonymous_tier", f"one of {', '.join(self.tiers)}", settings.anonymous_tier)
         self._ai_patterns = [compile_glob(p) for p in settings.ai_paths]
         self._routes = []
+        shared: dict[str, Limit] = {}
         for i, route in enumerate(settings.routes):
             key = f"limits.routes[{i}]"
             if route.cost < 1:
@@ -75,6 +76,15 @@ class Policy:
                 self._limit(f"{key}.limits[{j}]", f"route-{lim.name}", lim.quota, lim.window_seconds)
                 for j, lim in enumerate(route.limits)
             )
+            for j, lim in enumerate(extra):
+                # A limit's name is its counter's key: one name shared by routes is one shared quota, so
+                # it must mean the same quota over the same window everywhere.
+                other = shared.setdefault(lim.name, lim)
+                if (other.quota, other.window_seconds) != (lim.quota, lim.window_seconds):
+                    expected = (
+                        f"the quota and window of the other {lim.name[6:]!r} ({other.quota}/{other.window_seconds}s)"
+                    )
+                    raise PolicyError(f"{key}.limits[{j}]", expected, f"{lim.quota}/{lim.window_seconds}s")
             methods = frozenset(m.upper() for m in route.methods)
             self._routes.append(_Route(route.name, methods, compile_glob(route.path), route.cost, extra))
         self._plans: dict[tuple[str, int, bool], RoutePlan] = {}

@@ -17,6 +17,7 @@ import redis
 
 log = logging.getLogger("service_kit.pubsub")
 PING_SECONDS = 1.0
+SILENT_SECONDS = 3 * PING_SECONDS  # without a PONG for this long the connection counts as lost
 
 
 class ChannelListener:
@@ -54,15 +55,20 @@ class ChannelListener:
                 pubsub.subscribe(self._channel)
                 self._on_connect()
                 self.connected.set()
-                pinged = time.monotonic()
+                pinged = heard = time.monotonic()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=PING_SECONDS)
-                    if message and message["type"] == "message":
-                        self._on_message(message["data"])
+                    now = time.monotonic()
+                    if message:
+                        heard = now  # a message or the PONG of our last ping
+                        if message["type"] == "message":
+                            self._on_message(message["data"])
+                    if now - heard > SILENT_SECONDS:  # a frozen server or a half-open connection
+                        raise redis.ConnectionError(f"no answer to pings for {now - heard:.1f} s")
                     # get_message also returns at once after reading a PONG: ping on a clock, not on None.
-                    if time.monotonic() - pinged >= PING_SECONDS:
-                        pubsub.ping()  # notices a dead connection within a second or two
-                        pinged = time.monotonic()
+                    if now - pinged >= PING_SECONDS:
+                        pubsub.ping()
+                        pinged = now
             except (redis.RedisError, OSError):
                 if self.connected.is_set():
                     log.warning("redis pub/sub on %s lost; reconnecting", self._channel)

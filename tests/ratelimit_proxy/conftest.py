@@ -4,8 +4,10 @@ shared real Redis, the ``app``/``client`` pair, an admin app with an admin token
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ratelimit_proxy.app import create_app
+from ratelimit_proxy.forward import Upstream as UpstreamClient
 from ratelimit_proxy.settings import (
     AbuseSettings,
     ClientSettings,
@@ -107,3 +110,85 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def database(tmp_path: Path) -> DatabaseSettings:
     return DatabaseSettings(url=f"sqlite:///{tmp_path / 'proxy.sqlite3'}")
+
+
+# One scripted answer: (raw response bytes, close the connection afterwards).
+Script = Callable[[int, bytes], tuple[bytes, bool]]
+
+
+class ScriptedServer:
+    """Accepts connections and answers each request head (and Content-Length body) with the script's
+    bytes; records the requests and how many connections were opened."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                if b"transfer-encoding: chunked" in head.lower():
+                    while b"0\r\n\r\n" not in buffer:
+                        buffer += conn.recv(65536)
+                    length = buffer.index(b"0\r\n\r\n") + 5
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                body, buffer = buffer[:length], buffer[length:]
+                self.requests.append(head + b"\r\n\r\n" + body)
+                answer, close = self.script(len(self.requests), head)
+                conn.sendall(answer)
+                if close:
+                    return
+
+    def upstream(self, **options: Any) -> UpstreamClient:
+        return UpstreamClient(
+            UpstreamSettings(url=f"http://127.0.0.1:{self.port}", read_timeout_seconds=2.0, **options)
+        )
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script) -> ScriptedServer:
+        servers.append(ScriptedServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def ok(body: bytes = b"hello", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)

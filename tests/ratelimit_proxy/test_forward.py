@@ -4,99 +4,20 @@ connections the upstream closed) and the connection reuse that makes the client 
 
 from __future__ import annotations
 
-import socket
-import threading
+import os
+import resource
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import sentry_sdk
 from flask import Flask
 
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.forward import BadHeader, Upstream, UpstreamError
-from ratelimit_proxy.settings import ProxySettings, UpstreamSettings
+from ratelimit_proxy.forward import BadHeader, UpstreamError
+from ratelimit_proxy.settings import ProxySettings
 from service_kit.settings import SentrySettings
-from tests.servers import SentrySink, wait_until
-
-# One scripted answer: (raw response bytes, close the connection afterwards).
-Script = Callable[[int, bytes], tuple[bytes, bool]]
-
-
-class ScriptedServer:
-    """Accepts connections and answers each request head (and Content-Length body) with the script's
-    bytes; records the requests and how many connections were opened."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buffer = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                if b"transfer-encoding: chunked" in head.lower():
-                    while b"0\r\n\r\n" not in buffer:
-                        buffer += conn.recv(65536)
-                    length = buffer.index(b"0\r\n\r\n") + 5
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                body, buffer = buffer[:length], buffer[length:]
-                self.requests.append(head + b"\r\n\r\n" + body)
-                answer, close = self.script(len(self.requests), head)
-                conn.sendall(answer)
-                if close:
-                    return
-
-    def upstream(self, **options: Any) -> Upstream:
-        return Upstream(UpstreamSettings(url=f"http://127.0.0.1:{self.port}", read_timeout_seconds=2.0, **options))
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Script], ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-
-    def start(script: Script) -> ScriptedServer:
-        servers.append(ScriptedServer(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-def ok(body: bytes = b"hello", extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+from tests.ratelimit_proxy.conftest import Script, ScriptedServer, ok
+from tests.servers import RedisServer, SentrySink, wait_until
 
 
 def read_all(body: bytes | Iterator[bytes]) -> bytes:
@@ -254,3 +175,50 @@ def test_unexpected_error_is_a_json_500_with_request_id_and_reaches_sentry(
         sentry_sdk.flush(5)
         sentry_sdk.get_client().close()
         sentry_sdk.init()
+
+
+def test_idle_connection_check_works_past_descriptor_1023(serve: Callable[[Script], ScriptedServer]) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # as in a busy worker
+    try:
+        server = serve(lambda n, head: (ok(b"answer %d" % n), False))
+        upstream = server.upstream()
+        assert read_all(upstream.send("GET", "/", [], None).body) == b"answer 1"
+        assert read_all(upstream.send("GET", "/", [], None).body) == b"answer 2"  # the reused socket, fd > 1023
+        assert server.connections == 1
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_framing_is_the_proxys_own_never_the_clients_headers(serve: Callable[[Script], ScriptedServer]) -> None:
+    server = serve(lambda n, head: (ok(), False))
+    upstream = server.upstream()
+    upstream.send("POST", "/known", [("Host", "x")], iter([b"abc"]), content_length=3)
+    upstream.send("POST", "/empty", [("Host", "x")], None, content_length=0)
+    heads = [request.split(b"\r\n\r\n", 1)[0].lower() for request in server.requests]
+    assert heads[0].count(b"content-length") == 1 and b"content-length: 3" in heads[0]
+    assert b"content-length: 0" in heads[1] and b"transfer-encoding" not in heads[1]
+    assert server.requests[0].endswith(b"\r\n\r\nabc")
+
+
+def test_limiter_survives_a_redis_restart_without_failing_a_request() -> None:
+    import redis as redis_py
+
+    from ratelimit_proxy.backends import RedisLimiter
+    from ratelimit_proxy.limiter import Limit
+
+    own = RedisServer()
+    own.start()
+    try:
+        limiter = RedisLimiter(redis_py.Redis.from_url(own.url, socket_timeout=2))
+        limits = [Limit("minute", 100, 60)]
+        assert limiter.hit("restart", limits).allowed  # leaves one idle connection behind
+        own.stop()
+        own.start()  # same port, new process: the idle connection is dead, the script unknown
+        decision = limiter.hit("restart", limits)
+        assert decision.allowed and decision.windows[0].remaining == 99
+    finally:
+        own.close()

@@ -248,3 +248,24 @@ def test_request_fingerprint_is_bounded_and_normalised() -> None:
     assert request_fingerprint("203.0.113.9", "curl/8.1", ["accept", "host"]).split("|")[2] == short.split("|")[2]
     huge = request_fingerprint("203.0.113.9", "x" * 10_000, [f"X-H{i}" for i in range(500)])
     assert len(huge) < 100
+
+
+def test_client_framing_headers_never_reach_the_upstream_and_both_framings_are_refused(
+    client: FlaskClient, upstream: Upstream
+) -> None:
+    # `Content_Length` arrives as HTTP_CONTENT_LENGTH: forwarded, it would make the upstream read the body
+    # as a second request (request smuggling).
+    response = client.post(
+        "/api/v1/echo", data=b"hello", environ_overrides={"HTTP_CONTENT_LENGTH": "0", "HTTP_CONTENT_TYPE": "x/evil"}
+    )
+    assert response.status_code == 200
+    echoed = response.json
+    assert echoed is not None and echoed["body_bytes"] == 5
+    assert echoed["headers"]["Content-Length"] == "5"
+    assert echoed["headers"].get("Content-Type") != "x/evil"
+
+    before = upstream.served("/api/v1/echo")
+    both = client.post("/api/v1/echo", data=b"hello", headers={"Transfer-Encoding": "chunked"})
+    assert both.status_code == 400
+    assert both.json is not None and both.json["error"]["code"] == "ambiguous_framing"
+    assert upstream.served("/api/v1/echo") == before

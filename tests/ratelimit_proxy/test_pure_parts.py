@@ -9,8 +9,10 @@ import pytest
 
 from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.clientip import client_ip, parse_networks
-from ratelimit_proxy.policy import Policy
+from ratelimit_proxy.guard import KeyDirectory, key_id
+from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import LimitSettings, RouteLimitSettings, RouteSettings
+from ratelimit_proxy.store import KeyRecord, MemoryStore
 from tests.ratelimit_proxy.conftest import ROOT
 
 LB = parse_networks(["10.0.0.0/8"])
@@ -77,3 +79,41 @@ def test_bad_config_stops_with_one_line_naming_key_and_file(variable: str, value
     assert done.returncode == 2
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_route_limits_sharing_a_name_must_share_quota_and_window() -> None:
+    def route(name: str, path: str, window: int) -> RouteSettings:
+        return RouteSettings(name=name, path=path, limits=[RouteLimitSettings("uploads", 10, window)])
+
+    Policy(LimitSettings(routes=[route("a", "/a/*", 60), route("b", "/b/*", 60)]))  # one shared quota: fine
+    with pytest.raises(PolicyError) as refused:
+        # one counter key for two windows: a short TTL would cut the long window short
+        Policy(LimitSettings(routes=[route("a", "/a/*", 60), route("b", "/b/*", 3600)]))
+    assert refused.value.key == "limits.routes[1].limits[0]"
+
+
+def test_key_lookup_that_races_an_announced_change_is_not_cached() -> None:
+    class RacingStore(MemoryStore):
+        """The change announcement lands while the lookup reads the store."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+            self.directory: KeyDirectory | None = None
+
+        def get_key(self, key_id: str) -> KeyRecord | None:
+            self.reads += 1
+            record = super().get_key(key_id)
+            if self.reads == 1 and self.directory is not None:
+                self.put_key(KeyRecord(key_id, "free", "owner", "revoked"))
+                self.directory.forget(key_id)
+            return record
+
+    store = RacingStore()
+    directory = KeyDirectory(store, [], cache_seconds=300)
+    store.directory = directory
+    digest = key_id("vbx_race")
+    store.put_key(KeyRecord(digest, "free", "owner", "active"))
+    assert directory.lookup("vbx_race").status == "active"  # the value read before the change
+    assert directory.lookup("vbx_race").status == "revoked"  # not served stale from the cache
+    assert store.reads == 2

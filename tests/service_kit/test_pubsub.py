@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from service_kit.pubsub import PING_SECONDS, ChannelListener
+from service_kit.pubsub import PING_SECONDS, SILENT_SECONDS, ChannelListener
 from tests.servers import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def test_messages_arrive_and_an_idle_listener_only_pings_now_and_then(server: Re
         wait_until(lambda: received == [b"bans"], timeout=5)
         idle = commands_sent(admin, 3.0)
         # A ping per PING_SECONDS: the loop must not spin on the PONG it just read.
-        assert idle.get("cmdstat_ping", 0) <= 3.0 / PING_SECONDS + 1, idle
+        assert 1 <= idle.get("cmdstat_ping", 0) <= 3.0 / PING_SECONDS + 1, idle
     finally:
         listener.close()
 
@@ -59,5 +60,22 @@ def test_listener_reconnects_and_resyncs_after_redis_restarts(server: RedisServe
         wait_until(lambda: listener.connected.is_set() and len(connects) == 2, timeout=15)
         redis.Redis.from_url(server.url).publish("changes", "key abc")
         wait_until(lambda: received == [b"key abc"], timeout=5)
+    finally:
+        listener.close()
+
+
+def test_a_frozen_redis_is_noticed_and_the_listener_resyncs_when_it_thaws(server: RedisServer) -> None:
+    connects: list[float] = []
+    client = redis.Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=2)
+    listener = ChannelListener(client, "changes", lambda data: None, on_connect=lambda: connects.append(time.time()))
+    listener.start(wait_seconds=5)
+    assert server.process is not None
+    try:
+        server.process.send_signal(signal.SIGSTOP)  # the connection stays open; nothing answers
+        wait_until(lambda: not listener.connected.is_set(), timeout=SILENT_SECONDS + 5)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    try:
+        wait_until(lambda: listener.connected.is_set() and len(connects) == 2, timeout=15)
     finally:
         listener.close()
