@@ -21,7 +21,7 @@ from tickets_app.desk import Desk
 from tickets_app.listing import list_tickets
 from tickets_app.models import Base
 from tickets_app.query import parse_query
-from tickets_app.search import SqliteFtsIndex
+from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex
 
 SEARCH_TABLES = {"sqlite": "ticket_fts", "postgresql": "ticket_search"}
 
@@ -61,12 +61,7 @@ def test_migration_matches_models_on_postgres(postgres_server: PostgresServer) -
 def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path) -> None:
     """A desk created before tickets_0002 keeps its schema and its search rows, and still finds them."""
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
-    upgrade_kit(engine)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes.update(connection=connection, version_table="alembic_version", metadata=Base.metadata)
-        command.upgrade(config, "tickets_0001")
+    upgrade_to_first_revision(engine)
     desk_schema = _schema(engine)
     desk = Desk(SqliteFtsIndex())
     with Session(engine) as session:
@@ -80,6 +75,42 @@ def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path
         page = list_tickets(session, desk.index, CUSTOMER, parse_query("invoices"), 25, None)
     assert [found.id for found in page.tickets] == [ticket_id]
     engine.dispose()
+
+
+@pytest.mark.integration
+def test_postgres_desk_of_the_first_revision_gets_its_tickets_indexed(postgres_server: PostgresServer) -> None:
+    engine = make_engine(postgres_server.fresh_database("tickets_upgrade"))
+    upgrade_to_first_revision(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO tickets (id, subject, status, priority, customer_id, customer_name, customer_email, "
+                "customer_tier, created_at, updated_at, sla_breached) VALUES "
+                "(7, 'Old invoice question', 'open', 'low', 'cust-1', 'C', '', 'pro', now(), now(), false)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO messages (ticket_id, author_kind, author_id, author_name, body, internal, created_at) "
+                "VALUES (7, 'customer', 'cust-1', 'C', 'sent before the upgrade', false, now())"
+            )
+        )
+    migrate(str(engine.url))
+    with Session(engine) as session:
+        for query in ("invoices", "upgrade"):
+            page = list_tickets(session, PostgresFtsIndex(), CUSTOMER, parse_query(query), 25, None)
+            assert [found.id for found in page.tickets] == [7], query
+    engine.dispose()
+
+
+def upgrade_to_first_revision(engine: Engine) -> None:
+    """The kit's tables and the desk as it was before tickets_0002."""
+    upgrade_kit(engine)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes.update(connection=connection, version_table="alembic_version", metadata=Base.metadata)
+        command.upgrade(config, "tickets_0001")
 
 
 def _schema(engine: Engine) -> list[tuple[str, str]]:
