@@ -191,6 +191,8 @@ class PostgresFtsIndex:
         )
 
     def matches(self, terms: Sequence[str], include_internal: bool) -> Subquery:
+        # phraseto_tsquery reads its text as words only (websearch_to_tsquery would give "or" and "-" meaning
+        # that FTS5 here does not), and each term is a bound parameter: nothing typed becomes syntax.
         params = {f"term{i}": term for i, term in enumerate(terms)}
         query = " && ".join(f"phraseto_tsquery('{self.config}', :{name})" for name in params)
         if include_internal:
@@ -199,6 +201,7 @@ class PostgresFtsIndex:
         else:
             visible, shown = "ts_filter(document, '{a,b}')", "concat_ws(E'\\n', subject, public_body)"
             condition = f"document @@ q AND {visible} @@ q"  # the GIN index answers the first, then recheck
+        # float8: ts_rank's float4 would not survive the cursor's round trip through JSON exactly.
         return (
             text(
                 f"SELECT ticket_id, -ts_rank('{self.weights}', {visible}, q, 1)::float8 AS rank, "
