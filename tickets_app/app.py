@@ -10,6 +10,7 @@ import time
 
 from flask import Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.engine import make_url
 
 from service_kit.alerting import AlertmanagerClient
 from service_kit.alerting.api import acks_blueprint
@@ -23,7 +24,7 @@ from tickets_app.desk import Desk
 from tickets_app.metrics import SupportCollector
 from tickets_app.openapi import openapi_document
 from tickets_app.resources import Resources
-from tickets_app.search import SqliteFtsIndex
+from tickets_app.search import index_for_dialect
 from tickets_app.settings import TicketsSettings
 from tickets_app.web import web
 
@@ -91,7 +92,7 @@ def _serialize_writes(app: Flask) -> None:
 
 def build_desk(settings: TicketsSettings) -> Desk:
     return Desk(
-        SqliteFtsIndex(),
+        index_for_dialect(make_url(settings.database.url).get_backend_name()),
         at_risk_seconds=settings.sla.at_risk_minutes * 60,
         auto_close_days=settings.sla.auto_close_days,
     )

@@ -508,6 +508,8 @@ def _text_field(data: Mapping[str, Any], key: str, limit: int, errors: dict[str,
         return ""
     if len(value) > limit:
         errors[prefix + key] = f"at most {limit} characters"
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL; refused on every backend alike
+        errors[prefix + key] = "must not contain NUL characters"
     return value.strip()
 
 

@@ -73,17 +73,16 @@ def list_tickets(
     if not actor.is_staff:
         query = query.where(Ticket.customer_id == actor.id)
     query = _apply_filters(query, parsed)
-    expression = parsed.fts_expression
-    sort = parsed.sort or ("relevance" if expression else "-updated")
+    sort = parsed.sort or ("relevance" if parsed.terms else "-updated")
     if sort not in ("relevance", "created", "-created", "updated", "-updated", "priority", "-priority"):
         raise ValidationError({"sort": "expected relevance, created, updated or priority (prefix - for descending)"})
     snippet_column = None
-    if expression:
-        fts = index.matches(expression, include_internal=actor.is_staff)
+    if parsed.terms:
+        fts = index.matches(parsed.terms, include_internal=actor.is_staff)
         query = query.join(fts, fts.c.ticket_id == Ticket.id).add_columns(fts.c.snippet)
         snippet_column = fts.c.snippet
     if sort == "relevance":
-        if not expression:
+        if not parsed.terms:
             raise ValidationError({"sort": "relevance needs search words"})
         key: Any = fts.c.rank
         descending = False

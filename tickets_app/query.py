@@ -4,7 +4,8 @@
     sort:-updated "exact phrase" words
 
 Unknown keys and malformed values are plain words, so nothing typed can make a query fail; free text
-becomes an FTS5 expression in which every word and phrase is quoted, so user input is never syntax.
+becomes a list of terms (words and phrases, all required) that each search index quotes or binds itself
+(tickets_app/search.py), so user input is never syntax.
 """
 
 from __future__ import annotations
@@ -38,17 +39,12 @@ class ParsedQuery:
     ranges: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
     sort: str | None = None
 
-    @property
-    def fts_expression(self) -> str | None:
-        """An FTS5 MATCH string: every term double-quoted (quotes doubled), all required."""
-        quoted = ['"' + term.replace('"', '""') + '"' for term in self.terms]
-        return " ".join(quoted) if quoted else None
-
 
 def parse_query(text: str) -> ParsedQuery:
     """Parse user input; never raises."""
     parsed = ParsedQuery()
-    for match in _TOKEN.finditer(text[:1000]):
+    # NUL ends a string inside FTS5 (an "unterminated string" error) and PostgreSQL refuses it; it is no word.
+    for match in _TOKEN.finditer(text[:1000].replace("\x00", " ")):
         key, op, value = match.group("key"), match.group("op"), match.group("value")
         if key is not None and value is not None and _apply_key(parsed, key.lower(), op, value.strip('"')):
             continue

@@ -1,18 +1,38 @@
-"""Full-text search behind a small interface; SQLite FTS5 is the implementation here.
+"""Full-text search behind a small interface: SQLite FTS5 and PostgreSQL tsvector implementations.
 
-One FTS row per ticket (rowid = ticket id) with three columns: the subject, the public thread and the
-internal notes, so one bm25 ranks a ticket by all its messages with the subject weighted 3x, and a
-customer's search is restricted to the first two columns. A PostgreSQL implementation would fill the
-same three methods with a generated tsvector and websearch_to_tsquery.
+Both keep one search row per ticket with three texts: the subject, the public thread and the internal
+notes, so one ranking covers a ticket and all its messages with the subject weighted about 3x, and a
+customer's search sees only the first two. `index_for_dialect` is the one place that picks the
+implementation for a database.
+
+Queries arrive as terms (words or phrases from `tickets_app.query`), never as backend syntax: SQLite gets
+every term double-quoted, PostgreSQL gets each term as a bound parameter of `phraseto_tsquery`, so nothing
+a user types is parsed as query operators by either backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection, Subquery, column, text
+from sqlalchemy import (
+    Connection,
+    Executable,
+    ScalarSelect,
+    Select,
+    Subquery,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+
+from tickets_app.models import Message, Ticket
 
 # Snippet markers: control characters no ticket text contains, turned into <mark> after HTML escaping.
 MARK_START = "\x02"
@@ -26,8 +46,39 @@ class SearchIndex(Protocol):
     def reindex(self, session: Session, ticket_ids: Iterable[int]) -> None:
         """Bring the index rows of these tickets up to date, inside the caller's transaction."""
 
-    def matches(self, expression: str, include_internal: bool) -> Subquery:
-        """Rows (ticket_id, rank, snippet) for a quoted FTS expression; lower rank is better."""
+    def rebuild_all(self, connection: Connection) -> None:
+        """Recreate every row (after a bulk load)."""
+
+    def matches(self, terms: Sequence[str], include_internal: bool) -> Subquery:
+        """Rows (ticket_id, rank, snippet) of tickets containing every term (a term of several words is a
+        phrase); lower rank is better. `terms` is not empty."""
+
+
+def index_for_dialect(dialect_name: str) -> SearchIndex:
+    """The search implementation of a database (SQLAlchemy dialect name: `engine.dialect.name`)."""
+    if dialect_name == "sqlite":
+        return SqliteFtsIndex()
+    if dialect_name == "postgresql":
+        return PostgresFtsIndex()
+    raise ValueError(f"the support desk's search supports sqlite and postgresql, not {dialect_name}")
+
+
+INDEXED_TEXTS = ("subject", "public_body", "internal_body")
+
+
+def documents(ticket_ids: Sequence[int] | None) -> Select[int, str, str | None, str | None]:
+    """(ticket id, subject, public thread, internal notes) of these tickets (all when None): what both
+    indexes hold. Messages are joined with newlines, as one text per kind."""
+
+    def thread(internal: bool) -> ScalarSelect[str | None]:
+        return (
+            select(func.aggregate_strings(Message.body, "\n"))
+            .where(Message.ticket_id == Ticket.id, Message.internal.is_(internal))
+            .scalar_subquery()
+        )
+
+    query = select(Ticket.id, Ticket.subject, thread(False), thread(True))
+    return query if ticket_ids is None else query.where(Ticket.id.in_(ticket_ids))
 
 
 class SqliteFtsIndex:
@@ -48,38 +99,19 @@ class SqliteFtsIndex:
         ids = sorted(set(ticket_ids))
         if not ids:
             return
-        params = {f"id{i}": ticket_id for i, ticket_id in enumerate(ids)}
-        placeholders = ", ".join(f":{name}" for name in params)
-        session.execute(text(f"DELETE FROM {self.table} WHERE rowid IN ({placeholders})"), params)
-        session.execute(
-            text(
-                f"INSERT INTO {self.table} (rowid, subject, public_body, internal_body) "
-                "SELECT t.id, t.subject, "
-                "(SELECT group_concat(m.body, char(10)) FROM messages m "
-                " WHERE m.ticket_id = t.id AND NOT m.internal), "
-                "(SELECT group_concat(m.body, char(10)) FROM messages m "
-                " WHERE m.ticket_id = t.id AND m.internal) "
-                f"FROM tickets t WHERE t.id IN ({placeholders})"
-            ),
-            params,
-        )
+        rows = table(self.table, column("rowid"), *map(column, INDEXED_TEXTS))
+        session.execute(delete(rows).where(rows.c.rowid.in_(ids)))
+        session.execute(insert(rows).from_select(list(rows.c), documents(ids)))
 
     def rebuild_all(self, connection: Connection) -> None:
-        """Recreate every row (after a bulk load); cheaper than per-ticket reindexing."""
-        connection.execute(text(f"DELETE FROM {self.table}"))
-        connection.execute(
-            text(
-                f"INSERT INTO {self.table} (rowid, subject, public_body, internal_body) "
-                "SELECT t.id, t.subject, p.body, i.body FROM tickets t "
-                "LEFT JOIN (SELECT ticket_id, group_concat(body, char(10)) AS body FROM messages "
-                "           WHERE NOT internal GROUP BY ticket_id) p ON p.ticket_id = t.id "
-                "LEFT JOIN (SELECT ticket_id, group_concat(body, char(10)) AS body FROM messages "
-                "           WHERE internal GROUP BY ticket_id) i ON i.ticket_id = t.id"
-            )
-        )
+        """Recreate every row; then merge FTS5's segments, which per-ticket inserts leave many of."""
+        rows = table(self.table, column("rowid"), *map(column, INDEXED_TEXTS))
+        connection.execute(delete(rows))
+        connection.execute(insert(rows).from_select(list(rows.c), documents(None)))
         connection.execute(text(f"INSERT INTO {self.table}({self.table}) VALUES ('optimize')"))
 
-    def matches(self, expression: str, include_internal: bool) -> Subquery:
+    def matches(self, terms: Sequence[str], include_internal: bool) -> Subquery:
+        expression = fts5_expression(terms)
         match = expression if include_internal else "{subject public_body} : (" + expression + ")"
         return (
             text(
@@ -88,6 +120,95 @@ class SqliteFtsIndex:
                 f"FROM {self.table} WHERE {self.table} MATCH :match"
             )
             .bindparams(match=match, mark_start=MARK_START, mark_end=MARK_END)
+            .columns(column("ticket_id"), column("rank"), column("snippet"))
+            .subquery("fts")
+        )
+
+
+def fts5_expression(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH string: every term double-quoted (quotes doubled), all required."""
+    return " ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+class PostgresFtsIndex:
+    """A weighted tsvector in a side table with a GIN index; English stemming with accents folded.
+
+    The text search configuration runs `unaccent` before the English stemmer, so "invóices" and "invoice"
+    meet. The tsvector is a generated column (the configuration is named as a constant, which keeps
+    `to_tsvector` immutable), weighted A for the subject, B for the public thread and C for internal notes:
+    customers match and rank on A and B only (`ts_filter`), staff on everything.
+    """
+
+    table = "ticket_search"
+    config = "ticket_search_english"
+    # ts_rank's weights for {D, C, B, A}; each at most 1.0, so the subject is 1.0 against 0.3 for messages.
+    weights = "{0, 0.3, 0.3, 1.0}"
+    headline_options = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=12, MinWords=4, MaxFragments=1"
+
+    def create(self, connection: Connection) -> None:
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS unaccent"))
+        connection.execute(
+            text(
+                # CREATE TEXT SEARCH CONFIGURATION has no IF NOT EXISTS.
+                "DO $$ BEGIN "
+                f"IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = '{self.config}') THEN "
+                f"CREATE TEXT SEARCH CONFIGURATION {self.config} (COPY = english); "
+                f"ALTER TEXT SEARCH CONFIGURATION {self.config} "
+                "ALTER MAPPING FOR hword, hword_part, word WITH unaccent, english_stem; "
+                "END IF; END $$"
+            )
+        )
+        vector = " || ".join(
+            f"setweight(to_tsvector('{self.config}', coalesce({name}, '')), '{weight}')"
+            for name, weight in zip(INDEXED_TEXTS, "ABC", strict=True)
+        )
+        connection.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "ticket_id integer PRIMARY KEY REFERENCES tickets (id) ON DELETE CASCADE, "
+                "subject text NOT NULL, public_body text, internal_body text, "
+                f"document tsvector GENERATED ALWAYS AS ({vector}) STORED)"
+            )
+        )
+        connection.execute(
+            text(f"CREATE INDEX IF NOT EXISTS ix_{self.table}_document ON {self.table} USING gin (document)")
+        )
+
+    def reindex(self, session: Session, ticket_ids: Iterable[int]) -> None:
+        ids = sorted(set(ticket_ids))
+        if ids:
+            session.execute(self._upsert(documents(ids)))
+
+    def rebuild_all(self, connection: Connection) -> None:
+        connection.execute(text(f"TRUNCATE {self.table}"))
+        connection.execute(self._upsert(documents(None)))
+
+    def _upsert(self, rows: Select[int, str, str | None, str | None]) -> Executable:
+        target = table(self.table, column("ticket_id"), *map(column, INDEXED_TEXTS))
+        statement = postgresql.insert(target).from_select(list(target.c), rows)
+        return statement.on_conflict_do_update(
+            index_elements=["ticket_id"], set_={name: statement.excluded[name] for name in INDEXED_TEXTS}
+        )
+
+    def matches(self, terms: Sequence[str], include_internal: bool) -> Subquery:
+        # phraseto_tsquery reads its text as words only (websearch_to_tsquery would give "or" and "-" meaning
+        # that FTS5 here does not), and each term is a bound parameter: nothing typed becomes syntax.
+        params = {f"term{i}": term for i, term in enumerate(terms)}
+        query = " && ".join(f"phraseto_tsquery('{self.config}', :{name})" for name in params)
+        if include_internal:
+            visible, shown = "document", "concat_ws(E'\\n', subject, public_body, internal_body)"
+            condition = "document @@ q"
+        else:
+            visible, shown = "ts_filter(document, '{a,b}')", "concat_ws(E'\\n', subject, public_body)"
+            condition = f"document @@ q AND {visible} @@ q"  # the GIN index answers the first, then recheck
+        # float8: ts_rank's float4 would not survive the cursor's round trip through JSON exactly.
+        return (
+            text(
+                f"SELECT ticket_id, -ts_rank('{self.weights}', {visible}, q, 1)::float8 AS rank, "
+                f"ts_headline('{self.config}', {shown}, q, :options) AS snippet "
+                f"FROM {self.table}, (SELECT {query} AS q) AS query WHERE {condition}"
+            )
+            .bindparams(options=self.headline_options, **params)
             .columns(column("ticket_id"), column("rank"), column("snippet"))
             .subquery("fts")
         )

@@ -1,20 +1,42 @@
-"""The Alembic migration creates exactly what the models describe (plus the FTS5 index)."""
+"""The Alembic migrations create exactly what the models describe, plus each backend's search index."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.orm import Session
 
-from tickets_app.cli import migrate
+from service_kit.db import make_engine
+from service_kit.db import upgrade as upgrade_kit
+from tests.servers import PostgresServer
+from tests.tickets.conftest import CUSTOMER, T0
+from tickets_app.cli import MIGRATIONS, migrate
+from tickets_app.desk import Desk
+from tickets_app.listing import list_tickets
 from tickets_app.models import Base
+from tickets_app.query import parse_query
+from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex
+
+SEARCH_TABLES = {"sqlite": "ticket_fts", "postgresql": "ticket_search"}
 
 
 def only_desk_tables(name: str | None, kind: str, _parents: object) -> bool:
-    """Leave out the FTS5 shadow tables and the kit's own tables, which other migrations own."""
+    """Leave out the search tables and the kit's own tables, which other migrations own."""
     return kind != "table" or name in Base.metadata.tables
+
+
+def assert_matches_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"include_name": only_desk_tables})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+    assert SEARCH_TABLES[engine.dialect.name] in inspect(engine).get_table_names()
 
 
 def test_migration_matches_models(tmp_path: Path) -> None:
@@ -22,8 +44,76 @@ def test_migration_matches_models(tmp_path: Path) -> None:
     migrate(url)
     migrate(url)  # idempotent
     engine = create_engine(url)
+    assert_matches_models(engine)
+    assert "ticket_search" not in inspect(engine).get_table_names()
+
+
+@pytest.mark.integration
+def test_migration_matches_models_on_postgres(postgres_server: PostgresServer) -> None:
+    url = postgres_server.fresh_database("tickets_migration")
+    migrate(url)
+    migrate(url)
+    engine = make_engine(url)
+    assert_matches_models(engine)
+    engine.dispose()
+
+
+def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path) -> None:
+    """A desk created before tickets_0002 keeps its schema and its search rows, and still finds them."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    upgrade_to_first_revision(engine)
+    desk_schema = _schema(engine)
+    desk = Desk(SqliteFtsIndex())
+    with Session(engine) as session:
+        ticket_id = desk.create_ticket(session, CUSTOMER, {"subject": "Old invoice question", "body": "hi"}, T0).id
+        session.commit()
+    migrate(str(engine.url))
+    assert _schema(engine) == desk_schema
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"include_name": only_desk_tables})
-        diff = compare_metadata(context, Base.metadata)
-    assert diff == []
-    assert "ticket_fts" in inspect(engine).get_table_names()
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "tickets_0002"
+    with Session(engine) as session:
+        page = list_tickets(session, desk.index, CUSTOMER, parse_query("invoices"), 25, None)
+    assert [found.id for found in page.tickets] == [ticket_id]
+    engine.dispose()
+
+
+@pytest.mark.integration
+def test_postgres_desk_of_the_first_revision_gets_its_tickets_indexed(postgres_server: PostgresServer) -> None:
+    engine = make_engine(postgres_server.fresh_database("tickets_upgrade"))
+    upgrade_to_first_revision(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO tickets (id, subject, status, priority, customer_id, customer_name, customer_email, "
+                "customer_tier, created_at, updated_at, sla_breached) VALUES "
+                "(7, 'Old invoice question', 'open', 'low', 'cust-1', 'C', '', 'pro', now(), now(), false)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO messages (ticket_id, author_kind, author_id, author_name, body, internal, created_at) "
+                "VALUES (7, 'customer', 'cust-1', 'C', 'sent before the upgrade', false, now())"
+            )
+        )
+    migrate(str(engine.url))
+    with Session(engine) as session:
+        for query in ("invoices", "upgrade"):
+            page = list_tickets(session, PostgresFtsIndex(), CUSTOMER, parse_query(query), 25, None)
+            assert [found.id for found in page.tickets] == [7], query
+    engine.dispose()
+
+
+def upgrade_to_first_revision(engine: Engine) -> None:
+    """The kit's tables and the desk as it was before tickets_0002."""
+    upgrade_kit(engine)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes.update(connection=connection, version_table="alembic_version", metadata=Base.metadata)
+        command.upgrade(config, "tickets_0001")
+
+
+def _schema(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"))
+        return [(name, sql) for name, sql in rows]

@@ -1,19 +1,49 @@
-"""Search and lists on real SQLite FTS5: ranking, filters, hostile input, visibility, cursor pages."""
+"""Search and lists on both backends (SQLite FTS5, a real PostgreSQL): ranking, filters, hostile input,
+visibility, cursor pages."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from service_kit.db import make_engine
 from service_kit.errors import ValidationError
 from tests.tickets.conftest import AGENT, CUSTOMER, OTHER_CUSTOMER, T0
+from tickets_app.cli import migrate
 from tickets_app.desk import Actor, Desk
 from tickets_app.listing import list_tickets, parse_list_args
 from tickets_app.models import Ticket
 from tickets_app.query import parse_query
-from tickets_app.search import MARK_END, MARK_START
+from tickets_app.search import MARK_END, MARK_START, fts5_expression, index_for_dialect
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One database per backend for the module, migrated by Alembic as in production."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('search') / 'desk.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_server").fresh_database("tickets_search")
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """Nothing here commits (the desk only flushes), so closing the session rolls each test back."""
+    with Session(engine) as db:
+        yield db
+
+
+@pytest.fixture
+def desk(engine: Engine) -> Desk:
+    return Desk(index_for_dialect(engine.dialect.name), at_risk_seconds=1800, auto_close_days=3)
 
 
 def make(
@@ -94,10 +124,39 @@ def test_query_language_filters_and_phrase(desk: Desk, session: Session, corpus:
         "created>notadate",
         "-",
         "invoice NOT",
+        "inv\x00oice",
+        "'",
+        "\\",
+        "invoice:*",
+        "!invoice & (quota | zebra)",
+        "daily <-> quota",
+        "invoice:AB",
+        "$$ ; DROP TABLE tickets; --",
+        "% _",
+        "the of and",
+        "🙂",
     ],
 )
 def test_hostile_queries_never_break(desk: Desk, session: Session, corpus: dict[str, Ticket], hostile: str) -> None:
-    search(desk, session, AGENT, q=hostile)  # must not raise
+    found = search(desk, session, AGENT, q=hostile)
+    assert set(found) <= {ticket.id for ticket in corpus.values()}
+    assert search(desk, session, AGENT, q="quota") == [corpus["phrase"].id]  # the transaction is still usable
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("invoice -please", ["subject"]),  # not a websearch NOT: "please" is required
+        ("!please invoice", ["subject"]),
+        ("webhook | invoice", []),  # not an OR
+        ("webhook OR invoice", []),
+        ("quota & -noon", ["phrase"]),
+    ],
+)
+def test_operator_characters_are_plain_text(
+    desk: Desk, session: Session, corpus: dict[str, Ticket], query: str, expected: list[str]
+) -> None:
+    assert search(desk, session, AGENT, q=query) == [corpus[name].id for name in expected]
 
 
 def test_customer_sees_own_tickets_and_not_internal_notes(
@@ -107,6 +166,23 @@ def test_customer_sees_own_tickets_and_not_internal_notes(
     assert search(desk, session, OTHER_CUSTOMER, q="zebra") == []
     assert search(desk, session, OTHER_CUSTOMER) == [corpus["other"].id]
     assert corpus["other"].id not in search(desk, session, CUSTOMER)
+
+
+def test_internal_notes_never_match_rank_or_show_for_customers(desk: Desk, session: Session) -> None:
+    twin = make(desk, session, "Refund request", "please refund order 77")
+    noted = make(desk, session, "Refund request", "please refund order 77", minutes=1)
+    for ticket, note in ((noted, "refund " * 8), (twin, "waiting " * 8)):  # notes of equal length
+        desk.update_ticket(
+            session, AGENT, ticket, {"message": {"body": note + "fraud suspected", "internal": True}}, T0
+        )
+    assert search(desk, session, AGENT, q="refund fraud") == [noted.id, twin.id]  # across public and internal
+    assert search(desk, session, CUSTOMER, q="refund fraud") == []
+    assert search(desk, session, CUSTOMER, q="fraud") == []
+    # Same public text, so the same rank and the id breaks the tie: the note's "refund"s must not lift `noted`.
+    assert search(desk, session, CUSTOMER, q="refund") == [twin.id, noted.id]
+    parsed, size, _ = parse_list_args({"q": "refund"})
+    snippets = list_tickets(session, desk.index, CUSTOMER, parsed, size, None).snippets
+    assert snippets and not any("fraud" in snippet for snippet in snippets.values())
 
 
 def test_snippet_marks_the_match(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
@@ -151,4 +227,9 @@ def test_bad_list_arguments_name_the_field(desk: Desk, session: Session, args: d
 def test_parse_query_quotes_every_term() -> None:
     parsed = parse_query('status:open,waiting NEAR(a "b c" d*')
     assert parsed.filters == {"status": ["open", "waiting"]}
-    assert parsed.fts_expression == '"NEAR(a" "b c" "d*"'
+    assert fts5_expression(parsed.terms) == '"NEAR(a" "b c" "d*"'
+
+
+def test_unknown_database_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="mysql"):
+        index_for_dialect("mysql")
