@@ -63,10 +63,13 @@ class Snapshot:
         )
 
 
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time (bulk OFREP hot path).
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def content_hash(*parts: object) -> str:
     """A short stable hash of JSON-able parts (bulk OFREP ETags)."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_HASH_ENCODER.encode(parts).encode()).hexdigest()[:32]
 
 
 class SnapshotCache:
