@@ -88,6 +88,7 @@ class BulkLayout(NamedTuple):
 
 
 def _flag_plan(key: str, flag: Mapping[str, Any], snapshot: Snapshot) -> FlagPlan:
+    """The flag's plan, made on first use (threads racing here make equal plans; the last one stays)."""
     try:
         plan: FlagPlan = snapshot.flag_plans[key]
         return plan
@@ -102,6 +103,7 @@ def _flag_plan(key: str, flag: Mapping[str, Any], snapshot: Snapshot) -> FlagPla
 
 
 def _bulk_layout(kind: str, flags: Mapping[str, Mapping[str, Any]], snapshot: Snapshot) -> BulkLayout:
+    """The bulk layout of the ``flags`` a key of ``kind`` sees, in snapshot order, made on first use."""
     try:
         layout: BulkLayout = snapshot.bulk_layouts[kind]
         return layout
@@ -140,7 +142,8 @@ def _render(key: str, result: Evaluation, snapshot: Snapshot) -> Item:
 
 
 def _signature(attributes: tuple[str, ...], context: Mapping[str, Any]) -> Signature:
-    """The values of ``attributes`` and their types (``True`` is not ``1``), or ``None`` when one is a list."""
+    """The values of ``attributes`` and their types (``True`` is not ``1``), or ``None`` when one is a list
+    or an object (not hashable, so not memoised)."""
     values = tuple([context.get(attribute) for attribute in attributes])
     signature = (values, tuple(map(type, values)))
     try:
