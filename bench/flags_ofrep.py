@@ -2,30 +2,44 @@
 by the same granian server and workers, with Redis and SQLite as in production.
 
 Run: .venv/bin/python -m bench.flags_ofrep   (needs wrk and redis-server; --seconds N to change length)
+     .venv/bin/python -m bench.flags_ofrep --in-process   (the app's WSGI callable in this process, no server
+     and no wrk: CPU per request on one thread, routes taking turns, so a shared machine's load moves less)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import requests
 from sqlalchemy.orm import Session
 
-from flags_service.app import MIGRATIONS
+from flags_service.app import MIGRATIONS, create_app
+from flags_service.settings import FlagsSettings, RedisSettings
 from flags_service.storage import FlagStore, metadata
 from service_kit.db import make_engine, upgrade
 from service_kit.server import granian_command, prepare_multiprocess_dir
-from service_kit.settings import ServerSettings
+from service_kit.settings import DatabaseSettings, LoggingSettings, ServerSettings
 
 WORKERS, THREADS, CONNECTIONS = 2, 16, 32
 FLAG_COUNT = 50
+IN_PROCESS_ROUNDS, IN_PROCESS_REQUESTS = 5, 2000
+TIERS, COUNTRIES = ("free", "pro", "enterprise"), ("DE", "NL", "US", "FR", "GB")
+ROUTES = (
+    ("hello world (GET)", "GET", "/hello"),
+    ("OFREP single flag (POST)", "POST", "/ofrep/v1/evaluate/flags/flag-01"),
+    (f"OFREP bulk, {FLAG_COUNT} flags (POST)", "POST", "/ofrep/v1/evaluate/flags"),
+)
 APP_SOURCE = """
 from flags_service.app import create_app
 from flags_service.cli import load_settings
@@ -111,6 +125,80 @@ def wrk(url: str, seconds: int, script: Path | None = None) -> tuple[float, str,
     return rps, p50, p99
 
 
+def request_environ(method: str, path: str, counter: int, token: str) -> dict[str, Any]:
+    """A WSGI environ like the wrk script's requests: the same rotation of users, tiers and countries."""
+    context = {
+        "targetingKey": f"user-{counter % 5000}",
+        "tier": TIERS[counter % 3],
+        "country": COUNTRIES[counter % 5],
+    }
+    body = json.dumps({"context": context}).encode() if method == "POST" else b""
+    return {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8082",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8082",
+        "HTTP_AUTHORIZATION": f"Bearer {token}",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def in_process(database: str, redis_url: str, token: str) -> list[tuple[str, float]]:
+    """Median µs per request of each route over rounds in which the routes take turns."""
+    settings = FlagsSettings(
+        database=DatabaseSettings(url=database),
+        redis=RedisSettings(url=redis_url),
+        logging=LoggingSettings(level="WARNING"),
+    )
+    app = create_app(settings)
+    app.add_url_rule("/hello", "hello", lambda: {"hello": "world"})
+
+    def start_response(status: str, headers: Iterable[tuple[str, str]], exc_info: object = None) -> None:
+        if not status.startswith("200"):
+            raise RuntimeError(f"in-process request answered {status}")
+
+    def run(method: str, path: str, first: int, count: int) -> float:
+        environs = [request_environ(method, path, first + index, token) for index in range(count)]
+        started = time.perf_counter()
+        for environ in environs:
+            b"".join(app.wsgi_app(environ, start_response))
+        return (time.perf_counter() - started) / count * 1e6
+
+    timings: dict[str, list[float]] = {name: [] for name, _, _ in ROUTES}
+    try:
+        for _, method, path in ROUTES:
+            run(method, path, 0, IN_PROCESS_REQUESTS)  # warm-up: snapshot, plans, layouts, memo
+        for round_number in range(IN_PROCESS_ROUNDS):
+            for name, method, path in ROUTES:
+                timings[name].append(run(method, path, round_number * IN_PROCESS_REQUESTS, IN_PROCESS_REQUESTS))
+    finally:
+        service = app.extensions["flags"]
+        service.recorder.close()
+        service.cache.close()
+    return [(name, statistics.median(values)) for name, values in timings.items()]
+
+
+def print_in_process(rows: list[tuple[str, float]]) -> None:
+    hello = rows[0][1]
+    print(f"in process, one thread: {IN_PROCESS_ROUNDS} rounds of {IN_PROCESS_REQUESTS} requests per route\n")
+    print("| route | µs per request (median) | vs hello |")
+    print("|---|---|---|")
+    for name, micros in rows:
+        print(f"| {name} | {micros:.1f} | {hello / micros:.2f} |")
+
+
 def main() -> None:
     seconds = int(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else 8
     with tempfile.TemporaryDirectory(prefix="flags-bench-") as tmp:
@@ -122,6 +210,14 @@ def main() -> None:
         )
         database = f"sqlite:///{workdir / 'flags.sqlite3'}"
         token = seed(database)
+        if "--in-process" in sys.argv:
+            try:
+                rows = in_process(database, f"redis://127.0.0.1:{redis_port}/0", token)
+            finally:
+                redis.terminate()
+                redis.wait(5)
+            print_in_process(rows)
+            return
         (workdir / "bench_flags_app.py").write_text(APP_SOURCE)
         (workdir / "flags.yml").write_text("logging:\n  level: WARNING\n")
         (workdir / "wrk.lua").write_text(WRK_SCRIPT.replace("TOKEN", token))
@@ -162,15 +258,8 @@ def main() -> None:
             assert check.status_code == 200 and len(check.json()["flags"]) == FLAG_COUNT, check.text
             wrk(f"{base}/hello", 2)  # warm-up
             rows = [
-                ("hello world (GET)", wrk(f"{base}/hello", seconds)),
-                (
-                    "OFREP single flag (POST)",
-                    wrk(f"{base}/ofrep/v1/evaluate/flags/flag-01", seconds, workdir / "wrk.lua"),
-                ),
-                (
-                    f"OFREP bulk, {FLAG_COUNT} flags (POST)",
-                    wrk(f"{base}/ofrep/v1/evaluate/flags", seconds, workdir / "wrk.lua"),
-                ),
+                (name, wrk(f"{base}{path}", seconds, workdir / "wrk.lua" if method == "POST" else None))
+                for name, method, path in ROUTES
             ]
         finally:
             server.terminate()

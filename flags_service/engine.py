@@ -239,6 +239,10 @@ def segment_matches(segment: Mapping[str, Any] | None, context: Context) -> bool
     return bool(clauses) and all(clause_matches(clause, context, {}) for clause in clauses)
 
 
+# Evaluation(...) runs the generated Python ``__new__``; on the hot path build the tuple directly (all fields).
+_new_evaluation: Callable[[tuple[Any, ...]], Evaluation] = functools.partial(tuple.__new__, Evaluation)
+
+
 def _error(flag: Flag, code: str, message: str) -> Evaluation:
     return Evaluation(None, None, ERROR, None, code, message, flag.get("metadata") or EMPTY_METADATA)
 
@@ -249,7 +253,7 @@ def _serve_variant(flag: Flag, variant: str, reason: str, rule_id: str | None) -
         value = flag["variants"][variant]
     except KeyError:
         return _error(flag, "GENERAL", f"variant {variant!r} is not defined")
-    return Evaluation(value, variant, reason, rule_id, None, None, flag.get("metadata") or EMPTY_METADATA)
+    return _new_evaluation((value, variant, reason, rule_id, None, None, flag.get("metadata") or EMPTY_METADATA))
 
 
 def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, rule_id: str | None) -> Evaluation:
@@ -258,7 +262,8 @@ def _serve(flag: Flag, serve: Mapping[str, Any], context: Context, reason: str, 
         return _serve_variant(flag, serve["variant"], reason, rule_id)
     bucket_by = flag.get("bucketBy") or TARGETING_KEY
     value = context.get(bucket_by)
-    if value is None or value == "" or isinstance(value, (list, dict)):
+    # A non-empty string (the usual targeting key) needs no further checks.
+    if (type(value) is not str or not value) and (value is None or value == "" or isinstance(value, (list, dict))):
         code = "TARGETING_KEY_MISSING" if bucket_by == TARGETING_KEY else "INVALID_CONTEXT"
         return _error(flag, code, f"rollout needs the context attribute {bucket_by!r}")
     variant = pick_variant(flag.get("salt") or flag["key"], value, rollout)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Blueprint, Response, request
 
-from flags_service.engine import ERROR, context_attributes, evaluate
+from flags_service.engine import ERROR, Evaluation, context_attributes, evaluate
 from flags_service.snapshots import Snapshot, content_hash
 from flags_service.storage import SdkKey
 
@@ -57,51 +57,75 @@ def _context() -> dict[str, Any]:
 
 
 Served = tuple[str, str]  # (flag key, variant): what the evaluation counters count
+Item = tuple[str, Served | None]  # one OFREP item as JSON text, and what it served (None: an error item)
+Signature = tuple[tuple[Any, ...], tuple[type, ...]] | None  # attribute values and their types; None: unhashable
 
 
 MEMO_LIMIT = 20_000  # memoised results per snapshot and process; beyond it, evaluate every time
 
 
-def _plan(key: str, flag: Mapping[str, Any], snapshot: Snapshot) -> tuple[str, ...] | None:
-    """The sorted attributes the flag's result depends on (``()``: none), or ``None``: varies per user."""
-    try:
-        return snapshot.memo_plans[key]
-    except KeyError:
-        attributes = context_attributes(flag, snapshot.flags)
-        plan = snapshot.memo_plans[key] = None if attributes is None else tuple(sorted(attributes))
-        return plan
+class FlagPlan(NamedTuple):
+    """How a snapshot answers one flag, worked out once per snapshot.
 
-
-def _evaluate(
-    key: str, flag: Mapping[str, Any], context: Mapping[str, Any], snapshot: Snapshot
-) -> tuple[str, Served | None]:
-    """One OFREP item as JSON text, and what was served (``None`` for an error item).
-
-    A flag yields few distinct items (one per variant and reason), so their JSON and their counter key are
-    made once per snapshot. Flags whose result depends only on a few attributes (tier, country…) are
-    memoised per snapshot by those attributes' values (and types: ``True`` is not ``1``); flags that read the
-    targeting key or bucket users are evaluated every time.
+    ``attributes`` are the sorted context attributes the result depends on (``()``: none, ``None``: varies
+    per user, as when it reads the targeting key or buckets users); a context-free flag's ``item`` is made
+    once, the others are memoised by those attributes' values or evaluated every time.
     """
-    context_free = snapshot.context_free_items.get(key)
-    if context_free is not None:
-        return context_free
-    plan = _plan(key, flag, snapshot)
-    memo_key: tuple[Any, ...] | None = None
-    if plan:
-        values = tuple([context.get(attribute) for attribute in plan])
-        memo_key = (key, values, tuple(map(type, values)))
-        try:
-            hit = snapshot.memo.get(memo_key)
-        except TypeError:  # a list-valued attribute: not hashable, not memoised
-            hit, memo_key = None, None
-        if hit is not None:
-            return hit
-    result = evaluate(flag, context, snapshot.segments, snapshot.flags)
+
+    key: str
+    flag: Mapping[str, Any]
+    attributes: tuple[str, ...] | None
+    item: Item | None
+
+
+class BulkLayout(NamedTuple):
+    """One audience's bulk response, worked out once per snapshot: the items of context-free flags already
+    in their places (``""`` marks a slot filled per request) and what they serve, and the other flags."""
+
+    items: tuple[str, ...]
+    served: tuple[Served, ...]
+    varying: tuple[tuple[int, FlagPlan], ...]
+
+
+def _flag_plan(key: str, flag: Mapping[str, Any], snapshot: Snapshot) -> FlagPlan:
+    """The flag's plan, made on first use (threads racing here make equal plans; the last one stays)."""
+    try:
+        plan: FlagPlan = snapshot.flag_plans[key]
+        return plan
+    except KeyError:
+        pass
+    attributes = context_attributes(flag, snapshot.flags)
+    ordered = None if attributes is None else tuple(sorted(attributes))
+    # A result that reads no attribute is the same for every context, the empty one included.
+    item = _render(key, evaluate(flag, {}, snapshot.segments, snapshot.flags), snapshot) if ordered == () else None
+    plan = snapshot.flag_plans[key] = FlagPlan(key, flag, ordered, item)
+    return plan
+
+
+def _bulk_layout(kind: str, flags: Mapping[str, Mapping[str, Any]], snapshot: Snapshot) -> BulkLayout:
+    """The bulk layout of the ``flags`` a key of ``kind`` sees, in snapshot order, made on first use."""
+    try:
+        layout: BulkLayout = snapshot.bulk_layouts[kind]
+        return layout
+    except KeyError:
+        pass
+    plans = [_flag_plan(key, flag, snapshot) for key, flag in flags.items()]
+    layout = snapshot.bulk_layouts[kind] = BulkLayout(
+        items=tuple("" if plan.item is None else plan.item[0] for plan in plans),
+        served=tuple(plan.item[1] for plan in plans if plan.item is not None and plan.item[1] is not None),
+        varying=tuple((slot, plan) for slot, plan in enumerate(plans) if plan.item is None),
+    )
+    return layout
+
+
+def _render(key: str, result: Evaluation, snapshot: Snapshot) -> Item:
+    """A flag yields few distinct items (one per variant and reason): their JSON and counter key are made
+    once per snapshot."""
     if result.reason == ERROR:
         error = {"key": key, "errorCode": result.error_code or "GENERAL", "errorDetails": result.error_message or ""}
         return json.dumps(error, separators=(",", ":")), None
     cache_key = (key, result.variant, result.reason)
-    rendered = snapshot.rendered_items.get(cache_key)
+    rendered: Item | None = snapshot.rendered_items.get(cache_key)
     if rendered is None:
         item = {
             "key": key,
@@ -110,11 +134,44 @@ def _evaluate(
             "variant": result.variant,
             "metadata": dict(result.metadata),
         }
-        rendered = (json.dumps(item, separators=(",", ":")), (key, str(result.variant)))
-        snapshot.rendered_items[cache_key] = rendered
-    if plan == ():
-        snapshot.context_free_items[key] = rendered
-    elif memo_key is not None and len(snapshot.memo) < MEMO_LIMIT:
+        rendered = snapshot.rendered_items[cache_key] = (
+            json.dumps(item, separators=(",", ":")),
+            (key, str(result.variant)),
+        )
+    return rendered
+
+
+def _signature(attributes: tuple[str, ...], context: Mapping[str, Any]) -> Signature:
+    """The values of ``attributes`` and their types (``True`` is not ``1``), or ``None`` when one is a list
+    or an object (not hashable, so not memoised)."""
+    values = tuple([context.get(attribute) for attribute in attributes])
+    signature = (values, tuple(map(type, values)))
+    try:
+        hash(signature)
+    except TypeError:
+        return None
+    return signature
+
+
+def _item(plan: FlagPlan, context: Mapping[str, Any], snapshot: Snapshot, signatures: dict[Any, Signature]) -> Item:
+    """The flag's item for ``context``. ``signatures`` holds the request's signature per attribute tuple, so
+    flags that read the same attributes share one look at the context."""
+    if plan.item is not None:
+        return plan.item
+    attributes = plan.attributes
+    memo_key = None
+    if attributes:
+        try:
+            signature = signatures[attributes]
+        except KeyError:
+            signature = signatures[attributes] = _signature(attributes, context)
+        if signature is not None:
+            memo_key = (plan.key, signature)
+            hit: Item | None = snapshot.memo.get(memo_key)
+            if hit is not None:
+                return hit
+    rendered = _render(plan.key, evaluate(plan.flag, context, snapshot.segments, snapshot.flags), snapshot)
+    if memo_key is not None and rendered[1] is not None and len(snapshot.memo) < MEMO_LIMIT:
         snapshot.memo[memo_key] = rendered
     return rendered
 
@@ -143,7 +200,7 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             flag = visible_flags(api_key, snapshot).get(key)
             if flag is None:
                 raise OfrepError(404, "FLAG_NOT_FOUND", f"flag {key!r} was not found", key)
-            text, served = _evaluate(key, flag, context, snapshot)
+            text, served = _item(_flag_plan(key, flag, snapshot), context, snapshot, {})
         except OfrepError as error:
             return _error_response(error, key)
         if served is None:
@@ -164,10 +221,15 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             response = Response(status=304)
             response.headers["ETag"] = etag
             return response
-        flags = visible_flags(api_key, snapshot)
-        rendered = [_evaluate(key, flag, context, snapshot) for key, flag in flags.items()]
-        service.recorder.add_served(api_key.environment, [served for _, served in rendered if served is not None])
-        response = Response('{"flags":[' + ",".join(text for text, _ in rendered) + "]}", mimetype=JSON_TYPE)
+        layout = _bulk_layout(api_key.kind, visible_flags(api_key, snapshot), snapshot)
+        items, served = list(layout.items), list(layout.served)
+        signatures: dict[Any, Signature] = {}
+        for slot, plan in layout.varying:
+            items[slot], counted = _item(plan, context, snapshot, signatures)
+            if counted is not None:
+                served.append(counted)
+        service.recorder.add_served(api_key.environment, served)
+        response = Response('{"flags":[' + ",".join(items) + "]}", mimetype=JSON_TYPE)
         response.headers["ETag"] = etag
         return response
 

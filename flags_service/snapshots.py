@@ -37,10 +37,11 @@ class Snapshot:
     flags: Mapping[str, Mapping[str, Any]]
     segments: Mapping[str, Mapping[str, Any]]
     body: bytes = field(repr=False)  # the SDK snapshot endpoint's JSON
-    # OFREP (item JSON, (flag, variant)) per (flag, variant, reason), and per context-free flag (ofrep.py)
+    # OFREP, made as requests need them (ofrep.py): (item JSON, (flag, variant)) per (flag, variant, reason),
+    # a plan per flag, a bulk layout per key kind, and memoised items by flag and attribute values.
     rendered_items: dict[tuple[str, str | None, str], Any] = field(default_factory=dict, repr=False, compare=False)
-    context_free_items: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    memo_plans: dict[str, tuple[str, ...] | None] = field(default_factory=dict, repr=False, compare=False)
+    flag_plans: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    bulk_layouts: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -62,10 +63,13 @@ class Snapshot:
         )
 
 
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time (bulk OFREP hot path).
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def content_hash(*parts: object) -> str:
     """A short stable hash of JSON-able parts (bulk OFREP ETags)."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_HASH_ENCODER.encode(parts).encode()).hexdigest()[:32]
 
 
 class SnapshotCache:

@@ -13,6 +13,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
+from flags_service.snapshots import content_hash
 from tests.flags.conftest import LiveServer, SdkKeys
 
 H = dict[str, str]
@@ -247,3 +248,53 @@ def test_memoised_results_keep_json_types_apart_and_skip_list_values(
         "off",
         "off",
     ]
+
+
+@pytest.mark.usefixtures("flags")
+def test_bulk_items_equal_single_evaluations_in_snapshot_order(
+    app: Flask, client: FlaskClient, sdk_keys: SdkKeys, create_flag: Callable
+) -> None:
+    """The bulk layout (context-free items made once, memoised and per-user flags filled per request) answers
+    exactly what the single-flag endpoint answers, for both key kinds, memo hits and unhashable values."""
+    create_flag(
+        "needs-checkout",
+        clientVisible=True,
+        environments={
+            "production": {
+                "enabled": True,
+                "prerequisites": [{"flag": "new-checkout", "variant": "on"}],
+                "fallthrough": {"variant": "on"},
+            }
+        },
+    )
+    create_flag("switched-off", clientVisible=True)
+    contexts = [
+        {"targetingKey": "u1", "tier": "pro"},
+        {"targetingKey": "u2", "tier": "free"},
+        {"tier": "pro"},  # the rollout's item is an error
+        {"targetingKey": "u3", "tier": ["free", "pro"]},  # a list: not memoised
+        {"targetingKey": "u1", "tier": "pro"},  # memo hits now
+    ]
+    snapshot_order = list(app.extensions["flags"].cache.get("production").flags)
+    for token in (sdk_keys.server, sdk_keys.client):
+        for context in contexts:
+            bulk = client.post("/ofrep/v1/evaluate/flags", json={"context": context}, headers=bearer(token)).json
+            keys = [item["key"] for item in bulk["flags"]]
+            assert keys == [key for key in snapshot_order if key in keys]
+            singles = [
+                client.post(f"/ofrep/v1/evaluate/flags/{key}", json={"context": context}, headers=bearer(token)).json
+                for key in keys
+            ]
+            assert bulk["flags"] == singles
+    assert len(keys) == 4 and "internal-only" not in keys
+    bulk = client.post("/ofrep/v1/evaluate/flags", json={"context": contexts[0]}, headers=bearer(sdk_keys.server))
+    items = {item["key"]: item for item in bulk.json["flags"]}
+    assert (items["needs-checkout"]["variant"], items["switched-off"]["reason"]) == ("on", "DISABLED")
+
+
+def test_bulk_etag_hash_stays_the_same_across_releases_and_key_order() -> None:
+    """Clients keep ETags across deploys, so the hash of (environment, version, key kind, context) is pinned."""
+    context = {"targetingKey": "u-1", "tier": "pro", "beta": True, "n": 1.5, "tags": ["a", "b"]}
+    reordered = dict(reversed(context.items()))
+    assert content_hash("production", 7, "client", context) == "269093e77a8a9e8c555d4c2edda84efe"
+    assert content_hash("production", 7, "client", reordered) == "269093e77a8a9e8c555d4c2edda84efe"
