@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.wsgi_names import PROXY_TARGET
 from service_kit.server import granian_command
 from service_kit.settings import ServerSettings
-from tests.ratelimit_proxy.conftest import ROOT, Upstream, build_settings
+from tests.ratelimit_proxy.conftest import ROOT, Script, ScriptedServer, Upstream, build_settings, ok
 from tests.servers import RedisServer, free_port, port_open, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -206,6 +206,34 @@ def test_bans_and_revoked_keys_reach_every_process_at_once(
 
     admin.bans.unban("203.0.113.60")
     wait_until(lambda: every_answer_is(client, 200), timeout=5)
+
+
+def test_client_framing_cannot_smuggle_a_request_past_granian_and_the_proxy(
+    start_proxy: Any, serve: Callable[[Script], ScriptedServer], redis_url: str
+) -> None:
+    # `Content_Length` reaches the WSGI environ as HTTP_CONTENT_LENGTH. Were it forwarded next to a body
+    # sent chunked, the upstream would read that body as a second request that no check ever saw.
+    upstream = serve(lambda n, head: (ok(b"answer %d" % n), False))
+    config = {
+        "upstream": {"url": f"http://127.0.0.1:{upstream.port}", "read_timeout_seconds": 5.0},
+        "redis": {"url": redis_url, "timeout_ms": 1000},
+        "abuse": QUIET_ABUSE,
+        "limits": tiers(10_000),
+    }
+    proxy = start_proxy(config, workers=1)
+    smuggled = b"GET /admin/secret HTTP/1.1\r\nHost: x\r\n\r\n"
+    attack = (
+        b"POST /public HTTP/1.1\r\nHost: x\r\nContent_Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as conn:
+        conn.sendall(attack)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    time.sleep(0.5)  # a smuggled request would be on the upstream connection by now
+    assert len(upstream.requests) == 1
+    head, body = upstream.requests[0].split(b"\r\n\r\n", 1)
+    assert head.startswith(b"POST /public ") and b"content-length" not in head.lower()
+    assert smuggled in body  # carried as the body it was, inside the proxy's own chunked framing
 
 
 def test_bodies_stream_through_granian_without_buffering(start_proxy: Any, upstream: Upstream, redis_url: str) -> None:
