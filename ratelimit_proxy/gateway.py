@@ -1,6 +1,7 @@
 """The proxy's data path (port 8080): a plain WSGI callable that every path and method goes through.
 
-Order of checks, cheapest refusal first: malformed target (400), header size (431), body size (413),
+Order of checks, cheapest refusal first: malformed target (400), header size (431), both framings at
+once (400: Content-Length and Transfer-Encoding), body size (413),
 ban or deny-list (403), known attack path (403, bans), API key (401), limiter (429, or 503 when Redis
 is down in fail-closed mode), then the upstream (502/504 when it fails). Nothing refused reaches the
 upstream. The limiter's verdict is one Lua call; keys and bans come from short-lived local caches.
