@@ -33,7 +33,22 @@ def json_body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ValidationError({"body": "expected a JSON object"})
+    refuse_nul(body)
     return body
+
+
+def refuse_nul(value: Any, path: str = "") -> None:
+    """A 422 naming the first field whose text (or key) holds NUL: valid JSON (``\\u0000``), but
+    PostgreSQL text cannot store it, so it is refused on every backend alike."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationError({path or "body": "must not contain NUL characters"})
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key, path or "body")
+            refuse_nul(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            refuse_nul(item, f"{path}[{index}]")
 
 
 # -- tickets ---------------------------------------------------------------------------------------
@@ -230,6 +245,7 @@ def alert_webhook() -> ResponseReturnValue:
     if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise AuthenticationError("The webhook token is missing or wrong.")
     body = request.get_json(silent=True)
+    refuse_nul(body)
     try:
         ticket, action = alerts.handle(db_session(), desk_of(), body, now())
         db_session().commit()

@@ -70,3 +70,22 @@ def test_nul_in_text_is_a_422_naming_the_field(app: Flask, tokens: Tokens) -> No
     )
     assert response.status_code == 422
     assert "body" in response.json["error"]["details"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"subject": "ok", "body": "fine", "tags": ["good", "b\x00d"]}, "tags[1]"),
+        ({"subject": "ok", "body": "fine", "category": "bil\x00ling"}, "category"),
+        ({"subject": "ok", "body": "fine", "extra\x00": 1}, "body"),
+    ],
+)
+def test_nul_anywhere_in_a_json_body_is_a_422_naming_the_field(
+    app: Flask, tokens: Tokens, payload: dict[str, object], field: str
+) -> None:
+    client = app.test_client()
+    before = client.get("/api/v1/tickets", headers=auth(tokens.agent)).json["data"]
+    response = client.post("/api/v1/tickets", json=payload, headers=auth(tokens.customer))
+    assert response.status_code == 422
+    assert field in response.json["error"]["details"]
+    assert client.get("/api/v1/tickets", headers=auth(tokens.agent)).json["data"] == before  # nothing written
