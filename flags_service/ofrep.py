@@ -1,13 +1,15 @@
 """OpenFeature Remote Evaluation Protocol (open-feature/protocol service/openapi.yaml).
 
-``POST /ofrep/v1/evaluate/flags/{key}`` and ``POST /ofrep/v1/evaluate/flags`` (bulk, ETag /
-If-None-Match). Server SDK keys evaluate every flag; client keys (browsers, with CORS) only flags marked
-client-visible, and any other flag is simply not found for them. 401/403 carry no body, as the spec says.
+``POST /ofrep/v1/evaluate/flags/{key}``, ``POST /ofrep/v1/evaluate/flags`` (bulk) and
+``GET /ofrep/v1/configuration`` (what providers may assume); the last two answer ETag / If-None-Match.
+Server SDK keys evaluate every flag; client keys (browsers, with CORS) only flags marked client-visible, and
+any other flag is simply not found for them. 401/403 carry no body, as the spec says.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 JSON_TYPE = "application/json"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, If-None-Match"
+PROVIDER_NAME = "vibelux-flags"
+# The OFREP types our flag types serve: a number flag answers int and float, a json flag answers object.
+SUPPORTED_TYPES = ("boolean", "string", "int", "float", "object")
 
 
 class OfrepError(Exception):
@@ -176,9 +181,26 @@ def _item(plan: FlagPlan, context: Mapping[str, Any], snapshot: Snapshot, signat
     return rendered
 
 
+def provider_configuration(min_polling_seconds: float) -> dict[str, Any]:
+    """The OFREP ``configurationResponse``: providers see changes by polling the bulk endpoint (ETag/304).
+    The optional ``caching`` capability is left out, so server providers do not cache single evaluations."""
+    return {
+        "name": PROVIDER_NAME,
+        "capabilities": {
+            "cacheInvalidation": {
+                "polling": {"enabled": True, "minPollingIntervalMs": math.ceil(min_polling_seconds * 1000)}
+            },
+            "flagEvaluation": {"supportedTypes": list(SUPPORTED_TYPES)},
+        },
+    }
+
+
 def ofrep_blueprint(service: FlagsService) -> Blueprint:
     blueprint = Blueprint("flags_ofrep", __name__, url_prefix="/ofrep/v1")
     origins = list(service.settings.flags.cors_origins)
+    configuration_document = provider_configuration(service.settings.flags.ofrep_min_polling_seconds)
+    configuration_text = json.dumps(configuration_document, separators=(",", ":"))
+    configuration_etag = f'"{content_hash(configuration_document)}"'
 
     def sdk_key() -> SdkKey:
         token = service.auth.credential_from_request()
@@ -217,10 +239,8 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             return _error_response(error, None)
         snapshot = service.cache.get(api_key.environment)
         etag = f'"{content_hash(snapshot.environment, snapshot.version, api_key.kind, context)}"'
-        if etag in _etags(request.headers.get("If-None-Match", "")):
-            response = Response(status=304)
-            response.headers["ETag"] = etag
-            return response
+        if _not_modified(etag):
+            return _with_etag(Response(status=304), etag)
         layout = _bulk_layout(api_key.kind, visible_flags(api_key, snapshot), snapshot)
         items, served = list(layout.items), list(layout.served)
         signatures: dict[Any, Signature] = {}
@@ -229,18 +249,27 @@ def ofrep_blueprint(service: FlagsService) -> Blueprint:
             if counted is not None:
                 served.append(counted)
         service.recorder.add_served(api_key.environment, served)
-        response = Response('{"flags":[' + ",".join(items) + "]}", mimetype=JSON_TYPE)
-        response.headers["ETag"] = etag
-        return response
+        return _with_etag(Response('{"flags":[' + ",".join(items) + "]}", mimetype=JSON_TYPE), etag)
+
+    @blueprint.route("/configuration", methods=["GET"], provide_automatic_options=False)
+    def configuration() -> Response:
+        """Keyed like evaluation, so providers send one set of credentials and get one 401 for all routes."""
+        try:
+            sdk_key()
+        except OfrepError as error:
+            return _error_response(error, None)
+        if _not_modified(configuration_etag):
+            return _with_etag(Response(status=304), configuration_etag)
+        return _with_etag(Response(configuration_text, mimetype=JSON_TYPE), configuration_etag)
 
     @blueprint.route("/evaluate/flags", methods=["OPTIONS"])
     @blueprint.route("/evaluate/flags/<key>", methods=["OPTIONS"])
     def preflight(key: str | None = None) -> Response:
-        response = Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
-        response.headers["Access-Control-Max-Age"] = "600"
-        return response
+        return _preflight("POST, OPTIONS")
+
+    @blueprint.route("/configuration", methods=["OPTIONS"])
+    def configuration_preflight() -> Response:
+        return _preflight("GET, OPTIONS")
 
     @blueprint.after_request
     def cors(response: Response) -> Response:
@@ -263,5 +292,20 @@ def _error_response(error: OfrepError, key: str | None) -> Response:
     return _json(error.body(), error.status)
 
 
-def _etags(header: str) -> set[str]:
-    return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
+def _preflight(allowed_methods: str) -> Response:
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = allowed_methods
+    response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+    response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def _not_modified(etag: str) -> bool:
+    """Whether the request's If-None-Match already names ``etag`` (weak or strong)."""
+    header = request.headers.get("If-None-Match", "")
+    return etag in {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
+
+
+def _with_etag(response: Response, etag: str) -> Response:
+    response.headers["ETag"] = etag
+    return response

@@ -36,6 +36,8 @@ class FlagsSection:
     # Each open stream holds one of the worker's blocking threads; beyond this, 503 and SDKs poll instead.
     max_streams_per_worker: int = checked(8, positive)
     evaluation_flush_seconds: float = checked(5.0, positive)
+    # Announced to OFREP providers (GET /ofrep/v1/configuration): polling faster only buys more 304s.
+    ofrep_min_polling_seconds: float = checked(10.0, positive)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from tests.servers import free_port
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str) -> FlagsSettings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> FlagsSettings:
+    """Test settings; parametrize ``settings`` indirectly with a dict to change ``flags`` section fields."""
     url = f"sqlite:///{tmp_path / 'flags.sqlite3'}"
     engine = make_engine(url)
     upgrade(engine, MIGRATIONS, metadata)
@@ -31,7 +32,12 @@ def settings(tmp_path: Path, redis_url: str) -> FlagsSettings:
         database=DatabaseSettings(url=url),
         redis=RedisSettings(url=redis_url, socket_timeout_seconds=0.3),
         logging=LoggingSettings(level="WARNING"),
-        flags=FlagsSection(db_poll_seconds=0.2, evaluation_flush_seconds=0.2, stream_heartbeat_seconds=1.0),
+        flags=FlagsSection(
+            db_poll_seconds=0.2,
+            evaluation_flush_seconds=0.2,
+            stream_heartbeat_seconds=1.0,
+            **getattr(request, "param", {}),
+        ),
     )
 
 

@@ -1,8 +1,10 @@
-"""OFREP endpoints: exact shapes, errors, key kinds, ETag/304, CORS, and the official Python provider."""
+"""OFREP endpoints: exact shapes, errors, key kinds, ETag/304, CORS, the provider configuration, and the
+official Python provider."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -13,10 +15,14 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
+from flags_service.cli import cli
 from flags_service.snapshots import content_hash
+from service_kit.cli import run
 from tests.flags.conftest import LiveServer, SdkKeys
 
 H = dict[str, str]
+CONFIGURATION = "/ofrep/v1/configuration"
+SPEC_FLAG_TYPES = {"int", "float", "string", "boolean", "object"}  # the spec's flagEvaluation.supportedTypes enum
 PRO_RULE = {"id": "pro", "clauses": [{"attribute": "tier", "op": "in", "values": ["pro"]}], "serve": {"variant": "on"}}
 
 
@@ -92,10 +98,13 @@ def test_single_evaluation_errors(
 
 @pytest.mark.usefixtures("flags")
 def test_unauthenticated_requests_get_401_without_a_body(client: FlaskClient) -> None:
-    for headers in ({}, bearer("fsk_not_a_key")):
-        response = client.post("/ofrep/v1/evaluate/flags/new-checkout", json={"context": {}}, headers=headers)
-        assert response.status_code == 401
-        assert response.data == b""
+    for headers in ({}, bearer("fsk_not_a_key"), {"X-API-Key": "fsk_not_a_key"}):
+        responses = [
+            client.post("/ofrep/v1/evaluate/flags/new-checkout", json={"context": {}}, headers=headers),
+            client.post("/ofrep/v1/evaluate/flags", json={"context": {}}, headers=headers),
+            client.get(CONFIGURATION, headers=headers),
+        ]
+        assert [(response.status_code, response.data) for response in responses] == [(401, b"")] * 3
 
 
 @pytest.mark.usefixtures("flags")
@@ -298,3 +307,97 @@ def test_bulk_etag_hash_stays_the_same_across_releases_and_key_order() -> None:
     reordered = dict(reversed(context.items()))
     assert content_hash("production", 7, "client", context) == "269093e77a8a9e8c555d4c2edda84efe"
     assert content_hash("production", 7, "client", reordered) == "269093e77a8a9e8c555d4c2edda84efe"
+
+
+def test_configuration_has_the_spec_shape_for_both_key_kinds(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    """The spec's configurationResponse: ``name`` (string) and ``capabilities`` with
+    ``cacheInvalidation.polling`` {``enabled``: boolean, ``minPollingIntervalMs``: number} and
+    ``flagEvaluation.supportedTypes`` (array of the type enum)."""
+    server = client.get(CONFIGURATION, headers=bearer(sdk_keys.server))
+    browser = client.get(CONFIGURATION, headers={"X-API-Key": sdk_keys.client})
+    assert (server.status_code, browser.status_code, server.mimetype) == (200, 200, "application/json")
+    assert (
+        server.json
+        == browser.json
+        == {
+            "name": "vibelux-flags",
+            "capabilities": {
+                "cacheInvalidation": {"polling": {"enabled": True, "minPollingIntervalMs": 10_000}},
+                "flagEvaluation": {"supportedTypes": ["boolean", "string", "int", "float", "object"]},
+            },
+        }
+    )
+    assert set(server.json["capabilities"]["flagEvaluation"]["supportedTypes"]) == SPEC_FLAG_TYPES
+    assert server.headers["ETag"] == browser.headers["ETag"]
+
+
+def test_configuration_etag_answers_304(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    etag = client.get(CONFIGURATION, headers=bearer(sdk_keys.server)).headers["ETag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+    weak_in_a_list = client.get(CONFIGURATION, headers={**bearer(sdk_keys.server), "If-None-Match": f'"x", W/{etag}'})
+    assert (weak_in_a_list.status_code, weak_in_a_list.data, weak_in_a_list.headers["ETag"]) == (304, b"", etag)
+    other = client.get(CONFIGURATION, headers={**bearer(sdk_keys.server), "If-None-Match": '"other"'})
+    assert (other.status_code, other.json["name"]) == (200, "vibelux-flags")
+    unauthenticated = client.get(CONFIGURATION, headers={"If-None-Match": etag})
+    assert unauthenticated.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("settings", "interval_ms"),
+    [({}, 10_000), ({"ofrep_min_polling_seconds": 2.5}, 2_500), ({"ofrep_min_polling_seconds": 0.0004}, 1)],
+    indirect=["settings"],
+)
+def test_configuration_polling_interval_follows_the_setting(
+    client: FlaskClient, sdk_keys: SdkKeys, interval_ms: int
+) -> None:
+    """Whole milliseconds, rounded up: a provider never polls under the configured minimum."""
+    response = client.get(CONFIGURATION, headers=bearer(sdk_keys.server))
+    assert response.json["capabilities"]["cacheInvalidation"]["polling"]["minPollingIntervalMs"] == interval_ms
+
+
+def test_configuration_cors_preflight_and_headers(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    origin = {"Origin": "https://app.example.com"}
+    preflight = client.options(
+        CONFIGURATION,
+        headers={**origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-api-key"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, OPTIONS"
+    assert "X-API-Key" in preflight.headers["Access-Control-Allow-Headers"]
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    for headers in ({**origin, "X-API-Key": sdk_keys.client}, origin):  # a browser reads the 401 too
+        response = client.get(CONFIGURATION, headers=headers)
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Access-Control-Expose-Headers"] == "ETag"
+
+
+@pytest.mark.parametrize("settings", [{"cors_origins": ["https://app.example.com"]}], indirect=True)
+def test_configuration_cors_only_for_configured_origins(client: FlaskClient, sdk_keys: SdkKeys) -> None:
+    allowed = client.get(CONFIGURATION, headers={"Origin": "https://app.example.com", "X-API-Key": sdk_keys.client})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert allowed.headers["Vary"] == "Origin"
+    other = client.get(CONFIGURATION, headers={"Origin": "https://evil.example", "X-API-Key": sdk_keys.client})
+    assert other.status_code == 200
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "a number greater than 0, got 0"),
+        ("-5", "a number greater than 0, got -5"),
+        ("soon", "a number, got 'soon'"),
+    ],
+)
+def test_bad_polling_interval_stops_start_up_with_one_line(
+    tmp_path: Path, value: str, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "flags.yml"
+    config.write_text(f"flags:\n  ofrep_min_polling_seconds: {value}\n")
+    monkeypatch.setenv("VIBELUX_FLAGS_CONFIG", str(config))
+    with pytest.raises(SystemExit) as stopped:
+        run(cli, ["check-config"])
+    assert stopped.value.code == 2
+    assert (
+        capsys.readouterr().err == f"config error in {config}: flags.ofrep_min_polling_seconds: expected {expected}\n"
+    )
