@@ -305,7 +305,7 @@ class Upstream:
         if self._tls is not None:
             try:
                 sock = self._tls.wrap_socket(sock, server_hostname=self._address[0])
-            except (OSError, ssl.SSLError) as exc:
+            except OSError as exc:  # ssl.SSLError included
                 sock.close()
                 raise UpstreamError(f"TLS with the upstream failed: {exc}", timeout=False) from None
         sock.settimeout(self._read_timeout)
@@ -319,10 +319,9 @@ class Upstream:
 
     @staticmethod
     def _write(sock: socket.socket, head: bytes, body: Iterable[bytes] | None, chunked: bool) -> None:
-        if body is None:
-            sock.sendall(head)
-            return
         sock.sendall(head)
+        if body is None:
+            return
         for chunk in body:
             if chunked and chunk:
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
