@@ -3,6 +3,7 @@ static keys, upstream URL), turned into the kit's one-line ConfigError."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ratelimit_proxy.clientip import parse_networks
@@ -29,6 +30,8 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
     parts = urlsplit(settings.upstream.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("upstream.url", source, "http(s)://host[:port]", settings.upstream.url)
+    if settings.upstream.ca_file and not Path(settings.upstream.ca_file).is_file():
+        raise ConfigError("upstream.ca_file", source, "empty, or an existing PEM file", settings.upstream.ca_file)
     networks = {
         "clients.trusted_proxies": settings.clients.trusted_proxies,
         "abuse.allow": settings.abuse.allow,

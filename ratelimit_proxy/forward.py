@@ -211,7 +211,9 @@ class Upstream:
         self.prefix = parts.path.rstrip("/")
         self.preserve_host = settings.preserve_host
         self._address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
+        self._tls = None
+        if parts.scheme == "https":
+            self._tls = ssl.create_default_context(cafile=settings.ca_file or None)
         self._connect_timeout = settings.connect_timeout_seconds
         self._read_timeout = settings.read_timeout_seconds
         self._max_idle = settings.pool_size

@@ -60,6 +60,7 @@ class UpstreamSettings:
     read_timeout_seconds: float = 30.0
     pool_size: int = 32
     preserve_host: bool = False
+    ca_file: str = ""  # PEM bundle to trust for an https upstream (a private CA); empty: the system's
 
 
 @dataclass(frozen=True)

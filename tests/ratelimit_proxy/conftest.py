@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -120,8 +121,9 @@ class ScriptedServer:
     """Accepts connections and answers each request head (and Content-Length body) with the script's
     bytes; records the requests and how many connections were opened."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -138,6 +140,12 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):
+                conn.close()  # a client that did not trust us
+                return
         buffer = b""
         with conn:
             while True:
@@ -168,21 +176,23 @@ class ScriptedServer:
                 if close:
                     return
 
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
     def upstream(self, **options: Any) -> UpstreamClient:
-        return UpstreamClient(
-            UpstreamSettings(url=f"http://127.0.0.1:{self.port}", read_timeout_seconds=2.0, **options)
-        )
+        return UpstreamClient(UpstreamSettings(url=self.url, read_timeout_seconds=2.0, **options))
 
     def close(self) -> None:
         self.listener.close()
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Script], ScriptedServer]]:
+def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
-    def start(script: Script) -> ScriptedServer:
-        servers.append(ScriptedServer(script))
+    def start(script: Script, tls: ssl.SSLContext | None = None) -> ScriptedServer:
+        servers.append(ScriptedServer(script, tls))
         return servers[-1]
 
     yield start

@@ -4,12 +4,20 @@ connections the upstream closed) and the connection reuse that makes the client 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import resource
+import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sentry_sdk
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from ratelimit_proxy.app import create_app
@@ -222,3 +230,43 @@ def test_limiter_survives_a_redis_restart_without_failing_a_request() -> None:
         assert decision.allowed and decision.windows[0].remaining == 99
     finally:
         own.close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA: (certificate PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vibelux test upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "upstream.pem", directory / "upstream.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_https_upstream_is_verified_against_the_configured_ca(
+    serve: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = serve(lambda n, head: (ok(b"secure %d" % n), False), tls)
+    trusting = server.upstream(ca_file=str(cert))
+    assert read_all(trusting.send("GET", "/", [], None).body) == b"secure 1"
+    assert read_all(trusting.send("GET", "/", [], None).body) == b"secure 2"  # the TLS connection is reused
+    assert server.connections == 1
+    with pytest.raises(UpstreamError, match="TLS with the upstream failed"):
+        server.upstream().send("GET", "/", [], None)  # the system's trust store does not know this CA

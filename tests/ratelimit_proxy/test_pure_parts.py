@@ -68,6 +68,7 @@ def test_policy_adds_ai_quota_and_route_overrides_only_where_they_match() -> Non
         ("RATELIMIT_PROXY_LIMITS__ANONYMOUS_TIER", "gold", "limits.anonymous_tier: expected one of free"),
         ("RATELIMIT_PROXY_REDIS__FAILURE_MODE", "maybe", "redis.failure_mode: expected one of open, closed"),
         ("RATELIMIT_PROXY_UPSTREAM__URL", "ftp://x", "upstream.url: expected http(s)://host[:port]"),
+        ("RATELIMIT_PROXY_UPSTREAM__CA_FILE", "/nonexistent/ca.pem", "upstream.ca_file: expected empty, or an"),
         ("RATELIMIT_PROXY_CLIENTS__TRUSTED_PROXIES", "[nonsense]", "clients.trusted_proxies: expected IP networks"),
     ],
 )
