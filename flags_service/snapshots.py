@@ -203,7 +203,7 @@ class SnapshotCache:
     def _subscribed(self) -> bool:
         return self._listener is not None and self._listener.connected.is_set()
 
-    def _on_message(self, data: bytes | str) -> None:
+    def _on_message(self, data: str) -> None:
         try:
             change = json.loads(data)
             environment, version = str(change["environment"]), int(change["version"])

@@ -95,8 +95,8 @@ class Runtime:
         if self.listener is not None:
             self.listener.close()
 
-    def apply_change(self, message: bytes | str) -> None:
-        kind, _, subject = str(message).partition(" ")
+    def apply_change(self, message: str) -> None:
+        kind, _, subject = message.partition(" ")
         if kind == "bans":
             self.bans.refresh()
         elif kind == "key":

@@ -1,5 +1,11 @@
 """``ChannelListener``: one Redis pub/sub channel followed in a daemon thread, reconnecting on its own.
 
+Messages reach the handler as text whatever the client's decode mode. The channel is classic (SUBSCRIBE,
+PUBLISH) in every topology, Redis Cluster included: there PUBLISH is broadcast over the cluster bus to every
+node, so a listener may subscribe on any node and, when that node dies, resubscribe on any other at once
+instead of waiting for a shard's failover. Sharded pub/sub (SSUBSCRIBE) saves bus traffic, which matters
+for busy channels; these carry a few admin changes a minute.
+
 Pub/sub delivers at most once: whatever is published while a listener is disconnected is lost. So
 ``on_connect`` runs after every (re)subscription, for the owner to re-read what it caches, and owners
 keep a slower path (a poll, a database read) that works without the channel.
@@ -18,6 +24,11 @@ import redis
 log = logging.getLogger("service_kit.pubsub")
 PING_SECONDS = 1.0
 SILENT_SECONDS = 3 * PING_SECONDS  # without a PONG for this long the connection counts as lost
+# Our pings carry this payload, so their PONG is recognised in either decode mode: with
+# decode_responses=True redis-py 8 returns a subscribed PONG as the bare payload, which ``get_message``
+# then drops as an unknown message type (the listener saw silence and reconnected every few seconds).
+PING_PAYLOAD = "vibelux-listener-ping"
+_PONGS = (PING_PAYLOAD, PING_PAYLOAD.encode(), ["pong", PING_PAYLOAD], [b"pong", PING_PAYLOAD.encode()])
 
 
 class ChannelListener:
@@ -25,7 +36,7 @@ class ChannelListener:
         self,
         client: redis.Redis,
         channel: str,
-        on_message: Callable[[bytes | str], None],
+        on_message: Callable[[str], None],
         on_connect: Callable[[], None] = lambda: None,
         name: str = "pubsub",
     ) -> None:
@@ -57,17 +68,20 @@ class ChannelListener:
                 self.connected.set()
                 pinged = heard = time.monotonic()
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=PING_SECONDS)
+                    # get_message, unrolled: parse_response reads one reply, handle_message shapes it.
+                    response = pubsub.parse_response(block=False, timeout=PING_SECONDS)
                     now = time.monotonic()
-                    if message:
+                    if response is not None:
                         heard = now  # a message or the PONG of our last ping
-                        if message["type"] == "message":
-                            self._on_message(message["data"])
+                        message = None if response in _PONGS else pubsub.handle_message(response, True)
+                        if message and message["type"] == "message":
+                            data = message["data"]
+                            self._on_message(data.decode() if isinstance(data, bytes) else data)
                     if now - heard > SILENT_SECONDS:  # a frozen server or a half-open connection
                         raise redis.ConnectionError(f"no answer to pings for {now - heard:.1f} s")
                     # get_message also returns at once after reading a PONG: ping on a clock, not on None.
                     if now - pinged >= PING_SECONDS:
-                        pubsub.ping()
+                        pubsub.ping(PING_PAYLOAD)
                         pinged = now
             except (redis.RedisError, OSError):
                 if self.connected.is_set():

@@ -31,14 +31,14 @@ def commands_sent(admin: redis.Redis, seconds: float) -> dict[str, int]:
 
 
 def test_messages_arrive_and_an_idle_listener_only_pings_now_and_then(server: RedisServer) -> None:
-    received: list[bytes | str] = []
+    received: list[str] = []
     listener = ChannelListener(redis.Redis.from_url(server.url, socket_timeout=2), "changes", received.append)
     listener.start(wait_seconds=5)
     try:
         assert listener.connected.is_set()
         admin = redis.Redis.from_url(server.url)
         admin.publish("changes", "bans")
-        wait_until(lambda: received == [b"bans"], timeout=5)
+        wait_until(lambda: received == ["bans"], timeout=5)
         idle = commands_sent(admin, 3.0)
         # A ping per PING_SECONDS: the loop must not spin on the PONG it just read.
         assert 1 <= idle.get("cmdstat_ping", 0) <= 3.0 / PING_SECONDS + 1, idle
@@ -47,7 +47,7 @@ def test_messages_arrive_and_an_idle_listener_only_pings_now_and_then(server: Re
 
 
 def test_listener_reconnects_and_resyncs_after_redis_restarts(server: RedisServer) -> None:
-    received: list[bytes | str] = []
+    received: list[str] = []
     connects: list[float] = []
     client = redis.Redis.from_url(server.url, socket_timeout=2, socket_connect_timeout=2)
     listener = ChannelListener(client, "changes", received.append, on_connect=lambda: connects.append(time.time()))
@@ -59,7 +59,7 @@ def test_listener_reconnects_and_resyncs_after_redis_restarts(server: RedisServe
         server.start()
         wait_until(lambda: listener.connected.is_set() and len(connects) == 2, timeout=15)
         redis.Redis.from_url(server.url).publish("changes", "key abc")
-        wait_until(lambda: received == [b"key abc"], timeout=5)
+        wait_until(lambda: received == ["key abc"], timeout=5)
     finally:
         listener.close()
 
@@ -79,3 +79,37 @@ def test_a_frozen_redis_is_noticed_and_the_listener_resyncs_when_it_thaws(server
         wait_until(lambda: listener.connected.is_set() and len(connects) == 2, timeout=15)
     finally:
         listener.close()
+
+
+def test_an_idle_listener_never_reconnects_in_either_decode_mode(server: RedisServer) -> None:
+    """Regression: with ``decode_responses=True`` (the proxy's listener client) redis-py hands the PONG
+    back in a shape the loop did not recognise, so it reconnected every ~4 s (406 times in 15 minutes)."""
+    from ratelimit_proxy.runtime import LISTENER_TIMEOUT_SECONDS
+
+    connects: dict[bool, int] = {True: 0, False: 0}
+    listeners = []
+    for decode in (True, False):
+        client = redis.Redis.from_url(
+            server.url,
+            socket_timeout=LISTENER_TIMEOUT_SECONDS,
+            socket_connect_timeout=LISTENER_TIMEOUT_SECONDS,
+            decode_responses=decode,
+        )
+
+        def connected(decode: bool = decode) -> None:
+            connects[decode] += 1
+
+        listeners.append(ChannelListener(client, "changes", lambda data: None, on_connect=connected))
+    admin = redis.Redis.from_url(server.url)
+    before = int(admin.info("stats")["total_connections_received"])
+    for listener in listeners:
+        listener.start(wait_seconds=5)
+    try:
+        time.sleep(30)
+        assert connects == {True: 1, False: 1}
+        # one connection per listener, plus this INFO's own
+        assert int(admin.info("stats")["total_connections_received"]) - before <= 3
+        assert all(listener.connected.is_set() for listener in listeners)
+    finally:
+        for listener in listeners:
+            listener.close()
