@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import secrets
 import threading
@@ -109,6 +110,18 @@ class KeyDirectory:
         return list(self._static.values()) + self.store.list_keys()
 
 
+def escalated_ban_seconds(offenses: int, settings: AbuseSettings) -> int:
+    """``ban_seconds * ban_factor ** (offenses - 1)``, capped at ``ban_max_seconds``. The exponent is
+    compared with the cap's first: the power itself overflows a float after a few hundred offenses."""
+    base, factor, cap = settings.ban_seconds, settings.ban_factor, settings.ban_max_seconds
+    exponent = offenses - 1
+    if exponent <= 0 or factor <= 1.0 or base >= cap:
+        return max(1, min(base, cap))
+    if exponent > math.log(cap / base, factor):
+        return cap
+    return max(1, int(min(base * factor**exponent, cap)))
+
+
 @dataclass(frozen=True)
 class BanCheck:
     ban: Ban | None
@@ -164,9 +177,7 @@ class BanList:
         if source == "auto" and matches(network, self._allow):
             return None
         if seconds is None:
-            offenses = self.store.count_offense(network)
-            grown = self.settings.ban_seconds * self.settings.ban_factor ** (offenses - 1)
-            seconds = int(min(grown, self.settings.ban_max_seconds))
+            seconds = escalated_ban_seconds(self.store.count_offense(network), self.settings)
         now = self._clock()
         ban = Ban(str(parse_networks([network])[0]), reason, source, now, now + seconds)
         self.store.add_ban(ban)

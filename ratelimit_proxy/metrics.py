@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ratelimit_proxy.backends import StorageUnavailable
+
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -71,7 +73,8 @@ class ProxyMetrics:
 
 class ActiveBansCollector(Collector):
     """``ratelimit_active_bans`` read from the shared ban store at scrape time (right under any number of
-    workers and replicas)."""
+    workers and replicas). While the store is down the sample is left out (unknown, not 0), and the rest
+    of the scrape, ``ratelimit_circuit_open`` above all, still answers."""
 
     def __init__(self, count: Callable[[], int]) -> None:
         self._count = count
@@ -80,4 +83,9 @@ class ActiveBansCollector(Collector):
         yield GaugeMetricFamily("ratelimit_active_bans", "Bans in force now.")
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("ratelimit_active_bans", "Bans in force now.", value=self._count())
+        family = GaugeMetricFamily("ratelimit_active_bans", "Bans in force now.")
+        try:
+            family.add_metric([], self._count())
+        except StorageUnavailable:
+            pass
+        yield family

@@ -285,3 +285,39 @@ def test_absolute_form_and_host_tricks_reach_only_the_configured_upstream(
     assert f'"Host":"127.0.0.1:{upstream.port}"'.encode() in body.replace(b" ", b"")
     status, _ = raw_request(proxy.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 400
+
+
+def test_admin_metrics_answer_while_redis_is_down_with_the_circuit_open(
+    tmp_path: Path, upstream: Upstream, redis_server: RedisServer, redis_url: str
+) -> None:
+    """Regression: the scrape-time ban count raised while Redis was down, so the admin's /metrics was a
+    500 and ``ratelimit_circuit_open`` vanished exactly when its alert was needed. Run as deployed:
+    ``vibelux-proxy serve``, workers and the admin process sharing multiprocess metrics."""
+    proxy_port, admin_port = free_port(), free_port()
+    config = base_config(upstream, redis_url) | {
+        "server": {"port": proxy_port, "workers": 1},
+        "admin": {"server": {"port": admin_port}},
+        "database": {"url": f"sqlite:///{tmp_path / 'proxy.sqlite3'}"},
+        "logging": {"level": "ERROR"},
+    }
+    path = tmp_path / "proxy.yml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "VIBELUX_RATELIMIT_PROXY_CONFIG": str(path), "VIBELUX_RUN_DIR": str(tmp_path)}
+    serve = subprocess.Popen([str(ROOT / ".venv/bin/vibelux-proxy"), "serve"], cwd=ROOT, env=env)
+    try:
+        wait_until(lambda: port_open(proxy_port) and port_open(admin_port), timeout=30)
+        metrics = f"http://127.0.0.1:{admin_port}/metrics"
+        assert "ratelimit_active_bans 0.0" in requests.get(metrics, timeout=5).text
+        redis_server.stop()
+        try:
+            for _ in range(5):  # fail open; enough failures to open the breaker
+                assert requests.get(f"http://127.0.0.1:{proxy_port}/api/v1/users", timeout=5).status_code == 200
+            scrape = requests.get(metrics, timeout=5)
+            assert scrape.status_code == 200
+            assert "\nratelimit_circuit_open 1.0\n" in scrape.text
+            assert "\nratelimit_active_bans " not in scrape.text  # unknown while the store is down, not 0
+        finally:
+            redis_server.start()
+    finally:
+        serve.terminate()
+        serve.wait(15)

@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.clientip import client_ip, parse_networks
-from ratelimit_proxy.guard import KeyDirectory, key_id
+from ratelimit_proxy.guard import BanList, KeyDirectory, key_id
 from ratelimit_proxy.policy import Policy, PolicyError
-from ratelimit_proxy.settings import LimitSettings, RouteLimitSettings, RouteSettings
+from ratelimit_proxy.settings import AbuseSettings, LimitSettings, RouteLimitSettings, RouteSettings
 from ratelimit_proxy.store import KeyRecord, MemoryStore
 from tests.ratelimit_proxy.conftest import ROOT
 
@@ -118,3 +120,29 @@ def test_key_lookup_that_races_an_announced_change_is_not_cached() -> None:
     assert directory.lookup("vbx_race").status == "active"  # the value read before the change
     assert directory.lookup("vbx_race").status == "revoked"  # not served stale from the cache
     assert store.reads == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offenses=st.integers(min_value=1, max_value=10**9),
+    ban_seconds=st.integers(min_value=1, max_value=86400),
+    factor=st.floats(min_value=1.0, max_value=1000.0, allow_nan=False),
+    cap=st.integers(min_value=1, max_value=365 * 86400),
+)
+def test_auto_ban_duration_never_overflows_and_stays_within_the_cap(
+    offenses: int, ban_seconds: int, factor: float, cap: int
+) -> None:
+    """Regression: ``ban_factor ** (offenses - 1)`` was computed before the cap, so after ~700 failed
+    auto-bans of one address it overflowed and every request from it became a 500."""
+    store = MemoryStore()
+    store._offenses["203.0.113.9"] = offenses - 1  # the ban below counts the next offense
+    abuse = AbuseSettings(ban_seconds=ban_seconds, ban_factor=factor, ban_max_seconds=cap)
+    ban = BanList(store, abuse, clock=lambda: 1000.0).ban("203.0.113.9", "test", "auto")
+    assert ban is not None
+    seconds = ban.expires_at - ban.created_at
+    expected = min(cap, ban_seconds * factor ** (offenses - 1)) if offenses < 50 else None
+    assert 1 <= seconds <= max(cap, 1)
+    if expected is not None:
+        assert abs(seconds - int(expected)) <= 1  # float rounding at a whole second
+    elif factor >= 2.0:
+        assert seconds == cap  # far past the cap: exactly the cap
