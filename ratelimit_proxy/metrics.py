@@ -3,6 +3,7 @@ from the tier file, decisions, status classes, window names, rule names."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -84,8 +85,6 @@ class ActiveBansCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily("ratelimit_active_bans", "Bans in force now.")
-        try:
+        with contextlib.suppress(StorageUnavailable):
             family.add_metric([], self._count())
-        except StorageUnavailable:
-            pass
         yield family

@@ -223,4 +223,3 @@ def test_key_stuffing_with_unknown_keys_is_detected(settings_for: Callable[..., 
         client.get("/api/v1/users", headers={**who, "X-API-Key": f"vbx_guess{i}"}).status_code for i in range(4)
     ]
     assert statuses == [401, 401, 401, 403]
-
