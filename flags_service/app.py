@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, scoped_session
 
-from flags_service.metrics import EnvironmentGaugeCollector, EvaluationRecorder, FlagMetrics
+from flags_service.metrics import EnvironmentGaugeCollector, EvaluationRecorder, FlagMetrics, ScalarGaugeCollector
 from flags_service.model import InvalidDocument
 from flags_service.settings import FlagsSettings
 from flags_service.snapshots import SnapshotCache
@@ -52,7 +52,7 @@ class FlagsService:
         self.cache = SnapshotCache(
             self._load_snapshot,
             self._db_version,
-            settings.redis.url,
+            settings.redis,
             key_prefix=settings.redis.key_prefix,
             socket_timeout=settings.redis.socket_timeout_seconds,
             db_poll_seconds=settings.flags.db_poll_seconds,
@@ -201,7 +201,16 @@ def create_app(settings: FlagsSettings | None = None) -> Flask:
             "flags_stale_flags", "Flags past expiry or not evaluated lately, per environment.", service.stale_counts
         )
     )
-    # Redis is not a readiness check on purpose: without it the service still serves from the database.
+    # Without Redis the service still serves, from the database: degraded, never a failed readiness.
+    if service.cache.uses_redis:
+        kit.health.add_check("redis", service.cache.readiness)
+        kit.metrics.add_scrape_collector(
+            ScalarGaugeCollector(
+                "flags_redis_connected",
+                "1 while the answering process follows snapshot changes over Redis; 0: serving from the database.",
+                lambda: float(service.cache.redis_connected),
+            )
+        )
     _register_domain_errors(app)
     app.register_blueprint(admin_blueprint(service))
     app.register_blueprint(ofrep_blueprint(service))

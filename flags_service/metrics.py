@@ -66,6 +66,19 @@ class EnvironmentGaugeCollector(Collector):
         yield family
 
 
+class ScalarGaugeCollector(Collector):
+    """One unlabelled gauge read at scrape time in the process that answers the scrape."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self.name, self.documentation, self.value = name, documentation, value
+
+    def describe(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation, value=self.value())
+
+
 Served = tuple[str, str]  # flag, variant
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service_kit.config import checked, positive, url_check
+from service_kit.config import checked, positive
+from service_kit.redis_connect import RedisConnection, redis_url_check
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 
 
@@ -13,10 +14,11 @@ def _names(value: list[str]) -> str | None:
 
 
 @dataclass(frozen=True)
-class RedisSettings:
-    """Redis caches compiled snapshots and fans changes out to every replica; empty url: no Redis."""
+class RedisSettings(RedisConnection):
+    """Redis caches compiled snapshots and fans changes out to every replica; empty url: no Redis. Any
+    topology of service_kit.redis_connect: standalone, Sentinel or Cluster."""
 
-    url: str = checked("redis://127.0.0.1:6379/0", url_check("redis", "rediss", "unix"))
+    url: str = checked("redis://127.0.0.1:6379/0", redis_url_check)
     socket_timeout_seconds: float = checked(0.5, positive)
     key_prefix: str = "flags:"
 

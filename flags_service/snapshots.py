@@ -22,7 +22,9 @@ from typing import Any
 
 import redis
 
+from service_kit.health import Degraded
 from service_kit.pubsub import ChannelListener
+from service_kit.redis_connect import AnyRedis, RedisConnection, connect
 
 log = logging.getLogger("flags_service.snapshots")
 STORE_SNAPSHOT_LUA = (Path(__file__).with_name("store_snapshot.lua")).read_text(encoding="utf-8")
@@ -79,7 +81,7 @@ class SnapshotCache:
         self,
         load: Callable[[str], Mapping[str, Any]],
         db_version: Callable[[str], int],
-        redis_url: str = "",
+        redis_settings: RedisConnection | None = None,
         *,
         key_prefix: str = "flags:",
         socket_timeout: float = 0.5,
@@ -95,11 +97,9 @@ class SnapshotCache:
         self._announced: dict[str, int] = {}
         self._checked_at: dict[str, float] = {}
         self._listener: ChannelListener | None = None
-        self._redis: redis.Redis | None = None
-        if redis_url:
-            self._redis = redis.Redis.from_url(
-                redis_url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-            )
+        self._redis: AnyRedis | None = None
+        if redis_settings is not None and redis_settings.url:
+            self._redis = connect(redis_settings, timeout_seconds=socket_timeout)
             self._store_script = self._redis.register_script(STORE_SNAPSHOT_LUA)
         self.changed = threading.Condition()  # notified when any environment's version moves (SSE waits)
 
@@ -216,6 +216,17 @@ class SnapshotCache:
     @property
     def redis_connected(self) -> bool:
         return self._subscribed()
+
+    @property
+    def uses_redis(self) -> bool:
+        return self._redis is not None
+
+    def readiness(self) -> Degraded | bool:
+        """``/readyz``: degraded (still 200) while snapshots come from the database instead of Redis."""
+        self._ensure_listener()
+        if self._subscribed():
+            return True
+        return Degraded("serving from the database: the Redis snapshot cache is unreachable")
 
     def close(self) -> None:
         if self._listener is not None:

@@ -46,7 +46,7 @@ def create_admin_app(
     runtime = runtime or Runtime(settings, kit.metrics.registry, reload=reload)
     kit.metrics.add_scrape_collector(ActiveBansCollector(lambda: len(runtime.bans.active())))
     if runtime.redis is not None:
-        kit.health.add_check("redis", runtime.redis.ping)
+        kit.health.add_check("redis", runtime.limiter_readiness)
     db = Database()
     db.init_app(app, settings.database.url)
     auth = Auth(db)

@@ -7,6 +7,7 @@ in tests/vectors/ratelimit_proxy/, runs against both.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,9 +15,14 @@ from importlib import resources
 from typing import Any, Protocol
 
 import redis
+import redis.cluster
 import redis.connection
+from redis.crc import key_slot
 
 from ratelimit_proxy.limiter import Decision, Limit, admitting_status, decide, live, status
+from service_kit.redis_connect import AnyRedis
+
+log = logging.getLogger("ratelimit_proxy")
 
 
 class StorageUnavailable(Exception):
@@ -39,6 +45,10 @@ class LimiterBackend(Protocol):
 
     def peek(self, bucket: str, limits: Sequence[Limit], at_ms: int | None = None) -> Decision:
         """Current usage without charging (admin view)."""
+        ...
+
+    def shard(self, bucket: str) -> str:
+        """Which part of the storage decides ``bucket`` (its circuit breaker's name)."""
         ...
 
 
@@ -75,35 +85,82 @@ class MemoryLimiter:
     def _load(self, keys: Sequence[str]) -> list[dict[int, int]]:
         return [dict(self._counts[k][0]) if k in self._counts else {} for k in keys]
 
+    def shard(self, bucket: str) -> str:
+        return ""
+
     def _sweep(self, now: int) -> None:
         idle = [k for k, (counts, lim) in self._counts.items() if not live(lim, counts, now)]
         for key in idle:
             del self._counts[key]
 
 
+class NodeConnections:
+    """Idle connections to one Redis node, reused most recent first (append and pop are atomic: no lock)."""
+
+    MAX_IDLE = 64
+
+    def __init__(self, pool: redis.connection.ConnectionPool) -> None:
+        self._connect: Callable[[], redis.connection.AbstractConnection] = lambda: pool.connection_class(
+            **pool.connection_kwargs
+        )
+        self._idle: list[redis.connection.AbstractConnection] = []
+
+    def take(self) -> tuple[redis.connection.AbstractConnection, bool]:
+        """A connected connection, and whether it was idle (so possibly closed by the server since)."""
+        try:
+            return self._idle.pop(), True
+        except IndexError:
+            return connected(self._connect()), False
+
+    def give_back(self, connection: redis.connection.AbstractConnection) -> None:
+        if len(self._idle) < self.MAX_IDLE:
+            self._idle.append(connection)
+        else:
+            connection.disconnect()
+
+
 class RedisLimiter:
-    """Counters in Redis, decided by ratelimit.lua: one EVALSHA per request.
+    """Counters in Redis, decided by ratelimit.lua: one EVALSHA per request, on the node that owns it.
 
     The call goes around redis-py's command layer and connection pool, which cost about 60 µs of CPU per
     call here, three times the round trip itself (bench/RESULTS.md): the command is written as RESP with
-    each plan's arguments encoded once, on connections kept in a last-in first-out list. redis-py still
-    connects, applies the timeouts and parses the reply (hiredis). On NOSCRIPT (a restarted Redis) the
-    script is loaded again and the call repeated once."""
+    each plan's arguments encoded once, on connections kept per node. redis-py still connects, applies the
+    timeouts and parses the reply (hiredis). Where the command goes is redis-py's too:
 
-    MAX_IDLE_CONNECTIONS = 64
+    - one server, or the primary a Sentinel names (a new connection asks the Sentinels again, so after a
+      failover the retry on a new connection reaches the new primary);
+    - on a Redis Cluster, the primary of the client's slot in ``RedisCluster``'s slot map. A MOVED reply
+      updates that map (``move_slot``) and the call goes again to the new owner; ASK sends it once to the
+      importing node; a node that stops answering makes a background thread refresh the map until the
+      cluster has promoted a replica (``shard`` then names the new node, whose breaker is closed).
 
-    def __init__(self, client: redis.Redis, use_redis_clock: bool = True) -> None:
+    NOSCRIPT (a restarted Redis, a promoted replica, a new node: each has its own script cache) loads the
+    script on that connection and repeats the call once."""
+
+    REFRESH_SECONDS = 0.25  # how often the slot map is re-read while a node is failing
+    REFRESH_ATTEMPTS = 120  # ... for at most this many rounds (30 s) after the last failure
+
+    def __init__(self, client: AnyRedis, use_redis_clock: bool = True) -> None:
         self._client = client
         self._source = resources.files("ratelimit_proxy").joinpath("ratelimit.lua").read_text()
         # Redis names a script by its SHA-1.
         self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest().encode()
         self._use_redis_clock = use_redis_clock
-        pool = client.connection_pool
-        self._connect: Callable[[], redis.connection.AbstractConnection] = lambda: pool.connection_class(
-            **pool.connection_kwargs
+        self._cluster = client if isinstance(client, redis.cluster.RedisCluster) else None
+        self._single = (
+            None if isinstance(client, redis.cluster.RedisCluster) else NodeConnections(client.connection_pool)
         )
-        self._idle: list[redis.connection.AbstractConnection] = []  # append/pop are atomic: no lock
+        self._nodes: dict[str, NodeConnections] = {}
         self._encoded_args: dict[tuple[int, int, tuple[Limit, ...]], tuple[int, bytes]] = {}
+        self._refresh_rounds = 0
+        self._refresh_lock = threading.Lock()
+
+    def shard(self, bucket: str) -> str:
+        """The node that decides ``bucket`` now ("" without a cluster): the unit of the circuit breaker,
+        so one failing primary leaves the other shards' clients limited."""
+        if self._cluster is None:
+            return ""
+        return self._node_of(counter_key(bucket, _ANY_LIMIT).encode()).name
 
     def hit(self, bucket: str, limits: Sequence[Limit], cost: int = 1, at_ms: int | None = None) -> Decision:
         # The Redis clock by default: every replica then agrees on the bucket boundaries.
@@ -133,14 +190,47 @@ class RedisLimiter:
                 self._encoded_args[cache_key] = cached
         return cached
 
+    def _node_of(self, key: bytes) -> redis.cluster.ClusterNode:
+        assert self._cluster is not None
+        return self._cluster.nodes_manager.get_node_from_slot(key_slot(key))
+
+    def _connections(self, key: bytes) -> NodeConnections:
+        if self._single is not None:
+            return self._single
+        node = self._node_of(key)
+        connections = self._nodes.get(node.name)
+        if connections is None:
+            assert self._cluster is not None
+            pool = self._cluster.get_redis_connection(node).connection_pool
+            connections = self._nodes.setdefault(node.name, NodeConnections(pool))
+        return connections
+
     def _evalsha(self, keys: list[bytes], args: tuple[int, bytes]) -> Any:
         count, encoded_args = args
         head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + count, self._sha)
         command = b"".join([head, _bulk(b"%d" % len(keys)), *map(_bulk, keys), encoded_args])
         try:
-            connection, reused = self._idle.pop(), True
-        except IndexError:
-            connection, reused = self._connect(), False
+            for _ in range(3):  # a slot that moved twice while we asked: let the next request try
+                node = self._connections(keys[0])
+                try:
+                    return self._call_node(node, command)
+                except redis.exceptions.MovedError as moved:
+                    assert self._cluster is not None
+                    self._cluster.nodes_manager.move_slot(moved)
+                except redis.exceptions.AskError as ask:
+                    return self._call_asking(ask, command)
+            raise StorageUnavailable("the slot kept moving")
+        except redis.exceptions.SlotNotCoveredError as exc:
+            self._refresh_topology()
+            raise StorageUnavailable(str(exc)) from exc
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError) as exc:
+            self._refresh_topology()
+            raise StorageUnavailable(str(exc)) from exc
+        except redis.RedisError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    def _call_node(self, node: NodeConnections, command: bytes) -> Any:
+        connection, reused = node.take()
         try:
             try:
                 reply = self._call(connection, command)
@@ -151,32 +241,75 @@ class RedisLimiter:
                 # there, so it goes once more on a new connection instead of failing the request and
                 # counting towards the circuit breaker.
                 connection.disconnect()
-                reply = self._call(connection, command)
-        except redis.RedisError as exc:
-            connection.disconnect()
-            raise StorageUnavailable(str(exc)) from exc
+                reply = self._call(connected(connection), command)
+        except (redis.exceptions.AskError, redis.exceptions.NoScriptError):
+            node.give_back(connection)  # a whole error reply was read: the connection is in step
+            raise
         except BaseException:
             connection.disconnect()  # a reply may still be in flight: never reuse the connection
             raise
-        if len(self._idle) < self.MAX_IDLE_CONNECTIONS:
-            self._idle.append(connection)
-        else:
-            connection.disconnect()
+        node.give_back(connection)
         return reply
 
     def _call(self, connection: redis.connection.AbstractConnection, command: bytes) -> Any:
-        """One EVALSHA; on NOSCRIPT (a restarted Redis) the script is loaded and the call repeated."""
+        """One EVALSHA; on NOSCRIPT the script is loaded on this connection's node and the call repeated."""
         try:
             connection.send_packed_command([command], check_health=False)
             return connection.read_response()
         except redis.exceptions.NoScriptError:
-            self._client.script_load(self._source)
+            connection.send_command("SCRIPT", "LOAD", self._source)
+            connection.read_response()
             connection.send_packed_command([command], check_health=False)
             return connection.read_response()
+
+    def _call_asking(self, ask: redis.exceptions.AskError, command: bytes) -> Any:
+        """A slot being migrated: this one call goes to the importing node, after ASKING."""
+        assert self._cluster is not None
+        node = self._cluster.nodes_manager.get_node(host=ask.host, port=ask.port) or redis.cluster.ClusterNode(
+            ask.host, ask.port
+        )
+        connection = self._cluster.get_redis_connection(node).connection_pool.get_connection()
+        try:
+            connection.send_packed_command([b"*1\r\n$6\r\nASKING\r\n", command], check_health=False)
+            connection.read_response()
+            return connection.read_response()
+        finally:
+            self._cluster.get_redis_connection(node).connection_pool.release(connection)
+
+    def _refresh_topology(self) -> None:
+        """On a cluster, re-read the slot map in the background until the failing node's slots have a
+        new primary; the request path never waits for it."""
+        if self._cluster is None:
+            return
+        with self._refresh_lock:
+            running = self._refresh_rounds > 0
+            self._refresh_rounds = self.REFRESH_ATTEMPTS
+        if not running:
+            threading.Thread(target=self._refresh_loop, name="ratelimit-slots", daemon=True).start()
+
+    def _refresh_loop(self) -> None:
+        assert self._cluster is not None
+        while True:
+            with self._refresh_lock:
+                if self._refresh_rounds <= 0:
+                    return
+                self._refresh_rounds -= 1
+            try:
+                self._cluster.nodes_manager.initialize()
+            except redis.RedisError as exc:
+                log.debug("slot map refresh failed: %s", exc)
+            time.sleep(self.REFRESH_SECONDS)
+
+    def ping_shards(self) -> dict[str, bool]:
+        """Whether each primary answers (readiness): one entry per shard."""
+        if self._cluster is None:
+            return {"": _answers(self._client)}
+        return {node.name: _answers(self._cluster.get_redis_connection(node)) for node in self._cluster.get_primaries()}
 
     def peek(self, bucket: str, limits: Sequence[Limit], at_ms: int | None = None) -> Decision:
         now = now_ms() if at_ms is None else at_ms
         try:
+            # one client's keys share a slot: a plain (non-transactional) pipeline goes to one node
             with self._client.pipeline(transaction=False) as pipe:
                 for lim in limits:
                     pipe.hgetall(counter_key(bucket, lim))
@@ -185,6 +318,24 @@ class RedisLimiter:
             raise StorageUnavailable(str(exc)) from exc
         counts = [{int(k): int(v) for k, v in row.items()} for row in rows]
         return decide(limits, counts, now, 0)[0]
+
+
+def connected(connection: redis.connection.AbstractConnection) -> redis.connection.AbstractConnection:
+    """Connect through the connection's own ``connect``: a Sentinel-managed one asks the Sentinels for the
+    primary there, which sending a command on a closed connection would skip (it reconnects to the last
+    address, the dead primary's)."""
+    connection.connect()
+    return connection
+
+
+def _answers(client: AnyRedis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+_ANY_LIMIT = Limit("any", 1, 1, 1)  # every limit of a bucket shares its hash tag, so any name gives its slot
 
 
 def _bulk(value: bytes) -> bytes:

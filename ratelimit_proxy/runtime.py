@@ -19,10 +19,12 @@ from ratelimit_proxy.guard import AbuseDetector, BanList, KeyDirectory
 from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
-from ratelimit_proxy.settings import ProxySettings
+from ratelimit_proxy.settings import ProxySettings, RedisSettings
 from ratelimit_proxy.store import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
+from service_kit.health import Degraded
 from service_kit.pubsub import ChannelListener
+from service_kit.redis_connect import AnyRedis, connect
 
 log = logging.getLogger("ratelimit_proxy")
 POLICY_VERSION_KEY = "rl:policy:version"
@@ -30,12 +32,9 @@ SAFETY_POLL_SECONDS = 30.0
 LISTENER_TIMEOUT_SECONDS = 2.0  # the change listener is off the request path: no need for the 50 ms timeout
 
 
-def redis_client(url: str, timeout_ms: int) -> redis.Redis:
+def redis_client(settings: RedisSettings) -> AnyRedis:
     """A client whose every call gives up after ``timeout_ms``: an outage costs milliseconds, not seconds."""
-    seconds = timeout_ms / 1000
-    return redis.Redis.from_url(
-        url, socket_timeout=seconds, socket_connect_timeout=seconds, retry=None, decode_responses=True
-    )
+    return connect(settings, timeout_seconds=settings.timeout_ms / 1000, decode_responses=True)
 
 
 class Runtime:
@@ -53,11 +52,17 @@ class Runtime:
         self._next_tick = 0.0
         self._policy_version: int | None = None
         self.policy = Policy(settings.limits)
-        self.redis: redis.Redis | None = None
+        self.redis: AnyRedis | None = None
         if settings.redis.url:
-            self.redis = redis_client(settings.redis.url, settings.redis.timeout_ms)
+            self.redis = redis_client(settings.redis)
         self.limiter = limiter or (RedisLimiter(self.redis) if self.redis else MemoryLimiter())
         self.store = store or (RedisStore(self.redis) if self.redis else MemoryStore())
+        if isinstance(self.store, RedisStore):
+            try:
+                if moved := self.store.migrate_legacy_layout():
+                    log.warning("moved %d API keys and bans into the cluster-safe layout", moved)
+            except StorageUnavailable as exc:
+                log.warning("could not check for keys in the old layout (Redis unavailable): %s", exc)
         self.metrics = ProxyMetrics(registry)
         self.keys = KeyDirectory(self.store, settings.static_keys, settings.redis.key_cache_seconds)
         self.bans = BanList(
@@ -65,7 +70,10 @@ class Runtime:
             settings.abuse,
             on_ban=lambda source: self.metrics.bans.labels(source).inc(),
         )
-        self.breaker = CircuitBreaker(settings.redis.breaker_failures, settings.redis.breaker_reset_seconds)
+        # One breaker for keys, bans and events (cached, off the hot path) and one per limiter shard, so
+        # a failing Cluster primary leaves the clients of the other shards limited.
+        self.breaker = self._new_breaker()
+        self._shard_breakers: dict[str, CircuitBreaker] = {"": self.breaker}  # one server: one breaker
         self.detector = AbuseDetector(
             settings.abuse,
             self.bans,
@@ -82,10 +90,7 @@ class Runtime:
         what is published while a listener is disconnected."""
         if self.redis is None or self.listener is not None:
             return
-        seconds = LISTENER_TIMEOUT_SECONDS
-        client = redis.Redis.from_url(
-            self.settings.redis.url, socket_timeout=seconds, socket_connect_timeout=seconds, decode_responses=True
-        )
+        client = connect(self.settings.redis, timeout_seconds=LISTENER_TIMEOUT_SECONDS, decode_responses=True)
         self.listener = ChannelListener(
             client, CHANGES_CHANNEL, self.apply_change, on_connect=self.resync, name="ratelimit-changes"
         )
@@ -168,34 +173,73 @@ class Runtime:
     def lookup_key(self, api_key: str) -> KeyRecord | None:
         """The key's record; StorageUnavailable when the store fails or the circuit is open (an open
         circuit means no request waits for a Redis timeout here either)."""
-        if self.breaker.is_open and not self.keys.is_static(api_key):
+        if self.breaker.is_open and not self.keys.is_static(api_key) and not self.breaker.allow():
             raise StorageUnavailable("circuit open")
         try:
-            return self.keys.lookup(api_key)
+            record = self.keys.lookup(api_key)
         except StorageUnavailable:
             self.metrics.redis_errors.inc()
             if self.breaker.failure():
                 self.metrics.circuit_open.set(1)
             raise
+        if self.breaker.success():
+            self._show_circuits()
+        return record
+
+    def _show_circuits(self) -> None:
+        self.metrics.circuit_open.set(1 if self.breaker.is_open or self.open_circuits() else 0)
+
+    def _new_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.settings.redis.breaker_failures, self.settings.redis.breaker_reset_seconds)
 
     def decide(self, bucket: str, limits: tuple[Limit, ...], cost: int) -> Decision | None:
-        """The limiter's decision, or None when the store is unavailable (or the circuit is open)."""
-        if not self.breaker.allow():
+        """The limiter's decision, or None when the store is unavailable (or the shard's circuit is open)."""
+        try:
+            shard = self.limiter.shard(bucket)
+        except (redis.RedisError, StorageUnavailable):  # no primary known for the slot right now
+            self.metrics.redis_errors.inc()
+            return None
+        breaker = self._shard_breakers.get(shard)
+        if breaker is None:
+            breaker = self._shard_breakers.setdefault(shard, self._new_breaker())
+        if not breaker.allow():
             return None
         started = time.perf_counter()
         try:
             decision = self.limiter.hit(bucket, limits, cost)
         except StorageUnavailable as exc:
             self.metrics.redis_errors.inc()
-            if self.breaker.failure():
+            if breaker.failure():
                 self.metrics.circuit_open.set(1)
-                log.error("limiter store unavailable, circuit open (%s mode): %s", self.failure_mode, exc)
+                log.error("limiter store %s unavailable, circuit open (%s mode): %s", shard, self.failure_mode, exc)
             return None
-        if self.breaker.success():
-            self.metrics.circuit_open.set(0)
-            log.warning("limiter store is back, circuit closed")
+        if breaker.success():
+            self._show_circuits()
+            log.warning("limiter store %s is back, circuit closed", shard)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return decision
+
+    def open_circuits(self) -> list[str]:
+        """The limiter shards whose breaker is open now (the shard that opened it may have been replaced
+        by a promoted replica, whose own breaker is closed)."""
+        return [shard for shard, breaker in list(self._shard_breakers.items()) if breaker.is_open and shard]
+
+    def limiter_readiness(self) -> Degraded | bool:
+        """For ``/readyz``: every limiter shard answers (True), or some clients are served unlimited (fail
+        open: degraded) or refused (fail closed: an error)."""
+        down = [shard or "redis" for shard, ok in self.limiter_shards().items() if not ok]
+        if self.breaker.is_open and "redis" not in down:
+            down.append("redis")
+        down += [shard for shard in self.open_circuits() if shard not in down]
+        if not down:
+            return True
+        if self.failure_mode == "closed":
+            raise StorageUnavailable(f"limiter refusing requests: {', '.join(down)} unavailable")
+        return Degraded(f"limiter failing open: {', '.join(down)} unavailable")
+
+    def limiter_shards(self) -> dict[str, bool]:
+        ping = getattr(self.limiter, "ping_shards", None)
+        return ping() if ping is not None else {}
 
     @property
     def failure_mode(self) -> str:

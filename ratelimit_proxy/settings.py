@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service_kit.config import secret
+from service_kit.redis_connect import RedisConnection
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 
 
@@ -64,10 +65,10 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
-class RedisSettings:
-    """Empty ``url``: counters, keys and bans in process memory (one process only)."""
+class RedisSettings(RedisConnection):
+    """Empty ``url``: counters, keys and bans in process memory (one process only). Any topology of
+    service_kit.redis_connect: standalone, Sentinel or Cluster."""
 
-    url: str = ""
     timeout_ms: int = 50
     failure_mode: Literal["open", "closed"] = "open"
     breaker_failures: int = 3

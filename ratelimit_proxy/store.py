@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib import resources
 from typing import Any, Protocol
 
 import redis
 
 from ratelimit_proxy.backends import StorageUnavailable
+from service_kit.redis_connect import AnyRedis
 
 OFFENSE_MEMORY_SECONDS = 7 * 86400
 # Every change to keys or bans is announced here ("key <id>", "bans"), so each replica applies it at once
@@ -111,63 +112,76 @@ def _translated() -> Iterator[None]:
         raise StorageUnavailable(str(exc)) from exc
 
 
-class RedisStore:
-    """Layout: ``rl:key:<id>`` hash + ``rl:keys`` set; ``rl:bans`` zset (network -> expiry) +
-    ``rl:ban:<network>`` JSON; ``rl:offenses:{ip}``; ``rl:abuse:{ip}:<rule>`` zsets."""
+KEYS_TAG = "rl:{keys}"  # key records and their index share a hash tag: one slot, one MULTI
+BANS_TAG = "rl:{bans}"  # the expiry index and the records likewise
 
-    def __init__(self, client: redis.Redis) -> None:
+
+class RedisStore:
+    """Layout, slot-safe on a Redis Cluster (keys changed together share a ``{hash tag}``):
+
+    - ``rl:{keys}:<id>`` hash per API key, ``rl:{keys}:index`` set of ids;
+    - ``rl:{bans}:expiry`` zset (network -> expiry) and ``rl:{bans}:records`` hash (network -> JSON), read
+      and pruned together by bans.lua;
+    - ``rl:offenses:{ip}``, ``rl:abuse:{ip}:<rule>``: one key per call.
+
+    Change announcements are published after the write, outside any MULTI (PUBLISH names no key)."""
+
+    def __init__(self, client: AnyRedis) -> None:
         if not client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=True")
         # Any: redis-py types replies as bytes | str; with decode_responses they are str.
         self._r: Any = client
+        self._read_bans = client.register_script(
+            resources.files("ratelimit_proxy").joinpath("bans.lua").read_text(encoding="utf-8")
+        )
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         with _translated():
-            data = self._r.hgetall(f"rl:key:{key_id}")
+            data = self._r.hgetall(f"{KEYS_TAG}:{key_id}")
         if not data:
             return None
         return KeyRecord(key_id, data["tier"], data["owner"], data["status"], float(data["created_at"]))
 
     def put_key(self, record: KeyRecord) -> None:
         mapping = {"tier": record.tier, "owner": record.owner, "status": record.status, "created_at": record.created_at}
-        with _translated(), self._r.pipeline() as pipe:
-            pipe.hset(f"rl:key:{record.key_id}", mapping=mapping)
-            pipe.sadd("rl:keys", record.key_id)
-            pipe.publish(CHANGES_CHANNEL, f"key {record.key_id}")
-            pipe.execute()
+        with _translated():
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(f"{KEYS_TAG}:{record.key_id}", mapping=mapping)
+                pipe.sadd(f"{KEYS_TAG}:index", record.key_id)
+                pipe.execute()
+            self._announce(f"key {record.key_id}")
 
     def list_keys(self) -> list[KeyRecord]:
         with _translated():
-            ids = sorted(self._r.smembers("rl:keys"))
+            ids = sorted(self._r.smembers(f"{KEYS_TAG}:index"))
         records = [self.get_key(i) for i in ids]
         return sorted((r for r in records if r), key=lambda r: r.created_at)
 
     def bans(self, now: float) -> list[Ban]:
         with _translated():
-            self._r.zremrangebyscore("rl:bans", "-inf", now)
-            networks = list(self._r.zrange("rl:bans", 0, -1))
-            raw = self._r.mget([f"rl:ban:{n}" for n in networks]) if networks else []
+            raw = self._read_bans(keys=[f"{BANS_TAG}:expiry", f"{BANS_TAG}:records"], args=[now])
         return [Ban(**json.loads(r)) for r in raw if r]
 
     def add_ban(self, ban: Ban) -> None:
-        ttl = max(1, int(ban.expires_at - time.time()) + 1)
-        with _translated(), self._r.pipeline() as pipe:
-            pipe.zadd("rl:bans", {ban.network: ban.expires_at})
-            pipe.set(f"rl:ban:{ban.network}", json.dumps(ban.as_dict()), ex=ttl)
-            pipe.publish(CHANGES_CHANNEL, "bans")
-            pipe.execute()
+        with _translated():
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.zadd(f"{BANS_TAG}:expiry", {ban.network: ban.expires_at})
+                pipe.hset(f"{BANS_TAG}:records", ban.network, json.dumps(ban.as_dict()))
+                pipe.execute()
+            self._announce("bans")
 
     def remove_ban(self, network: str) -> bool:
-        with _translated(), self._r.pipeline() as pipe:
-            pipe.zrem("rl:bans", network)
-            pipe.delete(f"rl:ban:{network}")
-            pipe.publish(CHANGES_CHANNEL, "bans")
-            removed, _, _ = pipe.execute()
+        with _translated():
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.zrem(f"{BANS_TAG}:expiry", network)
+                pipe.hdel(f"{BANS_TAG}:records", network)
+                removed, _ = pipe.execute()
+            self._announce("bans")
         return bool(removed)
 
     def count_offense(self, ip: str) -> int:
         key = f"rl:offenses:{{{ip}}}"
-        with _translated(), self._r.pipeline() as pipe:
+        with _translated(), self._r.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, OFFENSE_MEMORY_SECONDS)
             count, _ = pipe.execute()
@@ -175,10 +189,39 @@ class RedisStore:
 
     def record_event(self, rule: str, ip: str, member: str, now: float, period_seconds: int) -> int:
         key = f"rl:abuse:{{{ip}}}:{rule}"
-        with _translated(), self._r.pipeline() as pipe:
+        with _translated(), self._r.pipeline(transaction=True) as pipe:
             pipe.zadd(key, {member: now})
             pipe.zremrangebyscore(key, "-inf", now - period_seconds)
             pipe.zcard(key)
             pipe.expire(key, period_seconds)
             _, _, count, _ = pipe.execute()
         return int(count)
+
+    def _announce(self, change: str) -> None:
+        self._r.publish(CHANGES_CHANNEL, change)
+
+    def migrate_legacy_layout(self) -> int:
+        """Move keys and bans written by earlier versions (``rl:key:<id>`` + ``rl:keys``, ``rl:bans`` +
+        ``rl:ban:<network>``, which could not work on a cluster) into the layout above; returns how many
+        records moved. Idempotent, and a no-op (two EXISTS) once done."""
+        moved = 0
+        with _translated():
+            if self._r.exists("rl:keys"):
+                for key_id in sorted(self._r.smembers("rl:keys")):
+                    data = self._r.hgetall(f"rl:key:{key_id}")
+                    if data and not self._r.exists(f"{KEYS_TAG}:{key_id}"):
+                        self.put_key(
+                            KeyRecord(key_id, data["tier"], data["owner"], data["status"], float(data["created_at"]))
+                        )
+                        moved += 1
+                    self._r.delete(f"rl:key:{key_id}")
+                    self._r.srem("rl:keys", key_id)
+            if self._r.exists("rl:bans"):
+                for network, _ in self._r.zrange("rl:bans", 0, -1, withscores=True):
+                    raw = self._r.get(f"rl:ban:{network}")
+                    if raw:
+                        self.add_ban(Ban(**json.loads(raw)))
+                        moved += 1
+                    self._r.delete(f"rl:ban:{network}")
+                    self._r.zrem("rl:bans", network)
+        return moved

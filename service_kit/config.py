@@ -35,7 +35,7 @@ class ConfigError(Exception):
 
 def secret(default: str = "") -> Any:
     """A field that may only come from the environment (or a file named by ``{VAR}_FILE``)."""
-    return dataclasses.field(default=default, metadata={"secret": True})
+    return dataclasses.field(default=default, repr=False, metadata={"secret": True})
 
 
 def checked(default: Any, check: Callable[[Any], str | None], **kwargs: Any) -> Any:

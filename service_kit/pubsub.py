@@ -20,6 +20,9 @@ import time
 from collections.abc import Callable
 
 import redis
+import redis.cluster
+
+from service_kit.redis_connect import AnyRedis
 
 log = logging.getLogger("service_kit.pubsub")
 PING_SECONDS = 1.0
@@ -34,7 +37,7 @@ _PONGS = (PING_PAYLOAD, PING_PAYLOAD.encode(), ["pong", PING_PAYLOAD], [b"pong",
 class ChannelListener:
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         channel: str,
         on_message: Callable[[str], None],
         on_connect: Callable[[], None] = lambda: None,
@@ -59,9 +62,20 @@ class ChannelListener:
         if self._thread.is_alive():
             self._thread.join(3)
 
+    def _pubsub(self, turn: int) -> redis.client.PubSub:
+        """On a cluster, each attempt subscribes on the next node in turn (replicas too): PUBLISH reaches
+        them all, so a dead node costs one attempt, not a wait for its failover."""
+        if isinstance(self._client, redis.cluster.RedisCluster):
+            nodes = sorted(self._client.get_nodes(), key=lambda node: node.name)
+            node = nodes[turn % len(nodes)] if nodes else None
+            return self._client.pubsub(node=node, ignore_subscribe_messages=True)
+        return self._client.pubsub(ignore_subscribe_messages=True)
+
     def _run(self) -> None:
+        turn = 0
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._pubsub(turn)
+            turn += 1
             try:
                 pubsub.subscribe(self._channel)
                 self._on_connect()

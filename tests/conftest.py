@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from service_kit.redis_connect import AnyRedis, RedisConnection, connect
+from tests.redis_topologies import PASSWORD, RedisClusterServers, RedisSentinelServers
 from tests.servers import AlertmanagerServer, PostgresServer, RedisServer, SentrySink, free_port
 
 __all__ = ["free_port"]
+TOPOLOGIES = ["standalone", "sentinel", "cluster"]
 
 MINIMAL_ALERTMANAGER = {
     "route": {"receiver": "null", "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
@@ -54,3 +58,66 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """Three masters with a replica each (shared: tests must not kill its nodes; see test_failover)."""
+    cluster = RedisClusterServers()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelServers]:
+    servers = RedisSentinelServers()
+    servers.start()
+    yield servers
+    servers.close()
+
+
+@dataclass
+class RedisUnderTest:
+    """One topology as services see it: the URL and password their settings take."""
+
+    topology: str
+    url: str
+    password: str
+    flush: Callable[[], None]
+
+    @property
+    def sentinel_password(self) -> str:
+        return self.password if self.topology == "sentinel" else ""
+
+    @property
+    def connection(self) -> RedisConnection:
+        return RedisConnection(url=self.url, password=self.password, sentinel_password=self.sentinel_password)
+
+    def client(self, decode_responses: bool = False) -> AnyRedis:
+        return connect(self.connection, timeout_seconds=2.0, decode_responses=decode_responses)
+
+    def environment(self, prefix: str) -> dict[str, str]:
+        """The variables a service process takes the password from."""
+        variables = {
+            f"{prefix}_REDIS__PASSWORD": self.password,
+            f"{prefix}_REDIS__SENTINEL_PASSWORD": self.sentinel_password,
+        }
+        return {name: value for name, value in variables.items() if value}
+
+
+def redis_under_test(request: pytest.FixtureRequest, topology: str) -> RedisUnderTest:
+    """A clean Redis of ``topology`` for one test."""
+    if topology == "standalone":
+        url = request.getfixturevalue("redis_url")
+        server = request.getfixturevalue("redis_server")
+        return RedisUnderTest(topology, url, "", server.flush)
+    servers = request.getfixturevalue("redis_cluster" if topology == "cluster" else "redis_sentinel")
+    servers.flush()
+    return RedisUnderTest(topology, servers.url, PASSWORD, servers.flush)
+
+
+@pytest.fixture(params=[pytest.param(t, marks=pytest.mark.integration) for t in TOPOLOGIES])
+def any_redis(request: pytest.FixtureRequest) -> RedisUnderTest:
+    """The test runs once per topology: one server, Sentinel, Cluster."""
+    return redis_under_test(request, request.param)

@@ -167,6 +167,9 @@ def test_unexpected_error_is_a_json_500_with_request_id_and_reaches_sentry(
         def peek(self, *args: object, **kwargs: object) -> object:
             raise RuntimeError("limiter exploded")
 
+        def shard(self, bucket: str) -> str:
+            return ""
+
     sentry_sink.clear()
     settings = settings_for(sentry=SentrySettings(dsn=sentry_sink.dsn, environment="test"))
     app: Flask = create_app(settings, limiter=BrokenLimiter())  # type: ignore[arg-type]

@@ -6,21 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
-import redis
 
 from ratelimit_proxy.backends import LimiterBackend, MemoryLimiter, RedisLimiter
 from ratelimit_proxy.limiter import Limit
+from tests.conftest import TOPOLOGIES, redis_under_test
 
 VECTORS = sorted((Path(__file__).parents[1] / "vectors" / "ratelimit_proxy").glob("*.json"))
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=["memory", *[pytest.param(t, marks=pytest.mark.integration) for t in TOPOLOGIES]])
 def backend(request: pytest.FixtureRequest) -> LimiterBackend:
+    """Memory, and Redis in every topology: one server, Sentinel, a 3-master Cluster."""
     if request.param == "memory":
         return MemoryLimiter()
-    server = request.getfixturevalue("redis_server")
-    server.flush()
-    return RedisLimiter(redis.Redis.from_url(server.url))
+    return RedisLimiter(redis_under_test(request, request.param).client())
 
 
 @pytest.mark.parametrize("vector", [pytest.param(p, id=p.stem) for p in VECTORS])

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from ratelimit_proxy.store import Ban, KeyRecord, MemoryStore, RedisStore, Store
+from tests.conftest import TOPOLOGIES, redis_under_test
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=["memory", *[pytest.param(t, marks=pytest.mark.integration) for t in TOPOLOGIES]])
 def store(request: pytest.FixtureRequest) -> Store:
+    """Memory, and Redis in every topology (on a cluster no write may span slots)."""
     if request.param == "memory":
         return MemoryStore()
-    url = request.getfixturevalue("redis_url")
-    return RedisStore(redis.Redis.from_url(url, decode_responses=True))
+    return RedisStore(redis_under_test(request, request.param).client(decode_responses=True))
 
 
 def test_keys_round_trip_and_list_in_creation_order(store: Store) -> None:
