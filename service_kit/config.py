@@ -29,7 +29,7 @@ class ConfigError(Exception):
 
     def __init__(self, key: str, source: str, expected: str, got: object = None) -> None:
         self.key, self.source, self.expected, self.got = key, source, expected, got
-        got_text = "" if got is None else f", got {got!r}"
+        got_text = "" if got is None else ", got " + URL_PASSWORD.sub(rf"\1{REDACTED}@", repr(got))
         super().__init__(f"config error in {source}: {key}: expected {expected}{got_text}")
 
 

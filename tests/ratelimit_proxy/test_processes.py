@@ -24,6 +24,7 @@ from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.wsgi_names import PROXY_TARGET
 from service_kit.server import granian_command
 from service_kit.settings import ServerSettings
+from tests.conftest import RedisUnderTest
 from tests.ratelimit_proxy.conftest import ROOT, Script, ScriptedServer, Upstream, build_settings, ok
 from tests.servers import RedisServer, free_port, port_open, wait_until
 
@@ -35,12 +36,12 @@ QUIET_ABUSE = {rule: {"mode": "off"} for rule in ("limit_breaches", "scanning", 
 class ProxyProcess:
     """``ratelimit_proxy.wsgi:app`` under granian with a config file written for the test."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], workers: int = 2) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any], workers: int = 2, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         path = tmp / f"proxy-{self.port}.yml"
         path.write_text(yaml.safe_dump({"log_proxied_requests": False, "logging": {"level": "WARNING"}, **config}))
-        env = {**os.environ, "VIBELUX_RATELIMIT_PROXY_CONFIG": str(path)}
+        env = {**os.environ, "VIBELUX_RATELIMIT_PROXY_CONFIG": str(path), **(env or {})}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         command = granian_command(PROXY_TARGET, ServerSettings(port=self.port, workers=workers, blocking_threads=32))
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
@@ -59,8 +60,8 @@ class ProxyProcess:
 def start_proxy(tmp_path: Path) -> Iterator[Any]:
     started: list[ProxyProcess] = []
 
-    def start(config: dict[str, Any], workers: int = 2) -> ProxyProcess:
-        proxy = ProxyProcess(tmp_path, config, workers)
+    def start(config: dict[str, Any], workers: int = 2, env: dict[str, str] | None = None) -> ProxyProcess:
+        proxy = ProxyProcess(tmp_path, config, workers, env)
         started.append(proxy)
         return proxy
 
@@ -85,10 +86,12 @@ def tiers(minute: int, burst: int = 10_000) -> dict[str, Any]:
 
 
 def test_64_concurrent_clients_through_two_workers_get_exactly_the_quota(
-    start_proxy: Any, upstream: Upstream, redis_url: str
+    start_proxy: Any, upstream: Upstream, any_redis: RedisUnderTest
 ) -> None:
+    """On every topology: one server, Sentinel, a 3-master Cluster."""
     quota = 40
-    proxy = start_proxy(base_config(upstream, redis_url, limits=tiers(minute=quota)))
+    config = base_config(upstream, any_redis.url, limits=tiers(minute=quota))
+    proxy = start_proxy(config, env=any_redis.environment("RATELIMIT_PROXY"))
     before = upstream.served("/api/v1/users")
     session_local = threading.local()
 
@@ -104,15 +107,17 @@ def test_64_concurrent_clients_through_two_workers_get_exactly_the_quota(
 
 
 def test_no_rolling_window_ever_admits_more_than_the_quota_across_boundaries(
-    start_proxy: Any, upstream: Upstream, redis_url: str
+    start_proxy: Any, upstream: Upstream, any_redis: RedisUnderTest
 ) -> None:
+    """On every topology: one server, Sentinel, a 3-master Cluster."""
     quota, window = 10, 2.0
     route = {
         "name": "short",
         "path": "/api/v1/users",
         "limits": [{"name": "short", "quota": quota, "window_seconds": 2}],
     }
-    proxy = start_proxy(base_config(upstream, redis_url, limits={**tiers(minute=10_000), "routes": [route]}))
+    config = base_config(upstream, any_redis.url, limits={**tiers(minute=10_000), "routes": [route]})
+    proxy = start_proxy(config, env=any_redis.environment("RATELIMIT_PROXY"))
     admitted: list[tuple[float, float]] = []
     lock = threading.Lock()
     deadline = time.monotonic() + 5.5  # spans at least two window lengths and many bucket boundaries
