@@ -51,6 +51,10 @@ class LimiterBackend(Protocol):
         """Which part of the storage decides ``bucket`` (its circuit breaker's name)."""
         ...
 
+    def shards(self) -> set[str]:
+        """Every shard deciding requests now."""
+        ...
+
 
 class MemoryLimiter:
     """One process's counters under a lock. Stale buckets are dropped on every touch and idle keys
@@ -87,6 +91,9 @@ class MemoryLimiter:
 
     def shard(self, bucket: str) -> str:
         return ""
+
+    def shards(self) -> set[str]:
+        return {""}
 
     def _sweep(self, now: int) -> None:
         idle = [k for k, (counts, lim) in self._counts.items() if not live(lim, counts, now)]
@@ -301,10 +308,22 @@ class RedisLimiter:
             time.sleep(self.REFRESH_SECONDS)
 
     def ping_shards(self) -> dict[str, bool]:
-        """Whether each primary answers (readiness): one entry per shard."""
+        """Whether each primary answers (readiness): one entry per shard. A silent one also makes the slot
+        map be read again, so a promoted replica replaces it in the next answer."""
         if self._cluster is None:
             return {"": _answers(self._client)}
-        return {node.name: _answers(self._cluster.get_redis_connection(node)) for node in self._cluster.get_primaries()}
+        answers = {
+            node.name: _answers(self._cluster.get_redis_connection(node)) for node in self._cluster.get_primaries()
+        }
+        if not all(answers.values()):
+            self._refresh_topology()
+        return answers
+
+    def shards(self) -> set[str]:
+        """The shards that decide requests now (a replaced primary is no longer one)."""
+        if self._cluster is None:
+            return {""}
+        return {node.name for node in self._cluster.get_primaries()}
 
     def peek(self, bucket: str, limits: Sequence[Limit], at_ms: int | None = None) -> Decision:
         now = now_ms() if at_ms is None else at_ms

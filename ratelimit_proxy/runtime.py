@@ -222,7 +222,8 @@ class Runtime:
     def open_circuits(self) -> list[str]:
         """The limiter shards whose breaker is open now (the shard that opened it may have been replaced
         by a promoted replica, whose own breaker is closed)."""
-        return [shard for shard, breaker in list(self._shard_breakers.items()) if breaker.is_open and shard]
+        current = self.limiter.shards()
+        return [s for s, breaker in list(self._shard_breakers.items()) if breaker.is_open and s and s in current]
 
     def limiter_readiness(self) -> Degraded | bool:
         """For ``/readyz``: every limiter shard answers (True), or some clients are served unlimited (fail

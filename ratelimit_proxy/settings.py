@@ -72,7 +72,7 @@ class RedisSettings(RedisConnection):
     timeout_ms: int = 50
     failure_mode: Literal["open", "closed"] = "open"
     breaker_failures: int = 3
-    breaker_reset_seconds: float = 5.0
+    breaker_reset_seconds: float = 1.0  # one trial per second per worker: recovery within 1 s of Redis returning
     key_cache_seconds: float = 5.0
     ban_refresh_seconds: float = 1.0
 

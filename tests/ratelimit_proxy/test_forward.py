@@ -170,6 +170,9 @@ def test_unexpected_error_is_a_json_500_with_request_id_and_reaches_sentry(
         def shard(self, bucket: str) -> str:
             return ""
 
+        def shards(self) -> set[str]:
+            return {""}
+
     sentry_sink.clear()
     settings = settings_for(sentry=SentrySettings(dsn=sentry_sink.dsn, environment="test"))
     app: Flask = create_app(settings, limiter=BrokenLimiter())  # type: ignore[arg-type]
