@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from service_kit.health import Degraded
-from service_kit.pubsub import ChannelListener
+from service_kit.pubsub import ChannelListener, publish
 from service_kit.redis_connect import AnyRedis, RedisConnection, connect
 
 log = logging.getLogger("flags_service.snapshots")
@@ -173,12 +173,15 @@ class SnapshotCache:
                 self._announced[environment] = max(self._announced.get(environment, 0), version)
             self._store(snapshot)
             if self._redis is not None:
-                try:
-                    message = json.dumps({"environment": environment, "version": version})
-                    self._redis.publish(self._channel, message)
-                except redis.RedisError:
-                    log.warning("redis publish failed; other replicas will see the change from the database")
+                self._announce(json.dumps({"environment": environment, "version": version}))
         self._notify()
+
+    def _announce(self, message: str) -> None:
+        assert self._redis is not None
+        try:
+            publish(self._redis, self._channel, message)
+        except redis.RedisError as exc:
+            log.warning("redis publish failed (%s); other replicas will see the change from the database", exc)
 
     def _notify(self) -> None:
         with self.changed:

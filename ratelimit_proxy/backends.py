@@ -20,13 +20,17 @@ import redis.connection
 from redis.crc import key_slot
 
 from ratelimit_proxy.limiter import Decision, Limit, admitting_status, decide, live, status
+from service_kit.errors import ServiceUnavailableError
 from service_kit.redis_connect import AnyRedis
 
 log = logging.getLogger("ratelimit_proxy")
 
 
-class StorageUnavailable(Exception):
-    """The backend could not answer; the caller decides between fail-open and fail-closed."""
+class StorageUnavailable(ServiceUnavailableError):
+    """The backend could not answer; the caller decides between fail-open and fail-closed. Where nobody
+    decides (an admin write), the kit answers 503 with Retry-After."""
+
+    code = "storage_unavailable"
 
 
 def counter_key(bucket: str, limit: Limit) -> str:

@@ -23,7 +23,7 @@ from ratelimit_proxy.settings import ProxySettings, RedisSettings
 from ratelimit_proxy.store import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
 from service_kit.health import Degraded
-from service_kit.pubsub import ChannelListener
+from service_kit.pubsub import ChannelListener, publish
 from service_kit.redis_connect import AnyRedis, connect
 
 log = logging.getLogger("ratelimit_proxy")
@@ -164,7 +164,7 @@ class Runtime:
         if self.redis is not None:
             version = int(self.redis.incr(POLICY_VERSION_KEY))
             self._policy_version = version
-            self.redis.publish(CHANGES_CHANNEL, "tiers")
+            publish(self.redis, CHANGES_CHANNEL, "tiers")
 
     @property
     def retry_after_outage(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import redis
 
 from ratelimit_proxy.backends import StorageUnavailable
+from service_kit.pubsub import publish
 from service_kit.redis_connect import AnyRedis
 
 OFFENSE_MEMORY_SECONDS = 7 * 86400
@@ -198,7 +199,7 @@ class RedisStore:
         return int(count)
 
     def _announce(self, change: str) -> None:
-        self._r.publish(CHANGES_CHANNEL, change)
+        publish(self._r, CHANGES_CHANNEL, change)
 
     def migrate_legacy_layout(self) -> int:
         """Move keys and bans written by earlier versions (``rl:key:<id>`` + ``rl:keys``, ``rl:bans`` +

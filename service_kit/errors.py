@@ -86,6 +86,15 @@ class RateLimitError(APIError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class ServiceUnavailableError(APIError):
+    """503: a dependency this service needs is down for now; retry after a second. Reported."""
+
+    status, code, expected = 503, "service_unavailable", False
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class ExternalAPIError(APIError):
     """A dependency failed: 502, or 504 when it timed out. Unexpected, so reported."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,27 @@ SILENT_SECONDS = 3 * PING_SECONDS  # without a PONG for this long the connection
 # then drops as an unknown message type (the listener saw silence and reconnected every few seconds).
 PING_PAYLOAD = "vibelux-listener-ping"
 _PONGS = (PING_PAYLOAD, PING_PAYLOAD.encode(), ["pong", PING_PAYLOAD], [b"pong", PING_PAYLOAD.encode()])
+
+
+def publish(client: AnyRedis, channel: str, message: str) -> None:
+    """PUBLISH, still delivered while a node is down. One server or Sentinel: once more after a connection
+    error (the retry reconnects, to the new primary after a failover). Cluster: PUBLISH reaches every node
+    from any one, but redis-py sends it to a random known node, the dead one included, so each primary is
+    tried in turn. Raises the last error when none answers."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        try:
+            client.publish(channel, message)
+        except redis.ConnectionError:
+            client.publish(channel, message)
+        return
+    error: redis.RedisError = redis.ConnectionError("no cluster node known")
+    for node in random.sample(client.get_primaries(), len(client.get_primaries())):
+        try:
+            client.publish(channel, message, target_nodes=node)
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            error = exc
+    raise error
 
 
 class ChannelListener:

@@ -92,7 +92,8 @@ class RedisClusterServers:
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Until every running node says cluster_state:ok and sees every slot served."""
+        """Until every running node says cluster_state:ok and sees every slot served, and every replica
+        has synced (a replica that never did refuses to take over: replica-validity-factor)."""
 
         def healthy() -> bool:
             for node in self.nodes:
@@ -100,6 +101,9 @@ class RedisClusterServers:
                     continue
                 info = node.client().cluster("info")
                 if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != 16384:
+                    return False
+                replication = node.client().info("replication")
+                if replication["role"] == "slave" and replication.get("master_link_status") != "up":
                     return False
             return True
 
