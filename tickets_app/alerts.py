@@ -56,6 +56,10 @@ def is_stale(known: AlertInstance | None, seen: AlertInstance) -> bool:
     gives a new firing of the same labels a new startsAt (Prometheus' new activation), later than the end.
     Otherwise a report about an earlier firing than the known one (an earlier startsAt), firing or resolved,
     is stale. Anything else, repeats included, is not: what to do with a repeat is the ticket's business.
+
+    One genuine case looks the same and is ignored too: Alertmanager resolving an alert itself because
+    Prometheus did not reach it before the alert's endsAt (4 resend delays, 4 min by default), then hearing
+    of it again with the same startsAt. Its receivers are notified again; the incident ticket stays resolved.
     """
     if known is None:
         return False
