@@ -30,7 +30,15 @@ for var in "${!secret_files[@]}"; do
   fi
 done
 
+# Clustering is off unless ALERTMANAGER_CLUSTER_LISTEN (host:port) is set, as Procfile.ha does for the pair:
+# then this peer gossips there and joins each of ALERTMANAGER_CLUSTER_PEERS (space-separated host:port).
+cluster=(--cluster.listen-address=)
+if [[ -n "${ALERTMANAGER_CLUSTER_LISTEN:-}" ]]; then
+  cluster=(--cluster.listen-address="$ALERTMANAGER_CLUSTER_LISTEN" --cluster.advertise-address="$ALERTMANAGER_CLUSTER_LISTEN")
+  for peer in ${ALERTMANAGER_CLUSTER_PEERS:-}; do cluster+=(--cluster.peer="$peer"); done
+fi
+
 # Relative *_file paths in the config resolve against the working directory.
 cd "$run_dir"
 exec prometheus-alertmanager --config.file=alertmanager.yml --storage.path=data \
-  --web.listen-address="$listen" --cluster.listen-address= "$@"
+  --web.listen-address="$listen" "${cluster[@]}" "$@"

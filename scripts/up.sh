@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make up`: run the whole stack in the foreground with honcho; one Ctrl-C stops every process.
 # Processes whose config file or package has not landed yet are left out, so this runs what exists.
+# ALERTMANAGER_HA=1 runs two clustered Alertmanagers and Prometheus sending to both (Procfile.ha).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run/redis .run/prometheus .run/alertmanager
+export ALERTMANAGER_HA=${ALERTMANAGER_HA:-}
 
 # Alertmanager and the support desk share one webhook token; a local run without one gets a fresh one.
 if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]]; then
@@ -14,10 +16,11 @@ fi
 # honcho stops everything when one process exits, so a port already taken would end the run at once:
 # say which, before starting anything.
 .venv/bin/python - <<'PY'
-import socket, sys
+import os, socket, sys
 
 taken = []
-for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180):
+ha_ports = (9094, 9095, 9096) if os.environ["ALERTMANAGER_HA"] == "1" else ()  # Procfile.ha's Alertmanagers
+for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180, *ha_ports):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -29,11 +32,17 @@ if taken:
 PY
 
 .venv/bin/python - <<'PY'
-import importlib.util, re, sys
+import importlib.util, os, re, sys
 from pathlib import Path
 
+lines = Path("Procfile").read_text().splitlines()
+if os.environ["ALERTMANAGER_HA"] == "1":
+    ha = [line for line in Path("Procfile.ha").read_text().splitlines() if re.match(r"^[\w-]+:", line)]
+    replacing = {line.split(":")[0]: line for line in ha}
+    lines = [replacing.pop(line.split(":")[0], line) for line in lines] + list(replacing.values())
+
 kept = []
-for line in Path("Procfile").read_text().splitlines():
+for line in lines:
     match = re.match(r"^([\w-]+):\s*(.+)$", line)
     if not match:
         continue
@@ -61,4 +70,5 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   Prometheus          http://127.0.0.1:9090
   Alertmanager        http://127.0.0.1:9093
 URLS
+if [[ $ALERTMANAGER_HA == 1 ]]; then echo "  Alertmanager peer   http://127.0.0.1:9095   (clustered with :9093; Prometheus sends to both)"; fi
 exec .venv/bin/honcho -f .run/Procfile -d . start

@@ -168,12 +168,16 @@ class PrometheusServer(ManagedProcess):
 
 
 class AlertmanagerServer(ManagedProcess):
+    """`cluster_args` (e.g. --cluster.listen-address=..., --cluster.peer=...) make it one peer of a cluster;
+    without them clustering is off, as the one-machine stack runs it."""
+
     name = "alertmanager"
 
-    def __init__(self, config: dict[str, Any] | str) -> None:
+    def __init__(self, config: dict[str, Any] | str, cluster_args: list[str] | None = None) -> None:
         super().__init__()
         text = config if isinstance(config, str) else yaml.safe_dump(config)
         (self.workdir / "alertmanager.yml").write_text(text)
+        self.cluster_args = cluster_args or ["--cluster.listen-address="]
 
     @property
     def url(self) -> str:
@@ -185,7 +189,7 @@ class AlertmanagerServer(ManagedProcess):
             f"--config.file={self.workdir / 'alertmanager.yml'}",
             f"--storage.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
+            *self.cluster_args,
         ]
 
     def ready(self) -> bool:

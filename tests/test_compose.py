@@ -68,3 +68,47 @@ def test_prometheus_in_compose_scrapes_the_compose_services() -> None:
     }
     for name in ("proxy", "tickets", "flags", "exporter-infra", "exporter-health", "exporter-business"):
         assert name in targets, f"compose Prometheus does not scrape {name}"
+
+
+ALERTMANAGERS = sorted(name for name, service in SERVICES.items() if service["image"].startswith("prom/alertmanager"))
+
+
+def test_ha_profile_adds_a_second_alertmanager_peer_like_the_first() -> None:
+    """Same image, config and secrets (a pair must route alike), its own data volume (each peer keeps its own
+    snapshot of silences and the notification log), and joined to `alertmanager` on its gossip port."""
+    first, second = SERVICES["alertmanager"], SERVICES["alertmanager-2"]
+    assert ALERTMANAGERS == ["alertmanager", "alertmanager-2"]
+    assert "profiles" not in first and second["profiles"] == ["ha"]
+    assert second["image"] == first["image"] and second["secrets"] == first["secrets"]
+    config_mount = "./config/alertmanager.compose.yml:/etc/alertmanager/alertmanager.yml:ro"
+    assert config_mount in first["volumes"]
+    assert second["volumes"] == [config_mount, "alertmanager-2-data:/alertmanager"]
+    assert "alertmanager-2-data:/alertmanager" not in first["volumes"]
+    # the image listens for gossip on :9094 unless told otherwise; neither peer turns clustering off
+    assert not any(arg.startswith("--cluster.listen-address") for arg in first["command"] + second["command"])
+    assert "--cluster.peer=alertmanager:9094" in second["command"]
+    published = [str(p).split(":")[0] for service in SERVICES.values() for p in service.get("ports", [])]
+    assert len(published) == len(set(published)), "two services publish the same host port"
+
+
+def test_services_outside_a_profile_do_not_depend_on_one() -> None:
+    """`docker compose up` without --profile ha must still start everything it starts today."""
+    for name, service in SERVICES.items():
+        if "profiles" not in service:
+            for dependency in service.get("depends_on", []):
+                assert "profiles" not in SERVICES[dependency], f"{name} depends on {dependency}, in a profile"
+
+
+def test_prometheus_in_compose_sends_to_every_alertmanager() -> None:
+    """Each peer listed by its own address, never one name in front of several: the peers gossip silences and
+    notifications, not alerts, so a peer that misses an alert (or its resolution) cannot know of it."""
+    config = yaml.safe_load((REPO / "config" / "prometheus.compose.yml").read_text())
+    targets = [
+        target
+        for manager in config["alerting"]["alertmanagers"]
+        for static in manager["static_configs"]
+        for target in static["targets"]
+    ]
+    assert targets == [f"{name}:9093" for name in ALERTMANAGERS]
+    scraped = [job for job in config["scrape_configs"] if job["job_name"] == "alertmanager"]
+    assert scraped[0]["static_configs"][0]["targets"] == targets

@@ -250,7 +250,7 @@ def alert_webhook() -> ResponseReturnValue:
         ticket, action = alerts.handle(db_session(), desk_of(), body, now())
         db_session().commit()
     except IntegrityError:
-        # Two notifications of a new group raced; the other created the ticket, so apply ours to it.
+        # Two notifications of a group raced to insert its ticket or an alert's state: apply ours on top of the other.
         db_session().rollback()
         ticket, action = alerts.handle(db_session(), desk_of(), body, now())
         db_session().commit()

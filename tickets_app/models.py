@@ -161,6 +161,21 @@ class TicketEvent(Base):
     __table_args__ = (UniqueConstraint("ticket_id", "dedupe_key", name="uq_ticket_events_dedupe"),)
 
 
+class AlertState(Base):
+    """Per alert group and alert, the newest firing of it the webhook applied (ends_at once resolved).
+
+    Alertmanager delivers at least once and clustered peers deliver out of order, so this is what tells a
+    stale notification from a new one (tickets_app.alerts.is_stale). Keyed by the group, not the ticket: a
+    group's key moves to its follow-up ticket, and what was already resolved must stay so.
+    """
+
+    __tablename__ = "alert_states"
+    group_key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Template(Base):
     __tablename__ = "templates"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -279,7 +279,7 @@ def openapi_document() -> dict[str, Any]:
                             "required": ["ticket_id", "action", "status"],
                             "properties": {
                                 "ticket_id": {"type": "integer"},
-                                "action": {"enum": ["created", "updated", "repeat", "resolved"]},
+                                "action": {"enum": ["created", "updated", "repeat", "resolved", "stale"]},
                                 "status": {"enum": list(STATUSES)},
                             },
                         }
@@ -550,7 +550,7 @@ def openapi_document() -> dict[str, Any]:
                 "kind": {
                     "type": "string",
                     "description": "created, status, priority, assignee, category, tags, "
-                    "merged, follow_up, sla_breach, alert",
+                    "merged, follow_up, sla_breach, alert, alert_stale",
                 },
                 "data": {"type": "object"},
             },
@@ -597,7 +597,23 @@ def openapi_document() -> dict[str, Any]:
                 "commonLabels": {"type": "object"},
                 "commonAnnotations": {"type": "object"},
                 "externalURL": {"type": "string"},
-                "alerts": {"type": "array", "items": {"type": "object"}},
+                "alerts": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["status", "startsAt"],
+                        "description": "endsAt is required when resolved; startsAt/endsAt order the "
+                        "notifications of each alert (fingerprint), so a stale one is answered 'stale'",
+                        "properties": {
+                            "status": {"enum": ["firing", "resolved"]},
+                            "fingerprint": {"type": "string", "minLength": 1, "maxLength": 64},
+                            "labels": {"type": "object"},
+                            "annotations": {"type": "object"},
+                            "startsAt": {"type": "string", "format": "date-time"},
+                            "endsAt": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                },
             },
         },
     }

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from tests.tickets.conftest import WEBHOOK_TOKEN, Tokens, auth
+from tickets_app.alerts import AlertInstance, is_stale
 
 
 def notification(
     status: str = "firing",
     group_key: str = '{}:{alertname="HighErrorRate"}',
     alerts: list[dict[str, Any]] | None = None,
+    starts_at: str = "2026-11-24T10:00:00Z",
+    ends_at: str = "2026-11-24T10:30:00Z",
 ) -> dict[str, Any]:
+    """A v4 payload of one alert; a firing alert's endsAt is Go's zero time, as Alertmanager sends it."""
     alert = {
         "status": status,
         "labels": {"alertname": "HighErrorRate", "severity": "critical", "service": "api"},
         "annotations": {"summary": "5xx ratio above 5% for 5 minutes"},
-        "startsAt": "2026-11-24T10:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-24T10:30:00Z",
+        "startsAt": starts_at,
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else ends_at,
         "generatorURL": "http://prometheus:9090/graph",
         "fingerprint": "a1b2c3",
     }
@@ -76,7 +81,7 @@ def test_resolution_resolves_and_refire_reopens(client: FlaskClient, tokens: Tok
     assert resolved["action"] == "resolved"
     assert resolved["status"] == "resolved"
     assert post(client, notification("resolved")).json["action"] == "repeat"
-    refired = post(client, notification()).json
+    refired = post(client, notification(starts_at="2026-11-24T11:00:00Z")).json  # a new firing: a later startsAt
     assert refired["ticket_id"] == created["ticket_id"]
     assert refired["status"] == "open"
 
@@ -113,11 +118,104 @@ def test_webhook_needs_the_shared_token(client: FlaskClient, token: str) -> None
         ({**notification(), "groupKey": ""}, {"groupKey"}),
         ({**notification(), "status": "pending"}, {"status"}),
         ({**notification(), "alerts": "x"}, {"alerts"}),
+        ({**notification(), "alerts": [1]}, {"alerts"}),
         ([], {"body"}),
         (notification("resolved", group_key="never-fired"), {"groupKey"}),
+        (notification(starts_at="yesterday"), {"alerts[0].startsAt"}),
+        (notification(starts_at="2026-11-24T10:00:00"), {"alerts[0].startsAt"}),  # no zone: which instant?
+        (notification(alerts=[{"status": "firing", "labels": {}}]), {"alerts[0].startsAt"}),
+        (notification("resolved", ends_at=""), {"alerts[0].endsAt"}),
+        (notification(alerts=[notification()["alerts"][0] | {"status": "pending"}]), {"alerts[0].status"}),
+        (notification(alerts=[notification()["alerts"][0] | {"fingerprint": "f" * 65}]), {"alerts[0].fingerprint"}),
+        (notification(alerts=[notification()["alerts"][0] | {"labels": ["a"]}]), {"alerts[0].labels"}),
     ],
 )
 def test_bad_payloads_are_422(client: FlaskClient, payload: Any, fields: set[str]) -> None:
     response = post(client, payload)
     assert response.status_code == 422
     assert set(response.json["error"]["details"]) == fields
+
+
+def test_stale_firing_from_a_peer_after_resolved_leaves_the_ticket_resolved(
+    client: FlaskClient, tokens: Tokens
+) -> None:
+    """Issue 11: the second clustered Alertmanager sent the firing it computed before the first sent resolved."""
+    created = post(client, notification()).json
+    assert post(client, notification("resolved")).json["status"] == "resolved"
+    stale = post(client, notification())  # same alert, same startsAt: older than the resolution already applied
+    assert stale.status_code == 200
+    assert stale.json == {"ticket_id": created["ticket_id"], "action": "stale", "status": "resolved"}
+    ticket = client.get(f"/api/v1/tickets/{created['ticket_id']}", headers=auth(tokens.agent)).json
+    assert ticket["status"] == "resolved"
+
+
+def test_stale_resolution_after_a_refire_leaves_the_ticket_open(client: FlaskClient) -> None:
+    """At-least-once: a resolution of the first firing, delivered again after the alert fired anew."""
+    created = post(client, notification()).json
+    post(client, notification("resolved"))
+    assert post(client, notification(starts_at="2026-11-24T11:00:00Z")).json["status"] == "open"
+    late = post(client, notification("resolved")).json
+    assert late == {"ticket_id": created["ticket_id"], "action": "stale", "status": "open"}
+    resolved = post(client, notification("resolved", starts_at="2026-11-24T11:00:00Z", ends_at="2026-11-24T11:20:00Z"))
+    assert resolved.json["action"] == "resolved"
+
+
+def test_stale_firing_after_close_opens_no_follow_up_but_a_refire_does(client: FlaskClient, tokens: Tokens) -> None:
+    created = post(client, notification()).json
+    post(client, notification("resolved"))
+    url = f"/api/v1/tickets/{created['ticket_id']}"
+    assert client.patch(url, json={"status": "closed"}, headers=auth(tokens.agent)).status_code == 200
+    assert post(client, notification()).json == {**created, "action": "stale", "status": "closed"}
+    again = post(client, notification(starts_at="2026-11-24T12:00:00Z")).json
+    assert again["action"] == "created"
+    ticket = client.get(f"/api/v1/tickets/{again['ticket_id']}", headers=auth(tokens.agent)).json
+    assert ticket["follow_up_of_id"] == created["ticket_id"]
+
+
+def test_late_firing_does_not_bring_back_an_alert_resolved_in_the_group(client: FlaskClient, tokens: Tokens) -> None:
+    """Group of two: api resolves while billing fires; the earlier both-firing notification arrives last."""
+    api = notification()["alerts"][0]
+    billing = api | {"fingerprint": "d4e5f6", "labels": {"alertname": "HighErrorRate", "service": "billing"}}
+    api_resolved = notification("resolved")["alerts"][0]
+    created = post(client, notification(alerts=[api, billing])).json
+    assert post(client, notification(alerts=[api_resolved, billing])).json["action"] == "updated"
+    assert post(client, notification(alerts=[api, billing])).json["action"] == "repeat"  # billing alone still fires
+    ticket = client.get(f"/api/v1/tickets/{created['ticket_id']}", headers=auth(tokens.agent)).json
+    assert len(ticket["messages"]) == 2
+
+
+def test_ignored_notification_is_in_the_ticket_log(client: FlaskClient, tokens: Tokens) -> None:
+    created = post(client, notification()).json
+    post(client, notification("resolved"))
+    post(client, notification())
+    events = client.get(f"/api/v1/tickets/{created['ticket_id']}/events", headers=auth(tokens.agent)).json["data"]
+    assert [(e["kind"], e["data"]) for e in events if e["kind"] == "alert_stale"] == [
+        ("alert_stale", {"stale": ["a1b2c3"]})
+    ]
+    statuses = [e["data"]["to"] for e in events if e["kind"] == "status"]
+    assert statuses == ["resolved"]
+
+
+S, E = datetime(2026, 11, 24, 10, tzinfo=UTC), datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+LATER, LATER_END = datetime(2026, 11, 24, 11, tzinfo=UTC), datetime(2026, 11, 24, 11, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("known", "seen", "stale"),
+    [
+        pytest.param(None, AlertInstance("a", S, None), False, id="first-news"),
+        pytest.param(AlertInstance("a", S, None), AlertInstance("a", S, None), False, id="repeat-firing"),
+        pytest.param(AlertInstance("a", S, None), AlertInstance("a", S, E), False, id="resolution"),
+        pytest.param(AlertInstance("a", S, E), AlertInstance("a", S, E), False, id="repeat-resolution"),
+        pytest.param(AlertInstance("a", S, E), AlertInstance("a", S, None), True, id="firing-after-its-resolution"),
+        pytest.param(AlertInstance("a", S, E), AlertInstance("a", E, None), True, id="firing-starting-at-the-end"),
+        pytest.param(AlertInstance("a", S, E), AlertInstance("a", LATER, None), False, id="refire"),
+        pytest.param(AlertInstance("a", LATER, None), AlertInstance("a", S, E), True, id="resolution-of-an-earlier"),
+        pytest.param(AlertInstance("a", LATER, None), AlertInstance("a", S, None), True, id="firing-of-an-earlier"),
+        pytest.param(
+            AlertInstance("a", S, E), AlertInstance("a", LATER, LATER_END), False, id="resolved-refire-never-seen"
+        ),
+    ],
+)
+def test_is_stale(known: AlertInstance | None, seen: AlertInstance, stale: bool) -> None:
+    assert is_stale(known, seen) is stale

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from tickets_app.query import parse_query
 from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex
 
 SEARCH_TABLES = {"sqlite": "ticket_fts", "postgresql": "ticket_search"}
+LATER_TABLES = {"alert_states"}  # added after tickets_0002 (tickets_0003)
 
 
 def only_desk_tables(name: str | None, kind: str, _parents: object) -> bool:
@@ -68,9 +70,10 @@ def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path
         ticket_id = desk.create_ticket(session, CUSTOMER, {"subject": "Old invoice question", "body": "hi"}, T0).id
         session.commit()
     migrate(str(engine.url))
-    assert _schema(engine) == desk_schema
+    assert [row for row in _schema(engine) if row[0] not in LATER_TABLES] == desk_schema
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "tickets_0002"
+        head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
     with Session(engine) as session:
         page = list_tickets(session, desk.index, CUSTOMER, parse_query("invoices"), 25, None)
     assert [found.id for found in page.tickets] == [ticket_id]

@@ -11,6 +11,8 @@ from flask import Flask
 from service_kit.settings import DatabaseSettings
 from tests.servers import PostgresServer
 from tests.tickets.conftest import Tokens, auth
+from tests.tickets.test_alert_webhook import notification
+from tests.tickets.test_alert_webhook import post as post_alert
 from tickets_app.cli import migrate
 from tickets_app.search import PostgresFtsIndex
 from tickets_app.settings import TicketsSettings
@@ -89,3 +91,15 @@ def test_nul_anywhere_in_a_json_body_is_a_422_naming_the_field(
     assert response.status_code == 422
     assert field in response.json["error"]["details"]
     assert client.get("/api/v1/tickets", headers=auth(tokens.agent)).json["data"] == before  # nothing written
+
+
+def test_alert_webhook_ignores_a_stale_firing_on_postgres(app: Flask, tokens: Tokens) -> None:
+    """The reproduction order of issue 11 (firing, resolved, the peer's stale firing), then a real re-fire,
+    on PostgreSQL: the alert states are read with FOR UPDATE and written with timezone-aware times."""
+    client = app.test_client()
+    created = post_alert(client, notification()).json
+    assert post_alert(client, notification("resolved")).json["action"] == "resolved"
+    assert post_alert(client, notification()).json == {**created, "action": "stale", "status": "resolved"}
+    # 11:00 UTC, after the 10:30 end; nanoseconds as Go writes them
+    refire = post_alert(client, notification(starts_at="2026-11-24T12:00:00.123456789+01:00"))
+    assert refire.json == {**created, "action": "updated", "status": "open"}
