@@ -231,13 +231,12 @@ def test_two_replicas_record_each_breach_and_auto_close_once_and_survive_a_sigki
         for replica in replicas.values():
             replica.wait_ready()
         sweeping_since = time.monotonic()
-        base = datetime.now(UTC) + timedelta(seconds=2)
-        breaching, closing = seed(engine, base)
-        assert datetime.now(UTC) < base, "seeding took longer than the head start"
+        breaching, closing = seed(engine, datetime.now(UTC) + timedelta(seconds=2))
 
-        # Hold a row lock on a ticket that falls due in 2 s: the sweep that reaches it blocks mid-run,
-        # holding its job claim, and the other replica must wait for it. Then that replica is SIGKILLed.
-        held = sorted(breaching)[8]
+        # Hold a row lock on a ticket that falls due soon: the sweep that reaches it blocks mid-run, holding
+        # its job claim, and the other replica must wait for it. Then that replica is SIGKILLed.
+        soon = datetime.now(UTC) + timedelta(seconds=1)  # after the lock is taken, however slow seeding was
+        held = min((ticket_id for ticket_id, due in breaching.items() if due > soon), key=breaching.__getitem__)
         holder = engine.connect()
         holder.execute(select(Ticket.id).where(Ticket.id == held).with_for_update())
         with engine.connect() as probe:
@@ -284,7 +283,9 @@ def test_two_replicas_record_each_breach_and_auto_close_once_and_survive_a_sigki
         after = [recorded[t] - due[t] for t in due if due[t] > recorded[held]]
         assert after, "the seeded deadlines should reach past the takeover"
         print(f"later deadlines, worst delay: {max(after).total_seconds():.3f} s over {len(after)} items")
-        assert max(after) <= timedelta(seconds=INTERVAL + POLL)  # the survivor keeps the schedule alone
+        # The survivor keeps the schedule alone: an item waits at most until the next run, one interval after
+        # the last one, plus the time a loaded machine takes to wake the runner.
+        assert max(after) <= timedelta(seconds=INTERVAL + 2 * POLL)
 
         scrape = requests.get(f"{survivor.url}/metrics", timeout=5).text  # summed over its two workers
         runs = [line for line in scrape.splitlines() if line.startswith("jobs_run_seconds_count")]
