@@ -31,6 +31,11 @@ from tickets_app.models import SlaPolicy, Ticket, TicketEvent
 from tickets_app.search import PostgresFtsIndex
 from tickets_app.settings import SlaSettings, TicketsSettings
 
+INTERVAL = 2.0  # the sweep's interval in this test (30 s in production)
+POLL = 0.2  # jobs.poll_seconds: how soon a runner looks again at a job another runner holds
+SPACING = 0.25  # seconds between the deadlines of consecutive seeded tickets
+SEEDED = 32  # tickets that breach, and as many that auto-close, due over 8 s
+
 
 def closed_events(session: Session, ticket_id: int) -> int:
     query = select(func.count()).where(
@@ -101,12 +106,6 @@ def test_concurrent_sweeps_auto_close_a_ticket_once(postgres_server: PostgresSer
     first.close()
     second.close()
     engine.dispose()
-
-
-INTERVAL = 2.0  # the sweep's interval in this test (30 s in production)
-POLL = 0.2  # jobs.poll_seconds: how soon a runner looks again at a job another runner holds
-SPACING = 0.25  # seconds between the deadlines of consecutive seeded tickets
-SEEDED = 32  # tickets that breach, and as many that auto-close, due over 8 s
 
 
 class DeskReplica(ManagedProcess):
