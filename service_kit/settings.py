@@ -54,3 +54,14 @@ class JWTSettings:
 class DatabaseSettings:
     url: str = checked("sqlite:///.run/service.sqlite3", url_check("sqlite", "postgresql", "postgresql+psycopg"))
     echo: bool = False
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """How this process's runner shares periodic jobs with every other worker and replica (service_kit/jobs.py)."""
+
+    # The longest a runner sleeps before it reads the schedule again, e.g. while another runner holds a due job.
+    poll_seconds: float = checked(2.0, positive)
+    # PostgreSQL ends a runner's session once it has been silent this long inside a job (a frozen host or a
+    # partition), so another replica can take the job over; a job must not pause longer between statements.
+    stalled_seconds: float = checked(60.0, lambda v: None if v >= 1 else "at least 1 second")

@@ -1,22 +1,24 @@
-"""The support desk's app factory: the service kit, the database, the API, the web UI, the sweeper."""
+"""The support desk's app factory: the service kit, the database, the API, the web UI, the periodic jobs."""
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import threading
 import time
+from functools import partial
 
 from flask import Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from service_kit.alerting import AlertmanagerClient
 from service_kit.alerting.api import acks_blueprint
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth
 from service_kit.db import Database
+from service_kit.jobs import Jobs
 from service_kit.server import RUN_DIR
 from tickets_app.api import api
 from tickets_app.attachments import AttachmentStore, Scanner
@@ -27,8 +29,6 @@ from tickets_app.resources import Resources
 from tickets_app.search import index_for_dialect
 from tickets_app.settings import TicketsSettings
 from tickets_app.web import web
-
-log = logging.getLogger("tickets_app")
 
 
 def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_sweeper: bool = True) -> Flask:
@@ -68,8 +68,13 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     def openapi() -> ResponseReturnValue:
         return jsonify(openapi_document())
 
-    if start_sweeper and settings.sla.sweep_interval_seconds > 0:
-        _start_sweeper(resources)
+    # Once per interval across every worker and replica: the kit's jobs claim each run in the database.
+    jobs = Jobs(db, settings.jobs)
+    if settings.sla.sweep_interval_seconds > 0:
+        jobs.add("sla_sweep", settings.sla.sweep_interval_seconds, partial(_sla_sweep, resources))
+    jobs.init_app(app)
+    if start_sweeper:
+        jobs.start()
     return app
 
 
@@ -118,18 +123,6 @@ def _shared_session_key() -> str:
     return key
 
 
-def _start_sweeper(resources: Resources) -> None:
+def _sla_sweep(resources: Resources, session: Session) -> None:
     """Records breaches whose deadline passed without a ticket change, and auto-closes resolved tickets."""
-    interval = resources.settings.sla.sweep_interval_seconds
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            try:
-                with resources.db.new_session() as session:
-                    resources.desk.sweep(session, resources.clock())
-                    session.commit()
-            except Exception:  # keep sweeping; the next round retries
-                log.exception("SLA sweep failed")
-
-    stop = threading.Event()
-    threading.Thread(target=loop, name="tickets-sla-sweeper", daemon=True).start()
+    resources.desk.sweep(session, resources.clock())

@@ -326,8 +326,12 @@ class Desk:
         for ticket in due:
             self.refresh(session, ticket, now)
         cutoff = now - timedelta(days=self.auto_close_days)
+        # Locked, and skipped when another sweep or a request holds them: otherwise two sweeps at once
+        # (replicas, or old and new during a rolling deploy) both read "resolved" and both close it.
         resolved = session.scalars(
-            select(Ticket).where(Ticket.status == "resolved", Ticket.resolved_at <= cutoff)
+            select(Ticket)
+            .where(Ticket.status == "resolved", Ticket.resolved_at <= cutoff)
+            .with_for_update(skip_locked=True)
         ).all()
         system = Actor(id="system", role="system", name="auto-close")
         for ticket in resolved:

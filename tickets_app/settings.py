@@ -5,14 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service_kit.config import checked, positive, secret, url_check
-from service_kit.settings import DatabaseSettings, JWTSettings, LoggingSettings, SentrySettings, ServerSettings
+from service_kit.settings import (
+    DatabaseSettings,
+    JobsSettings,
+    JWTSettings,
+    LoggingSettings,
+    SentrySettings,
+    ServerSettings,
+)
 
 
 @dataclass(frozen=True)
 class SlaSettings:
     at_risk_minutes: float = checked(60.0, positive)
     auto_close_days: float = checked(4.0, positive)
-    # Breach detection and auto-close; every worker may run it, the unique breach key keeps it once.
+    # Breach detection and auto-close: the job `sla_sweep`, run once per interval across all replicas.
     sweep_interval_seconds: float = checked(30.0, lambda v: None if v >= 0 else "0 (off) or more seconds")
 
 
@@ -50,3 +57,4 @@ class TicketsSettings:
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
