@@ -230,7 +230,10 @@ class Gateway:
                 return self.unavailable(tier)
             verdict = "error"
         elif not decision.allowed:
-            runtime.detector.response(ip, 429, path, fingerprint)
+            if decision.cached:  # the refusal cost no Redis call; the abuse rule counts it in process
+                runtime.detector.local_breach(ip, fingerprint)
+            else:
+                runtime.detector.response(ip, 429, path, fingerprint)
             fields = [*limit_headers(plan, decision), ("Retry-After", str(decision.retry_after_seconds))]
             violated = decision.violated
             detail = f"Quota exceeded: {', '.join(violated)}."

@@ -211,6 +211,7 @@ class AbuseDetector:
         patterns = [compile_glob(p.lower()).pattern for p in settings.attack_path_patterns]
         self._attack = re.compile("|".join(patterns)) if patterns else None
         self._seen_pairs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._local_breaches: dict[str, tuple[float, int]] = {}  # ip -> (window start, 429s from the cache)
 
     def attack_path(self, ip: str, raw_path: str, fingerprint: Fingerprint) -> bool:
         """A known attack path; True when the request must be refused now (rule enforced)."""
@@ -238,6 +239,25 @@ class AbuseDetector:
             self._seen_pairs.popitem(last=False)
         self._event("many_keys", rule, ip, digest[:16], fingerprint)
 
+    def local_breach(self, ip: str, fingerprint: Fingerprint) -> None:
+        """A 429 from the over-limit cache: counted towards ``limit_breaches`` in this process (fixed
+        windows of the rule's period), so a flood of refusals costs Redis nothing until it bans."""
+        rule = self.settings.limit_breaches
+        if rule.mode == "off":
+            return
+        now = self._clock()
+        started, count = self._local_breaches.get(ip, (now, 0))
+        if now - started >= rule.period_seconds:
+            started, count = now, 0
+        if len(self._local_breaches) > 50_000:
+            self._local_breaches.clear()
+        self._local_breaches[ip] = (started, count + 1)
+        if count + 1 >= rule.threshold:
+            try:
+                self._matched("limit_breaches", rule, ip, count + 1, fingerprint)
+            except StorageUnavailable:
+                log.warning("abuse rule limit_breaches skipped: store unavailable")
+
     def _event(self, name: str, rule: RuleSettings, ip: str, member: str, fingerprint: Fingerprint) -> bool:
         if not self._store_available():
             return False  # the circuit to Redis is open: no request waits for a timeout here
@@ -245,14 +265,16 @@ class AbuseDetector:
             count = self.bans.store.record_event(name, ip, member, self._clock(), rule.period_seconds)
             if count < rule.threshold:
                 return False
-            self._on_detect(name, rule.mode)
-            seen = fingerprint()
-            log.warning(
-                "abuse rule %s matched %s (%d in %ds, mode %s)", name, seen, count, rule.period_seconds, rule.mode
-            )
-            if rule.mode != "enforce":
-                return False
-            return self.bans.ban(ip, f"{name}: {seen}", "auto") is not None
+            return self._matched(name, rule, ip, count, fingerprint)
         except StorageUnavailable:
             log.warning("abuse rule %s skipped: store unavailable", name)
             return False
+
+    def _matched(self, name: str, rule: RuleSettings, ip: str, count: int, fingerprint: Fingerprint) -> bool:
+        """A rule's threshold was reached: count it, log it, and ban when the rule enforces."""
+        self._on_detect(name, rule.mode)
+        seen = fingerprint()
+        log.warning("abuse rule %s matched %s (%d in %ds, mode %s)", name, seen, count, rule.period_seconds, rule.mode)
+        if rule.mode != "enforce":
+            return False
+        return self.bans.ban(ip, f"{name}: {seen}", "auto") is not None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Buckets = Mapping[int, int]
 """Counts of one limit by bucket index (``now_ms // bucket_ms``); only the live ones matter."""
@@ -68,6 +68,7 @@ class WindowStatus:
     remaining: int
     reset_seconds: int
     violated: bool
+    reset_ms: int = 0  # reset_seconds before rounding up: how long a violated limit refuses for sure
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,25 @@ class Decision:
     allowed: bool
     windows: tuple[WindowStatus, ...]
     now_ms: int
+    cached: bool = False  # a refusal answered from the over-limit cache, without asking the store
+
+    @property
+    def refused_for_ms(self) -> int:
+        """How long a refusal surely stands: until every violated limit has room for the request again.
+        Other clients' hits (on any replica) can only make the wait longer, never shorter."""
+        return max((w.reset_ms for w in self.windows if w.violated), default=0)
+
+    def aged(self, elapsed_ms: int) -> Decision:
+        """The same refusal ``elapsed_ms`` later: resets count down, the verdict stands (cached)."""
+        windows = tuple(
+            replace(
+                w,
+                reset_ms=max(0, w.reset_ms - elapsed_ms),
+                reset_seconds=max(0, math.ceil((w.reset_ms - elapsed_ms) / 1000)),
+            )
+            for w in self.windows
+        )
+        return Decision(self.allowed, windows, self.now_ms + elapsed_ms, cached=True)
 
     @property
     def retry_after_seconds(self) -> int:
@@ -122,14 +142,15 @@ def status(limit: Limit, counts: Buckets, now_ms: int, cost: int, violated: bool
     if not violated:
         return admitting_status(limit, sum(counts.values()), min(counts) if counts else None, now_ms)
     reset_ms = wait_ms(limit, counts, now_ms, cost)
-    return WindowStatus(limit, max(0, limit.quota - sum(counts.values())), math.ceil(reset_ms / 1000), True)
+    remaining = max(0, limit.quota - sum(counts.values()))
+    return WindowStatus(limit, remaining, math.ceil(reset_ms / 1000), True, reset_ms)
 
 
 def admitting_status(limit: Limit, used: int, oldest: int | None, now_ms: int) -> WindowStatus:
     """``status`` of a limit with room for the request, from its summary: the count in its live buckets
     and the oldest of them (what the Redis script returns instead of every bucket)."""
     reset_ms = limit.expires_at(oldest) - now_ms if oldest is not None else 0
-    return WindowStatus(limit, max(0, limit.quota - used), math.ceil(reset_ms / 1000), False)
+    return WindowStatus(limit, max(0, limit.quota - used), math.ceil(reset_ms / 1000), False, reset_ms)
 
 
 def decide(

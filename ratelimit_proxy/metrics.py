@@ -61,6 +61,11 @@ class ProxyMetrics:
             ["tier", "window"],
             registry=registry,
         )
+        self.local_refusals = Counter(
+            "ratelimit_local_refusals_total",
+            "429s answered from the over-limit cache, without a Redis call (also in ratelimit_requests_total).",
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "ratelimit_redis_errors_total", "Failed or skipped Redis calls on the request path.", registry=registry
         )

@@ -19,6 +19,7 @@ from ratelimit_proxy.guard import AbuseDetector, BanList, KeyDirectory
 from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
+from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import ProxySettings, RedisSettings
 from ratelimit_proxy.store import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
@@ -82,6 +83,7 @@ class Runtime:
         )
         self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
+        self.over_limit = OverLimitCache(settings.limits.over_limit_cache_entries)
         self.listener: ChannelListener | None = None
 
     def listen_for_changes(self) -> None:
@@ -193,7 +195,12 @@ class Runtime:
         return CircuitBreaker(self.settings.redis.breaker_failures, self.settings.redis.breaker_reset_seconds)
 
     def decide(self, bucket: str, limits: tuple[Limit, ...], cost: int) -> Decision | None:
-        """The limiter's decision, or None when the store is unavailable (or the shard's circuit is open)."""
+        """The limiter's decision, or None when the store is unavailable (or the shard's circuit is open).
+        A client still over a limit it was refused for is refused from the over-limit cache."""
+        standing = self.over_limit.check((bucket, limits, cost))
+        if standing is not None:
+            self.metrics.local_refusals.inc()
+            return standing
         try:
             shard = self.limiter.shard(bucket)
         except (redis.RedisError, StorageUnavailable):  # no primary known for the slot right now
@@ -204,7 +211,7 @@ class Runtime:
             breaker = self._shard_breakers.setdefault(shard, self._new_breaker())
         if not breaker.allow():
             return None
-        started = time.perf_counter()
+        started, sent_at = time.perf_counter(), time.monotonic()
         try:
             decision = self.limiter.hit(bucket, limits, cost)
         except StorageUnavailable as exc:
@@ -217,6 +224,8 @@ class Runtime:
             self._show_circuits()
             log.warning("limiter store %s is back, circuit closed", shard)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        if not decision.allowed:
+            self.over_limit.remember((bucket, limits, cost), decision, sent_at)
         return decision
 
     def open_circuits(self) -> list[str]:

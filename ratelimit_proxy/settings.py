@@ -52,6 +52,9 @@ class LimitSettings:
     ai_paths: list[str] = field(default_factory=lambda: ["/api/ai/*"])
     tiers: dict[str, TierSettings] = field(default_factory=default_tiers)
     routes: list[RouteSettings] = field(default_factory=list)
+    # Refusals kept per process so a client over its limit is refused again without a Redis call
+    # (ratelimit_proxy/refusals.py); 0 turns the cache off.
+    over_limit_cache_entries: int = 100_000
 
 
 @dataclass(frozen=True)

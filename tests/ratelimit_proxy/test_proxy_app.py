@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import http_sf
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -15,6 +16,7 @@ from ratelimit_proxy.app import create_app
 from ratelimit_proxy.guard import key_id
 from ratelimit_proxy.settings import ClientSettings, ProxySettings, StaticKey, UpstreamSettings
 from tests.ratelimit_proxy.conftest import Upstream
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +271,28 @@ def test_client_framing_headers_never_reach_the_upstream_and_both_framings_are_r
     assert both.status_code == 400
     assert both.json is not None and both.json["error"]["code"] == "ambiguous_framing"
     assert upstream.served("/api/v1/echo") == before
+
+
+def test_a_client_over_its_limit_is_refused_from_memory_with_no_redis_call(
+    settings_for: Callable[..., ProxySettings], redis_url: str
+) -> None:
+    app = create_app(settings_for())
+    client = app.test_client()
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        assert [client.get("/api/v1/users").status_code for _ in range(5)] == [200] * 5  # burst of 5
+        first = client.get("/api/v1/users")
+        assert first.status_code == 429
+        calls = int(admin.info("commandstats")["cmdstat_evalsha"]["calls"])
+        refused = [client.get("/api/v1/users") for _ in range(20)]
+        assert {r.status_code for r in refused} == {429}
+        assert int(admin.info("commandstats")["cmdstat_evalsha"]["calls"]) == calls  # 0 calls for 20 refusals
+        # burst: 1 s in 10 buckets, so a refusal stands up to 1.1 s (headers round up to whole seconds)
+        assert all(int(r.headers["Retry-After"]) in (1, 2) and "RateLimit" in r.headers for r in refused), [
+            dict(r.headers) for r in refused[:2]
+        ]
+        runtime = app.extensions["ratelimit_proxy"]
+        assert runtime.metrics.local_refusals._value.get() == 20
+        wait_until(lambda: client.get("/api/v1/users").status_code == 200, timeout=3, interval=0.02)
+    finally:
+        app.extensions["ratelimit_proxy"].close()

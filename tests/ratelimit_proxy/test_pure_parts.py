@@ -9,10 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ratelimit_proxy.backends import MemoryLimiter
 from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.clientip import client_ip, parse_networks
 from ratelimit_proxy.guard import BanList, KeyDirectory, key_id
+from ratelimit_proxy.limiter import Limit
 from ratelimit_proxy.policy import Policy, PolicyError
+from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import AbuseSettings, LimitSettings, RouteLimitSettings, RouteSettings
 from ratelimit_proxy.store import KeyRecord, MemoryStore
 from tests.ratelimit_proxy.conftest import ROOT
@@ -146,3 +149,34 @@ def test_auto_ban_duration_never_overflows_and_stays_within_the_cap(
         assert abs(seconds - int(expected)) <= 1  # float rounding at a whole second
     elif factor >= 2.0:
         assert seconds == cap  # far past the cap: exactly the cap
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=700), st.integers(min_value=1, max_value=3)), max_size=80
+    ),
+    quota=st.integers(min_value=1, max_value=6),
+)
+def test_over_limit_cache_refuses_exactly_what_the_limiter_would(steps: list[tuple[int, int]], quota: int) -> None:
+    """A client refused from process memory would have been refused by the store too, and is asked again
+    from the first moment it could be admitted: decisions through the cache equal the limiter's alone."""
+    limits = (Limit("second", quota, 1, 10), Limit("window", quota * 3, 4, 4))
+    at_ms = [1_000_000]
+    cache = OverLimitCache(100, clock=lambda: at_ms[0] / 1000)
+    through_cache, alone = MemoryLimiter(), MemoryLimiter()
+    for gap, cost in steps:
+        at_ms[0] += gap
+        key = ("key:test", limits, cost)
+        decision = cache.check(key)
+        if decision is None:
+            decision = through_cache.hit("key:test", limits, cost, at_ms[0])
+            if not decision.allowed:
+                cache.remember(key, decision, at_ms[0] / 1000)
+        reference = alone.hit("key:test", limits, cost, at_ms[0])
+        assert decision.allowed == reference.allowed, at_ms[0]
+        if not decision.allowed:
+            # equal, or shorter when the client's cheaper requests were admitted since: never later
+            assert decision.retry_after_seconds <= reference.retry_after_seconds
+            if len({cost for _, cost in steps}) == 1:
+                assert decision.retry_after_seconds == reference.retry_after_seconds
