@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from service_kit.health import Degraded
 from service_kit.pubsub import ChannelListener, publish
-from service_kit.redis_connect import AnyRedis, RedisConnection, connect
+from service_kit.redis_connect import REDIS_ERRORS, AnyRedis, RedisConnection, connect
 
 log = logging.getLogger("flags_service.snapshots")
 STORE_SNAPSHOT_LUA = (Path(__file__).with_name("store_snapshot.lua")).read_text(encoding="utf-8")
@@ -144,7 +142,7 @@ class SnapshotCache:
                     document = json.loads(cached)
                     if int(document["version"]) >= wanted:
                         return Snapshot.from_document(document, cached)  # type: ignore[arg-type]
-            except (redis.RedisError, ValueError, KeyError):
+            except (*REDIS_ERRORS, ValueError, KeyError):
                 log.warning("redis snapshot read failed; building from the database")
         snapshot = Snapshot.from_document(self._load(environment))
         self._store(snapshot)
@@ -158,7 +156,7 @@ class SnapshotCache:
             return
         try:
             self._store_script(keys=[self._key(snapshot.environment)], args=[snapshot.version, snapshot.body])
-        except redis.RedisError:
+        except REDIS_ERRORS:
             log.warning("redis snapshot write failed")
 
     # -- writes ---------------------------------------------------------------------------------
@@ -180,7 +178,7 @@ class SnapshotCache:
         assert self._redis is not None
         try:
             publish(self._redis, self._channel, message)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("redis publish failed (%s); other replicas will see the change from the database", exc)
 
     def _notify(self) -> None:

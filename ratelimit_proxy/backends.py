@@ -21,7 +21,7 @@ from redis.crc import key_slot
 
 from ratelimit_proxy.limiter import Decision, Limit, admitting_status, decide, live, status
 from service_kit.errors import ServiceUnavailableError
-from service_kit.redis_connect import AnyRedis
+from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
 log = logging.getLogger("ratelimit_proxy")
 
@@ -237,7 +237,7 @@ class RedisLimiter:
         except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError) as exc:
             self._refresh_topology()
             raise StorageUnavailable(str(exc)) from exc
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StorageUnavailable(str(exc)) from exc
 
     def _call_node(self, node: NodeConnections, command: bytes) -> Any:
@@ -307,7 +307,7 @@ class RedisLimiter:
                 self._refresh_rounds -= 1
             try:
                 self._cluster.nodes_manager.initialize()
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 log.debug("slot map refresh failed: %s", exc)
             time.sleep(self.REFRESH_SECONDS)
 
@@ -337,7 +337,7 @@ class RedisLimiter:
                 for lim in limits:
                     pipe.hgetall(counter_key(bucket, lim))
                 rows = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StorageUnavailable(str(exc)) from exc
         counts = [{int(k): int(v) for k, v in row.items()} for row in rows]
         return decide(limits, counts, now, 0)[0]
@@ -354,7 +354,7 @@ def connected(connection: redis.connection.AbstractConnection) -> redis.connecti
 def _answers(client: AnyRedis) -> bool:
     try:
         return bool(client.ping())
-    except redis.RedisError:
+    except REDIS_ERRORS:
         return False
 
 

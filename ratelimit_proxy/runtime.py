@@ -25,7 +25,7 @@ from ratelimit_proxy.store import CHANGES_CHANNEL, KeyRecord, MemoryStore, Redis
 from service_kit.config import ConfigError
 from service_kit.health import Degraded
 from service_kit.pubsub import ChannelListener, publish
-from service_kit.redis_connect import AnyRedis, connect
+from service_kit.redis_connect import REDIS_ERRORS, AnyRedis, connect
 
 log = logging.getLogger("ratelimit_proxy")
 POLICY_VERSION_KEY = "rl:policy:version"
@@ -147,7 +147,7 @@ class Runtime:
             return 0
         try:
             return int(self.redis.get(POLICY_VERSION_KEY) or 0)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return self._policy_version or 0
 
     def reload_limits(self) -> bool:

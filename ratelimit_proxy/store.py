@@ -14,11 +14,9 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-import redis
-
 from ratelimit_proxy.backends import StorageUnavailable
 from service_kit.pubsub import publish
-from service_kit.redis_connect import AnyRedis
+from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
 OFFENSE_MEMORY_SECONDS = 7 * 86400
 # Every change to keys or bans is announced here ("key <id>", "bans"), so each replica applies it at once
@@ -109,7 +107,7 @@ class MemoryStore:
 def _translated() -> Iterator[None]:
     try:
         yield
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise StorageUnavailable(str(exc)) from exc
 
 

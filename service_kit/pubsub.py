@@ -23,7 +23,7 @@ from collections.abc import Callable
 import redis
 import redis.cluster
 
-from service_kit.redis_connect import AnyRedis
+from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
 log = logging.getLogger("service_kit.pubsub")
 PING_SECONDS = 1.0
@@ -119,7 +119,7 @@ class ChannelListener:
                     if now - pinged >= PING_SECONDS:
                         pubsub.ping(PING_PAYLOAD)
                         pinged = now
-            except (redis.RedisError, OSError):
+            except (*REDIS_ERRORS, OSError):
                 if self.connected.is_set():
                     log.warning("redis pub/sub on %s lost; reconnecting", self._channel)
                 self.connected.clear()

@@ -38,6 +38,9 @@ SCHEMES: dict[str, tuple[Topology, bool]] = {
     "rediss+cluster": ("cluster", True),
 }
 AnyRedis = redis.Redis | redis.cluster.RedisCluster
+# What a Redis call can raise: redis-py's cluster client also raises RedisClusterException ("cannot be
+# connected", "no targets"), which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
 @dataclass(frozen=True)

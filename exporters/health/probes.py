@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import redis
 import requests
 import sqlalchemy
 
 from exporters.database import read_only_engine
 from exporters.scheduling import Attempt
-from service_kit.config import checked, positive
+from service_kit.config import checked, positive, secret
+from service_kit.redis_connect import RedisConnection, connect, redis_url_check
 
 STATUSES = ("healthy", "degraded", "down")
 OUTCOMES = ("success", "degraded", "failure", "timeout")
@@ -51,6 +51,10 @@ class ProbeSpec:
     expect_status: list[int] = dataclasses.field(default_factory=lambda: [200])
     body: BodyCheck | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    # redis: the ACL user and passwords, as in every service's redis section (the URL carries none)
+    username: str = ""
+    password: str = secret()
+    sentinel_password: str = secret()
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,10 @@ def http_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
 
 
 def redis_probe(spec: ProbeSpec) -> Callable[[], ProbeReport]:
-    client = redis.Redis.from_url(
-        spec.target, socket_timeout=spec.timeout_seconds, socket_connect_timeout=spec.timeout_seconds
-    )
+    """PING in any topology (service_kit.redis_connect): the primary a Sentinel names, or every primary
+    of a cluster (one that does not answer fails the probe: its clients are served without limits)."""
+    connection = RedisConnection(spec.target, spec.username, spec.password, spec.sentinel_password)
+    client = connect(connection, timeout_seconds=spec.timeout_seconds)
 
     def probe() -> ProbeReport:
         if client.ping() is not True:
@@ -139,7 +144,7 @@ def tcp_address(target: str) -> tuple[str, int]:
     return address.hostname, address.port
 
 
-TARGET_SCHEMES = {"http": ("http", "https"), "redis": ("redis", "rediss", "unix")}
+TARGET_SCHEMES = {"http": ("http", "https")}
 
 
 def check_target(kind: str, target: str) -> None:
@@ -153,6 +158,9 @@ def check_target(kind: str, target: str) -> None:
             sqlalchemy.make_url(target)
         except sqlalchemy.exc.ArgumentError as error:
             raise ValueError(f"a SQLAlchemy URL, got {target!r}") from error
+    elif kind == "redis":
+        if expected := redis_url_check(target):
+            raise ValueError(f"{expected}, got {target!r}")
     elif urlsplit(target).scheme not in TARGET_SCHEMES[kind]:
         raise ValueError(f"a {' or '.join(TARGET_SCHEMES[kind])} URL, got {target!r}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from pathlib import Path
@@ -11,8 +12,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.health.collector import HealthBook, HealthCollector
 from exporters.health.exporter import HealthExporter
-from exporters.health.probes import BodyCheck, ProbeReport, ProbeSpec, build_probe, grade
+from exporters.health.probes import (
+    PROBE_FACTORIES,
+    BodyCheck,
+    ProbeReport,
+    ProbeSpec,
+    build_probe,
+    check_target,
+    grade,
+)
 from exporters.scheduling import Attempt, PeriodicJob
+from service_kit.redis_connect import REDIS_ERRORS
+from tests.conftest import RedisUnderTest
 from tests.exporters.helpers import SLACK_SECONDS
 from tests.servers import RedisServer, free_port, wait_until
 
@@ -236,3 +247,19 @@ def test_a_failing_job_logs_when_it_starts_failing_and_when_it_recovers(caplog: 
         "probe-redis failed: ConnectionError: refused",
         "probe-redis recovered",
     ]
+
+
+def test_redis_probe_pings_every_topology_with_its_password(any_redis: RedisUnderTest) -> None:
+    connection = any_redis.connection
+    spec = ProbeSpec(
+        "redis",
+        any_redis.url,
+        timeout_seconds=2.0,
+        password=connection.password,
+        sentinel_password=connection.sentinel_password,
+    )
+    check_target("redis", spec.target)
+    assert PROBE_FACTORIES["redis"](spec)().detail == "PONG"
+    if any_redis.password:
+        with pytest.raises(REDIS_ERRORS, match="invalid username-password"):
+            PROBE_FACTORIES["redis"](dataclasses.replace(spec, password="wrong"))()
