@@ -13,6 +13,15 @@ if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]
   export ALERTMANAGER_WEBHOOK_TOKEN
 fi
 
+# Redis requires a password, even on loopback (anyone who reaches it could mint API keys): a local run
+# without REDIS_PASSWORD gets a fresh one, handed to redis-server on stdin (not in `ps`) and to the services
+# through their own settings.
+if [[ -z "${REDIS_PASSWORD:-}" ]]; then
+  REDIS_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
+fi
+export REDIS_PASSWORD RATELIMIT_PROXY_REDIS__PASSWORD="$REDIS_PASSWORD" FLAGS_REDIS__PASSWORD="$REDIS_PASSWORD"
+export EXPORTER_HEALTH_PROBES__REDIS__PASSWORD="$REDIS_PASSWORD"
+
 # honcho stops everything when one process exits, so a port already taken would end the run at once:
 # say which, before starting anything.
 .venv/bin/python - <<'PY'

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -66,8 +67,14 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
                 lambda s=service: f'service_up{{service="{s}"}} 1.0' in requests.get(HEALTH_METRICS, timeout=2).text,
                 timeout=60,
             )
+        # Redis answers nobody without the run's password (it held every API key and ban).
+        with socket.create_connection(("127.0.0.1", 6379), timeout=2) as redis_socket:
+            redis_socket.sendall(b"SET rl:{keys}:minted x\r\n")
+            assert redis_socket.recv(64).startswith(b"-NOAUTH")
         children = psutil.Process(stack.pid).children(recursive=True)
         assert len(children) >= len(ENDPOINTS)
+        log.flush()
+        assert "pub/sub" not in (tmp_path / "up.log").read_text()  # the change listeners never reconnected
     finally:
         os.killpg(stack.pid, signal.SIGINT)  # what one Ctrl-C in the terminal sends
         stack.wait(60)
