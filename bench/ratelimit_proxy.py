@@ -219,14 +219,20 @@ def median_run(runs: list[dict[str, float | str]]) -> dict[str, float | str]:
     return sorted(runs, key=lambda r: float(r["rps"]))[len(runs) // 2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def wrk_arguments(description: str | None, rounds: int = 5) -> argparse.Namespace:
+    """``--seconds`` and ``--rounds`` of the wrk benches; exits naming a missing tool."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs every target once, in turn")
+    parser.add_argument("--rounds", type=int, default=rounds, help="rounds; each runs every target once, in turn")
     args = parser.parse_args()
     for tool in ("redis-server", "nginx", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing (BENCH=1 scripts/system-deps.sh installs it)")
+    return args
+
+
+def main() -> None:
+    args = wrk_arguments(__doc__)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         directory = Path(tmp)
         redis_port, upstream_port, nginx_proxy_port = free_port(), free_port(), free_port()

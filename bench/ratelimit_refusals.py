@@ -13,9 +13,7 @@ Run: .venv/bin/python bench/ratelimit_refusals.py [--seconds 5 --rounds 5] (or `
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -26,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `make bench` runs bench/*.py as scripts
 
-from bench.ratelimit_proxy import HUGE, PATH, ROOT, granian, median_run, nginx_conf, process, wrk
+from bench.ratelimit_proxy import HUGE, PATH, ROOT, granian, median_run, nginx_conf, process, wrk, wrk_arguments
 from bench.wsgi_servers import free_port
 
 ADMITTED = "admitted (every request decided by Redis, forwarded)"
@@ -55,13 +53,7 @@ def config(directory: Path, name: str, redis_url: str, upstream_url: str, port: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs every target once, in turn")
-    args = parser.parse_args()
-    for tool in ("redis-server", "nginx", "wrk"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing (BENCH=1 scripts/system-deps.sh installs it)")
+    args = wrk_arguments(__doc__)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         directory = Path(tmp)
         redis_port, upstream_port = free_port(), free_port()

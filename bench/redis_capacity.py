@@ -13,9 +13,7 @@ Run: .venv/bin/python bench/redis_capacity.py [--seconds 5 --rounds 3] (or `make
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `make bench` runs bench/*.py as scripts
 
-from bench.ratelimit_proxy import HUGE, PATH, ROOT, nginx_conf, process
+from bench.ratelimit_proxy import HUGE, PATH, ROOT, nginx_conf, process, wrk_arguments
 from bench.wsgi_servers import free_port
 from tests.redis_topologies import PASSWORD, RedisClusterServers, RedisNode
 
@@ -99,13 +97,7 @@ def measure(url: str, seconds: int, worker: psutil.Process, nodes: list[RedisNod
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    for tool in ("redis-server", "nginx", "wrk"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing (BENCH=1 scripts/system-deps.sh installs it)")
+    args = wrk_arguments(__doc__, rounds=3)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         directory = Path(tmp)
         script = directory / "clients.lua"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.servers import AlertmanagerServer, PostgresServer, RedisServer, Sentr
 
 __all__ = ["free_port"]
 TOPOLOGIES = ["standalone", "sentinel", "cluster"]
+T = TypeVar("T", bound=RedisConnection)
 
 MINIMAL_ALERTMANAGER = {
     "route": {"receiver": "null", "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
@@ -93,6 +95,16 @@ class RedisUnderTest:
     @property
     def connection(self) -> RedisConnection:
         return RedisConnection(url=self.url, password=self.password, sentinel_password=self.sentinel_password)
+
+    def settings(self, cls: type[T], **fields: object) -> T:
+        """A service's ``redis`` section (a RedisConnection subclass) for this topology, with ``fields``."""
+        connection = self.connection
+        return cls(
+            url=connection.url,
+            password=connection.password,
+            sentinel_password=connection.sentinel_password,
+            **fields,
+        )
 
     def client(self, decode_responses: bool = False) -> AnyRedis:
         return connect(self.connection, timeout_seconds=2.0, decode_responses=decode_responses)

@@ -21,13 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def replicas(settings: FlagsSettings, any_redis: RedisUnderTest) -> Iterator[tuple[Flask, Flask]]:
     """Two replicas on one database and one Redis of the topology under test."""
-    connection = any_redis.connection
-    redis_settings = RedisSettings(
-        url=connection.url,
-        password=connection.password,
-        sentinel_password=connection.sentinel_password,
-        socket_timeout_seconds=1.0,
-    )
+    redis_settings = any_redis.settings(RedisSettings, socket_timeout_seconds=1.0)
     # Polls far beyond the test's patience: only Redis can carry the change in time.
     flags = replace(settings.flags, db_poll_seconds=300.0)
     apps = [create_app(replace(settings, redis=redis_settings, flags=flags)) for _ in range(2)]

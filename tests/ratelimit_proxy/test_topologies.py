@@ -32,14 +32,8 @@ TRUSTED = ClientSettings(trusted_proxies=["127.0.0.1/32"], max_header_bytes=4096
 
 
 def settings_on(redis_under_test: RedisUnderTest, upstream: Upstream, **sections: object) -> ProxySettings:
-    connection = redis_under_test.connection
-    redis_settings = RedisSettings(
-        url=connection.url,
-        password=connection.password,
-        sentinel_password=connection.sentinel_password,
-        timeout_ms=1000,
-        breaker_reset_seconds=0.5,
-        ban_refresh_seconds=0.2,
+    redis_settings = redis_under_test.settings(
+        RedisSettings, timeout_ms=1000, breaker_reset_seconds=0.5, ban_refresh_seconds=0.2
     )
     return dataclasses.replace(build_settings(upstream.url), redis=redis_settings, **sections)  # type: ignore[arg-type]
 
