@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run/redis .run/prometheus .run/alertmanager
 
+# PROMETHEUS_HA=1: the Prometheus HA pair and VictoriaMetrics instead of the one Prometheus. Procfile.ha's lines
+# replace Procfile's of the same name and add the others.
+procfile=Procfile ha_ports=()
+if [[ "${PROMETHEUS_HA:-}" == 1 ]]; then
+  mkdir -p .run/prometheus-2 .run/victoriametrics
+  procfile=.run/Procfile.ha ha_ports=(9091 8428)
+  { grep -v -E "^($(grep -oE '^[a-z0-9-]+' Procfile.ha | paste -sd '|')):" Procfile; cat Procfile.ha; } > "$procfile"
+fi
+
 # Alertmanager and the support desk share one webhook token; a local run without one gets a fresh one.
 if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]]; then
   ALERTMANAGER_WEBHOOK_TOKEN=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
@@ -13,11 +22,11 @@ fi
 
 # honcho stops everything when one process exits, so a port already taken would end the run at once:
 # say which, before starting anything.
-.venv/bin/python - <<'PY'
+.venv/bin/python - "${ha_ports[@]}" <<'PY'
 import socket, sys
 
 taken = []
-for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180):
+for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180, *map(int, sys.argv[1:])):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -28,12 +37,12 @@ if taken:
     sys.exit(f"make up: port(s) {', '.join(taken)} already in use; stop what holds them (a system redis-server?)")
 PY
 
-.venv/bin/python - <<'PY'
+.venv/bin/python - "$procfile" <<'PY'
 import importlib.util, re, sys
 from pathlib import Path
 
 kept = []
-for line in Path("Procfile").read_text().splitlines():
+for line in Path(sys.argv[1]).read_text().splitlines():
     match = re.match(r"^([\w-]+):\s*(.+)$", line)
     if not match:
         continue
@@ -61,4 +70,8 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   Prometheus          http://127.0.0.1:9090
   Alertmanager        http://127.0.0.1:9093
 URLS
+if [[ "${PROMETHEUS_HA:-}" == 1 ]]; then
+  echo "  Prometheus replica 2 http://127.0.0.1:9091   (HA pair; both write to VictoriaMetrics)"
+  echo "  VictoriaMetrics     http://127.0.0.1:8428   (deduplicated: point Grafana here)"
+fi
 exec .venv/bin/honcho -f .run/Procfile -d . start

@@ -1,0 +1,254 @@
+"""The Prometheus HA pair (config/prometheus.ha.yml) writing to VictoriaMetrics, which deduplicates it.
+
+Two real replicas run the shipped file (only targets, ports and timers changed: 1 s scrapes and evaluations)
+and scrape the same fixture targets (tests/alerts/fixture_targets.py: fixed values and fixed rates); both
+write to one VictoriaMetrics with -dedup.minScrapeInterval equal to the scrape interval, and alert to one
+Alertmanager. At one instant T every dashboard query and every rule expression must give, from
+VictoriaMetrics, the series and values replica 1 gives: nothing doubled, no series differing only by
+`replica`. VictoriaMetrics' series carry the external label `environment="local"`, which a Prometheus does
+not show on its own queries; it is set aside before comparing.
+
+Windows: the replicas load the rule files with every range window shortened to RULE_WINDOW, and Grafana's
+$__rate_interval and $__range become what a 1 s scrape interval and a short period give, so the ~10 s of
+data cover every window. Over a window longer than the data, PromQL's rate() and MetricsQL's disagree by
+design; test_over_a_window_longer_than_the_data_... pins that, and the other differences found, one each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from grafana.__main__ import OUTPUT
+from grafana.lint import dashboard_expressions
+from tests.alerts.fixture_targets import JOBS, FixtureTargets
+from tests.alerts.helpers import REPO
+from tests.alerts.stack import AlertingPrometheus
+from tests.conftest import MINIMAL_ALERTMANAGER
+from tests.servers import AlertmanagerServer, VictoriaMetricsServer, free_port, wait_until
+
+HA_CONFIG = REPO / "config" / "prometheus.ha.yml"
+RULE_FILES = sorted((REPO / "alert_rules").glob("*.yml"))
+SCRAPE_INTERVAL = "1s"
+RULE_WINDOW = "6s"
+# What Grafana substitutes with the datasource's scrape interval of 1 s: $__rate_interval is
+# max(4 x scrape interval, $__interval + scrape interval); $__range is the dashboard's period, here 6 s.
+GRAFANA_WINDOWS = {"$__rate_interval": "4s", "$__range": RULE_WINDOW, "$__interval": SCRAPE_INTERVAL}
+# Rule expressions that are empty on both sides by design; every other query must return data.
+EMPTY_BY_DESIGN = {"BusinessActiveUsersDrop": "compares with a week ago; the targets have seconds of history"}
+# Rule expressions whose series VictoriaMetrics names where Prometheus does not, and why that is acceptable.
+NAME_KEPT = {
+    "service:service_up:avg1d": "MetricsQL's avg_over_time keeps the metric name, PromQL's drops it; a recording"
+    " rule replaces the name either way, and the dashboards aggregate it away",
+}
+RELATIVE_TOLERANCE = 0.02  # two scrapers of one counter differ by milliseconds' worth, a doubled value by 100%
+
+
+class Replica(AlertingPrometheus):
+    """One replica as Procfile.ha starts it: PROMETHEUS_REPLICA, expanded into the `replica` external label."""
+
+    def __init__(self, replica: str) -> None:
+        self.replica = replica
+        super().__init__({})
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--enable-feature=expand-external-labels"]
+
+    def environment(self) -> dict[str, str]:
+        return {"PROMETHEUS_REPLICA": self.replica}
+
+    def metric(self, name: str) -> float:
+        """Sum of one of this replica's own metrics, from its /metrics."""
+        body = requests.get(f"{self.url}/metrics", timeout=5).text
+        return sum(float(line.split()[-1]) for line in body.splitlines() if re.match(rf"{name}(\{{| )", line))
+
+
+def shortened(rules_text: str) -> str:
+    """A rule file with every range window set to RULE_WINDOW (`for` and `offset` unchanged)."""
+    return re.sub(r"\[\d+[smhdwy]\]", f"[{RULE_WINDOW}]", rules_text)
+
+
+def replica_config(
+    targets: FixtureTargets, dead: str, replicas: list[Replica], alertmanager: str, victoriametrics: str
+) -> dict[str, Any]:
+    """config/prometheus.ha.yml pointed at the test's servers, with 1 s timers; nothing else changed."""
+    config: dict[str, Any] = yaml.safe_load(HA_CONFIG.read_text())
+    config["global"].update(scrape_interval=SCRAPE_INTERVAL, scrape_timeout=SCRAPE_INTERVAL)
+    config["global"]["evaluation_interval"] = SCRAPE_INTERVAL
+    config["rule_files"] = ["*.rules.yml"]
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
+    (remote_write,) = config["remote_write"]
+    remote_write["url"] = f"{victoriametrics}/api/v1/write"
+    remote_write["queue_config"] = {"batch_send_deadline": "200ms"}  # 5 s by default: the test would wait
+    shipped_addresses = {"127.0.0.1:9090": replicas[0], "127.0.0.1:9091": replicas[1]}
+    for job in config["scrape_configs"]:
+        job.pop("scrape_interval", None)
+        name = job["job_name"]
+        (static,) = job["static_configs"]
+        if name in JOBS:  # and a target that is down, for ExporterDown, ServiceTargetDown, FlagsServiceDown
+            static["targets"] = [targets.address(name), dead]
+        elif name == "prometheus":
+            static["targets"] = [shipped_addresses[t].url.removeprefix("http://") for t in static["targets"]]
+        else:
+            assert name == "alertmanager", f"job {name} of {HA_CONFIG.name} has no fixture target"
+            static["targets"] = [alertmanager]
+    return config
+
+
+class HaPair:
+    """The running pair, VictoriaMetrics, Alertmanager and targets, and the instant T every query is asked at."""
+
+    def __init__(self) -> None:
+        self.targets = FixtureTargets()
+        self.victoriametrics = VictoriaMetricsServer(dedup_interval=SCRAPE_INTERVAL)
+        self.alertmanager = AlertmanagerServer(MINIMAL_ALERTMANAGER)
+        self.replicas = [Replica("1"), Replica("2")]
+        self.servers = [self.victoriametrics, self.alertmanager, *self.replicas]
+        config = replica_config(
+            self.targets,
+            f"127.0.0.1:{free_port()}",
+            self.replicas,
+            self.alertmanager.url.removeprefix("http://"),
+            self.victoriametrics.url,
+        )
+        for replica in self.replicas:
+            for path in RULE_FILES:
+                (replica.workdir / f"{path.stem}.rules.yml").write_text(shortened(path.read_text()))
+            (replica.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        # What the replicas add to what they write (a series' own label of the same name wins: the flags
+        # service's `environment` is kept).
+        self.external_labels = {k: v for k, v in config["global"]["external_labels"].items() if k != "replica"}
+        self.expected_targets = sum(len(job["static_configs"][0]["targets"]) for job in config["scrape_configs"])
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(lambda server: server.start(), self.servers))
+        self.at = self._settle()
+
+    def _settle(self) -> float:
+        """Wait until both replicas scrape every target, then for RULE_WINDOW and two evaluations more, then
+        until VictoriaMetrics has what both replicas sent up to that instant: that instant is T."""
+        wait_until(lambda: all(self._scraping_all(r) for r in self.replicas), timeout=30, interval=0.2)
+        at = float(math.ceil(time.time() + int(RULE_WINDOW.rstrip("s")) + 2))
+        time.sleep(max(0.0, at - time.time()))
+        sent = "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"
+        wait_until(lambda: all(r.metric(sent) >= at + 1 for r in self.replicas), timeout=15, interval=0.2)
+        wait_until(lambda: bool(instant(self.victoriametrics.url, f"timestamp(up) > {at}", at + 1)), timeout=5)
+        return at
+
+    def _scraping_all(self, replica: Replica) -> bool:
+        targets = requests.get(f"{replica.url}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+        return len(targets) == self.expected_targets and all(t["lastScrape"][:4] != "0001" for t in targets)
+
+    def close(self) -> None:
+        for server in reversed(self.servers):
+            server.close()
+        self.targets.close()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[HaPair]:
+    running = HaPair()
+    yield running
+    running.close()
+
+
+def instant(url: str, expr: str, at: float) -> list[dict[str, Any]]:
+    """An instant query at `at` (epoch seconds), through the Prometheus query API that both servers answer."""
+    response = requests.get(f"{url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=10)
+    body = response.json()
+    assert body.get("status") == "success", f"{url}: {expr}: {body}"
+    data = body["data"]
+    if data["resultType"] == "scalar":  # e.g. time(): one unlabelled value
+        return [{"metric": {}, "value": data["result"]}]
+    result: list[dict[str, Any]] = data["result"]
+    return result
+
+
+Answer = dict[tuple[tuple[str, str], ...], float]
+
+
+def answer(result: list[dict[str, Any]], added: dict[str, str] | None = None) -> Answer:
+    """label set -> value, without the labels in `added` (name and value: external labels Prometheus added on
+    the way out); label sets must stay unique (else two series would have become one)."""
+    found: Answer = {}
+    for series in result:
+        labels = tuple(sorted((k, v) for k, v in series["metric"].items() if (added or {}).get(k) != v))
+        assert labels not in found, f"two series with labels {dict(labels)}"
+        found[labels] = float(series["value"][1])
+    return found
+
+
+def differences(expected: Answer, got: Answer) -> list[str]:
+    """What differs between two answers: missing or extra series, or values beyond RELATIVE_TOLERANCE."""
+    found = [f"missing {dict(labels)}" for labels in expected.keys() - got.keys()]
+    found += [f"extra {dict(labels)}" for labels in got.keys() - expected.keys()]
+    for labels in expected.keys() & got.keys():
+        want, have = expected[labels], got[labels]
+        if not math.isclose(want, have, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-9):
+            found.append(f"{dict(labels)}: replica 1 {want}, VictoriaMetrics {have}")
+    return found
+
+
+def compare(pair: HaPair, expr: str, name_kept: bool = False) -> tuple[Answer, list[str]]:
+    """(replica 1's answer, how VictoriaMetrics' differs) for one expression at T. `name_kept`: VictoriaMetrics
+    names the series where Prometheus does not (NAME_KEPT); the name must be there, and is set aside."""
+    vm_result = instant(pair.victoriametrics.url, expr, pair.at)
+    replicated = [s for s in vm_result if "replica" in s["metric"]]
+    assert replicated == [], f"series with a replica label in VictoriaMetrics: {replicated}"
+    if name_kept:
+        assert all(s["metric"].pop("__name__", None) for s in vm_result), f"{expr}: no longer named on VictoriaMetrics"
+    expected = answer(instant(pair.replicas[0].url, expr, pair.at))
+    return expected, differences(expected, answer(vm_result, added=pair.external_labels))
+
+
+def dashboard_queries() -> Iterator[tuple[str, str]]:
+    """(where, expr) of every panel target of every dashboard, with Grafana's variables substituted."""
+    for path in sorted(OUTPUT.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        variables = {f"${v['name']}": v["allValue"] for v in dashboard.get("templating", {}).get("list", [])}
+        for title, expr in dashboard_expressions(dashboard):
+            for variable, value in {**GRAFANA_WINDOWS, **variables}.items():  # "All", as a dashboard opens
+                expr = expr.replace(variable, value)
+            yield f"{path.stem} / {title}", expr
+
+
+def rule_expressions() -> Iterator[tuple[str, str]]:
+    """(rule name, expr) of every alerting and recording rule, as the replicas run them (RULE_WINDOW)."""
+    for path in RULE_FILES:
+        for group in yaml.safe_load(shortened(path.read_text()))["groups"]:
+            for rule in group["rules"]:
+                yield rule.get("alert") or rule["record"], rule["expr"]
+
+
+@pytest.mark.integration
+def test_every_dashboard_query_answers_the_same_from_victoriametrics_as_from_one_replica(pair: HaPair) -> None:
+    queries = dict(dashboard_queries())
+    assert len(queries) >= 80
+    empty, mismatches = [], []
+    for where, expr in queries.items():
+        expected, differ = compare(pair, expr)
+        empty += [f"{where}: {expr}"] if not expected else []
+        mismatches += [f"{where}: {expr}: {difference}" for difference in differ]
+    assert empty == []  # the targets serve every series a panel reads: an empty panel would compare trivially
+    assert mismatches == []
+
+
+@pytest.mark.integration
+def test_every_rule_expression_answers_the_same_from_victoriametrics_as_from_one_replica(pair: HaPair) -> None:
+    rules = list(rule_expressions())
+    assert len(rules) >= 55
+    empty, mismatches = [], []
+    for name, expr in rules:
+        expected, differ = compare(pair, expr, name_kept=name in NAME_KEPT)
+        empty += [name] if not expected else []
+        mismatches += [f"{name}: {expr}: {difference}" for difference in differ]
+    assert sorted(empty) == sorted(EMPTY_BY_DESIGN)
+    assert mismatches == []
