@@ -4,14 +4,20 @@ Each series has a value at start and a rate per second (counters grow, one files
 scrapers of it at any moments agree on every rate, sum and quantile, and a doubled value stands out. The
 values are chosen so that every alert's condition holds (ExporterDown and friends get a target that is down).
 
-Samples carry the moment their value was computed as an explicit timestamp: Prometheus stamps a scrape with its
-start, and two replicas whose scrapes of a growing counter are answered in the other order would otherwise
-hand VictoriaMetrics a counter that goes back by a few milliseconds' worth, which its rate() reads as a reset.
+Samples are stamped with the next whole second after their scrape (an explicit timestamp) and valued at that
+second, so both replicas hand VictoriaMetrics the same samples, one a second, which it must deduplicate, and a
+window holds the same samples on both sides. (A query sees a sample once its time has come, so the newest one
+is under a second old, as with Prometheus's own stamps, and rate() extrapolates as usual.) With Prometheus's
+own stamps, the scrape's start, the replicas' samples fall at different offsets within the second;
+deduplication keeps the later one of each second, so which replica's sample survives, and with it increase()
+over a window, moves by up to a scrape interval's worth when their offsets straddle a second: real, but it
+would make an exact comparison flaky.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -191,7 +197,7 @@ ratelimit_redis_errors_total  0 0.5
 ratelimit_circuit_open  1
 """ + http_metrics("ratelimit-proxy")
 
-# Urgent tickets unassigned, SLAs being breached, 4 more tickets a second created than resolved.
+# Urgent tickets unassigned, SLAs being breached, 8 more tickets a second created than resolved.
 TICKETS = (
     """
 support_tickets_open{status="open",priority="urgent"}     3
@@ -205,8 +211,8 @@ support_tickets_breached{priority="urgent"}  1
 support_tickets_breached{priority="normal"}  0
 support_sla_breaches_total{metric="first_response",priority="urgent"}  0 0.2
 support_sla_breaches_total{metric="resolution",priority="normal"}      0 0.1
-support_tickets_created_total{priority="urgent"}   0 2
-support_tickets_created_total{priority="normal"}   0 3
+support_tickets_created_total{priority="urgent"}   0 4
+support_tickets_created_total{priority="normal"}   0 5
 support_tickets_resolved_total{priority="urgent"}  0 0.5
 support_tickets_resolved_total{priority="normal"}  0 0.5
 """
@@ -254,9 +260,8 @@ class FixtureTargets:
         return f"127.0.0.1:{self.servers[job].server_address[1]}"
 
     def exposition(self, series: list[Series], now: float) -> str:
-        elapsed = now - self.started
-        stamp = int(now * 1000)
-        lines = [f"{s.selector} {s.at(elapsed, self.started)!r} {stamp}" for s in series]
+        second = float(math.ceil(now))
+        lines = [f"{s.selector} {s.at(second - self.started, self.started)!r} {int(second) * 1000}" for s in series]
         return "\n".join(lines) + "\n"
 
     def _handler(self, series: list[Series]) -> type[BaseHTTPRequestHandler]:
