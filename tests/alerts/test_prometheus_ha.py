@@ -53,6 +53,54 @@ NAME_KEPT = {
 RELATIVE_TOLERANCE = 0.02  # two scrapers of one counter differ by milliseconds' worth, a doubled value by 100%
 
 
+DROP_REPLICA = [{"action": "labeldrop", "regex": "replica"}]
+
+
+@pytest.mark.parametrize(
+    ("single", "ha", "replicas", "storage"),
+    [
+        ("prometheus.yml", "prometheus.ha.yml", ["127.0.0.1:9090", "127.0.0.1:9091"], "127.0.0.1:8428"),
+        ("prometheus.compose.yml", "prometheus.compose.ha.yml", ["prometheus:9090", "prometheus-2:9090"],
+         "victoriametrics:8428"),
+    ],
+)  # fmt: skip
+def test_ha_config_is_the_single_config_plus_replica_label_remote_write_and_relabelling(
+    single: str, ha: str, replicas: list[str], storage: str
+) -> None:
+    """The pair scrapes, evaluates and alerts exactly as the one Prometheus does; what it adds is listed here."""
+    config = yaml.safe_load((REPO / "config" / ha).read_text())
+    assert config["global"]["external_labels"].pop("replica") == "${PROMETHEUS_REPLICA}"
+    assert config["alerting"].pop("alert_relabel_configs") == DROP_REPLICA
+    assert config.pop("remote_write") == [
+        {"url": f"http://{storage}/api/v1/write", "write_relabel_configs": DROP_REPLICA}
+    ]
+    (self_scrape,) = [job for job in config["scrape_configs"] if job["job_name"] == "prometheus"]
+    assert self_scrape["static_configs"][0]["targets"] == replicas  # both, by their own addresses
+    expected = yaml.safe_load((REPO / "config" / single).read_text())
+    (single_self_scrape,) = [job for job in expected["scrape_configs"] if job["job_name"] == "prometheus"]
+    self_scrape["static_configs"] = single_self_scrape["static_configs"]
+    assert config == expected
+
+
+def test_procfile_ha_replicas_differ_only_by_replica_port_and_data_and_write_where_victoriametrics_listens() -> None:
+    processes = dict(line.split(": ", 1) for line in (REPO / "Procfile.ha").read_text().splitlines() if line[0] != "#")
+    assert set(processes) == {"prometheus", "prometheus-2", "victoriametrics"}
+    first, second = (processes[name].split() for name in ("prometheus", "prometheus-2"))
+    changed = [(a, b) for a, b in zip(first, second, strict=True) if a != b]
+    assert changed == [
+        ("PROMETHEUS_REPLICA=1;", "PROMETHEUS_REPLICA=2;"),
+        ("--storage.tsdb.path=.run/prometheus", "--storage.tsdb.path=.run/prometheus-2"),
+        ("--web.listen-address=127.0.0.1:9090", "--web.listen-address=127.0.0.1:9091"),
+    ]
+    assert "--config.file=config/prometheus.ha.yml" in first
+    assert "--enable-feature=expand-external-labels" in first
+    config = yaml.safe_load(HA_CONFIG.read_text())
+    storage = processes["victoriametrics"].split()
+    assert f"-dedup.minScrapeInterval={config['global']['scrape_interval']}" in storage
+    listen = next(arg.split("=")[1] for arg in storage if arg.startswith("-httpListenAddr="))
+    assert config["remote_write"][0]["url"] == f"http://{listen}/api/v1/write"
+
+
 class Replica(AlertingPrometheus):
     """One replica as Procfile.ha starts it: PROMETHEUS_REPLICA, expanded into the `replica` external label."""
 
@@ -139,11 +187,15 @@ class HaPair:
         # Half a second off the targets' whole-second stamps: no sample sits on a window's edge, which PromQL
         # includes in the window ([T-w, T]) and MetricsQL does not ((T-w, T]).
         at = math.ceil(time.time() + int(RULE_WINDOW.rstrip("s")) + 2) + 0.5
+        self.wait_written(at, self.replicas)
+        return at
+
+    def wait_written(self, at: float, replicas: list[Replica]) -> None:
+        """Until `at` has passed and VictoriaMetrics shows what `replicas` sent up to a second later."""
         time.sleep(max(0.0, at - time.time()))
         sent = "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"
-        wait_until(lambda: all(r.metric(sent) >= at + 1 for r in self.replicas), timeout=15, interval=0.2)
+        wait_until(lambda: all(r.metric(sent) >= at + 1 for r in replicas), timeout=15, interval=0.2)
         wait_until(lambda: bool(instant(self.victoriametrics.url, f"timestamp(up) > {at}", at + 1)), timeout=5)
-        return at
 
     def _scraping_all(self, replica: Replica) -> bool:
         targets = requests.get(f"{replica.url}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
@@ -206,15 +258,18 @@ def differences(expected: Answer, got: Answer) -> list[str]:
     return found
 
 
-def compare(pair: HaPair, expr: str, name_kept: bool = False) -> tuple[Answer, list[str]]:
-    """(replica 1's answer, how VictoriaMetrics' differs) for one expression at T. `name_kept`: VictoriaMetrics
-    names the series where Prometheus does not (NAME_KEPT); the name must be there, and is set aside."""
-    vm_result = instant(pair.victoriametrics.url, expr, pair.at)
+def compare(
+    pair: HaPair, expr: str, name_kept: bool = False, replica: int = 0, at: float | None = None
+) -> tuple[Answer, list[str]]:
+    """(a replica's answer, how VictoriaMetrics' differs) for one expression, at T unless told. `name_kept`:
+    VictoriaMetrics names the series where Prometheus does not (NAME_KEPT); it must, and the name is set aside."""
+    at = pair.at if at is None else at
+    vm_result = instant(pair.victoriametrics.url, expr, at)
     replicated = [s for s in vm_result if "replica" in s["metric"]]
     assert replicated == [], f"series with a replica label in VictoriaMetrics: {replicated}"
     if name_kept:
         assert all(s["metric"].pop("__name__", None) for s in vm_result), f"{expr}: no longer named on VictoriaMetrics"
-    expected = answer(instant(pair.replicas[0].url, expr, pair.at))
+    expected = answer(instant(pair.replicas[replica].url, expr, at))
     return expected, differences(expected, answer(vm_result, added=pair.external_labels))
 
 
@@ -348,3 +403,21 @@ def test_a_ratio_of_zero_rates_is_nan_on_prometheus_and_no_series_on_victoriamet
     (prometheus,) = instant(pair.replicas[0].url, expr, pair.at)
     assert math.isnan(float(prometheus["value"][1]))
     assert instant(pair.victoriametrics.url, expr, pair.at) == []
+
+
+@pytest.mark.integration
+def test_with_replica_1_stopped_victoriametrics_goes_on_from_replica_2_without_a_gap(pair: HaPair) -> None:
+    """Last in this module: it stops replica 1 for good. Replica 1 writes no staleness markers on shutdown, so
+    its series go on in VictoriaMetrics with replica 2's samples: every second of a window across the stop holds
+    a sample, and every dashboard answers as replica 2 does."""
+    first, second = pair.replicas
+    first.stop()
+    later = math.ceil(time.time()) + 3.5  # (later - 5 s, later] spans the stop
+    pair.wait_written(later, [second])
+    (count,) = instant(pair.victoriametrics.url, "count_over_time(node_load1[5s])", later)
+    assert float(count["value"][1]) == 5
+    mismatches = []
+    for where, expr in dashboard_queries():
+        expected, differ = compare(pair, expr, replica=1, at=later)
+        mismatches += [f"{where}: {expr}: {difference}" for difference in ([] if expected else ["empty"]) + differ]
+    assert mismatches == []
