@@ -101,6 +101,13 @@ def test_procfile_ha_replicas_differ_only_by_replica_port_and_data_and_write_whe
     assert config["remote_write"][0]["url"] == f"http://{listen}/api/v1/write"
 
 
+def procfile_replica_flags() -> list[str]:
+    """The flags Procfile.ha starts a replica with, but for those every test Prometheus sets (paths, address)."""
+    line = next(line for line in (REPO / "Procfile.ha").read_text().splitlines() if line.startswith("prometheus:"))
+    own = {"--config.file", "--storage.tsdb.path", "--web.listen-address", "--web.enable-lifecycle", "--log.level"}
+    return [arg for arg in line.split() if arg.startswith("--") and arg.split("=")[0] not in own]
+
+
 class Replica(AlertingPrometheus):
     """One replica as Procfile.ha starts it: PROMETHEUS_REPLICA, expanded into the `replica` external label."""
 
@@ -109,7 +116,7 @@ class Replica(AlertingPrometheus):
         super().__init__({})
 
     def command(self) -> list[str]:
-        return [*super().command(), "--enable-feature=expand-external-labels"]
+        return [*super().command(), *procfile_replica_flags()]
 
     def environment(self) -> dict[str, str]:
         return {"PROMETHEUS_REPLICA": self.replica}
@@ -202,7 +209,7 @@ class HaPair:
         return len(targets) == self.expected_targets and all(t["lastScrape"][:4] != "0001" for t in targets)
 
     def close(self) -> None:
-        """The replicas first, together: a replica stopping with VictoriaMetrics gone retries its last writes."""
+        """The replicas first, together: one stopping with VictoriaMetrics gone retries its writes for a second."""
         with ThreadPoolExecutor() as pool:
             list(pool.map(lambda server: server.close(), self.replicas))
         self.alertmanager.close()
