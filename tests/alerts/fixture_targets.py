@@ -4,10 +4,11 @@ Each series has a value at start and a rate per second (counters grow, one files
 scrapers of it at any moments agree on every rate, sum and quantile, and a doubled value stands out. The
 values are chosen so that every alert's condition holds (ExporterDown and friends get a target that is down).
 
-Samples are stamped with the next whole second after their scrape (an explicit timestamp) and valued at that
-second, so both replicas hand VictoriaMetrics the same samples, one a second, which it must deduplicate, and a
-window holds the same samples on both sides. (A query sees a sample once its time has come, so the newest one
-is under a second old, as with Prometheus's own stamps, and rate() extrapolates as usual.) With Prometheus's
+Samples are stamped with the next half second (x.5) after their scrape (an explicit timestamp) and valued at
+that moment, so both replicas hand VictoriaMetrics the same samples, one a second, which it must deduplicate,
+and a window or a step ending on a whole second holds the same samples on both sides. (A query sees a sample
+once its time has come, so the newest one is under a second old, as with Prometheus's own stamps, and rate()
+extrapolates as usual.) With Prometheus's
 own stamps, the scrape's start, the replicas' samples fall at different offsets within the second;
 deduplication keeps the later one of each second, so which replica's sample survives, and with it increase()
 over a window, moves by up to a scrape interval's worth when their offsets straddle a second: real, but it
@@ -260,8 +261,8 @@ class FixtureTargets:
         return f"127.0.0.1:{self.servers[job].server_address[1]}"
 
     def exposition(self, series: list[Series], now: float) -> str:
-        second = float(math.ceil(now))
-        lines = [f"{s.selector} {s.at(second - self.started, self.started)!r} {int(second) * 1000}" for s in series]
+        stamp = math.ceil(now - 0.5) + 0.5
+        lines = [f"{s.selector} {s.at(stamp - self.started, self.started)!r} {int(stamp * 1000)}" for s in series]
         return "\n".join(lines) + "\n"
 
     def _handler(self, series: list[Series]) -> type[BaseHTTPRequestHandler]:

@@ -3,13 +3,13 @@
 Two real replicas run the shipped file (only targets, ports and timers changed: 1 s scrapes and evaluations)
 and scrape the same fixture targets (tests/alerts/fixture_targets.py: fixed values and fixed rates); both
 write to one VictoriaMetrics with -dedup.minScrapeInterval equal to the scrape interval, and alert to one
-Alertmanager. At one instant T every dashboard query and every rule expression must give, from
-VictoriaMetrics, the series and values replica 1 gives: nothing doubled, no series differing only by
-`replica`. VictoriaMetrics' series carry the external label `environment="local"`, which a Prometheus does
-not show on its own queries; it is set aside before comparing.
+Alertmanager. At one instant T every dashboard query (as a stat panel's instant query and as a graph's range
+query) and every rule expression must give, from VictoriaMetrics, the series and values replica 1 gives:
+nothing doubled, no series differing only by `replica`. VictoriaMetrics' series carry the external label
+`environment="local"`, which a Prometheus does not show on its own queries; it is set aside before comparing.
 
 Windows: the replicas load the rule files with every range window shortened to RULE_WINDOW, and Grafana's
-$__rate_interval and $__range become what a 1 s scrape interval and a short period give, so the ~10 s of
+$__rate_interval and $__range become what a 1 s scrape interval and a short period give, so the ~12 s of
 data cover every window. Over a window longer than the data, PromQL's rate() and MetricsQL's disagree by
 design; test_over_a_window_longer_than_the_data_... pins that, and the other differences found, one each.
 """
@@ -40,6 +40,7 @@ HA_CONFIG = REPO / "config" / "prometheus.ha.yml"
 RULE_FILES = sorted((REPO / "alert_rules").glob("*.yml"))
 SCRAPE_INTERVAL = "1s"
 RULE_WINDOW = "6s"
+GRAPH_SPAN = 3  # seconds before T that graphs (range queries) are compared over, one point a second
 # What Grafana substitutes with the datasource's scrape interval of 1 s: $__rate_interval is
 # max(4 x scrape interval, $__interval + scrape interval); $__range is the dashboard's period, here 6 s.
 GRAFANA_WINDOWS = {"$__rate_interval": "4s", "$__range": RULE_WINDOW, "$__interval": SCRAPE_INTERVAL}
@@ -188,12 +189,13 @@ class HaPair:
         self.at = self._settle()
 
     def _settle(self) -> float:
-        """Wait until both replicas scrape every target, then for RULE_WINDOW and two evaluations more, then
-        until VictoriaMetrics has what both replicas sent up to that instant: that instant is T."""
+        """Wait until both replicas scrape every target, then until every window of every point compared is
+        covered by their samples (and two evaluations more), then until VictoriaMetrics has what both replicas
+        sent up to that instant: that instant is T."""
         wait_until(lambda: all(self._scraping_all(r) for r in self.replicas), timeout=30, interval=0.2)
-        # Half a second off the targets' whole-second stamps: no sample sits on a window's edge, which PromQL
+        # A whole second, half a second off the targets' stamps: no sample sits on a window's edge, which PromQL
         # includes in the window ([T-w, T]) and MetricsQL does not ((T-w, T]).
-        at = math.ceil(time.time() + int(RULE_WINDOW.rstrip("s")) + 2) + 0.5
+        at = float(math.ceil(time.time() + int(RULE_WINDOW.rstrip("s")) + GRAPH_SPAN + 2))
         self.wait_written(at, self.replicas)
         return at
 
@@ -265,18 +267,36 @@ def differences(expected: Answer, got: Answer) -> list[str]:
     return found
 
 
+def ranged(url: str, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+    """A range query with a 1 s step, as a Grafana graph asks it, flattened into one instant-query series per
+    point: the point's time is the label "@"."""
+    params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1"}
+    body = requests.get(f"{url}/api/v1/query_range", params=params, timeout=10).json()
+    assert body.get("status") == "success", f"{url}: {expr}: {body}"
+    return [
+        {"metric": {**series["metric"], "@": f"{float(at):.3f}"}, "value": [at, value]}
+        for series in body["data"]["result"]
+        for at, value in series["values"]
+    ]
+
+
 def compare(
-    pair: HaPair, expr: str, name_kept: bool = False, replica: int = 0, at: float | None = None
+    pair: HaPair, expr: str, name_kept: bool = False, replica: int = 0, at: float | None = None, span: float = 0
 ) -> tuple[Answer, list[str]]:
-    """(a replica's answer, how VictoriaMetrics' differs) for one expression, at T unless told. `name_kept`:
-    VictoriaMetrics names the series where Prometheus does not (NAME_KEPT); it must, and the name is set aside."""
+    """(a replica's answer, how VictoriaMetrics' differs) for one expression, at T unless told; with a `span`,
+    at every second over the span up to then. `name_kept`: VictoriaMetrics names the series where Prometheus
+    does not (NAME_KEPT); it must, and the name is set aside."""
     at = pair.at if at is None else at
-    vm_result = instant(pair.victoriametrics.url, expr, at)
+
+    def ask(url: str) -> list[dict[str, Any]]:
+        return ranged(url, expr, at - span, at) if span else instant(url, expr, at)
+
+    vm_result = ask(pair.victoriametrics.url)
     replicated = [s for s in vm_result if "replica" in s["metric"]]
     assert replicated == [], f"series with a replica label in VictoriaMetrics: {replicated}"
     if name_kept:
         assert all(s["metric"].pop("__name__", None) for s in vm_result), f"{expr}: no longer named on VictoriaMetrics"
-    expected = answer(instant(pair.replicas[replica].url, expr, at))
+    expected = answer(ask(pair.replicas[replica].url))
     return expected, differences(expected, answer(vm_result, added=pair.external_labels))
 
 
@@ -305,9 +325,10 @@ def test_every_dashboard_query_answers_the_same_from_victoriametrics_as_from_one
     assert len(queries) >= 90
     empty, mismatches = [], []
     for where, expr in queries:
-        expected, differ = compare(pair, expr)
-        empty += [f"{where}: {expr}"] if not expected else []
-        mismatches += [f"{where}: {expr}: {difference}" for difference in differ]
+        for span in (0, GRAPH_SPAN):  # a stat panel's instant query, and a graph's last points
+            expected, differ = compare(pair, expr, span=span)
+            empty += [f"{where}: {expr}"] if not expected else []
+            mismatches += [f"{where}: {expr} (span {span} s): {difference}" for difference in differ]
     assert empty == []  # the targets serve every series a panel reads: an empty panel would compare trivially
     assert mismatches == []
 
@@ -421,7 +442,7 @@ def test_with_replica_1_stopped_victoriametrics_goes_on_from_replica_2_without_a
     a sample, and every dashboard answers as replica 2 does."""
     first, second = pair.replicas
     first.stop()
-    later = math.ceil(time.time()) + 3.5  # (later - 5 s, later] spans the stop
+    later = float(math.ceil(time.time()) + 3)  # (later - 5 s, later] spans the stop
     pair.wait_written(later, [second])
     (count,) = instant(pair.victoriametrics.url, "count_over_time(node_load1[5s])", later)
     assert float(count["value"][1]) == 5
