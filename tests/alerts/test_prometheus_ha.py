@@ -84,7 +84,8 @@ def test_ha_config_is_the_single_config_plus_replica_label_remote_write_and_rela
 
 
 def test_procfile_ha_replicas_differ_only_by_replica_port_and_data_and_write_where_victoriametrics_listens() -> None:
-    processes = dict(line.split(": ", 1) for line in (REPO / "Procfile.ha").read_text().splitlines() if line[0] != "#")
+    lines = (REPO / "Procfile.ha").read_text().splitlines()
+    processes = dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
     assert set(processes) == {"prometheus", "prometheus-2", "victoriametrics"}
     first, second = (processes[name].split() for name in ("prometheus", "prometheus-2"))
     changed = [(a, b) for a, b in zip(first, second, strict=True) if a != b]
