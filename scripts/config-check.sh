@@ -11,6 +11,8 @@ if [[ ${#rules[@]} -gt 0 ]]; then promtool check rules "${rules[@]}"; fi
 if [[ -f config/prometheus.yml ]]; then promtool check config config/prometheus.yml; fi
 if [[ -f config/prometheus.ha.yml ]]; then promtool check config config/prometheus.ha.yml; fi
 if [[ -f config/prometheus.compose.yml ]]; then promtool check config --syntax-only config/prometheus.compose.yml; fi
+if [[ -f config/prometheus.ha.yml ]]; then promtool check config config/prometheus.ha.yml; fi
+if [[ -f config/prometheus.compose.ha.yml ]]; then promtool check config --syntax-only config/prometheus.compose.ha.yml; fi
 if [[ ${#rule_tests[@]} -gt 0 ]]; then promtool test rules "${rule_tests[@]}"; fi
 if [[ -f config/alertmanager.yml ]]; then
   amtool check-config config/alertmanager.yml

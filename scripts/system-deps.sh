@@ -11,6 +11,7 @@ declare -A binary_of=(
   [postgresql]=/usr/lib/postgresql
   [sqlite3]=sqlite3
   [prometheus-node-exporter]=prometheus-node-exporter  # the infra exporter's tests compare against it
+  [victoria-metrics]=victoria-metrics  # long-term storage of the Prometheus HA pair (HA=1 make up)
 )
 if [[ "${BENCH:-}" == 1 ]]; then
   binary_of+=([nginx-light]=nginx [wrk]=wrk)
@@ -42,3 +43,6 @@ done
 for user in redis prometheus postgres; do
   if id "$user" >/dev/null 2>&1; then pkill -u "$user" >/dev/null 2>&1 || true; fi
 done
+# victoria-metrics' daemon likewise (it would hold 8428, where `HA=1 make up` runs VictoriaMetrics).
+if command -v service >/dev/null 2>&1; then service victoria-metrics stop >/dev/null 2>&1 || true; fi
+if id _victoria-metrics >/dev/null 2>&1; then pkill -u _victoria-metrics >/dev/null 2>&1 || true; fi

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # `make up`: run the whole stack in the foreground with honcho; one Ctrl-C stops every process.
 # Processes whose config file or package has not landed yet are left out, so this runs what exists.
-# ALERTMANAGER_HA=1 runs two clustered Alertmanagers and Prometheus sending to both (Procfile.ha).
+# HA=1 runs the Prometheus pair with VictoriaMetrics and two clustered Alertmanagers (Procfile.ha).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run/redis .run/prometheus .run/alertmanager
-export ALERTMANAGER_HA=${ALERTMANAGER_HA:-}
+
+# HA=1: the Prometheus HA pair writing to VictoriaMetrics, and two clustered Alertmanagers, instead of one
+# of each. Procfile.ha's lines replace Procfile's of the same name and add the others.
+procfile=Procfile ha_ports=()
+if [[ "${HA:-}" == 1 ]]; then
+  mkdir -p .run/prometheus-2 .run/victoriametrics .run/alertmanager-2
+  procfile=.run/Procfile.ha ha_ports=(9091 8428 9094 9095 9096)
+  { grep -v -E "^($(grep -oE '^[a-z0-9-]+' Procfile.ha | paste -sd '|')):" Procfile; cat Procfile.ha; } > "$procfile"
+fi
 
 # Alertmanager and the support desk share one webhook token; a local run without one gets a fresh one.
 if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]]; then
@@ -24,12 +32,11 @@ export EXPORTER_HEALTH_PROBES__REDIS__PASSWORD="$REDIS_PASSWORD"
 
 # honcho stops everything when one process exits, so a port already taken would end the run at once:
 # say which, before starting anything.
-.venv/bin/python - <<'PY'
-import os, socket, sys
+.venv/bin/python - "${ha_ports[@]}" <<'PY'
+import socket, sys
 
 taken = []
-ha_ports = (9094, 9095, 9096) if os.environ["ALERTMANAGER_HA"] == "1" else ()  # Procfile.ha's Alertmanagers
-for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180, *ha_ports):
+for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180, *map(int, sys.argv[1:])):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -40,18 +47,12 @@ if taken:
     sys.exit(f"make up: port(s) {', '.join(taken)} already in use; stop what holds them (a system redis-server?)")
 PY
 
-.venv/bin/python - <<'PY'
-import importlib.util, os, re, sys
+.venv/bin/python - "$procfile" <<'PY'
+import importlib.util, re, sys
 from pathlib import Path
 
-lines = Path("Procfile").read_text().splitlines()
-if os.environ["ALERTMANAGER_HA"] == "1":
-    ha = [line for line in Path("Procfile.ha").read_text().splitlines() if re.match(r"^[\w-]+:", line)]
-    replacing = {line.split(":")[0]: line for line in ha}
-    lines = [replacing.pop(line.split(":")[0], line) for line in lines] + list(replacing.values())
-
 kept = []
-for line in lines:
+for line in Path(sys.argv[1]).read_text().splitlines():
     match = re.match(r"^([\w-]+):\s*(.+)$", line)
     if not match:
         continue
@@ -79,5 +80,9 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   Prometheus          http://127.0.0.1:9090
   Alertmanager        http://127.0.0.1:9093
 URLS
-if [[ $ALERTMANAGER_HA == 1 ]]; then echo "  Alertmanager peer   http://127.0.0.1:9095   (clustered with :9093; Prometheus sends to both)"; fi
+if [[ "${HA:-}" == 1 ]]; then
+  echo "  Prometheus replica 2 http://127.0.0.1:9091   (HA pair; both write to VictoriaMetrics)"
+  echo "  VictoriaMetrics     http://127.0.0.1:8428   (deduplicated: point Grafana here)"
+  echo "  Alertmanager peer   http://127.0.0.1:9095   (clustered with :9093; both replicas send to both)"
+fi
 exec .venv/bin/honcho -f .run/Procfile -d . start

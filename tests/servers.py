@@ -345,3 +345,35 @@ def _parse_envelope(body: bytes) -> list[dict[str, Any]]:
             items.append(payload)
         index += 2
     return items
+
+
+class VictoriaMetricsServer(ManagedProcess):
+    """VictoriaMetrics single-node: Prometheus remote_write in at /api/v1/write, the Prometheus query API out.
+
+    `dedup_interval` is -dedup.minScrapeInterval. Unlike a deployment it answers with what it has at once:
+    no -search.latencyOffset (by default queries do not see the last 30 s) and no response cache, so a test
+    can query data the moment it is written.
+    """
+
+    name = "victoriametrics"
+
+    def __init__(self, dedup_interval: str) -> None:
+        super().__init__()
+        self.dedup_interval = dedup_interval
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            "victoria-metrics",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.workdir / 'data'}",
+            f"-dedup.minScrapeInterval={self.dedup_interval}",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+        ]
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/health", timeout=1).status_code == 200

@@ -100,9 +100,12 @@ def test_services_outside_a_profile_do_not_depend_on_one() -> None:
 
 
 def test_prometheus_in_compose_sends_to_every_alertmanager() -> None:
-    """Each peer listed by its own address, never one name in front of several: the peers gossip silences and
-    notifications, not alerts, so a peer that misses an alert (or its resolution) cannot know of it."""
-    config = yaml.safe_load((REPO / "config" / "prometheus.compose.yml").read_text())
+    """In the ha profile each peer is listed by its own address, never one name in front of several: the peers
+    gossip silences and notifications, not alerts, so a peer that misses an alert (or its resolution) cannot
+    know of it. Without the profile only `alertmanager` runs, and only it is listed."""
+    single = yaml.safe_load((REPO / "config" / "prometheus.compose.yml").read_text())
+    assert single["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    config = yaml.safe_load((REPO / "config" / "prometheus.compose.ha.yml").read_text())
     targets = [
         target
         for manager in config["alerting"]["alertmanagers"]
@@ -112,3 +115,38 @@ def test_prometheus_in_compose_sends_to_every_alertmanager() -> None:
     assert targets == [f"{name}:9093" for name in ALERTMANAGERS]
     scraped = [job for job in config["scrape_configs"] if job["job_name"] == "alertmanager"]
     assert scraped[0]["static_configs"][0]["targets"] == targets
+
+
+def test_ha_profile_runs_a_second_replica_and_victoriametrics_and_the_default_stays_one_prometheus() -> None:
+    profiled = {name: service["profiles"] for name, service in SERVICES.items() if "profiles" in service}
+    assert profiled == {"alertmanager-2": ["ha"], "prometheus-2": ["ha"], "victoriametrics": ["ha"]}
+    assert all(set(service.get("depends_on", [])).isdisjoint(profiled) for service in SERVICES.values())
+    first, second = SERVICES["prometheus"], SERVICES["prometheus-2"]
+    assert first["image"] == second["image"]
+    assert [int(str(p).split(":")[0]) for p in second["ports"] + SERVICES["victoriametrics"]["ports"]] == [9091, 8428]
+    # Without PROMETHEUS_CONFIG, `prometheus` runs the single config; with prometheus.ha.yml it is replica 1.
+    config_flag = "--config.file=/etc/prometheus/${PROMETHEUS_CONFIG:-prometheus.yml}"
+    assert first["command"][0] == config_flag
+    assert "./config/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro" in first["volumes"]
+    ha_mount = "./config/prometheus.compose.ha.yml:/etc/prometheus/prometheus.ha.yml:ro"
+    assert ha_mount in first["volumes"] and ha_mount in second["volumes"]
+    assert second["command"] == ["--config.file=/etc/prometheus/prometheus.ha.yml", *first["command"][1:]]
+    assert [first["environment"]["PROMETHEUS_REPLICA"], second["environment"]["PROMETHEUS_REPLICA"]] == ["1", "2"]
+
+
+def test_ha_replicas_write_to_victoriametrics_which_deduplicates_at_their_scrape_interval() -> None:
+    config = yaml.safe_load((REPO / "config" / "prometheus.compose.ha.yml").read_text())
+    assert config["remote_write"][0]["url"] == "http://victoriametrics:8428/api/v1/write"
+    command = SERVICES["victoriametrics"]["command"]
+    assert f"-dedup.minScrapeInterval={config['global']['scrape_interval']}" in command
+    (self_scrape,) = [job for job in config["scrape_configs"] if job["job_name"] == "prometheus"]
+    assert self_scrape["static_configs"][0]["targets"] == ["prometheus:9090", "prometheus-2:9090"]
+
+
+def test_grafana_reads_prometheus_by_default_and_whatever_grafana_prometheus_url_names() -> None:
+    """The dashboards' one datasource (uid vibelux-prometheus) takes its URL from the compose environment."""
+    environment = SERVICES["grafana"]["environment"]
+    assert environment["VIBELUX_PROMETHEUS_URL"] == "${GRAFANA_PROMETHEUS_URL:-http://prometheus:9090}"
+    provisioning = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    (datasource,) = provisioning["datasources"]
+    assert datasource["url"] == "${VIBELUX_PROMETHEUS_URL}"

@@ -1,0 +1,289 @@
+"""Scrape targets with known answers: every series the dashboards and alert rules read, per Prometheus job.
+
+Each series has a value at start and a rate per second (counters grow, one filesystem fills up), so any two
+scrapers of it at any moments agree on every rate, sum and quantile, and a doubled value stands out. The
+values are chosen so that every alert's condition holds (ExporterDown and friends get a target that is down).
+
+Samples are stamped with the next half second (x.5) after their scrape (an explicit timestamp) and valued at
+that moment, so both replicas hand VictoriaMetrics the same samples, one a second, which it must deduplicate,
+and a window or a step ending on a whole second holds the same samples on both sides. (A query sees a sample
+once its time has come, so the newest one is under a second old, as with Prometheus's own stamps, and rate()
+extrapolates as usual.) With Prometheus's
+own stamps, the scrape's start, the replicas' samples fall at different offsets within the second;
+deduplication keeps the later one of each second, so which replica's sample survives, and with it increase()
+over a window, moves by up to a scrape interval's worth when their offsets straddle a second: real, but it
+would make an exact comparison flaky.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Series:
+    selector: str  # name{labels} as exposed
+    value: float  # at start; "@-30" in a table is a moment: 30 s before the targets started
+    per_second: float
+    moment: bool
+
+    def at(self, elapsed: float, started: float) -> float:
+        return self.value + self.per_second * elapsed + (started if self.moment else 0.0)
+
+
+def table(text: str) -> list[Series]:
+    """Series from lines of `selector value [per_second]`, like promtool's input_series but by rate."""
+    series = []
+    for line in filter(str.strip, text.splitlines()):
+        selector, value, *rate = line.split()
+        moment = value.startswith("@")
+        series.append(Series(selector, float(value.lstrip("@")), float(rate[0]) if rate else 0.0, moment))
+    return series
+
+
+def http_metrics(service: str) -> str:
+    """A service's RED metrics: 9% of its requests answered 500, p99 over a second."""
+    api = f'service="{service}",method="GET",route="/api/v1/items"'
+    return f"""
+http_requests_total{{service="{service}",method="GET",route="/healthz",status="200"}} 0 3
+http_requests_total{{{api},status="200"}} 0 5
+http_requests_total{{{api},status="500"}} 0 0.8
+http_request_duration_seconds_bucket{{{api},le="0.1"}} 0 6
+http_request_duration_seconds_bucket{{{api},le="0.5"}} 0 8
+http_request_duration_seconds_bucket{{{api},le="2.5"}} 0 8.8
+http_request_duration_seconds_bucket{{{api},le="+Inf"}} 0 8.8
+http_request_duration_seconds_count{{{api}}} 0 8.8
+vibelux_build_info{{service="{service}",version="1.4.0",python="3.11.2"}} 1
+"""
+
+
+def support_histogram(name: str) -> str:
+    return "".join(
+        f'{name}_bucket{{priority="{priority}",le="{le}"}} 0 {rate}\n'
+        for priority in ("urgent", "normal")
+        for le, rate in (("300", 0.1), ("3600", 0.3), ("14400", 0.35), ("+Inf", 0.4))
+    )
+
+
+# CPU 95% busy, memory 6% free, / 15% free and filling at 1 MB/s, 2% of eth0's packets in error.
+INFRA = """
+node_cpu_seconds_total{cpu="0",mode="idle"}    1000 0.04
+node_cpu_seconds_total{cpu="0",mode="iowait"}  1000 0.01
+node_cpu_seconds_total{cpu="0",mode="user"}    1000 0.9
+node_cpu_seconds_total{cpu="0",mode="system"}  1000 0.05
+node_cpu_seconds_total{cpu="1",mode="idle"}    2000 0.04
+node_cpu_seconds_total{cpu="1",mode="iowait"}  2000 0.01
+node_cpu_seconds_total{cpu="1",mode="user"}    2000 0.9
+node_cpu_seconds_total{cpu="1",mode="system"}  2000 0.05
+node_load1                                      2.5
+node_memory_MemAvailable_bytes                  5e8
+node_memory_MemTotal_bytes                      8e9
+node_disk_read_bytes_total{device="sda"}        0 409600
+node_disk_written_bytes_total{device="sda"}     0 204800
+node_disk_io_time_seconds_total{device="sda"}   0 0.25
+node_filesystem_avail_bytes{device="/dev/sda1",fstype="ext4",mountpoint="/"}      1.5e9 -1e6
+node_filesystem_size_bytes{device="/dev/sda1",fstype="ext4",mountpoint="/"}       1e10
+node_filesystem_avail_bytes{device="/dev/sda2",fstype="ext4",mountpoint="/boot"}  6e8
+node_filesystem_size_bytes{device="/dev/sda2",fstype="ext4",mountpoint="/boot"}   1e9
+node_network_receive_bytes_total{device="eth0"}     0 1e5
+node_network_transmit_bytes_total{device="eth0"}    0 5e4
+node_network_receive_packets_total{device="eth0"}   0 60
+node_network_transmit_packets_total{device="eth0"}  0 40
+node_network_receive_errs_total{device="eth0"}      0 1.5
+node_network_transmit_errs_total{device="eth0"}     0 0.5
+node_network_receive_bytes_total{device="lo"}       0 1e4
+node_network_transmit_bytes_total{device="lo"}      0 1e4
+node_network_receive_packets_total{device="lo"}     0 10
+node_network_transmit_packets_total{device="lo"}    0 10
+node_network_receive_errs_total{device="lo"}        0
+node_network_transmit_errs_total{device="lo"}       0
+vibelux_process_cpu_seconds_total{name="exporters",mode="user"}    0 0.3
+vibelux_process_cpu_seconds_total{name="exporters",mode="system"}  0 0.1
+vibelux_process_cpu_seconds_total{name="services",mode="user"}     0 0.5
+vibelux_process_cpu_seconds_total{name="services",mode="system"}   0 0.2
+vibelux_process_resident_memory_bytes{name="exporters"}  1.5e8
+vibelux_process_resident_memory_bytes{name="services"}   4e8
+vibelux_process_open_fds{name="exporters"}  40
+vibelux_process_open_fds{name="services"}   120
+vibelux_process_threads{name="exporters"}   12
+vibelux_process_threads{name="services"}    30
+vibelux_processes{name="exporters"}  3
+vibelux_processes{name="services"}   5
+"""
+
+# redis down (its probes fail), ai degraded, the others healthy.
+SERVICE_HEALTH = "".join(
+    f"""
+service_up{{service="{service}"}} {int(status != "down")}
+service_status{{service="{service}",status="healthy"}} {int(status == "healthy")}
+service_status{{service="{service}",status="degraded"}} {int(status == "degraded")}
+service_status{{service="{service}",status="down"}} {int(status == "down")}
+service_probe_duration_seconds{{service="{service}"}} {duration}
+service_probe_results_total{{service="{service}",outcome="{outcome}"}} 0 2
+service_last_success_timestamp_seconds{{service="{service}"}} @-{age}
+"""
+    for service, status, duration, outcome, age in (
+        ("api", "healthy", 0.012, "success", 1),
+        ("database", "healthy", 0.004, "success", 1),
+        ("redis", "down", 0.5, "failure", 3600),
+        ("ai", "degraded", 1.8, "degraded", 2),
+        ("payments", "healthy", 0.2, "success", 1),
+    )
+)
+
+# No sign-up in a day; MRR 7% below 30 days ago.
+BUSINESS = """
+business_users{tier="free"}      1200
+business_users{tier="pro"}       300
+business_users{tier="business"}  40
+business_new_signups{window="1d"}   0
+business_new_signups{window="7d"}   35
+business_new_signups{window="30d"}  140
+business_user_growth_ratio{window="7d"}   0.02
+business_user_growth_ratio{window="30d"}  0.08
+business_mrr_usd{tier="free"}      0
+business_mrr_usd{tier="pro"}       6000
+business_mrr_usd{tier="business"}  4000
+business_mrr_change_30d_usd  -800
+business_churned_subscriptions{window="7d"}   3
+business_churned_subscriptions{window="30d"}  11
+business_active_users{window="1d"}   420
+business_active_users{window="7d"}   900
+business_active_users{window="30d"}  1400
+business_active_sessions  37
+business_ai_requests{window="1d"}  5000
+business_ai_requests{window="7d"}  30000
+business_query_errors_total{query="users"}  0 0.1
+business_query_errors_total{query="mrr"}    2
+business_query_duration_seconds{query="users"}  0.02
+business_query_duration_seconds{query="mrr"}    0.05
+business_query_last_success_timestamp_seconds{query="users"}  @-30
+business_query_last_success_timestamp_seconds{query="mrr"}    @-10
+"""
+
+# 12.3 requests/s: a third limited, a seventh of the allowed ones 5xx; Redis erring, circuit open, bans rising.
+RATELIMIT_PROXY = """
+ratelimit_requests_total{tier="free",decision="allowed",status_class="2xx"}       0 4
+ratelimit_requests_total{tier="free",decision="allowed",status_class="5xx"}       0 1
+ratelimit_requests_total{tier="free",decision="limited",status_class="4xx"}       0 4
+ratelimit_requests_total{tier="pro",decision="allowed",status_class="2xx"}        0 2
+ratelimit_requests_total{tier="pro",decision="error",status_class="5xx"}          0 0.5
+ratelimit_requests_total{tier="free",decision="blocked",status_class="4xx"}       0 0.5
+ratelimit_requests_total{tier="free",decision="unauthorized",status_class="4xx"}  0 0.3
+ratelimit_decision_duration_seconds_bucket{le="0.001"}  0 5
+ratelimit_decision_duration_seconds_bucket{le="0.005"}  0 10
+ratelimit_decision_duration_seconds_bucket{le="0.025"}  0 12
+ratelimit_decision_duration_seconds_bucket{le="+Inf"}   0 12.3
+ratelimit_decision_duration_seconds_count               0 12.3
+ratelimit_upstream_duration_seconds_bucket{le="0.05"}   0 3
+ratelimit_upstream_duration_seconds_bucket{le="0.25"}   0 6
+ratelimit_upstream_duration_seconds_bucket{le="1"}      0 6.8
+ratelimit_upstream_duration_seconds_bucket{le="+Inf"}   0 7
+ratelimit_upstream_duration_seconds_count               0 7
+ratelimit_blocked_requests_total{reason="banned"}    0 0.3
+ratelimit_blocked_requests_total{reason="denylist"}  0 0.2
+ratelimit_active_bans  3
+ratelimit_bans_total{source="abuse"}  0 2.5
+ratelimit_bans_total{source="admin"}  0 0.5
+ratelimit_abuse_detections_total{rule="burst",mode="enforce"}  0 1
+ratelimit_abuse_detections_total{rule="scan",mode="shadow"}    0 0.4
+ratelimit_near_limit_total{tier="free",window="minute"}  0 1.5
+ratelimit_redis_errors_total  0 0.5
+ratelimit_circuit_open  1
+""" + http_metrics("ratelimit-proxy")
+
+# Urgent tickets unassigned, SLAs being breached, 8 more tickets a second created than resolved.
+TICKETS = (
+    """
+support_tickets_open{status="open",priority="urgent"}     3
+support_tickets_open{status="open",priority="normal"}     20
+support_tickets_open{status="pending",priority="normal"}  12
+support_tickets_unassigned{priority="urgent"}  2
+support_tickets_unassigned{priority="normal"}  5
+support_tickets_at_risk{priority="urgent"}  1
+support_tickets_at_risk{priority="normal"}  2
+support_tickets_breached{priority="urgent"}  1
+support_tickets_breached{priority="normal"}  0
+support_sla_breaches_total{metric="first_response",priority="urgent"}  0 0.2
+support_sla_breaches_total{metric="resolution",priority="normal"}      0 0.1
+support_tickets_created_total{priority="urgent"}   0 4
+support_tickets_created_total{priority="normal"}   0 5
+support_tickets_resolved_total{priority="urgent"}  0 0.5
+support_tickets_resolved_total{priority="normal"}  0 0.5
+"""
+    + support_histogram("support_first_response_seconds")
+    + support_histogram("support_resolution_seconds")
+    + http_metrics("tickets")
+)
+
+FLAGS = """
+flags_evaluations_total{environment="production",flag="new-checkout",variant="on"}   0 5
+flags_evaluations_total{environment="production",flag="new-checkout",variant="off"}  0 3
+flags_evaluations_total{environment="production",flag="dark-mode",variant="on"}      0 2
+flags_snapshot_version{environment="production"}  42
+flags_snapshot_version{environment="staging"}     7
+flags_sdk_polls_total{environment="production",result="modified"}      0 0.5
+flags_sdk_polls_total{environment="production",result="not_modified"}  0 4
+flags_sdk_polls_total{environment="production",result="error"}         0 0.1
+flags_stale_flags{environment="production"}  2
+flags_stale_flags{environment="staging"}     0
+flags_changes_total{environment="production",action="update"}  0 0.05
+""" + http_metrics("flags")
+
+JOBS: dict[str, list[Series]] = {
+    "infra": table(INFRA),
+    "service-health": table(SERVICE_HEALTH),
+    "business": table(BUSINESS),
+    "ratelimit-proxy": table(RATELIMIT_PROXY),
+    "tickets": table(TICKETS),
+    "flags": table(FLAGS),
+}
+
+
+class FixtureTargets:
+    """One HTTP server per job of JOBS on a free loopback port, serving /metrics from a shared start time."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.servers: dict[str, ThreadingHTTPServer] = {}
+        for job, series in JOBS.items():
+            server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(series))
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers[job] = server
+
+    def address(self, job: str) -> str:
+        return f"127.0.0.1:{self.servers[job].server_address[1]}"
+
+    def exposition(self, series: list[Series], now: float) -> str:
+        stamp = math.ceil(now - 0.5) + 0.5
+        lines = [f"{s.selector} {s.at(stamp - self.started, self.started)!r} {int(stamp * 1000)}" for s in series]
+        return "\n".join(lines) + "\n"
+
+    def _handler(self, series: list[Series]) -> type[BaseHTTPRequestHandler]:
+        targets = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = targets.exposition(series, time.time()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError):  # a replica stopping mid-scrape
+                    self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                """Quiet: two replicas scrape every second."""
+
+        return Handler
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.shutdown()
+            server.server_close()
