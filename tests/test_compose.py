@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -22,8 +23,18 @@ DEFAULT_PORTS = {
     "prometheus": [9090],
     "alertmanager": [9093],
     "grafana": [3000],
-    "redis": [6379],
 }
+
+
+def test_redis_is_never_published_and_never_without_a_password() -> None:
+    """Whoever reaches Redis could write rl:{keys}:* and mint API keys."""
+    redis = SERVICES["redis"]
+    assert "ports" not in redis
+    assert "requirepass" in " ".join(redis["command"])
+    assert redis["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+    environment = COMPOSE["x-service"]["environment"]
+    for prefix in ("RATELIMIT_PROXY_REDIS", "FLAGS_REDIS", "EXPORTER_HEALTH_PROBES__REDIS"):
+        assert environment[f"{prefix}__PASSWORD"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
 
 
 def test_every_component_has_a_service_on_its_default_port() -> None:
@@ -65,7 +76,7 @@ def test_prometheus_in_compose_scrapes_the_compose_services() -> None:
         for job in config["scrape_configs"]
         for static in job.get("static_configs", [])
         for target in static["targets"]
-    }
+    } | {name for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
     for name in ("proxy", "tickets", "flags", "exporter-infra", "exporter-health", "exporter-business"):
         assert name in targets, f"compose Prometheus does not scrape {name}"
 
@@ -150,3 +161,123 @@ def test_grafana_reads_prometheus_by_default_and_whatever_grafana_prometheus_url
     provisioning = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
     (datasource,) = provisioning["datasources"]
     assert datasource["url"] == "${VIBELUX_PROMETHEUS_URL}"
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML as Compose reads it: ``!reset`` (drop what the base file set) and ``!override`` (replace it)."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: Reset())
+ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: Override(
+        loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)
+    ),
+)
+
+
+class Reset:
+    pass
+
+
+class Override:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+MERGED_LISTS = {"ports", "volumes", "secrets", "extra_hosts", "expose"}  # Compose appends these; others replace
+
+
+def compose_merge(base: object, override: object, key: str = "") -> object:
+    """Compose's merge of an override file into a base file, for the fields this repo uses."""
+    if isinstance(override, Reset):
+        return None
+    if isinstance(override, Override):
+        return override.value
+    if key == "depends_on":  # the list form means condition service_started
+        base, override = _depends_map(base), _depends_map(override)
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for name, value in override.items():
+            merged[name] = compose_merge(base.get(name), value, name)
+        return {name: value for name, value in merged.items() if value is not None}
+    if isinstance(base, list) and isinstance(override, list) and key in MERGED_LISTS:
+        return base + [item for item in override if item not in base]
+    return override
+
+
+def _depends_map(value: object) -> object:
+    if isinstance(value, list):
+        return {name: {"condition": "service_started"} for name in value}
+    return value
+
+
+PRODUCTION_FILE = yaml.load((REPO / "docker-compose.production.yml").read_text(), ComposeLoader)  # noqa: S506
+PRODUCTION = compose_merge(COMPOSE, PRODUCTION_FILE)
+PRODUCTION_SERVICES: dict = PRODUCTION["services"]  # type: ignore[index]
+
+
+def test_production_keeps_redis_and_postgres_inside_and_runs_the_services_on_postgres() -> None:
+    published = {int(str(p).split(":")[-1]) for s in PRODUCTION_SERVICES.values() for p in s.get("ports", [])}
+    assert not published & {6379, 5432}
+    assert "ports" not in PRODUCTION_SERVICES["postgres"]
+    urls = {
+        "tickets": PRODUCTION_SERVICES["tickets"]["environment"]["TICKETS_DATABASE__URL"],
+        "flags": PRODUCTION_SERVICES["flags"]["environment"]["FLAGS_DATABASE__URL"],
+        "proxy": PRODUCTION_SERVICES["proxy"]["environment"]["RATELIMIT_PROXY_DATABASE__URL"],
+    }
+    for service, url in urls.items():
+        assert url.startswith("postgresql+psycopg://vibelux:${POSTGRES_PASSWORD:?"), service
+    databases = (REPO / "config" / "postgres" / "create-databases.sql").read_text()
+    for url in urls.values():
+        assert f"CREATE DATABASE {url.rsplit('/', 1)[1]} OWNER vibelux;" in databases
+    assert PRODUCTION_SERVICES["tickets"]["command"] == ["vibelux-tickets", "serve"]  # no demo data
+
+
+def test_production_proxies_are_replicas_reached_only_through_the_balancer_they_trust() -> None:
+    proxy, lb = PRODUCTION_SERVICES["proxy"], PRODUCTION_SERVICES["lb"]
+    assert proxy["deploy"]["replicas"] >= 2
+    assert "ports" not in proxy and "volumes" not in proxy  # no shared SQLite file between replicas
+    assert lb["ports"] == ["8080:8080"]
+    address = lb["networks"]["default"]["ipv4_address"]
+    subnet = PRODUCTION["networks"]["default"]["ipam"]["config"][0]["subnet"]  # type: ignore[index]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    trusted = yaml.safe_load(proxy["environment"]["RATELIMIT_PROXY_CLIENTS__TRUSTED_PROXIES"])
+    assert trusted == [f"{address}/32"]
+    conf = (REPO / "config" / "nginx.lb.conf").read_text()
+    mount = lb["volumes"][0].split(":")
+    assert (REPO / mount[0]).samefile(REPO / "config" / "nginx.lb.conf") and mount[1] == "/etc/nginx/nginx.conf"
+    assert "server proxy:8080" in conf and "proxy_set_header X-Forwarded-For $remote_addr;" in conf
+    assert "underscores_in_headers off;" in conf
+    for config in ("prometheus.compose.yml", "prometheus.compose.ha.yml"):
+        jobs = yaml.safe_load((REPO / "config" / config).read_text())["scrape_configs"]
+        (job,) = [job for job in jobs if job["job_name"] == "ratelimit-proxy"]
+        assert job["dns_sd_configs"] == [{"names": ["proxy"], "type": "A", "port": 9180, "refresh_interval": "30s"}]
+
+
+def test_production_has_a_healthcheck_everywhere_and_starts_on_them() -> None:
+    running = [name for name, s in PRODUCTION_SERVICES.items() if name != "node-exporter"]
+    for name in running:
+        assert "healthcheck" in PRODUCTION_SERVICES[name], f"{name} has no healthcheck"
+    for name, service in PRODUCTION_FILE["services"].items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+            assert "healthcheck" in PRODUCTION_SERVICES[dependency], dependency
+    for profiled in ("prometheus-2", "victoriametrics", "alertmanager-2"):  # the HA pairs, profile ha
+        assert PRODUCTION_SERVICES[profiled]["profiles"] == ["ha"]
+
+
+def test_node_exporter_sees_the_host_and_is_the_only_source_of_node_series() -> None:
+    """Host alerts fired twice when the infra and node jobs both reported node_* series."""
+    node = PRODUCTION_SERVICES["node-exporter"]
+    assert node["pid"] == "host" and node["network_mode"] == "host" and "ports" not in node
+    for config in ("prometheus.compose.yml", "prometheus.compose.ha.yml"):
+        jobs = {
+            job["job_name"]: job for job in yaml.safe_load((REPO / "config" / config).read_text())["scrape_configs"]
+        }
+        assert jobs["infra"]["metric_relabel_configs"] == [
+            {"source_labels": ["__name__"], "regex": "node_.*", "action": "drop"}
+        ]
+        assert jobs["node"]["static_configs"] == [{"targets": ["host.docker.internal:9100"]}]
+    for name in ("prometheus", "prometheus-2"):
+        assert "host.docker.internal:host-gateway" in PRODUCTION_SERVICES[name]["extra_hosts"]
