@@ -239,9 +239,11 @@ def test_production_proxies_are_replicas_reached_only_through_the_balancer_they_
     assert proxy["deploy"]["replicas"] >= 2
     assert "ports" not in proxy and "volumes" not in proxy  # no shared SQLite file between replicas
     assert lb["ports"] == ["8080:8080"]
-    address = lb["networks"]["default"]["ipv4_address"]
-    subnet = PRODUCTION["networks"]["default"]["ipam"]["config"][0]["subnet"]  # type: ignore[index]
-    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    address = ipaddress.IPv4Address(lb["networks"]["default"]["ipv4_address"])
+    (ipam,) = PRODUCTION["networks"]["default"]["ipam"]["config"]  # type: ignore[index]
+    subnet, dynamic = ipaddress.IPv4Network(ipam["subnet"]), ipaddress.IPv4Network(ipam["ip_range"])
+    # No other container can be handed the balancer's address: Docker allocates them from ip_range only.
+    assert dynamic.subnet_of(subnet) and address in subnet and address not in dynamic
     trusted = yaml.safe_load(proxy["environment"]["RATELIMIT_PROXY_CLIENTS__TRUSTED_PROXIES"])
     assert trusted == [f"{address}/32"]
     conf = (REPO / "config" / "nginx.lb.conf").read_text()
