@@ -19,3 +19,18 @@ if [[ -f config/alertmanager.yml ]]; then
   if [[ -f config/alertmanager.compose.yml ]]; then amtool check-config config/alertmanager.compose.yml; fi
   if [[ -x alert_rules/tests/routes.sh ]]; then alert_rules/tests/routes.sh; fi
 fi
+# The production balancer: nginx resolves upstream names while it reads the file, and `proxy` exists only on
+# the compose network, so the check reads it with the replicas pointed at 127.0.0.1 (the one line changed;
+# `nginx -t` opens no listening socket; pid and error_log go last, so an error's line number is the repo
+# file's). tests/ratelimit_proxy/test_load_balancer.py runs it for real.
+if [[ -f config/nginx.lb.conf ]]; then
+  lb_dir=$(mktemp -d)
+  trap 'rm -rf "$lb_dir"' EXIT
+  { sed 's/server proxy:8080 /server 127.0.0.1:8080 /' config/nginx.lb.conf
+    echo "pid $lb_dir/nginx.pid; error_log stderr;"; } >"$lb_dir/nginx.conf"
+  if ! grep -q 'server 127.0.0.1:8080 ' "$lb_dir/nginx.conf"; then
+    echo "config/nginx.lb.conf: no 'server proxy:8080 ...' line to point at 127.0.0.1" >&2
+    exit 1
+  fi
+  PATH="$PATH:/usr/sbin" nginx -q -t -c "$lb_dir/nginx.conf" -p "$lb_dir"  # Debian's non-root PATH lacks sbin
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the stack and its tests run for real; with BENCH=1 also the peers
-# the benchmarks compare against. Root installs with apt-get; anyone else gets the list to install.
+# Installs the Debian packages the stack and its tests run for real; with BENCH=1 also wrk, which
+# drives the benchmarks. Root installs with apt-get; anyone else gets the list to install.
 set -euo pipefail
 
 declare -A binary_of=(
@@ -12,9 +12,11 @@ declare -A binary_of=(
   [sqlite3]=sqlite3
   [prometheus-node-exporter]=prometheus-node-exporter  # the infra exporter's tests compare against it
   [victoria-metrics]=victoria-metrics  # long-term storage of the Prometheus HA pair (HA=1 make up)
+  [nginx-light]=/usr/sbin/nginx  # the production balancer, run for real (and the benches' upstream);
+                                 # a path: /usr/sbin is not on a non-root user's PATH on Debian
 )
 if [[ "${BENCH:-}" == 1 ]]; then
-  binary_of+=([nginx-light]=nginx [wrk]=wrk)
+  binary_of+=([wrk]=wrk)
 fi
 
 missing=()
