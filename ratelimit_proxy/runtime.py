@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import redis
 from prometheus_client import CollectorRegistry
 
 from ratelimit_proxy.backends import LimiterBackend, MemoryLimiter, RedisLimiter, StorageUnavailable
@@ -203,7 +202,7 @@ class Runtime:
             return standing
         try:
             shard = self.limiter.shard(bucket)
-        except (redis.RedisError, StorageUnavailable):  # no primary known for the slot right now
+        except (*REDIS_ERRORS, StorageUnavailable):  # no primary known for the slot right now
             self.metrics.redis_errors.inc()
             return None
         breaker = self._shard_breakers.get(shard)
@@ -237,7 +236,7 @@ class Runtime:
     def limiter_readiness(self) -> Degraded | bool:
         """For ``/readyz``: every limiter shard answers (True), or some clients are served unlimited (fail
         open: degraded) or refused (fail closed: an error)."""
-        down = [shard or "redis" for shard, ok in self.limiter_shards().items() if not ok]
+        down = [shard or "redis" for shard, ok in self.limiter.ping_shards().items() if not ok]
         if self.breaker.is_open and "redis" not in down:
             down.append("redis")
         down += [shard for shard in self.open_circuits() if shard not in down]
@@ -246,10 +245,6 @@ class Runtime:
         if self.failure_mode == "closed":
             raise StorageUnavailable(f"limiter refusing requests: {', '.join(down)} unavailable")
         return Degraded(f"limiter failing open: {', '.join(down)} unavailable")
-
-    def limiter_shards(self) -> dict[str, bool]:
-        ping = getattr(self.limiter, "ping_shards", None)
-        return ping() if ping is not None else {}
 
     @property
     def failure_mode(self) -> str:

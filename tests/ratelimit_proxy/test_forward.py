@@ -173,6 +173,9 @@ def test_unexpected_error_is_a_json_500_with_request_id_and_reaches_sentry(
         def shards(self) -> set[str]:
             return {""}
 
+        def ping_shards(self) -> dict[str, bool]:
+            return {}
+
     sentry_sink.clear()
     settings = settings_for(sentry=SentrySettings(dsn=sentry_sink.dsn, environment="test"))
     app: Flask = create_app(settings, limiter=BrokenLimiter())  # type: ignore[arg-type]
