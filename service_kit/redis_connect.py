@@ -149,8 +149,9 @@ def connect(
         "password": settings.password or None,
     }
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": settings.ca_file or None} if target.tls else {}
-    if target.topology == "standalone":
-        return redis.Redis.from_url(target.url, retry=Retry(NoBackoff(), retries), **options)
+    if target.topology == "standalone":  # rediss:// itself turns TLS on
+        ca = {"ssl_ca_certs": settings.ca_file} if target.tls and settings.ca_file else {}
+        return redis.Redis.from_url(target.url, retry=Retry(NoBackoff(), retries), **options, **ca)
     if target.topology == "sentinel":
         sentinel_options: dict[str, Any] = {
             "socket_timeout": timeout_seconds,
