@@ -167,13 +167,3 @@ def connect(
     return redis.cluster.RedisCluster(
         startup_nodes=nodes, retry=Retry(NoBackoff(), max(retries, 1)), require_full_coverage=False, **options, **tls
     )
-
-
-def describe(settings: RedisConnection) -> str:
-    """``cluster of 6 seed nodes``-style text for start-up logs (no credentials)."""
-    target = settings.target
-    if target.topology == "standalone":
-        return f"redis at {target.url.rpartition('@')[2]}"
-    if target.topology == "sentinel":
-        return f"redis primary {target.master_name!r} from {len(target.addresses)} sentinels"
-    return f"redis cluster from {len(target.addresses)} seed nodes"
