@@ -491,6 +491,10 @@ def ratelimit() -> dict[str, Any]:
                         "Redis errors and circuit",
                         Q(f"sum(rate(ratelimit_redis_errors_total[{RATE}]))", "Redis errors/s"),
                         Q("max(ratelimit_circuit_open)", "circuit open"),
+                        Q(
+                            f"sum(rate(ratelimit_local_refusals_total[{RATE}]))",
+                            "429s without Redis (over-limit cache)/s",
+                        ),
                         unit="short",
                         width=8,
                     ),

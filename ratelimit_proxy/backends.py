@@ -59,6 +59,10 @@ class LimiterBackend(Protocol):
         """Every shard deciding requests now."""
         ...
 
+    def ping_shards(self) -> dict[str, bool]:
+        """Whether each shard's storage answers now (readiness); empty when nothing is remote."""
+        ...
+
 
 class MemoryLimiter:
     """One process's counters under a lock. Stale buckets are dropped on every touch and idle keys
@@ -98,6 +102,9 @@ class MemoryLimiter:
 
     def shards(self) -> set[str]:
         return {""}
+
+    def ping_shards(self) -> dict[str, bool]:
+        return {}
 
     def _sweep(self, now: int) -> None:
         idle = [k for k, (counts, lim) in self._counts.items() if not live(lim, counts, now)]

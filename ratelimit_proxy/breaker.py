@@ -36,6 +36,11 @@ class CircuitBreaker:
         """Record a good call; True when it closed an open circuit."""
         if self._failures == 0:  # the hot path: nothing to reset, no lock taken
             return False
+        return self.reset()
+
+    def reset(self) -> bool:
+        """Close the circuit now (the store is known to be back: a Sentinel named a new primary); True
+        when it was open."""
         with self._lock:
             was_open = self._opened_at is not None
             self._failures, self._opened_at, self._trial_running = 0, None, False

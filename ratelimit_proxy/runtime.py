@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import redis
+import redis.sentinel
 from prometheus_client import CollectorRegistry
 
 from ratelimit_proxy.backends import LimiterBackend, MemoryLimiter, RedisLimiter, StorageUnavailable
@@ -85,6 +85,7 @@ class Runtime:
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
         self.over_limit = OverLimitCache(settings.limits.over_limit_cache_entries)
         self.listener: ChannelListener | None = None
+        self._sentinel_listener: ChannelListener | None = None
 
     def listen_for_changes(self) -> None:
         """Apply key, ban and tier changes announced by any process as they happen. The polls (bans every
@@ -97,10 +98,28 @@ class Runtime:
             client, CHANGES_CHANNEL, self.apply_change, on_connect=self.resync, name="ratelimit-changes"
         )
         self.listener.start()
+        pool = getattr(self.redis, "connection_pool", None)
+        if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+            # The Sentinels announce a new primary the moment they switch: the breaker closes at once
+            # instead of at its next trial (up to breaker_reset_seconds later).
+            self._sentinel_listener = ChannelListener(
+                pool.sentinel_manager.sentinels,
+                "+switch-master",
+                lambda message: self._primary_switched(message, pool.service_name),
+                name="ratelimit-sentinel",
+            )
+            self._sentinel_listener.start()
+
+    def _primary_switched(self, message: str, master_name: str) -> None:
+        """``+switch-master <name> <old ip> <old port> <new ip> <new port>`` from a Sentinel."""
+        if message.split(" ", 1)[0] == master_name and self.breaker.reset():
+            self._show_circuits()
+            log.warning("sentinel switched %s to a new primary, circuit closed", master_name)
 
     def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
+        for listener in (self.listener, self._sentinel_listener):
+            if listener is not None:
+                listener.close()
 
     def apply_change(self, message: str) -> None:
         kind, _, subject = message.partition(" ")
@@ -203,7 +222,7 @@ class Runtime:
             return standing
         try:
             shard = self.limiter.shard(bucket)
-        except (redis.RedisError, StorageUnavailable):  # no primary known for the slot right now
+        except (*REDIS_ERRORS, StorageUnavailable):  # no primary known for the slot right now
             self.metrics.redis_errors.inc()
             return None
         breaker = self._shard_breakers.get(shard)
@@ -237,7 +256,7 @@ class Runtime:
     def limiter_readiness(self) -> Degraded | bool:
         """For ``/readyz``: every limiter shard answers (True), or some clients are served unlimited (fail
         open: degraded) or refused (fail closed: an error)."""
-        down = [shard or "redis" for shard, ok in self.limiter_shards().items() if not ok]
+        down = [shard or "redis" for shard, ok in self.limiter.ping_shards().items() if not ok]
         if self.breaker.is_open and "redis" not in down:
             down.append("redis")
         down += [shard for shard in self.open_circuits() if shard not in down]
@@ -246,10 +265,6 @@ class Runtime:
         if self.failure_mode == "closed":
             raise StorageUnavailable(f"limiter refusing requests: {', '.join(down)} unavailable")
         return Degraded(f"limiter failing open: {', '.join(down)} unavailable")
-
-    def limiter_shards(self) -> dict[str, bool]:
-        ping = getattr(self.limiter, "ping_shards", None)
-        return ping() if ping is not None else {}
 
     @property
     def failure_mode(self) -> str:

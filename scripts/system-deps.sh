@@ -5,6 +5,7 @@ set -euo pipefail
 
 declare -A binary_of=(
   [redis-server]=redis-server
+  [redis-sentinel]=redis-sentinel  # Sentinel topologies in the tests (tests/redis_topologies.py)
   [prometheus]=promtool
   [prometheus-alertmanager]=prometheus-alertmanager
   [chromium]=chromium
@@ -37,7 +38,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts some daemons on install; the stack and the tests run their own on their own ports.
-for service in redis-server prometheus prometheus-alertmanager prometheus-node-exporter nginx postgresql; do
+for service in redis-server redis-sentinel prometheus prometheus-alertmanager prometheus-node-exporter nginx postgresql; do
   if command -v service >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
 done
 # Where no init system stopped them, the packages' daemons still run under their own system users and

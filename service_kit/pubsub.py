@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 import redis.cluster
@@ -57,9 +57,12 @@ def publish(client: AnyRedis, channel: str, message: str) -> None:
 
 
 class ChannelListener:
+    """``client`` may also be a list of equivalent servers (the Sentinels of one deployment): each attempt
+    subscribes on the next in turn."""
+
     def __init__(
         self,
-        client: AnyRedis,
+        client: AnyRedis | Sequence[redis.Redis],
         channel: str,
         on_message: Callable[[str], None],
         on_connect: Callable[[], None] = lambda: None,
@@ -91,6 +94,8 @@ class ChannelListener:
             nodes = sorted(self._client.get_nodes(), key=lambda node: node.name)
             node = nodes[turn % len(nodes)] if nodes else None
             return self._client.pubsub(node=node, ignore_subscribe_messages=True)
+        if isinstance(self._client, Sequence):
+            return self._client[turn % len(self._client)].pubsub(ignore_subscribe_messages=True)
         return self._client.pubsub(ignore_subscribe_messages=True)
 
     def _run(self) -> None:

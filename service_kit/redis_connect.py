@@ -136,10 +136,10 @@ def connect(
     *,
     timeout_seconds: float,
     decode_responses: bool = False,
-    retries: int = 0,
 ) -> AnyRedis:
-    """A client for ``settings``, in its topology. Calls give up after ``timeout_seconds``; ``retries``
-    extra attempts on connection errors (0 on request paths: an outage costs one timeout, not several)."""
+    """A client for ``settings``, in its topology. Calls give up after ``timeout_seconds`` and are not
+    retried (an outage costs one timeout, not several); a cluster client retries once, after re-reading
+    its slot map, since a moved slot is normal there."""
     target = settings.target
     options: dict[str, Any] = {
         "socket_timeout": timeout_seconds,
@@ -149,8 +149,9 @@ def connect(
         "password": settings.password or None,
     }
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": settings.ca_file or None} if target.tls else {}
-    if target.topology == "standalone":
-        return redis.Redis.from_url(target.url, retry=Retry(NoBackoff(), retries), **options)
+    if target.topology == "standalone":  # rediss:// itself turns TLS on
+        ca = {"ssl_ca_certs": settings.ca_file} if target.tls and settings.ca_file else {}
+        return redis.Redis.from_url(target.url, retry=Retry(NoBackoff(), 0), **options, **ca)
     if target.topology == "sentinel":
         sentinel_options: dict[str, Any] = {
             "socket_timeout": timeout_seconds,
@@ -159,20 +160,8 @@ def connect(
             **tls,
         }
         sentinel = redis.sentinel.Sentinel(list(target.addresses), sentinel_kwargs=sentinel_options)
-        return sentinel.master_for(
-            target.master_name, db=target.db, retry=Retry(NoBackoff(), retries), **options, **tls
-        )
+        return sentinel.master_for(target.master_name, db=target.db, retry=Retry(NoBackoff(), 0), **options, **tls)
     nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.addresses]
     return redis.cluster.RedisCluster(
-        startup_nodes=nodes, retry=Retry(NoBackoff(), max(retries, 1)), require_full_coverage=False, **options, **tls
+        startup_nodes=nodes, retry=Retry(NoBackoff(), 1), require_full_coverage=False, **options, **tls
     )
-
-
-def describe(settings: RedisConnection) -> str:
-    """``cluster of 6 seed nodes``-style text for start-up logs (no credentials)."""
-    target = settings.target
-    if target.topology == "standalone":
-        return f"redis at {target.url.rpartition('@')[2]}"
-    if target.topology == "sentinel":
-        return f"redis primary {target.master_name!r} from {len(target.addresses)} sentinels"
-    return f"redis cluster from {len(target.addresses)} seed nodes"

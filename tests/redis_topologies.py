@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import redis
 
@@ -220,18 +219,3 @@ class RedisSentinelServers:
     def close(self) -> None:
         for process in [*self.sentinels, self.primary, self.replica]:
             process.close()
-
-
-def redis_environment(prefix: str) -> dict[str, str]:
-    """The environment a service takes the topologies' password from."""
-    return {f"{prefix}_REDIS__PASSWORD": PASSWORD}
-
-
-def wait_seconds(predicate: object, timeout: float = 30.0) -> float:
-    """Seconds until ``predicate()`` holds (polling every 20 ms)."""
-    started = time.monotonic()
-    wait_until(predicate, timeout=timeout, interval=0.02)  # type: ignore[arg-type]
-    return time.monotonic() - started
-
-
-__all__ = ["PASSWORD", "RedisClusterServers", "RedisSentinelServers", "redis_environment", "wait_seconds"]

@@ -23,7 +23,13 @@ COMPOSE_CONFIG = Path("config/prometheus.compose.yml")
 
 
 def jobs(config: dict[str, Any]) -> dict[str, list[str]]:
-    return {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    """Each job's targets: static ones, or ``name:port`` for each name found by DNS (compose's proxy replicas)."""
+    return {
+        job["job_name"]: job["static_configs"][0]["targets"]
+        if "static_configs" in job
+        else [f"{name}:{sd['port']}" for sd in job["dns_sd_configs"] for name in sd["names"]]
+        for job in config["scrape_configs"]
+    }
 
 
 def contract_jobs() -> set[str]:

@@ -5,7 +5,8 @@ shared by tests/ratelimit_proxy/test_failover.py (which asserts the goals) and b
 Clients send at a fixed rate each, above their per-second quota, so every response says whether limits
 applied: a 429, or RateLimit headers, means the limiter decided; neither means it failed open. Timed from
 the kill: when the topology promoted a replica (detection), and when the victim client's requests were
-decided again (resumed). ``/readyz`` of the admin process is polled throughout.
+decided again (resumed). Then the killed node starts again and rejoins as a replica, and requests go on
+being decided. ``/readyz`` of the admin process is polled throughout.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FailoverResult:
     resumed_seconds: float  # kill -> the victim client's requests decided again
     samples: list[Sample] = field(default_factory=list)
     readiness: list[tuple[float, str]] = field(default_factory=list)
+    returned_as: str = ""  # the killed node's role once it ran again
 
     @property
     def statuses(self) -> Counter[int]:
@@ -157,7 +159,11 @@ def run(topology: str, tmp: Path, upstream_url: str, after_resume: float = 2.0) 
         wait_until(lambda: replica.role() == "master", timeout=30, interval=0.02)
         promoted_at = time.monotonic()
         wait_until(lambda: _resumed_at(samples, killed_at) is not None, timeout=30, interval=0.02)
+        # The old primary comes back, as a replica now (the cluster report: limits never returned after this).
+        master.start()  # a Sentinel turns it into a replica some seconds after it answers again
+        wait_until(lambda: master.role() == "slave", timeout=20, interval=0.1)
         time.sleep(after_resume)
+        returned_as = master.role()
     finally:
         stop.set()
         for thread in threads:
@@ -174,6 +180,7 @@ def run(topology: str, tmp: Path, upstream_url: str, after_resume: float = 2.0) 
         resumed_at - killed_at,
         samples,
         [(at - killed_at, status) for at, status in readiness],
+        returned_as,
     )
 
 

@@ -21,7 +21,9 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from ratelimit_proxy.app import create_app
+from ratelimit_proxy.backends import MemoryLimiter
 from ratelimit_proxy.forward import BadHeader, UpstreamError
+from ratelimit_proxy.limiter import Decision
 from ratelimit_proxy.settings import ProxySettings
 from service_kit.settings import SentrySettings
 from tests.ratelimit_proxy.conftest import Script, ScriptedServer, ok
@@ -160,18 +162,12 @@ def test_bad_header_through_the_proxy_is_a_400_naming_the_problem(
 def test_unexpected_error_is_a_json_500_with_request_id_and_reaches_sentry(
     settings_for: Callable[..., ProxySettings], sentry_sink: SentrySink
 ) -> None:
-    class BrokenLimiter:
-        def hit(self, *args: object, **kwargs: object) -> object:
+    class BrokenLimiter(MemoryLimiter):
+        def hit(self, *args: object, **kwargs: object) -> Decision:
             raise RuntimeError("limiter exploded")
 
-        def peek(self, *args: object, **kwargs: object) -> object:
+        def peek(self, *args: object, **kwargs: object) -> Decision:
             raise RuntimeError("limiter exploded")
-
-        def shard(self, bucket: str) -> str:
-            return ""
-
-        def shards(self) -> set[str]:
-            return {""}
 
     sentry_sink.clear()
     settings = settings_for(sentry=SentrySettings(dsn=sentry_sink.dsn, environment="test"))

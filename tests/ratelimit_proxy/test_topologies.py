@@ -26,6 +26,7 @@ from tests.conftest import RedisUnderTest
 from tests.ratelimit_proxy.conftest import ROOT, Upstream, build_settings
 from tests.ratelimit_proxy.test_admin_abuse import admin_token
 from tests.redis_topologies import RedisClusterServers
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.integration
 TRUSTED = ClientSettings(trusted_proxies=["127.0.0.1/32"], max_header_bytes=4096)
@@ -163,3 +164,24 @@ def test_keys_and_bans_of_the_old_layout_move_to_the_cluster_safe_one(
         assert not old.exists("rl:keys", "rl:bans", "rl:key:" + "a" * 64)
     finally:
         runtime.close()
+
+
+def test_a_tier_reload_reaches_another_process_on_any_topology(
+    any_redis: RedisUnderTest, upstream: Upstream, tmp_path: Path
+) -> None:
+    """POST /api/v1/reload in the admin process: the proxy (its own runtime, as another process would have)
+    hears the announcement and reads its tier file again before its next request."""
+    database = DatabaseSettings(url=f"sqlite:///{tmp_path / 'proxy.sqlite3'}")
+    settings = settings_on(any_redis, upstream, database=database)
+    free = dataclasses.replace(settings.limits.tiers["free"], per_minute=7)
+    changed = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, tiers={"free": free}))
+    proxy = create_app(settings, reload=lambda: changed)
+    admin = create_admin_app(settings, reload=lambda: changed).test_client()
+    client = proxy.test_client()
+    try:
+        assert '"minute";q=20' in client.get("/api/v1/users").headers["RateLimit-Policy"]
+        headers = {"Authorization": f"Bearer {admin_token(database.url)}"}
+        assert admin.post("/api/v1/reload", headers=headers).status_code == 200
+        wait_until(lambda: '"minute";q=7' in client.get("/api/v1/users").headers["RateLimit-Policy"], timeout=3)
+    finally:
+        proxy.extensions["ratelimit_proxy"].close()
