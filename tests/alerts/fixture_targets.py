@@ -167,7 +167,8 @@ business_query_last_success_timestamp_seconds{query="users"}  @-30
 business_query_last_success_timestamp_seconds{query="mrr"}    @-10
 """
 
-# 12.3 requests/s: a third limited, a seventh of the allowed ones 5xx; Redis erring, circuit open, bans rising.
+# 12.3 requests/s: a third limited (3 of those 4/s from the over-limit cache), a seventh of the allowed ones
+# 5xx; Redis erring, circuit open, bans rising.
 RATELIMIT_PROXY = """
 ratelimit_requests_total{tier="free",decision="allowed",status_class="2xx"}       0 4
 ratelimit_requests_total{tier="free",decision="allowed",status_class="5xx"}       0 1
@@ -196,6 +197,7 @@ ratelimit_abuse_detections_total{rule="scan",mode="shadow"}    0 0.4
 ratelimit_near_limit_total{tier="free",window="minute"}  0 1.5
 ratelimit_redis_errors_total  0 0.5
 ratelimit_circuit_open  1
+ratelimit_local_refusals_total  0 3
 """ + http_metrics("ratelimit-proxy")
 
 # Urgent tickets unassigned, SLAs being breached, 8 more tickets a second created than resolved.
