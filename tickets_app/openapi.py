@@ -590,7 +590,7 @@ def openapi_document() -> dict[str, Any]:
             "required": ["version", "groupKey", "status", "alerts"],
             "properties": {
                 "version": {"const": "4"},
-                "groupKey": {"type": "string"},
+                "groupKey": {"type": "string", "minLength": 1},
                 "status": {"enum": ["firing", "resolved"]},
                 "receiver": {"type": "string"},
                 "groupLabels": {"type": "object"},
