@@ -160,8 +160,11 @@ def run(topology: str, tmp: Path, upstream_url: str, after_resume: float = 2.0) 
         promoted_at = time.monotonic()
         wait_until(lambda: _resumed_at(samples, killed_at) is not None, timeout=30, interval=0.02)
         # The old primary comes back, as a replica now (the cluster report: limits never returned after this).
-        master.start()  # a Sentinel turns it into a replica some seconds after it answers again
-        wait_until(lambda: master.role() == "slave", timeout=20, interval=0.1)
+        master.start()
+        # A Sentinel converts a returning old primary only after it has reported "master" for 4 publish
+        # periods (8 s), seen on an INFO poll up to 10 s apart, and 16 s after its SDOWN began: over 20 s
+        # on a busy 2-core machine (CI saw it).
+        wait_until(lambda: master.role() == "slave", timeout=60, interval=0.1)
         time.sleep(after_resume)
         returned_as = master.role()
     finally:
