@@ -10,19 +10,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import secrets
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import jwt
-from flask import Blueprint, Flask, g, has_request_context, jsonify, request
+from flask import Blueprint, Flask, current_app, g, has_request_context, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, Field
 from sqlalchemy import JSON, DateTime, Integer, String, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service_kit.db import Database, KitBase
 from service_kit.errors import AuthenticationError, AuthorizationError, NotFoundError, ValidationError
+from service_kit.openapi import ApiDocument, Strict
+from service_kit.requests import bearer_credential, hash_token
 from service_kit.sentry import set_user
 from service_kit.settings import JWTSettings
 
@@ -34,10 +36,6 @@ R = TypeVar("R")
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 class ApiToken(KitBase):
@@ -183,14 +181,12 @@ class Auth:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["auth"] = self
-        app.register_blueprint(self._audit_blueprint())
+        app.register_blueprint(audit_bp)
+        kit_api.init_app(app)
 
     # -- authentication -------------------------------------------------------------------------
     def credential_from_request(self) -> str | None:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            return header[7:].strip() or None
-        return request.headers.get("X-API-Key") or None
+        return bearer_credential(request.headers.get("Authorization", "")) or request.headers.get("X-API-Key") or None
 
     def authenticate(self, credential: str) -> Principal:
         if credential.startswith(TOKEN_PREFIX):
@@ -278,39 +274,8 @@ class Auth:
         (session or self.db.session).add(record)
         return record
 
-    def _audit_blueprint(self) -> Blueprint:
-        blueprint = Blueprint("service_kit_audit", __name__)
-
-        @blueprint.get("/api/v1/audit")
-        @require_role("admin")
-        def list_audit() -> ResponseReturnValue:
-            try:
-                limit = min(max(int(request.args.get("limit", 50)), 1), 200)
-                before_id = int(request.args["cursor"]) if "cursor" in request.args else None
-            except ValueError:
-                raise ValidationError({"limit": "must be an integer", "cursor": "must be an integer"}) from None
-            query = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit + 1)
-            for name in ("actor", "action", "target_type", "target_id"):
-                if name in request.args:
-                    query = query.where(getattr(AuditRecord, name) == request.args[name])
-            if before_id is not None:
-                query = query.where(AuditRecord.id < before_id)
-            rows = list(self.db.session.scalars(query))
-            has_more = len(rows) > limit
-            rows = rows[:limit]
-            return jsonify(
-                {
-                    "data": [row.as_dict() for row in rows],
-                    "meta": {"has_more": has_more, "next_cursor": str(rows[-1].id) if has_more else None},
-                }
-            )
-
-        return blueprint
-
 
 def current_auth() -> Auth:
-    from flask import current_app
-
     auth: Auth = current_app.extensions["auth"]
     return auth
 
@@ -334,3 +299,74 @@ def require_role(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         return wrapper
 
     return decorator
+
+
+# -- the kit's own routes ----------------------------------------------------------------------------
+kit_api = ApiDocument(
+    "VibeLux service kit",
+    security={
+        "bearer": {"type": "http", "scheme": "bearer", "description": "vbx_… API token or an identity-provider JWT"}
+    },
+)
+audit_bp = Blueprint("service_kit_audit", __name__)
+
+
+class AuditQuery(Strict):
+    limit: int = Field(50, ge=1, le=200, description="records per page")
+    cursor: int | None = Field(None, ge=1, description="next_cursor of the previous page")
+    actor: str | None = Field(None, max_length=200)
+    action: str | None = Field(None, max_length=100)
+    target_type: str | None = Field(None, max_length=60)
+    target_id: str | None = Field(None, max_length=200)
+
+
+class AuditTarget(BaseModel):
+    type: str
+    id: str
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: str
+    actor: str
+    actor_role: str
+    action: str
+    target: AuditTarget
+    before: Any
+    after: Any
+    request_id: str | None
+    ip: str | None
+
+
+class PageMeta(BaseModel):
+    has_more: bool
+    next_cursor: str | None
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEntry]
+    meta: PageMeta
+
+
+@audit_bp.get("/api/v1/audit")
+@require_role("admin")
+@kit_api.validate(query=AuditQuery, responses={200: AuditPage}, tags=("audit",), security="bearer")
+def list_audit() -> ResponseReturnValue:
+    """Admin actions, newest first, filtered by actor, action or target; paged by cursor."""
+    args: AuditQuery = request.context.query  # type: ignore[attr-defined]
+    query = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(args.limit + 1)
+    for name in ("actor", "action", "target_type", "target_id"):
+        value = getattr(args, name)
+        if value is not None:
+            query = query.where(getattr(AuditRecord, name) == value)
+    if args.cursor is not None:
+        query = query.where(AuditRecord.id < args.cursor)
+    rows = list(current_auth().db.session.scalars(query))
+    has_more = len(rows) > args.limit
+    rows = rows[: args.limit]
+    return jsonify(
+        {
+            "data": [row.as_dict() for row in rows],
+            "meta": {"has_more": has_more, "next_cursor": str(rows[-1].id) if has_more else None},
+        }
+    )

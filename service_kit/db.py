@@ -11,7 +11,7 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config as AlembicConfig
-from flask import Flask
+from flask import Flask, current_app
 from flask.globals import app_ctx
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -84,6 +84,12 @@ class Database:
     def new_session(self) -> Session:
         """A session outside any request (CLI commands, background jobs); the caller closes it."""
         return self.session_factory()
+
+
+def current_db() -> Database:
+    """The database resource of the current app (flaskr's ``get_db``): one per app, so apps never share."""
+    database: Database = current_app.extensions["database"]
+    return database
 
 
 def upgrade(engine: Engine, script_location: str | Path | None = None, metadata: MetaData | None = None) -> None:

@@ -71,6 +71,10 @@ class ConflictError(APIError):
     status, code = 409, "conflict"
 
 
+class UnsupportedMediaTypeError(APIError):
+    status, code = 415, "unsupported_media_type"
+
+
 class PreconditionFailedError(APIError):
     status, code = 412, "precondition_failed"
 

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 
 from flask import Blueprint, Flask, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, Field
 
 from service_kit.app import ServiceKit
-from service_kit.auth import Auth, require_role
+from service_kit.auth import Auth, current_auth, require_role
 from service_kit.cli import run, service_cli, settings_loader
-from service_kit.db import Database
-from service_kit.errors import ExternalAPIError, NotFoundError, ValidationError
+from service_kit.db import Database, current_db
+from service_kit.errors import ExternalAPIError, NotFoundError
+from service_kit.openapi import ApiDocument, Strict
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 
 ITEMS = {1: "first", 2: "second"}
@@ -26,57 +28,82 @@ class ExampleSettings:
     greeting: str = "hello"
 
 
+api = ApiDocument(
+    "Example service",
+    security={"bearer": {"type": "http", "scheme": "bearer", "description": "vbx_… API token"}},
+)
+bp = Blueprint("items", __name__)
+
+
 def create_app(settings: ExampleSettings) -> Flask:
     app = Flask(__name__)
-    kit = ServiceKit.from_settings("example", settings)
-    kit.init_app(app)
+    ServiceKit.from_settings("example", settings).init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)
-    auth = Auth(db)
-    auth.init_app(app)
-    app.register_blueprint(items_blueprint(auth, db))
+    Auth(db).init_app(app)
+    api.init_app(app)
+    app.register_blueprint(bp)
     return app
 
 
-def items_blueprint(auth: Auth, db: Database) -> Blueprint:
-    blueprint = Blueprint("items", __name__)
+class Item(BaseModel):
+    id: int
+    name: str
 
-    @blueprint.get("/items/<int:item_id>")
-    def get_item(item_id: int) -> ResponseReturnValue:
-        if item_id not in ITEMS:
-            raise NotFoundError(f"No item {item_id}.")
-        return jsonify({"id": item_id, "name": ITEMS[item_id]})
 
-    @blueprint.post("/items")
-    def create_item() -> ResponseReturnValue:
-        body = request.get_json(silent=True) or {}
-        if not isinstance(body.get("name"), str) or not body["name"]:
-            raise ValidationError({"name": "is required and must be a non-empty string"})
-        return jsonify({"name": body["name"]}), 201
+class NewItem(Strict):
+    name: str = Field(min_length=1, max_length=200)
 
-    @blueprint.post("/boom")
-    def boom() -> ResponseReturnValue:
-        body = request.get_json(silent=True) or {}
-        raise RuntimeError(f"exploded while handling password={body.get('password')}")
 
-    @blueprint.get("/upstream")
-    def upstream() -> ResponseReturnValue:
-        raise ExternalAPIError("The payments provider timed out.", timeout=True)
+class Greeting(Strict):
+    text: str = Field(min_length=1, max_length=200)
 
-    @blueprint.post("/admin/greeting")
-    @require_role("admin")
-    def set_greeting() -> ResponseReturnValue:
-        body = request.get_json(silent=True) or {}
-        auth.record("greeting.update", "greeting", "default", before={"text": "hello"}, after=body)
-        db.session.commit()
-        return jsonify(body)
 
-    @blueprint.get("/agent-only")
-    @require_role("agent")
-    def agent_only() -> ResponseReturnValue:
-        return jsonify({"ok": True})
+class Ok(BaseModel):
+    ok: bool
 
-    return blueprint
+
+@bp.get("/items/<int:item_id>")
+@api.validate(responses={200: Item}, tags=("items",))
+def get_item(item_id: int) -> ResponseReturnValue:
+    if item_id not in ITEMS:
+        raise NotFoundError(f"No item {item_id}.")
+    return jsonify({"id": item_id, "name": ITEMS[item_id]})
+
+
+@bp.post("/items")
+@api.validate(json=NewItem, responses={201: NewItem}, tags=("items",))
+def create_item() -> ResponseReturnValue:
+    body: NewItem = request.context.json  # type: ignore[attr-defined]
+    return jsonify({"name": body.name}), 201
+
+
+@bp.post("/boom")
+def boom() -> ResponseReturnValue:
+    body = request.get_json(silent=True) or {}
+    raise RuntimeError(f"exploded while handling password={body.get('password')}")
+
+
+@bp.get("/upstream")
+def upstream() -> ResponseReturnValue:
+    raise ExternalAPIError("The payments provider timed out.", timeout=True)
+
+
+@bp.post("/admin/greeting")
+@require_role("admin")
+@api.validate(json=Greeting, responses={200: Greeting}, tags=("admin",), security="bearer")
+def set_greeting() -> ResponseReturnValue:
+    body: Greeting = request.context.json  # type: ignore[attr-defined]
+    current_auth().record("greeting.update", "greeting", "default", before={"text": "hello"}, after=body.model_dump())
+    current_db().session.commit()
+    return jsonify(body.model_dump())
+
+
+@bp.get("/agent-only")
+@require_role("agent")
+@api.validate(responses={200: Ok}, tags=("items",), security="bearer")
+def agent_only() -> ResponseReturnValue:
+    return jsonify({"ok": True})
 
 
 load_settings = settings_loader("example", ExampleSettings, "EXAMPLE", "config/example.yml")

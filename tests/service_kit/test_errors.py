@@ -42,7 +42,7 @@ def test_validation_error_is_422_naming_the_field(client: FlaskClient) -> None:
     assert response.status_code == 422
     error = error_of(response)
     assert error["code"] == "validation_error"
-    assert error["details"] == {"name": "is required and must be a non-empty string"}
+    assert error["details"] == {"name": "String should have at least 1 character"}
 
 
 def test_unhandled_exception_is_500_without_internals(client: FlaskClient) -> None:
