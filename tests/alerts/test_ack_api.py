@@ -133,6 +133,14 @@ def test_only_agents_and_admins_may_ack(app: Flask, client: FlaskClient, role: s
     assert client.get("/api/v1/alerts/acks", headers=headers).status_code == status
 
 
+@pytest.mark.parametrize("silence_id", ["0", "not-a-silence", "ffffffff"])
+def test_a_silence_id_that_is_no_uuid_is_a_404(app: Flask, client: FlaskClient, silence_id: str) -> None:
+    """Issue 12: Alertmanager answers such an id with a 422, which the desk relayed as a 502."""
+    response = client.delete(f"/api/v1/alerts/acks/{silence_id}", headers=bearer(app, "agent", "flo"))
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+
+
 def test_unknown_silence_is_404_and_unreachable_alertmanager_is_502(
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:
