@@ -17,14 +17,18 @@ The kit adds what every operation shares, so no view repeats it:
 
 from __future__ import annotations
 
+import copy
 import functools
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
 from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 from spectree import Response, SecurityScheme, SpecTree
 from spectree.models import SecuritySchemeData
 from werkzeug.routing import IntegerConverter
@@ -42,6 +46,26 @@ class Strict(BaseModel):
     """Base of request bodies: unknown fields are a 422 naming them, never silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def rfc3339(value: object) -> datetime:
+    """An RFC 3339 date-time with its zone, as an aware UTC datetime (Go's nanoseconds cut to microseconds).
+    Text only: pydantic's own parsing also takes Unix timestamps (``"0"``), which the document's
+    ``format: date-time`` refuses. 0001-01-01T00:00:00+01:00 is valid text but no instant a datetime holds."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError("date_time", "expected an RFC 3339 date-time with a zone, like 2026-11-24T10:00:00Z")
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PydanticCustomError("date_time", "not an instant between the years 1 and 9999 UTC") from None
+
+
+DateTime = Annotated[datetime, BeforeValidator(rfc3339)]
 
 
 class ErrorDetail(BaseModel):
@@ -194,8 +218,15 @@ class ApiDocument:
 
     def document(self, app: Flask) -> dict[str, Any]:
         """The OpenAPI document of ``app``'s routes declared with this ``ApiDocument``."""
-        with app.app_context():
-            spec: dict[str, Any] = self.spec._generate_spec()  # not ``spec.spec``: cached across apps
+        # Not ``spec.spec``: cached across apps. And on a copy of the models: spectree lifts their nested
+        # ``$defs`` into the document by deleting them, so a second app's document would lack them.
+        models = self.spec.models
+        self.spec.models = copy.deepcopy(models)
+        try:
+            with app.app_context():
+                spec: dict[str, Any] = self.spec._generate_spec()
+        finally:
+            self.spec.models = models
         _refine(spec, app)
         return spec
 

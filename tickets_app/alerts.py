@@ -19,17 +19,27 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service_kit.errors import ValidationError
+from service_kit.errors import NotFoundError
+from service_kit.tiers import STAFF_TIER
 from tickets_app.desk import Actor, Desk
 from tickets_app.models import AlertState, Ticket, TicketEvent
+from tickets_app.schemas import (
+    MAX_BODY_CHARS,
+    MAX_SUBJECT_CHARS,
+    AlertmanagerPayload,
+    CustomerInput,
+    MessageInput,
+    TicketChange,
+    TicketInput,
+)
+from tickets_app.workflow import Priority
 
 ALERTMANAGER = Actor(id="alertmanager", role="system", name="Alertmanager")
-SEVERITY_PRIORITY = {
+SEVERITY_PRIORITY: dict[str, Priority] = {
     "critical": "urgent",
     "page": "urgent",
     "error": "high",
@@ -68,82 +78,32 @@ def is_stale(known: AlertInstance | None, seen: AlertInstance) -> bool:
     return seen.starts_at < known.starts_at
 
 
-def validate(payload: Any) -> tuple[Mapping[str, Any], list[AlertInstance]]:
-    """Check the fields this handler relies on; 422 names each missing or wrong one."""
-    if not isinstance(payload, Mapping):
-        raise ValidationError({"body": "expected an Alertmanager webhook JSON object"})
-    errors = {}
-    if str(payload.get("version")) != "4":
-        errors["version"] = 'expected "4" (Alertmanager webhook payload version)'
-    if not isinstance(payload.get("groupKey"), str) or not payload["groupKey"]:
-        errors["groupKey"] = "required, a non-empty string"
-    if payload.get("status") not in ("firing", "resolved"):
-        errors["status"] = "expected firing or resolved"
-    alerts = payload.get("alerts")
-    if not isinstance(alerts, list) or not all(isinstance(a, Mapping) for a in alerts):
-        errors["alerts"] = "expected a list of alert objects"
-    for key in ("groupLabels", "commonLabels", "commonAnnotations"):
-        if not isinstance(payload.get(key, {}), Mapping):
-            errors[key] = "expected an object"
-    instances = []
-    if isinstance(alerts, list) and "alerts" not in errors:
-        for index, alert in enumerate(alerts):
-            instance = _instance(alert, f"alerts[{index}]", errors)
-            if instance is not None:
-                instances.append(instance)
-    if errors:
-        raise ValidationError(errors)
-    return payload, instances
+def _instances(payload: AlertmanagerPayload) -> list[AlertInstance]:
+    """Each alert's identity and times; a firing alert's endsAt is Alertmanager's zero time (or its
+    estimate): only a resolution's is news."""
+    return [
+        AlertInstance(
+            _identity(alert.fingerprint, alert.labels),
+            alert.starts_at,
+            alert.ends_at if alert.status == "resolved" else None,
+        )
+        for alert in payload.alerts
+    ]
 
 
-def _instance(alert: Mapping[str, Any], path: str, errors: dict[str, str]) -> AlertInstance | None:
-    """The alert's identity and times, or None with `errors` naming what is wrong."""
-    before = len(errors)
-    status = alert.get("status")
-    if status not in ("firing", "resolved"):
-        errors[f"{path}.status"] = "expected firing or resolved"
-    labels = alert.get("labels", {})
-    if not isinstance(labels, Mapping):
-        errors[f"{path}.labels"] = "expected an object"
-    fingerprint = alert.get("fingerprint")
-    if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
-        errors[f"{path}.fingerprint"] = "expected a string of 1 to 64 characters"
-    starts_at = _timestamp(alert.get("startsAt"))
-    if starts_at is None:
-        errors[f"{path}.startsAt"] = "required, an RFC 3339 timestamp"
-    # A firing alert's endsAt is Alertmanager's zero time (or its estimate): only a resolution's is news.
-    ends_at = _timestamp(alert.get("endsAt")) if status == "resolved" else None
-    if status == "resolved" and ends_at is None:
-        errors[f"{path}.endsAt"] = "required for a resolved alert, an RFC 3339 timestamp"
-    if len(errors) > before or starts_at is None or not isinstance(labels, Mapping):
-        return None
-    return AlertInstance(_identity(fingerprint, labels), starts_at, ends_at)
-
-
-def _timestamp(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp with its zone (Go writes nanoseconds; microseconds are kept), else None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def _identity(fingerprint: str | None, labels: Mapping[str, Any]) -> str:
+def _identity(fingerprint: str | None, labels: Mapping[str, str]) -> str:
     """Alertmanager's fingerprint of the alert's labels; a hash of the labels when a sender leaves it out."""
     if fingerprint:
         return fingerprint
     return hashlib.sha256(json.dumps(labels, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def handle(session: Session, desk: Desk, payload: Any, now: datetime) -> tuple[Ticket, str]:
+def handle(session: Session, desk: Desk, payload: AlertmanagerPayload, now: datetime) -> tuple[Ticket, str]:
     """Apply one notification; returns the ticket and what was done (created, updated, repeat, resolved,
     stale)."""
-    payload, seen = validate(payload)
-    key = payload["groupKey"][:500]
-    firing = payload["status"] == "firing"
+    seen = _instances(payload)
+    key = payload.group_key[:500]
+    firing = payload.status == "firing"
     known = _known_states(session, key, seen)  # locked first (PostgreSQL): notifications of a group take turns
     fresh = [alert for alert in seen if not is_stale(_known(known.get(alert.fingerprint)), alert)]
     _remember_states(session, key, known, fresh)
@@ -162,7 +122,9 @@ def handle(session: Session, desk: Desk, payload: Any, now: datetime) -> tuple[T
         ticket = None
     if ticket is None:
         if not firing:
-            raise ValidationError({"groupKey": "no incident ticket for this group; nothing to resolve"})
+            raise NotFoundError(
+                "no incident ticket for this group", {"groupKey": "no incident ticket for this group to resolve"}
+            )
         ticket = desk.create_ticket(
             session, ALERTMANAGER, _new_ticket(payload), now, follow_up_of_id=previous_id, alert_group_key=key
         )
@@ -171,63 +133,56 @@ def handle(session: Session, desk: Desk, payload: Any, now: datetime) -> tuple[T
     if not firing:
         if ticket.status in ("resolved", "closed"):
             return ticket, "repeat"
-        desk.update_ticket(
-            session,
-            ALERTMANAGER,
-            ticket,
-            {"status": "resolved", "message": {"body": _describe(payload)}},
-            now,
-        )
+        resolution = TicketChange(status="resolved", message=MessageInput(body=_describe(payload)))
+        desk.update_ticket(session, ALERTMANAGER, ticket, resolution, now)
         return ticket, "resolved"
     if _firing_ids(fresh) == _last_firing(session, ticket) and ticket.status not in ("resolved",):
         return ticket, "repeat"
-    update: dict[str, Any] = {"message": {"body": _describe(payload), "internal": False}}
-    if ticket.status == "resolved":
-        update["status"] = "open"
+    note = MessageInput(body=_describe(payload))
+    update = TicketChange(status="open", message=note) if ticket.status == "resolved" else TicketChange(message=note)
     desk.update_ticket(session, ALERTMANAGER, ticket, update, now)
     _remember_firing(session, ticket, fresh, now)
     return ticket, "updated"
 
 
-def _new_ticket(payload: Mapping[str, Any]) -> dict[str, Any]:
-    labels = {**payload.get("commonLabels", {}), **payload.get("groupLabels", {})}
-    name = str(labels.get("alertname", "alert"))
-    severity = str(labels.get("severity", "")).lower()
-    tags = ["alert", _TAG_UNSAFE.sub("-", name.lower()).strip("-.")[:60] or "unnamed"]
-    return {
-        "subject": f"[{severity.upper() or 'ALERT'}] {name}: {_summary(payload)}"[:300],
-        "body": _describe(payload),
-        "priority": SEVERITY_PRIORITY.get(severity, "medium"),
-        "tags": tags,
-        "customer": {
-            "id": "alertmanager",
-            "name": str(payload.get("receiver", "Alertmanager")),
-            "tier": "internal",
-        },
-    }
+def _new_ticket(payload: AlertmanagerPayload) -> TicketInput:
+    labels = {**payload.common_labels, **payload.group_labels}
+    name = labels.get("alertname", "alert")
+    severity = labels.get("severity", "").lower()
+    tags = ["alert", _TAG_UNSAFE.sub("-", name.lower()).strip("-._")[:60] or "unnamed"]
+    return TicketInput(
+        subject=f"[{severity.upper() or 'ALERT'}] {name}: {_summary(payload)}"[:MAX_SUBJECT_CHARS],
+        body=_describe(payload),
+        priority=SEVERITY_PRIORITY.get(severity, "medium"),
+        tags=tags,
+        customer=CustomerInput.model_validate(
+            {"id": "alertmanager", "name": payload.receiver[:200], "tier": STAFF_TIER}
+        ),
+    )
 
 
-def _summary(payload: Mapping[str, Any]) -> str:
-    annotations = payload.get("commonAnnotations", {})
+def _summary(payload: AlertmanagerPayload) -> str:
+    annotations = payload.common_annotations
     text = annotations.get("summary") or annotations.get("description")
-    if not text and payload["alerts"]:
-        first = payload["alerts"][0].get("annotations", {})
+    if not text and payload.alerts:
+        first = payload.alerts[0].annotations
         text = first.get("summary") or first.get("description")
-    return str(text or "no summary")
+    return text or "no summary"
 
 
-def _describe(payload: Mapping[str, Any]) -> str:
-    """A plain-text body listing each alert with its state, labels and summary."""
-    alerts = payload["alerts"]
-    firing = sum(1 for a in alerts if a.get("status") == "firing")
-    lines = [f"Alertmanager: {payload['status']} ({firing} firing, {len(alerts) - firing} resolved)"]
+def _describe(payload: AlertmanagerPayload) -> str:
+    """A plain-text body listing each alert with its state, labels and summary (cut to a message's limit)."""
+    alerts = payload.alerts
+    firing = sum(1 for a in alerts if a.status == "firing")
+    lines = [f"Alertmanager: {payload.status} ({firing} firing, {len(alerts) - firing} resolved)"]
     for alert in alerts[:50]:
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(dict(alert.get("labels", {})).items()))
-        summary = dict(alert.get("annotations", {})).get("summary", "")
-        lines.append(f"- [{alert.get('status')}] {labels} {summary} (since {alert.get('startsAt')})".rstrip())
-    if payload.get("externalURL"):
-        lines.append(f"Alertmanager: {payload['externalURL']}")
-    return "\n".join(lines)
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        summary = alert.annotations.get("summary", "")
+        since = alert.starts_at.isoformat().replace("+00:00", "Z")
+        lines.append(f"- [{alert.status}] {labels} {summary} (since {since})".rstrip())
+    if payload.external_url:
+        lines.append(f"Alertmanager: {payload.external_url}")
+    return "\n".join(lines)[:MAX_BODY_CHARS]
 
 
 def _firing_ids(alerts: list[AlertInstance]) -> list[str]:

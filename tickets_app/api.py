@@ -1,173 +1,235 @@
-"""REST API under /api/v1: tickets, messages, events, merge, attachments, templates, categories, SLA."""
+"""The desk's JSON API under /api/v1: tickets, messages, events, merge, attachments and the alert webhook.
+
+Each operation is declared once with ``api.validate``: the models of tickets_app.schemas validate its body
+and query and document it in /openapi.json, with every status it can answer. The caller is checked first
+(``access.signed_in``, ``staff_only``), then the request, then the view runs. The admin resources
+(templates, categories, SLA calendars and policies) are in tickets_app/admin_api.py.
+"""
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import ParamSpec, TypeVar
 from urllib.parse import quote
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
 from service_kit.auth import current_auth
-from service_kit.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
-from tickets_app import alerts
-from tickets_app.access import current_actor, require_admin, require_staff
+from service_kit.errors import AuthenticationError, NotFoundError, UnsupportedMediaTypeError, ValidationError
+from service_kit.openapi import ApiDocument
+from service_kit.requests import bearer_credential
+from tickets_app import alerts, schemas
+from tickets_app.access import current_actor, signed_in, staff_only
 from tickets_app.attachments import accept_upload
-from tickets_app.business_hours import Calendar, CalendarError
-from tickets_app.desk import Actor, template_errors
-from tickets_app.listing import list_tickets, parse_list_args
-from tickets_app.models import Attachment, BusinessCalendar, Category, Message, SlaPolicy, Template, Ticket
+from tickets_app.desk import Actor
+from tickets_app.listing import list_tickets
+from tickets_app.models import Attachment, Message, Template, Ticket
 from tickets_app.resources import db_session, desk_of, now, resources
-from tickets_app.serialize import attachment_json, event_json, message_json, ticket_json
-from tickets_app.sla import Policy
+from tickets_app.serialize import attachment_out, event_out, message_out, ticket_out
 
-api = Blueprint("tickets_api", __name__, url_prefix="/api/v1")
+P = ParamSpec("P")
+R = TypeVar("R")
 
-
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError({"body": "expected a JSON object"})
-    refuse_nul(body)
-    return body
-
-
-def refuse_nul(value: Any, path: str = "") -> None:
-    """A 422 naming the first field whose text (or key) holds NUL: valid JSON (``\\u0000``), but
-    PostgreSQL text cannot store it, so it is refused on every backend alike."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValidationError({path or "body": "must not contain NUL characters"})
-    if isinstance(value, dict):
-        for key, item in value.items():
-            refuse_nul(key, path or "body")
-            refuse_nul(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            refuse_nul(item, f"{path}[{index}]")
+api = ApiDocument(
+    "VibeLux support desk",
+    "Customers act with an identity-provider JWT, or a service token plus X-On-Behalf-Of (the customer's id) "
+    "and X-Customer-Name, X-Customer-Email and X-Customer-Tier (one of free, startup, professional, "
+    "enterprise). Agents and admins use their vbx_ tokens.",
+    security={
+        "bearer": {"type": "http", "scheme": "bearer", "description": "vbx_… API token or an identity-provider JWT"},
+        "webhook_token": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the token Alertmanager sends (alerts.webhook_token)",
+        },
+    },
+)
+bp = Blueprint("tickets_api", __name__, url_prefix="/api/v1")
+TICKET_REFERENCES = "no such category, or no unattached upload of yours with that id"
+TICKET_CONFLICTS = "the ticket was merged into another, or its status cannot change to the one asked"
 
 
-# -- tickets ---------------------------------------------------------------------------------------
+def respond(model: BaseModel, status: int = 200) -> Response:
+    """`model` as JSON, leaving out what was not set (a customer's ticket has no assignee, not a null one)."""
+    return current_app.response_class(model.model_dump_json(exclude_unset=True), status, mimetype="application/json")
 
 
-@api.get("/tickets")
-def list_view() -> ResponseReturnValue:
+# -- tickets -----------------------------------------------------------------------------------------
+
+
+@bp.get("/tickets")
+@signed_in
+@api.validate(query=schemas.TicketQuery, responses={200: schemas.TicketPage}, tags=("tickets",), security="bearer")
+def ticket_list() -> ResponseReturnValue:
+    """List and search tickets (a customer sees their own), a page at a time."""
     actor = current_actor()
-    parsed, size, cursor = parse_list_args(request.args)
-    page = list_tickets(db_session(), desk_of().index, actor, parsed, size, cursor)
+    query: schemas.TicketQuery = request.context.query  # type: ignore[attr-defined]
+    page = list_tickets(db_session(), desk_of().index, actor, query)
     tags = desk_of().tags_of(db_session(), [t.id for t in page.tickets])
     data = [
-        ticket_json(t, tags.get(t.id, []), actor, resources().at_risk, now(), page.snippets.get(t.id))
+        ticket_out(t, tags.get(t.id, []), actor, resources().at_risk, now(), page.snippets.get(t.id))
         for t in page.tickets
     ]
-    links = {}
+    links = schemas.TicketPageLinks()
     if page.next_cursor:
         args = {**request.args.to_dict(), "page[cursor]": page.next_cursor}
-        links["next"] = url_for("tickets_api.list_view", **args)  # type: ignore[arg-type]
-    return jsonify({"data": data, "meta": {"has_more": page.next_cursor is not None}, "links": links})
+        links = schemas.TicketPageLinks(next=url_for("tickets_api.ticket_list", **args))  # type: ignore[arg-type]
+    meta = schemas.TicketPageMeta(has_more=page.next_cursor is not None)
+    return respond(schemas.TicketPage(data=data, meta=meta, links=links))
 
 
-@api.post("/tickets")
-def create_view() -> ResponseReturnValue:
+@bp.post("/tickets")
+@signed_in
+@api.validate(
+    json=schemas.TicketInput,
+    responses={201: schemas.TicketWithThread},
+    tags=("tickets",),
+    security="bearer",
+    extra={404: TICKET_REFERENCES},
+)
+def ticket_create() -> ResponseReturnValue:
+    """Open a ticket with its first message."""
     actor = current_actor()
-    ticket = desk_of().create_ticket(db_session(), actor, json_body(), now())
+    ticket = desk_of().create_ticket(db_session(), actor, request.context.json, now())  # type: ignore[attr-defined]
     if actor.is_staff:
         _audit_ticket("ticket.create", ticket, None, {"customer": ticket.customer_id})
     db_session().commit()
-    return _ticket_response(ticket, actor, status=201)
+    return respond(_with_thread(ticket, actor), 201)
 
 
-@api.get("/tickets/<int:ticket_id>")
-def get_view(ticket_id: int) -> ResponseReturnValue:
+@bp.get("/tickets/<int:ticket_id>")
+@signed_in
+@api.validate(responses={200: schemas.TicketWithThread}, tags=("tickets",), security="bearer")
+def ticket_detail(ticket_id: int) -> ResponseReturnValue:
+    """A ticket with its thread (a customer sees public messages only, and only their own tickets)."""
     actor = current_actor()
-    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
-    return _ticket_response(ticket, actor)
+    return respond(_with_thread(desk_of().get_ticket(db_session(), actor, ticket_id), actor))
 
 
-@api.patch("/tickets/<int:ticket_id>")
-@api.post("/tickets/<int:ticket_id>/messages")
-def update_view(ticket_id: int) -> ResponseReturnValue:
-    """Fields and a message in one request; POST …/messages takes the message at the top level."""
+@bp.patch("/tickets/<int:ticket_id>")
+@signed_in
+@api.validate(
+    json=schemas.TicketChange,
+    responses={200: schemas.TicketUpdate},
+    tags=("tickets",),
+    security="bearer",
+    extra={404: TICKET_REFERENCES, 409: TICKET_CONFLICTS},
+)
+def ticket_update(ticket_id: int) -> ResponseReturnValue:
+    """Change fields (staff) and/or add a message, atomically."""
+    change: schemas.TicketChange = request.context.json  # type: ignore[attr-defined]
+    return _apply(ticket_id, change, 200)
+
+
+@bp.post("/tickets/<int:ticket_id>/messages")
+@signed_in
+@api.validate(
+    json=schemas.NewMessage,
+    responses={201: schemas.TicketUpdate},
+    tags=("tickets",),
+    security="bearer",
+    extra={404: TICKET_REFERENCES, 409: TICKET_CONFLICTS},
+)
+def message_create(ticket_id: int) -> ResponseReturnValue:
+    """Add a message; `fields` change the ticket in the same step. A customer's reply to a closed ticket
+    opens a linked follow-up, returned as follow_up."""
+    message: schemas.NewMessage = request.context.json  # type: ignore[attr-defined]
+    return _apply(ticket_id, message.as_change(), 201, "attachments")
+
+
+def _apply(
+    ticket_id: int, change: schemas.TicketChange, status: int, attachments_field: str = "message.attachments"
+) -> ResponseReturnValue:
     actor = current_actor()
-    body = json_body()
-    if request.method == "POST":
-        fields = body.pop("fields", {})
-        if not isinstance(fields, dict):
-            raise ValidationError({"fields": "expected an object"})
-        body = {**fields, "message": body}
     desk = desk_of()
     ticket = desk.get_ticket(db_session(), actor, ticket_id, for_update=True)
-    change = desk.update_ticket(db_session(), actor, ticket, body, now())
-    if actor.is_staff and change.after:
-        _audit_ticket("ticket.update", ticket, change.before, change.after)
+    done = desk.update_ticket(db_session(), actor, ticket, change, now(), attachments_field)
+    if actor.is_staff and done.after:
+        _audit_ticket("ticket.update", ticket, done.before, done.after)
     db_session().commit()
-    payload: dict[str, Any] = {"ticket": _ticket_data(ticket, actor)}
-    if change.message is not None:
-        payload["message"] = message_json(change.message, attachment_url)
-    if change.follow_up is not None:
-        payload["follow_up"] = _ticket_data(change.follow_up, actor)
-    status = 201 if request.method == "POST" else 200
-    return jsonify(payload), status
+    update = schemas.TicketUpdate(ticket=_ticket(ticket, actor))
+    if done.message is not None:
+        update.message = message_out(done.message, attachment_url)
+    if done.follow_up is not None:
+        update.follow_up = _ticket(done.follow_up, actor)
+    return respond(update, status)
 
 
-@api.get("/tickets/<int:ticket_id>/events")
-def events_view(ticket_id: int) -> ResponseReturnValue:
-    actor = require_staff()
-    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
-    return jsonify({"data": [event_json(e) for e in desk_of().events(db_session(), ticket)]})
+@bp.get("/tickets/<int:ticket_id>/events")
+@staff_only
+@api.validate(responses={200: schemas.EventList}, tags=("tickets",), security="bearer")
+def ticket_events(ticket_id: int) -> ResponseReturnValue:
+    """The ticket's event log (staff)."""
+    ticket = desk_of().get_ticket(db_session(), current_actor(), ticket_id)
+    return respond(schemas.EventList(data=[event_out(e) for e in desk_of().events(db_session(), ticket)]))
 
 
-@api.get("/tickets/<int:ticket_id>/sla")
-def sla_view(ticket_id: int) -> ResponseReturnValue:
-    """The SLA clock replayed now, per metric: state, deadline, elapsed and remaining time, breaches (staff)."""
-    actor = require_staff()
-    ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
-    return jsonify(desk_of().sla_state(db_session(), ticket, now()).as_dict())
+@bp.get("/tickets/<int:ticket_id>/sla")
+@staff_only
+@api.validate(responses={200: schemas.SlaState}, tags=("tickets",), security="bearer")
+def ticket_sla(ticket_id: int) -> ResponseReturnValue:
+    """The SLA clock replayed now, per metric: state, deadline, elapsed and remaining time (staff)."""
+    ticket = desk_of().get_ticket(db_session(), current_actor(), ticket_id)
+    return respond(schemas.SlaState.model_validate(desk_of().sla_state(db_session(), ticket, now()).as_dict()))
 
 
-@api.post("/tickets/<int:ticket_id>/merge")
-def merge_view(ticket_id: int) -> ResponseReturnValue:
-    actor = require_staff()
-    body = json_body()
-    target_id = body.get("target_id")
-    if not isinstance(target_id, int) or isinstance(target_id, bool):
-        raise ValidationError({"target_id": "required, the id of the ticket to merge into"})
+@bp.post("/tickets/<int:ticket_id>/merge")
+@staff_only
+@api.validate(
+    json=schemas.MergeRequest,
+    responses={200: schemas.TicketWithThread},
+    tags=("tickets",),
+    security="bearer",
+    extra={404: "no such ticket, or no ticket target_id", 409: "a merged ticket, or a ticket into itself"},
+)
+def ticket_merge(ticket_id: int) -> ResponseReturnValue:
+    """Merge this ticket into target_id (staff): both threads show on the target."""
+    actor = current_actor()
+    target_id = request.context.json.target_id  # type: ignore[attr-defined]
     desk = desk_of()
     source = desk.get_ticket(db_session(), actor, ticket_id, for_update=True)
     try:
         target = desk.get_ticket(db_session(), actor, target_id, for_update=True)
     except NotFoundError:
-        raise ValidationError({"target_id": f"no ticket {target_id}"}) from None
+        raise NotFoundError(f"no ticket {target_id}", {"target_id": f"no ticket {target_id}"}) from None
     desk.merge(db_session(), actor, source, target, now())
     _audit_ticket("ticket.merge", source, None, {"merged_into": target.id})
     db_session().commit()
-    return _ticket_response(target, actor)
+    return respond(_with_thread(target, actor))
 
 
-@api.get("/tickets/<int:ticket_id>/templates/<int:template_id>")
-def render_template_view(ticket_id: int, template_id: int) -> ResponseReturnValue:
-    actor = require_staff()
+@bp.get("/tickets/<int:ticket_id>/templates/<int:template_id>")
+@staff_only
+@api.validate(responses={200: schemas.RenderedTemplate}, tags=("tickets",), security="bearer")
+def template_render(ticket_id: int, template_id: int) -> ResponseReturnValue:
+    """A template rendered for this ticket (staff)."""
+    actor = current_actor()
     ticket = desk_of().get_ticket(db_session(), actor, ticket_id)
-    template = _get_or_404(Template, template_id)
-    return jsonify({"template_id": template.id, "body": desk_of().render_template(template, ticket, actor)})
+    template = db_session().get(Template, template_id)
+    if template is None:
+        raise NotFoundError(f"template {template_id} not found")
+    body = desk_of().render_template(template, ticket, actor)
+    return respond(schemas.RenderedTemplate(template_id=template.id, body=body))
 
 
-def _ticket_data(ticket: Ticket, actor: Actor) -> dict[str, Any]:
+def _ticket(ticket: Ticket, actor: Actor) -> schemas.Ticket:
     tags = desk_of().tags_of(db_session(), [ticket.id]).get(ticket.id, [])
-    return ticket_json(ticket, tags, actor, resources().at_risk, now())
+    return ticket_out(ticket, tags, actor, resources().at_risk, now())
 
 
-def _ticket_response(ticket: Ticket, actor: Actor, status: int = 200) -> ResponseReturnValue:
-    data = _ticket_data(ticket, actor)
-    data["messages"] = [message_json(m, attachment_url) for m in desk_of().thread(db_session(), actor, ticket)]
-    return jsonify(data), status
+def _with_thread(ticket: Ticket, actor: Actor) -> schemas.TicketWithThread:
+    thread = [message_out(m, attachment_url) for m in desk_of().thread(db_session(), actor, ticket)]
+    fields = _ticket(ticket, actor).model_dump(exclude_unset=True)
+    return schemas.TicketWithThread.model_validate({**fields, "messages": thread})
 
 
-def _audit_ticket(action: str, ticket: Ticket, before: Any, after: Any) -> None:
+def _audit_ticket(action: str, ticket: Ticket, before: object, after: object) -> None:
     current_auth().record(action, "ticket", ticket.id, before=before, after=after, session=db_session())
 
 
@@ -175,19 +237,55 @@ def _audit_ticket(action: str, ticket: Ticket, before: Any, after: Any) -> None:
 
 
 def attachment_url(attachment: Attachment) -> str:
-    return url_for("tickets_api.download_attachment", attachment_id=attachment.id)
+    return url_for("tickets_api.attachment_download", attachment_id=attachment.id)
 
 
-@api.post("/attachments")
-def upload_attachment() -> ResponseReturnValue:
-    """Step one of two: store the file, return its token; a message then attaches it."""
-    actor = current_actor()
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "allowed: " + ", ".join(schemas.SERVED_TYPES) + "; its content is "
+                            "checked to be of the type its extension names",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@bp.post("/attachments")
+@signed_in
+@api.validate(
+    responses={201: schemas.Attachment},
+    tags=("attachments",),
+    security="bearer",
+    extra={
+        413: "the body is too large",
+        415: "the body is not multipart/form-data",
+        422: "no file, or a file refused (type, content, size, daily quota)",
+    },
+    openapi=UPLOAD_BODY,
+)
+def attachment_upload() -> ResponseReturnValue:
+    """Upload a file (step one of two): a message then attaches it by its id."""
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaTypeError(f"The body must be multipart/form-data, not {request.mimetype or 'empty'}.")
     upload = request.files.get("file")
     if upload is None:
         raise ValidationError({"file": "required, a multipart form field named file"})
-    attachment = store_upload(actor, upload, "file")
+    attachment = store_upload(current_actor(), upload, "file")
     db_session().commit()
-    return jsonify(attachment_json(attachment, attachment_url)), 201
+    return respond(attachment_out(attachment, attachment_url), 201)
 
 
 def store_upload(actor: Actor, upload: FileStorage, field: str) -> Attachment:
@@ -199,8 +297,23 @@ def store_upload(actor: Actor, upload: FileStorage, field: str) -> Attachment:
     )
 
 
-@api.get("/attachments/<attachment_id>")
-def download_attachment(attachment_id: str) -> ResponseReturnValue:
+@bp.get("/attachments/<attachment_id>")
+@signed_in
+@api.validate(
+    responses={200: None},
+    tags=("attachments",),
+    security="bearer",
+    openapi={
+        "responses": {
+            "200": {
+                "description": "the file, as the type it was accepted as (Content-Disposition: attachment)",
+                "content": {content_type: {} for content_type in schemas.SERVED_TYPES},
+            }
+        }
+    },
+)
+def attachment_download(attachment_id: str) -> ResponseReturnValue:
+    """Download a file; a 404 unless the caller may see the message it is attached to."""
     return attachment_response(current_actor(), attachment_id)
 
 
@@ -236,197 +349,40 @@ def _may_see(actor: Actor, attachment: Attachment) -> bool:
 # -- alert webhook -----------------------------------------------------------------------------------
 
 
-@api.post("/alerts/webhook")
+def webhook_token_required(view: Callable[P, R]) -> Callable[P, R]:
+    """Alertmanager's shared token as a Bearer credential, checked before the body."""
+
+    @functools.wraps(view)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        expected = resources().settings.alerts.webhook_token
+        given = bearer_credential(request.headers.get("Authorization", "")) or ""
+        if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise AuthenticationError("The webhook token is missing or wrong.")
+        return view(*args, **kwargs)
+
+    return checked
+
+
+@bp.post("/alerts/webhook")
+@webhook_token_required
+@api.validate(
+    json=schemas.AlertmanagerPayload,
+    responses={200: schemas.WebhookResult},
+    tags=("alerts",),
+    security="webhook_token",
+    extra={404: "a resolved notification for a group with no incident ticket"},
+)
 def alert_webhook() -> ResponseReturnValue:
-    """Alertmanager (payload v4) with the shared token as a Bearer credential."""
-    expected = resources().settings.alerts.webhook_token
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise AuthenticationError("The webhook token is missing or wrong.")
-    body = request.get_json(silent=True)
-    refuse_nul(body)
+    """Alertmanager's webhook (payload version 4): one incident ticket per group key."""
+    payload: schemas.AlertmanagerPayload = request.context.json  # type: ignore[attr-defined]
     try:
-        ticket, action = alerts.handle(db_session(), desk_of(), body, now())
+        ticket, action = alerts.handle(db_session(), desk_of(), payload, now())
         db_session().commit()
     except IntegrityError:
         # Two notifications of a group raced to insert its ticket or an alert's state: apply ours on top of the other.
         db_session().rollback()
-        ticket, action = alerts.handle(db_session(), desk_of(), body, now())
+        ticket, action = alerts.handle(db_session(), desk_of(), payload, now())
         db_session().commit()
-    return jsonify({"ticket_id": ticket.id, "action": action, "status": ticket.status}), 200
-
-
-# -- admin: templates, categories, SLA policies, calendars --------------------------------------------
-
-
-def _get_or_404(model: Any, item_id: int) -> Any:
-    item = db_session().get(model, item_id)
-    if item is None:
-        raise NotFoundError(f"{model.__tablename__} {item_id} not found")
-    return item
-
-
-def _crud(
-    path: str,
-    name: str,
-    model: Any,
-    to_json: Callable[[Any], dict[str, Any]],
-    apply: Callable[[Any, dict[str, Any]], None],
-    read_role: Callable[[], Actor],
-    affects_sla: bool = False,
-) -> None:
-    """List/create/update/delete routes for one admin-managed resource; every write is audited.
-
-    `affects_sla`: a write changes deadlines, so every open ticket is queued for the sweeper to recompute.
-    """
-
-    def commit() -> None:
-        if affects_sla:
-            desk_of().schedule_recompute(db_session(), now())
-        db_session().commit()
-
-    def list_items() -> ResponseReturnValue:
-        read_role()
-        items = db_session().scalars(select(model).order_by(model.id)).all()
-        return jsonify({"data": [to_json(item) for item in items]})
-
-    def create_item() -> ResponseReturnValue:
-        require_admin()
-        item = model()
-        apply(item, json_body())
-        db_session().add(item)
-        _flush_unique(name)
-        current_auth().record(f"{name}.create", name, item.id, after=to_json(item), session=db_session())
-        commit()
-        return jsonify(to_json(item)), 201
-
-    def update_item(item_id: int) -> ResponseReturnValue:
-        require_admin()
-        item = _get_or_404(model, item_id)
-        before = to_json(item)
-        apply(item, json_body())
-        _flush_unique(name)
-        current_auth().record(f"{name}.update", name, item.id, before=before, after=to_json(item), session=db_session())
-        commit()
-        return jsonify(to_json(item))
-
-    def delete_item(item_id: int) -> ResponseReturnValue:
-        require_admin()
-        item = _get_or_404(model, item_id)
-        before = to_json(item)
-        db_session().delete(item)
-        try:
-            db_session().flush()
-        except IntegrityError:
-            db_session().rollback()
-            raise ConflictError(f"{name} {item_id} is still in use") from None
-        current_auth().record(f"{name}.delete", name, item_id, before=before, session=db_session())
-        commit()
-        return "", 204
-
-    api.add_url_rule(path, f"list_{name}", list_items, methods=["GET"])
-    api.add_url_rule(path, f"create_{name}", create_item, methods=["POST"])
-    api.add_url_rule(f"{path}/<int:item_id>", f"update_{name}", update_item, methods=["PUT"])
-    api.add_url_rule(f"{path}/<int:item_id>", f"delete_{name}", delete_item, methods=["DELETE"])
-
-
-def _flush_unique(name: str) -> None:
-    try:
-        db_session().flush()
-    except IntegrityError:
-        db_session().rollback()
-        raise ValidationError({"name": f"a {name.replace('_', ' ')} with this name exists"}) from None
-
-
-def _name(body: dict[str, Any], errors: dict[str, str], limit: int = 80) -> str:
-    value = body.get("name")
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        errors["name"] = f"required, 1 to {limit} characters"
-        return ""
-    return value.strip()
-
-
-def _apply_template(item: Template, body: dict[str, Any]) -> None:
-    errors: dict[str, str] = {}
-    name = _name(body, errors, 120)
-    text = body.get("body")
-    if not isinstance(text, str) or not text.strip() or len(text) > 20_000:
-        errors["body"] = "required, 1 to 20000 characters"
-    else:
-        errors.update(template_errors(text))
-    if errors:
-        raise ValidationError(errors)
-    item.name, item.body = name, str(text)
-
-
-def _apply_category(item: Category, body: dict[str, Any]) -> None:
-    errors: dict[str, str] = {}
-    item.name = _name(body, errors)
-    if errors:
-        raise ValidationError(errors)
-
-
-def _apply_calendar(item: BusinessCalendar, body: dict[str, Any]) -> None:
-    errors: dict[str, str] = {}
-    name = _name(body, errors)
-    definition: dict[str, Any] = {k: body.get(k) for k in ("timezone", "hours", "holidays") if k in body}
-    try:
-        Calendar.from_dict(definition)
-    except CalendarError as exc:
-        errors[exc.field] = exc.message
-    if errors:
-        raise ValidationError(errors)
-    item.name, item.definition = name, definition
-
-
-def _apply_policy(item: SlaPolicy, body: dict[str, Any]) -> None:
-    errors: dict[str, str] = {}
-    name = _name(body, errors)
-    keys = ("conditions", "targets", "business_hours", "pause_statuses")
-    definition: dict[str, Any] = {k: body[k] for k in keys if k in body}
-    try:
-        Policy.from_dict({**definition, "name": name or "x"})
-    except (ValueError, TypeError, AttributeError) as exc:
-        field, _, message = str(exc).partition(": ")
-        errors[field if message else "targets"] = message or str(exc)
-    position = body.get("position", 0)
-    if not isinstance(position, int):
-        errors["position"] = "expected an integer (lower is tried first)"
-    calendar_id = body.get("calendar_id")
-    if calendar_id is not None and db_session().get(BusinessCalendar, calendar_id) is None:
-        errors["calendar_id"] = f"no calendar {calendar_id}"
-    if definition.get("business_hours") and calendar_id is None:
-        errors["calendar_id"] = "business-hours policies need a calendar"
-    if errors:
-        raise ValidationError(errors)
-    item.name, item.definition, item.position, item.calendar_id = name, definition, position, calendar_id
-
-
-_crud(
-    "/templates",
-    "template",
-    Template,
-    lambda t: {"id": t.id, "name": t.name, "body": t.body},
-    _apply_template,
-    require_staff,
-)
-_crud("/categories", "category", Category, lambda c: {"id": c.id, "name": c.name}, _apply_category, current_actor)
-_crud(
-    "/sla/calendars",
-    "calendar",
-    BusinessCalendar,
-    lambda c: {"id": c.id, "name": c.name, **c.definition},
-    _apply_calendar,
-    require_staff,
-    affects_sla=True,
-)
-_crud(
-    "/sla/policies",
-    "sla_policy",
-    SlaPolicy,
-    lambda p: {"id": p.id, "name": p.name, "position": p.position, "calendar_id": p.calendar_id, **p.definition},
-    _apply_policy,
-    require_staff,
-    affects_sla=True,
-)
+    return respond(
+        schemas.WebhookResult.model_validate({"ticket_id": ticket.id, "action": action, "status": ticket.status})
+    )

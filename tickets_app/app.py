@@ -8,27 +8,24 @@ import threading
 import time
 from functools import partial
 
-from flask import Flask, g, jsonify, request
-from flask.typing import ResponseReturnValue
+from flask import Flask, g, request
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from service_kit.alerting import AlertmanagerClient
-from service_kit.alerting.api import acks_blueprint
+from service_kit.alerting import api as alert_acks
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth
 from service_kit.db import Database
 from service_kit.jobs import Jobs
 from service_kit.server import RUN_DIR
-from tickets_app.api import api
+from tickets_app import admin_api, api, web
 from tickets_app.attachments import AttachmentStore, Scanner
 from tickets_app.desk import Desk
 from tickets_app.metrics import SupportCollector
-from tickets_app.openapi import openapi_document
 from tickets_app.resources import Resources
 from tickets_app.search import index_for_dialect
 from tickets_app.settings import TicketsSettings
-from tickets_app.web import web
 
 
 def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_sweeper: bool = True) -> Flask:
@@ -38,17 +35,16 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url, settings.database.echo)
-    auth = Auth(db, settings.jwt)
-    auth.init_app(app)
-    desk = build_desk(settings)
+    api.api.init_app(app)  # first: the merged /openapi.json takes its title from the first document
+    Auth(db, settings.jwt).init_app(app)
     resources = Resources(
         settings=settings,
         db=db,
-        desk=desk,
+        desk=build_desk(settings),
         attachment_store=AttachmentStore(settings.attachments.directory),
         scanner=scanner,
     )
-    app.extensions["tickets"] = resources
+    resources.init_app(app)
     kit.metrics.add_scrape_collector(SupportCollector(db.new_session, resources.at_risk, lambda: resources.clock()))
     app.config.update(
         SECRET_KEY=settings.web.secret_key or _shared_session_key(),
@@ -59,14 +55,11 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     )
     if settings.database.url.startswith("sqlite"):
         _serialize_writes(app)
-    app.register_blueprint(api)
-    app.register_blueprint(web)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(admin_api.bp)
+    app.register_blueprint(web.bp)
     # Agents acknowledge alerts from the desk: an ack is an Alertmanager silence, audited here.
-    app.register_blueprint(acks_blueprint(auth, db, AlertmanagerClient(settings.alerts.alertmanager_url)))
-
-    @app.get("/openapi.json")
-    def openapi() -> ResponseReturnValue:
-        return jsonify(openapi_document())
+    alert_acks.init_app(app, AlertmanagerClient(settings.alerts.alertmanager_url))
 
     # Once per interval across every worker and replica: the kit's jobs claim each run in the database.
     jobs = Jobs(db, settings.jobs)

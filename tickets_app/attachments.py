@@ -37,14 +37,15 @@ ALLOWED_TYPES: dict[str, tuple[str, tuple[bytes, ...]]] = {
     "json": ("application/json", ()),
 }
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ -]+")
+ID_BYTES = 24  # of randomness: secrets.token_urlsafe makes 32 characters of them
+ATTACHMENT_ID_PATTERN = "^[A-Za-z0-9_-]{32}$"
 
 
-class AttachmentRejected(ValueError):
-    """Why an upload was refused; `field` is the form field to name in the 422."""
+class AttachmentRejected(ValidationError):
+    """Why an upload was refused: a 422 naming the form field (``file``, or the web UI's ``files``)."""
 
     def __init__(self, message: str, field: str = "file") -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__({field: message})
 
 
 @dataclass(frozen=True)
@@ -59,43 +60,45 @@ class Accepted:
 Scanner = Callable[[bytes], str | None]
 
 
-def sanitise_filename(raw: str) -> tuple[str, str]:
-    """Return (safe display name, lower-case extension) or raise AttachmentRejected."""
+def sanitise_filename(raw: str, field: str = "file") -> tuple[str, str]:
+    """Return (safe display name, lower-case extension) or raise AttachmentRejected naming `field`."""
     if "\x00" in raw:
-        raise AttachmentRejected("file name contains a NUL byte")
+        raise AttachmentRejected("file name contains a NUL byte", field)
     name = unicodedata.normalize("NFKC", raw).replace("\\", "/").rsplit("/", 1)[-1].strip().strip(".")
     if not name or "." not in name:
-        raise AttachmentRejected("file name needs an extension")
+        raise AttachmentRejected("file name needs an extension", field)
     extension = name.rsplit(".", 1)[1].lower()
     if extension not in ALLOWED_TYPES:
         raise AttachmentRejected(
-            f"files of type .{extension[:10]} are not accepted; allowed: " + ", ".join(sorted(ALLOWED_TYPES))
+            f"files of type .{extension[:10]} are not accepted; allowed: " + ", ".join(sorted(ALLOWED_TYPES)), field
         )
     stem = _UNSAFE_NAME_CHARS.sub("_", name.rsplit(".", 1)[0])[:100].strip(" _") or "file"
     return f"{stem}.{extension}", extension
 
 
-def inspect(raw_name: str, data: bytes, max_bytes: int, scanner: Scanner | None = None) -> Accepted:
-    """Validate one upload completely before anything is written."""
-    filename, extension = sanitise_filename(raw_name)
+def inspect(
+    raw_name: str, data: bytes, max_bytes: int, scanner: Scanner | None = None, field: str = "file"
+) -> Accepted:
+    """Validate one upload completely before anything is written; refusals name the form `field`."""
+    filename, extension = sanitise_filename(raw_name, field)
     if len(data) == 0:
-        raise AttachmentRejected("file is empty")
+        raise AttachmentRejected("file is empty", field)
     if len(data) > max_bytes:
-        raise AttachmentRejected(f"file is larger than {max_bytes} bytes")
+        raise AttachmentRejected(f"file is larger than {max_bytes} bytes", field)
     content_type, signatures = ALLOWED_TYPES[extension]
     if signatures and not any(data.startswith(sig) for sig in signatures):
-        raise AttachmentRejected(f"file content is not a .{extension} file")
+        raise AttachmentRejected(f"file content is not a .{extension} file", field)
     if not signatures:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise AttachmentRejected(f"a .{extension} file must be UTF-8 text") from exc
+            raise AttachmentRejected(f"a .{extension} file must be UTF-8 text", field) from exc
         if b"\x00" in data:
-            raise AttachmentRejected(f"a .{extension} file must not contain NUL bytes")
+            raise AttachmentRejected(f"a .{extension} file must not contain NUL bytes", field)
     if scanner is not None:
         reason = scanner(data)
         if reason:
-            raise AttachmentRejected(f"file refused by the virus scanner: {reason}")
+            raise AttachmentRejected(f"file refused by the virus scanner: {reason}", field)
     return Accepted(filename, content_type, len(data), hashlib.sha256(data).hexdigest())
 
 
@@ -106,10 +109,10 @@ class AttachmentStore:
         self.root = Path(root)
 
     def new_id(self) -> str:
-        return secrets.token_urlsafe(24)
+        return secrets.token_urlsafe(ID_BYTES)
 
     def _path(self, attachment_id: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{32}", attachment_id):
+        if not re.match(ATTACHMENT_ID_PATTERN, attachment_id):
             raise FileNotFoundError(attachment_id)
         return self.root / attachment_id[:2] / attachment_id
 
@@ -143,17 +146,14 @@ def accept_upload(
     `limits` is (max bytes per file, max bytes per uploader per day); refusals are 422s naming `field`.
     """
     max_file_bytes, max_daily_bytes = limits
-    try:
-        accepted = inspect(raw_name, data, max_file_bytes, scanner)
-    except AttachmentRejected as exc:
-        raise ValidationError({field: str(exc)}) from None
+    accepted = inspect(raw_name, data, max_file_bytes, scanner, field)
     used = session.scalar(
         select(func.coalesce(func.sum(Attachment.size_bytes), 0)).where(
             Attachment.uploader_id == uploader_id, Attachment.created_at >= now - timedelta(days=1)
         )
     )
     if (used or 0) + accepted.size_bytes > max_daily_bytes:
-        raise ValidationError({field: f"daily upload quota of {max_daily_bytes} bytes reached"})
+        raise AttachmentRejected(f"daily upload quota of {max_daily_bytes} bytes reached", field)
     attachment = Attachment(
         id=store.new_id(),
         uploader_id=uploader_id,

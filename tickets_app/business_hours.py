@@ -7,22 +7,25 @@ another. Both walk the calendar one local day at a time, so DST changes fall out
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from service_kit.errors import ValidationError
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# A target this far beyond the last working day means the calendar has (almost) no working time.
+# A deadline further than this in calendar days is no deadline: the calendar has (almost) no working time.
 MAX_DAYS_SCANNED = 3 * 366
 
 
-class CalendarError(ValueError):
-    """A calendar definition that cannot be used; `field` names the offending key."""
+class CalendarError(ValidationError):
+    """A calendar definition that cannot be used: a 422 naming the offending key (`field`)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__({field: message})
         self.field = field
         self.message = message
 
@@ -67,7 +70,7 @@ class Calendar:
         for day_name, spans in raw_hours.items():
             if day_name not in WEEKDAYS:
                 raise CalendarError(f"hours.{day_name}", f"weekday must be one of {', '.join(WEEKDAYS)}")
-            hours[WEEKDAYS.index(day_name)] = tuple(sorted(_parse_span(f"hours.{day_name}", span) for span in spans))
+            hours[WEEKDAYS.index(day_name)] = _day_spans(f"hours.{day_name}", spans)
         if not any(hours.values()):
             raise CalendarError("hours", "a business-hours calendar needs at least one working span")
         holidays = set()
@@ -96,14 +99,14 @@ class Calendar:
         return spans
 
     def _spans_from(self, instant: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working spans overlapping or after `instant`, clipped to start no earlier than it."""
+        """Working spans overlapping or after `instant`, clipped to start no earlier than it, for
+        MAX_DAYS_SCANNED days."""
         day = instant.astimezone(self.zone).date() - timedelta(days=1)
         for offset in range(MAX_DAYS_SCANNED):
             for start, end in self.working_spans(day + timedelta(days=offset)):
                 if end <= instant:
                     continue
                 yield max(start, instant), end
-        raise CalendarError("hours", f"no working time within {MAX_DAYS_SCANNED} days of {instant}")
 
     def seconds_between(self, start: datetime, end: datetime) -> float:
         """Business seconds in [start, end); 0 when end <= start."""
@@ -122,8 +125,10 @@ class Calendar:
             day += timedelta(days=1)
         return total
 
-    def add_seconds(self, start: datetime, seconds: float) -> datetime:
-        """The instant at which `seconds` business seconds have passed since `start`."""
+    def add_seconds(self, start: datetime, seconds: float) -> datetime | None:
+        """The instant at which `seconds` business seconds have passed since `start`; None when that is
+        more than MAX_DAYS_SCANNED days away: a target the calendar's working time cannot reach is no
+        deadline, rather than an error for every ticket the policy applies to."""
         if self.always_open:
             return start + timedelta(seconds=seconds)
         remaining = max(seconds, 0.0)
@@ -132,7 +137,20 @@ class Calendar:
             if remaining <= available:
                 return span_start + timedelta(seconds=remaining)
             remaining -= available
-        raise AssertionError("unreachable: _spans_from raises when exhausted")
+        return None
+
+
+def _day_spans(field: str, spans: Sequence[Sequence[str]]) -> tuple[tuple[time, time | None], ...]:
+    """One weekday's spans in order; each must end after it starts and after the one before it ends."""
+    parsed = sorted((_parse_span(field, span) for span in spans), key=lambda span: span[0])
+    for (_, end), (start, _) in itertools.pairwise(parsed):
+        if end is None or end > start:
+            raise CalendarError(field, f"spans overlap: one ends at {_clock(end)}, the next starts at {_clock(start)}")
+    return tuple(parsed)
+
+
+def _clock(moment: time | None) -> str:
+    return "24:00" if moment is None else moment.strftime("%H:%M")
 
 
 def _parse_span(field: str, span: Sequence[str]) -> tuple[time, time | None]:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service_kit.tiers import TIERS
 from tickets_app.desk import Actor, Desk
 from tickets_app.models import BusinessCalendar, Category, SlaPolicy, StaffUser, Template, Ticket
 from tickets_app.passwords import hash_password
+from tickets_app.schemas import TicketChange, TicketInput
 from tickets_app.workflow import PRIORITIES
 
 STAFF = [("ann", "Ann Agent", "agent"), ("raj", "Raj Rao", "agent"), ("admin", "Ada Admin", "admin")]
-TIER_WEIGHTS = {"free": 5, "starter": 3, "pro": 2, "enterprise": 1}
+# How many demo customers each plan has, from free to enterprise: more of the cheaper plans.
+TIER_WEIGHTS = dict(zip(TIERS, (5, 3, 2, 1), strict=True))
 SUBJECTS = [
     ("billing", "Invoice {n} charged twice"),
     ("billing", "Refund for plan downgrade"),
@@ -140,14 +144,16 @@ def _one_ticket(
     category, subject = rng.choice(SUBJECTS)
     start = now - timedelta(minutes=rng.randint(5, 14 * 24 * 60))
     priority = rng.choices(PRIORITIES, weights=[1, 3, 6, 3])[0]
-    payload = {
-        "subject": subject.format(n=1000 + n),
-        "body": rng.choice(BODIES).format(n=n),
-        "priority": priority,
-        "category": category,
-        "tags": rng.sample(["vip", "eu", "beta", "sdk"], k=1),
-    }
-    ticket = desk.create_ticket(session, customer, payload, start)
+    new = TicketInput.model_validate(
+        {
+            "subject": subject.format(n=1000 + n),
+            "body": rng.choice(BODIES).format(n=n),
+            "priority": priority,
+            "category": category,
+            "tags": rng.sample(["vip", "eu", "beta", "sdk"], k=1),
+        }
+    )
+    ticket = desk.create_ticket(session, customer, new, start)
     # Walk a random way through the states, never into the future.
     at = start
     for step in range(rng.choice([0, 1, 2, 3, 4, 5])):
@@ -155,30 +161,26 @@ def _one_ticket(
         if at >= now:
             break
         if step == 0:
-            desk.update_ticket(
-                session,
-                agent,
-                ticket,
-                {
-                    "assignee": agent.id,
-                    "status": "in_progress",
-                    "message": {"body": f"Hi {customer.name}, looking into it."},
-                },
-                at,
-            )
+            first_reply = {
+                "assignee": agent.id,
+                "status": "in_progress",
+                "message": {"body": f"Hi {customer.name}, looking into it."},
+            }
+            desk.update_ticket(session, agent, ticket, _change(first_reply), at)
         elif step == 1:
-            desk.update_ticket(
-                session, agent, ticket, {"status": "waiting", "message": {"body": "Could you send a request id?"}}, at
-            )
+            ask = {"status": "waiting", "message": {"body": "Could you send a request id?"}}
+            desk.update_ticket(session, agent, ticket, _change(ask), at)
         elif step == 2:
-            desk.update_ticket(session, customer, ticket, {"message": {"body": f"Sure: req_{n}x"}}, at)
+            desk.update_ticket(session, customer, ticket, _change({"message": {"body": f"Sure: req_{n}x"}}), at)
         elif step == 3:
-            desk.update_ticket(
-                session, agent, ticket, {"message": {"body": "Escalated to the API team.", "internal": True}}, at
-            )
+            note = {"message": {"body": "Escalated to the API team.", "internal": True}}
+            desk.update_ticket(session, agent, ticket, _change(note), at)
         elif step == 4:
-            desk.update_ticket(
-                session, agent, ticket, {"status": "resolved", "message": {"body": "Fixed; please confirm."}}, at
-            )
+            fixed = {"status": "resolved", "message": {"body": "Fixed; please confirm."}}
+            desk.update_ticket(session, agent, ticket, _change(fixed), at)
     if ticket.status == "resolved" and rng.random() < 0.5:
-        desk.update_ticket(session, agent, ticket, {"status": "closed"}, min(at + timedelta(days=1), now))
+        desk.update_ticket(session, agent, ticket, _change({"status": "closed"}), min(at + timedelta(days=1), now))
+
+
+def _change(fields: Mapping[str, object]) -> TicketChange:
+    return TicketChange.model_validate(fields)

@@ -7,7 +7,7 @@ operation runs inside the caller's transaction: either everything it changed is 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from service_kit.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
+from service_kit.tiers import STAFF_TIER
 from tickets_app.business_hours import Calendar
 from tickets_app.models import (
     Attachment,
@@ -29,23 +30,13 @@ from tickets_app.models import (
     TicketEvent,
     ticket_tags,
 )
+from tickets_app.schemas import MAX_SUBJECT_CHARS, TicketChange, TicketInput
 from tickets_app.search import SearchIndex
 from tickets_app.sla import METRICS, Policy, SlaResult, compute_sla, select_policy
-from tickets_app.workflow import (
-    FOLLOW_UP,
-    PRIORITIES,
-    STATUSES,
-    TIERS,
-    TransitionError,
-    check_transition,
-    is_due_for_auto_close,
-    status_after_customer_reply,
-)
+from tickets_app.workflow import FOLLOW_UP, check_transition, is_due_for_auto_close, status_after_customer_reply
 
-TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 TEMPLATE_PLACEHOLDERS = ("customer_name", "ticket_id", "agent_name")
-MAX_BODY_CHARS = 50_000
 
 
 @dataclass(frozen=True)
@@ -56,7 +47,7 @@ class Actor:
     role: str
     name: str = ""
     email: str = ""
-    tier: str = "free"
+    tier: str | None = None  # a customer's plan (service_kit.tiers), None when unknown
 
     @property
     def is_staff(self) -> bool:
@@ -128,40 +119,27 @@ class Desk:
         self,
         session: Session,
         actor: Actor,
-        payload: Mapping[str, Any],
+        new: TicketInput,
         now: datetime,
         *,
         follow_up_of_id: int | None = None,
         alert_group_key: str | None = None,
     ) -> Ticket:
-        """A new ticket with its first message. Staff must name the customer; customers are the requester."""
-        errors: dict[str, str] = {}
-        subject = _text_field(payload, "subject", 300, errors)
-        body = _text_field(payload, "body", MAX_BODY_CHARS, errors)
-        priority = _choice(payload, "priority", PRIORITIES, errors, default="medium")
-        if actor.is_staff:
-            customer = payload.get("customer")
-            if not isinstance(customer, Mapping):
-                errors["customer"] = "staff must give the customer: {id, name, email, tier}"
-                customer = {}
-            requester = Actor(
-                id=_text_field(customer, "id", 120, errors, prefix="customer."),
-                role="customer",
-                name=str(customer.get("name", ""))[:200],
-                email=str(customer.get("email", ""))[:254],
-                tier=_choice(customer, "tier", TIERS, errors, default="free", prefix="customer."),
-            )
-        else:
+        """A new ticket with its first message. Staff name the customer or open an internal ticket of
+        their own; a customer is the requester of theirs."""
+        if not actor.is_staff:
             requester = actor
-        category = self._category(session, payload.get("category"), errors)
-        tags = _tags(payload.get("tags", []), errors)
-        attachments = self._own_attachments(session, actor, payload.get("attachments", []), errors)
-        if errors:
-            raise ValidationError(errors)
+        elif new.customer is not None:
+            given = new.customer
+            requester = Actor(id=given.id, role="customer", name=given.name, email=given.email, tier=given.tier)
+        else:
+            requester = Actor(id=actor.id, role="customer", name=actor.name, email=actor.email, tier=STAFF_TIER)
+        category = self._category(session, new.category) if new.category is not None else None
+        attachments = self._own_attachments(session, actor, new.attachments, "attachments")
         ticket = Ticket(
-            subject=subject,
+            subject=new.subject,
             status="open",
-            priority=priority,
+            priority=new.priority,
             category=category,
             customer_id=requester.id,
             customer_name=requester.name,
@@ -174,96 +152,77 @@ class Desk:
         )
         session.add(ticket)
         session.flush()
-        self._log(session, ticket, actor, "created", now, {"priority": priority, "status": "open"})
-        if tags:
-            self._set_tags(session, ticket, actor, tags, now)
-        self._add_message(session, ticket, actor, body, internal=False, attachments=attachments, now=now)
+        self._log(session, ticket, actor, "created", now, {"priority": new.priority, "status": "open"})
+        if new.tags:
+            self._set_tags(session, ticket, actor, new.tags, now)
+        self._add_message(session, ticket, actor, new.body, internal=False, attachments=attachments, now=now)
         self.refresh(session, ticket, now)
         return ticket
 
     def update_ticket(
-        self, session: Session, actor: Actor, ticket: Ticket, payload: Mapping[str, Any], now: datetime
+        self,
+        session: Session,
+        actor: Actor,
+        ticket: Ticket,
+        change: TicketChange,
+        now: datetime,
+        attachments_field: str = "message.attachments",
     ) -> Change:
         """Change fields and/or add a message in one step: all of it is applied or none of it.
-
-        Payload keys: status, priority, assignee, category, tags, message {body, internal, attachments}.
-        """
-        fields = {k: payload[k] for k in ("status", "priority", "assignee", "category", "tags") if k in payload}
-        if fields and not actor.is_staff:
-            raise AuthorizationError(f"customers cannot change {', '.join(sorted(fields))}")
+        `attachments_field` is where the request named the message's uploads, for a 404 naming it."""
+        given = change.model_fields_set - {"message"}
+        if given and not actor.is_staff:
+            raise AuthorizationError(f"customers cannot change {', '.join(sorted(given))}")
         if ticket.merged_into_id is not None:
             raise ConflictError(f"ticket {ticket.id} was merged into {ticket.merged_into_id}; write there")
-        errors: dict[str, str] = {}
-        message_spec = payload.get("message")
-        body, internal, attachments = None, False, []
-        if message_spec is not None:
-            if not isinstance(message_spec, Mapping):
-                errors["message"] = "expected an object {body, internal, attachments}"
-            else:
-                body = _text_field(message_spec, "body", MAX_BODY_CHARS, errors, prefix="message.")
-                internal = message_spec.get("internal", False)
-                if not isinstance(internal, bool):
-                    errors["message.internal"] = "expected true or false"
-                elif internal and not actor.is_staff:
-                    errors["message.internal"] = "only staff can write internal notes"
-                attachments = self._own_attachments(
-                    session, actor, message_spec.get("attachments", []), errors, prefix="message."
-                )
-        if not fields and message_spec is None:
-            errors["message"] = "nothing to do: give a message or fields to change"
-        new_status = _choice(fields, "status", STATUSES, errors) if "status" in fields else None
-        if new_status is not None:
-            try:
-                check_transition(ticket.status, new_status)
-            except TransitionError as exc:
-                errors["status"] = str(exc)
-        priority = _choice(fields, "priority", PRIORITIES, errors) if "priority" in fields else None
-        category = self._category(session, fields.get("category"), errors) if "category" in fields else None
-        tags = _tags(fields.get("tags"), errors) if "tags" in fields else None
-        assignee = fields.get("assignee", ...)
-        if assignee is not ... and assignee is not None and (not isinstance(assignee, str) or not assignee):
-            errors["assignee"] = "expected a staff id or null"
-        if errors:
-            raise ValidationError(errors)
+        message = change.message
+        if message is not None and message.internal and not actor.is_staff:
+            raise AuthorizationError("only staff can write internal notes")
+        if change.status is not None:
+            check_transition(ticket.status, change.status)
+        category = self._category(session, change.category) if change.category is not None else None
+        attachments = self._own_attachments(session, actor, message.attachments, attachments_field) if message else []
 
-        change = Change(ticket=ticket)
-        if body is not None and not actor.is_staff and ticket.status == "closed":
-            return self._follow_up(session, actor, ticket, body, attachments, now)
-        if priority is not None and priority != ticket.priority:
-            change.before["priority"], change.after["priority"] = ticket.priority, priority
-            self._log(session, ticket, actor, "priority", now, {"from": ticket.priority, "to": priority})
-            ticket.priority = priority
-        if assignee is not ... and assignee != ticket.assignee_id:
-            change.before["assignee"], change.after["assignee"] = ticket.assignee_id, assignee
-            self._log(session, ticket, actor, "assignee", now, {"from": ticket.assignee_id, "to": assignee})
-            ticket.assignee_id = assignee
-        if "category" in fields:
+        result = Change(ticket=ticket)
+        if message is not None and not actor.is_staff and ticket.status == "closed":
+            return self._follow_up(session, actor, ticket, message.body, attachments, now)
+        if change.priority is not None and change.priority != ticket.priority:
+            result.before["priority"], result.after["priority"] = ticket.priority, change.priority
+            self._log(session, ticket, actor, "priority", now, {"from": ticket.priority, "to": change.priority})
+            ticket.priority = change.priority
+        if "assignee" in given and change.assignee != ticket.assignee_id:
+            result.before["assignee"], result.after["assignee"] = ticket.assignee_id, change.assignee
+            self._log(session, ticket, actor, "assignee", now, {"from": ticket.assignee_id, "to": change.assignee})
+            ticket.assignee_id = change.assignee
+        if "category" in given:
             new_name = category.name if category else None
             old_name = ticket.category.name if ticket.category else None
             if new_name != old_name:
-                change.before["category"], change.after["category"] = old_name, new_name
+                result.before["category"], result.after["category"] = old_name, new_name
                 self._log(session, ticket, actor, "category", now, {"from": old_name, "to": new_name})
                 ticket.category = category
-        if tags is not None:
+        if change.tags is not None:
+            tags = sorted(set(change.tags))
             old_tags = self.tags_of(session, [ticket.id]).get(ticket.id, [])
-            if sorted(tags) != old_tags:
-                change.before["tags"], change.after["tags"] = old_tags, sorted(tags)
+            if tags != old_tags:
+                result.before["tags"], result.after["tags"] = old_tags, tags
                 self._set_tags(session, ticket, actor, tags, now)
-        if body is not None:
-            change.message = self._add_message(session, ticket, actor, body, internal, attachments, now)
+        new_status: str | None = change.status
+        if message is not None:
+            result.message = self._add_message(session, ticket, actor, message.body, message.internal, attachments, now)
             if not actor.is_staff and new_status is None:
                 new_status = status_after_customer_reply(ticket.status)
         if new_status is not None and new_status != ticket.status:
-            change.before["status"], change.after["status"] = ticket.status, new_status
+            result.before["status"], result.after["status"] = ticket.status, new_status
             self._set_status(session, ticket, actor, new_status, now)
         ticket.updated_at = now
         self.refresh(session, ticket, now)
-        return change
+        return result
 
     def merge(self, session: Session, actor: Actor, source: Ticket, target: Ticket, now: datetime) -> Ticket:
         """Fold `source` into `target`: both threads show under the target; the source closes."""
         if source.id == target.id:
-            raise ValidationError({"target_id": "cannot merge a ticket into itself"})
+            raise ConflictError("a ticket cannot be merged into itself", {"target_id": "is this ticket"})
         if source.merged_into_id is not None or target.merged_into_id is not None:
             raise ConflictError("a merged ticket cannot be merged again")
         session.execute(update(Ticket).where(Ticket.merged_into_id == source.id).values(merged_into_id=target.id))
@@ -438,20 +397,16 @@ class Desk:
     ) -> Change:
         """A customer reply to a closed ticket starts a linked ticket instead of reopening history."""
         assert status_after_customer_reply(closed.status) == FOLLOW_UP
-        follow_up = self.create_ticket(
-            session,
-            actor,
-            {"subject": f"Re: {closed.subject}"[:300], "body": body, "priority": closed.priority},
-            now,
-            follow_up_of_id=closed.id,
-        )
+        subject = f"Re: {closed.subject}"[:MAX_SUBJECT_CHARS]
+        new = TicketInput.model_validate({"subject": subject, "body": body, "priority": closed.priority})
+        follow_up = self.create_ticket(session, actor, new, now, follow_up_of_id=closed.id)
         follow_up.category = closed.category
         for attachment in attachments:
             attachment.message_id = follow_up.messages[0].id if follow_up.messages else None
         self._log(session, closed, actor, "follow_up", now, {"ticket": follow_up.id})
         return Change(ticket=closed, follow_up=follow_up, message=follow_up.messages[0] if follow_up.messages else None)
 
-    def _set_tags(self, session: Session, ticket: Ticket, actor: Actor, tags: list[str], now: datetime) -> None:
+    def _set_tags(self, session: Session, ticket: Ticket, actor: Actor, tags: Iterable[str], now: datetime) -> None:
         old = set(self.tags_of(session, [ticket.id]).get(ticket.id, []))
         new = set(tags)
         session.execute(delete(ticket_tags).where(ticket_tags.c.ticket_id == ticket.id))
@@ -459,22 +414,15 @@ class Desk:
             session.execute(insert(ticket_tags), [{"ticket_id": ticket.id, "tag": tag} for tag in sorted(new)])
         self._log(session, ticket, actor, "tags", now, {"added": sorted(new - old), "removed": sorted(old - new)})
 
-    def _category(self, session: Session, name: Any, errors: dict[str, str]) -> Category | None:
-        if name is None:
-            return None
-        category = session.scalar(select(Category).where(Category.name == str(name)))
+    def _category(self, session: Session, name: str) -> Category:
+        category = session.scalar(select(Category).where(Category.name == name))
         if category is None:
-            errors["category"] = f"unknown category {str(name)[:80]!r}"
+            raise NotFoundError(f"no category {name!r}", {"category": f"no category {name[:80]!r}"})
         return category
 
-    def _own_attachments(
-        self, session: Session, actor: Actor, ids: Any, errors: dict[str, str], prefix: str = ""
-    ) -> list[Attachment]:
+    def _own_attachments(self, session: Session, actor: Actor, ids: list[str], field: str) -> list[Attachment]:
         """Uploads of this actor not yet attached to a message (the second step of a two-step upload)."""
         if not ids:
-            return []
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 10:
-            errors[f"{prefix}attachments"] = "expected a list of at most 10 upload tokens"
             return []
         found = session.scalars(
             select(Attachment).where(
@@ -482,7 +430,7 @@ class Desk:
             )
         ).all()
         if len(found) != len(set(ids)):
-            errors[f"{prefix}attachments"] = "unknown or already used upload token"
+            raise NotFoundError("unknown or already used upload token", {field: "no unattached upload of yours"})
         return list(found)
 
     def _log(
@@ -505,50 +453,9 @@ def _source(ticket: Ticket) -> str:
     return "alert" if ticket.alert_group_key else "customer"
 
 
-def _text_field(data: Mapping[str, Any], key: str, limit: int, errors: dict[str, str], prefix: str = "") -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        errors[prefix + key] = "required, a non-empty string"
-        return ""
-    if len(value) > limit:
-        errors[prefix + key] = f"at most {limit} characters"
-    if "\x00" in value:  # PostgreSQL text cannot hold NUL; refused on every backend alike
-        errors[prefix + key] = "must not contain NUL characters"
-    return value.strip()
-
-
-def _choice(
-    data: Mapping[str, Any],
-    key: str,
-    allowed: Iterable[str],
-    errors: dict[str, str],
-    default: str | None = None,
-    prefix: str = "",
-) -> str:
-    value = data.get(key, default)
-    options = tuple(allowed)
-    if value not in options:
-        errors[prefix + key] = f"expected one of {', '.join(options)}"
-        return default or options[0]
-    return str(value)
-
-
-def _tags(value: Any, errors: dict[str, str]) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > 20:
-        errors["tags"] = "expected a list of at most 20 tags"
-        return []
-    tags = [str(tag).strip().lower() for tag in value]
-    bad = [tag for tag in tags if not TAG_PATTERN.match(tag)]
-    if bad:
-        errors["tags"] = f"tags are lower-case letters, digits, '_', '.', '-' (bad: {bad[0][:64]!r})"
-    return sorted(set(tags))
-
-
-def template_errors(body: str) -> dict[str, str]:
+def check_template(body: str) -> None:
     """Unknown placeholders are refused when a template is saved, not discovered when it is used."""
     unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(body)} - set(TEMPLATE_PLACEHOLDERS))
     if unknown:
-        return {"body": f"unknown placeholder {{{{{unknown[0]}}}}}; known: {', '.join(TEMPLATE_PLACEHOLDERS)}"}
-    return {}
+        known = ", ".join(TEMPLATE_PLACEHOLDERS)
+        raise ValidationError({"body": f"unknown placeholder {{{{{unknown[0]}}}}}; known: {known}"})

@@ -72,7 +72,7 @@ class Ticket(Base):
     customer_id: Mapped[str] = mapped_column(String(120))
     customer_name: Mapped[str] = mapped_column(String(200), default="")
     customer_email: Mapped[str] = mapped_column(String(254), default="")
-    customer_tier: Mapped[str] = mapped_column(String(20), default="free")
+    customer_tier: Mapped[str | None] = mapped_column(String(20))  # service_kit.tiers.DESK_TIERS, or none
     assignee_id: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -202,7 +202,7 @@ class SlaPolicy(Base):
 
 
 class StaffUser(Base):
-    """Web UI logins for agents and admins (password hashed with scrypt)."""
+    """Web UI logins for agents and admins (password hashed with argon2id: tickets_app.passwords)."""
 
     __tablename__ = "staff_users"
     id: Mapped[str] = mapped_column(String(120), primary_key=True)

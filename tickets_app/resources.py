@@ -1,4 +1,4 @@
-"""The desk's per-app resources, reachable from views through `resources()`."""
+"""The desk's per-app resources, registered by `init_app` and reached from views through `resources()`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
 from service_kit.db import Database
@@ -32,6 +32,9 @@ class Resources:
     @property
     def at_risk(self) -> timedelta:
         return timedelta(minutes=self.settings.sla.at_risk_minutes)
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["tickets"] = self
 
 
 def resources() -> Resources:

@@ -32,19 +32,20 @@ from service_kit.auth import Principal, current_auth
 from service_kit.errors import APIError
 from tickets_app.api import attachment_response, store_upload
 from tickets_app.desk import Actor
-from tickets_app.listing import list_tickets, parse_list_args
+from tickets_app.listing import list_tickets
 from tickets_app.models import StaffUser, Template, Ticket
-from tickets_app.passwords import verify_password
+from tickets_app.passwords import check_login
 from tickets_app.resources import db_session, desk_of, now, resources
+from tickets_app.schemas import TicketChange, TicketQuery, parse
 from tickets_app.search import MARK_END, MARK_START
 from tickets_app.workflow import PRIORITIES, STATUSES, TRANSITIONS
 
-web = Blueprint(
+bp = Blueprint(
     "tickets_web", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static"
 )
 
 
-@web.before_request
+@bp.before_request
 def load_staff() -> ResponseReturnValue | None:
     """Pages need a logged-in staff user; the login page itself and static files do not."""
     if request.endpoint in ("tickets_web.login", "tickets_web.static"):
@@ -61,7 +62,7 @@ def load_staff() -> ResponseReturnValue | None:
     return None
 
 
-@web.after_request
+@bp.after_request
 def security_headers(response: Response) -> Response:
     """Defence in depth behind autoescaping: no inline script runs, no framing, no sniffing."""
     response.headers.setdefault(
@@ -86,7 +87,7 @@ def check_csrf() -> None:
         abort(400, "missing or wrong CSRF token; reload the page and try again")
 
 
-@web.app_context_processor
+@bp.app_context_processor
 def helpers() -> dict[str, Any]:
     return {"csrf_token": csrf_token, "sla_badge": sla_badge, "marked": marked}
 
@@ -130,13 +131,14 @@ def _duration(delta: timedelta) -> str:
     return f"{minutes // 1440}d {minutes // 60 % 24}h"
 
 
-@web.route("/login", methods=["GET", "POST"])
+@bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
     error = None
     if request.method == "POST":
         check_csrf()
         user = db_session().get(StaffUser, request.form.get("username", "").strip())
-        if user is not None and verify_password(request.form.get("password", ""), user.password_hash):
+        if check_login(user, request.form.get("password", "")) and user is not None:
+            db_session().commit()  # an outdated hash was just replaced
             session.clear()
             session["staff_id"] = user.id
             session["expires_at"] = (now() + timedelta(hours=resources().settings.web.session_hours)).timestamp()
@@ -150,24 +152,23 @@ def login() -> ResponseReturnValue:
     return render_template("login.html", error=error), 401 if error else 200
 
 
-@web.post("/logout")
+@bp.post("/logout")
 def logout() -> ResponseReturnValue:
     session.clear()
     return redirect(url_for("tickets_web.login"))
 
 
-@web.get("/")
+@bp.get("/")
 def queue() -> ResponseReturnValue:
     args = {k: v for k, v in request.args.items() if v}
     actor: Actor = g.actor
     error = None
     try:
-        parsed, size, cursor = parse_list_args(args)
-        page = list_tickets(db_session(), desk_of().index, actor, parsed, size, cursor)
+        query = parse(TicketQuery, args)
     except APIError as exc:
         error = "; ".join(f"{k}: {v}" for k, v in exc.details.items()) or exc.message
-        parsed, size, cursor = parse_list_args({})
-        page = list_tickets(db_session(), desk_of().index, actor, parsed, size, None)
+        query = TicketQuery()
+    page = list_tickets(db_session(), desk_of().index, actor, query)
     tags = desk_of().tags_of(db_session(), [t.id for t in page.tickets])
     next_url = None
     if page.next_cursor:
@@ -184,7 +185,7 @@ def queue() -> ResponseReturnValue:
     )
 
 
-@web.get("/tickets/<int:ticket_id>")
+@bp.get("/tickets/<int:ticket_id>")
 def ticket_page(ticket_id: int) -> ResponseReturnValue:
     db = db_session()
     actor: Actor = g.actor
@@ -205,7 +206,7 @@ def ticket_page(ticket_id: int) -> ResponseReturnValue:
     )
 
 
-@web.post("/tickets/<int:ticket_id>/reply")
+@bp.post("/tickets/<int:ticket_id>/reply")
 def reply(ticket_id: int) -> ResponseReturnValue:
     """The ticket form: fields and an optional message (with files) in one atomic change."""
     db = db_session()
@@ -231,7 +232,7 @@ def reply(ticket_id: int) -> ResponseReturnValue:
         if not payload:
             flash("Nothing to save.", "info")
             return redirect(url_for("tickets_web.ticket_page", ticket_id=ticket_id))
-        change = desk.update_ticket(db, actor, ticket, payload, now())
+        change = desk.update_ticket(db, actor, ticket, parse(TicketChange, payload), now())
         if change.after:
             current_auth().record(
                 "ticket.update", "ticket", ticket.id, change.before, change.after, session=db, actor=_principal(actor)
@@ -257,7 +258,7 @@ def _store_uploads(actor: Actor, stored: list[str]) -> list[str]:
     return ids
 
 
-@web.get("/ui/attachments/<attachment_id>")
+@bp.get("/ui/attachments/<attachment_id>")
 def attachment(attachment_id: str) -> ResponseReturnValue:
     return attachment_response(g.actor, attachment_id)
 
@@ -270,4 +271,4 @@ def format_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
-web.add_app_template_filter(format_time, "time")
+bp.add_app_template_filter(format_time, "time")

@@ -6,11 +6,14 @@ Pure: the service asks these functions and records what they answer as events.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal, get_args
 
-STATUSES = ("open", "in_progress", "waiting", "resolved", "closed")
-PRIORITIES = ("urgent", "high", "medium", "low")
-# "internal" is the desk's own requester tier, for incident tickets opened from alerts.
-TIERS = ("free", "starter", "pro", "enterprise", "internal")
+from service_kit.errors import ConflictError
+
+Status = Literal["open", "in_progress", "waiting", "resolved", "closed"]
+Priority = Literal["urgent", "high", "medium", "low"]
+STATUSES: tuple[str, ...] = get_args(Status)
+PRIORITIES: tuple[str, ...] = get_args(Priority)
 
 # Staff-driven changes. `closed` is final: a later reply opens a linked follow-up ticket instead.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -24,12 +27,14 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 FOLLOW_UP = "follow_up"
 
 
-class TransitionError(ValueError):
-    """A status change the table does not allow."""
+class TransitionError(ConflictError):
+    """A status change the table does not allow from the ticket's current status: a 409, since the same
+    request is fine for a ticket in another status."""
 
     def __init__(self, current: str, target: str) -> None:
         allowed = ", ".join(sorted(TRANSITIONS.get(current, ()))) or "none (closed is final)"
-        super().__init__(f"cannot change status from {current} to {target}; allowed: {allowed}")
+        message = f"cannot change status from {current} to {target}; allowed: {allowed}"
+        super().__init__(message, {"status": message})
 
 
 def check_transition(current: str, target: str) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import requests
 
+from service_kit.errors import ExternalAPIError
+
 ACK_PREFIX = "ACK: "
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 DURATION_PART = re.compile(r"(\d+)([dhms])")
@@ -23,14 +25,23 @@ DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 MAX_ACK = timedelta(days=7)
 
 
-class AlertmanagerError(Exception):
-    """Alertmanager refused a request or could not be reached; `field` names the bad input when known,
-    `not_found` says the silence does not exist."""
+class AlertmanagerError(ExternalAPIError):
+    """Alertmanager refused a request or could not be reached (502). The base of every ack error, so the
+    CLI catches one type and an API answers each with its own status, without translating."""
 
-    def __init__(self, message: str, field: str | None = None, not_found: bool = False) -> None:
-        super().__init__(message)
+
+class AckInputError(AlertmanagerError):
+    """Input an ack cannot be made of: a 422 naming `field`."""
+
+    status, code, expected = 422, "validation_error", True
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message, details={field: message})
         self.field = field
-        self.not_found = not_found
+
+
+class SilenceNotFoundError(AlertmanagerError):
+    status, code, expected = 404, "not_found", True
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,10 @@ def parse_duration(text: str) -> timedelta:
     text = text.strip()
     parts = DURATION_PART.findall(text)
     if not text or "".join(number + unit for number, unit in parts) != text:
-        raise AlertmanagerError(f"duration {text!r} is not like 30m, 2h, 1h30m or 1d", field="duration")
+        raise AckInputError(f"duration {text!r} is not like 30m, 2h, 1h30m or 1d", "duration")
     seconds = sum(int(number) * DURATION_UNITS[unit] for number, unit in parts)
     if seconds <= 0:
-        raise AlertmanagerError("duration must be positive", field="duration")
+        raise AckInputError("duration must be positive", "duration")
     return timedelta(seconds=seconds)
 
 
@@ -63,7 +74,7 @@ def parse_matchers(alertname: str, pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not LABEL_NAME.match(name) or not value:
-            raise AlertmanagerError(f"matcher {pair!r} is not label=value", field="matchers")
+            raise AckInputError(f"matcher {pair!r} is not label=value", "matchers")
         matchers[name] = value
     return matchers
 
@@ -78,18 +89,18 @@ def silence_payload(
 ) -> dict[str, Any]:
     """Build the POST /api/v2/silences body of an ack, refusing input Alertmanager would misread."""
     if not matchers.get("alertname"):
-        raise AlertmanagerError("an ack needs the alert name", field="alertname")
+        raise AckInputError("an ack needs the alert name", "alertname")
     for name, value in matchers.items():
         if not LABEL_NAME.match(name) or not value:
-            raise AlertmanagerError(f"matcher {name}={value!r} is not label=value", field="matchers")
+            raise AckInputError(f"matcher {name}={value!r} is not label=value", "matchers")
     if not created_by.strip():
-        raise AlertmanagerError("an ack needs who acknowledges it", field="created_by")
+        raise AckInputError("an ack needs who acknowledges it", "created_by")
     if not comment.strip():
-        raise AlertmanagerError("an ack needs a reason", field="comment")
+        raise AckInputError("an ack needs a reason", "comment")
     if ends_at <= starts_at:
-        raise AlertmanagerError("an ack must end after it starts", field="ends_at")
+        raise AckInputError("an ack must end after it starts", "ends_at")
     if ends_at - starts_at > MAX_ACK:
-        raise AlertmanagerError(f"an ack may last at most {MAX_ACK.days} days", field="ends_at")
+        raise AckInputError(f"an ack may last at most {MAX_ACK.days} days", "ends_at")
     return {
         "matchers": [
             {"name": name, "value": value, "isRegex": False, "isEqual": True}
@@ -123,7 +134,7 @@ class AlertmanagerClient:
         """Silence the alerts matching `matchers` until `until` (or for `duration`); return the silence id."""
         starts_at = now or datetime.now(UTC)
         if (until is None) == (duration is None):
-            raise AlertmanagerError("give either until or duration", field="until")
+            raise AckInputError("give either until or duration", "until")
         ends_at = until if until is not None else starts_at + (duration or timedelta())
         payload = silence_payload(matchers, created_by=by, comment=comment, starts_at=starts_at, ends_at=ends_at)
         body = self._request("POST", "/api/v2/silences", json=payload)
@@ -132,7 +143,7 @@ class AlertmanagerClient:
     def unack(self, silence_id: str) -> None:
         """Expire one ack; Alertmanager keeps it in its history as expired."""
         if not re.fullmatch(r"[0-9a-fA-F-]{1,64}", silence_id):
-            raise AlertmanagerError(f"silence id {silence_id!r} is malformed", field="silence_id")
+            raise AckInputError(f"silence id {silence_id!r} is malformed", "silence_id")
         self._request("DELETE", f"/api/v2/silence/{silence_id}")
 
     def unack_matching(self, matchers: Mapping[str, str]) -> list[str]:
@@ -173,17 +184,15 @@ class AlertmanagerClient:
         except requests.RequestException as exc:
             raise AlertmanagerError(f"Alertmanager at {self.base_url} is unreachable: {exc}") from exc
         if response.status_code >= 400:
+            message = f"Alertmanager refused {method} {path}: {response.status_code} {response.text.strip()}"
             # Alertmanager 0.25 answers an unknown silence id with 500 "silence not found".
-            raise AlertmanagerError(
-                f"Alertmanager refused {method} {path}: {response.status_code} {response.text.strip()}",
-                not_found="not found" in response.text,
-            )
+            raise SilenceNotFoundError(message) if "not found" in response.text else AlertmanagerError(message)
         return response.json() if response.content else None
 
 
 def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
-        raise AlertmanagerError("times must carry a time zone", field="ends_at")
+        raise AckInputError("times must carry a time zone", "ends_at")
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

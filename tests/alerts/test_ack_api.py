@@ -94,14 +94,27 @@ def test_agent_acks_and_unacks_through_the_api_and_both_are_audited(
 
 
 def test_the_acknowledger_is_the_caller_not_the_body(app: Flask, client: FlaskClient) -> None:
+    body = {"alertname": "Nothing", "comment": "x", "duration": "5m"}
+    refused = client.post(
+        "/api/v1/alerts/acks", json=body | {"created_by": "someone-else"}, headers=bearer(app, "agent", "bo")
+    )
+    assert refused.status_code == 422
+    assert set(refused.json["error"]["details"]) == {"created_by"}
+    response = client.post("/api/v1/alerts/acks", json=body, headers=bearer(app, "agent", "bo"))
+    assert response.status_code == 201
+    assert response.json["created_by"] == "token:2"  # the caller: the second token made in this database
+    client.delete(f"/api/v1/alerts/acks/{response.json['silence_id']}", headers=bearer(app, "admin", "root"))
+
+
+def test_an_ack_without_duration_or_until_lasts_an_hour(app: Flask, client: FlaskClient) -> None:
     response = client.post(
-        "/api/v1/alerts/acks",
-        json={"alertname": "Nothing", "comment": "x", "duration": "5m", "created_by": "someone-else"},
-        headers=bearer(app, "agent", "bo"),
+        "/api/v1/alerts/acks", json={"alertname": "X", "comment": "x"}, headers=bearer(app, "agent", "ed")
     )
     assert response.status_code == 201
-    assert response.json["created_by"] != "someone-else"
-    client.delete(f"/api/v1/alerts/acks/{response.json['silence_id']}", headers=bearer(app, "admin", "root"))
+    ack = response.json
+    lasts = datetime.fromisoformat(ack["ends_at"]) - datetime.fromisoformat(ack["starts_at"])
+    assert timedelta(minutes=59) < lasts <= timedelta(hours=1)
+    client.delete(f"/api/v1/alerts/acks/{ack['silence_id']}", headers=bearer(app, "admin", "root"))
 
 
 @pytest.mark.parametrize(
@@ -112,11 +125,14 @@ def test_the_acknowledger_is_the_caller_not_the_body(app: Flask, client: FlaskCl
         ({"alertname": "X", "duration": "5m"}, "comment"),
         ({"alertname": "X", "comment": "  ", "duration": "5m"}, "comment"),
         ({"alertname": "X", "comment": "x", "duration": "soon"}, "duration"),
-        ({"alertname": "X", "comment": "x"}, "until"),
+        ({"alertname": "X", "comment": "x", "duration": "1h30m"}, "duration"),
+        ({"alertname": "X", "comment": "x", "duration": "5m", "until": "2026-12-24T10:00:00Z"}, "until"),
         ({"alertname": "X", "comment": "x", "until": "tomorrow"}, "until"),
-        ({"alertname": "X", "comment": "x", "duration": "30d"}, "ends_at"),
-        ({"alertname": "X", "comment": "x", "duration": "5m", "labels": {"service": 1}}, "labels"),
-        ({"alertname": "X", "comment": "x", "duration": "5m", "labels": {"bad name": "v"}}, "matchers"),
+        ({"alertname": "X", "comment": "x", "until": "2020-01-01T00:00:00Z"}, "ends_at"),  # in the past
+        ({"alertname": "X", "comment": "x", "duration": "30d"}, "duration"),
+        ({"alertname": "X", "comment": "x", "duration": "169h"}, "duration"),
+        ({"alertname": "X", "comment": "x", "duration": "5m", "labels": {"service": 1}}, "labels.service"),
+        ({"alertname": "X", "comment": "x", "duration": "5m", "labels": {"bad name": "v"}}, "labels.bad name.[key]"),
     ],
 )
 def test_bad_input_is_a_422_naming_the_field(app: Flask, client: FlaskClient, body: object, field: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -20,13 +21,14 @@ from tickets_app.cli import migrate
 from tickets_app.desk import Actor, Desk
 from tickets_app.models import Base, StaffUser
 from tickets_app.passwords import hash_password
+from tickets_app.schemas import TicketChange, TicketInput, TicketQuery, parse
 from tickets_app.search import SqliteFtsIndex
 from tickets_app.settings import AlertSettings, AttachmentSettings, TicketsSettings, WebSettings
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 AGENT = Actor(id="agent-ann", role="agent", name="Ann Agent")
 ADMIN = Actor(id="admin-bob", role="admin", name="Bob Admin")
-CUSTOMER = Actor(id="cust-1", role="customer", name="Carla Customer", email="carla@example.com", tier="pro")
+CUSTOMER = Actor(id="cust-1", role="customer", name="Carla Customer", email="carla@example.com", tier="professional")
 WEBHOOK_TOKEN = "alert-webhook-shared-token"
 OTHER_CUSTOMER = Actor(id="cust-2", role="customer", name="Otto Other", email="otto@example.com", tier="free")
 
@@ -99,7 +101,7 @@ def tokens(app: Flask) -> Tokens:
         made = Tokens(
             agent=create_token(session, "agent", "agent", subject="agent-ann")[0],
             admin=create_token(session, "admin", "admin", subject="admin-bob")[0],
-            customer=create_token(session, "carla", "customer", subject="cust-1", tier="pro")[0],
+            customer=create_token(session, "carla", "customer", subject="cust-1", tier="professional")[0],
             other_customer=create_token(session, "otto", "customer", subject="cust-2", tier="free")[0],
             service=create_token(session, "billing-portal", "service")[0],
             viewer=create_token(session, "viewer", "viewer")[0],
@@ -110,3 +112,16 @@ def tokens(app: Flask) -> Tokens:
 
 def auth(token: str, **headers: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **headers}
+
+
+def ticket_input(payload: dict[str, Any]) -> TicketInput:
+    """A new ticket for the Desk, checked as the API checks it (the kit's ValidationError naming fields)."""
+    return parse(TicketInput, payload)
+
+
+def ticket_change(payload: dict[str, Any]) -> TicketChange:
+    return parse(TicketChange, payload)
+
+
+def ticket_query(args: dict[str, Any]) -> TicketQuery:
+    return parse(TicketQuery, args)

@@ -62,7 +62,7 @@ MATRIX = [
     ("PATCH", "/api/v1/tickets/{ticket}", {"priority": "low"}, (401, 403, 404, 200, 200)),
     ("PATCH", "/api/v1/tickets/{ticket}", {"message": {"body": "m"}}, (401, 200, 404, 200, 200)),
     ("POST", "/api/v1/tickets/{ticket}/messages", {"body": "m"}, (401, 201, 404, 201, 201)),
-    ("POST", "/api/v1/tickets/{ticket}/messages", {"body": "m", "internal": True}, (401, 422, 404, 201, 201)),
+    ("POST", "/api/v1/tickets/{ticket}/messages", {"body": "m", "internal": True}, (401, 403, 404, 201, 201)),
     ("GET", "/api/v1/tickets/{ticket}/events", None, STAFF_READ),
     ("GET", "/api/v1/tickets/{ticket}/sla", None, STAFF_READ),
     ("POST", "/api/v1/tickets/{ticket}/merge", {"target_id": "{target}"}, STAFF_READ),

@@ -115,15 +115,18 @@ def test_webhook_needs_the_shared_token(client: FlaskClient, token: str) -> None
     ("payload", "fields"),
     [
         ({**notification(), "version": "3"}, {"version"}),
+        ({**notification(), "version": 4}, {"version"}),
         ({**notification(), "groupKey": ""}, {"groupKey"}),
         ({**notification(), "status": "pending"}, {"status"}),
         ({**notification(), "alerts": "x"}, {"alerts"}),
-        ({**notification(), "alerts": [1]}, {"alerts"}),
+        ({**notification(), "alerts": [1]}, {"alerts[0]"}),
+        ({**notification(), "receiver": ["desk"]}, {"receiver"}),
+        ({**notification(), "commonLabels": {"severity": 3}}, {"commonLabels.severity"}),
         ([], {"body"}),
-        (notification("resolved", group_key="never-fired"), {"groupKey"}),
         (notification(starts_at="yesterday"), {"alerts[0].startsAt"}),
         (notification(starts_at="2026-11-24T10:00:00"), {"alerts[0].startsAt"}),  # no zone: which instant?
-        (notification(alerts=[{"status": "firing", "labels": {}}]), {"alerts[0].startsAt"}),
+        (notification(starts_at="1764583200"), {"alerts[0].startsAt"}),  # not a Unix time either
+        (notification(alerts=[{"status": "firing", "labels": {}}]), {"alerts[0].startsAt", "alerts[0].endsAt"}),
         (notification("resolved", ends_at=""), {"alerts[0].endsAt"}),
         (notification(alerts=[notification()["alerts"][0] | {"status": "pending"}]), {"alerts[0].status"}),
         (notification(alerts=[notification()["alerts"][0] | {"fingerprint": "f" * 65}]), {"alerts[0].fingerprint"}),
@@ -134,6 +137,17 @@ def test_bad_payloads_are_422(client: FlaskClient, payload: Any, fields: set[str
     response = post(client, payload)
     assert response.status_code == 422
     assert set(response.json["error"]["details"]) == fields
+
+
+def test_a_resolution_for_a_group_without_an_incident_is_a_404(client: FlaskClient) -> None:
+    response = post(client, notification("resolved", group_key="never-fired"))
+    assert response.status_code == 404
+    assert set(response.json["error"]["details"]) == {"groupKey"}
+
+
+def test_fields_alertmanager_adds_later_are_accepted(client: FlaskClient) -> None:
+    alert = notification()["alerts"][0] | {"silencedBy": []}
+    assert post(client, {**notification(alerts=[alert]), "futureField": {"x": 1}}).status_code == 200
 
 
 def test_stale_firing_from_a_peer_after_resolved_leaves_the_ticket_resolved(

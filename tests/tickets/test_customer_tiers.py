@@ -54,9 +54,7 @@ def test_a_token_without_a_tier_is_no_tier(app: Flask, client: FlaskClient) -> N
     assert created_tier(client, customer_token(app, None)) is None
 
 
-def test_a_service_token_vouches_for_a_plan_tier_and_an_old_name_is_a_422(
-    client: FlaskClient, tokens: Tokens
-) -> None:
+def test_a_service_token_vouches_for_a_plan_tier_and_an_old_name_is_a_422(client: FlaskClient, tokens: Tokens) -> None:
     acting = {"X-On-Behalf-Of": "cust-9", "X-Customer-Tier": "professional"}
     assert created_tier(client, tokens.service, **acting) == "professional"
     refused = client.get("/api/v1/tickets", headers=auth(tokens.service, **{**acting, "X-Customer-Tier": "pro"}))
@@ -106,7 +104,8 @@ def test_migration_renames_starter_and_pro_in_tickets_policies_and_tokens(tmp_pa
         connection.execute(
             text(
                 "INSERT INTO api_tokens (name, token_hash, prefix, role, tier, created_at) VALUES "
-                "('a', 'h1', 'vbx_a', 'customer', 'pro', '2026-11-24'), ('b', 'h2', 'vbx_b', 'customer', 'starter', '2026-11-24')"
+                "('a', 'h1', 'vbx_a', 'customer', 'pro', '2026-11-24'), "
+                "('b', 'h2', 'vbx_b', 'customer', 'starter', '2026-11-24')"
             )
         )
     migrate(str(engine.url))

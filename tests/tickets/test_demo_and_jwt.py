@@ -13,13 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service_kit.settings import JWTSettings
+from service_kit.tiers import TIERS
 from tests.service_kit.test_jwt import ISSUER, jwks_url, signing_key  # noqa: F401 - shared fixtures
 from tests.tickets.conftest import T0
 from tickets_app.app import create_app
 from tickets_app.demo import seed
 from tickets_app.desk import Desk
 from tickets_app.models import StaffUser, Ticket
-from tickets_app.passwords import verify_password
+from tickets_app.passwords import check_login
 from tickets_app.settings import TicketsSettings
 
 
@@ -28,13 +29,13 @@ def test_demo_fills_every_state_once_and_resets_login(desk: Desk, session: Sessi
     statuses = dict(session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)).all())
     assert set(statuses) == {"open", "in_progress", "waiting", "resolved", "closed"}
     tiers = set(session.scalars(select(Ticket.customer_tier)))
-    assert tiers == {"free", "starter", "pro", "enterprise"}
+    assert tiers == set(TIERS)
     again = seed(session, desk, tickets=80, now=T0)
     assert session.scalar(select(func.count()).select_from(Ticket)) == 80
     ann = session.get(StaffUser, "ann")
     assert ann is not None
-    assert verify_password(again, ann.password_hash)
-    assert not verify_password(password, ann.password_hash)
+    assert check_login(ann, again)
+    assert not check_login(ann, password)
 
 
 def test_customer_with_jwt_sees_own_tier(
@@ -49,7 +50,7 @@ def test_customer_with_jwt_sees_own_tier(
         "iss": ISSUER,
         "aud": "desk",
         "exp": int(time.time()) + 300,
-        "tier": "enterprise",
+        "tier": "professional",
         "email": "u77@example.com",
     }
     token = jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": "key-1"})
@@ -62,7 +63,7 @@ def test_customer_with_jwt_sees_own_tier(
         "id": "user_77",
         "name": "u77@example.com",
         "email": "u77@example.com",
-        "tier": "enterprise",
+        "tier": "professional",
     }
     forged = jwt.encode(
         {**claims, "sub": "someone-else"},

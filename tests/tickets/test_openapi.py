@@ -68,7 +68,7 @@ def test_responses_match_schemas(client: FlaskClient, tokens: Tokens) -> None:
     assert sla.status_code == 200
     check(document, "SlaState", sla.json)
     bad = client.post("/api/v1/tickets", json={}, headers=auth(tokens.customer))
-    check(document, "Error", bad.json)
+    check(document, "ErrorBody", bad.json)
 
 
 @pytest.mark.parametrize("name", ["TicketInput", "TemplateInput", "CalendarInput", "SlaPolicyInput"])

@@ -15,7 +15,7 @@ from tickets_app.passwords import hash_password
 
 # Made by the desk before issue 12 (stdlib scrypt, N=2**14) for the password "correct horse battery staple".
 OLD_SCRYPT_HASH = "scrypt$16384$8$1$vKvqWzIjDfz88oRBRSzPrQ==$ZaXnkwzWkQSI+amfcG4b4nOYDwS7F1H8r2+mMVEIeQ8="
-OLD_PASSWORD = "correct horse battery staple"  # noqa: S105 - the password of the fixture hash above
+OLD_PASSWORD = "correct horse battery staple"
 
 
 def add_staff(app: Flask, password_hash: str) -> None:

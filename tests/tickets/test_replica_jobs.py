@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from service_kit.db import make_engine
 from tests.servers import ManagedProcess, PostgresServer, wait_until
-from tests.tickets.conftest import AGENT, CUSTOMER, Tokens, auth
+from tests.tickets.conftest import AGENT, CUSTOMER, Tokens, auth, ticket_change, ticket_input
 from tickets_app.app import create_app
 from tickets_app.cli import migrate
 from tickets_app.desk import Desk
@@ -75,8 +75,10 @@ def test_concurrent_sweeps_auto_close_a_ticket_once(postgres_server: PostgresSer
     desk = Desk(PostgresFtsIndex(), auto_close_days=1)
     now = datetime.now(UTC)
     with Session(engine) as session:
-        ticket = desk.create_ticket(session, CUSTOMER, {"subject": "race", "body": "b"}, now - timedelta(days=3))
-        desk.update_ticket(session, AGENT, ticket, {"status": "resolved"}, now - timedelta(days=2))
+        ticket = desk.create_ticket(
+            session, CUSTOMER, ticket_input({"subject": "race", "body": "b"}), now - timedelta(days=3)
+        )
+        desk.update_ticket(session, AGENT, ticket, ticket_change({"status": "resolved"}), now - timedelta(days=2))
         session.commit()
         ticket_id = ticket.id
     first, second = Session(engine), Session(engine)
@@ -193,12 +195,14 @@ def seed(engine: Engine, base: datetime) -> tuple[dict[int, datetime], dict[int,
         session.flush()
         for k in range(SEEDED):
             due = base + timedelta(seconds=k * SPACING)
-            ticket = desk.create_ticket(session, CUSTOMER, {"subject": f"b{k}", "body": "x"}, due - timedelta(hours=1))
+            ticket = desk.create_ticket(
+                session, CUSTOMER, ticket_input({"subject": f"b{k}", "body": "x"}), due - timedelta(hours=1)
+            )
             breaching[ticket.id] = due
             closes = due + timedelta(seconds=SPACING / 2)
             resolved = closes - timedelta(days=1)
-            ticket = desk.create_ticket(session, CUSTOMER, {"subject": f"c{k}", "body": "x"}, resolved)
-            desk.update_ticket(session, AGENT, ticket, {"status": "resolved"}, resolved)
+            ticket = desk.create_ticket(session, CUSTOMER, ticket_input({"subject": f"c{k}", "body": "x"}), resolved)
+            desk.update_ticket(session, AGENT, ticket, ticket_change({"status": "resolved"}), resolved)
             closing[ticket.id] = closes
         session.commit()
     return breaching, closing

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from service_kit.db import make_engine
 from service_kit.errors import ValidationError
-from tests.tickets.conftest import AGENT, CUSTOMER, OTHER_CUSTOMER, T0
+from tests.tickets.conftest import AGENT, CUSTOMER, OTHER_CUSTOMER, T0, ticket_change, ticket_input, ticket_query
 from tickets_app.cli import migrate
 from tickets_app.desk import Actor, Desk
-from tickets_app.listing import list_tickets, parse_list_args
+from tickets_app.listing import list_tickets
 from tickets_app.models import Ticket
 from tickets_app.query import parse_query
 from tickets_app.search import MARK_END, MARK_START, fts5_expression, index_for_dialect
@@ -56,13 +56,12 @@ def make(
     **extra: object,
 ) -> Ticket:
     return desk.create_ticket(
-        session, actor, {"subject": subject, "body": body, **extra}, T0 + timedelta(minutes=minutes)
+        session, actor, ticket_input({"subject": subject, "body": body, **extra}), T0 + timedelta(minutes=minutes)
     )
 
 
 def search(desk: Desk, session: Session, actor: Actor, **args: str) -> list[int]:
-    parsed, size, cursor = parse_list_args(args)
-    return [t.id for t in list_tickets(session, desk.index, actor, parsed, size, cursor).tickets]
+    return [t.id for t in list_tickets(session, desk.index, actor, ticket_query(args)).tickets]
 
 
 @pytest.fixture
@@ -77,7 +76,7 @@ def corpus(desk: Desk, session: Session) -> dict[str, Ticket]:
         session,
         AGENT,
         tickets["other"],
-        {"message": {"body": "internal: customer is on legacy plan zebra", "internal": True}},
+        ticket_change({"message": {"body": "internal: customer is on legacy plan zebra", "internal": True}}),
         T0,
     )
     return tickets
@@ -98,7 +97,7 @@ def test_query_language_filters_and_phrase(desk: Desk, session: Session, corpus:
     assert search(desk, session, AGENT, q='"daily quota"') == [corpus["phrase"].id]
     assert search(desk, session, AGENT, q='"quota daily"') == []
     assert search(desk, session, AGENT, q="requester:cust-2") == [corpus["other"].id]
-    assert search(desk, session, AGENT, q="tier:pro sort:created") == [
+    assert search(desk, session, AGENT, q="tier:professional sort:created") == [
         corpus["subject"].id,
         corpus["body"].id,
         corpus["phrase"].id,
@@ -173,38 +172,35 @@ def test_internal_notes_never_match_rank_or_show_for_customers(desk: Desk, sessi
     noted = make(desk, session, "Refund request", "please refund order 77", minutes=1)
     for ticket, note in ((noted, "refund " * 8), (twin, "waiting " * 8)):  # notes of equal length
         desk.update_ticket(
-            session, AGENT, ticket, {"message": {"body": note + "fraud suspected", "internal": True}}, T0
+            session, AGENT, ticket, ticket_change({"message": {"body": note + "fraud suspected", "internal": True}}), T0
         )
     assert search(desk, session, AGENT, q="refund fraud") == [noted.id, twin.id]  # across public and internal
     assert search(desk, session, CUSTOMER, q="refund fraud") == []
     assert search(desk, session, CUSTOMER, q="fraud") == []
     # Same public text, so the same rank and the id breaks the tie: the note's "refund"s must not lift `noted`.
     assert search(desk, session, CUSTOMER, q="refund") == [twin.id, noted.id]
-    parsed, size, _ = parse_list_args({"q": "refund"})
-    snippets = list_tickets(session, desk.index, CUSTOMER, parsed, size, None).snippets
+    snippets = list_tickets(session, desk.index, CUSTOMER, ticket_query({"q": "refund"})).snippets
     assert snippets and not any("fraud" in snippet for snippet in snippets.values())
 
 
 def test_snippet_marks_the_match(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
-    parsed, size, _ = parse_list_args({"q": "quota"})
-    page = list_tickets(session, desk.index, AGENT, parsed, size, None)
+    page = list_tickets(session, desk.index, AGENT, ticket_query({"q": "quota"}))
     assert f"{MARK_START}quota{MARK_END}" in page.snippets[corpus["phrase"].id]
 
 
 def test_cursor_pages_cover_everything_once(desk: Desk, session: Session) -> None:
     ids = [make(desk, session, f"ticket {i}", "paging body", minutes=i % 3).id for i in range(7)]
-    for sort in ("created", "-updated", "priority", "relevance"):
+    for sort, words in [(s, "paging") for s in ("created", "-updated", "priority", "relevance")] + [("relevance", "")]:
         seen: list[int] = []
-        args = {"page[size]": "3", "sort": sort, "q": "paging"}
+        args = {"page[size]": "3", "sort": sort, "q": words}
         while True:
-            parsed, size, cursor = parse_list_args(args)
-            page = list_tickets(session, desk.index, AGENT, parsed, size, cursor)
+            page = list_tickets(session, desk.index, AGENT, ticket_query(args))
             seen += [t.id for t in page.tickets]
             if page.next_cursor is None:
                 break
             args["page[cursor]"] = page.next_cursor
-        assert sorted(seen) == ids, sort
-        assert len(seen) == len(set(seen)), sort
+        assert sorted(seen) == ids, (sort, words)
+        assert len(seen) == len(set(seen)), (sort, words)
 
 
 @pytest.mark.parametrize(
@@ -214,6 +210,7 @@ def test_cursor_pages_cover_everything_once(desk: Desk, session: Session) -> Non
         ({"page[size]": "101"}, "page[size]"),
         ({"page[size]": "x"}, "page[size]"),
         ({"page[cursor]": "garbage!!"}, "page[cursor]"),
+        ({"page[cursor]": "1~2~3"}, "page[cursor]"),
         ({"sort": "nonsense"}, "sort"),
         ({"created_after": "yesterday"}, "created_after"),
     ],
@@ -222,6 +219,20 @@ def test_bad_list_arguments_name_the_field(desk: Desk, session: Session, args: d
     with pytest.raises(ValidationError) as caught:
         search(desk, session, AGENT, **args)
     assert field in caught.value.details
+
+
+@pytest.mark.parametrize(
+    ("cursor", "after_everything"),
+    [("1e999~5", True), ("99999999999999999999~5", True), ("-99999999999999999999~5", False)],
+)
+def test_a_cursor_beyond_every_time_is_a_position_not_an_error(
+    desk: Desk, session: Session, corpus: dict[str, Ticket], cursor: str, after_everything: bool
+) -> None:
+    """Any cursor of the documented shape is a position: a time beyond a datetime's range lies past the end."""
+    everything = sorted(ticket.id for ticket in corpus.values())
+    ascending = sorted(search(desk, session, AGENT, sort="created", **{"page[cursor]": cursor}))
+    descending = sorted(search(desk, session, AGENT, sort="-created", **{"page[cursor]": cursor}))
+    assert (ascending, descending) == (([], everything) if after_everything else (everything, []))
 
 
 def test_parse_query_quotes_every_term() -> None:

@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from werkzeug.serving import make_server
 
 from tests.servers import free_port
+from tests.tickets.conftest import ticket_input
 from tickets_app.desk import Actor
 from tickets_app.models import SlaPolicy, StaffUser, Template
 from tickets_app.passwords import hash_password
@@ -52,10 +53,14 @@ def live(app: Flask) -> Iterator[Live]:
         session.add(Template(name="Greeting", body="Hi {{customer_name}}, {{agent_name}} here about #{{ticket_id}}."))
         session.flush()
         refund = resources.desk.create_ticket(
-            session, customer, {"subject": "Refund for invoice 7781", "body": "Charged twice"}, now
+            session, customer, ticket_input({"subject": "Refund for invoice 7781", "body": "Charged twice"}), now
         )
-        resources.desk.create_ticket(session, customer, {"subject": "Other thing", "body": "unrelated"}, now)
-        xss = resources.desk.create_ticket(session, customer, {"subject": XSS_SUBJECT, "body": XSS_BODY}, now)
+        resources.desk.create_ticket(
+            session, customer, ticket_input({"subject": "Other thing", "body": "unrelated"}), now
+        )
+        xss = resources.desk.create_ticket(
+            session, customer, ticket_input({"subject": XSS_SUBJECT, "body": XSS_BODY}), now
+        )
         session.commit()
         ids = (refund.id, xss.id)
     port = free_port()
