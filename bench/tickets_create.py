@@ -64,7 +64,7 @@ def main() -> None:
     migrate(url)
     with Session(make_engine(url)) as session:
         session.add(SlaPolicy(name="all", position=0, definition={"targets": {"first_response": 60}}))
-        token, _ = create_token(session, "bench", "customer", subject="bench-customer", tier="pro")
+        token, _ = create_token(session, "bench", "customer", subject="bench-customer", tier="professional")
         session.commit()
     port = free_port()
     env = {

@@ -28,7 +28,7 @@ from tickets_app.cli import migrate
 from tickets_app.desk import Actor
 from tickets_app.listing import list_tickets
 from tickets_app.models import Message, Ticket
-from tickets_app.query import parse_query
+from tickets_app.schemas import TicketQuery
 from tickets_app.search import SqliteFtsIndex
 
 DATABASE = Path(".run/bench/tickets-search.sqlite3")
@@ -160,8 +160,8 @@ def main() -> None:
 
         def fts(query: str) -> Callable[[], int]:
             def run() -> int:
-                parsed = parse_query(query.format(word=rng.choice(RARE_WORDS)))
-                return len(list_tickets(session, index, AGENT, parsed, 25, None).tickets)
+                search = TicketQuery(q=query.format(word=rng.choice(RARE_WORDS)))
+                return len(list_tickets(session, index, AGENT, search).tickets)
 
             return run
 

@@ -75,3 +75,23 @@ def test_responses_match_schemas(client: FlaskClient, tokens: Tokens) -> None:
 def test_schemas_are_valid_json_schema(client: FlaskClient, name: str) -> None:
     document = spec(client)
     Draft202012Validator.check_schema({"$ref": f"#/components/schemas/{name}", "components": document["components"]})
+
+
+def test_constraints_are_json_schema_keywords_not_pydantic_ones(client: FlaskClient) -> None:
+    """pydantic writes a constraint it cannot place as its own name ("ge"), which validators ignore: the
+    document then allowed calendar_id 0, and schemathesis sent it."""
+    leaked: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            leaked.extend(
+                f"{path}.{key}" for key in ("ge", "gt", "le", "lt", "min_length", "max_length") if key in node
+            )
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]")
+
+    walk(spec(client)["components"]["schemas"], "schemas")
+    assert leaked == []

@@ -22,11 +22,15 @@ from tickets_app.settings import TicketsSettings
 
 
 class DeskServer(ManagedProcess):
+    """The desk as users run it (`vibelux-tickets serve`: granian, two workers) on a SQLite database;
+    `settings` are further TICKETS_* variables."""
+
     name = "tickets"
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: str) -> None:
         super().__init__()
         self.database_url = f"sqlite:///{self.workdir / 'tickets.sqlite3'}"
+        self.settings = settings
 
     @property
     def url(self) -> str:
@@ -38,8 +42,9 @@ class DeskServer(ManagedProcess):
     def ready(self) -> bool:
         return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
 
-    def start(self) -> None:
-        env = {
+    def environment(self) -> dict[str, str]:
+        (self.workdir / "none.yml").write_text("{}\n")
+        return {
             "TICKETS_SERVER__PORT": str(self.port),
             "TICKETS_SERVER__WORKERS": "2",
             "TICKETS_DATABASE__URL": self.database_url,
@@ -50,14 +55,8 @@ class DeskServer(ManagedProcess):
             "VIBELUX_TICKETS_CONFIG": str(self.workdir / "none.yml"),
             # The server runs in its own directory; the package comes from this checkout.
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            **self.settings,
         }
-        (self.workdir / "none.yml").write_text("{}\n")
-        os.environ.update(env)
-        try:
-            super().start()
-        finally:
-            for key in env:
-                os.environ.pop(key, None)
 
 
 @pytest.fixture(scope="module")
