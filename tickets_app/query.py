@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Literal, get_args
 
 LIST_KEYS = {
     "status": "status",
@@ -26,7 +27,8 @@ LIST_KEYS = {
     "tier": "tier",
 }
 RANGE_KEYS = ("created", "updated")
-SORTS = ("relevance", "created", "-created", "updated", "-updated", "priority", "-priority")
+Sort = Literal["relevance", "created", "-created", "updated", "-updated", "priority", "-priority"]
+SORTS: tuple[str, ...] = get_args(Sort)
 
 _TOKEN = re.compile(r'(?P<key>[A-Za-z]+)(?P<op>:|>=|<=|>|<)(?P<value>"[^"]*"?|\S+)|"(?P<phrase>[^"]*)"?|(?P<word>\S+)')
 _HAS_TOKEN_CHAR = re.compile(r"\w", re.UNICODE)

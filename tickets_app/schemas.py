@@ -43,6 +43,7 @@ from service_kit.openapi import MAX_ID, DateTime, rfc3339, validation_details
 from service_kit.tiers import DeskTier
 from tickets_app.attachments import ALLOWED_TYPES, ATTACHMENT_ID_PATTERN
 from tickets_app.business_hours import WEEKDAYS
+from tickets_app.query import Sort
 from tickets_app.sla import METRICS
 from tickets_app.workflow import Priority, Status
 
@@ -332,8 +333,6 @@ class RenderedTemplate(BaseModel):
 
 # -- list query --------------------------------------------------------------------------------------
 
-SORTS = ("relevance", "created", "-created", "updated", "-updated", "priority", "-priority")
-Sort = Literal["relevance", "created", "-created", "updated", "-updated", "priority", "-priority"]
 # A position in a list: the sort key of the last ticket shown (Unix microseconds for times, the rank for
 # priority and relevance) and its id. Any text of this shape is a position, so no cursor is refused.
 CURSOR_PATTERN = "^-?[0-9]{1,20}([.][0-9]{1,20})?(e[-+]?[0-9]{1,3})?~[0-9]{1,18}$"
