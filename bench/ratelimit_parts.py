@@ -30,9 +30,9 @@ import urllib3
 from bench.ratelimit_proxy import HUGE, PATH, nginx_conf, process
 from bench.wsgi_servers import free_port
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.backends import RedisLimiter, counter_key
 from ratelimit_proxy.forward import Upstream
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import RedisLimiter, counter_key
 from ratelimit_proxy.settings import LimitSettings, ProxySettings, RedisSettings, TierSettings, UpstreamSettings
 from service_kit.settings import LoggingSettings
 

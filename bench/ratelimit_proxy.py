@@ -188,8 +188,8 @@ def decisions_per_second(redis_url: str, seconds: float) -> list[tuple[str, floa
     from limits.storage import RedisStorage
     from limits.strategies import SlidingWindowCounterRateLimiter
 
-    from ratelimit_proxy.backends import MemoryLimiter, RedisLimiter
     from ratelimit_proxy.limiter import Limit
+    from ratelimit_proxy.limiter_storage import MemoryLimiter, RedisLimiter
 
     ours = [Limit("burst", HUGE, 1), Limit("minute", HUGE, 60), Limit("hour", HUGE, 3600)]
     ours.append(Limit("ai-day", HUGE, 86400))

@@ -17,11 +17,11 @@ from typing import Any
 from flask import Blueprint, Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from ratelimit_proxy.key_ban_storage import KeyRecord
 from ratelimit_proxy.metrics import ActiveBansCollector
 from ratelimit_proxy.policy import PolicyError
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
-from ratelimit_proxy.store import KeyRecord
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth, Principal, require_role
 from service_kit.config import ConfigError

@@ -18,6 +18,7 @@ import click
 import redis
 from prometheus_client import CollectorRegistry
 
+from ratelimit_proxy.api_keys import UnknownKey
 from ratelimit_proxy.config import ENV_PREFIX, SERVICE, load
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
@@ -120,7 +121,7 @@ def _update(key_id: str, **changes: str) -> None:
     rt = runtime()
     try:
         before, after = rt.keys.update(key_id, **changes)
-    except KeyError:
+    except UnknownKey:
         raise click.UsageError(f"no stored key {key_id}") from None
     audit("key.update", "api_key", key_id, before.__dict__, after.__dict__)
     click.echo(f"{key_id}\t{after.tier}\t{after.status}")

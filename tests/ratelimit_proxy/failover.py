@@ -23,8 +23,8 @@ from typing import Any
 import requests
 import yaml
 
-from ratelimit_proxy.backends import counter_key
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import counter_key
 from tests.redis_topologies import PASSWORD, RedisClusterServers, RedisNode, RedisSentinelServers
 from tests.servers import free_port, port_open, wait_until
 

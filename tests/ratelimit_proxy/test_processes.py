@@ -19,9 +19,9 @@ import requests
 import yaml
 from prometheus_client import CollectorRegistry
 
-from ratelimit_proxy.guard import key_id
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.wsgi_names import PROXY_TARGET
+from service_kit.requests import hash_token
 from service_kit.server import granian_command
 from service_kit.settings import ServerSettings
 from tests.conftest import RedisUnderTest
@@ -200,7 +200,7 @@ def test_bans_and_revoked_keys_reach_every_process_at_once(
         assert requests.get(proxy.url + "/api/v1/users", headers=keyed, timeout=5).status_code == 200
 
     admin.bans.ban("203.0.113.60", "test", "manual", seconds=60)
-    admin.keys.update(key_id(api_key), status="revoked")
+    admin.keys.update(hash_token(api_key), status="revoked")
     started = time.monotonic()
 
     def every_answer_is(headers: dict[str, str], status: int) -> bool:

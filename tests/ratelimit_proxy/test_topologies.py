@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 
 from ratelimit_proxy.admin import create_admin_app
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.backends import counter_key
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import counter_key
 from ratelimit_proxy.settings import ClientSettings, ProxySettings, RedisSettings
 from service_kit.settings import DatabaseSettings
 from tests.conftest import RedisUnderTest

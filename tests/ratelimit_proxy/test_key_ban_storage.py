@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ratelimit_proxy.store import Ban, KeyRecord, MemoryStore, RedisStore, Store
+from ratelimit_proxy.key_ban_storage import Ban, KeyRecord, MemoryStore, RedisStore, Store
 from tests.conftest import TOPOLOGIES, redis_under_test
 
 

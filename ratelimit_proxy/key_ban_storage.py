@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-from ratelimit_proxy.backends import StorageUnavailable
+from ratelimit_proxy.limiter_storage import StorageUnavailable
 from service_kit.pubsub import publish
 from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
