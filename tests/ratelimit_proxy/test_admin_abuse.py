@@ -8,37 +8,16 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session
 
 from ratelimit_proxy.admin import create_admin_app
 from ratelimit_proxy.app import create_app
 from ratelimit_proxy.settings import AbuseSettings, ClientSettings, ProxySettings, RuleSettings
-from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings
-from tests.ratelimit_proxy.conftest import Upstream
+from tests.ratelimit_proxy.conftest import Upstream, admin_token
 
 pytestmark = pytest.mark.integration
 TRUSTED = ClientSettings(trusted_proxies=["127.0.0.1/32"], max_header_bytes=4096)
-
-
-def admin_token(url: str, role: str = "admin") -> str:
-    engine = make_engine(url)
-    upgrade(engine)
-    with Session(engine) as session:
-        plain, _ = create_token(session, "ops", role)
-        session.commit()
-    return plain
-
-
-@pytest.fixture
-def pair(settings_for: Callable[..., ProxySettings], database: DatabaseSettings) -> tuple[Flask, FlaskClient, dict]:
-    """A proxy app and an admin app sharing one runtime, plus admin headers."""
-    settings = settings_for(database=database)
-    proxy = create_app(settings)
-    admin = create_admin_app(settings, runtime=proxy.extensions["ratelimit_proxy"])
-    headers = {"Authorization": f"Bearer {admin_token(database.url)}"}
-    return proxy, admin.test_client(), headers
 
 
 def test_admin_routes_need_an_admin_token(pair: tuple[Flask, FlaskClient, dict], database: DatabaseSettings) -> None:
