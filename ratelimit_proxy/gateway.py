@@ -199,7 +199,7 @@ class Gateway:
             return self.refuse("none", "blocked", reply, "attack_path")
 
         api_key = credential(environ)
-        anonymous_tier = runtime.settings.limits.anonymous_tier
+        anonymous_tier: str = runtime.settings.limits.anonymous_tier
         tier, bucket = anonymous_tier, f"ip:{ip}"
         if api_key:
             try:

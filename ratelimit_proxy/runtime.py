@@ -184,9 +184,11 @@ class Runtime:
     def announce_reload(self) -> None:
         """Tell every process on this Redis to read its tier file again."""
         if self.redis is not None:
-            version = int(self.redis.incr(POLICY_VERSION_KEY))
-            self._policy_version = version
-            publish(self.redis, CHANGES_CHANNEL, "tiers")
+            try:
+                self._policy_version = int(self.redis.incr(POLICY_VERSION_KEY))
+                publish(self.redis, CHANGES_CHANNEL, "tiers")
+            except REDIS_ERRORS as exc:
+                raise StorageUnavailable(str(exc)) from exc
 
     @property
     def retry_after_outage(self) -> int:

@@ -70,6 +70,8 @@ def upstream() -> Iterator[Upstream]:
 
 TEST_TIERS = {
     "free": TierSettings(burst_per_second=5, per_minute=20, per_hour=100, ai_per_day=3),
+    "startup": TierSettings(burst_per_second=10, per_minute=50, per_hour=500, ai_per_day=10),
+    "professional": TierSettings(burst_per_second=20, per_minute=100, per_hour=1000, ai_per_day=20),
     "enterprise": TierSettings(burst_per_second=1000, per_minute=5000, per_hour=10000, ai_per_day=100),
 }
 

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from ratelimit_proxy.cli import cli
 from ratelimit_proxy.config import load
+from ratelimit_proxy.policy import Policy
 from service_kit.config import ConfigError
 from service_kit.tiers import TIERS
 
@@ -111,4 +112,4 @@ def test_a_tier_table_other_than_the_platforms_stops_start_up_with_one_line(
 
 def test_the_platforms_tier_table_loads_in_its_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIBELUX_RATELIMIT_PROXY_CONFIG", str(write_tiers(tmp_path, list(reversed(TIERS)))))
-    assert tuple(load().limits.tiers) == TIERS
+    assert tuple(Policy(load().limits).tiers) == TIERS

@@ -24,6 +24,7 @@ from ratelimit_proxy.wsgi_names import PROXY_TARGET
 from service_kit.requests import hash_token
 from service_kit.server import granian_command
 from service_kit.settings import ServerSettings
+from service_kit.tiers import TIERS
 from tests.conftest import RedisUnderTest
 from tests.ratelimit_proxy.conftest import ROOT, Script, ScriptedServer, Upstream, build_settings, ok
 from tests.servers import RedisServer, free_port, port_open, wait_until
@@ -82,7 +83,7 @@ def base_config(upstream: Upstream, redis_url: str, **extra: Any) -> dict[str, A
 
 def tiers(minute: int, burst: int = 10_000) -> dict[str, Any]:
     free = {"burst_per_second": burst, "per_minute": minute, "per_hour": 100_000, "ai_per_day": 100_000}
-    return {"tiers": {"free": free}}
+    return {"tiers": dict.fromkeys(TIERS, free)}
 
 
 def test_64_concurrent_clients_through_two_workers_get_exactly_the_quota(

@@ -174,7 +174,9 @@ def test_a_tier_reload_reaches_another_process_on_any_topology(
     database = DatabaseSettings(url=f"sqlite:///{tmp_path / 'proxy.sqlite3'}")
     settings = settings_on(any_redis, upstream, database=database)
     free = dataclasses.replace(settings.limits.tiers["free"], per_minute=7)
-    changed = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, tiers={"free": free}))
+    changed = dataclasses.replace(
+        settings, limits=dataclasses.replace(settings.limits, tiers={**settings.limits.tiers, "free": free})
+    )
     proxy = create_app(settings, reload=lambda: changed)
     admin = create_admin_app(settings, reload=lambda: changed).test_client()
     client = proxy.test_client()
