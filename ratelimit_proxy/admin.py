@@ -150,8 +150,16 @@ class KeyChange(Body):
 
 class NewBan(Body):
     network: str = Field(max_length=64, pattern=NETWORK, description="an IP address or a CIDR")
-    seconds: int = Field(3600, ge=1, le=MAX_BAN_SECONDS)
+    seconds: int = Field(3600, ge=1, le=MAX_BAN_SECONDS, strict=False)  # 60.0 is the JSON integer 60
     reason: str = Field("manual", min_length=1, max_length=200, pattern=NOT_BLANK)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def a_number(cls, value: Any) -> Any:
+        """Lax only for numbers: ``true`` and ``"60"`` are not an integer, ``60.0`` is."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be an integer")
+        return value
 
     @field_validator("network")
     @classmethod
@@ -261,12 +269,12 @@ def update_key(key_id: str) -> ResponseReturnValue:
 
 @bp.delete("/keys/<key_id>")
 @require_role("admin")
-@api.validate(responses={200: Key}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
-def revoke_key(key_id: str) -> ResponseReturnValue:
-    """Revoke a stored key: the record stays (revoked keys get 401, not the anonymous tier)."""
-    before, after = current_runtime().keys.update(key_id, status="revoked")
-    audit("key.revoke", "api_key", key_id, public(before), public(after))
-    return jsonify(public(after))
+@api.validate(responses={204: None}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
+def delete_key(key_id: str) -> ResponseReturnValue:
+    """Delete a stored key: its client gets 401 from then on. To revoke reversibly, PATCH its status."""
+    before = current_runtime().keys.delete(key_id)
+    audit("key.delete", "api_key", key_id, before=public(before))
+    return "", 204
 
 
 @bp.get("/keys/<key_id>/usage")

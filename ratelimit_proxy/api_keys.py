@@ -85,5 +85,14 @@ class KeyDirectory:
         self.forget(digest)
         return before, after
 
+    def delete(self, digest: str) -> KeyRecord:
+        """Remove a stored key for good (its client gets 401 as for any unknown key); returns its record.
+        UnknownKey for an unknown key or one from config."""
+        before = self.store.get_key(digest)
+        if before is None or not self.store.delete_key(digest):
+            raise UnknownKey(f"No stored key with id {digest}.")
+        self.forget(digest)
+        return before
+
     def all(self) -> list[KeyRecord]:
         return list(self._static.values()) + self.store.list_keys()

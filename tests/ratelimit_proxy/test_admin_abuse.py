@@ -43,11 +43,13 @@ def test_key_lifecycle_through_admin_api_is_enforced_and_audited(pair: tuple[Fla
     assert admin.patch(f"/api/v1/keys/{key_id}", json={"tier": "enterprise"}, headers=headers).status_code == 200
     proxy.extensions["ratelimit_proxy"].keys._cache.clear()  # other replicas: after key_cache_seconds
     assert client.get("/api/v1/users", headers={"X-API-Key": api_key}).headers["X-RateLimit-Limit"] == "1000"
-    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 200
+    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 204
     assert client.get("/api/v1/users", headers={"X-API-Key": api_key}).status_code == 401
+    assert admin.get(f"/api/v1/keys/{key_id}/usage", headers=headers).status_code == 404
+    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 404
 
     audit = admin.get("/api/v1/audit", headers=headers).get_json()["data"]
-    assert [a["action"] for a in audit] == ["key.revoke", "key.update", "key.create"]
+    assert [a["action"] for a in audit] == ["key.delete", "key.update", "key.create"]
     assert audit[1]["before"]["tier"] == "free" and audit[1]["after"]["tier"] == "enterprise"
     assert api_key not in str(audit)
 
