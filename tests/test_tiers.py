@@ -27,8 +27,8 @@ def yaml_file(relative: str) -> Any:
 
 def test_the_vocabulary_is_the_platforms_four_tiers_plus_the_desks_staff_tier() -> None:
     assert TIERS == ("free", "startup", "professional", "enterprise")
-    assert PAID_TIERS == TIERS[1:]
-    assert DESK_TIERS == (*TIERS, STAFF_TIER)
+    assert TIERS[1:] == PAID_TIERS
+    assert (*TIERS, STAFF_TIER) == DESK_TIERS
 
 
 def test_the_proxy_limits_every_tier_and_no_other() -> None:

@@ -37,9 +37,15 @@ TIER = MetricSpec(labels={"tier": ["free", "professional"]})
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
-        ([{"tier": "free", "value": 3}, {"tier": "professional", "value": Decimal("2.5")}], {("free",): 3.0, ("professional",): 2.5}),
+        (
+            [{"tier": "free", "value": 3}, {"tier": "professional", "value": Decimal("2.5")}],
+            {("free",): 3.0, ("professional",): 2.5},
+        ),
         ([{"tier": "free", "value": 3}], {("free",): 3.0, ("professional",): 0.0}),
-        ([{"tier": "gold", "value": 1}, {"tier": "x", "value": 2}], {("free",): 0.0, ("professional",): 0.0, ("other",): 3.0}),
+        (
+            [{"tier": "gold", "value": 1}, {"tier": "x", "value": 2}],
+            {("free",): 0.0, ("professional",): 0.0, ("other",): 3.0},
+        ),
         ([{"tier": "free", "value": None}], {("free",): 0.0, ("professional",): 0.0}),
         ([], {("free",): 0.0, ("professional",): 0.0}),
     ],
@@ -59,7 +65,10 @@ def test_unlabelled_metric_with_null_or_no_row_publishes_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("rows", "message"),
-    [([{"value": 1}], "no column 'tier' for business_users"), ([{"tier": "professional", "value": "many"}], "not numeric")],
+    [
+        ([{"value": 1}], "no column 'tier' for business_users"),
+        ([{"tier": "professional", "value": "many"}], "not numeric"),
+    ],
 )
 def test_rows_that_do_not_fit_the_spec_are_an_error(rows: list[dict[str, object]], message: str) -> None:
     with pytest.raises(QueryResultError, match=message):
