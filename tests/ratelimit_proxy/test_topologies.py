@@ -62,7 +62,8 @@ def test_admin_key_writes_succeed_and_the_key_is_enforced(proxy_and_admin: tuple
     statuses = Counter(client.get("/api/v1/users", headers={"X-API-Key": api_key}).status_code for _ in range(8))
     assert statuses == {200: 5, 429: 3}  # the free tier's burst of 5
     assert admin.patch(f"/api/v1/keys/{key_id}", json={"tier": "enterprise"}, headers=headers).status_code == 200
-    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 200
+    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 204  # one slot: one MULTI
+    assert admin.get("/api/v1/keys", headers=headers).get_json()["data"] == []
     assert admin.post("/api/v1/reload", headers=headers).status_code == 422  # no config file: named, not a 500
 
 
