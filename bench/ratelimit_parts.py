@@ -30,11 +30,12 @@ import urllib3
 from bench.ratelimit_proxy import HUGE, PATH, nginx_conf, process
 from bench.wsgi_servers import free_port
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.backends import RedisLimiter, counter_key
 from ratelimit_proxy.forward import Upstream
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import RedisLimiter, counter_key
 from ratelimit_proxy.settings import LimitSettings, ProxySettings, RedisSettings, TierSettings, UpstreamSettings
 from service_kit.settings import LoggingSettings
+from service_kit.tiers import TIERS
 
 HEADERS = {"Host": "api.example", "User-Agent": "wrk", "Accept": "application/json"}
 
@@ -95,7 +96,7 @@ def gateway_call(redis_url: str, upstream_url: str) -> Callable[[], object]:
         logging=LoggingSettings(level="WARNING"),
         upstream=UpstreamSettings(url=upstream_url),
         redis=RedisSettings(url=redis_url),
-        limits=LimitSettings(tiers={"free": tier}),
+        limits=LimitSettings(tiers=dict.fromkeys(TIERS, tier)),
         log_proxied_requests=False,
     )
     app = create_app(settings)

@@ -35,6 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `make bench` runs bench/*.py as scripts
 
 from bench.wsgi_servers import free_port, wait_ready
+from service_kit.tiers import TIERS
 
 ROOT = Path(__file__).resolve().parents[1]
 HUGE = 10_000_000
@@ -166,7 +167,7 @@ def proxy_config(directory: Path, redis_url: str, upstream_url: str, port: int) 
                 "server": {"port": port, "workers": 2, "blocking_threads": 16},
                 "upstream": {"url": upstream_url},
                 "redis": {"url": redis_url},
-                "limits": {"tiers": {"free": tier}},
+                "limits": {"tiers": dict.fromkeys(TIERS, tier)},
                 "log_proxied_requests": False,
                 "logging": {"level": "WARNING"},
             }
@@ -188,8 +189,8 @@ def decisions_per_second(redis_url: str, seconds: float) -> list[tuple[str, floa
     from limits.storage import RedisStorage
     from limits.strategies import SlidingWindowCounterRateLimiter
 
-    from ratelimit_proxy.backends import MemoryLimiter, RedisLimiter
     from ratelimit_proxy.limiter import Limit
+    from ratelimit_proxy.limiter_storage import MemoryLimiter, RedisLimiter
 
     ours = [Limit("burst", HUGE, 1), Limit("minute", HUGE, 60), Limit("hour", HUGE, 3600)]
     ours.append(Limit("ai-day", HUGE, 86400))

@@ -1,5 +1,8 @@
 """Admin API and metrics (port 9180), apart from proxied paths: keys, usage, bans, tier reload.
 
+Each operation is declared once with pydantic models (``api.validate``): they validate the request and are
+the OpenAPI document at ``/openapi.json``. The CLI checks its arguments with the same models.
+
 Callers need a kit API token with the admin role (``vibelux-proxy tokens create --role admin``) or the
 bootstrap token from ``RATELIMIT_PROXY_ADMIN__TOKEN`` (audited as actor ``admin-token``); every change is
 written to the kit's audit log (``GET /api/v1/audit``) in the same transaction as its record.
@@ -7,32 +10,61 @@ written to the kit's audit log (``GET /api/v1/audit``) in the same transaction a
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, Flask, g, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ratelimit_proxy.key_ban_storage import KeyRecord
 from ratelimit_proxy.metrics import ActiveBansCollector
 from ratelimit_proxy.policy import PolicyError
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
-from ratelimit_proxy.store import KeyRecord
 from service_kit.app import ServiceKit
-from service_kit.auth import Auth, Principal, require_role
+from service_kit.auth import Auth, Principal, current_auth, require_role
 from service_kit.config import ConfigError
-from service_kit.db import Database
+from service_kit.db import Database, current_db
 from service_kit.errors import NotFoundError, ValidationError
+from service_kit.openapi import ApiDocument
+from service_kit.requests import bearer_credential, hash_token
+from service_kit.tiers import Tier
 
 MAX_BAN_SECONDS = 365 * 86400
+BOOTSTRAP_DIGEST = "ratelimit_proxy_bootstrap_digest"
+STORAGE_DOWN = "Redis is unavailable (Retry-After)"
 
+# Text with something besides spaces, tabs and line breaks, and without NUL (the kit refuses NUL anyway).
+NOT_BLANK = "^[^\\u0000]*[^\\u0000\\t\\n\\r ][^\\u0000]*$"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = f"{_OCTET}(\\.{_OCTET}){{3}}"
+_H = "[0-9a-fA-F]{1,4}"
+_IPV6 = (
+    f"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
+    f"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
+    f"|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:))"
+)
+# An address or a CIDR in the plain notations (no zone, no netmask form, no embedded IPv4 in IPv6): what
+# the document states is exactly what is accepted.
+NETWORK = f"^({_IPV4}(/(3[0-2]|[12]?[0-9]))?|{_IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
 
-def public(record: KeyRecord) -> dict[str, Any]:
-    return asdict(record)
+api = ApiDocument(
+    "VibeLux rate-limiting proxy: admin API",
+    "API keys of proxied clients, their usage, IP bans and tier reloads. The proxied paths (port 8080) are "
+    "the upstream's, not described here.",
+    security={
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "kit API token with the admin role, or the bootstrap token RATELIMIT_PROXY_ADMIN__TOKEN",
+        }
+    },
+)
+bp = Blueprint("ratelimit_admin", __name__, url_prefix="/api/v1")
 
 
 def create_admin_app(
@@ -49,168 +81,283 @@ def create_admin_app(
         kit.health.add_check("redis", runtime.limiter_readiness)
     db = Database()
     db.init_app(app, settings.database.url)
-    auth = Auth(db)
-    auth.init_app(app)
+    Auth(db).init_app(app)
     if settings.admin.token:
-        app.before_request(bootstrap_token_check(settings.admin.token))
-    app.register_blueprint(admin_blueprint(runtime, auth, db))
+        app.extensions[BOOTSTRAP_DIGEST] = hash_token(settings.admin.token)
+        app.before_request(accept_bootstrap_token)
+    api.init_app(app)
+    app.register_blueprint(bp)
     app.extensions["ratelimit_proxy"] = runtime
     return app
 
 
-def bootstrap_token_check(token: str) -> Callable[[], None]:
-    """Make a caller presenting the configured bootstrap token an admin (compared in constant time)."""
-    expected = hashlib.sha256(token.encode()).digest()
-
-    def check() -> None:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            presented = hashlib.sha256(header[7:].strip().encode()).digest()
-            if hmac.compare_digest(presented, expected):
-                g.principal = Principal(id="admin-token", role="admin", kind="token")
-
-    return check
+def current_runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["ratelimit_proxy"]
+    return runtime
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError({"body": "must be a JSON object"})
-    return body
+def accept_bootstrap_token() -> None:
+    """Make a caller presenting the configured bootstrap token an admin (digests compared in constant time)."""
+    presented = bearer_credential(request.headers.get("Authorization", ""))
+    if presented and hmac.compare_digest(hash_token(presented), current_app.extensions[BOOTSTRAP_DIGEST]):
+        g.principal = Principal(id="admin-token", role="admin", kind="token")
 
 
-def admin_blueprint(runtime: Runtime, auth: Auth, db: Database) -> Blueprint:
-    bp = Blueprint("ratelimit_admin", __name__, url_prefix="/api/v1")
+def audit(action: str, target_type: str, target: str, before: Any = None, after: Any = None) -> None:
+    current_auth().record(action, target_type, target, before=before, after=after)
+    current_db().session.commit()
 
-    def audit(action: str, target_type: str, target: str, before: Any = None, after: Any = None) -> None:
-        auth.record(action, target_type, target, before=before, after=after)
-        db.session.commit()
 
-    def tier_of(body: dict[str, Any], required: bool) -> str | None:
-        tier = body.get("tier")
-        if tier is None and not required:
-            return None
-        if tier not in runtime.policy.tiers:
-            raise ValidationError({"tier": f"must be one of {', '.join(runtime.policy.tiers)}"})
-        return str(tier)
+class Body(BaseModel):
+    """Request bodies: unknown fields refused, and no coercion (``true`` is not 1, ``"60"`` not 60)."""
 
-    def stored_key(key_id: str) -> KeyRecord:
-        record = runtime.store.get_key(key_id)
-        if record is None:
-            raise NotFoundError(f"No key with id {key_id}.")
-        return record
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    @bp.get("/keys")
-    @require_role("admin")
-    def list_keys() -> ResponseReturnValue:
-        return jsonify({"data": [public(r) for r in runtime.keys.all()]})
 
-    @bp.post("/keys")
-    @require_role("admin")
-    def create_key() -> ResponseReturnValue:
-        body = _body()
-        tier = tier_of(body, required=True)
-        owner = body.get("owner")
-        if not isinstance(owner, str) or not owner.strip():
-            raise ValidationError({"owner": "is required and must be a non-empty string"})
-        api_key, record = runtime.keys.create(str(tier), owner.strip())
-        audit("key.create", "api_key", record.key_id, after=public(record))
-        return jsonify({"key": api_key, **public(record)}), 201
+class NewKey(Body):
+    tier: Tier
+    owner: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK, description="who the key is for")
 
-    @bp.patch("/keys/<key_id>")
-    @require_role("admin")
-    def update_key(key_id: str) -> ResponseReturnValue:
-        body = _body()
-        stored_key(key_id)
-        tier = tier_of(body, required=False)
-        status = body.get("status")
-        if status is not None and status not in ("active", "revoked"):
-            raise ValidationError({"status": "must be active or revoked"})
-        if tier is None and status is None:
-            raise ValidationError({"tier": "give tier or status", "status": "give tier or status"})
-        before, after = runtime.keys.update(key_id, tier=tier, status=status)
-        audit("key.update", "api_key", key_id, public(before), public(after))
-        return jsonify(public(after))
 
-    @bp.delete("/keys/<key_id>")
-    @require_role("admin")
-    def revoke_key(key_id: str) -> ResponseReturnValue:
-        stored_key(key_id)
-        before, after = runtime.keys.update(key_id, status="revoked")
-        audit("key.revoke", "api_key", key_id, public(before), public(after))
-        return jsonify(public(after))
+def _value_only(schema: dict[str, Any]) -> None:
+    """An optional field that is absent or a value, never null: None is only how Python says "absent"."""
+    (value,) = [s for s in schema.pop("anyOf") if s != {"type": "null"}]
+    schema.pop("default", None)
+    schema.update(value)
 
-    @bp.get("/keys/<key_id>/usage")
-    @require_role("admin")
-    def key_usage(key_id: str) -> ResponseReturnValue:
-        record = next((r for r in runtime.keys.all() if r.key_id == key_id), None)
-        if record is None:
-            raise NotFoundError(f"No key with id {key_id}.")
-        limits = runtime.policy.plan(record.tier, "GET", request.args.get("path", "/")).limits
-        decision = runtime.limiter.peek(f"key:{key_id[:32]}", limits)
-        windows = [
-            {
-                "window": w.limit.name,
-                "quota": w.limit.quota,
-                "window_seconds": w.limit.window_seconds,
-                "used": w.limit.quota - w.remaining,
-                "remaining": w.remaining,
-                "reset_seconds": w.reset_seconds,
-            }
-            for w in decision.windows
-        ]
-        return jsonify({"key_id": key_id, "tier": record.tier, "windows": windows})
 
-    @bp.get("/bans")
-    @require_role("admin")
-    def list_bans() -> ResponseReturnValue:
-        return jsonify({"data": [b.as_dict() for b in runtime.bans.active()]})
+class KeyChange(Body):
+    """At least one of ``tier`` and ``status``; null is not a value of either."""
 
-    @bp.post("/bans")
-    @require_role("admin")
-    def add_ban() -> ResponseReturnValue:
-        body = _body()
-        network = body.get("network")
-        try:
-            network = str(ipaddress.ip_network(str(network), strict=False))
-        except ValueError:
-            raise ValidationError({"network": "must be an IP address or CIDR"}) from None
-        seconds = body.get("seconds", 3600)
-        if not isinstance(seconds, int) or not 1 <= seconds <= MAX_BAN_SECONDS:
-            raise ValidationError({"seconds": f"must be an integer from 1 to {MAX_BAN_SECONDS}"})
-        reason = str(body.get("reason") or "manual")[:200]
-        ban = runtime.bans.ban(network, reason, "manual", seconds)
-        assert ban is not None  # manual bans are never skipped
-        audit("ban.create", "ban", network, after=ban.as_dict())
-        return jsonify(ban.as_dict()), 201
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    @bp.delete("/bans/<path:network>")
-    @require_role("admin")
-    def remove_ban(network: str) -> ResponseReturnValue:
-        try:
-            network = str(ipaddress.ip_network(network, strict=False))
-        except ValueError:
-            raise ValidationError({"network": "must be an IP address or CIDR"}) from None
-        before = next((b.as_dict() for b in runtime.bans.active() if b.network == network), None)
-        if not runtime.bans.unban(network):
-            raise NotFoundError(f"No ban on {network}.")
-        audit("ban.delete", "ban", network, before=before)
-        return jsonify({"removed": network})
+    tier: Tier | None = Field(None, json_schema_extra=_value_only)
+    status: Literal["active", "revoked"] | None = Field(None, json_schema_extra=_value_only)
 
-    @bp.post("/reload")
-    @require_role("admin")
-    def reload_tiers() -> ResponseReturnValue:
-        before = sorted(runtime.policy.tiers)
-        try:
-            reloaded = runtime.reload_limits()
-        except (ConfigError, PolicyError) as exc:
-            raise ValidationError({"config": str(exc)}) from None
-        if not reloaded:
-            raise ValidationError({"reload": "this process was started without a config file"})
-        runtime.announce_reload()
-        audit(
-            "tiers.reload", "tiers", "config", before={"tiers": before}, after={"tiers": sorted(runtime.policy.tiers)}
-        )
-        return jsonify({"tiers": {t: [asdict(lim) for lim in lims] for t, lims in runtime.policy.tiers.items()}})
+    @field_validator("tier", "status", mode="before")
+    @classmethod
+    def not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be given as a value, not null")
+        return value
 
-    return bp
+    @model_validator(mode="after")
+    def something_to_change(self) -> KeyChange:
+        if not self.model_fields_set:
+            raise ValueError("give tier, status or both")
+        return self
+
+
+class NewBan(Body):
+    network: str = Field(max_length=64, pattern=NETWORK, description="an IP address or a CIDR")
+    seconds: int = Field(3600, ge=1, le=MAX_BAN_SECONDS, strict=False)  # 60.0 is the JSON integer 60
+    reason: str = Field("manual", min_length=1, max_length=200, pattern=NOT_BLANK)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def a_number(cls, value: Any) -> Any:
+        """Lax only for numbers: ``true`` and ``"60"`` are not an integer, ``60.0`` is."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def normalised(cls, value: str) -> str:
+        """``203.0.113.7/24`` is stored as the network it names, ``203.0.113.0/24``."""
+        return str(ipaddress.ip_network(value, strict=False))
+
+
+class UsageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field("/", max_length=2048, description="the path whose limits to show (AI and route limits)")
+
+
+class Key(BaseModel):
+    key_id: str = Field(description="SHA-256 of the key: the key itself is never stored")
+    tier: str = Field(description="as stored; a key whose tier is no longer the platform's is served as anonymous")
+    owner: str
+    status: Literal["active", "revoked"]
+    created_at: float = Field(description="epoch seconds")
+    source: Literal["store", "config"]
+
+
+class CreatedKey(Key):
+    key: str = Field(description="the API key, shown this once")
+
+
+class Keys(BaseModel):
+    data: list[Key]
+
+
+class WindowUsage(BaseModel):
+    window: str
+    quota: int
+    window_seconds: int
+    used: int
+    remaining: int
+    reset_seconds: int
+
+
+class KeyUsage(BaseModel):
+    key_id: str
+    tier: str
+    windows: list[WindowUsage]
+
+
+class Ban(BaseModel):
+    network: str
+    reason: str
+    source: Literal["auto", "manual"]
+    created_at: float = Field(description="epoch seconds")
+    expires_at: float = Field(description="epoch seconds")
+
+
+class Bans(BaseModel):
+    data: list[Ban]
+
+
+class BanRemoved(BaseModel):
+    removed: str
+
+
+class TierLimit(BaseModel):
+    name: str
+    quota: int
+    window_seconds: int
+    buckets: int
+
+
+class Tiers(BaseModel):
+    tiers: dict[Tier, list[TierLimit]]
+
+
+def public(record: KeyRecord) -> dict[str, Any]:
+    return asdict(record)
+
+
+@bp.get("/keys")
+@require_role("admin")
+@api.validate(responses={200: Keys}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
+def list_keys() -> ResponseReturnValue:
+    """Every key: static ones from config first, then the stored ones in creation order."""
+    return jsonify({"data": [public(r) for r in current_runtime().keys.all()]})
+
+
+@bp.post("/keys")
+@require_role("admin")
+@api.validate(json=NewKey, responses={201: CreatedKey}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
+def create_key() -> ResponseReturnValue:
+    """A new key; the key itself is in this answer only."""
+    body: NewKey = request.context.json  # type: ignore[attr-defined]
+    api_key, record = current_runtime().keys.create(body.tier, body.owner)
+    audit("key.create", "api_key", record.key_id, after=public(record))
+    return jsonify({"key": api_key, **public(record)}), 201
+
+
+@bp.patch("/keys/<key_id>")
+@require_role("admin")
+@api.validate(json=KeyChange, responses={200: Key}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
+def update_key(key_id: str) -> ResponseReturnValue:
+    """Change a stored key's tier or status (keys from config cannot change: 404)."""
+    body: KeyChange = request.context.json  # type: ignore[attr-defined]
+    before, after = current_runtime().keys.update(key_id, tier=body.tier, status=body.status)
+    audit("key.update", "api_key", key_id, public(before), public(after))
+    return jsonify(public(after))
+
+
+@bp.delete("/keys/<key_id>")
+@require_role("admin")
+@api.validate(responses={204: None}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
+def delete_key(key_id: str) -> ResponseReturnValue:
+    """Delete a stored key: its client gets 401 from then on. To revoke reversibly, PATCH its status."""
+    before = current_runtime().keys.delete(key_id)
+    audit("key.delete", "api_key", key_id, before=public(before))
+    return "", 204
+
+
+@bp.get("/keys/<key_id>/usage")
+@require_role("admin")
+@api.validate(query=UsageQuery, responses={200: KeyUsage}, tags=("keys",), security="bearer", extra={503: STORAGE_DOWN})
+def key_usage(key_id: str) -> ResponseReturnValue:
+    """What the key has used of each window for a request to ``path``, without charging it."""
+    query: UsageQuery = request.context.query  # type: ignore[attr-defined]
+    runtime = current_runtime()
+    record = next((r for r in runtime.keys.all() if r.key_id == key_id), None)
+    if record is None:
+        raise NotFoundError(f"No key with id {key_id}.")
+    tier = record.tier if record.tier in runtime.policy.tiers else runtime.settings.limits.anonymous_tier
+    limits = runtime.policy.plan(tier, "GET", query.path).limits
+    decision = runtime.limiter.peek(f"key:{key_id[:32]}", limits)
+    windows = [
+        {
+            "window": w.limit.name,
+            "quota": w.limit.quota,
+            "window_seconds": w.limit.window_seconds,
+            "used": w.limit.quota - w.remaining,
+            "remaining": w.remaining,
+            "reset_seconds": w.reset_seconds,
+        }
+        for w in decision.windows
+    ]
+    return jsonify({"key_id": key_id, "tier": record.tier, "windows": windows})
+
+
+@bp.get("/bans")
+@require_role("admin")
+@api.validate(responses={200: Bans}, tags=("bans",), security="bearer", extra={503: STORAGE_DOWN})
+def list_bans() -> ResponseReturnValue:
+    return jsonify({"data": [b.as_dict() for b in current_runtime().bans.active()]})
+
+
+@bp.post("/bans")
+@require_role("admin")
+@api.validate(json=NewBan, responses={201: Ban}, tags=("bans",), security="bearer", extra={503: STORAGE_DOWN})
+def add_ban() -> ResponseReturnValue:
+    """Ban a network for ``seconds`` on every replica (manual bans ignore the allow-list)."""
+    body: NewBan = request.context.json  # type: ignore[attr-defined]
+    ban = current_runtime().bans.ban(body.network, body.reason, "manual", body.seconds)
+    assert ban is not None  # manual bans are never skipped
+    audit("ban.create", "ban", ban.network, after=ban.as_dict())
+    return jsonify(ban.as_dict()), 201
+
+
+@bp.delete("/bans/<path:network>")
+@require_role("admin")
+@api.validate(responses={200: BanRemoved}, tags=("bans",), security="bearer", extra={503: STORAGE_DOWN})
+def remove_ban(network: str) -> ResponseReturnValue:
+    """Lift a ban; text that is no network names no ban either (404)."""
+    try:
+        network = str(ipaddress.ip_network(network, strict=False))
+    except ValueError:
+        raise NotFoundError(f"No ban on {network!r}: not an IP address or CIDR.") from None
+    runtime = current_runtime()
+    before = next((b.as_dict() for b in runtime.bans.active() if b.network == network), None)
+    if not runtime.bans.unban(network):
+        raise NotFoundError(f"No ban on {network}.")
+    audit("ban.delete", "ban", network, before=before)
+    return jsonify({"removed": network})
+
+
+@bp.post("/reload")
+@require_role("admin")
+@api.validate(
+    responses={200: Tiers},
+    tags=("tiers",),
+    security="bearer",
+    extra={422: "the config file is invalid (details.config), or this process has no file to read", 503: STORAGE_DOWN},
+)
+def reload_tiers() -> ResponseReturnValue:
+    """Read the tier file again here, and announce it so every process on this Redis does too."""
+    runtime = current_runtime()
+    before = sorted(runtime.policy.tiers)
+    try:
+        reloaded = runtime.reload_limits()
+    except (ConfigError, PolicyError) as exc:
+        raise ValidationError({"config": str(exc)}) from None
+    if not reloaded:
+        raise ValidationError({"reload": "this process was started without a config file"})
+    runtime.announce_reload()
+    audit("tiers.reload", "tiers", "config", before={"tiers": before}, after={"tiers": sorted(runtime.policy.tiers)})
+    return jsonify({"tiers": {t: [asdict(lim) for lim in lims] for t, lims in runtime.policy.tiers.items()}})

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from ratelimit_proxy.backends import LimiterBackend
 from ratelimit_proxy.forward import Upstream
 from ratelimit_proxy.gateway import Gateway
+from ratelimit_proxy.key_ban_storage import Store
+from ratelimit_proxy.limiter_storage import LimiterBackend
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
-from ratelimit_proxy.store import Store
 from service_kit.app import ServiceKit
 
 

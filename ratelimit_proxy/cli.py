@@ -12,12 +12,15 @@ import subprocess
 import sys
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+import pydantic
 import redis
 from prometheus_client import CollectorRegistry
 
+from ratelimit_proxy.admin import KeyChange, NewBan, NewKey
+from ratelimit_proxy.api_keys import UnknownKey
 from ratelimit_proxy.config import ENV_PREFIX, SERVICE, load
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
@@ -25,6 +28,7 @@ from ratelimit_proxy.wsgi_names import ADMIN_TARGET, EMBEDDED_ADMIN, PROXY_TARGE
 from service_kit.auth import AuditRecord
 from service_kit.cli import run, service_cli
 from service_kit.db import make_engine, upgrade
+from service_kit.openapi import validation_details
 from service_kit.server import granian_command, prepare_multiprocess_dir
 
 cli = service_cli(SERVICE, load, ProxySettings, ENV_PREFIX, PROXY_TARGET, database_url=lambda s: s.database.url)
@@ -64,6 +68,18 @@ def serve(demo_keys: bool) -> None:
     sys.exit(max(codes))
 
 
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+def checked(model: type[Model], **values: Any) -> Model:
+    """The admin API's model of these arguments: the CLI refuses what the API refuses, naming the field."""
+    try:
+        return model.model_validate(values)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{field}: {message}" for field, message in validation_details(exc).items())
+        raise click.UsageError(problems) from None
+
+
 def runtime() -> Runtime:
     settings = load()
     if not settings.redis.url:
@@ -101,10 +117,8 @@ def keys() -> None:
 @click.option("--tier", required=True)
 @click.option("--owner", required=True)
 def keys_create(tier: str, owner: str) -> None:
-    rt = runtime()
-    if tier not in rt.policy.tiers:
-        raise click.UsageError(f"--tier must be one of {', '.join(rt.policy.tiers)}")
-    api_key, record = rt.keys.create(tier, owner)
+    key = checked(NewKey, tier=tier, owner=owner)
+    api_key, record = runtime().keys.create(key.tier, key.owner)
     audit("key.create", "api_key", record.key_id, after=record.__dict__)
     click.echo(api_key)
     click.echo(f"created key {record.key_id} tier={tier} owner={owner}", err=True)
@@ -117,10 +131,10 @@ def keys_list() -> None:
 
 
 def _update(key_id: str, **changes: str) -> None:
-    rt = runtime()
+    change = checked(KeyChange, **changes)
     try:
-        before, after = rt.keys.update(key_id, **changes)
-    except KeyError:
+        before, after = runtime().keys.update(key_id, tier=change.tier, status=change.status)
+    except UnknownKey:
         raise click.UsageError(f"no stored key {key_id}") from None
     audit("key.update", "api_key", key_id, before.__dict__, after.__dict__)
     click.echo(f"{key_id}\t{after.tier}\t{after.status}")
@@ -136,8 +150,6 @@ def keys_revoke(key_id: str) -> None:
 @click.argument("key_id")
 @click.argument("tier")
 def keys_tier(key_id: str, tier: str) -> None:
-    if tier not in runtime().policy.tiers:
-        raise click.UsageError(f"tier must be one of {', '.join(runtime().policy.tiers)}")
     _update(key_id, tier=tier)
 
 
@@ -184,10 +196,8 @@ def bans_list() -> None:
 @click.option("--seconds", type=int, default=3600)
 @click.option("--reason", default="manual")
 def bans_add(network: str, seconds: int, reason: str) -> None:
-    try:
-        ban = runtime().bans.ban(network, reason, "manual", seconds)
-    except ValueError as exc:
-        raise click.UsageError(f"network: {exc}") from None
+    wanted = checked(NewBan, network=network, seconds=seconds, reason=reason)
+    ban = runtime().bans.ban(wanted.network, wanted.reason, "manual", wanted.seconds)
     assert ban is not None
     audit("ban.create", "ban", ban.network, after=ban.as_dict())
     click.echo(f"banned {ban.network} for {seconds}s")

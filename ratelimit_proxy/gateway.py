@@ -23,7 +23,7 @@ from typing import Any
 
 import sentry_sdk
 
-from ratelimit_proxy.backends import StorageUnavailable
+from ratelimit_proxy.abuse import request_fingerprint
 from ratelimit_proxy.clientip import client_ip
 from ratelimit_proxy.forward import (
     BadHeader,
@@ -36,12 +36,13 @@ from ratelimit_proxy.forward import (
     request_headers,
     target_of,
 )
-from ratelimit_proxy.guard import key_id, request_fingerprint
 from ratelimit_proxy.limiter import Decision
+from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
 from ratelimit_proxy.runtime import Runtime
 from service_kit.app import ServiceKit, request_id
+from service_kit.requests import bearer_credential, hash_token
 
 log = logging.getLogger("ratelimit_proxy")
 StartResponse = Callable[..., Any]
@@ -120,10 +121,7 @@ def content_length(environ: dict[str, Any]) -> int | None:
 
 
 def credential(environ: dict[str, Any]) -> str | None:
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
-    return environ.get("HTTP_X_API_KEY") or None
+    return bearer_credential(environ.get("HTTP_AUTHORIZATION", "")) or environ.get("HTTP_X_API_KEY") or None
 
 
 class Gateway:
@@ -201,7 +199,7 @@ class Gateway:
             return self.refuse("none", "blocked", reply, "attack_path")
 
         api_key = credential(environ)
-        anonymous_tier = runtime.settings.limits.anonymous_tier
+        anonymous_tier: str = runtime.settings.limits.anonymous_tier
         tier, bucket = anonymous_tier, f"ip:{ip}"
         if api_key:
             try:
@@ -211,7 +209,7 @@ class Gateway:
                 if runtime.failure_mode == "closed":
                     return self.unavailable()
             else:
-                runtime.detector.key_seen(ip, key_id(api_key), fingerprint)
+                runtime.detector.key_seen(ip, hash_token(api_key), fingerprint)
                 if record is None or record.status != "active":
                     runtime.detector.response(ip, 401, path, fingerprint)
                     reply = problem(401, "unauthorized", "The API key is unknown or revoked.")

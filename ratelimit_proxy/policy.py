@@ -1,6 +1,7 @@
 """Which limits a request meets: its tier's windows, the AI quota on AI routes, and route overrides.
 
-Built once from settings (validated there: a bad tier file stops start-up), then asked per request;
+Built once from settings (validated there: a bad tier file stops start-up, and so does a tier table whose
+names are not exactly the platform's, service_kit.tiers.TIERS), then asked per request;
 answers are cached per (tier, matched route, AI) so the hot path does one dict lookup and a few regexes.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from ratelimit_proxy.limiter import Limit
 from ratelimit_proxy.settings import LimitSettings
+from service_kit.tiers import TIERS
 
 WINDOWS = (("burst", "burst_per_second", 1), ("minute", "per_minute", 60), ("hour", "per_hour", 3600))
 AI_WINDOW = ("ai-day", "ai_per_day", 86400)
@@ -53,15 +55,19 @@ class Policy:
         self.settings = settings
         self.tiers: dict[str, tuple[Limit, ...]] = {}
         self._ai: dict[str, Limit] = {}
-        for tier, values in settings.tiers.items():
+        for name in settings.tiers:
+            if name not in TIERS:
+                raise PolicyError(f"limits.tiers.{name}", f"only the platform's tiers: {', '.join(TIERS)}")
+        for tier in TIERS:
+            if tier not in settings.tiers:
+                raise PolicyError(f"limits.tiers.{tier}", f"limits for every platform tier: {', '.join(TIERS)}")
+            values = settings.tiers[tier]
             limits = []
             for name, attr, seconds in WINDOWS:
                 limits.append(self._limit(f"limits.tiers.{tier}.{attr}", name, getattr(values, attr), seconds))
             self.tiers[tier] = tuple(limits)
             name, attr, seconds = AI_WINDOW
             self._ai[tier] = self._limit(f"limits.tiers.{tier}.{attr}", name, values.ai_per_day, seconds)
-        if settings.anonymous_tier not in self.tiers:
-            raise PolicyError("limits.anonymous_tier", f"one of {', '.join(self.tiers)}", settings.anonymous_tier)
         self._ai_patterns = [compile_glob(p) for p in settings.ai_paths]
         self._routes = []
         shared: dict[str, Limit] = {}

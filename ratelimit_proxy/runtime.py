@@ -12,16 +12,17 @@ from dataclasses import replace
 import redis.sentinel
 from prometheus_client import CollectorRegistry
 
-from ratelimit_proxy.backends import LimiterBackend, MemoryLimiter, RedisLimiter, StorageUnavailable
+from ratelimit_proxy.abuse import AbuseDetector, BanList
+from ratelimit_proxy.api_keys import KeyDirectory
 from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.clientip import parse_networks
-from ratelimit_proxy.guard import AbuseDetector, BanList, KeyDirectory
+from ratelimit_proxy.key_ban_storage import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from ratelimit_proxy.limiter import Decision, Limit
+from ratelimit_proxy.limiter_storage import LimiterBackend, MemoryLimiter, RedisLimiter, StorageUnavailable
 from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import ProxySettings, RedisSettings
-from ratelimit_proxy.store import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from service_kit.config import ConfigError
 from service_kit.health import Degraded
 from service_kit.pubsub import ChannelListener, publish
@@ -183,9 +184,11 @@ class Runtime:
     def announce_reload(self) -> None:
         """Tell every process on this Redis to read its tier file again."""
         if self.redis is not None:
-            version = int(self.redis.incr(POLICY_VERSION_KEY))
-            self._policy_version = version
-            publish(self.redis, CHANGES_CHANNEL, "tiers")
+            try:
+                self._policy_version = int(self.redis.incr(POLICY_VERSION_KEY))
+                publish(self.redis, CHANGES_CHANNEL, "tiers")
+            except REDIS_ERRORS as exc:
+                raise StorageUnavailable(str(exc)) from exc
 
     @property
     def retry_after_outage(self) -> int:

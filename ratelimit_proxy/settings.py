@@ -8,6 +8,7 @@ from typing import Literal
 from service_kit.config import secret
 from service_kit.redis_connect import RedisConnection
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
+from service_kit.tiers import TIERS, Tier
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,18 @@ class TierSettings:
     ai_per_day: int
 
 
+# The limits of each platform tier, in the order of service_kit.tiers.TIERS: the names are the platform's,
+# the numbers the proxy's (config/ratelimit_proxy.yml gives the same).
+DEFAULT_TIER_LIMITS = (
+    TierSettings(5, 20, 100, 50),
+    TierSettings(10, 50, 500, 500),
+    TierSettings(20, 100, 1000, 2000),
+    TierSettings(50, 500, 10000, 20000),
+)
+
+
 def default_tiers() -> dict[str, TierSettings]:
-    return {
-        "free": TierSettings(5, 20, 100, 50),
-        "startup": TierSettings(10, 50, 500, 500),
-        "professional": TierSettings(20, 100, 1000, 2000),
-        "enterprise": TierSettings(50, 500, 10000, 20000),
-    }
+    return dict(zip(TIERS, DEFAULT_TIER_LIMITS, strict=True))
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,10 @@ class RouteSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    anonymous_tier: str = "free"
+    anonymous_tier: Tier = "free"
     buckets: int = 10
     ai_paths: list[str] = field(default_factory=lambda: ["/api/ai/*"])
-    tiers: dict[str, TierSettings] = field(default_factory=default_tiers)
+    tiers: dict[str, TierSettings] = field(default_factory=default_tiers)  # one entry per platform tier
     routes: list[RouteSettings] = field(default_factory=list)
     # Refusals kept per process so a client over its limit is refused again without a Redis call
     # (ratelimit_proxy/refusals.py); 0 turns the cache off.
@@ -120,7 +126,7 @@ class StaticKey:
     """A development key from config: only its SHA-256 is written down."""
 
     sha256: str
-    tier: str
+    tier: Tier
     owner: str
 
 

@@ -17,7 +17,9 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
 
+from ratelimit_proxy.admin import create_admin_app
 from ratelimit_proxy.app import create_app
 from ratelimit_proxy.forward import Upstream as UpstreamClient
 from ratelimit_proxy.settings import (
@@ -29,6 +31,8 @@ from ratelimit_proxy.settings import (
     TierSettings,
     UpstreamSettings,
 )
+from service_kit.auth import create_token
+from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings, LoggingSettings
 from tests.servers import free_port, port_open, wait_until
 
@@ -66,6 +70,8 @@ def upstream() -> Iterator[Upstream]:
 
 TEST_TIERS = {
     "free": TierSettings(burst_per_second=5, per_minute=20, per_hour=100, ai_per_day=3),
+    "startup": TierSettings(burst_per_second=10, per_minute=50, per_hour=500, ai_per_day=10),
+    "professional": TierSettings(burst_per_second=20, per_minute=100, per_hour=1000, ai_per_day=20),
     "enterprise": TierSettings(burst_per_second=1000, per_minute=5000, per_hour=10000, ai_per_day=100),
 }
 
@@ -111,6 +117,25 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def database(tmp_path: Path) -> DatabaseSettings:
     return DatabaseSettings(url=f"sqlite:///{tmp_path / 'proxy.sqlite3'}")
+
+
+def admin_token(url: str, role: str = "admin") -> str:
+    engine = make_engine(url)
+    upgrade(engine)
+    with Session(engine) as session:
+        plain, _ = create_token(session, "ops", role)
+        session.commit()
+    return plain
+
+
+@pytest.fixture
+def pair(settings_for: Callable[..., ProxySettings], database: DatabaseSettings) -> tuple[Flask, FlaskClient, dict]:
+    """A proxy app and an admin app sharing one runtime, plus admin headers."""
+    settings = settings_for(database=database)
+    proxy = create_app(settings)
+    admin = create_admin_app(settings, runtime=proxy.extensions["ratelimit_proxy"])
+    headers = {"Authorization": f"Bearer {admin_token(database.url)}"}
+    return proxy, admin.test_client(), headers
 
 
 # One scripted answer: (raw response bytes, close the connection afterwards).

@@ -23,8 +23,9 @@ from typing import Any
 import requests
 import yaml
 
-from ratelimit_proxy.backends import counter_key
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import counter_key
+from service_kit.tiers import TIERS
 from tests.redis_topologies import PASSWORD, RedisClusterServers, RedisNode, RedisSentinelServers
 from tests.servers import free_port, port_open, wait_until
 
@@ -77,7 +78,7 @@ class ServedProxy:
             "log_proxied_requests": False,
             "upstream": {"url": upstream_url},
             "redis": {"url": redis_url},  # every other setting as shipped: 50 ms timeout, 1 s breaker reset
-            "limits": {"tiers": {"free": free}},
+            "limits": {"tiers": dict.fromkeys(TIERS, free)},
             "clients": {"trusted_proxies": ["127.0.0.1/32"]},
             "abuse": {rule: {"mode": "off"} for rule in ("limit_breaches", "scanning", "attack_paths", "many_keys")},
         }

@@ -8,37 +8,16 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session
 
 from ratelimit_proxy.admin import create_admin_app
 from ratelimit_proxy.app import create_app
 from ratelimit_proxy.settings import AbuseSettings, ClientSettings, ProxySettings, RuleSettings
-from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings
-from tests.ratelimit_proxy.conftest import Upstream
+from tests.ratelimit_proxy.conftest import Upstream, admin_token
 
 pytestmark = pytest.mark.integration
 TRUSTED = ClientSettings(trusted_proxies=["127.0.0.1/32"], max_header_bytes=4096)
-
-
-def admin_token(url: str, role: str = "admin") -> str:
-    engine = make_engine(url)
-    upgrade(engine)
-    with Session(engine) as session:
-        plain, _ = create_token(session, "ops", role)
-        session.commit()
-    return plain
-
-
-@pytest.fixture
-def pair(settings_for: Callable[..., ProxySettings], database: DatabaseSettings) -> tuple[Flask, FlaskClient, dict]:
-    """A proxy app and an admin app sharing one runtime, plus admin headers."""
-    settings = settings_for(database=database)
-    proxy = create_app(settings)
-    admin = create_admin_app(settings, runtime=proxy.extensions["ratelimit_proxy"])
-    headers = {"Authorization": f"Bearer {admin_token(database.url)}"}
-    return proxy, admin.test_client(), headers
 
 
 def test_admin_routes_need_an_admin_token(pair: tuple[Flask, FlaskClient, dict], database: DatabaseSettings) -> None:
@@ -64,11 +43,13 @@ def test_key_lifecycle_through_admin_api_is_enforced_and_audited(pair: tuple[Fla
     assert admin.patch(f"/api/v1/keys/{key_id}", json={"tier": "enterprise"}, headers=headers).status_code == 200
     proxy.extensions["ratelimit_proxy"].keys._cache.clear()  # other replicas: after key_cache_seconds
     assert client.get("/api/v1/users", headers={"X-API-Key": api_key}).headers["X-RateLimit-Limit"] == "1000"
-    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 200
+    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 204
     assert client.get("/api/v1/users", headers={"X-API-Key": api_key}).status_code == 401
+    assert admin.get(f"/api/v1/keys/{key_id}/usage", headers=headers).status_code == 404
+    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 404
 
     audit = admin.get("/api/v1/audit", headers=headers).get_json()["data"]
-    assert [a["action"] for a in audit] == ["key.revoke", "key.update", "key.create"]
+    assert [a["action"] for a in audit] == ["key.delete", "key.update", "key.create"]
     assert audit[1]["before"]["tier"] == "free" and audit[1]["after"]["tier"] == "enterprise"
     assert api_key not in str(audit)
 

@@ -21,9 +21,9 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.backends import MemoryLimiter
 from ratelimit_proxy.forward import BadHeader, UpstreamError
 from ratelimit_proxy.limiter import Decision
+from ratelimit_proxy.limiter_storage import MemoryLimiter
 from ratelimit_proxy.settings import ProxySettings
 from service_kit.settings import SentrySettings
 from tests.ratelimit_proxy.conftest import Script, ScriptedServer, ok
@@ -217,8 +217,8 @@ def test_framing_is_the_proxys_own_never_the_clients_headers(serve: Callable[[Sc
 def test_limiter_survives_a_redis_restart_without_failing_a_request() -> None:
     import redis as redis_py
 
-    from ratelimit_proxy.backends import RedisLimiter
     from ratelimit_proxy.limiter import Limit
+    from ratelimit_proxy.limiter_storage import RedisLimiter
 
     own = RedisServer()
     own.start()

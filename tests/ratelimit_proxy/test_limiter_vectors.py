@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ratelimit_proxy.backends import LimiterBackend, MemoryLimiter, RedisLimiter
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import LimiterBackend, MemoryLimiter, RedisLimiter
 from tests.conftest import TOPOLOGIES, redis_under_test
 
 VECTORS = sorted((Path(__file__).parents[1] / "vectors" / "ratelimit_proxy").glob("*.json"))

@@ -19,11 +19,12 @@ import requests
 import yaml
 from prometheus_client import CollectorRegistry
 
-from ratelimit_proxy.guard import key_id
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.wsgi_names import PROXY_TARGET
+from service_kit.requests import hash_token
 from service_kit.server import granian_command
 from service_kit.settings import ServerSettings
+from service_kit.tiers import TIERS
 from tests.conftest import RedisUnderTest
 from tests.ratelimit_proxy.conftest import ROOT, Script, ScriptedServer, Upstream, build_settings, ok
 from tests.servers import RedisServer, free_port, port_open, wait_until
@@ -82,7 +83,7 @@ def base_config(upstream: Upstream, redis_url: str, **extra: Any) -> dict[str, A
 
 def tiers(minute: int, burst: int = 10_000) -> dict[str, Any]:
     free = {"burst_per_second": burst, "per_minute": minute, "per_hour": 100_000, "ai_per_day": 100_000}
-    return {"tiers": {"free": free}}
+    return {"tiers": dict.fromkeys(TIERS, free)}
 
 
 def test_64_concurrent_clients_through_two_workers_get_exactly_the_quota(
@@ -200,7 +201,7 @@ def test_bans_and_revoked_keys_reach_every_process_at_once(
         assert requests.get(proxy.url + "/api/v1/users", headers=keyed, timeout=5).status_code == 200
 
     admin.bans.ban("203.0.113.60", "test", "manual", seconds=60)
-    admin.keys.update(key_id(api_key), status="revoked")
+    admin.keys.update(hash_token(api_key), status="revoked")
     started = time.monotonic()
 
     def every_answer_is(headers: dict[str, str], status: int) -> bool:

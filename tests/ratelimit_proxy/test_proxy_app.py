@@ -13,15 +13,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.guard import key_id
 from ratelimit_proxy.settings import ClientSettings, ProxySettings, StaticKey, UpstreamSettings
+from service_kit.requests import hash_token
 from tests.ratelimit_proxy.conftest import Upstream
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.integration
 
 ENTERPRISE_KEY = "vbx_enterprise-test-key"
-STATIC = [StaticKey(sha256=key_id(ENTERPRISE_KEY), tier="enterprise", owner="tests")]
+STATIC = [StaticKey(sha256=hash_token(ENTERPRISE_KEY), tier="enterprise", owner="tests")]
 
 
 def test_proxied_response_carries_structured_ratelimit_headers(client: FlaskClient) -> None:
@@ -243,7 +243,7 @@ def test_api_key_that_cannot_be_checked_follows_the_failure_mode(
 
 
 def test_request_fingerprint_is_bounded_and_normalised() -> None:
-    from ratelimit_proxy.guard import request_fingerprint
+    from ratelimit_proxy.abuse import request_fingerprint
 
     short = request_fingerprint("203.0.113.9", "curl/7.88.1", ["Host", "Accept"])
     assert short.startswith("203.0.113.9|curl/7|")

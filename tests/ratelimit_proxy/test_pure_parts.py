@@ -9,15 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratelimit_proxy.backends import MemoryLimiter
+from ratelimit_proxy.abuse import BanList
+from ratelimit_proxy.api_keys import KeyDirectory
 from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.clientip import client_ip, parse_networks
-from ratelimit_proxy.guard import BanList, KeyDirectory, key_id
+from ratelimit_proxy.key_ban_storage import KeyRecord, MemoryStore
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import MemoryLimiter
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import AbuseSettings, LimitSettings, RouteLimitSettings, RouteSettings
-from ratelimit_proxy.store import KeyRecord, MemoryStore
+from service_kit.requests import hash_token
 from tests.ratelimit_proxy.conftest import ROOT
 
 LB = parse_networks(["10.0.0.0/8"])
@@ -118,7 +120,7 @@ def test_key_lookup_that_races_an_announced_change_is_not_cached() -> None:
     store = RacingStore()
     directory = KeyDirectory(store, [], cache_seconds=300)
     store.directory = directory
-    digest = key_id("vbx_race")
+    digest = hash_token("vbx_race")
     store.put_key(KeyRecord(digest, "free", "owner", "active"))
     assert directory.lookup("vbx_race").status == "active"  # the value read before the change
     assert directory.lookup("vbx_race").status == "revoked"  # not served stale from the cache

@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 
 from ratelimit_proxy.admin import create_admin_app
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.backends import counter_key
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import counter_key
 from ratelimit_proxy.settings import ClientSettings, ProxySettings, RedisSettings
 from service_kit.settings import DatabaseSettings
 from tests.conftest import RedisUnderTest
@@ -62,7 +62,8 @@ def test_admin_key_writes_succeed_and_the_key_is_enforced(proxy_and_admin: tuple
     statuses = Counter(client.get("/api/v1/users", headers={"X-API-Key": api_key}).status_code for _ in range(8))
     assert statuses == {200: 5, 429: 3}  # the free tier's burst of 5
     assert admin.patch(f"/api/v1/keys/{key_id}", json={"tier": "enterprise"}, headers=headers).status_code == 200
-    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 200
+    assert admin.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 204  # one slot: one MULTI
+    assert admin.get("/api/v1/keys", headers=headers).get_json()["data"] == []
     assert admin.post("/api/v1/reload", headers=headers).status_code == 422  # no config file: named, not a 500
 
 
@@ -174,7 +175,9 @@ def test_a_tier_reload_reaches_another_process_on_any_topology(
     database = DatabaseSettings(url=f"sqlite:///{tmp_path / 'proxy.sqlite3'}")
     settings = settings_on(any_redis, upstream, database=database)
     free = dataclasses.replace(settings.limits.tiers["free"], per_minute=7)
-    changed = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, tiers={"free": free}))
+    changed = dataclasses.replace(
+        settings, limits=dataclasses.replace(settings.limits, tiers={**settings.limits.tiers, "free": free})
+    )
     proxy = create_app(settings, reload=lambda: changed)
     admin = create_admin_app(settings, reload=lambda: changed).test_client()
     client = proxy.test_client()

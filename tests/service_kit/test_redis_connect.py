@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from ratelimit_proxy.backends import RedisLimiter
 from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter_storage import RedisLimiter
 from service_kit.redis_connect import REDIS_ERRORS, RedisConnection, connect, parse_redis_url
 from tests.ratelimit_proxy.test_forward import self_signed
 from tests.servers import ManagedProcess

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ratelimit_proxy.store import Ban, KeyRecord, MemoryStore, RedisStore, Store
+from ratelimit_proxy.key_ban_storage import Ban, KeyRecord, MemoryStore, RedisStore, Store
 from tests.conftest import TOPOLOGIES, redis_under_test
 
 
@@ -28,6 +28,13 @@ def test_keys_round_trip_and_list_in_creation_order(store: Store) -> None:
     assert store.list_keys() == [first, second]
     store.put_key(KeyRecord("a" * 64, "free", "acme", "revoked", 1.0))
     assert store.get_key("a" * 64).status == "revoked"  # type: ignore[union-attr]
+
+
+def test_a_deleted_key_is_gone_from_lookup_and_list(store: Store) -> None:
+    store.put_key(KeyRecord("a" * 64, "free", "acme", "active", 1.0))
+    assert store.delete_key("a" * 64) is True
+    assert store.get_key("a" * 64) is None and store.list_keys() == []
+    assert store.delete_key("a" * 64) is False
 
 
 def test_bans_expire_and_can_be_removed(store: Store) -> None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-from ratelimit_proxy.backends import StorageUnavailable
+from ratelimit_proxy.limiter_storage import StorageUnavailable
 from service_kit.pubsub import publish
 from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
@@ -49,6 +49,7 @@ class Ban:
 class Store(Protocol):
     def get_key(self, key_id: str) -> KeyRecord | None: ...
     def put_key(self, record: KeyRecord) -> None: ...
+    def delete_key(self, key_id: str) -> bool: ...
     def list_keys(self) -> list[KeyRecord]: ...
     def bans(self, now: float) -> list[Ban]: ...
     def add_ban(self, ban: Ban) -> None: ...
@@ -71,6 +72,10 @@ class MemoryStore:
     def put_key(self, record: KeyRecord) -> None:
         with self._lock:
             self._keys[record.key_id] = record
+
+    def delete_key(self, key_id: str) -> bool:
+        with self._lock:
+            return self._keys.pop(key_id, None) is not None
 
     def list_keys(self) -> list[KeyRecord]:
         return sorted(self._keys.values(), key=lambda r: r.created_at)
@@ -149,6 +154,15 @@ class RedisStore:
                 pipe.sadd(f"{KEYS_TAG}:index", record.key_id)
                 pipe.execute()
             self._announce(f"key {record.key_id}")
+
+    def delete_key(self, key_id: str) -> bool:
+        with _translated():
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{KEYS_TAG}:{key_id}")
+                pipe.srem(f"{KEYS_TAG}:index", key_id)
+                deleted, _ = pipe.execute()
+            self._announce(f"key {key_id}")
+        return bool(deleted)
 
     def list_keys(self) -> list[KeyRecord]:
         with _translated():

@@ -1,8 +1,8 @@
-"""Who is calling and whether to let them in: API keys, bans, abuse detection.
+"""The ``abuse`` settings at work: bans (manual, automatic, escalating), the allow and deny lists, and the
+rules that detect abusive clients (limit breaches, scanning, attack paths, many keys).
 
-Request-path lookups are served from small in-process caches (keys for ``key_cache_seconds``, the ban
-list refreshed every ``ban_refresh_seconds`` by the runtime), so a proxied request costs Redis one call:
-the limiter script. A revoked key or a new ban reaches every replica within those few seconds.
+The ban list is served from an in-process cache refreshed every ``ban_refresh_seconds`` by the runtime (and
+on every announced change), so checking a proxied request costs Redis nothing.
 """
 
 from __future__ import annotations
@@ -11,21 +11,18 @@ import hashlib
 import logging
 import math
 import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 
-from ratelimit_proxy.backends import StorageUnavailable
 from ratelimit_proxy.clientip import Network, matches, parse_networks
+from ratelimit_proxy.key_ban_storage import Ban, Store
+from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.policy import compile_glob
-from ratelimit_proxy.settings import AbuseSettings, RuleSettings, StaticKey
-from ratelimit_proxy.store import Ban, KeyRecord, Store
+from ratelimit_proxy.settings import AbuseSettings, RuleSettings
 
 log = logging.getLogger("ratelimit_proxy")
-KEY_PREFIX = "vbx_"
 
 
 USER_AGENT_PRODUCT = re.compile(r"([A-Za-z][\w.-]{0,31})/(\d{1,6})")
@@ -41,75 +38,6 @@ def request_fingerprint(ip: str, user_agent: str, header_names: Iterable[str]) -
     return f"{ip[:45]}|{agent}|{hashlib.sha256(names.encode()).hexdigest()[:12]}"
 
 
-def key_id(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
-def new_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-class KeyDirectory:
-    """API keys by SHA-256: static development keys from config, the rest from the store, cached."""
-
-    def __init__(
-        self, store: Store, static: list[StaticKey], cache_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.store = store
-        self._static = {k.sha256: KeyRecord(k.sha256, k.tier, k.owner, source="config") for k in static}
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
-        self._ttl = cache_seconds
-        self._clock = clock
-        self._generation = 0  # bumped by every forget(): a lookup that raced one does not cache
-
-    def is_static(self, api_key: str) -> bool:
-        return key_id(api_key) in self._static
-
-    def lookup(self, api_key: str) -> KeyRecord | None:
-        """The key's record, or None when unknown (revoked keys come back with status revoked)."""
-        digest = key_id(api_key)
-        if digest in self._static:
-            return self._static[digest]
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached and cached[0] > now:
-            return cached[1]
-        generation = self._generation
-        record = self.store.get_key(digest)
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        if generation == self._generation:  # no change was announced while we read: safe to keep
-            self._cache[digest] = (now + self._ttl, record)
-        return record
-
-    def forget(self, digest: str | None = None) -> None:
-        """Drop one cached key (or all): the next request reads it from the store."""
-        self._generation += 1
-        if digest is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(digest, None)
-
-    def create(self, tier: str, owner: str) -> tuple[str, KeyRecord]:
-        api_key = new_api_key()
-        record = KeyRecord(key_id(api_key), tier, owner, "active", time.time())
-        self.store.put_key(record)
-        return api_key, record
-
-    def update(self, digest: str, tier: str | None = None, status: str | None = None) -> tuple[KeyRecord, KeyRecord]:
-        """Change tier or status; returns (before, after). KeyError when unknown or from config."""
-        before = self.store.get_key(digest)
-        if before is None:
-            raise KeyError(digest)
-        after = replace(before, tier=tier or before.tier, status=status or before.status)
-        self.store.put_key(after)
-        self.forget(digest)
-        return before, after
-
-    def all(self) -> list[KeyRecord]:
-        return list(self._static.values()) + self.store.list_keys()
-
-
 def escalated_ban_seconds(offenses: int, settings: AbuseSettings) -> int:
     """``ban_seconds * ban_factor ** (offenses - 1)``, capped at ``ban_max_seconds``. The exponent is
     compared with the cap's first: the power itself overflows a float after a few hundred offenses."""
@@ -120,12 +48,6 @@ def escalated_ban_seconds(offenses: int, settings: AbuseSettings) -> int:
     if exponent > math.log(cap / base, factor):
         return cap
     return max(1, int(min(base * factor**exponent, cap)))
-
-
-@dataclass(frozen=True)
-class BanCheck:
-    ban: Ban | None
-    reason: str = ""
 
 
 class BanList:
