@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service_kit.db import Database, KitBase
 from service_kit.errors import AuthenticationError, AuthorizationError, ConflictError, NotFoundError, ValidationError
-from service_kit.openapi import ApiDocument, Strict
+from service_kit.openapi import MAX_ID, ApiDocument, Strict
 from service_kit.requests import bearer_credential, hash_token
 from service_kit.sentry import set_user
 from service_kit.settings import JWTSettings
@@ -320,7 +320,7 @@ audit_bp = Blueprint("service_kit_audit", __name__)
 
 class AuditQuery(Strict):
     limit: int = Field(50, ge=1, le=200, description="records per page")
-    cursor: int | None = Field(None, ge=1, description="next_cursor of the previous page")
+    cursor: int | None = Field(None, ge=1, le=MAX_ID, description="next_cursor of the previous page")
     actor: str | None = Field(None, max_length=200)
     action: str | None = Field(None, max_length=100)
     target_type: str | None = Field(None, max_length=60)

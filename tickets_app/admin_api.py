@@ -20,7 +20,7 @@ from tickets_app import models, schemas
 from tickets_app.access import admin_only, signed_in, staff_only
 from tickets_app.api import api, respond
 from tickets_app.business_hours import Calendar
-from tickets_app.desk import check_template
+from tickets_app.desk import UnknownReference, check_template
 from tickets_app.resources import db_session, desk_of, now
 
 bp = Blueprint("tickets_admin", __name__, url_prefix="/api/v1")
@@ -285,7 +285,7 @@ def _policy(item: models.SlaPolicy) -> schemas.SlaPolicy:
 
 def _apply_policy(item: models.SlaPolicy, body: schemas.SlaPolicyInput) -> None:
     if body.calendar_id is not None and db_session().get(models.BusinessCalendar, body.calendar_id) is None:
-        raise NotFoundError(f"no calendar {body.calendar_id}", {"calendar_id": f"no calendar {body.calendar_id}"})
+        raise UnknownReference("calendar_id", f"no calendar {body.calendar_id}")
     item.name, item.position, item.calendar_id = body.name, body.position, body.calendar_id
     item.definition = body.definition()
 
@@ -306,7 +306,7 @@ def policy_list() -> ResponseReturnValue:
     responses={201: schemas.SlaPolicy},
     tags=("sla",),
     security="bearer",
-    extra={404: "no calendar calendar_id", 409: "a policy with this name exists"},
+    extra={409: "a policy with this name exists, or no calendar calendar_id"},
 )
 def policy_create() -> ResponseReturnValue:
     """Create an SLA policy (admin; audited); deadlines are recomputed."""
@@ -327,7 +327,7 @@ def policy_create() -> ResponseReturnValue:
     responses={200: schemas.SlaPolicy},
     tags=("sla",),
     security="bearer",
-    extra={404: "no such policy, or no calendar calendar_id", 409: "another policy has this name"},
+    extra={409: "another policy has this name, or no calendar calendar_id"},
 )
 def policy_replace(policy_id: int) -> ResponseReturnValue:
     """Replace an SLA policy (admin; audited); deadlines are recomputed."""

@@ -23,9 +23,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service_kit.errors import NotFoundError
 from service_kit.tiers import STAFF_TIER
-from tickets_app.desk import Actor, Desk
+from tickets_app.desk import Actor, Desk, UnknownReference
 from tickets_app.models import AlertState, Ticket, TicketEvent
 from tickets_app.schemas import (
     MAX_BODY_CHARS,
@@ -122,9 +121,7 @@ def handle(session: Session, desk: Desk, payload: AlertmanagerPayload, now: date
         ticket = None
     if ticket is None:
         if not firing:
-            raise NotFoundError(
-                "no incident ticket for this group", {"groupKey": "no incident ticket for this group to resolve"}
-            )
+            raise UnknownReference("groupKey", "no incident ticket for this group to resolve")
         ticket = desk.create_ticket(
             session, ALERTMANAGER, _new_ticket(payload), now, follow_up_of_id=previous_id, alert_group_key=key
         )

@@ -27,7 +27,7 @@ from service_kit.requests import bearer_credential
 from tickets_app import alerts, schemas
 from tickets_app.access import current_actor, signed_in, staff_only
 from tickets_app.attachments import accept_upload
-from tickets_app.desk import Actor
+from tickets_app.desk import Actor, UnknownReference
 from tickets_app.listing import list_tickets
 from tickets_app.models import Attachment, Message, Template, Ticket
 from tickets_app.resources import db_session, desk_of, now, resources
@@ -51,8 +51,10 @@ api = ApiDocument(
     },
 )
 bp = Blueprint("tickets_api", __name__, url_prefix="/api/v1")
-TICKET_REFERENCES = "no such category, or no unattached upload of yours with that id"
-TICKET_CONFLICTS = "the ticket was merged into another, or its status cannot change to the one asked"
+TICKET_CONFLICTS = (
+    "no category, or no unattached upload of yours, of the name or id given; or the ticket was merged into "
+    "another; or its status cannot change to the one asked"
+)
 
 
 def respond(model: BaseModel, status: int = 200) -> Response:
@@ -91,7 +93,7 @@ def ticket_list() -> ResponseReturnValue:
     responses={201: schemas.TicketWithThread},
     tags=("tickets",),
     security="bearer",
-    extra={404: TICKET_REFERENCES},
+    extra={409: "no category, or no unattached upload of yours, of the name or id given"},
 )
 def ticket_create() -> ResponseReturnValue:
     """Open a ticket with its first message."""
@@ -119,7 +121,7 @@ def ticket_detail(ticket_id: int) -> ResponseReturnValue:
     responses={200: schemas.TicketUpdate},
     tags=("tickets",),
     security="bearer",
-    extra={404: TICKET_REFERENCES, 409: TICKET_CONFLICTS},
+    extra={409: TICKET_CONFLICTS},
 )
 def ticket_update(ticket_id: int) -> ResponseReturnValue:
     """Change fields (staff) and/or add a message, atomically."""
@@ -134,7 +136,7 @@ def ticket_update(ticket_id: int) -> ResponseReturnValue:
     responses={201: schemas.TicketUpdate},
     tags=("tickets",),
     security="bearer",
-    extra={404: TICKET_REFERENCES, 409: TICKET_CONFLICTS},
+    extra={409: TICKET_CONFLICTS},
 )
 def message_create(ticket_id: int) -> ResponseReturnValue:
     """Add a message; `fields` change the ticket in the same step. A customer's reply to a closed ticket
@@ -186,7 +188,7 @@ def ticket_sla(ticket_id: int) -> ResponseReturnValue:
     responses={200: schemas.TicketWithThread},
     tags=("tickets",),
     security="bearer",
-    extra={404: "no such ticket, or no ticket target_id", 409: "a merged ticket, or a ticket into itself"},
+    extra={409: "no ticket target_id, a merged ticket, or a ticket into itself"},
 )
 def ticket_merge(ticket_id: int) -> ResponseReturnValue:
     """Merge this ticket into target_id (staff): both threads show on the target."""
@@ -197,7 +199,7 @@ def ticket_merge(ticket_id: int) -> ResponseReturnValue:
     try:
         target = desk.get_ticket(db_session(), actor, target_id, for_update=True)
     except NotFoundError:
-        raise NotFoundError(f"no ticket {target_id}", {"target_id": f"no ticket {target_id}"}) from None
+        raise UnknownReference("target_id", f"no ticket {target_id}") from None
     desk.merge(db_session(), actor, source, target, now())
     _audit_ticket("ticket.merge", source, None, {"merged_into": target.id})
     db_session().commit()
@@ -370,7 +372,7 @@ def webhook_token_required(view: Callable[P, R]) -> Callable[P, R]:
     responses={200: schemas.WebhookResult},
     tags=("alerts",),
     security="webhook_token",
-    extra={404: "a resolved notification for a group with no incident ticket"},
+    extra={409: "a resolved notification for a group with no incident ticket"},
 )
 def alert_webhook() -> ResponseReturnValue:
     """Alertmanager's webhook (payload version 4): one incident ticket per group key."""

@@ -39,6 +39,15 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 TEMPLATE_PLACEHOLDERS = ("customer_name", "ticket_id", "agent_name")
 
 
+class UnknownReference(ConflictError):
+    """A body naming a category, ticket, upload or calendar that does not exist: a 409 naming the field.
+    Not a 422: the same request succeeds once the thing exists. Not a 404: that says the path's resource
+    is missing (and schemathesis reads it so, right after creating that resource)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, {field: message})
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who acts: a customer (own tickets, public messages), an agent, an admin, or the system."""
@@ -417,7 +426,7 @@ class Desk:
     def _category(self, session: Session, name: str) -> Category:
         category = session.scalar(select(Category).where(Category.name == name))
         if category is None:
-            raise NotFoundError(f"no category {name!r}", {"category": f"no category {name[:80]!r}"})
+            raise UnknownReference("category", f"no category {name[:80]!r}")
         return category
 
     def _own_attachments(self, session: Session, actor: Actor, ids: list[str], field: str) -> list[Attachment]:
@@ -430,7 +439,7 @@ class Desk:
             )
         ).all()
         if len(found) != len(set(ids)):
-            raise NotFoundError("unknown or already used upload token", {field: "no unattached upload of yours"})
+            raise UnknownReference(field, "no unattached upload of yours with this id")
         return list(found)
 
     def _log(

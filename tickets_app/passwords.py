@@ -1,7 +1,7 @@
 """Staff passwords: argon2id at OWASP's parameters, older hashes upgraded when their owner logs in.
 
 OWASP's Password Storage Cheat Sheet: argon2id with at least 19 MiB of memory, 2 iterations and 1 degree
-of parallelism; that is what new hashes use (about 25 ms on one core here). Hashes made before issue 12
+of parallelism; that is what new hashes use (about 35 ms a verification on this machine). Hashes made before issue 12
 (stdlib scrypt at N=2**14, below OWASP's minimum of N=2**17) still verify, and a successful login stores
 the password's argon2id hash instead, as it does for an argon2 hash made with other parameters.
 

@@ -37,6 +37,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from pydantic_core.core_schema import ValidationInfo
+from typing_extensions import TypeAliasType
 
 from service_kit.errors import ValidationError
 from service_kit.openapi import MAX_ID, DateTime, rfc3339, validation_details
@@ -396,11 +397,16 @@ SERVED_TYPES = sorted({content_type.split(";")[0] for content_type, _ in ALLOWED
 
 # -- alert webhook (Alertmanager's payload version 4: its field names are fixed by Alertmanager) --------
 
+# What a field Alertmanager may add later can hold: any JSON, kept and ignored. Declared, so the document
+# says the one thing the desk refuses in it: text with NUL (service_kit.requests.json_object).
+JsonValue = TypeAliasType("JsonValue", "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None")
+
 
 class AlertmanagerAlert(BaseModel):
     """One alert of a notification. Fields Alertmanager may add later are kept, not refused."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, JsonValue] = Field(init=False)
 
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = {}
@@ -415,6 +421,7 @@ class AlertmanagerPayload(BaseModel):
     """Alertmanager's webhook notification, payload version 4."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, JsonValue] = Field(init=False)
 
     version: Literal["4"]
     group_key: str = Field(alias="groupKey", min_length=1)

@@ -139,9 +139,9 @@ def test_bad_payloads_are_422(client: FlaskClient, payload: Any, fields: set[str
     assert set(response.json["error"]["details"]) == fields
 
 
-def test_a_resolution_for_a_group_without_an_incident_is_a_404(client: FlaskClient) -> None:
+def test_a_resolution_for_a_group_without_an_incident_is_a_409(client: FlaskClient) -> None:
     response = post(client, notification("resolved", group_key="never-fired"))
-    assert response.status_code == 404
+    assert response.status_code == 409
     assert set(response.json["error"]["details"]) == {"groupKey"}
 
 

@@ -66,7 +66,7 @@ def test_atomic_change_fields_and_message(client: FlaskClient, tokens: Tokens, a
     bad = client.patch(
         url, json={"priority": "urgent", "category": "nope", "message": {"body": "x"}}, headers=auth(tokens.agent)
     )
-    assert bad.status_code == 404
+    assert bad.status_code == 409
     assert set(bad.json["error"]["details"]) == {"category"}
     after = client.get(url, headers=auth(tokens.agent)).json
     assert after["priority"] == "high"
@@ -102,8 +102,8 @@ def test_message_internal_must_be_boolean(client: FlaskClient, tokens: Tokens) -
         ({"subject": "x", "body": "y", "tags": "billing"}, 422, {"tags"}),
         ({"subject": "x", "body": "y", "tags": ["Billing"]}, 422, {"tags[0]"}),
         ({"subject": "x", "body": "y", "attachments": ["nope"]}, 422, {"attachments[0]"}),
-        ({"subject": "x", "body": "y", "attachments": ["A" * 32]}, 404, {"attachments"}),
-        ({"subject": "x", "body": "y", "category": "nope"}, 404, {"category"}),
+        ({"subject": "x", "body": "y", "attachments": ["A" * 32]}, 409, {"attachments"}),
+        ({"subject": "x", "body": "y", "category": "nope"}, 409, {"category"}),
         ({"subject": 5, "body": True}, 422, {"subject", "body"}),
     ],
 )
@@ -195,7 +195,7 @@ def test_merge_and_events(client: FlaskClient, tokens: Tokens) -> None:
     assert [e["kind"] for e in events][-2:] == ["status", "merged"]
     assert client.get(f"/api/v1/tickets/{second['id']}/events", headers=auth(tokens.customer)).status_code == 403
     missing = client.post(f"/api/v1/tickets/{first['id']}/merge", json={"target_id": 999}, headers=auth(tokens.agent))
-    assert missing.status_code == 404
+    assert missing.status_code == 409
     assert set(missing.json["error"]["details"]) == {"target_id"}
 
 
@@ -244,7 +244,7 @@ def test_attachment_flow_and_internal_note_hidden(client: FlaskClient, tokens: T
         headers=auth(tokens.agent),
         json={"body": "again", "attachments": [upload.json["id"]]},
     )
-    assert reuse.status_code == 404  # attached already: no unattached upload of the agent's has this id
+    assert reuse.status_code == 409  # attached already: no unattached upload of the agent's has this id
     assert set(reuse.json["error"]["details"]) == {"attachments"}
 
 

@@ -212,3 +212,21 @@ def test_integral_numbers_are_integers_as_json_schema_says(client: FlaskClient, 
         )
         assert refused.status_code == 422
         assert set(refused.json["error"]["details"]) == {"position"}
+
+
+def test_replacing_a_policy_with_an_unknown_calendar_is_a_conflict_not_a_missing_policy(
+    client: FlaskClient, tokens: Tokens
+) -> None:
+    """schemathesis: a 404 here read as "the policy just created is gone"; the policy is there, the calendar
+    it names is not."""
+    policy_id = create_policy(client, tokens)
+    body = {"name": "standard", "targets": {"first_response": 60}, "calendar_id": 2**60}
+    response = client.put(f"/api/v1/sla/policies/{policy_id}", json=body, headers=auth(tokens.admin))
+    assert response.status_code == 409
+    assert response.json["error"]["details"] == {"calendar_id": f"no calendar {2**60}"}
+
+
+def test_an_audit_cursor_beyond_64_bits_is_a_422_not_an_overflow(client: FlaskClient, tokens: Tokens) -> None:
+    response = client.get(f"/api/v1/audit?cursor={2**111}", headers=auth(tokens.admin))
+    assert response.status_code == 422
+    assert set(response.json["error"]["details"]) == {"cursor"}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 from alembic import command
 from alembic.config import Config
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -15,9 +19,13 @@ from sqlalchemy import text
 from service_kit.auth import create_token
 from service_kit.db import make_engine
 from service_kit.db import upgrade as upgrade_kit
+from service_kit.settings import JWTSettings
+from tests.service_kit.test_jwt import ISSUER, jwks_url, signing_key  # noqa: F401 - shared fixtures
 from tests.tickets.conftest import Tokens, auth
+from tickets_app.app import create_app
 from tickets_app.cli import MIGRATIONS, migrate
 from tickets_app.models import Base
+from tickets_app.settings import TicketsSettings
 
 
 def customer_token(app: Flask, tier: str | None) -> str:
@@ -40,11 +48,20 @@ def test_a_customer_token_shows_its_own_tier(app: Flask, client: FlaskClient, ti
 
 
 @pytest.mark.parametrize("tier", ["pro", "platinum", "internal"])
-def test_a_token_tier_outside_the_plans_is_no_tier_and_logged(
-    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture, tier: str
+def test_a_jwt_tier_outside_the_plans_is_no_tier_and_logged(
+    settings: TicketsSettings,
+    jwks_url: str,  # noqa: F811 - the fixture imported above
+    signing_key: rsa.RSAPrivateKey,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    tier: str,
 ) -> None:
+    """The identity provider may name a plan before the desk knows it: served, as no tier, and said."""
+    configured = dataclasses.replace(settings, jwt=JWTSettings(jwks_url=jwks_url, issuer=ISSUER, audience="desk"))
+    claims = {"sub": "cust-t", "iss": ISSUER, "aud": "desk", "exp": int(time.time()) + 300, "tier": tier}
+    token = jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": "key-1"})
+    client = create_app(configured, start_sweeper=False).test_client()
     with caplog.at_level(logging.WARNING, logger="tickets_app.access"):
-        assert created_tier(client, customer_token(app, tier)) is None
+        assert created_tier(client, token) is None
     assert [record.getMessage() for record in caplog.records if record.name == "tickets_app.access"] == [
         f"customer cust-t: tier {tier!r} is not one of free, startup, professional, enterprise; treated as no tier"
     ]

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service_kit.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
+from service_kit.errors import AuthorizationError, ConflictError, ValidationError
 from tests.tickets.conftest import AGENT, CUSTOMER, T0, ticket_change, ticket_input
-from tickets_app.desk import Desk
+from tickets_app.desk import Desk, UnknownReference
 from tickets_app.models import BusinessCalendar, Category, SlaPolicy, Ticket, TicketEvent
 
 
@@ -118,7 +118,7 @@ def test_business_calendar_policy_uses_calendar(desk: Desk, session: Session) ->
 def test_update_is_atomic_when_a_reference_is_unknown(desk: Desk, session: Session) -> None:
     ticket = new_ticket(desk, session)
     change = ticket_change({"priority": "urgent", "category": "nope", "message": {"body": "hi"}})
-    with pytest.raises(NotFoundError) as caught:
+    with pytest.raises(UnknownReference) as caught:
         desk.update_ticket(session, AGENT, ticket, change, T0)
     assert set(caught.value.details) == {"category"}
     assert ticket.priority == "high"
