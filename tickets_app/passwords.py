@@ -1,9 +1,10 @@
 """Staff passwords: argon2id at OWASP's parameters, older hashes upgraded when their owner logs in.
 
 OWASP's Password Storage Cheat Sheet: argon2id with at least 19 MiB of memory, 2 iterations and 1 degree
-of parallelism; that is what new hashes use (about 35 ms a verification on this machine). Hashes made before issue 12
-(stdlib scrypt at N=2**14, below OWASP's minimum of N=2**17) still verify, and a successful login stores
-the password's argon2id hash instead, as it does for an argon2 hash made with other parameters.
+of parallelism; that is what new hashes use (a verification takes about 35 ms on this machine). Hashes
+made before issue 12 (stdlib scrypt at N=2**14, below OWASP's minimum of N=2**17) still verify, and a
+successful login stores the password's argon2id hash instead, as it does for an argon2 hash made with
+other parameters.
 
 A login for a username that does not exist verifies the password against a dummy hash all the same, so
 the answer takes as long as for a real user with a wrong password and does not tell which names exist.
