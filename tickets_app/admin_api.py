@@ -24,7 +24,6 @@ from tickets_app.desk import UnknownReference, check_template
 from tickets_app.resources import db_session, desk_of, now
 
 bp = Blueprint("tickets_admin", __name__, url_prefix="/api/v1")
-IN_USE = "it is still in use"
 
 
 def _get_or_404(model: Any, item_id: int) -> Any:

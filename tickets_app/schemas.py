@@ -4,7 +4,7 @@ The API validates requests with these models and its OpenAPI document (``/openap
 them (``service_kit.openapi``); the Desk takes the same models, so the web UI's form passes the same checks.
 Every limit lives here and only here. What a schema cannot state stays with the pure cores and answers
 with the kit's errors: a status change the workflow forbids (409), spans of a day that overlap (422), a
-category, ticket, upload or calendar that does not exist (404, naming the field).
+category, ticket, upload or calendar that does not exist (409, naming the field: desk.UnknownReference).
 
 Conventions, each because schemathesis found the contract and the code disagreeing without it:
 - request bodies are strict: a string is never read as a number nor a number as a boolean, and an unknown
@@ -40,7 +40,7 @@ from pydantic_core.core_schema import ValidationInfo
 from typing_extensions import TypeAliasType
 
 from service_kit.errors import ValidationError
-from service_kit.openapi import MAX_ID, DateTime, rfc3339, validation_details
+from service_kit.openapi import MAX_ID, DateTime, Strict, rfc3339, validation_details
 from service_kit.tiers import DeskTier
 from tickets_app.attachments import ALLOWED_TYPES, ATTACHMENT_ID_PATTERN
 from tickets_app.business_hours import WEEKDAYS
@@ -118,10 +118,10 @@ Count = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(_json_integer)]
 Position = Annotated[int, Field(ge=0, le=MAX_POSITION), BeforeValidator(_json_integer)]
 
 
-class Body(BaseModel):
-    """A request body: strict types, unknown fields refused."""
+class Body(Strict):
+    """A request body: unknown fields refused (the kit's Strict), and strict types."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(strict=True)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -23,7 +23,7 @@ from pydantic_core.core_schema import ValidationInfo
 from service_kit.alerting.silences import LABEL_NAME, MAX_ACK, Ack, AlertmanagerClient, parse_duration
 from service_kit.auth import current_auth, require_role
 from service_kit.db import current_db
-from service_kit.openapi import ApiDocument, DateTime
+from service_kit.openapi import ApiDocument, DateTime, Strict
 
 api = ApiDocument(
     "Alert acknowledgements",
@@ -54,12 +54,11 @@ def current_alertmanager() -> AlertmanagerClient:
     return client
 
 
-class AckInput(BaseModel):
+class AckInput(Strict):
     """An ack of the alerts named by `alertname` and `labels`, for `duration` or `until` a time (at most
     7 days from now; an hour when neither is given). The acknowledger is the caller, never the body."""
 
     model_config = ConfigDict(
-        extra="forbid",
         strict=True,
         json_schema_extra={
             "not": {
