@@ -166,3 +166,25 @@ def test_stale_flags_api_lists_expired_flags(client: FlaskClient, viewer: H, cre
     assert response.status_code == 200
     assert [(f["key"], f["reason"]) for f in response.json["data"]] == [("old", "expired")]
     assert client.get("/api/v1/stale-flags?environment=qa", headers=viewer).status_code == 422
+
+
+def test_a_pattern_re2_cannot_compile_is_422_naming_the_value(client: FlaskClient, admin: H) -> None:
+    """Lookbehind is Python ``re`` syntax RE2 refuses: saving it must fail, not break every evaluation."""
+    clauses = [
+        {"attribute": "email", "op": "endsWith", "values": ["@vibelux.io"]},
+        {"attribute": "email", "op": "matches", "values": ["(?<=qa)\\+test"]},
+    ]
+    rules = [{"clauses": clauses, "serve": {"variant": "on"}}]
+    body = {"key": "staff", **BOOLEAN_FLAG, "environments": {"production": {"rules": rules}}}
+    response = client.post("/api/v1/flags", json=body, headers=admin)
+    assert response.status_code == 422
+    assert list(response.json["error"]["details"]) == ["environments.production.rules[0].clauses[1].values[0]"]
+    assert "RE2" in response.json["error"]["details"]["environments.production.rules[0].clauses[1].values[0]"]
+
+
+def test_a_nested_quantifier_the_old_guard_refused_is_saved_now_that_re2_runs_it_in_linear_time(
+    client: FlaskClient, admin: H, create_flag: Callable
+) -> None:
+    rule = {"clauses": [{"attribute": "s", "op": "matches", "values": ["^(a+)+$"]}], "serve": {"variant": "on"}}
+    create_flag("linear", environments={"production": {"enabled": True, "rules": [rule]}})
+    assert client.get("/api/v1/flags/linear", headers=admin).json["environments"]["production"]["rules"][0]["id"]
