@@ -33,7 +33,11 @@ def _flag(pattern: str) -> dict[str, object]:
         "variants": {"on": True, "off": False},
         "offVariant": "off",
         "rules": [
-            {"id": "r", "clauses": [{"attribute": "s", "op": "matches", "values": [pattern]}], "serve": {"variant": "on"}}
+            {
+                "id": "r",
+                "clauses": [{"attribute": "s", "op": "matches", "values": [pattern]}],
+                "serve": {"variant": "on"},
+            }
         ],
         "fallthrough": {"variant": "off"},
     }
