@@ -79,10 +79,9 @@ def validation_details(exc: pydantic.ValidationError) -> dict[str, str]:
     return details
 
 
-def _raise_validation_error(_request: Any, _response: Any, error: Exception | None, *_: Any) -> None:
-    """spectree's ``before`` hook: a failed validation becomes the kit's 422 with each field named."""
-    if isinstance(error, pydantic.ValidationError):
-        raise ValidationError(validation_details(error)) from None
+def kit_validation_error(error: pydantic.ValidationError) -> Exception:
+    """A failed validation is the kit's 422 with each field named."""
+    return ValidationError(validation_details(error))
 
 
 def _nothing(*_: Any) -> None:
@@ -109,7 +108,16 @@ class ApiDocument:
         description: str = "",
         *,
         security: Mapping[str, Mapping[str, str]] | None = None,
+        invalid_request: Callable[[pydantic.ValidationError], Exception] = kit_validation_error,
+        invalid_status: int = 422,
+        invalid_model: type[BaseModel] = ErrorBody,
+        read_body: Callable[[], object] = json_object,
     ) -> None:
+        """The defaults are the kit's contract. A protocol with its own error shape (OFREP) passes
+        ``invalid_request`` (the exception a failed validation raises), its status and body model, and
+        ``read_body`` (run before the body model: checks the body and leaves it for ``request.get_json``)."""
+        self.invalid_request = invalid_request
+        self.read_body = read_body
         schemes = [
             SecurityScheme(
                 name=name,
@@ -127,14 +135,19 @@ class ApiDocument:
             mode="strict",  # only decorated views are documented: each says what it takes and returns
             annotations=False,
             page_templates={},
-            validation_error_status=422,
-            validation_error_model=ErrorBody,
+            validation_error_status=invalid_status,
+            validation_error_model=invalid_model,
             naming_strategy=_model_name,
             nested_naming_strategy=_nested_name,
             security_schemes=schemes or None,
-            before=_raise_validation_error,
+            before=self._raise_invalid_request,
             after=_nothing,
         )
+
+    def _raise_invalid_request(self, _request: Any, _response: Any, error: Exception | None, *_: Any) -> None:
+        """spectree's ``before`` hook: a failed validation raises the document's error."""
+        if isinstance(error, pydantic.ValidationError):
+            raise self.invalid_request(error) from None
 
     def validate(
         self,
@@ -147,10 +160,13 @@ class ApiDocument:
         security: str | None = None,
         extra: Mapping[int, str] | None = None,
         openapi: Mapping[str, Any] | None = None,
+        validate_responses: bool = True,
     ) -> Callable[[F], F]:
         """Declare an operation. ``responses`` maps each success status to its body model (None for no
         body); ``extra`` maps further error statuses to a description; ``security`` names the scheme the
-        operation needs; ``openapi`` is merged into the operation (a non-JSON response's content type)."""
+        operation needs; ``openapi`` is merged into the operation (a non-JSON response's content type).
+        ``validate_responses=False`` validates only the request and returns the view's response as it is:
+        for a stream (spectree would read it whole) or a hot path whose responses are tested instead."""
         declared: dict[str, Any] = {f"HTTP_{status}": model for status, model in (responses or {200: None}).items()}
         errors = dict(extra or {})
         if security:
@@ -178,8 +194,14 @@ class ApiDocument:
                 for name, value in request.args.items(multi=True):
                     refuse_nul(value, name)
                 if json is not None:
-                    json_object()  # a JSON object without NUL, before the model sees it
-                return inner(*args, **kwargs)
+                    self.read_body()  # by default a JSON object without NUL, before the model sees it
+                if validate_responses:
+                    return inner(*args, **kwargs)
+                try:
+                    self.spec.backend.request_validation(request, query, json, None, headers, None)  # type: ignore[attr-defined]
+                except pydantic.ValidationError as error:
+                    raise self.invalid_request(error) from None
+                return view(*args, **kwargs)
 
             setattr(validated, _EXTRA, {"descriptions": errors, "openapi": dict(openapi or {})})
             return validated  # type: ignore[return-value]

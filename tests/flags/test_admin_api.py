@@ -46,7 +46,7 @@ def test_invalid_flag_is_422_naming_the_field(client: FlaskClient, admin: H, bod
 def test_roles_viewer_reads_admin_writes(client: FlaskClient, admin: H, viewer: H, make_token: Callable) -> None:
     client.post("/api/v1/flags", json={"key": "f", **BOOLEAN_FLAG}, headers=admin)
     assert client.get("/api/v1/flags/f", headers=viewer).status_code == 200
-    assert client.post("/api/v1/flags/f/environments/production/toggle", headers=viewer).status_code == 403
+    assert client.post("/api/v1/flags/f/environments/production/toggle", json={}, headers=viewer).status_code == 403
     agent = {"Authorization": f"Bearer {make_token('agent')}"}
     assert client.get("/api/v1/flags", headers=agent).status_code == 403
     assert client.get("/api/v1/flags").status_code == 401
@@ -54,7 +54,7 @@ def test_roles_viewer_reads_admin_writes(client: FlaskClient, admin: H, viewer: 
 
 def test_stale_if_match_is_412_and_a_fresh_one_succeeds(client: FlaskClient, admin: H, create_flag: Callable) -> None:
     flag = create_flag("f")
-    client.post("/api/v1/flags/f/environments/staging/toggle", headers=admin)
+    client.post("/api/v1/flags/f/environments/staging/toggle", json={}, headers=admin)
     flag["description"] = "edited from a stale copy"
     stale = client.put("/api/v1/flags/f", json=flag, headers={**admin, "If-Match": '"1"'})
     assert stale.status_code == 412
@@ -134,7 +134,7 @@ def test_prerequisite_cycle_refused_over_the_api(client: FlaskClient, admin: H, 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_every_admin_write_is_audited(app: Flask, client: FlaskClient, admin: H, create_flag: Callable) -> None:
     create_flag("audited")
-    client.post("/api/v1/flags/audited/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/audited/environments/production/toggle", json={}, headers=admin)
     client.put("/api/v1/flags/audited/environments/staging/rollout", json={"percentage": 10}, headers=admin)
     client.post("/api/v1/flags/audited/rollback", json={"version": 1}, headers=admin)
     client.post("/api/v1/environments/production/segments", json={"key": "beta", "included": ["u1"]}, headers=admin)

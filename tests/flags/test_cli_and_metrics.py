@@ -67,7 +67,7 @@ def test_seed_demo_creates_the_four_demo_flags_once(settings: FlagsSettings, tmp
         d["key"]: compile_flag(validate_flag(d, ["development", "staging", "production"]), "production")
         for d in DEMO_FLAGS
     }
-    assert evaluate(flags["ai-summaries"], {"tier": "pro"}).value is True
+    assert evaluate(flags["ai-summaries"], {"tier": "professional"}).value is True
     assert evaluate(flags["ai-summaries"], {"tier": "free"}).value is False
     assert evaluate(flags["upload-limit-mb"], {"tier": "enterprise"}).value == 500
     assert evaluate(flags["pricing-page-experiment"], {"targetingKey": "u1"}).reason == "SPLIT"
@@ -88,7 +88,7 @@ def test_metrics_snapshot_versions_changes_and_stale_flags(
     client: FlaskClient, admin: dict[str, str], create_flag: Callable
 ) -> None:
     create_flag("expired", kind="ops", expiresAt="2020-01-01T00:00:00Z")
-    client.post("/api/v1/flags/expired/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/expired/environments/production/toggle", json={}, headers=admin)
     samples = _samples(client)
     versions = client.get("/api/v1/environments", headers=admin).json["data"]
     production = next(env["version"] for env in versions if env["name"] == "production")

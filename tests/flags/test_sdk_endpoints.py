@@ -35,14 +35,14 @@ def test_snapshot_etag_304_until_a_change(
         "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
     )
     assert same.status_code == 304
-    client.post("/api/v1/flags/checkout/environments/staging/toggle", headers=admin)  # another environment
+    client.post("/api/v1/flags/checkout/environments/staging/toggle", json={}, headers=admin)  # another environment
     assert (
         client.get(
             "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
         ).status_code
         == 304
     )
-    client.post("/api/v1/flags/checkout/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/checkout/environments/production/toggle", json={}, headers=admin)
     changed = client.get(
         "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
     )
@@ -93,7 +93,7 @@ def test_stream_announces_versions_and_limits_open_streams(settings: FlagsSettin
             busy = requests.get(f"{base}/api/v1/sdk/stream", headers=bearer(key), timeout=5)
             assert busy.status_code == 429
             assert busy.headers["Retry-After"] == "30"
-            admin_client.post("/api/v1/flags/f/environments/production/toggle", headers=admin)
+            admin_client.post("/api/v1/flags/f/environments/production/toggle", json={}, headers=admin)
             assert next(events)["data"] == {"environment": "production", "version": version + 1}  # type: ignore[operator]
     finally:
         server.shutdown()
