@@ -25,13 +25,13 @@ from tqdm import tqdm
 
 from exporters.business.schema import ai_requests, metadata, sessions, subscriptions, users
 
-PRICES_USD = {"starter": Decimal("29.00"), "pro": Decimal("99.00"), "enterprise": Decimal("499.00")}
-NEXT_PLAN = {"free": "starter", "starter": "pro", "pro": "enterprise"}
+PRICES_USD = {"startup": Decimal("29.00"), "professional": Decimal("99.00"), "enterprise": Decimal("499.00")}
+NEXT_PLAN = {"free": "startup", "startup": "professional", "professional": "enterprise"}
 # daily probabilities, tuned for ~3% monthly churn and a paid share around 15-20% after a year
-CONVERT_DAILY = {"free": 0.0012, "starter": 0.0015, "pro": 0.001}
+CONVERT_DAILY = {"free": 0.0012, "startup": 0.0015, "professional": 0.001}
 CHURN_DAILY = 0.001
 DORMANT_DAILY = 0.003  # chance a user stops coming back for good
-AI_REQUESTS_PER_ACTIVE_DAY = {"free": 0.3, "starter": 2.0, "pro": 5.0, "enterprise": 12.0}
+AI_REQUESTS_PER_ACTIVE_DAY = {"free": 0.3, "startup": 2.0, "professional": 5.0, "enterprise": 12.0}
 AI_MODELS = ("vibe-small", "vibe-medium", "vibe-large")
 BATCH_ROWS = 20_000
 
@@ -89,7 +89,7 @@ def simulate_day(history: History, rng: random.Random, day_start: datetime, sign
         user = DemoUser(len(history.users) + 1, moment(), habit=rng.betavariate(0.7, 4.0))
         history.users.append(user)
         if rng.random() < 0.05:  # some start paying on day one
-            change_plan(history, user, "starter", user.signed_up_at, "upgraded")
+            change_plan(history, user, "startup", user.signed_up_at, "upgraded")
     for user in history.users:
         if user.signed_up_at >= day_start + timedelta(seconds=seconds_in_day):
             continue

@@ -20,6 +20,7 @@ from service_kit.errors import register_error_handlers
 from service_kit.health import Health
 from service_kit.logs import configure_logging
 from service_kit.metrics import Metrics, elapsed_seconds, route_template
+from service_kit.openapi import BoundedIntegerConverter
 from service_kit.sentry import init_sentry
 from service_kit.settings import LoggingSettings, SentrySettings
 
@@ -65,6 +66,7 @@ class ServiceKit:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["service_kit"] = self
+        app.url_map.converters["int"] = BoundedIntegerConverter  # before any route is added
         if self.max_body_bytes is not None:
             app.config["MAX_CONTENT_LENGTH"] = self.max_body_bytes
         configure_logging(self.service, self.logging_settings.level, self.logging_settings.json)

@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import secrets
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, get_args
 
 import jwt
 from flask import Blueprint, Flask, current_app, g, has_request_context, jsonify, request
@@ -22,13 +22,16 @@ from sqlalchemy import JSON, DateTime, Integer, String, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service_kit.db import Database, KitBase
-from service_kit.errors import AuthenticationError, AuthorizationError, NotFoundError, ValidationError
+from service_kit.errors import AuthenticationError, AuthorizationError, ConflictError, NotFoundError, ValidationError
 from service_kit.openapi import ApiDocument, Strict
 from service_kit.requests import bearer_credential, hash_token
 from service_kit.sentry import set_user
 from service_kit.settings import JWTSettings
+from service_kit.tiers import DESK_TIERS, DeskTier, unknown_tier_message
 
-ROLES = ("admin", "agent", "viewer", "service", "customer")
+Role = Literal["admin", "agent", "viewer", "service", "customer"]
+ROLES: tuple[str, ...] = get_args(Role)
+ASCII_SPACE = " \t\n\r\f\v"  # not str.strip()'s default: Python's idea of space is wider than JSON Schema's \s
 TOKEN_PREFIX = "vbx_"  # noqa: S105 - a public prefix, not a secret
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -132,13 +135,16 @@ def create_token(
     errors = {}
     if role not in ROLES:
         errors["role"] = f"must be one of {', '.join(ROLES)}"
-    if not name.strip():
+    name = name.strip(ASCII_SPACE)
+    if not name:
         errors["name"] = "must not be empty"
+    if tier is not None and tier not in DESK_TIERS:
+        errors["tier"] = unknown_tier_message(DESK_TIERS)
     if errors:
         raise ValidationError(errors)
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(
-        name=name.strip(),
+        name=name,
         token_hash=hash_token(plain),
         prefix=plain[:10],
         role=role,
@@ -182,6 +188,7 @@ class Auth:
     def init_app(self, app: Flask) -> None:
         app.extensions["auth"] = self
         app.register_blueprint(audit_bp)
+        app.register_blueprint(tokens_bp)
         kit_api.init_app(app)
 
     # -- authentication -------------------------------------------------------------------------
@@ -370,3 +377,73 @@ def list_audit() -> ResponseReturnValue:
             "meta": {"has_more": has_more, "next_cursor": str(rows[-1].id) if has_more else None},
         }
     )
+
+
+class NewToken(Strict):
+    name: str = Field(min_length=1, max_length=200, pattern=f"[^{ASCII_SPACE}]")
+    role: Role
+    subject: str | None = Field(None, min_length=1, max_length=200, description="the user or customer id it acts as")
+    tier: DeskTier | None = None
+
+
+class TokenInfo(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    role: str
+    subject: str | None
+    tier: str | None
+    created_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class CreatedToken(TokenInfo):
+    token: str = Field(description="the token itself, shown this once: only its SHA-256 is stored")
+
+
+class TokenList(BaseModel):
+    data: list[TokenInfo]
+
+
+tokens_bp = Blueprint("service_kit_tokens", __name__, url_prefix="/api/v1/tokens")
+
+
+@tokens_bp.get("")
+@require_role("admin")
+@kit_api.validate(responses={200: TokenList}, tags=("tokens",), security="bearer")
+def list_tokens() -> ResponseReturnValue:
+    """Every API token, revoked ones included, without its value."""
+    tokens = current_auth().db.session.scalars(select(ApiToken).order_by(ApiToken.id))
+    return jsonify({"data": [token.as_dict() for token in tokens]})
+
+
+@tokens_bp.post("")
+@require_role("admin")
+@kit_api.validate(json=NewToken, responses={201: CreatedToken}, tags=("tokens",), security="bearer")
+def create_token_route() -> ResponseReturnValue:
+    """A new token; its value is in this response only. Audited as ``token.create``."""
+    body: NewToken = request.context.json  # type: ignore[attr-defined]
+    auth = current_auth()
+    plain, token = create_token(auth.db.session(), body.name, body.role, body.subject, body.tier)
+    auth.record("token.create", "api_token", token.id, after=token.as_dict())
+    auth.db.session.commit()
+    return jsonify({**token.as_dict(), "token": plain}), 201
+
+
+@tokens_bp.delete("/<int:token_id>")
+@require_role("admin")
+@kit_api.validate(
+    responses={200: TokenInfo}, tags=("tokens",), security="bearer", extra={409: "the caller's own token"}
+)
+def revoke_token_route(token_id: int) -> ResponseReturnValue:
+    """Revoke a token (idempotent); it stays listed with ``revoked_at``. Audited as ``token.revoke``.
+    Not the token of this very request: an admin must not lock themselves out by mistake (409)."""
+    auth = current_auth()
+    principal = auth.current_principal()
+    if principal is not None and principal.token_id == token_id:
+        raise ConflictError("This is the token making the request; revoke it with another admin token.")
+    token = revoke_token(auth.db.session(), token_id)
+    auth.record("token.revoke", "api_token", token.id, after=token.as_dict())
+    auth.db.session.commit()
+    return jsonify(token.as_dict())

@@ -17,6 +17,7 @@ The kit adds what every operation shares, so no view repeats it:
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
@@ -209,7 +210,6 @@ class ApiDocument:
         return decorator
 
     def init_app(self, app: Flask) -> None:
-        app.url_map.converters["int"] = BoundedIntegerConverter
         app.extensions.setdefault("openapi_documents", []).append(self)
         if "openapi_document" not in app.view_functions:
             app.add_url_rule("/openapi.json", "openapi_document", serve_document)
@@ -217,7 +217,8 @@ class ApiDocument:
     def document(self, app: Flask) -> dict[str, Any]:
         """The OpenAPI document of ``app``'s routes declared with this ``ApiDocument``."""
         with app.app_context():
-            spec: dict[str, Any] = self.spec._generate_spec()  # not ``spec.spec``: cached across apps
+            # not ``spec.spec``, cached across apps; a copy, as spectree keeps and reuses the model schemas
+            spec: dict[str, Any] = copy.deepcopy(self.spec._generate_spec())
         _refine(spec, app)
         return spec
 
@@ -293,8 +294,11 @@ def _state_no_nul(node: Any) -> None:
         return
     types = node.get("type")
     is_string = types == "string" or (isinstance(types, list) and "string" in types)
-    if is_string and not {"pattern", "enum", "const", "format"} & node.keys():
-        node["pattern"] = NO_NUL
+    if is_string and not {"enum", "const", "format"} & node.keys():
+        if "pattern" not in node:
+            node["pattern"] = NO_NUL
+        elif node["pattern"] != NO_NUL and {"pattern": NO_NUL} not in node.get("allOf", []):
+            node.setdefault("allOf", []).append({"pattern": NO_NUL})  # JSON Schema ANDs allOf with the pattern
     if node.get("type") == "object" and node.get("additionalProperties") not in (None, False):
         node.setdefault("propertyNames", {"pattern": NO_NUL})
     for value in node.values():

@@ -3,7 +3,7 @@
 A platform whose tables differ keeps the exporter and writes its own queries in the YAML; this schema is
 what the shipped queries and the demo database (`python -m demo.business_db`) agree on.
 
-- users: one row per account; `tier` is the current plan (free, starter, pro, enterprise).
+- users: one row per account; `tier` is the current plan, one of the platform's tiers (service_kit/tiers.py).
 - subscriptions: one row per paid period of a plan. An upgrade ends the old row (status "upgraded") and
   starts a new one; a cancellation ends it with status "churned". MRR at time t is the sum of
   `monthly_amount_usd` over rows with started_at <= t < coalesce(ended_at, infinity).
@@ -27,7 +27,6 @@ from sqlalchemy import (
     Table,
 )
 
-TIERS = ("free", "starter", "pro", "enterprise")
 SUBSCRIPTION_STATUSES = ("active", "upgraded", "churned")
 
 metadata = MetaData()

@@ -31,17 +31,23 @@ from service_kit.config import load_settings
 from tests.exporters.helpers import SLACK_SECONDS, ExporterProcess, run_cli, sample, write_config
 from tests.servers import free_port, wait_until
 
-TIER = MetricSpec(labels={"tier": ["free", "pro"]})
+TIER = MetricSpec(labels={"tier": ["free", "professional"]})
 
 
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
-        ([{"tier": "free", "value": 3}, {"tier": "pro", "value": Decimal("2.5")}], {("free",): 3.0, ("pro",): 2.5}),
-        ([{"tier": "free", "value": 3}], {("free",): 3.0, ("pro",): 0.0}),
-        ([{"tier": "gold", "value": 1}, {"tier": "x", "value": 2}], {("free",): 0.0, ("pro",): 0.0, ("other",): 3.0}),
-        ([{"tier": "free", "value": None}], {("free",): 0.0, ("pro",): 0.0}),
-        ([], {("free",): 0.0, ("pro",): 0.0}),
+        (
+            [{"tier": "free", "value": 3}, {"tier": "professional", "value": Decimal("2.5")}],
+            {("free",): 3.0, ("professional",): 2.5},
+        ),
+        ([{"tier": "free", "value": 3}], {("free",): 3.0, ("professional",): 0.0}),
+        (
+            [{"tier": "gold", "value": 1}, {"tier": "x", "value": 2}],
+            {("free",): 0.0, ("professional",): 0.0, ("other",): 3.0},
+        ),
+        ([{"tier": "free", "value": None}], {("free",): 0.0, ("professional",): 0.0}),
+        ([], {("free",): 0.0, ("professional",): 0.0}),
     ],
     ids=["values", "absent-tier-is-zero", "undeclared-folded-into-other", "null-skipped", "no-rows"],
 )
@@ -59,7 +65,10 @@ def test_unlabelled_metric_with_null_or_no_row_publishes_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("rows", "message"),
-    [([{"value": 1}], "no column 'tier' for business_users"), ([{"tier": "pro", "value": "many"}], "not numeric")],
+    [
+        ([{"value": 1}], "no column 'tier' for business_users"),
+        ([{"tier": "professional", "value": "many"}], "not numeric"),
+    ],
 )
 def test_rows_that_do_not_fit_the_spec_are_an_error(rows: list[dict[str, object]], message: str) -> None:
     with pytest.raises(QueryResultError, match=message):
@@ -94,9 +103,9 @@ def known_database(url: str) -> str:
         db.execute(
             users.insert(),
             [
-                {"id": 1, "signed_up_at": ago(days=300), "tier": "pro"},
+                {"id": 1, "signed_up_at": ago(days=300), "tier": "professional"},
                 {"id": 2, "signed_up_at": ago(days=200), "tier": "free"},
-                {"id": 3, "signed_up_at": ago(days=100), "tier": "starter"},
+                {"id": 3, "signed_up_at": ago(days=100), "tier": "startup"},
                 {"id": 4, "signed_up_at": ago(days=20), "tier": "free"},
                 {"id": 5, "signed_up_at": ago(hours=3), "tier": "free"},
             ],
@@ -104,10 +113,10 @@ def known_database(url: str) -> str:
         db.execute(
             subscriptions.insert(),
             [
-                # user 1: starter, upgraded to pro 10 days ago
+                # user 1: startup, upgraded to professional 10 days ago
                 {
                     "user_id": 1,
-                    "plan": "starter",
+                    "plan": "startup",
                     "status": "upgraded",
                     "monthly_amount_usd": 29,
                     "started_at": ago(days=250),
@@ -115,7 +124,7 @@ def known_database(url: str) -> str:
                 },
                 {
                     "user_id": 1,
-                    "plan": "pro",
+                    "plan": "professional",
                     "status": "active",
                     "monthly_amount_usd": 99,
                     "started_at": ago(days=10),
@@ -124,7 +133,7 @@ def known_database(url: str) -> str:
                 # user 2: churned 5 days ago
                 {
                     "user_id": 2,
-                    "plan": "starter",
+                    "plan": "startup",
                     "status": "churned",
                     "monthly_amount_usd": 29,
                     "started_at": ago(days=150),
@@ -132,7 +141,7 @@ def known_database(url: str) -> str:
                 },
                 {
                     "user_id": 3,
-                    "plan": "starter",
+                    "plan": "startup",
                     "status": "active",
                     "monthly_amount_usd": 29,
                     "started_at": ago(days=40),
@@ -163,16 +172,16 @@ def known_database(url: str) -> str:
 
 EXPECTED = {
     ("business_users", (("tier", "free"),)): 3.0,
-    ("business_users", (("tier", "starter"),)): 1.0,
-    ("business_users", (("tier", "pro"),)): 1.0,
+    ("business_users", (("tier", "startup"),)): 1.0,
+    ("business_users", (("tier", "professional"),)): 1.0,
     ("business_users", (("tier", "enterprise"),)): 0.0,
     ("business_new_signups", (("window", "1d"),)): 1.0,
     ("business_new_signups", (("window", "7d"),)): 1.0,
     ("business_new_signups", (("window", "30d"),)): 2.0,
     ("business_user_growth_ratio", (("window", "7d"),)): 1 / 4,
     ("business_user_growth_ratio", (("window", "30d"),)): 2 / 3,
-    ("business_mrr_usd", (("tier", "starter"),)): 29.0,
-    ("business_mrr_usd", (("tier", "pro"),)): 99.0,
+    ("business_mrr_usd", (("tier", "startup"),)): 29.0,
+    ("business_mrr_usd", (("tier", "professional"),)): 99.0,
     ("business_mrr_usd", (("tier", "enterprise"),)): 0.0,
     # now: 99 (pro) + 29 (user 3) = 128; 30 days ago: 29 (user 1) + 29 (user 2) + 29 (user 3) = 87
     ("business_mrr_change_30d_usd", ()): 41.0,
@@ -233,7 +242,7 @@ def exporter_with_a_broken_and_a_slow_query(tmp_path: Path) -> Iterator[Business
     queries = {
         "users_by_tier": QuerySpec(
             sql="SELECT tier, COUNT(*) AS value FROM users GROUP BY tier",
-            metrics={"business_users": MetricSpec(labels={"tier": ["free", "starter", "pro"]})},
+            metrics={"business_users": MetricSpec(labels={"tier": ["free", "startup", "professional"]})},
             **fast,
         ),
         "broken": QuerySpec(

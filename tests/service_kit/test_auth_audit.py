@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -118,3 +119,53 @@ def test_cli_creates_lists_and_revokes_tokens_with_audit(tmp_path: Path) -> None
     with engine.connect() as connection:
         actions = connection.execute(sqlalchemy.text("SELECT action FROM audit_log ORDER BY id")).scalars().all()
     assert actions == ["token.create", "token.revoke"]
+
+
+def test_tokens_api_creates_lists_and_revokes_with_an_audit_record_each(client: FlaskClient, make_token: Any) -> None:
+    admin = {"Authorization": f"Bearer {make_token('admin')}"}
+    created = client.post(
+        "/api/v1/tokens", json={"name": "ci", "role": "service", "tier": "professional"}, headers=admin
+    )
+    assert created.status_code == 201
+    plain = created.get_json()["token"]
+    assert plain.startswith("vbx_") and created.get_json()["tier"] == "professional"
+    assert client.get("/agent-only", headers={"Authorization": f"Bearer {plain}"}).status_code == 403  # a service
+    listed = client.get("/api/v1/tokens", headers=admin).get_json()["data"]
+    assert [t["name"] for t in listed] == ["test", "ci"] and all("token" not in t for t in listed)
+    revoked = client.delete(f"/api/v1/tokens/{created.get_json()['id']}", headers=admin)
+    assert revoked.status_code == 200 and revoked.get_json()["revoked_at"] is not None
+    assert client.get("/agent-only", headers={"Authorization": f"Bearer {plain}"}).status_code == 401
+    actions = [r["action"] for r in client.get("/api/v1/audit", headers=admin).get_json()["data"]]
+    assert actions[:2] == ["token.revoke", "token.create"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "x", "role": "root"}, "role"),
+        ({"name": "x", "role": "service", "tier": "pro"}, "tier"),
+        ({"name": " ", "role": "service"}, "name"),
+    ],
+)
+def test_tokens_api_refuses_unknown_roles_and_tiers_storing_nothing(
+    client: FlaskClient, make_token: Any, body: dict[str, str], field: str
+) -> None:
+    admin = {"Authorization": f"Bearer {make_token('admin')}"}
+    response = client.post("/api/v1/tokens", json=body, headers=admin)
+    assert response.status_code == 422
+    assert field in response.get_json()["error"]["details"]
+    assert len(client.get("/api/v1/tokens", headers=admin).get_json()["data"]) == 1  # the admin's own
+
+
+def test_tokens_api_needs_an_admin(client: FlaskClient, make_token: Any) -> None:
+    agent = {"Authorization": f"Bearer {make_token('agent')}"}
+    assert client.get("/api/v1/tokens", headers=agent).status_code == 403
+    assert client.post("/api/v1/tokens", json={"name": "x", "role": "admin"}).status_code == 401
+
+
+def test_an_admin_cannot_revoke_the_token_they_are_using(client: FlaskClient, make_token: Any) -> None:
+    plain = make_token("admin")
+    admin = {"Authorization": f"Bearer {plain}"}
+    (own,) = client.get("/api/v1/tokens", headers=admin).get_json()["data"]
+    assert client.delete(f"/api/v1/tokens/{own['id']}", headers=admin).status_code == 409
+    assert client.get("/api/v1/tokens", headers=admin).status_code == 200

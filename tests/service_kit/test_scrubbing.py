@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import sentry_sdk
 from flask import Flask
 
 from service_kit.scrub import FILTERED, Scrubber
 from service_kit.sentry import breadcrumb, set_user
+from service_kit.settings import SentrySettings
 from tests.servers import SentrySink, wait_until
+from tests.service_kit.example_service import ExampleSettings, create_app
 
 SECRETS = {
     "header": "vbx_HeaderSecretValue123",
@@ -97,3 +101,28 @@ def test_secrets_never_reach_the_log(app: Flask, capsys: pytest.CaptureFixture[s
 )
 def test_scrubber_rules(data: object, expected: object) -> None:
     assert Scrubber().scrub(data) == expected
+
+
+CUSTOMER = {"name": "Ada Quimby-Lovelace", "email": "ada.quimby@example.org", "message": "invoice 88123 double-charged"}
+
+
+@pytest.fixture
+def traced_app(settings: ExampleSettings, sentry_sink: SentrySink) -> Iterator[Flask]:
+    """The example app with performance monitoring on: every request is a transaction sent to the sink."""
+    sentry_sink.clear()
+    sentry = SentrySettings(dsn=sentry_sink.dsn, environment="test", traces_sample_rate=1.0)
+    yield create_app(ExampleSettings(database=settings.database, sentry=sentry))
+    sentry_sdk.flush(5)
+
+
+def test_transactions_and_errors_carry_no_customer_data(traced_app: Flask, sentry_sink: SentrySink) -> None:
+    client = traced_app.test_client()
+    assert client.post("/items", json={"name": CUSTOMER["name"]}).status_code == 201
+    assert client.post("/boom", json=CUSTOMER).status_code == 500
+    assert client.post("/items", data=f"email={CUSTOMER['email']}", content_type="text/plain").status_code == 415
+    sentry_sdk.flush(5)
+    wait_until(lambda: b'"type":"transaction"' in b"".join(sentry_sink.raw_bodies) and bool(sentry_sink.events()))
+    assert sentry_sink.events()[0]["exception"]["values"][0]["type"] == "RuntimeError"
+    everything = sentry_sink.all_text()
+    for field, value in CUSTOMER.items():
+        assert value not in everything, f"the customer's {field} reached Sentry"
