@@ -16,6 +16,7 @@ from flags_service.api import SDK_KEY, api
 from flags_service.model import Document
 from flags_service.service import current_flags
 from service_kit.errors import AuthenticationError, AuthorizationError, RateLimitError
+from service_kit.tiers import Tier
 
 bp = Blueprint("flags_sdk", __name__, url_prefix="/api/v1/sdk")
 MAX_COUNT_ITEMS = 5000
@@ -27,6 +28,7 @@ class SnapshotDocument(BaseModel):
 
     environment: str
     version: int
+    tiers: list[Tier]
     flags: dict[str, dict[str, Any]]
     segments: dict[str, dict[str, Any]]
 

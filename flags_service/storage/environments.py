@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, scoped_session
 from flags_service.model import compile_flag, compile_segment
 from flags_service.storage.errors import FlagNotFound
 from flags_service.storage.tables import environments_table, flags_table, segments_table
+from service_kit.tiers import TIERS
 
 
 class EnvironmentStore:
@@ -50,11 +51,13 @@ class EnvironmentStore:
         return bumped
 
     def snapshot(self, environment: str) -> dict[str, Any]:
-        """Everything an SDK needs to evaluate locally in ``environment``, with its version."""
+        """Everything an SDK needs to evaluate locally in ``environment``, with its version and the
+        platform's tiers (the SDK refuses a context naming another, as OFREP does)."""
         version = self.version(environment)
         return {
             "environment": environment,
             "version": version,
+            "tiers": list(TIERS),
             "flags": {
                 document["key"]: compile_flag(document, environment)
                 for document in self.session.scalars(select(flags_table.c.document))

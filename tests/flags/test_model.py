@@ -182,3 +182,12 @@ def test_diff_lists_changed_paths() -> None:
         {"path": "b", "before": None, "after": [1]},
         {"path": "env.production.enabled", "before": False, "after": True},
     ]
+
+
+@pytest.mark.parametrize("op", ["in", "notIn", "equals"])
+def test_the_old_tier_name_pro_is_refused_in_tier_clauses(op: str) -> None:
+    with pytest.raises(InvalidDocument) as caught:
+        validate_flag(_flag(**_rule({"attribute": "tier", "op": op, "values": ["free", "pro"]})), ENVIRONMENTS)
+    assert caught.value.details == {
+        f"{RULE}.clauses[0].values[1]": "must be one of free, startup, professional, enterprise"
+    }

@@ -407,3 +407,76 @@ def test_bad_polling_interval_stops_start_up_with_one_line(
     assert (
         capsys.readouterr().err == f"config error in {config}: flags.ofrep_min_polling_seconds: expected {expected}\n"
     )
+
+
+def invalid_contexts(app: Flask) -> dict[str, float]:
+    registry = app.extensions["service_kit"].metrics.registry
+    return {
+        reason: registry.get_sample_value("flags_invalid_context_total", {"reason": reason}) or 0.0
+        for reason in ("unknown_tier", "malformed")
+    }
+
+
+@pytest.mark.usefixtures("flags")
+@pytest.mark.parametrize("tier", ["pro", "gold", "Professional", 3])
+def test_an_unknown_tier_is_invalid_context_not_the_default(
+    app: Flask, client: FlaskClient, sdk_keys: SdkKeys, tier: object
+) -> None:
+    """A paying customer sent as ``pro`` (the old name) used to get the default quietly."""
+    body = {"context": {"targetingKey": "user-1", "tier": tier}}
+    single = client.post("/ofrep/v1/evaluate/flags/new-checkout", json=body, headers=bearer(sdk_keys.server))
+    assert single.status_code == 400
+    assert (single.json["key"], single.json["errorCode"]) == ("new-checkout", "INVALID_CONTEXT")
+    assert single.json["errorDetails"].startswith("context.tier: Input should be 'free', 'startup'")
+    bulk = client.post("/ofrep/v1/evaluate/flags", json=body, headers=bearer(sdk_keys.client))
+    assert bulk.status_code == 400
+    assert bulk.json["errorCode"] == "INVALID_CONTEXT" and "key" not in bulk.json
+    assert invalid_contexts(app) == {"unknown_tier": 2.0, "malformed": 0.0}
+    known = client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout",
+        json={"context": {"targetingKey": "user-1", "tier": "professional"}},
+        headers=bearer(sdk_keys.server),
+    )
+    assert (known.status_code, known.json["variant"]) == (200, "on")
+
+
+@pytest.mark.usefixtures("flags")
+def test_a_malformed_context_is_counted_apart_from_unknown_tiers(
+    app: Flask, client: FlaskClient, sdk_keys: SdkKeys
+) -> None:
+    for context in ([1], {"targetingKey": 5}, None):
+        response = client.post("/ofrep/v1/evaluate/flags", json={"context": context}, headers=bearer(sdk_keys.server))
+        assert (response.status_code, response.json["errorCode"]) == (400, "INVALID_CONTEXT")
+    assert invalid_contexts(app) == {"unknown_tier": 0.0, "malformed": 3.0}
+
+
+@pytest.mark.usefixtures("flags")
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"", "application/json"), (b"", None), (b'{"context": {"tier": "free"}}', "text/plain")],
+)
+def test_an_empty_body_is_an_empty_context_and_any_media_type_is_read(
+    client: FlaskClient, sdk_keys: SdkKeys, body: bytes, content_type: str | None
+) -> None:
+    response = client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout", data=body, content_type=content_type, headers=bearer(sdk_keys.server)
+    )
+    assert (response.status_code, response.json["reason"], response.json["variant"]) == (200, "DEFAULT", "off")
+
+
+def test_openapi_document_states_ofreps_own_shapes_and_statuses(client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    single = document["paths"]["/ofrep/v1/evaluate/flags/{key}"]["post"]
+    assert {"200", "400", "401", "403", "404"} <= single["responses"].keys()
+    assert "422" not in single["responses"]
+    assert "content" not in single["responses"]["401"]  # the spec's 401/403 have no body
+    failure = single["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert failure == "#/components/schemas/EvaluationFailure"
+    schemas = document["components"]["schemas"]
+    assert set(schemas["EvaluationFailure"]["required"]) == {"key", "errorCode", "errorDetails"}
+    context = schemas["EvaluationContext"]["properties"]
+    assert {"enum": ["free", "startup", "professional", "enterprise"], "type": "string"} in context["tier"]["anyOf"]
+    bulk = document["paths"]["/ofrep/v1/evaluate/flags"]["post"]["responses"]
+    assert {"200", "304", "400", "401", "403"} <= bulk.keys()
+    assert "/ofrep/v1/configuration" in document["paths"]
+    assert "/api/v1/flags/{key}/environments/{env}/toggle" in document["paths"]

@@ -283,3 +283,17 @@ def test_bootstrap_snapshot_serves_offline_and_the_newer_of_disk_and_bootstrap_w
     with FlagsClient(url, "k", bootstrap=old, start=False) as sdk:
         details = sdk.evaluate("f", {})
         assert (sdk.version, details.value, details.reason) == (3, False, "STALE")
+
+
+def test_sdk_refuses_a_tier_the_snapshot_does_not_list_as_ofrep_does() -> None:
+    rule = {"id": "paid", "clauses": [{"attribute": "tier", "op": "in", "values": ["professional"]}]}
+    flag = {
+        "key": "f", "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off",
+        "rules": [{**rule, "serve": {"variant": "on"}}], "fallthrough": {"variant": "off"},
+    }  # fmt: skip
+    snapshot = {"environment": "production", "version": 1, "tiers": ["free", "professional"], "flags": {"f": flag}}
+    sdk = FlagsClient("http://127.0.0.1:9", "fsk_unused", bootstrap=snapshot, start=False)
+    refused = sdk.evaluate("f", {"targetingKey": "u", "tier": "pro"}, default=False)
+    assert (refused.value, refused.reason, refused.error_code) == (False, "ERROR", "INVALID_CONTEXT")
+    assert sdk.evaluate("f", {"targetingKey": "u", "tier": "professional"}).variant == "on"
+    assert sdk.evaluate("f", {"targetingKey": "u"}).variant == "off"

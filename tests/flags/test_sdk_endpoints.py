@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from flags_service.app import create_app
 from flags_service.settings import FlagsSettings
+from service_kit.tiers import TIERS
 from tests.flags.conftest import SdkKeys, with_flags
 from tests.servers import free_port
 
@@ -30,7 +31,8 @@ def test_snapshot_etag_304_until_a_change(
     body = first.json
     assert first.headers["ETag"] == f'"production.{body["version"]}"'
     assert body["flags"]["checkout"]["enabled"] is True
-    assert set(body) == {"environment", "version", "flags", "segments"}
+    assert set(body) == {"environment", "version", "tiers", "flags", "segments"}
+    assert body["tiers"] == list(TIERS)  # the SDK refuses other tiers, as OFREP does
     same = client.get(
         "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
     )
