@@ -20,6 +20,7 @@ from flags_service.model import (
     Flag,
     FlagDocument,
     InvalidDocument,
+    JsonInt,
     NewFlag,
     NewSegment,
     Segment,
@@ -69,7 +70,7 @@ class Rollout(Document):
 
 
 class Rollback(Document):
-    version: int = Field(ge=1, le=2**31 - 1, description="a version from the flag's history")
+    version: JsonInt = Field(ge=1, le=2**31 - 1, description="a version from the flag's history")
 
 
 class NewSdkKey(Document):

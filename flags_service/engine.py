@@ -176,7 +176,10 @@ def _compare_dates(test: Callable[[float, float], bool]) -> Callable[[object, ob
 
 
 def _regex_match(actual: object, pattern: object) -> bool:
-    """``matches``: an RE2 search (``compile_regex``) anywhere in a string of at most 1,024 characters."""
+    """``matches``: an RE2 search anywhere in a string of at most 1,024 characters. RE2 syntax, linear in
+    the subject: no backreferences (``\\1``), no lookahead or lookbehind (``(?=``, ``(?!``, ``(?<=``); a
+    pattern using them is refused when the flag is saved. flagd has no regex operator (its JSONLogic adds
+    only ``fractional``, ``sem_ver``, ``starts_with``, ``ends_with``), so there is no flavour to agree with."""
     if not isinstance(actual, str) or not isinstance(pattern, str) or len(actual) > MAX_REGEX_SUBJECT:
         return False
     return compile_regex(pattern).search(actual) is not None

@@ -39,6 +39,13 @@ MAX_TARGET_IDS = 10_000
 MAX_RULES = 200
 TIER_OPERATORS = {"in", "notIn", "equals"}
 
+
+def _whole_number(value: object) -> object:
+    """JSON Schema's integer includes ``3.0``; strict pydantic would refuse it (and lax would take ``"3"``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[int, pydantic.BeforeValidator(_whole_number)]
 FlagKey = Annotated[str, Field(pattern=KEY_PATTERN)]
 VariantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_PATTERN)]
@@ -72,7 +79,7 @@ class Clause(Document):
 
 class WeightedVariant(Document):
     variant: VariantName
-    weight: int = Field(ge=0, le=MAX_TOTAL_WEIGHT)
+    weight: JsonInt = Field(ge=0, le=MAX_TOTAL_WEIGHT)
 
 
 class Serve(Document):
@@ -125,7 +132,7 @@ class FlagDocument(Document):
     left out (the path names it) but cannot change."""
 
     key: FlagKey | None = None
-    version: int | None = Field(default=None, description="ignored: send the version you read as If-Match")
+    version: JsonInt | None = Field(default=None, description="ignored: send the version you read as If-Match")
     type: FlagType = "boolean"
     description: str = Field(default="", max_length=2000)
     owner: str = Field(default="", max_length=2000)
@@ -160,7 +167,7 @@ class SegmentDocument(Document):
     to other segments."""
 
     key: FlagKey | None = None
-    version: int | None = Field(default=None, description="ignored: send the version you read as If-Match")
+    version: JsonInt | None = Field(default=None, description="ignored: send the version you read as If-Match")
     environment: str | None = Field(default=None, description="ignored: the path names the environment")
     name: str = Field(default="", max_length=200)
     description: str = Field(default="", max_length=2000)

@@ -30,7 +30,9 @@ from flags_service.engine import ERROR, Evaluation, context_attributes, evaluate
 from flags_service.service import current_flags
 from flags_service.snapshots import Snapshot, content_hash
 from flags_service.storage.sdk_keys import SdkKey
+from service_kit.errors import ValidationError
 from service_kit.openapi import ApiDocument, field_name
+from service_kit.requests import refuse_nul
 from service_kit.tiers import Tier
 
 JSON_TYPE = "application/json"
@@ -138,9 +140,19 @@ def invalid_context(error: pydantic.ValidationError) -> OfrepError:
 
 def read_evaluation_request() -> None:
     """OFREP's body rules: any media type, an empty body is an empty context, anything but a JSON object is
-    ``PARSE_ERROR``; the parsed body stays cached for the model (``get_json``)."""
-    if request.get_data(cache=True) and not isinstance(request.get_json(force=True, silent=True), dict):
+    ``PARSE_ERROR``, and NUL in a context's text or key is ``INVALID_CONTEXT`` (the document says so of
+    every string, as for the kit's bodies); the parsed body stays cached for the model (``get_json``)."""
+    if not request.get_data(cache=True):
+        return
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
         raise OfrepError(400, "PARSE_ERROR", "the request body must be a JSON object")
+    try:
+        refuse_nul(body.get("context"), "context")  # other fields are ignored, NUL or not
+    except ValidationError as error:
+        current_flags().metrics.invalid_contexts.labels("malformed").inc()
+        ((field, message),) = error.details.items()
+        raise OfrepError(400, "INVALID_CONTEXT", f"{field}: {message}") from None
 
 
 ofrep_api = ApiDocument(
@@ -153,6 +165,7 @@ ofrep_api = ApiDocument(
 )
 bp = Blueprint("flags_ofrep", __name__, url_prefix="/ofrep/v1")
 NO_BODY = {401: None, 403: None}  # the spec's 401 and 403 have no body
+OPTIONAL_BODY = {"requestBody": {"required": False}}  # no body: the empty context
 
 
 Served = tuple[str, str]  # (flag key, variant): what the evaluation counters count
@@ -332,6 +345,7 @@ def _evaluation_context() -> dict[str, Any]:
     responses={200: EvaluationSuccess, 400: EvaluationFailure, 404: FlagNotFound, **NO_BODY},
     tags=("ofrep",),
     security="sdk_key",
+    openapi=OPTIONAL_BODY,
     validate_responses=False,
 )
 def evaluate_flag(key: str) -> Response:
@@ -355,6 +369,7 @@ def evaluate_flag(key: str) -> Response:
     responses={200: BulkEvaluationSuccess, 304: None, 400: BulkEvaluationFailure, **NO_BODY},
     tags=("ofrep",),
     security="sdk_key",
+    openapi=OPTIONAL_BODY,
     validate_responses=False,
 )
 def evaluate_flags() -> Response:

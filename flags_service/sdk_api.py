@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 
 from flags_service.api import SDK_KEY, api
-from flags_service.model import Document
+from flags_service.model import Document, JsonInt
 from flags_service.service import current_flags
 from service_kit.errors import AuthenticationError, AuthorizationError, RateLimitError
 from service_kit.tiers import Tier
@@ -36,7 +36,7 @@ class SnapshotDocument(BaseModel):
 class EvaluationCount(Document):
     flag: str = Field(max_length=100)
     variant: str = Field(max_length=64)
-    count: int = Field(ge=1, le=2**31 - 1)
+    count: JsonInt = Field(ge=1, le=2**31 - 1)
 
 
 class EvaluationCounts(Document):

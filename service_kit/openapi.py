@@ -256,7 +256,7 @@ _STATUS_TEXT = {
 def _refine(spec: dict[str, Any], app: Flask) -> None:
     """What spectree cannot say alone: bounded integer path ids, the 404 of a path with parameters, the
     descriptions of the kit's error statuses, and per-operation overrides."""
-    views = {rule.rule: rule for rule in app.url_map.iter_rules()}
+    views = {(rule.rule, rule.endpoint): rule for rule in app.url_map.iter_rules()}  # a path has a rule per view
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, ErrorDetail):
         schemas.setdefault(model.__name__, _schema_of(model))

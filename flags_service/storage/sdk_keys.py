@@ -17,6 +17,7 @@ from flags_service.storage.tables import sdk_keys_table, utc_now
 from service_kit.requests import hash_token
 
 SdkKeyKind = Literal["server", "client"]
+MAX_KEY_ID = 2**31 - 1  # the id column is INTEGER: a larger id names no key (PostgreSQL would refuse it)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class SdkKeyStore:
         ]
 
     def revoke_sdk_key(self, key_id: int) -> None:
+        if key_id > MAX_KEY_ID:
+            raise FlagNotFound(f"sdk key {key_id}")
         result = self.session.execute(
             update(sdk_keys_table).where(sdk_keys_table.c.id == key_id).values(revoked_at=utc_now())
         )

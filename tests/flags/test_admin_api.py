@@ -188,3 +188,10 @@ def test_a_nested_quantifier_the_old_guard_refused_is_saved_now_that_re2_runs_it
     rule = {"clauses": [{"attribute": "s", "op": "matches", "values": ["^(a+)+$"]}], "serve": {"variant": "on"}}
     create_flag("linear", environments={"production": {"enabled": True, "rules": [rule]}})
     assert client.get("/api/v1/flags/linear", headers=admin).json["environments"]["production"]["rules"][0]["id"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_revoking_an_sdk_key_id_beyond_the_integer_column_is_404(client: FlaskClient, admin: H) -> None:
+    """schemathesis found it: PostgreSQL refused 2656792931197 for the INTEGER id, and that was a 500."""
+    assert client.delete(f"/api/v1/sdk-keys/{2**31}", headers=admin).status_code == 404
+    assert client.delete(f"/api/v1/sdk-keys/{2**31 - 1}", headers=admin).status_code == 404

@@ -444,10 +444,10 @@ def test_an_unknown_tier_is_invalid_context_not_the_default(
 def test_a_malformed_context_is_counted_apart_from_unknown_tiers(
     app: Flask, client: FlaskClient, sdk_keys: SdkKeys
 ) -> None:
-    for context in ([1], {"targetingKey": 5}, None):
+    for context in ([1], {"targetingKey": 5}, None, {"country\u0000": "NL"}):
         response = client.post("/ofrep/v1/evaluate/flags", json={"context": context}, headers=bearer(sdk_keys.server))
         assert (response.status_code, response.json["errorCode"]) == (400, "INVALID_CONTEXT")
-    assert invalid_contexts(app) == {"unknown_tier": 0.0, "malformed": 3.0}
+    assert invalid_contexts(app) == {"unknown_tier": 0.0, "malformed": 4.0}
 
 
 @pytest.mark.usefixtures("flags")
@@ -478,5 +478,7 @@ def test_openapi_document_states_ofreps_own_shapes_and_statuses(client: FlaskCli
     assert {"enum": ["free", "startup", "professional", "enterprise"], "type": "string"} in context["tier"]["anyOf"]
     bulk = document["paths"]["/ofrep/v1/evaluate/flags"]["post"]["responses"]
     assert {"200", "304", "400", "401", "403"} <= bulk.keys()
+    for path in ("/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/{key}"):  # beside their OPTIONS routes
+        assert document["paths"][path]["post"]["requestBody"]["required"] is False  # no body: empty context
     assert "/ofrep/v1/configuration" in document["paths"]
     assert "/api/v1/flags/{key}/environments/{env}/toggle" in document["paths"]

@@ -101,3 +101,21 @@ def test_stream_announces_versions_and_limits_open_streams(settings: FlagsSettin
         server.shutdown()
         thread.join(5)
         app.extensions["flags"].cache.close()
+
+
+@pytest.mark.parametrize(
+    ("count", "status"),
+    [(2, 202), (2.0, 202), (2.5, 422), ("2", 422), (True, 422), (0, 422)],
+)
+def test_evaluation_counts_take_json_integers_only(
+    client: FlaskClient, sdk_keys: SdkKeys, create_flag: Callable, count: object, status: int
+) -> None:
+    """``2.0`` is an integer to JSON Schema (schemathesis sent it and got a 422); ``"2"`` and ``true`` are not."""
+    create_flag("counted", environments={"production": {"enabled": True}})
+    body = {"counts": [{"flag": "counted", "variant": "off", "count": count}]}
+    response = client.post("/api/v1/sdk/evaluations", json=body, headers=bearer(sdk_keys.server))
+    assert response.status_code == status, response.json
+    if status == 202:
+        assert response.json == {"accepted": 1, "dropped": 0}
+    else:
+        assert list(response.json["error"]["details"]) == ["counts[0].count"]
