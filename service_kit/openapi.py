@@ -305,7 +305,7 @@ def _state_no_nul(node: Any) -> None:
         _state_no_nul(value)
 
 
-def _view_of(app: Flask, rules: Mapping[str, Any], path: str, method: str) -> Any:
+def _view_of(app: Flask, rules: Mapping[Any, Any], path: str, method: str) -> Any:
     for rule in rules.values():
         if _openapi_path(rule.rule) == path and method.upper() in (rule.methods or ()):
             return app.view_functions.get(rule.endpoint)
