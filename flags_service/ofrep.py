@@ -138,12 +138,12 @@ def invalid_context(error: pydantic.ValidationError) -> OfrepError:
     return OfrepError(400, "INVALID_CONTEXT", f"{field_name(location)}: {first['msg']}")
 
 
-def read_evaluation_request() -> None:
+def read_evaluation_request() -> dict[str, Any]:
     """OFREP's body rules: any media type, an empty body is an empty context, anything but a JSON object is
     ``PARSE_ERROR``, and NUL in a context's text or key is ``INVALID_CONTEXT`` (the document says so of
-    every string, as for the kit's bodies); the parsed body stays cached for the model (``get_json``)."""
+    every string, as for the kit's bodies). The parsed body stays cached for the view (``get_json``)."""
     if not request.get_data(cache=True):
-        return
+        return {}
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise OfrepError(400, "PARSE_ERROR", "the request body must be a JSON object")
@@ -153,6 +153,7 @@ def read_evaluation_request() -> None:
         current_flags().metrics.invalid_contexts.labels("malformed").inc()
         ((field, message),) = error.details.items()
         raise OfrepError(400, "INVALID_CONTEXT", f"{field}: {message}") from None
+    return body
 
 
 ofrep_api = ApiDocument(

@@ -28,6 +28,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict
 from spectree import Response, SecurityScheme, SpecTree
 from spectree.models import SecuritySchemeData
+from spectree.plugins.base import Context
 from werkzeug.routing import IntegerConverter
 
 from service_kit import __version__
@@ -112,11 +113,11 @@ class ApiDocument:
         invalid_request: Callable[[pydantic.ValidationError], Exception] = kit_validation_error,
         invalid_status: int = 422,
         invalid_model: type[BaseModel] = ErrorBody,
-        read_body: Callable[[], object] = json_object,
+        read_body: Callable[[], Any] = json_object,
     ) -> None:
         """The defaults are the kit's contract. A protocol with its own error shape (OFREP) passes
         ``invalid_request`` (the exception a failed validation raises), its status and body model, and
-        ``read_body`` (run before the body model: checks the body and leaves it for ``request.get_json``)."""
+        ``read_body`` (run before the body model: checks the body and returns it)."""
         self.invalid_request = invalid_request
         self.read_body = read_body
         schemes = [
@@ -194,12 +195,15 @@ class ApiDocument:
             def validated(*args: Any, **kwargs: Any) -> Any:
                 for name, value in request.args.items(multi=True):
                     refuse_nul(value, name)
-                if json is not None:
-                    self.read_body()  # by default a JSON object without NUL, before the model sees it
+                # By default a JSON object without NUL, before the model sees it.
+                body = self.read_body() if json is not None else None
                 if validate_responses:
                     return inner(*args, **kwargs)
                 try:
-                    self.spec.backend.request_validation(request, query, json, None, headers, None)  # type: ignore[attr-defined]
+                    if query is None and headers is None:  # the body alone: no headers and cookies parsed
+                        request.context = Context(None, json and json.model_validate(body), None, None, None)  # type: ignore[attr-defined]
+                    else:
+                        self.spec.backend.request_validation(request, query, json, None, headers, None)  # type: ignore[attr-defined]
                 except pydantic.ValidationError as error:
                     raise self.invalid_request(error) from None
                 return view(*args, **kwargs)
