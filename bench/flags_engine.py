@@ -28,7 +28,7 @@ THREE_RULES_JSONLOGIC = [
     "c",
     None,
 ]
-THIRD_RULE_CONTEXT = {"targetingKey": "user-42", "tier": "pro", "email": "a@example.com", "country": "NL"}
+THIRD_RULE_CONTEXT = {"targetingKey": "user-42", "tier": "professional", "email": "a@example.com", "country": "NL"}
 
 
 # -- ours ---------------------------------------------------------------------------------------------

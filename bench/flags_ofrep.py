@@ -26,7 +26,10 @@ from sqlalchemy.orm import Session
 
 from flags_service.app import MIGRATIONS, create_app
 from flags_service.settings import FlagsSettings, RedisSettings
-from flags_service.storage import FlagStore, metadata
+from flags_service.storage.environments import EnvironmentStore
+from flags_service.storage.flags import FlagStore
+from flags_service.storage.sdk_keys import SdkKeyStore
+from flags_service.storage.tables import metadata
 from service_kit.db import make_engine, upgrade
 from service_kit.server import granian_command, prepare_multiprocess_dir
 from service_kit.settings import DatabaseSettings, LoggingSettings, ServerSettings
@@ -34,7 +37,7 @@ from service_kit.settings import DatabaseSettings, LoggingSettings, ServerSettin
 WORKERS, THREADS, CONNECTIONS = 2, 16, 32
 FLAG_COUNT = 50
 IN_PROCESS_ROUNDS, IN_PROCESS_REQUESTS = 5, 2000
-TIERS, COUNTRIES = ("free", "pro", "enterprise"), ("DE", "NL", "US", "FR", "GB")
+TIERS, COUNTRIES = ("free", "professional", "enterprise"), ("DE", "NL", "US", "FR", "GB")
 ROUTES = (
     ("hello world (GET)", "GET", "/hello"),
     ("OFREP single flag (POST)", "POST", "/ofrep/v1/evaluate/flags/flag-01"),
@@ -53,7 +56,7 @@ def hello():
 """
 WRK_SCRIPT = """
 local counter = 0
-local tiers = {"free", "pro", "enterprise"}
+local tiers = {"free", "professional", "enterprise"}
 local countries = {"DE", "NL", "US", "FR", "GB"}
 request = function()
   counter = counter + 1
@@ -101,11 +104,12 @@ def seed(url: str) -> str:
     engine = make_engine(url)
     upgrade(engine, MIGRATIONS, metadata)
     with Session(engine) as session:
-        store = FlagStore(session, ["development", "staging", "production"], ["free", "pro", "enterprise"])
-        store.ensure_environments()
+        environments = ["development", "staging", "production"]
+        EnvironmentStore(session, environments).ensure_environments()
+        store = FlagStore(session, environments)
         for index in range(FLAG_COUNT):
             store.create_flag(demo_flag(index), "bench")
-        _, token = store.create_sdk_key("production", "server", "bench")
+        _, token = SdkKeyStore(session, environments).create_sdk_key("production", "server", "bench")
         session.commit()
     engine.dispose()
     return token

@@ -17,7 +17,7 @@ import requests
 
 from flags_service.app import MIGRATIONS
 from flags_service.settings import FlagsSettings
-from flags_service.storage import metadata
+from flags_service.storage.tables import metadata
 from service_kit.cli import run, service_cli, settings_loader
 
 load_settings = settings_loader("flags", FlagsSettings, "FLAGS", "config/flags.yml")

@@ -9,11 +9,15 @@ from sqlalchemy.orm import Session
 
 from flags_service.app import MIGRATIONS
 from flags_service.settings import FlagsSettings
-from flags_service.storage import FlagStore, metadata
+from flags_service.storage.environments import EnvironmentStore
+from flags_service.storage.flags import FlagStore
+from flags_service.storage.sdk_keys import SdkKeyStore
+from flags_service.storage.tables import metadata
 from service_kit.auth import AuditRecord
 from service_kit.db import make_engine, upgrade
+from service_kit.tiers import PAID_TIERS
 
-PAID = {"attribute": "tier", "op": "in", "values": ["pro", "enterprise"]}
+PAID = {"attribute": "tier", "op": "in", "values": list(PAID_TIERS)}
 
 
 def _everywhere(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -84,8 +88,8 @@ DEMO_FLAGS: list[dict[str, Any]] = [
                         "serve": {"variant": "large"},
                     },
                     {
-                        "id": "pro",
-                        "clauses": [{"attribute": "tier", "op": "equals", "values": ["pro"]}],
+                        "id": "professional",
+                        "clauses": [{"attribute": "tier", "op": "equals", "values": ["professional"]}],
                         "serve": {"variant": "medium"},
                     },
                 ],
@@ -103,8 +107,11 @@ def seed(settings: FlagsSettings) -> tuple[list[str], dict[str, str]]:
     created: list[str] = []
     keys: dict[str, str] = {}
     with Session(engine) as session:
-        store = FlagStore(session, settings.flags.environments, settings.flags.tiers)
-        store.ensure_environments()
+        EnvironmentStore(session, settings.flags.environments).ensure_environments()
+        store, key_store = (
+            FlagStore(session, settings.flags.environments),
+            SdkKeyStore(session, settings.flags.environments),
+        )
         existing = {flag["key"] for flag in store.list_flags()}
         for document in DEMO_FLAGS:
             if document["key"] in existing:
@@ -122,9 +129,9 @@ def seed(settings: FlagsSettings) -> tuple[list[str], dict[str, str]]:
                 )
             )
             created.append(change.key)
-        if not store.list_sdk_keys():
+        if not key_store.list_sdk_keys():
             for kind in ("server", "client"):
-                _, token = store.create_sdk_key("development", kind, f"demo {kind} key")
+                _, token = key_store.create_sdk_key("development", kind, f"demo {kind} key")
                 keys[kind] = token
         session.commit()
     engine.dispose()

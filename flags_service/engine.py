@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import re2
+
 from flags_service.bucketing import pick_variant
 
 JSON = Any
@@ -38,7 +40,7 @@ STATIC, TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, ERROR = (
     "ERROR",
 )
 TARGETING_KEY = "targetingKey"
-MAX_REGEX_PATTERN = 256  # patterns are validated on save; bounded so a rule cannot be a ReDoS bomb
+MAX_REGEX_PATTERN = 256  # patterns are validated on save (compile_regex) and kept short
 MAX_REGEX_SUBJECT = 1024  # longer attribute values never match a regex clause
 MAX_PREREQUISITE_DEPTH = 16
 
@@ -81,9 +83,17 @@ def _same_json(left: object, right: object) -> bool:
     return type(left) is type(right) and left == right
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's 422, not a line on the service's stderr
+
+
 @functools.lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def compile_regex(pattern: str) -> re2._Regexp:
+    """A ``matches`` pattern compiled by RE2, which runs in time linear in the subject: subjects come from
+    OFREP contexts that browsers send, and a backtracking engine (Python's ``re``) let ``(a|a)*b`` take
+    seconds on 25 characters. RE2 syntax: no backreferences, no lookahead or lookbehind; a pattern using
+    them raises ``re2.error`` (refused when the flag is saved)."""
+    return re2.compile(pattern, _RE2_OPTIONS)
 
 
 _SEMVER = re.compile(
@@ -166,9 +176,13 @@ def _compare_dates(test: Callable[[float, float], bool]) -> Callable[[object, ob
 
 
 def _regex_match(actual: object, pattern: object) -> bool:
+    """``matches``: an RE2 search anywhere in a string of at most 1,024 characters. RE2 syntax, linear in
+    the subject: no backreferences (``\\1``), no lookahead or lookbehind (``(?=``, ``(?!``, ``(?<=``); a
+    pattern using them is refused when the flag is saved. flagd has no regex operator (its JSONLogic adds
+    only ``fractional``, ``sem_ver``, ``starts_with``, ``ends_with``), so there is no flavour to agree with."""
     if not isinstance(actual, str) or not isinstance(pattern, str) or len(actual) > MAX_REGEX_SUBJECT:
         return False
-    return _regex(pattern).search(actual) is not None
+    return compile_regex(pattern).search(actual) is not None
 
 
 # Each operator compares one context value with one clause value; a clause matches when any context

@@ -21,6 +21,7 @@ log = logging.getLogger("flags_service.metrics")
 
 CHANGE_ACTIONS = ("create", "update", "toggle", "rollout", "rollback", "delete", "segment")
 POLL_RESULTS = ("updated", "not_modified", "stream")
+INVALID_CONTEXT_REASONS = ("unknown_tier", "malformed")  # the label's whole set
 
 
 class FlagMetrics:
@@ -43,6 +44,15 @@ class FlagMetrics:
             ["environment", "action"],
             registry=registry,
         )
+        self.invalid_contexts = Counter(
+            "flags_invalid_context_total",
+            "OFREP requests refused as INVALID_CONTEXT: unknown_tier (a tier outside service_kit.tiers) or "
+            "malformed (context or targetingKey of the wrong type).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in INVALID_CONTEXT_REASONS:
+            self.invalid_contexts.labels(reason)
 
 
 class EnvironmentGaugeCollector(Collector):

@@ -1,62 +1,191 @@
-"""The stored flag and segment documents: validation (errors name the field) and compilation per environment.
+"""The flag and segment documents: one pydantic declaration each (it validates the admin API's bodies and
+is their schema in ``/openapi.json``), the checks across fields a schema cannot state, and compilation.
 
 A flag document is what the admin API reads and writes. Definition fields are shared by all environments;
 ``environments`` holds each environment's own state (on/off, targets, rules, fallthrough, prerequisites).
+The models check each field on its own; ``validate_flag`` then checks what depends on other fields or on
+the configuration (variants named by serves, values by operator, tiers, segments, environments), every
+problem keyed by its field path like ``environments.production.rules[0].clauses[1].values[0]``.
 ``compile_flag(document, environment)`` produces the plain engine shape ``flags_service.engine`` evaluates.
+Field names are camelCase because they are the engine's and the test vectors' language-neutral shape.
 """
 
 from __future__ import annotations
 
-import copy
-import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
+import re2
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_serializer
 
 from flags_service.bucketing import MAX_TOTAL_WEIGHT
 from flags_service.engine import (
-    ALL_OPERATORS,
     MAX_REGEX_PATTERN,
     SEGMENT_MATCH,
     TARGETING_KEY,
+    compile_regex,
     parse_date,
     parse_semver,
 )
+from service_kit.errors import ValidationError
+from service_kit.openapi import Strict, validation_details
+from service_kit.tiers import TIERS, unknown_tier_message
 
-FLAG_TYPES = ("boolean", "string", "number", "json")
-FLAG_KINDS = ("release", "experiment", "ops", "permission")
-KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ATTRIBUTE_PATTERN = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$-]{0,99}$")
+KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ATTRIBUTE_PATTERN = r"^[A-Za-z_$][A-Za-z0-9_.$-]{0,99}$"
 MAX_TARGET_IDS = 10_000
 MAX_RULES = 200
-DEFINITION_FIELDS = {
-    "key",
-    "type",
-    "description",
-    "owner",
-    "tags",
-    "kind",
-    "expiresAt",
-    "variants",
-    "offVariant",
-    "salt",
-    "bucketBy",
-    "clientVisible",
-    "environments",
-}
-STATE_FIELDS = {"enabled", "targets", "rules", "fallthrough", "prerequisites"}
-SEGMENT_FIELDS = {"key", "name", "description", "included", "excluded", "clauses"}
 TIER_OPERATORS = {"in", "notIn", "equals"}
-# A quantified group whose body is itself quantified: the classic catastrophic-backtracking shape.
-_NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)[+*{]")
 
 
-class InvalidDocument(ValueError):
-    """A document failed validation; ``errors`` maps each field path to what is wrong with it."""
+def _whole_number(value: object) -> object:
+    """JSON Schema's integer includes ``3.0``; strict pydantic would refuse it (and lax would take ``"3"``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
-        self.errors = errors
+
+JsonInt = Annotated[int, pydantic.BeforeValidator(_whole_number)]
+FlagKey = Annotated[str, Field(pattern=KEY_PATTERN)]
+VariantName = Annotated[str, Field(pattern=NAME_PATTERN)]
+AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_PATTERN)]
+ClauseValue = StrictStr | StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Operator = Literal[
+    "in", "notIn", "equals", "contains", "startsWith", "endsWith", "matches", "lt", "lte", "gt", "gte",
+    "semverEq", "semverLt", "semverLte", "semverGt", "semverGte", "before", "after", "segmentMatch",
+]  # fmt: skip
+FlagType = Literal["boolean", "string", "number", "json"]
+FlagKind = Literal["release", "experiment", "ops", "permission"]
+
+
+class Document(Strict):
+    """Base of the stored documents: no unknown fields, and no coercion (``1`` is not ``true``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class InvalidDocument(ValidationError):
+    """A document failed validation; ``details`` maps each field path to what is wrong with it."""
+
+
+class Clause(Document):
+    """One condition: the context's ``attribute`` compared by ``op`` with any of ``values``."""
+
+    attribute: AttributeName = TARGETING_KEY
+    op: Operator
+    values: list[ClauseValue] = Field(min_length=1, max_length=MAX_TARGET_IDS)
+    negate: bool = False
+
+
+class WeightedVariant(Document):
+    variant: VariantName
+    weight: JsonInt = Field(ge=0, le=MAX_TOTAL_WEIGHT)
+
+
+class Serve(Document):
+    """What a rule or the fallthrough serves: ``{"variant": name}`` or ``{"rollout": [{variant, weight}]}``
+    (exactly one of the two)."""
+
+    variant: VariantName | None = None
+    rollout: list[WeightedVariant] | None = Field(default=None, min_length=1, max_length=100)
+
+    @pydantic.model_validator(mode="after")
+    def _one_of_variant_or_rollout(self) -> Serve:
+        if (self.variant is None) == (self.rollout is None):
+            raise ValueError('must be {"variant": name} or {"rollout": [{"variant", "weight"}, ...]}')
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_the_absent_one(self, handler: pydantic.SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {name: value for name, value in handler(self).items() if value is not None}
+
+
+class Target(Document):
+    variant: VariantName
+    values: list[StrictStr] = Field(max_length=MAX_TARGET_IDS)
+
+
+class Rule(Document):
+    id: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None  # default: rule-<position>
+    description: str = Field(default="", max_length=2000)
+    clauses: list[Clause] = Field(min_length=1, max_length=100)
+    serve: Serve
+
+
+class Prerequisite(Document):
+    flag: FlagKey
+    variant: VariantName
+
+
+class EnvironmentState(Document):
+    """A flag in one environment; fields left out take their defaults (off, serving the off variant)."""
+
+    enabled: bool = False
+    targets: list[Target] = Field(default=[], max_length=1000)
+    rules: list[Rule] = Field(default=[], max_length=MAX_RULES)
+    fallthrough: Serve | None = None  # default: the off variant
+    prerequisites: list[Prerequisite] = Field(default=[], max_length=100)
+
+
+class FlagDocument(Document):
+    """A flag as ``PUT`` takes it: what ``GET`` gave may be sent back, ``version`` included; ``key`` may be
+    left out (the path names it) but cannot change."""
+
+    key: FlagKey | None = None
+    version: JsonInt | None = Field(default=None, description="ignored: send the version you read as If-Match")
+    type: FlagType = "boolean"
+    description: str = Field(default="", max_length=2000)
+    owner: str = Field(default="", max_length=2000)
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default=[], max_length=50)
+    kind: FlagKind = "release"
+    expiresAt: str | None = Field(default=None, description="RFC 3339 date")
+    variants: dict[VariantName, Any] = Field(min_length=1, max_length=100)
+    offVariant: VariantName
+    salt: str | None = Field(default=None, min_length=1, max_length=200, description="default: the key")
+    bucketBy: AttributeName = TARGETING_KEY
+    clientVisible: bool = False
+    environments: dict[str, EnvironmentState] = Field(default={}, description="state per configured environment")
+
+
+class NewFlag(FlagDocument):
+    """A flag as ``POST`` creates it."""
+
+    key: FlagKey
+
+
+class Flag(NewFlag):
+    """A stored flag, as the admin API answers it."""
+
+    model_config = ConfigDict(extra="ignore")
+    version: int
+    salt: str
+    environments: dict[str, EnvironmentState]
+
+
+class SegmentDocument(Document):
+    """A segment as ``PUT`` takes it (``key`` may be left out: the path names it); its clauses cannot refer
+    to other segments."""
+
+    key: FlagKey | None = None
+    version: JsonInt | None = Field(default=None, description="ignored: send the version you read as If-Match")
+    environment: str | None = Field(default=None, description="ignored: the path names the environment")
+    name: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=2000)
+    included: list[StrictStr] = Field(default=[], max_length=MAX_TARGET_IDS)
+    excluded: list[StrictStr] = Field(default=[], max_length=MAX_TARGET_IDS)
+    clauses: list[Clause] = Field(default=[], max_length=100)
+
+
+class NewSegment(SegmentDocument):
+    """A segment as ``POST`` creates it."""
+
+    key: FlagKey
+
+
+class Segment(NewSegment):
+    model_config = ConfigDict(extra="ignore")
+    version: int
+    environment: str
 
 
 def _is_number(value: object) -> bool:
@@ -67,94 +196,57 @@ _VALUE_CHECKS = {
     "boolean": (lambda v: isinstance(v, bool), "a boolean"),
     "string": (lambda v: isinstance(v, str), "a string"),
     "number": (_is_number, "a number"),
-    "json": (lambda v: isinstance(v, dict | list), "a JSON object or array"),
+    "json": (lambda v: v is not None, "a JSON value other than null"),
 }
 
 
-class _Checker:
-    """Collects every problem of a document at once, keyed by a dotted field path."""
+def _parsed(model: type[Document], document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document checked field by field by ``model``, with its defaults filled in."""
+    try:
+        parsed = model.model_validate(document)
+    except pydantic.ValidationError as error:
+        raise InvalidDocument(validation_details(error)) from None
+    return parsed.model_dump(exclude={"version", "environment"})
 
-    def __init__(self, tiers: Iterable[str], segment_keys: Iterable[str] | None) -> None:
+
+class _Checker:
+    """Collects every problem across fields at once, keyed by a dotted field path."""
+
+    def __init__(self, variants: Mapping[str, Any]) -> None:
         self.errors: dict[str, str] = {}
-        self.tiers = frozenset(tiers)
-        self.segment_keys = None if segment_keys is None else frozenset(segment_keys)
+        self.variants = variants
+        self.segment_keys: frozenset[str] | None = None
 
     def fail(self, path: str, message: str) -> None:
         self.errors.setdefault(path, message)
 
-    def unknown_fields(self, document: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-        for name in sorted(set(document) - allowed):
-            self.fail(f"{prefix}{name}", "unknown field")
+    def variant(self, name: str, path: str) -> None:
+        if name not in self.variants:
+            self.fail(path, "must name one of the flag's variants")
 
-    def string(self, value: object, path: str, *, pattern: re.Pattern[str] | None = None, limit: int = 200) -> bool:
-        if not isinstance(value, str) or not value:
-            self.fail(path, "must be a non-empty string")
-        elif len(value) > limit:
-            self.fail(path, f"must be at most {limit} characters")
-        elif pattern is not None and not pattern.match(value):
-            self.fail(path, f"must match {pattern.pattern}")
-        else:
-            return True
-        return False
-
-    def list_of(self, value: object, path: str, *, non_empty: bool = False, limit: int = 1000) -> list[Any]:
-        if not isinstance(value, list):
-            self.fail(path, "must be a list")
-            return []
-        if non_empty and not value:
-            self.fail(path, "must not be empty")
-        if len(value) > limit:
-            self.fail(path, f"must have at most {limit} items")
-        return value
-
-    def serve(self, serve: object, variants: Mapping[str, Any], path: str) -> None:
-        if not isinstance(serve, dict) or len(serve) != 1 or not {"variant", "rollout"} & set(serve):
-            self.fail(path, 'must be {"variant": name} or {"rollout": [{"variant", "weight"}, ...]}')
-            return
+    def serve(self, serve: Mapping[str, Any], path: str) -> None:
         if "variant" in serve:
-            if serve["variant"] not in variants:
-                self.fail(f"{path}.variant", "must name one of the flag's variants")
+            self.variant(serve["variant"], f"{path}.variant")
             return
-        total = 0
-        for index, part in enumerate(self.list_of(serve["rollout"], f"{path}.rollout", non_empty=True)):
-            part_path = f"{path}.rollout[{index}]"
-            if not isinstance(part, dict) or set(part) != {"variant", "weight"}:
-                self.fail(part_path, 'must be {"variant": name, "weight": integer}')
-                continue
-            if part["variant"] not in variants:
-                self.fail(f"{part_path}.variant", "must name one of the flag's variants")
-            weight = part["weight"]
-            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-                self.fail(f"{part_path}.weight", "must be a non-negative integer")
-            else:
-                total += weight
+        for index, part in enumerate(serve["rollout"]):
+            self.variant(part["variant"], f"{path}.rollout[{index}].variant")
+        total = sum(part["weight"] for part in serve["rollout"])
         if total <= 0:
             self.fail(f"{path}.rollout", "weights must add up to more than 0")
         elif total > MAX_TOTAL_WEIGHT:
             self.fail(f"{path}.rollout", f"weights must add up to at most {MAX_TOTAL_WEIGHT}")
 
-    def clause(self, clause: object, path: str, *, allow_segments: bool) -> None:
-        if not isinstance(clause, dict):
-            self.fail(path, "must be an object")
+    def clause(self, clause: Mapping[str, Any], path: str, *, allow_segments: bool) -> None:
+        if clause["op"] == SEGMENT_MATCH and not allow_segments:
+            self.fail(f"{path}.op", "segments cannot refer to segments")
             return
-        self.unknown_fields(clause, {"attribute", "op", "values", "negate"}, f"{path}.")
-        op = clause.get("op")
-        if op not in ALL_OPERATORS or (op == SEGMENT_MATCH and not allow_segments):
-            allowed = sorted(ALL_OPERATORS - (set() if allow_segments else {SEGMENT_MATCH}))
-            self.fail(f"{path}.op", f"must be one of {', '.join(allowed)}")
-            return
-        attribute = clause.setdefault("attribute", TARGETING_KEY)
-        self.string(attribute, f"{path}.attribute", pattern=ATTRIBUTE_PATTERN)
-        if not isinstance(clause.get("negate", False), bool):
-            self.fail(f"{path}.negate", "must be a boolean")
-        values = self.list_of(clause.get("values"), f"{path}.values", non_empty=True)
-        for index, value in enumerate(values):
-            message = self._clause_value_problem(op, attribute, value)
+        for index, value in enumerate(clause["values"]):
+            message = self._clause_value_problem(clause["op"], clause["attribute"], value)
             if message:
                 self.fail(f"{path}.values[{index}]", message)
                 break
 
-    def _clause_value_problem(self, op: str, attribute: object, value: object) -> str | None:
+    def _clause_value_problem(self, op: str, attribute: str, value: object) -> str | None:
         if op in {"lt", "lte", "gt", "gte"} and not _is_number(value):
             return "must be a number"
         if op.startswith("semver") and (not isinstance(value, str) or parse_semver(value) is None):
@@ -165,13 +257,10 @@ class _Checker:
             return "must be a string"
         if op == "matches":
             return _regex_problem(value)
-        if op == SEGMENT_MATCH:
-            if self.segment_keys is not None and value not in self.segment_keys:
-                return "no such segment in this environment"
-        elif attribute == "tier" and op in TIER_OPERATORS and self.tiers and value not in self.tiers:
-            return f"must be a known tier ({', '.join(sorted(self.tiers))})"
-        if isinstance(value, dict | list):
-            return "must be a string, number or boolean"
+        if op == SEGMENT_MATCH and self.segment_keys is not None and value not in self.segment_keys:
+            return "no such segment in this environment"
+        if attribute == "tier" and op in TIER_OPERATORS and value not in TIERS:
+            return unknown_tier_message()
         return None
 
 
@@ -180,12 +269,11 @@ def _regex_problem(value: object) -> str | None:
         return "must be a non-empty regular expression"
     if len(value) > MAX_REGEX_PATTERN:
         return f"must be at most {MAX_REGEX_PATTERN} characters"
-    if _NESTED_QUANTIFIER.search(value):
-        return "must not repeat a group that itself repeats, like (a+)+: it can backtrack for minutes"
     try:
-        re.compile(value)
-    except re.error as error:
-        return f"is not a valid regular expression: {error}"
+        compile_regex(value)
+    except re2.error as error:
+        reason = error.args[0].decode() if isinstance(error.args[0], bytes) else str(error.args[0])
+        return f"is not a valid RE2 regular expression (no backreferences or lookaround): {reason}"
     return None
 
 
@@ -201,137 +289,63 @@ def default_state(off_variant: str) -> dict[str, Any]:
 
 
 def validate_flag(
-    document: object,
+    document: Mapping[str, Any],
     environments: Iterable[str],
     *,
-    tiers: Iterable[str] = (),
     segment_keys: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, Any]:
     """Return the normalised flag document (defaults filled in) or raise ``InvalidDocument``."""
     environments = list(environments)
-    if not isinstance(document, dict):
-        raise InvalidDocument({"body": "must be a JSON object"})
-    doc = copy.deepcopy(document)
-    doc.pop("version", None)
-    check = _Checker(tiers, None)
-    check.unknown_fields(doc, DEFINITION_FIELDS, "")
-    check.string(doc.get("key"), "key", pattern=KEY_PATTERN)
-    flag_type = doc.setdefault("type", "boolean")
-    if flag_type not in FLAG_TYPES:
-        check.fail("type", f"must be one of {', '.join(FLAG_TYPES)}")
-    for name in ("description", "owner"):
-        if not isinstance(doc.setdefault(name, ""), str) or len(doc[name]) > 2000:
-            check.fail(name, "must be a string of at most 2000 characters")
-    tags = check.list_of(doc.setdefault("tags", []), "tags", limit=50)
-    if any(not isinstance(tag, str) or not tag for tag in tags):
-        check.fail("tags", "must be a list of non-empty strings")
-    if doc.setdefault("kind", "release") not in FLAG_KINDS:
-        check.fail("kind", f"must be one of {', '.join(FLAG_KINDS)}")
-    expires = doc.setdefault("expiresAt", None)
-    if expires is not None and (not isinstance(expires, str) or parse_date(expires) is None):
+    doc = _parsed(NewFlag, document)
+    doc["salt"] = doc["salt"] or doc["key"]
+    check = _Checker(doc["variants"])
+    if doc["expiresAt"] is not None and parse_date(doc["expiresAt"]) is None:
         check.fail("expiresAt", "must be an RFC 3339 date or null")
-    if not isinstance(doc.setdefault("clientVisible", False), bool):
-        check.fail("clientVisible", "must be a boolean")
-    if isinstance(doc.get("key"), str):
-        check.string(doc.setdefault("salt", doc["key"]), "salt")
-    check.string(doc.setdefault("bucketBy", TARGETING_KEY), "bucketBy", pattern=ATTRIBUTE_PATTERN)
-
-    variants = doc.get("variants")
-    if not isinstance(variants, dict) or not variants:
-        check.fail("variants", "must be a non-empty object of variant name to value")
-        variants = {}
-    elif len(variants) > 100:
-        check.fail("variants", "must have at most 100 variants")
-    value_check, type_name = _VALUE_CHECKS.get(flag_type, _VALUE_CHECKS["json"])
-    for name, value in variants.items():
-        if not NAME_PATTERN.match(name):
-            check.fail(f"variants.{name}", f"variant names must match {NAME_PATTERN.pattern}")
-        elif flag_type == "json" and value is None:
-            check.fail(f"variants.{name}", "must not be null")
-        elif flag_type != "json" and not value_check(value):
-            check.fail(f"variants.{name}", f"must be {type_name} for a {flag_type} flag")
-    off_variant = doc.get("offVariant")
-    if off_variant not in variants:
-        check.fail("offVariant", "must name one of the flag's variants")
-        off_variant = next(iter(variants), "off")
-
-    states = doc.setdefault("environments", {})
-    if not isinstance(states, dict):
-        check.fail("environments", "must be an object of environment name to state")
-        states = doc["environments"] = {}
+    value_check, type_name = _VALUE_CHECKS[doc["type"]]
+    for name, value in doc["variants"].items():
+        if not value_check(value):
+            check.fail(f"variants.{name}", f"must be {type_name} for a {doc['type']} flag")
+    check.variant(doc["offVariant"], "offVariant")
+    states = doc["environments"]
     for name in sorted(set(states) - set(environments)):
         check.fail(f"environments.{name}", f"unknown environment (known: {', '.join(environments)})")
     for env in environments:
-        state = states.get(env, {})
-        if isinstance(state, dict):  # fields an environment leaves out take their defaults
-            state = states[env] = {**default_state(str(off_variant)), **state}
+        state = states.get(env) or {}
+        state = states[env] = {**state, "fallthrough": state.get("fallthrough") or {"variant": doc["offVariant"]}}
+        state.setdefault("enabled", False)
+        for field in ("targets", "rules", "prerequisites"):
+            state.setdefault(field, [])
         check.segment_keys = None if segment_keys is None else frozenset(segment_keys.get(env, ()))
-        _check_state(check, state, variants, doc.get("key"), f"environments.{env}")
+        _check_state(check, state, doc["key"], f"environments.{env}")
     if check.errors:
         raise InvalidDocument(check.errors)
     return doc
 
 
-def _check_state(check: _Checker, state: object, variants: Mapping[str, Any], key: object, path: str) -> None:
-    if not isinstance(state, dict):
-        check.fail(path, "must be an object")
-        return
-    check.unknown_fields(state, STATE_FIELDS, f"{path}.")
-    if not isinstance(state.setdefault("enabled", False), bool):
-        check.fail(f"{path}.enabled", "must be a boolean")
-    for index, target in enumerate(check.list_of(state.setdefault("targets", []), f"{path}.targets")):
-        target_path = f"{path}.targets[{index}]"
-        if not isinstance(target, dict) or set(target) != {"variant", "values"}:
-            check.fail(target_path, 'must be {"variant": name, "values": [ids]}')
-            continue
-        if target["variant"] not in variants:
-            check.fail(f"{target_path}.variant", "must name one of the flag's variants")
-        ids = check.list_of(target["values"], f"{target_path}.values", limit=MAX_TARGET_IDS)
-        if any(not isinstance(value, str) for value in ids):
-            check.fail(f"{target_path}.values", "must be a list of strings")
+def _check_state(check: _Checker, state: dict[str, Any], key: str, path: str) -> None:
+    for index, target in enumerate(state["targets"]):
+        check.variant(target["variant"], f"{path}.targets[{index}].variant")
     rule_ids: set[str] = set()
-    for index, rule in enumerate(check.list_of(state.setdefault("rules", []), f"{path}.rules", limit=MAX_RULES)):
+    for index, rule in enumerate(state["rules"]):
         rule_path = f"{path}.rules[{index}]"
-        if not isinstance(rule, dict):
-            check.fail(rule_path, "must be an object")
-            continue
-        check.unknown_fields(rule, {"id", "description", "clauses", "serve"}, f"{rule_path}.")
-        rule_id = rule.setdefault("id", f"rule-{index + 1}")
-        if check.string(rule_id, f"{rule_path}.id", pattern=NAME_PATTERN) and rule_id in rule_ids:
+        rule["id"] = rule["id"] or f"rule-{index + 1}"
+        if rule["id"] in rule_ids:
             check.fail(f"{rule_path}.id", "must be unique within the environment")
-        rule_ids.add(str(rule_id))
-        for clause_index, clause in enumerate(
-            check.list_of(rule.get("clauses"), f"{rule_path}.clauses", non_empty=True)
-        ):
+        rule_ids.add(rule["id"])
+        for clause_index, clause in enumerate(rule["clauses"]):
             check.clause(clause, f"{rule_path}.clauses[{clause_index}]", allow_segments=True)
-        check.serve(rule.get("serve"), variants, f"{rule_path}.serve")
-    check.serve(state.get("fallthrough"), variants, f"{path}.fallthrough")
-    for index, prerequisite in enumerate(check.list_of(state.setdefault("prerequisites", []), f"{path}.prerequisites")):
-        pre_path = f"{path}.prerequisites[{index}]"
-        if not isinstance(prerequisite, dict) or set(prerequisite) != {"flag", "variant"}:
-            check.fail(pre_path, 'must be {"flag": key, "variant": name}')
-        elif prerequisite["flag"] == key:
-            check.fail(f"{pre_path}.flag", "a flag cannot require itself")
+        check.serve(rule["serve"], f"{rule_path}.serve")
+    check.serve(state["fallthrough"], f"{path}.fallthrough")
+    for index, prerequisite in enumerate(state["prerequisites"]):
+        if prerequisite["flag"] == key:
+            check.fail(f"{path}.prerequisites[{index}].flag", "a flag cannot require itself")
 
 
-def validate_segment(document: object, *, tiers: Iterable[str] = ()) -> dict[str, Any]:
+def validate_segment(document: Mapping[str, Any]) -> dict[str, Any]:
     """Return the normalised segment document or raise ``InvalidDocument``."""
-    if not isinstance(document, dict):
-        raise InvalidDocument({"body": "must be a JSON object"})
-    doc = copy.deepcopy(document)
-    doc.pop("version", None)
-    doc.pop("environment", None)
-    check = _Checker(tiers, None)
-    check.unknown_fields(doc, SEGMENT_FIELDS, "")
-    check.string(doc.get("key"), "key", pattern=KEY_PATTERN)
-    for name in ("name", "description"):
-        if not isinstance(doc.setdefault(name, ""), str):
-            check.fail(name, "must be a string")
-    for name in ("included", "excluded"):
-        ids = check.list_of(doc.setdefault(name, []), name, limit=MAX_TARGET_IDS)
-        if any(not isinstance(value, str) for value in ids):
-            check.fail(name, "must be a list of strings")
-    for index, clause in enumerate(check.list_of(doc.setdefault("clauses", []), "clauses")):
+    doc = _parsed(NewSegment, document)
+    check = _Checker({})
+    for index, clause in enumerate(doc["clauses"]):
         check.clause(clause, f"clauses[{index}]", allow_segments=False)
     if check.errors:
         raise InvalidDocument(check.errors)

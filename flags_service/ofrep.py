@@ -4,29 +4,43 @@
 ``GET /ofrep/v1/configuration`` (what providers may assume); the last two answer ETag / If-None-Match.
 Server SDK keys evaluate every flag; client keys (browsers, with CORS) only flags marked client-visible, and
 any other flag is simply not found for them. 401/403 carry no body, as the spec says.
+
+The pydantic models below are OFREP's shapes (camelCase as the spec names them) and this document's part
+of ``/openapi.json``; a request they refuse is OFREP's 400 ``{"key"?, "errorCode", "errorDetails"}``, not the
+kit's 422: a body that is not a JSON object is ``PARSE_ERROR``, a context of the wrong shape
+``INVALID_CONTEXT``. A context ``tier`` outside ``service_kit.tiers.TIERS`` is an invalid context too (400
+for single and bulk evaluation alike, the bulk one being the spec's ``bulkEvaluationFailure``): an unknown
+tier is never served as if it were another, nor quietly as no tier. Both count in
+``flags_invalid_context_total{reason}``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple, TypeVar
 
-from flask import Blueprint, Response, request
+import pydantic
+from flask import Blueprint, Response, g, request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from flags_service.engine import ERROR, Evaluation, context_attributes, evaluate
+from flags_service.service import current_flags
 from flags_service.snapshots import Snapshot, content_hash
-from flags_service.storage import SdkKey
-
-if TYPE_CHECKING:
-    from flags_service.app import FlagsService
+from flags_service.storage.sdk_keys import SdkKey
+from service_kit.errors import ValidationError
+from service_kit.openapi import ApiDocument, field_name
+from service_kit.requests import refuse_nul
+from service_kit.tiers import Tier
 
 JSON_TYPE = "application/json"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, If-None-Match"
 PROVIDER_NAME = "vibelux-flags"
 # The OFREP types our flag types serve: a number flag answers int and float, a json flag answers object.
 SUPPORTED_TYPES = ("boolean", "string", "int", "float", "object")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class OfrepError(Exception):
@@ -41,24 +55,118 @@ class OfrepError(Exception):
         return body if self.key is None else {"key": self.key, **body}
 
 
-def _json(document: Any, status: int = 200) -> Response:
-    return Response(json.dumps(document, separators=(",", ":")), status=status, mimetype=JSON_TYPE)
+# -- OFREP's shapes --------------------------------------------------------------------------------
+class EvaluationContext(BaseModel):
+    """Any attributes; ``targetingKey`` a string and ``tier`` one of the platform's tiers when present."""
+
+    model_config = ConfigDict(extra="allow")
+    targetingKey: StrictStr | None = None
+    tier: Tier | None = None
 
 
-def _context() -> dict[str, Any]:
-    try:
-        body = json.loads(request.get_data(cache=False) or b"{}")
-    except ValueError:
-        raise OfrepError(400, "PARSE_ERROR", "the request body is not valid JSON") from None
+class EvaluationRequest(BaseModel):
+    context: EvaluationContext = Field(default_factory=EvaluationContext)
+
+
+Metadata = dict[str, bool | str | float]
+
+
+class EvaluationSuccess(BaseModel):
+    key: str
+    value: Any
+    reason: str = Field(description="STATIC, TARGETING_MATCH, SPLIT, DISABLED or DEFAULT")
+    variant: str
+    metadata: Metadata
+
+
+class EvaluationFailure(BaseModel):
+    key: str
+    errorCode: Literal["PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"]
+    errorDetails: str
+
+
+class FlagNotFound(BaseModel):
+    key: str
+    errorCode: Literal["FLAG_NOT_FOUND"]
+    errorDetails: str
+
+
+class BulkItemFailure(BaseModel):
+    key: str
+    errorCode: Literal["FLAG_NOT_FOUND", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"]
+    errorDetails: str
+
+
+class BulkEvaluationSuccess(BaseModel):
+    flags: list[EvaluationSuccess | BulkItemFailure]
+
+
+class BulkEvaluationFailure(BaseModel):
+    errorCode: Literal["PARSE_ERROR", "INVALID_CONTEXT", "GENERAL"]
+    errorDetails: str
+
+
+class Polling(BaseModel):
+    enabled: bool
+    minPollingIntervalMs: int
+
+
+class CacheInvalidation(BaseModel):
+    polling: Polling
+
+
+class FlagEvaluation(BaseModel):
+    supportedTypes: list[Literal["boolean", "string", "int", "float", "object"]]
+
+
+class Capabilities(BaseModel):
+    cacheInvalidation: CacheInvalidation
+    flagEvaluation: FlagEvaluation
+
+
+class ConfigurationResponse(BaseModel):
+    name: str
+    capabilities: Capabilities
+
+
+def invalid_context(error: pydantic.ValidationError) -> OfrepError:
+    """A context the models refuse: ``INVALID_CONTEXT`` naming the field, counted by reason."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    location = tuple(first["loc"])
+    reason = "unknown_tier" if location == ("context", "tier") else "malformed"
+    current_flags().metrics.invalid_contexts.labels(reason).inc()
+    return OfrepError(400, "INVALID_CONTEXT", f"{field_name(location)}: {first['msg']}")
+
+
+def read_evaluation_request() -> dict[str, Any]:
+    """OFREP's body rules: any media type, an empty body is an empty context, anything but a JSON object is
+    ``PARSE_ERROR``, and NUL in a context's text or key is ``INVALID_CONTEXT`` (the document says so of
+    every string, as for the kit's bodies). The parsed body stays cached for the view (``get_json``)."""
+    if not request.get_data(cache=True):
+        return {}
+    body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise OfrepError(400, "PARSE_ERROR", "the request body must be a JSON object")
-    context = body.get("context", {})
-    if not isinstance(context, dict):
-        raise OfrepError(400, "INVALID_CONTEXT", "context must be a JSON object")
-    targeting_key = context.get("targetingKey")
-    if targeting_key is not None and not isinstance(targeting_key, str):
-        raise OfrepError(400, "INVALID_CONTEXT", "targetingKey must be a string")
-    return context
+    try:
+        refuse_nul(body.get("context"), "context")  # other fields are ignored, NUL or not
+    except ValidationError as error:
+        current_flags().metrics.invalid_contexts.labels("malformed").inc()
+        ((field, message),) = error.details.items()
+        raise OfrepError(400, "INVALID_CONTEXT", f"{field}: {message}") from None
+    return body
+
+
+ofrep_api = ApiDocument(
+    "OpenFeature Remote Evaluation Protocol",
+    security={"sdk_key": {"type": "http", "scheme": "bearer", "description": "fsk_… SDK key (or X-API-Key)"}},
+    invalid_request=invalid_context,
+    invalid_status=400,
+    invalid_model=EvaluationFailure,
+    read_body=read_evaluation_request,
+)
+bp = Blueprint("flags_ofrep", __name__, url_prefix="/ofrep/v1")
+NO_BODY = {401: None, 403: None}  # the spec's 401 and 403 have no body
+OPTIONAL_BODY = {"requestBody": {"required": False}}  # no body: the empty context
 
 
 Served = tuple[str, str]  # (flag key, variant): what the evaluation counters count
@@ -195,101 +303,138 @@ def provider_configuration(min_polling_seconds: float) -> dict[str, Any]:
     }
 
 
-def ofrep_blueprint(service: FlagsService) -> Blueprint:
-    blueprint = Blueprint("flags_ofrep", __name__, url_prefix="/ofrep/v1")
-    origins = list(service.settings.flags.cors_origins)
-    configuration_document = provider_configuration(service.settings.flags.ofrep_min_polling_seconds)
-    configuration_text = json.dumps(configuration_document, separators=(",", ":"))
-    configuration_etag = f'"{content_hash(configuration_document)}"'
+@functools.lru_cache(maxsize=8)
+def _configuration(min_polling_seconds: float) -> tuple[str, str]:
+    """The configuration's JSON and ETag, made once per setting."""
+    document = provider_configuration(min_polling_seconds)
+    return json.dumps(document, separators=(",", ":")), f'"{content_hash(document)}"'
 
-    def sdk_key() -> SdkKey:
+
+def require_sdk_key(view: F) -> F:
+    """Any SDK key of the request (``g.sdk_key``) before the body is read; else a 401 without a body."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        service = current_flags()
         token = service.auth.credential_from_request()
-        key = service.sdk_key(token) if token else None
-        if key is None:
+        g.sdk_key = service.sdk_key(token) if token else None
+        if g.sdk_key is None:
             raise OfrepError(401, "", "")
-        return key
+        return view(*args, **kwargs)
 
-    def visible_flags(key: SdkKey, snapshot: Snapshot) -> Mapping[str, Mapping[str, Any]]:
-        return snapshot.flags if key.kind == "server" else snapshot.client_flags
-
-    # Our own OPTIONS handler answers CORS preflights, so Flask's automatic one is off.
-    @blueprint.route("/evaluate/flags/<key>", methods=["POST"], provide_automatic_options=False)
-    def evaluate_one(key: str) -> Response:
-        try:
-            api_key = sdk_key()
-            context = _context()
-            snapshot = service.cache.get(api_key.environment)
-            flag = visible_flags(api_key, snapshot).get(key)
-            if flag is None:
-                raise OfrepError(404, "FLAG_NOT_FOUND", f"flag {key!r} was not found", key)
-            text, served = _item(_flag_plan(key, flag, snapshot), context, snapshot, {})
-        except OfrepError as error:
-            return _error_response(error, key)
-        if served is None:
-            return Response(text, status=400, mimetype=JSON_TYPE)
-        service.recorder.add_served(api_key.environment, [served])
-        return Response(text, mimetype=JSON_TYPE)
-
-    @blueprint.route("/evaluate/flags", methods=["POST"], provide_automatic_options=False)
-    def evaluate_bulk() -> Response:
-        try:
-            api_key = sdk_key()
-            context = _context()
-        except OfrepError as error:
-            return _error_response(error, None)
-        snapshot = service.cache.get(api_key.environment)
-        etag = f'"{content_hash(snapshot.environment, snapshot.version, api_key.kind, context)}"'
-        if _not_modified(etag):
-            return _with_etag(Response(status=304), etag)
-        layout = _bulk_layout(api_key.kind, visible_flags(api_key, snapshot), snapshot)
-        items, served = list(layout.items), list(layout.served)
-        signatures: dict[Any, Signature] = {}
-        for slot, plan in layout.varying:
-            items[slot], counted = _item(plan, context, snapshot, signatures)
-            if counted is not None:
-                served.append(counted)
-        service.recorder.add_served(api_key.environment, served)
-        return _with_etag(Response('{"flags":[' + ",".join(items) + "]}", mimetype=JSON_TYPE), etag)
-
-    @blueprint.route("/configuration", methods=["GET"], provide_automatic_options=False)
-    def configuration() -> Response:
-        """Keyed like evaluation, so providers send one set of credentials and get one 401 for all routes."""
-        try:
-            sdk_key()
-        except OfrepError as error:
-            return _error_response(error, None)
-        if _not_modified(configuration_etag):
-            return _with_etag(Response(status=304), configuration_etag)
-        return _with_etag(Response(configuration_text, mimetype=JSON_TYPE), configuration_etag)
-
-    @blueprint.route("/evaluate/flags", methods=["OPTIONS"])
-    @blueprint.route("/evaluate/flags/<key>", methods=["OPTIONS"])
-    def preflight(key: str | None = None) -> Response:
-        return _preflight("POST, OPTIONS")
-
-    @blueprint.route("/configuration", methods=["OPTIONS"])
-    def configuration_preflight() -> Response:
-        return _preflight("GET, OPTIONS")
-
-    @blueprint.after_request
-    def cors(response: Response) -> Response:
-        origin = request.headers.get("Origin")
-        if origin and ("*" in origins or origin in origins):
-            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-            response.headers["Access-Control-Expose-Headers"] = "ETag"
-            if "*" not in origins:
-                response.headers["Vary"] = "Origin"
-        return response
-
-    return blueprint
+    return wrapper  # type: ignore[return-value]
 
 
-def _error_response(error: OfrepError, key: str | None) -> Response:
+def _visible_flags(key: SdkKey, snapshot: Snapshot) -> Mapping[str, Mapping[str, Any]]:
+    return snapshot.flags if key.kind == "server" else snapshot.client_flags
+
+
+def _evaluation_context() -> dict[str, Any]:
+    """The validated request's context as sent (the engine reads plain dicts; no copy through the model)."""
+    body = request.get_json(silent=True)
+    context: dict[str, Any] = (body or {}).get("context") or {}
+    return context
+
+
+# Response validation is off on these hot paths: it would parse every rendered item again (bulk: all 50)
+# and cost more than the evaluation; tests/flags/test_ofrep.py and the schemathesis run check the shapes.
+# Our own OPTIONS handlers answer CORS preflights, so Flask's automatic ones are off.
+@bp.route("/evaluate/flags/<key>", methods=["POST"], provide_automatic_options=False)
+@require_sdk_key
+@ofrep_api.validate(
+    json=EvaluationRequest,
+    responses={200: EvaluationSuccess, 400: EvaluationFailure, 404: FlagNotFound, **NO_BODY},
+    tags=("ofrep",),
+    security="sdk_key",
+    openapi=OPTIONAL_BODY,
+    validate_responses=False,
+)
+def evaluate_flag(key: str) -> Response:
+    api_key: SdkKey = g.sdk_key
+    service = current_flags()
+    snapshot = service.cache.get(api_key.environment)
+    flag = _visible_flags(api_key, snapshot).get(key)
+    if flag is None:
+        raise OfrepError(404, "FLAG_NOT_FOUND", f"flag {key!r} was not found", key)
+    text, served = _item(_flag_plan(key, flag, snapshot), _evaluation_context(), snapshot, {})
+    if served is None:
+        return Response(text, status=400, mimetype=JSON_TYPE)
+    service.recorder.add_served(api_key.environment, [served])
+    return Response(text, mimetype=JSON_TYPE)
+
+
+@bp.route("/evaluate/flags", methods=["POST"], provide_automatic_options=False)
+@require_sdk_key
+@ofrep_api.validate(
+    json=EvaluationRequest,
+    responses={200: BulkEvaluationSuccess, 304: None, 400: BulkEvaluationFailure, **NO_BODY},
+    tags=("ofrep",),
+    security="sdk_key",
+    openapi=OPTIONAL_BODY,
+    validate_responses=False,
+)
+def evaluate_flags() -> Response:
+    api_key: SdkKey = g.sdk_key
+    service = current_flags()
+    context = _evaluation_context()
+    snapshot = service.cache.get(api_key.environment)
+    etag = f'"{content_hash(snapshot.environment, snapshot.version, api_key.kind, context)}"'
+    if _not_modified(etag):
+        return _with_etag(Response(status=304), etag)
+    layout = _bulk_layout(api_key.kind, _visible_flags(api_key, snapshot), snapshot)
+    items, served = list(layout.items), list(layout.served)
+    signatures: dict[Any, Signature] = {}
+    for slot, plan in layout.varying:
+        items[slot], counted = _item(plan, context, snapshot, signatures)
+        if counted is not None:
+            served.append(counted)
+    service.recorder.add_served(api_key.environment, served)
+    return _with_etag(Response('{"flags":[' + ",".join(items) + "]}", mimetype=JSON_TYPE), etag)
+
+
+@bp.route("/configuration", methods=["GET"], provide_automatic_options=False)
+@require_sdk_key
+@ofrep_api.validate(responses={200: ConfigurationResponse, 304: None, **NO_BODY}, tags=("ofrep",), security="sdk_key")
+def provider_configuration_document() -> Response:
+    """Keyed like evaluation, so providers send one set of credentials and get one 401 for all routes."""
+    text, etag = _configuration(current_flags().settings.flags.ofrep_min_polling_seconds)
+    if _not_modified(etag):
+        return _with_etag(Response(status=304), etag)
+    return _with_etag(Response(text, mimetype=JSON_TYPE), etag)
+
+
+@bp.route("/evaluate/flags", methods=["OPTIONS"])
+@bp.route("/evaluate/flags/<key>", methods=["OPTIONS"])
+def evaluation_preflight(key: str | None = None) -> Response:
+    return _preflight("POST, OPTIONS")
+
+
+@bp.route("/configuration", methods=["OPTIONS"])
+def configuration_preflight() -> Response:
+    return _preflight("GET, OPTIONS")
+
+
+@bp.after_request
+def cors(response: Response) -> Response:
+    origins = current_flags().settings.flags.cors_origins
+    origin = request.headers.get("Origin")
+    if origin and ("*" in origins or origin in origins):
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        response.headers["Access-Control-Expose-Headers"] = "ETag"
+        if "*" not in origins:
+            response.headers["Vary"] = "Origin"
+    return response
+
+
+@bp.errorhandler(OfrepError)
+def ofrep_error(error: OfrepError) -> Response:
+    """OFREP's error bodies (401/403 have none); a single evaluation's error names its flag."""
     if error.status in (401, 403):
         return Response(status=error.status)
+    key = (request.view_args or {}).get("key")
     if error.key is None and key is not None:
         error.key = key
-    return _json(error.body(), error.status)
+    return Response(json.dumps(error.body(), separators=(",", ":")), status=error.status, mimetype=JSON_TYPE)
 
 
 def _preflight(allowed_methods: str) -> Response:

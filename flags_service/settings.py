@@ -25,10 +25,12 @@ class RedisSettings(RedisConnection):
 
 @dataclass(frozen=True)
 class FlagsSection:
+    """The service's own settings. Tiers are not among them: targeting and OFREP contexts use the platform's
+    one list, ``service_kit.tiers.TIERS``; a ``tiers`` key in the file stops start-up as an unknown key."""
+
     environments: list[str] = field(
         default_factory=lambda: ["development", "staging", "production"], metadata={"check": _names}
     )
-    tiers: list[str] = field(default_factory=lambda: ["free", "pro", "enterprise"], metadata={"check": _names})
     stale_after_days: int = checked(30, positive)
     cors_origins: list[str] = field(default_factory=lambda: ["*"])
     sdk_key_cache_seconds: float = checked(10.0, positive)

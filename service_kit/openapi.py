@@ -31,6 +31,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 from spectree import Response, SecurityScheme, SpecTree
 from spectree.models import SecuritySchemeData
+from spectree.plugins.base import Context
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
 
@@ -108,10 +109,9 @@ def validation_details(exc: pydantic.ValidationError) -> dict[str, str]:
     return details
 
 
-def _raise_validation_error(_request: Any, _response: Any, error: Exception | None, *_: Any) -> None:
-    """spectree's ``before`` hook: a failed validation becomes the kit's 422 with each field named."""
-    if isinstance(error, pydantic.ValidationError):
-        raise ValidationError(validation_details(error)) from None
+def kit_validation_error(error: pydantic.ValidationError) -> Exception:
+    """A failed validation is the kit's 422 with each field named."""
+    return ValidationError(validation_details(error))
 
 
 def _nothing(*_: Any) -> None:
@@ -138,7 +138,16 @@ class ApiDocument:
         description: str = "",
         *,
         security: Mapping[str, Mapping[str, str]] | None = None,
+        invalid_request: Callable[[pydantic.ValidationError], Exception] = kit_validation_error,
+        invalid_status: int = 422,
+        invalid_model: type[BaseModel] = ErrorBody,
+        read_body: Callable[[], Any] = json_object,
     ) -> None:
+        """The defaults are the kit's contract. A protocol with its own error shape (OFREP) passes
+        ``invalid_request`` (the exception a failed validation raises), its status and body model, and
+        ``read_body`` (run before the body model: checks the body and returns it)."""
+        self.invalid_request = invalid_request
+        self.read_body = read_body
         schemes = [
             SecurityScheme(
                 name=name,
@@ -156,14 +165,19 @@ class ApiDocument:
             mode="strict",  # only decorated views are documented: each says what it takes and returns
             annotations=False,
             page_templates={},
-            validation_error_status=422,
-            validation_error_model=ErrorBody,
+            validation_error_status=invalid_status,
+            validation_error_model=invalid_model,
             naming_strategy=_model_name,
             nested_naming_strategy=_nested_name,
             security_schemes=schemes or None,
-            before=_raise_validation_error,
+            before=self._raise_invalid_request,
             after=_nothing,
         )
+
+    def _raise_invalid_request(self, _request: Any, _response: Any, error: Exception | None, *_: Any) -> None:
+        """spectree's ``before`` hook: a failed validation raises the document's error."""
+        if isinstance(error, pydantic.ValidationError):
+            raise self.invalid_request(error) from None
 
     def validate(
         self,
@@ -176,10 +190,13 @@ class ApiDocument:
         security: str | None = None,
         extra: Mapping[int, str] | None = None,
         openapi: Mapping[str, Any] | None = None,
+        validate_responses: bool = True,
     ) -> Callable[[F], F]:
         """Declare an operation. ``responses`` maps each success status to its body model (None for no
         body); ``extra`` maps further error statuses to a description; ``security`` names the scheme the
-        operation needs; ``openapi`` is merged into the operation (a non-JSON response's content type)."""
+        operation needs; ``openapi`` is merged into the operation (a non-JSON response's content type).
+        ``validate_responses=False`` validates only the request and returns the view's response as it is:
+        for a stream (spectree would read it whole) or a hot path whose responses are tested instead."""
         declared: dict[str, Any] = {f"HTTP_{status}": model for status, model in (responses or {200: None}).items()}
         errors = dict(extra or {})
         if security:
@@ -206,9 +223,18 @@ class ApiDocument:
             def validated(*args: Any, **kwargs: Any) -> Any:
                 for name, value in request.args.items(multi=True):
                     refuse_nul(value, name)
-                if json is not None:
-                    json_object()  # a JSON object without NUL, before the model sees it
-                return inner(*args, **kwargs)
+                # By default a JSON object without NUL, before the model sees it.
+                body = self.read_body() if json is not None else None
+                if validate_responses:
+                    return inner(*args, **kwargs)
+                try:
+                    if query is None and headers is None:  # the body alone: no headers and cookies parsed
+                        request.context = Context(None, json and json.model_validate(body), None, None, None)  # type: ignore[attr-defined]
+                    else:
+                        self.spec.backend.request_validation(request, query, json, None, headers, None)  # type: ignore[attr-defined]
+                except pydantic.ValidationError as error:
+                    raise self.invalid_request(error) from None
+                return view(*args, **kwargs)
 
             setattr(validated, _EXTRA, {"descriptions": errors, "openapi": dict(openapi or {})})
             return validated  # type: ignore[return-value]
@@ -268,7 +294,7 @@ _STATUS_TEXT = {
 def _refine(spec: dict[str, Any], app: Flask) -> None:
     """What spectree cannot say alone: bounded integer path ids, the 404 of a path with parameters, the
     descriptions of the kit's error statuses, and per-operation overrides."""
-    views = {rule.rule: rule for rule in app.url_map.iter_rules()}
+    views = {(rule.rule, rule.endpoint): rule for rule in app.url_map.iter_rules()}  # a path has a rule per view
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, ErrorDetail):
         schemas.setdefault(model.__name__, _schema_of(model))
@@ -337,7 +363,7 @@ def _may_match_nul(pattern: str) -> bool:
     return False
 
 
-def _view_of(app: Flask, rules: Mapping[str, Any], path: str, method: str) -> Any:
+def _view_of(app: Flask, rules: Mapping[Any, Any], path: str, method: str) -> Any:
     for rule in rules.values():
         if _openapi_path(rule.rule) == path and method.upper() in (rule.methods or ()):
             return app.view_functions.get(rule.endpoint)

@@ -50,6 +50,7 @@ class _Snapshot:
     segments: Mapping[str, Mapping[str, Any]]
     document: Mapping[str, Any]
     fixed: Mapping[str, Evaluation]  # results of context-free flags, evaluated once per snapshot
+    tiers: tuple[str, ...] | None  # the platform's tiers, as the service sends them (None: an older snapshot)
 
 
 class FlagsClient:
@@ -148,6 +149,10 @@ class FlagsClient:
         flag = snapshot.flags.get(key)
         if flag is None:
             return Details(key, default, None, ERROR, "FLAG_NOT_FOUND", f"flag {key!r} is not in the snapshot")
+        tier = context.get("tier") if context else None
+        if tier is not None and snapshot.tiers is not None and tier not in snapshot.tiers:
+            # As OFREP answers: an unknown tier is never served as another one, nor as no tier.
+            return Details(key, default, None, ERROR, "INVALID_CONTEXT", f"tier must be one of {snapshot.tiers}")
         try:
             result = snapshot.fixed.get(key) or evaluate(flag, context or {}, snapshot.segments, snapshot.flags)
         except Exception as exc:  # a malformed snapshot must not break the caller's request
@@ -185,7 +190,8 @@ class FlagsClient:
             for key, flag in flags.items()
             if context_attributes(flag, flags) == frozenset()
         }
-        self._snapshot = _Snapshot(int(document["version"]), etag, flags, segments, document, fixed)
+        tiers = tuple(document["tiers"]) if "tiers" in document else None
+        self._snapshot = _Snapshot(int(document["version"]), etag, flags, segments, document, fixed, tiers)
 
     def _load_from_disk(self) -> None:
         if self.cache_path is None or not self.cache_path.exists():

@@ -14,7 +14,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from flags_service.app import MIGRATIONS, create_app
 from flags_service.settings import FlagsSection, FlagsSettings, RedisSettings
-from flags_service.storage import metadata
+from flags_service.storage.tables import metadata
 from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings, LoggingSettings

@@ -46,7 +46,7 @@ def test_invalid_flag_is_422_naming_the_field(client: FlaskClient, admin: H, bod
 def test_roles_viewer_reads_admin_writes(client: FlaskClient, admin: H, viewer: H, make_token: Callable) -> None:
     client.post("/api/v1/flags", json={"key": "f", **BOOLEAN_FLAG}, headers=admin)
     assert client.get("/api/v1/flags/f", headers=viewer).status_code == 200
-    assert client.post("/api/v1/flags/f/environments/production/toggle", headers=viewer).status_code == 403
+    assert client.post("/api/v1/flags/f/environments/production/toggle", json={}, headers=viewer).status_code == 403
     agent = {"Authorization": f"Bearer {make_token('agent')}"}
     assert client.get("/api/v1/flags", headers=agent).status_code == 403
     assert client.get("/api/v1/flags").status_code == 401
@@ -54,7 +54,7 @@ def test_roles_viewer_reads_admin_writes(client: FlaskClient, admin: H, viewer: 
 
 def test_stale_if_match_is_412_and_a_fresh_one_succeeds(client: FlaskClient, admin: H, create_flag: Callable) -> None:
     flag = create_flag("f")
-    client.post("/api/v1/flags/f/environments/staging/toggle", headers=admin)
+    client.post("/api/v1/flags/f/environments/staging/toggle", json={}, headers=admin)
     flag["description"] = "edited from a stale copy"
     stale = client.put("/api/v1/flags/f", json=flag, headers={**admin, "If-Match": '"1"'})
     assert stale.status_code == 412
@@ -134,7 +134,7 @@ def test_prerequisite_cycle_refused_over_the_api(client: FlaskClient, admin: H, 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_every_admin_write_is_audited(app: Flask, client: FlaskClient, admin: H, create_flag: Callable) -> None:
     create_flag("audited")
-    client.post("/api/v1/flags/audited/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/audited/environments/production/toggle", json={}, headers=admin)
     client.put("/api/v1/flags/audited/environments/staging/rollout", json={"percentage": 10}, headers=admin)
     client.post("/api/v1/flags/audited/rollback", json={"version": 1}, headers=admin)
     client.post("/api/v1/environments/production/segments", json={"key": "beta", "included": ["u1"]}, headers=admin)
@@ -166,3 +166,32 @@ def test_stale_flags_api_lists_expired_flags(client: FlaskClient, viewer: H, cre
     assert response.status_code == 200
     assert [(f["key"], f["reason"]) for f in response.json["data"]] == [("old", "expired")]
     assert client.get("/api/v1/stale-flags?environment=qa", headers=viewer).status_code == 422
+
+
+def test_a_pattern_re2_cannot_compile_is_422_naming_the_value(client: FlaskClient, admin: H) -> None:
+    """Lookbehind is Python ``re`` syntax RE2 refuses: saving it must fail, not break every evaluation."""
+    clauses = [
+        {"attribute": "email", "op": "endsWith", "values": ["@vibelux.io"]},
+        {"attribute": "email", "op": "matches", "values": ["(?<=qa)\\+test"]},
+    ]
+    rules = [{"clauses": clauses, "serve": {"variant": "on"}}]
+    body = {"key": "staff", **BOOLEAN_FLAG, "environments": {"production": {"rules": rules}}}
+    response = client.post("/api/v1/flags", json=body, headers=admin)
+    assert response.status_code == 422
+    assert list(response.json["error"]["details"]) == ["environments.production.rules[0].clauses[1].values[0]"]
+    assert "RE2" in response.json["error"]["details"]["environments.production.rules[0].clauses[1].values[0]"]
+
+
+def test_a_nested_quantifier_the_old_guard_refused_is_saved_now_that_re2_runs_it_in_linear_time(
+    client: FlaskClient, admin: H, create_flag: Callable
+) -> None:
+    rule = {"clauses": [{"attribute": "s", "op": "matches", "values": ["^(a+)+$"]}], "serve": {"variant": "on"}}
+    create_flag("linear", environments={"production": {"enabled": True, "rules": [rule]}})
+    assert client.get("/api/v1/flags/linear", headers=admin).json["environments"]["production"]["rules"][0]["id"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_revoking_an_sdk_key_id_beyond_the_integer_column_is_404(client: FlaskClient, admin: H) -> None:
+    """schemathesis found it: PostgreSQL refused 2656792931197 for the INTEGER id, and that was a 500."""
+    assert client.delete(f"/api/v1/sdk-keys/{2**31}", headers=admin).status_code == 404
+    assert client.delete(f"/api/v1/sdk-keys/{2**31 - 1}", headers=admin).status_code == 404

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flags_service.cli import cli
 from flags_service.engine import evaluate
 from flags_service.settings import FlagsSettings
+from service_kit.cli import run
 from tests.flags.conftest import LiveServer
 
 
@@ -67,7 +68,7 @@ def test_seed_demo_creates_the_four_demo_flags_once(settings: FlagsSettings, tmp
         d["key"]: compile_flag(validate_flag(d, ["development", "staging", "production"]), "production")
         for d in DEMO_FLAGS
     }
-    assert evaluate(flags["ai-summaries"], {"tier": "pro"}).value is True
+    assert evaluate(flags["ai-summaries"], {"tier": "professional"}).value is True
     assert evaluate(flags["ai-summaries"], {"tier": "free"}).value is False
     assert evaluate(flags["upload-limit-mb"], {"tier": "enterprise"}).value == 500
     assert evaluate(flags["pricing-page-experiment"], {"targetingKey": "u1"}).reason == "SPLIT"
@@ -88,7 +89,7 @@ def test_metrics_snapshot_versions_changes_and_stale_flags(
     client: FlaskClient, admin: dict[str, str], create_flag: Callable
 ) -> None:
     create_flag("expired", kind="ops", expiresAt="2020-01-01T00:00:00Z")
-    client.post("/api/v1/flags/expired/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/expired/environments/production/toggle", json={}, headers=admin)
     samples = _samples(client)
     versions = client.get("/api/v1/environments", headers=admin).json["data"]
     production = next(env["version"] for env in versions if env["name"] == "production")
@@ -105,3 +106,17 @@ def test_bad_config_stops_start_up_with_one_line(variable: str) -> None:
     result = CliRunner().invoke(cli, ["check-config"], env={variable: "http://nope" if "URL" in variable else "[]"})
     assert result.exception is not None
     assert variable in str(result.exception)
+
+
+def test_a_tiers_list_in_the_config_stops_start_up_naming_key_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiers are the platform's (service_kit.tiers): a config still listing its own stops start-up."""
+    config = tmp_path / "flags.yml"
+    config.write_text("flags:\n  tiers: [free, pro, enterprise]\n")
+    monkeypatch.setenv("VIBELUX_FLAGS_CONFIG", str(config))
+    with pytest.raises(SystemExit) as stopped:
+        run(cli, ["check-config"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"config error in {config}: flags.tiers: expected one of [") and error.count("\n") == 1

@@ -70,7 +70,7 @@ def test_context_attributes_examples() -> None:
     base = {"key": "f", "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off"}
     tier_rule = {
         "id": "r",
-        "clauses": [{"attribute": "tier", "op": "in", "values": ["pro"]}],
+        "clauses": [{"attribute": "tier", "op": "in", "values": ["professional"]}],
         "serve": {"variant": "on"},
     }
     assert context_attributes({**base, "fallthrough": {"variant": "on"}}) == frozenset()

@@ -23,7 +23,11 @@ from tests.flags.conftest import LiveServer, SdkKeys
 H = dict[str, str]
 CONFIGURATION = "/ofrep/v1/configuration"
 SPEC_FLAG_TYPES = {"int", "float", "string", "boolean", "object"}  # the spec's flagEvaluation.supportedTypes enum
-PRO_RULE = {"id": "pro", "clauses": [{"attribute": "tier", "op": "in", "values": ["pro"]}], "serve": {"variant": "on"}}
+PRO_RULE = {
+    "id": "pro",
+    "clauses": [{"attribute": "tier", "op": "in", "values": ["professional"]}],
+    "serve": {"variant": "on"},
+}
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def bearer(token: str) -> H:
 def test_single_evaluation_has_exact_ofrep_shape(client: FlaskClient, sdk_keys: SdkKeys) -> None:
     response = client.post(
         "/ofrep/v1/evaluate/flags/new-checkout",
-        json={"context": {"targetingKey": "user-1", "tier": "pro"}},
+        json={"context": {"targetingKey": "user-1", "tier": "professional"}},
         headers=bearer(sdk_keys.server),
     )
     assert response.status_code == 200
@@ -82,7 +86,7 @@ def test_single_evaluation_has_exact_ofrep_shape(client: FlaskClient, sdk_keys: 
         ("/ofrep/v1/evaluate/flags/new-checkout", b"{not json", 400, "PARSE_ERROR"),
         ("/ofrep/v1/evaluate/flags/new-checkout", {"context": [1]}, 400, "INVALID_CONTEXT"),
         ("/ofrep/v1/evaluate/flags/new-checkout", {"context": {"targetingKey": 5}}, 400, "INVALID_CONTEXT"),
-        ("/ofrep/v1/evaluate/flags/rollout", {"context": {"tier": "pro"}}, 400, "TARGETING_KEY_MISSING"),
+        ("/ofrep/v1/evaluate/flags/rollout", {"context": {"tier": "professional"}}, 400, "TARGETING_KEY_MISSING"),
     ],
 )
 def test_single_evaluation_errors(
@@ -132,7 +136,7 @@ def test_client_keys_cannot_read_server_only_flags(client: FlaskClient, sdk_keys
 def test_bulk_has_etag_and_answers_304_until_something_changes(
     client: FlaskClient, sdk_keys: SdkKeys, admin: H
 ) -> None:
-    context = {"context": {"targetingKey": "user-7", "tier": "pro"}}
+    context = {"context": {"targetingKey": "user-7", "tier": "professional"}}
     first = client.post("/ofrep/v1/evaluate/flags", json=context, headers=bearer(sdk_keys.server))
     assert first.status_code == 200
     items = {item["key"]: item for item in first.json["flags"]}
@@ -151,7 +155,7 @@ def test_bulk_has_etag_and_answers_304_until_something_changes(
         "/ofrep/v1/evaluate/flags", json=other_context, headers={**bearer(sdk_keys.server), "If-None-Match": etag}
     )
     assert other.status_code == 200
-    client.post("/api/v1/flags/new-checkout/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/new-checkout/environments/production/toggle", json={}, headers=admin)
     changed = client.post(
         "/ofrep/v1/evaluate/flags", json=context, headers={**bearer(sdk_keys.server), "If-None-Match": etag}
     )
@@ -194,7 +198,7 @@ def test_official_openfeature_ofrep_provider_against_the_live_endpoint(
     provider = OFREPProvider(live_server.url, headers_factory=lambda: {"Authorization": f"Bearer {sdk_keys.server}"})
     api.set_provider(provider, domain="ofrep-test")
     client = api.get_client(domain="ofrep-test")
-    pro = EvaluationContext("user-1", {"tier": "pro"})
+    pro = EvaluationContext("user-1", {"tier": "professional"})
     details = client.get_boolean_details("new-checkout", False, pro)
     assert (details.value, details.reason, details.variant) == (True, Reason.TARGETING_MATCH, "on")
     assert details.flag_metadata == {"kind": "release", "owner": "payments"}
@@ -202,7 +206,7 @@ def test_official_openfeature_ofrep_provider_against_the_live_endpoint(
     assert split.reason == Reason.SPLIT
     missing = client.get_boolean_details("does-not-exist", True, pro)
     assert (missing.value, missing.error_code) == (True, ErrorCode.FLAG_NOT_FOUND)
-    no_key = client.get_boolean_details("rollout", True, EvaluationContext(None, {"tier": "pro"}))
+    no_key = client.get_boolean_details("rollout", True, EvaluationContext(None, {"tier": "professional"}))
     assert (no_key.value, no_key.error_code) == (True, ErrorCode.TARGETING_KEY_MISSING)
     wrong_type = client.get_string_details("new-checkout", "x", pro)
     assert wrong_type.error_code == ErrorCode.TYPE_MISMATCH
@@ -218,7 +222,9 @@ def test_ofrep_evaluations_are_counted_by_flag_and_variant_only_for_known_flags(
             "/ofrep/v1/evaluate/flags", json={"context": {"targetingKey": user}}, headers=bearer(sdk_keys.server)
         )
     client.post(
-        "/ofrep/v1/evaluate/flags/new-checkout", json={"context": {"tier": "pro"}}, headers=bearer(sdk_keys.server)
+        "/ofrep/v1/evaluate/flags/new-checkout",
+        json={"context": {"tier": "professional"}},
+        headers=bearer(sdk_keys.server),
     )
     client.post("/ofrep/v1/evaluate/flags/unknown-flag", json={"context": {}}, headers=bearer(sdk_keys.server))
     app.extensions["flags"].recorder.flush()
@@ -278,11 +284,11 @@ def test_bulk_items_equal_single_evaluations_in_snapshot_order(
     )
     create_flag("switched-off", clientVisible=True)
     contexts = [
-        {"targetingKey": "u1", "tier": "pro"},
+        {"targetingKey": "u1", "tier": "professional"},
         {"targetingKey": "u2", "tier": "free"},
-        {"tier": "pro"},  # the rollout's item is an error
-        {"targetingKey": "u3", "tier": ["free", "pro"]},  # a list: not memoised
-        {"targetingKey": "u1", "tier": "pro"},  # memo hits now
+        {"tier": "professional"},  # the rollout's item is an error
+        {"targetingKey": "u3", "tier": "enterprise"},
+        {"targetingKey": "u1", "tier": "professional"},  # memo hits now
     ]
     snapshot_order = list(app.extensions["flags"].cache.get("production").flags)
     for token in (sdk_keys.server, sdk_keys.client):
@@ -401,3 +407,78 @@ def test_bad_polling_interval_stops_start_up_with_one_line(
     assert (
         capsys.readouterr().err == f"config error in {config}: flags.ofrep_min_polling_seconds: expected {expected}\n"
     )
+
+
+def invalid_contexts(app: Flask) -> dict[str, float]:
+    registry = app.extensions["service_kit"].metrics.registry
+    return {
+        reason: registry.get_sample_value("flags_invalid_context_total", {"reason": reason}) or 0.0
+        for reason in ("unknown_tier", "malformed")
+    }
+
+
+@pytest.mark.usefixtures("flags")
+@pytest.mark.parametrize("tier", ["pro", "gold", "Professional", 3])
+def test_an_unknown_tier_is_invalid_context_not_the_default(
+    app: Flask, client: FlaskClient, sdk_keys: SdkKeys, tier: object
+) -> None:
+    """A paying customer sent as ``pro`` (the old name) used to get the default quietly."""
+    body = {"context": {"targetingKey": "user-1", "tier": tier}}
+    single = client.post("/ofrep/v1/evaluate/flags/new-checkout", json=body, headers=bearer(sdk_keys.server))
+    assert single.status_code == 400
+    assert (single.json["key"], single.json["errorCode"]) == ("new-checkout", "INVALID_CONTEXT")
+    assert single.json["errorDetails"].startswith("context.tier: Input should be 'free', 'startup'")
+    bulk = client.post("/ofrep/v1/evaluate/flags", json=body, headers=bearer(sdk_keys.client))
+    assert bulk.status_code == 400
+    assert bulk.json["errorCode"] == "INVALID_CONTEXT" and "key" not in bulk.json
+    assert invalid_contexts(app) == {"unknown_tier": 2.0, "malformed": 0.0}
+    known = client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout",
+        json={"context": {"targetingKey": "user-1", "tier": "professional"}},
+        headers=bearer(sdk_keys.server),
+    )
+    assert (known.status_code, known.json["variant"]) == (200, "on")
+
+
+@pytest.mark.usefixtures("flags")
+def test_a_malformed_context_is_counted_apart_from_unknown_tiers(
+    app: Flask, client: FlaskClient, sdk_keys: SdkKeys
+) -> None:
+    for context in ([1], {"targetingKey": 5}, None, {"country\u0000": "NL"}):
+        response = client.post("/ofrep/v1/evaluate/flags", json={"context": context}, headers=bearer(sdk_keys.server))
+        assert (response.status_code, response.json["errorCode"]) == (400, "INVALID_CONTEXT")
+    assert invalid_contexts(app) == {"unknown_tier": 0.0, "malformed": 4.0}
+
+
+@pytest.mark.usefixtures("flags")
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"", "application/json"), (b"", None), (b'{"context": {"tier": "free"}}', "text/plain")],
+)
+def test_an_empty_body_is_an_empty_context_and_any_media_type_is_read(
+    client: FlaskClient, sdk_keys: SdkKeys, body: bytes, content_type: str | None
+) -> None:
+    response = client.post(
+        "/ofrep/v1/evaluate/flags/new-checkout", data=body, content_type=content_type, headers=bearer(sdk_keys.server)
+    )
+    assert (response.status_code, response.json["reason"], response.json["variant"]) == (200, "DEFAULT", "off")
+
+
+def test_openapi_document_states_ofreps_own_shapes_and_statuses(client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    single = document["paths"]["/ofrep/v1/evaluate/flags/{key}"]["post"]
+    assert {"200", "400", "401", "403", "404"} <= single["responses"].keys()
+    assert "422" not in single["responses"]
+    assert "content" not in single["responses"]["401"]  # the spec's 401/403 have no body
+    failure = single["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert failure == "#/components/schemas/EvaluationFailure"
+    schemas = document["components"]["schemas"]
+    assert set(schemas["EvaluationFailure"]["required"]) == {"key", "errorCode", "errorDetails"}
+    context = schemas["EvaluationContext"]["properties"]
+    assert {"enum": ["free", "startup", "professional", "enterprise"], "type": "string"} in context["tier"]["anyOf"]
+    bulk = document["paths"]["/ofrep/v1/evaluate/flags"]["post"]["responses"]
+    assert {"200", "304", "400", "401", "403"} <= bulk.keys()
+    for path in ("/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/{key}"):  # beside their OPTIONS routes
+        assert document["paths"][path]["post"]["requestBody"]["required"] is False  # no body: empty context
+    assert "/ofrep/v1/configuration" in document["paths"]
+    assert "/api/v1/flags/{key}/environments/{env}/toggle" in document["paths"]

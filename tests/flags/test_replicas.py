@@ -87,7 +87,7 @@ def test_change_reaches_second_process_within_a_second_and_survives_redis_down(
 
     redis_server.stop()
     try:
-        response = client.post("/api/v1/flags/kill-switch/environments/production/toggle", headers=admin)
+        response = client.post("/api/v1/flags/kill-switch/environments/production/toggle", json={}, headers=admin)
         assert response.status_code == 200  # writes do not need Redis
         seconds = _seconds_until(lambda: _reason(second_replica, sdk_keys.server) == "DISABLED", 3.0)
         assert seconds < 3.0
@@ -96,5 +96,5 @@ def test_change_reaches_second_process_within_a_second_and_survives_redis_down(
     # Redis back: the replica resubscribes and follows pub/sub again.
     wait_until(lambda: _reason(second_replica, sdk_keys.server) == "DISABLED", timeout=5)
     time.sleep(1.5)
-    client.post("/api/v1/flags/kill-switch/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/kill-switch/environments/production/toggle", json={}, headers=admin)
     assert _seconds_until(lambda: _reason(second_replica, sdk_keys.server) == "STATIC", 1.0) < 1.0

@@ -30,7 +30,11 @@ from tests.servers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration  # every test here runs the service on a real port
-PRO_RULE = {"id": "pro", "clauses": [{"attribute": "tier", "op": "in", "values": ["pro"]}], "serve": {"variant": "on"}}
+PRO_RULE = {
+    "id": "pro",
+    "clauses": [{"attribute": "tier", "op": "in", "values": ["professional"]}],
+    "serve": {"variant": "on"},
+}
 
 
 class Service:
@@ -105,19 +109,19 @@ def test_sdk_survives_service_down_up_down_and_restart_from_disk(
     sdk = FlagsClient(service.url, server_key, **options)  # service is down: must not raise
     try:
         assert sdk.status == NOT_READY
-        cold = sdk.evaluate("beta", {"targetingKey": "u1", "tier": "pro"}, default=False)
+        cold = sdk.evaluate("beta", {"targetingKey": "u1", "tier": "professional"}, default=False)
         assert (cold.value, cold.reason, cold.error_code) == (False, "ERROR", "PROVIDER_NOT_READY")
 
         service.start()
         assert sdk.wait_until_ready(5)
         assert sdk.status == READY
-        warm = sdk.evaluate("beta", {"targetingKey": "u1", "tier": "pro"}, default=False)
+        warm = sdk.evaluate("beta", {"targetingKey": "u1", "tier": "professional"}, default=False)
         assert (warm.value, warm.reason, warm.variant, warm.rule_id) == (True, "TARGETING_MATCH", "on", "pro")
         assert sdk.value("upload-mb", {}, 0) == 500
 
         call("post", "/api/v1/flags/beta/environments/production/toggle", {"enabled": False})
         started = time.monotonic()
-        wait_until(lambda: sdk.evaluate("beta", {"tier": "pro"}).reason == "DISABLED", timeout=3)
+        wait_until(lambda: sdk.evaluate("beta", {"tier": "professional"}).reason == "DISABLED", timeout=3)
         assert time.monotonic() - started < 1.5  # announced over SSE, not found by a 2 s poll
 
         service.stop()
@@ -131,7 +135,7 @@ def test_sdk_survives_service_down_up_down_and_restart_from_disk(
     try:
         from_disk = restarted.evaluate("upload-mb", {}, 0)
         assert (from_disk.value, from_disk.reason, from_disk.variant) == (500, "STALE", "large")
-        assert restarted.evaluate("beta", {"tier": "pro"}).reason == "STALE"  # disabled, served as last known
+        assert restarted.evaluate("beta", {"tier": "professional"}).reason == "STALE"  # disabled, served as last known
         assert restarted.evaluate("missing", {}, "d").error_code == "FLAG_NOT_FOUND"
     finally:
         restarted.close()
@@ -145,7 +149,7 @@ def test_sdk_batches_evaluation_counts_into_metrics_and_staleness(
     with FlagsClient(service.url, server_key, stream=False, flush_interval=0.1) as sdk:
         assert sdk.wait_until_ready(5)
         for index in range(40):
-            sdk.evaluate("beta", {"targetingKey": f"u{index}", "tier": "pro" if index % 4 == 0 else "free"})
+            sdk.evaluate("beta", {"targetingKey": f"u{index}", "tier": "professional" if index % 4 == 0 else "free"})
     service.app.extensions["flags"].recorder.flush()
     registry = service.app.extensions["service_kit"].metrics.registry
     labels = {"environment": "production", "flag": "beta"}
@@ -169,7 +173,10 @@ def test_sdk_concurrent_evaluation_is_thread_safe(service: Service, seeded: tupl
         def hammer() -> None:
             try:
                 for index in range(300):
-                    assert sdk.evaluate("beta", {"targetingKey": str(index), "tier": "pro"}).value in (True, False)
+                    assert sdk.evaluate("beta", {"targetingKey": str(index), "tier": "professional"}).value in (
+                        True,
+                        False,
+                    )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -177,7 +184,7 @@ def test_sdk_concurrent_evaluation_is_thread_safe(service: Service, seeded: tupl
         for thread in threads:
             thread.start()
         for _ in range(3):
-            call("post", "/api/v1/flags/beta/environments/production/toggle")
+            call("post", "/api/v1/flags/beta/environments/production/toggle", {})
         for thread in threads:
             thread.join()
         assert errors == []
@@ -191,7 +198,7 @@ def test_openfeature_provider_over_the_sdk(service: Service, seeded: tuple[Calla
     assert sdk.wait_until_ready(5)
     api.set_provider(VibeLuxProvider(sdk), domain="vibelux-test")
     client = api.get_client(domain="vibelux-test")
-    details = client.get_boolean_details("beta", False, EvaluationContext("user-1", {"tier": "pro"}))
+    details = client.get_boolean_details("beta", False, EvaluationContext("user-1", {"tier": "professional"}))
     assert (details.value, details.reason, details.variant) == (True, Reason.TARGETING_MATCH, "on")
     assert client.get_integer_value("upload-mb", 0) == 500
     assert client.get_float_value("upload-mb", 0.0) == 500.0
@@ -226,7 +233,7 @@ def test_flask_helpers_use_the_principal_and_gate_routes(
             return {"upload_mb": flags().value("upload-mb", 25)}
 
         client = app.test_client()
-        assert client.get("/beta", headers={"X-Test-Tier": "pro"}).json == {"upload_mb": 500}
+        assert client.get("/beta", headers={"X-Test-Tier": "professional"}).json == {"upload_mb": 500}
         assert client.get("/beta", headers={"X-Test-Tier": "free"}).status_code == 404
         assert client.get("/beta").status_code == 404
 
@@ -238,7 +245,7 @@ def test_flask_helpers_use_the_principal_and_gate_routes(
             return [b""]
 
         middleware = FlagsMiddleware(inner, sdk)
-        middleware({"HTTP_X_USER_ID": "u9", "HTTP_X_USER_TIER": "pro"}, lambda *a: None)
+        middleware({"HTTP_X_USER_ID": "u9", "HTTP_X_USER_TIER": "professional"}, lambda *a: None)
         assert seen["beta"] is True
     finally:
         sdk.close()
@@ -276,3 +283,17 @@ def test_bootstrap_snapshot_serves_offline_and_the_newer_of_disk_and_bootstrap_w
     with FlagsClient(url, "k", bootstrap=old, start=False) as sdk:
         details = sdk.evaluate("f", {})
         assert (sdk.version, details.value, details.reason) == (3, False, "STALE")
+
+
+def test_sdk_refuses_a_tier_the_snapshot_does_not_list_as_ofrep_does() -> None:
+    rule = {"id": "paid", "clauses": [{"attribute": "tier", "op": "in", "values": ["professional"]}]}
+    flag = {
+        "key": "f", "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off",
+        "rules": [{**rule, "serve": {"variant": "on"}}], "fallthrough": {"variant": "off"},
+    }  # fmt: skip
+    snapshot = {"environment": "production", "version": 1, "tiers": ["free", "professional"], "flags": {"f": flag}}
+    sdk = FlagsClient("http://127.0.0.1:9", "fsk_unused", bootstrap=snapshot, start=False)
+    refused = sdk.evaluate("f", {"targetingKey": "u", "tier": "pro"}, default=False)
+    assert (refused.value, refused.reason, refused.error_code) == (False, "ERROR", "INVALID_CONTEXT")
+    assert sdk.evaluate("f", {"targetingKey": "u", "tier": "professional"}).variant == "on"
+    assert sdk.evaluate("f", {"targetingKey": "u"}).variant == "off"

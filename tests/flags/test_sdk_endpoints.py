@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from flags_service.app import create_app
 from flags_service.settings import FlagsSettings
+from service_kit.tiers import TIERS
 from tests.flags.conftest import SdkKeys, with_flags
 from tests.servers import free_port
 
@@ -30,19 +31,20 @@ def test_snapshot_etag_304_until_a_change(
     body = first.json
     assert first.headers["ETag"] == f'"production.{body["version"]}"'
     assert body["flags"]["checkout"]["enabled"] is True
-    assert set(body) == {"environment", "version", "flags", "segments"}
+    assert set(body) == {"environment", "version", "tiers", "flags", "segments"}
+    assert body["tiers"] == list(TIERS)  # the SDK refuses other tiers, as OFREP does
     same = client.get(
         "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
     )
     assert same.status_code == 304
-    client.post("/api/v1/flags/checkout/environments/staging/toggle", headers=admin)  # another environment
+    client.post("/api/v1/flags/checkout/environments/staging/toggle", json={}, headers=admin)  # another environment
     assert (
         client.get(
             "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
         ).status_code
         == 304
     )
-    client.post("/api/v1/flags/checkout/environments/production/toggle", headers=admin)
+    client.post("/api/v1/flags/checkout/environments/production/toggle", json={}, headers=admin)
     changed = client.get(
         "/api/v1/sdk/snapshot", headers={**bearer(sdk_keys.server), "If-None-Match": first.headers["ETag"]}
     )
@@ -93,9 +95,27 @@ def test_stream_announces_versions_and_limits_open_streams(settings: FlagsSettin
             busy = requests.get(f"{base}/api/v1/sdk/stream", headers=bearer(key), timeout=5)
             assert busy.status_code == 429
             assert busy.headers["Retry-After"] == "30"
-            admin_client.post("/api/v1/flags/f/environments/production/toggle", headers=admin)
+            admin_client.post("/api/v1/flags/f/environments/production/toggle", json={}, headers=admin)
             assert next(events)["data"] == {"environment": "production", "version": version + 1}  # type: ignore[operator]
     finally:
         server.shutdown()
         thread.join(5)
         app.extensions["flags"].cache.close()
+
+
+@pytest.mark.parametrize(
+    ("count", "status"),
+    [(2, 202), (2.0, 202), (2.5, 422), ("2", 422), (True, 422), (0, 422)],
+)
+def test_evaluation_counts_take_json_integers_only(
+    client: FlaskClient, sdk_keys: SdkKeys, create_flag: Callable, count: object, status: int
+) -> None:
+    """``2.0`` is an integer to JSON Schema (schemathesis sent it and got a 422); ``"2"`` and ``true`` are not."""
+    create_flag("counted", environments={"production": {"enabled": True}})
+    body = {"counts": [{"flag": "counted", "variant": "off", "count": count}]}
+    response = client.post("/api/v1/sdk/evaluations", json=body, headers=bearer(sdk_keys.server))
+    assert response.status_code == status, response.json
+    if status == 202:
+        assert response.json == {"accepted": 1, "dropped": 0}
+    else:
+        assert list(response.json["error"]["details"]) == ["counts[0].count"]
