@@ -40,7 +40,7 @@ from service_kit.errors import ValidationError
 from service_kit.requests import json_object, refuse_nul
 
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER on SQLite: a larger id can only be unknown
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32 bits on PostgreSQL, so a larger id can only be unknown
 _EXTRA = "__openapi_extra__"
 
 
@@ -83,7 +83,7 @@ class ErrorBody(BaseModel):
 
 
 class BoundedIntegerConverter(IntegerConverter):
-    """``<int:…>`` up to a signed 64-bit id: a larger one is a 404 at once, not an overflow deep in the
+    """``<int:…>`` up to the largest INTEGER id: a larger one is a 404 at once, not an overflow deep in the
     driver. Not through werkzeug's ``max``: a value it refuses makes werkzeug try the path's rules for
     other methods, and answer 405 naming them (schemathesis, on the desk's PUT and DELETE of one path)."""
 
