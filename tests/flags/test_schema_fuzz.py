@@ -19,9 +19,9 @@ from tests.schema_fuzz import fuzz, served
 #   configured environments (a body's or query's environment name);
 # - 412: If-Match names a version other than the current one (the generator cannot know it);
 # - 400: OFREP's own answer to a context that lacks what the flag needs (TARGETING_KEY_MISSING).
-CONFIG = f"""
+CONFIG = """
 [[operations]]
-include-path-regex = "{{other}}"
+include-path-regex = "{other}"
 enabled = false
 
 [[operations]]
