@@ -82,28 +82,8 @@ class AckInput(Strict):
         return value
 
 
-class AckOut(BaseModel):
-    silence_id: str
-    matchers: dict[str, str]
-    created_by: str
-    comment: str
-    starts_at: datetime
-    ends_at: datetime
-
-
 class AckList(BaseModel):
-    data: list[AckOut]
-
-
-def ack_out(ack: Ack) -> AckOut:
-    return AckOut(
-        silence_id=ack.silence_id,
-        matchers=ack.matchers,
-        created_by=ack.created_by,
-        comment=ack.comment,
-        starts_at=ack.starts_at,
-        ends_at=ack.ends_at,
-    )
+    data: list[Ack]
 
 
 def _json(model: BaseModel, status: int = 200) -> ResponseReturnValue:
@@ -115,14 +95,14 @@ def _json(model: BaseModel, status: int = 200) -> ResponseReturnValue:
 @api.validate(responses={200: AckList}, tags=("alerts",), security="bearer", extra={502: ALERTMANAGER_DOWN})
 def ack_list() -> ResponseReturnValue:
     """Active acknowledgements: the Alertmanager silences made by acking (agents)."""
-    return _json(AckList(data=[ack_out(ack) for ack in current_alertmanager().acks()]))
+    return _json(AckList(data=current_alertmanager().acks()))
 
 
 @bp.post("")
 @require_role("agent")
 @api.validate(
     json=AckInput,
-    responses={201: AckOut},
+    responses={201: Ack},
     tags=("alerts",),
     security="bearer",
     extra={422: "a field is invalid, or until is not in the next 7 days", 502: ALERTMANAGER_DOWN},
@@ -139,7 +119,7 @@ def ack_create() -> ResponseReturnValue:
     current_auth().record("alert.ack", "silence", silence_id, after={"matchers": matchers, "comment": body.comment})
     current_db().session.commit()
     (ack,) = [ack for ack in client.acks() if ack.silence_id == silence_id]
-    return _json(ack_out(ack), 201)
+    return _json(ack, 201)
 
 
 @bp.delete("/<uuid:silence_id>")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from pydantic import BaseModel, ConfigDict
 
 from service_kit.errors import ExternalAPIError
 
@@ -44,9 +44,10 @@ class SilenceNotFoundError(AlertmanagerError):
     status, code, expected = 404, "not_found", True
 
 
-@dataclass(frozen=True)
-class Ack:
-    """An active acknowledgement as read back from Alertmanager."""
+class Ack(BaseModel):
+    """An active acknowledgement as read back from Alertmanager; also the acks API's response body."""
+
+    model_config = ConfigDict(frozen=True)
 
     silence_id: str
     matchers: dict[str, str]
