@@ -20,7 +20,6 @@ from flags_service.model import (
     Flag,
     FlagDocument,
     InvalidDocument,
-    JsonInt,
     NewFlag,
     NewSegment,
     Segment,
@@ -35,6 +34,7 @@ from flags_service.storage.flags import Change
 from flags_service.storage.sdk_keys import SdkKeyKind
 from service_kit.auth import current_auth, require_role
 from service_kit.errors import ValidationError
+from service_kit.openapi import MAX_ID, JsonInt
 
 bp = Blueprint("flags_admin", __name__, url_prefix="/api/v1")
 ETAG_PATTERN = r'^(?:W/)?"?(\d+)"?$'
@@ -70,7 +70,7 @@ class Rollout(Document):
 
 
 class Rollback(Document):
-    version: JsonInt = Field(ge=1, le=2**31 - 1, description="a version from the flag's history")
+    version: JsonInt = Field(ge=1, le=MAX_ID, description="a version from the flag's history")
 
 
 class NewSdkKey(Document):

@@ -29,7 +29,7 @@ from flags_service.engine import (
     parse_semver,
 )
 from service_kit.errors import ValidationError
-from service_kit.openapi import Strict, validation_details
+from service_kit.openapi import JsonInt, Strict, validation_details
 from service_kit.tiers import TIERS, unknown_tier_message
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
@@ -40,12 +40,6 @@ MAX_RULES = 200
 TIER_OPERATORS = {"in", "notIn", "equals"}
 
 
-def _whole_number(value: object) -> object:
-    """JSON Schema's integer includes ``3.0``; strict pydantic would refuse it (and lax would take ``"3"``)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-JsonInt = Annotated[int, pydantic.BeforeValidator(_whole_number)]
 FlagKey = Annotated[str, Field(pattern=KEY_PATTERN)]
 VariantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_PATTERN)]

@@ -13,9 +13,10 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 
 from flags_service.api import SDK_KEY, api
-from flags_service.model import Document, JsonInt
+from flags_service.model import Document
 from flags_service.service import current_flags
 from service_kit.errors import AuthenticationError, AuthorizationError, RateLimitError
+from service_kit.openapi import MAX_ID, JsonInt
 from service_kit.tiers import Tier
 
 bp = Blueprint("flags_sdk", __name__, url_prefix="/api/v1/sdk")
@@ -36,7 +37,7 @@ class SnapshotDocument(BaseModel):
 class EvaluationCount(Document):
     flag: str = Field(max_length=100)
     variant: str = Field(max_length=64)
-    count: JsonInt = Field(ge=1, le=2**31 - 1)
+    count: JsonInt = Field(ge=1, le=MAX_ID)
 
 
 class EvaluationCounts(Document):

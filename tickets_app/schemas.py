@@ -40,7 +40,7 @@ from pydantic_core.core_schema import ValidationInfo
 from typing_extensions import TypeAliasType
 
 from service_kit.errors import ValidationError
-from service_kit.openapi import MAX_ID, DateTime, Strict, rfc3339, validation_details
+from service_kit.openapi import MAX_ID, DateTime, Strict, json_integer, rfc3339, validation_details
 from service_kit.tiers import DeskTier
 from tickets_app.attachments import ALLOWED_TYPES, ATTACHMENT_ID_PATTERN
 from tickets_app.business_hours import WEEKDAYS
@@ -104,18 +104,10 @@ def full_date(value: object) -> date:
 Day = Annotated[date, BeforeValidator(full_date)]
 
 
-def _json_integer(value: object) -> object:
-    """JSON has one kind of number: 5.0 is the integer 5, as JSON Schema says (schemathesis sends such
-    numbers), while "5", true and 5.5 stay refused by the strict integer after this."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 # The bounds come before the validator: after it, pydantic writes them as "ge"/"le", no JSON Schema words.
-Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_json_integer)]
-Count = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(_json_integer)]
-Position = Annotated[int, Field(ge=0, le=MAX_POSITION), BeforeValidator(_json_integer)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(json_integer)]
+Count = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(json_integer)]
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION), BeforeValidator(json_integer)]
 
 
 class Body(Strict):
