@@ -25,11 +25,20 @@ from typing import Any
 import requests
 import yaml
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now and not handed out before in this process: the kernel may give the port
+    just closed to the next bind(0), so two servers built in a row could otherwise get the same one (seen:
+    an Alertmanager whose port a Prometheus replica had taken answered 404 to /api/v2/alerts)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.05) -> None:
