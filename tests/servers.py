@@ -397,7 +397,10 @@ class TestCertificates:
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
         now = datetime.datetime.now(datetime.UTC)
-        valid = {"not_valid_before": now - datetime.timedelta(minutes=5), "not_valid_after": now + datetime.timedelta(days=2)}
+        valid = {
+            "not_valid_before": now - datetime.timedelta(minutes=5),
+            "not_valid_after": now + datetime.timedelta(days=2),
+        }
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vibelux test CA")])
         ca = (
@@ -407,7 +410,11 @@ class TestCertificates:
             .sign(ca_key, hashes.SHA256())
         )  # fmt: skip
         key = ec.generate_private_key(ec.SECP256R1())
-        names = [x509.DNSName("127.0.0.1"), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        names = [
+            x509.DNSName("127.0.0.1"),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
         server = (
             x509.CertificateBuilder(subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
                                     issuer_name=ca_name, public_key=key.public_key(),
