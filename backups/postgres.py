@@ -33,6 +33,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from backups.metrics import ArchiverStatus
 from backups.pgbackrest import BackupError, BackupSet, PgBackRest, own, run_as
 from backups.settings import BackupSettings, PostgresStoreSettings
 
@@ -165,6 +166,27 @@ class PostgresStore:
                 time.sleep(0.1)
         failed = f" (last failed: {stats[1]})" if stats and stats[1] else ""
         raise BackupError(f"{self.name}: WAL segment {segment} not archived within {timeout:g}s{failed}")
+
+    def archiver_status(self) -> ArchiverStatus:
+        """Recovery point age: 0 when nothing was written past the last archived segment, else the time since
+        that segment was archived (what is written after it exists only on the live disk)."""
+        with self.connect() as connection:
+            row = connection.execute(
+                "SELECT last_archived_wal, extract(epoch FROM clock_timestamp() - last_archived_time),"
+                " failed_count, pg_current_wal_lsn() - '0/0'::pg_lsn,"
+                " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+                " extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())"
+                " FROM pg_stat_archiver"
+            ).fetchone()
+        assert row is not None
+        last_wal, since_archived, failed, current, segment_size, uptime = row
+        if last_wal is None:
+            return ArchiverStatus(float(uptime), int(failed))
+        archived_end = (
+            int(last_wal[8:16], 16) * 0x100000000 // segment_size + int(last_wal[16:24], 16) + 1
+        ) * segment_size
+        age = 0.0 if int(current) <= archived_end else float(since_archived)
+        return ArchiverStatus(age, int(failed))
 
     def drill(self) -> DrillResult:
         """Prove recoverability by restoring into scratch (see the module docstring)."""
