@@ -30,6 +30,7 @@ def overview() -> dict[str, Any]:
                 "[Support](/d/vibelux-support)",
                 "[Feature flags](/d/vibelux-flags)",
                 "[Business](/d/vibelux-business)",
+                "[Backups](/d/vibelux-backups)",
                 f"[Support desk]({DESK_URL})",
                 f"[Feature flags UI]({FLAGS_URL})",
                 "[Alertmanager](http://127.0.0.1:9093)",
@@ -741,6 +742,79 @@ def business() -> dict[str, Any]:
     )
 
 
+def backups() -> dict[str, Any]:
+    """Recovery point and recovery time per store: how much a restore would lose, how long it takes."""
+    return build_dashboard(
+        "vibelux-backups",
+        "VibeLux / Backups",
+        [
+            Row(
+                "Can we restore?",
+                (
+                    stat(
+                        "Since last good drill",
+                        Q("time() - max by (store) (restore_drill_last_success_timestamp_seconds)", "{{store}}"),
+                        unit="s",
+                        width=6,
+                    ),
+                    stat(
+                        "Since last good backup",
+                        Q("time() - max by (store) (backup_last_success_timestamp_seconds)", "{{store}}"),
+                        unit="s",
+                        width=6,
+                    ),
+                    stat(
+                        "Recovery point (data a restore now loses)",
+                        Q("max by (store) (recovery_point_age_seconds)", "{{store}}"),
+                        unit="s",
+                        width=6,
+                    ),
+                    stat(
+                        "Recovery time (last drill)",
+                        Q("max by (store) (restore_drill_duration_seconds)", "{{store}}"),
+                        unit="s",
+                        width=6,
+                    ),
+                ),
+            ),
+            Row(
+                "Trends",
+                (
+                    panel(
+                        "Recovery point age",
+                        Q("max by (store) (recovery_point_age_seconds)", "{{store}}"),
+                        unit="s",
+                        width=12,
+                    ),
+                    panel(
+                        "WAL archive failures",
+                        Q(f"sum by (store) (increase(backup_wal_archive_failures_total[{RATE}]))", "{{store}}"),
+                        unit="short",
+                        width=12,
+                        no_value="No WAL push failed",
+                    ),
+                    panel(
+                        "Database size in the last backup",
+                        Q("max by (store) (backup_size_bytes)", "{{store}}"),
+                        unit="bytes",
+                        width=12,
+                    ),
+                    panel(
+                        "Restore drill duration",
+                        Q("max by (store) (restore_drill_duration_seconds)", "{{store}}"),
+                        unit="s",
+                        width=12,
+                    ),
+                ),
+            ),
+        ],
+        description="Backups, WAL archiving and restore drills (vibelux-backup); runbook docs/runbooks/backups.md.",
+        tags=["backups"],
+        time_from="now-7d",
+        refresh="1m",
+    )
+
+
 DASHBOARDS = {
     "overview": overview,
     "infrastructure": infrastructure,
@@ -749,4 +823,5 @@ DASHBOARDS = {
     "support": support,
     "flags": flags,
     "business": business,
+    "backups": backups,
 }
