@@ -106,11 +106,13 @@ class PostgresStore:
             for setting, value in wanted.items():
                 connection.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(setting), value))
             connection.execute("SELECT pg_reload_conf()")
-            time.sleep(0.2)  # the reload is asynchronous; pending_restart is set once it has been read
-            pending = connection.execute(
-                "SELECT count(*) FROM pg_settings WHERE name IN ('wal_level', 'archive_mode') AND pending_restart"
-            ).fetchone()
-        return bool(pending and pending[0])
+            # the running values: these two change only on restart, whatever the reload has read yet
+            running: dict[str, str] = dict(
+                connection.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'archive_mode')"
+                ).fetchall()
+            )
+        return running.get("archive_mode") != "on" or running.get("wal_level") == "minimal"
 
     def create_stanza(self) -> None:
         """The store's place in the repository, then ``check``: one WAL segment archived end to end."""

@@ -16,6 +16,7 @@ UP_DOWN = (
 HEALTH_SERVICES = "api|database|redis|ai|payments"
 DESK_URL = "http://127.0.0.1:8081"
 FLAGS_URL = "http://127.0.0.1:8082"
+NO_STORE = "No store backed up (vibelux-backup serve not scraped)"
 
 
 def overview() -> dict[str, Any]:
@@ -743,7 +744,8 @@ def business() -> dict[str, Any]:
 
 
 def backups() -> dict[str, Any]:
-    """Recovery point and recovery time per store: how much a restore would lose, how long it takes."""
+    """Recovery point and recovery time per store: how much a restore would lose, how long it takes. Empty
+    where no PostgreSQL store is configured (the one-machine stack's SQLite desk), and it says so."""
     return build_dashboard(
         "vibelux-backups",
         "VibeLux / Backups",
@@ -756,24 +758,28 @@ def backups() -> dict[str, Any]:
                         Q("time() - max by (store) (restore_drill_last_success_timestamp_seconds)", "{{store}}"),
                         unit="s",
                         width=6,
+                        no_value=NO_STORE,
                     ),
                     stat(
                         "Since last good backup",
                         Q("time() - max by (store) (backup_last_success_timestamp_seconds)", "{{store}}"),
                         unit="s",
                         width=6,
+                        no_value=NO_STORE,
                     ),
                     stat(
                         "Recovery point (data a restore now loses)",
                         Q("max by (store) (recovery_point_age_seconds)", "{{store}}"),
                         unit="s",
                         width=6,
+                        no_value=NO_STORE,
                     ),
                     stat(
                         "Recovery time (last drill)",
                         Q("max by (store) (restore_drill_duration_seconds)", "{{store}}"),
                         unit="s",
                         width=6,
+                        no_value=NO_STORE,
                     ),
                 ),
             ),
@@ -785,6 +791,7 @@ def backups() -> dict[str, Any]:
                         Q("max by (store) (recovery_point_age_seconds)", "{{store}}"),
                         unit="s",
                         width=12,
+                        no_value=NO_STORE,
                     ),
                     panel(
                         "WAL archive failures",
@@ -798,12 +805,14 @@ def backups() -> dict[str, Any]:
                         Q("max by (store) (backup_size_bytes)", "{{store}}"),
                         unit="bytes",
                         width=12,
+                        no_value=NO_STORE,
                     ),
                     panel(
                         "Restore drill duration",
                         Q("max by (store) (restore_drill_duration_seconds)", "{{store}}"),
                         unit="s",
                         width=12,
+                        no_value=NO_STORE,
                     ),
                 ),
             ),
