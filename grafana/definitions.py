@@ -16,7 +16,6 @@ UP_DOWN = (
 HEALTH_SERVICES = "api|database|redis|ai|payments"
 DESK_URL = "http://127.0.0.1:8081"
 FLAGS_URL = "http://127.0.0.1:8082"
-NO_STORE = "No store backed up (vibelux-backup serve not scraped)"
 
 
 def overview() -> dict[str, Any]:
@@ -31,7 +30,6 @@ def overview() -> dict[str, Any]:
                 "[Support](/d/vibelux-support)",
                 "[Feature flags](/d/vibelux-flags)",
                 "[Business](/d/vibelux-business)",
-                "[Backups](/d/vibelux-backups)",
                 f"[Support desk]({DESK_URL})",
                 f"[Feature flags UI]({FLAGS_URL})",
                 "[Alertmanager](http://127.0.0.1:9093)",
@@ -743,87 +741,6 @@ def business() -> dict[str, Any]:
     )
 
 
-def backups() -> dict[str, Any]:
-    """Recovery point and recovery time per store: how much a restore would lose, how long it takes. Empty
-    where no PostgreSQL store is configured (the one-machine stack's SQLite desk), and it says so."""
-    return build_dashboard(
-        "vibelux-backups",
-        "VibeLux / Backups",
-        [
-            Row(
-                "Can we restore?",
-                (
-                    stat(
-                        "Since last good drill",
-                        Q("time() - max by (store) (restore_drill_last_success_timestamp_seconds)", "{{store}}"),
-                        unit="s",
-                        width=6,
-                        no_value=NO_STORE,
-                    ),
-                    stat(
-                        "Since last good backup",
-                        Q("time() - max by (store) (backup_last_success_timestamp_seconds)", "{{store}}"),
-                        unit="s",
-                        width=6,
-                        no_value=NO_STORE,
-                    ),
-                    stat(
-                        "Recovery point (data a restore now loses)",
-                        Q("max by (store) (recovery_point_age_seconds)", "{{store}}"),
-                        unit="s",
-                        width=6,
-                        no_value=NO_STORE,
-                    ),
-                    stat(
-                        "Recovery time (last drill)",
-                        Q("max by (store) (restore_drill_duration_seconds)", "{{store}}"),
-                        unit="s",
-                        width=6,
-                        no_value=NO_STORE,
-                    ),
-                ),
-            ),
-            Row(
-                "Trends",
-                (
-                    panel(
-                        "Recovery point age",
-                        Q("max by (store) (recovery_point_age_seconds)", "{{store}}"),
-                        unit="s",
-                        width=12,
-                        no_value=NO_STORE,
-                    ),
-                    panel(
-                        "WAL archive failures",
-                        Q(f"sum by (store) (increase(backup_wal_archive_failures_total[{RATE}]))", "{{store}}"),
-                        unit="short",
-                        width=12,
-                        no_value="No WAL push failed",
-                    ),
-                    panel(
-                        "Database size in the last backup",
-                        Q("max by (store) (backup_size_bytes)", "{{store}}"),
-                        unit="bytes",
-                        width=12,
-                        no_value=NO_STORE,
-                    ),
-                    panel(
-                        "Restore drill duration",
-                        Q("max by (store) (restore_drill_duration_seconds)", "{{store}}"),
-                        unit="s",
-                        width=12,
-                        no_value=NO_STORE,
-                    ),
-                ),
-            ),
-        ],
-        description="Backups, WAL archiving and restore drills (vibelux-backup); runbook docs/runbooks/backups.md.",
-        tags=["backups"],
-        time_from="now-7d",
-        refresh="1m",
-    )
-
-
 DASHBOARDS = {
     "overview": overview,
     "infrastructure": infrastructure,
@@ -832,5 +749,4 @@ DASHBOARDS = {
     "support": support,
     "flags": flags,
     "business": business,
-    "backups": backups,
 }
