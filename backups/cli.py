@@ -1,17 +1,20 @@
-"""`vibelux-backup`: serve, check-config, config env, db upgrade, plus setup, backup, drill, list, restore."""
+"""`vibelux-backup`: serve, check-config, config env, db upgrade, plus setup, replicate, backup, drill, list,
+restore."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from sqlalchemy.orm import Session
 
+from backups.litestream import Litestream, ReplicaFile, SqliteStore
 from backups.pgbackrest import BackupError
 from backups.postgres import PostgresStore
 from backups.records import BackupRun, Base
-from backups.service import run_backup, run_drill
+from backups.service import Store, run_backup, run_drill
 from backups.settings import ENV_PREFIX, BackupSettings, validate
 from service_kit.cli import config_path, run, service_cli
 from service_kit.config import load_settings as load_file
@@ -38,11 +41,21 @@ cli = service_cli(
 )
 
 
-def open_store(name: str) -> tuple[BackupSettings, PostgresStore]:
+def open_store(name: str) -> tuple[BackupSettings, Store]:
     settings = load_settings()
+    if name in settings.sqlite:
+        return settings, SqliteStore(name, settings)
     if name not in settings.postgres:
-        raise click.UsageError(f"no store {name!r}; configured: {', '.join(settings.postgres) or 'none'}")
+        configured = ", ".join([*settings.postgres, *settings.sqlite]) or "none"
+        raise click.UsageError(f"no store {name!r}; configured: {configured}")
     return settings, PostgresStore(name, settings)
+
+
+def open_postgres(name: str) -> PostgresStore:
+    _settings, store = open_store(name)
+    if not isinstance(store, PostgresStore):
+        raise click.UsageError(f"{name} is a SQLite store: `vibelux-backup replicate` is its setup")
+    return store
 
 
 def recorded(settings: BackupSettings) -> Session:
@@ -67,7 +80,7 @@ def parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @cli.command(help="Turn on WAL archiving for a store and create its place in the repository.")
 @click.option("--store", required=True)
 def setup(store: str) -> None:
-    _settings, postgres = open_store(store)
+    postgres = open_postgres(store)
     try:
         if postgres.configure():
             raise click.ClickException(f"{store}: archiving configured; restart PostgreSQL, then run setup again")
@@ -77,11 +90,25 @@ def setup(store: str) -> None:
     click.echo(f"{store}: WAL archiving works and the stanza exists")
 
 
-@cli.command(help="Take a backup now (recorded like the scheduled ones).")
+@cli.command(help="Replicate every SQLite store to the object store with Litestream (runs until stopped).")
+def replicate() -> None:
+    settings = load_settings()
+    if not settings.sqlite:
+        raise click.UsageError("no sqlite stores configured")
+    tool = Litestream(settings)
+    tool.write_config()
+    argv = tool.argv("replicate")
+    # become litestream: the supervisor's signals reach it directly and it exits with its own status
+    os.execve(argv[0], argv, tool.environment())  # noqa: S606 - a fixed argv from our settings, no shell
+
+
+@cli.command(help="Take a backup now (recorded like the scheduled ones); a SQLite store proves its replica current.")
 @click.option("--store", required=True)
 @click.option("--type", "kind", type=click.Choice(["full", "incr"]), default="incr", show_default=True)
 def backup(store: str, kind: str) -> None:
     settings, postgres = open_store(store)
+    if isinstance(postgres, SqliteStore):
+        kind = "sync"
     with recorded(settings) as session:
         row = run_backup(postgres, kind, session)
         session.commit()
@@ -109,12 +136,15 @@ def _report(row: BackupRun) -> None:
 @click.option("--store", default=None, help="One store (default: all).")
 def list_backups(store: str | None) -> None:
     settings = load_settings()
-    names = [store] if store else list(settings.postgres)
+    names = [store] if store else [*settings.postgres, *settings.sqlite]
     click.echo("store\tlabel\ttype\tstarted\tfinished\tdatabase_bytes\trepository_bytes")
     for name in names:
-        _settings, postgres = open_store(name)
+        _settings, opened = open_store(name)
         try:
-            backups = postgres.list()
+            if isinstance(opened, SqliteStore):
+                _list_sqlite(name, opened.list(), opened)
+                continue
+            backups = opened.list()
         except BackupError as exc:
             raise click.ClickException(str(exc)) from None
         for item in backups:
@@ -124,6 +154,17 @@ def list_backups(store: str | None) -> None:
             )
 
 
+def _list_sqlite(name: str, files: list[ReplicaFile], store: SqliteStore) -> None:
+    """Snapshots (level 9) and the newest shipped transaction: a restore reaches any time between them."""
+    snapshots = [item for item in files if item.level == 9]
+    newest = max(files, key=lambda item: item.max_txid, default=None)
+    for item, kind in [*((snapshot, "snapshot") for snapshot in snapshots), *([(newest, "latest")] if newest else [])]:
+        click.echo(
+            f"{name}\ttxid-{item.max_txid:x}\t{kind}\t-\t{item.shipped_at:%Y-%m-%dT%H:%M:%SZ}\t"
+            f"{store.path.stat().st_size if kind == 'latest' and store.path.exists() else '-'}\t{item.size_bytes}"
+        )
+
+
 @cli.command(help="Stop the store's service, restore it (to --to, else the latest point), check, start it.")
 @click.option("--store", required=True)
 @click.option("--to", "target", callback=parse_time, default=None, help="ISO 8601 time with zone.")
@@ -131,6 +172,9 @@ def list_backups(store: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before stopping the service.")
 def restore(store: str, target: datetime | None, dry_run: bool, yes: bool) -> None:
     _settings, postgres = open_store(store)
+    if isinstance(postgres, SqliteStore):
+        _restore_sqlite(postgres, target, dry_run, yes)
+        return
     try:
         plan = postgres.plan_restore(target)
     except BackupError as exc:
@@ -149,6 +193,27 @@ def restore(store: str, target: datetime | None, dry_run: bool, yes: bool) -> No
     except BackupError as exc:
         raise click.ClickException(f"restore failed: {exc}") from None
     click.echo(f"{store}: restored, checked (pg_amcheck) and running; the old data is in {plan.set_aside}")
+
+
+def _restore_sqlite(store: SqliteStore, target: datetime | None, dry_run: bool, yes: bool) -> None:
+    try:
+        plan = store.plan_restore(target)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    point = plan.target.isoformat() if plan.target else "the newest shipped transaction (latest)"
+    newest = plan.newest
+    click.echo(f"store: {store.name}\nreplica: txid {newest.max_txid:x} shipped {newest.shipped_at.isoformat()}\n"
+               f"recover to: {point}\ndatabase: {plan.path}\ncurrent data set aside as: {plan.set_aside}")  # fmt: skip
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return
+    if not yes:
+        click.confirm("stop the service (and its replicator) and restore?", abort=True)
+    try:
+        store.restore(plan)
+    except BackupError as exc:
+        raise click.ClickException(f"restore failed: {exc}") from None
+    click.echo(f"{store.name}: restored, checked (integrity_check) and started; the old data is in {plan.set_aside}")
 
 
 def main() -> None:

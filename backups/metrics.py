@@ -47,7 +47,8 @@ class BackupCollector(Collector):
 
     def _families(self) -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
         gauges = {
-            "backup_last_success_timestamp_seconds": "When the store's last successful backup (full or incr) ended.",
+            "backup_last_success_timestamp_seconds": "When the store's last successful backup ended "
+            "(full, incr, or a SQLite replica proved current).",
             "backup_size_bytes": "Size of the database in the store's last successful backup.",
             "restore_drill_last_success_timestamp_seconds": "When the store's last restore drill that proved "
             "recoverability ended.",
@@ -80,7 +81,8 @@ class BackupCollector(Collector):
             log.exception("could not read the backup runs")
             latest = {}
         for store in self.stores:
-            backup = max((latest.get((store, kind, True)) for kind in ("full", "incr")), key=_finished, default=None)
+            backups = (latest.get((store, kind, True)) for kind in ("full", "incr", "sync"))
+            backup = max(backups, key=_finished, default=None)
             if backup is not None:
                 families["backup_last_success_timestamp_seconds"].add_metric([store], _finished(backup))
                 if backup.size_bytes is not None:

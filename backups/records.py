@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, Str
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 log = logging.getLogger("backups")
-KINDS = ("full", "incr", "drill")
+KINDS = ("full", "incr", "sync", "drill")  # sync: a SQLite replica proved current
 
 
 class Base(DeclarativeBase):

@@ -65,6 +65,20 @@ class PostgresStoreSettings:
 
 
 @dataclass(frozen=True)
+class SqliteStoreSettings:
+    """One SQLite database replicated by Litestream (``vibelux-backup replicate``) on its host."""
+
+    path: str = ""
+    # Litestream ships WAL changes this often: the recovery point objective and the finest point in time
+    sync_interval_seconds: float = checked(1.0, positive)
+    sync_every_seconds: float = checked(3600.0, positive)  # the job proving the replica is current
+    drill_every_seconds: float = checked(86400.0, positive)
+    # How `restore` fences and restarts the service; empty: the operator has stopped it
+    stop_command: list[str] = field(default_factory=list)
+    start_command: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     server: ServerSettings = field(default_factory=lambda: ServerSettings(port=9104, workers=1))
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -75,6 +89,7 @@ class BackupSettings:
     s3: S3Settings = field(default_factory=S3Settings)
     work_dir: str = checked(".run/backups", _not_empty)  # pgBackRest's config, logs, locks; drill scratch
     postgres: dict[str, PostgresStoreSettings] = field(default_factory=dict)
+    sqlite: dict[str, SqliteStoreSettings] = field(default_factory=dict)
 
 
 def validate(settings: BackupSettings, source: str) -> BackupSettings:
@@ -88,4 +103,9 @@ def validate(settings: BackupSettings, source: str) -> BackupSettings:
             raise ConfigError(f"postgres.{name}", source, "a store name of lower-case letters, digits and _")
         if not store.data_dir:
             raise ConfigError(f"postgres.{name}.data_dir", source, "the cluster's data directory")
+    for name, sqlite in settings.sqlite.items():
+        if not STORE_NAME.match(name) or name in settings.postgres:
+            raise ConfigError(f"sqlite.{name}", source, "a store name of lower-case letters, digits and _, unique")
+        if not sqlite.path:
+            raise ConfigError(f"sqlite.{name}.path", source, "the database file's path")
     return settings

@@ -1,10 +1,12 @@
-"""A PostgreSQL cluster per test that the backup tool may stop, destroy and restore, and its settings."""
+"""A PostgreSQL cluster or a replicated SQLite database per test, which the tool may destroy and restore."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,3 +117,60 @@ def archived_store(backup_settings: SettingsFactory, cluster: Cluster) -> Postgr
     assert store.configure() is False
     store.create_stanza()
     return store
+
+
+class Replicated:
+    """A SQLite database in WAL mode, its settings file, and `vibelux-backup replicate` running for it."""
+
+    def __init__(self, root: Path, s3: SeaweedS3Server, prefix: str) -> None:
+        self.root = root
+        self.s3 = s3
+        self.path = root / "tickets.sqlite3"
+        self.config_file = root / "backups.yml"
+        self.environ = {
+            **os.environ,
+            "VIBELUX_BACKUP_CONFIG": str(self.config_file),
+            f"{ENV_PREFIX}_S3__ACCESS_KEY": s3.access_key,
+            f"{ENV_PREFIX}_S3__SECRET_KEY": s3.secret_key,
+        }
+        self.prefix = prefix
+        self.process: subprocess.Popen[bytes] | None = None
+        with sqlite3.connect(self.path) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")  # what the services set; Litestream needs WAL
+
+    def settings(self, s3: dict[str, object] | None = None) -> BackupSettings:
+        config = {
+            "work_dir": str(self.root / "work"),
+            "database": {"url": f"sqlite:///{self.root / 'backups.sqlite3'}"},
+            "s3": {
+                "endpoint": "127.0.0.1", "port": self.s3.port, "bucket": self.s3.bucket, "uri_style": "path",
+                "ca_file": str(self.s3.tls.ca_file), "prefix": self.prefix, "timeout_seconds": 5, **(s3 or {}),
+            },
+            "sqlite": {"tickets": {"path": str(self.path), "sync_interval_seconds": 0.2}},
+        }  # fmt: skip
+        self.config_file.write_text(yaml.safe_dump(config))
+        source = str(self.config_file)
+        return validate(load_settings(BackupSettings, self.config_file, ENV_PREFIX, self.environ), source)
+
+    def start(self) -> None:
+        log = (self.root / "replicate.log").open("ab")
+        cli = str(Path(sys.executable).with_name("vibelux-backup"))
+        self.process = subprocess.Popen([cli, "replicate"], env=self.environ, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+@pytest.fixture
+def replicated(s3_server: SeaweedS3Server, request: pytest.FixtureRequest) -> Iterator[Replicated]:
+    """The `tickets` SQLite store, its settings written, replicating to the test's own prefix."""
+    root = Path(tempfile.mkdtemp(prefix="vibelux-litestream-test-"))
+    prefix = f"/tests/{request.node.name}".replace("[", "-").replace("]", "")
+    store = Replicated(root, s3_server, prefix)
+    store.settings()
+    store.start()
+    yield store
+    store.stop()
+    shutil.rmtree(root, ignore_errors=True)
