@@ -175,22 +175,30 @@ class SqliteStore:
         return token, written_at
 
     def list(self) -> list[ReplicaFile]:
-        return self.tool.replica_files(str(self.path))
+        return self.tool.replica_files(str(self.path), timeout=self.settings.s3.timeout_seconds)
 
-    def wait_replicated(self, after: int, timeout: float | None = None) -> ReplicaFile:
-        """Until Litestream has taken a transaction past ``after`` and the replica holds it."""
-        limit = timeout if timeout is not None else 10 * self.store.sync_interval_seconds + 20
+    def wait_replicated(self, after: int) -> ReplicaFile:
+        """Until Litestream has taken a transaction past ``after`` and the replica holds it.
+
+        The replica is listed on every round, so a store this tool cannot read (keys, bucket, address)
+        fails at once with Litestream's own reason instead of waiting out the timeout.
+        """
+        limit = self.store.replication_timeout_seconds
         deadline = time.monotonic() + limit
-        local = after
+        local, newest = after, None
         while time.monotonic() < deadline:
+            files = self.list()
             local = self.tool.local_txid(str(self.path))
-            if local > after:
-                files = self.list()
-                newest = max(files, key=lambda item: item.max_txid, default=None)
-                if newest is not None and newest.max_txid >= local:
-                    return newest
+            newest = max(files, key=lambda item: item.max_txid, default=None)
+            if local > after and newest is not None and newest.max_txid >= local:
+                return newest
             time.sleep(min(0.5, self.store.sync_interval_seconds))
-        where = "is litestream replicate running?" if local <= after else f"local txid {local:x} not in the replica"
+        if local <= after:
+            where = "litestream replicate has not taken the write: stopped, or failing (see its log)"
+        elif newest is None:
+            where = "the replica is empty: wrong bucket or prefix, or wiped"
+        else:
+            where = f"txid {local:x} not in the replica, newest there {newest.max_txid:x}"
         raise BackupError(f"{self.name}: the sentinel row was not replicated within {limit:g}s ({where})")
 
     def sync(self) -> ReplicaFile:
@@ -202,7 +210,7 @@ class SqliteStore:
     def archiver_status(self) -> ArchiverStatus:
         """Recovery point age: 0 when the replica holds Litestream's newest transaction, else the time since
         the replica last received one (what came after exists only on the live disk)."""
-        files = self.tool.replica_files(str(self.path), timeout=10)
+        files = self.list()
         local = self.tool.local_txid(str(self.path))
         newest = max(files, key=lambda item: item.max_txid, default=None)
         if newest is None:

@@ -72,6 +72,8 @@ class SqliteStoreSettings:
     # Litestream ships WAL changes this often: the recovery point objective and the finest point in time
     sync_interval_seconds: float = checked(1.0, positive)
     sync_every_seconds: float = checked(3600.0, positive)  # the job proving the replica is current
+    # How long a sync or drill waits for its sentinel row to reach the replica before it fails
+    replication_timeout_seconds: float = checked(60.0, positive)
     drill_every_seconds: float = checked(86400.0, positive)
     # How `restore` fences and restarts the service; empty: the operator has stopped it
     stop_command: list[str] = field(default_factory=list)

@@ -138,15 +138,17 @@ class Replicated:
         with sqlite3.connect(self.path) as connection:
             connection.execute("PRAGMA journal_mode=WAL")  # what the services set; Litestream needs WAL
 
-    def settings(self, s3: dict[str, object] | None = None) -> BackupSettings:
+    def settings(self, s3: dict[str, object] | None = None, work_dir: Path | None = None) -> BackupSettings:
         config = {
-            "work_dir": str(self.root / "work"),
+            "work_dir": str(work_dir or self.root / "work"),
             "database": {"url": f"sqlite:///{self.root / 'backups.sqlite3'}"},
             "s3": {
                 "endpoint": "127.0.0.1", "port": self.s3.port, "bucket": self.s3.bucket, "uri_style": "path",
                 "ca_file": str(self.s3.tls.ca_file), "prefix": self.prefix, "timeout_seconds": 5, **(s3 or {}),
             },
-            "sqlite": {"tickets": {"path": str(self.path), "sync_interval_seconds": 0.2}},
+            "sqlite": {
+                "tickets": {"path": str(self.path), "sync_interval_seconds": 0.2, "replication_timeout_seconds": 5}
+            },
         }  # fmt: skip
         self.config_file.write_text(yaml.safe_dump(config))
         source = str(self.config_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import subprocess
 import time
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from backups.litestream import SqliteStore
 from backups.records import BackupRun
 from backups.service import run_drill
 from tests.backups.conftest import Replicated
+from tests.backups.test_cli import CLI
 from tests.backups.test_drills import scrape, service_app
 from tests.servers import SeaweedS3Server
 
@@ -98,3 +100,28 @@ def test_drill_fails_loudly_when_an_ltx_file_in_the_middle_of_the_replica_is_los
     assert "restore_drill_last_success_timestamp_seconds" not in metrics
     with sqlite3.connect(store.path) as connection:  # the live database was never touched
         assert connection.execute("SELECT count(*) FROM orders").fetchone() == (49,)
+
+
+def test_cli_lists_the_replica_and_a_dry_run_restore_changes_nothing(replicated: Replicated) -> None:
+    store = SqliteStore("tickets", replicated.settings())
+    insert_rows(store, range(1, 10))
+    newest = store.sync()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], capture_output=True, text=True, env=replicated.environ, timeout=60)
+
+    listed = cli("list", "--store", "tickets")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
+    assert [row[2] for row in rows] == ["snapshot", "latest"]
+    assert rows[-1][1] == f"txid-{newest.max_txid:x}"
+
+    dry = cli("restore", "--store", "tickets", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"replica: txid {newest.max_txid:x}" in dry.stdout
+    assert "dry run: nothing changed" in dry.stdout
+    assert not list(store.path.parent.glob("*.before-restore-*"))
+
+    too_early = cli("restore", "--store", "tickets", "--to", "2020-01-01T00:00:00Z")
+    assert too_early.returncode == 1
+    assert "no replicated transaction shipped before 2020-01-01T00:00:00+00:00" in too_early.stderr
