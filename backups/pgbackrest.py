@@ -67,6 +67,7 @@ class PgBackRest:
             f"repo1-path={s3.prefix}",
             f"repo1-s3-key-type={s3.key_type}",
             f"io-timeout={s3.timeout_seconds:g}",
+            f"job-retry={s3.retries}",
             "compress-type=zst",
             "start-fast=y",
             "log-level-console=warn",
@@ -114,8 +115,15 @@ class PgBackRest:
         except subprocess.TimeoutExpired:
             raise BackupError(f"pgbackrest {args[-1]} ({name}) did not finish within {timeout:g}s") from None
         if done.returncode != 0:
-            message = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            raise BackupError(f"pgbackrest {args[-1]} ({name}) failed: {message[-1] if message else done.returncode}")
+            lines = [line.strip() for line in (done.stderr.strip() or done.stdout.strip()).splitlines()]
+            # the ERROR and the lines under it say what failed; the HINT only guesses (stanza-create for a bad key)
+            first = next((i for i, line in enumerate(lines) if "ERROR:" in line), max(len(lines) - 1, 0))
+            reason: list[str] = []
+            for line in lines[first:]:
+                if line.startswith("HINT:") or (reason and "ERROR:" in line):
+                    break
+                reason.append(line)
+            raise BackupError(f"pgbackrest {args[-1]} ({name}) failed: {' '.join(reason) or done.returncode}")
         return done.stdout
 
     def info(self, name: str, store: PostgresStoreSettings) -> list[BackupSet]:

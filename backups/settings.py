@@ -41,6 +41,8 @@ class S3Settings:
     secret_key: str = secret()
     # pgBackRest's io-timeout: how long a silent object store may stall a backup or an archived WAL segment
     timeout_seconds: float = checked(60.0, positive)
+    # pgBackRest's job-retry: a failed file copy is tried again this often (15 s apart) before the run fails
+    retries: int = checked(2, lambda v: None if 0 <= v <= 10 else "between 0 and 10")
 
 
 @dataclass(frozen=True)

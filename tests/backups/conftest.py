@@ -77,9 +77,11 @@ SettingsFactory = Callable[..., BackupSettings]
 def backup_settings(s3_server: SeaweedS3Server, cluster: Cluster, request: pytest.FixtureRequest) -> SettingsFactory:
     """Settings as an operator writes them: a YAML file, keys in the environment; ``overrides`` per test."""
 
-    def make(s3: dict[str, object] | None = None, environ: dict[str, str] | None = None) -> BackupSettings:
+    def make(
+        s3: dict[str, object] | None = None, environ: dict[str, str] | None = None, work_dir: Path | None = None
+    ) -> BackupSettings:
         config = {
-            "work_dir": str(cluster.root / "work"),
+            "work_dir": str(work_dir or cluster.root / "work"),
             "database": {"url": f"sqlite:///{cluster.root / 'backups.sqlite3'}"},
             "s3": {
                 "endpoint": "127.0.0.1",
@@ -89,6 +91,7 @@ def backup_settings(s3_server: SeaweedS3Server, cluster: Cluster, request: pytes
                 "ca_file": str(s3_server.tls.ca_file),
                 "prefix": f"/tests/{request.node.name}".replace("[", "-").replace("]", ""),
                 "timeout_seconds": 5,
+                "retries": 0,  # a fault fails the run at once instead of after two 15 s retries
                 **(s3 or {}),
             },
             "postgres": {

@@ -8,6 +8,7 @@ no success, which is what BackupTooOld and RestoreDrillFailed alert on.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from backups.litestream import SqliteStore
+from backups.postgres import PostgresStore
 from backups.service import run_backup, run_drill
-from tests.backups.conftest import Replicated
+from tests.backups.conftest import USER, Cluster, Replicated, SettingsFactory
 from tests.backups.test_drills import scrape, service_app
 from tests.backups.test_sqlite import insert_rows
 from tests.servers import SeaweedS3Server, free_port
@@ -26,20 +28,26 @@ from tests.servers import SeaweedS3Server, free_port
 pytestmark = pytest.mark.integration
 
 
+MOUNTS: list[Path] = []
+
+
 @pytest.fixture(autouse=True)
-def unmount(tmp_path: Path) -> Iterator[None]:
+def unmount() -> Iterator[None]:
     yield
-    if (tmp_path / "small").is_mount():
-        subprocess.run(["umount", "-l", str(tmp_path / "small")], check=True)
+    while MOUNTS:
+        subprocess.run(["umount", "-l", str(MOUNTS.pop())], check=True)
 
 
-def small(tmp_path: Path) -> Path:
+def small(parent: Path, owner: str | None = None) -> Path:
     """A 256 KiB tmpfs: a real ENOSPC from the kernel (needs root, as mounting does)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "small"
+    mount = parent / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)], check=True)
+    MOUNTS.append(mount)
+    if owner:
+        shutil.chown(mount, owner)
     return mount
 
 
@@ -109,6 +117,64 @@ def test_sqlite_fault_is_flagged_by_the_next_job(
     assert run.ok is False
     assert message in run.detail
     assert time.monotonic() - started < 30
+    metrics = scrape(app)
+    if job == "drill":
+        assert time.time() - metrics["restore_drill_last_failure_timestamp_seconds"] < 60
+        assert "restore_drill_last_success_timestamp_seconds" not in metrics
+    else:
+        assert "backup_last_success_timestamp_seconds" not in metrics
+
+
+def truncated_wal(store: PostgresStore, s3: SeaweedS3Server) -> None:
+    """Half of the WAL segment archived last: the drill's restore must replay it."""
+    with store.connect() as connection:
+        connection.execute("CREATE TABLE after_backup AS SELECT generate_series(1, 10000) AS id")
+    store.wait_for_archive()
+    client = s3.client()
+    prefix = store.settings.s3.prefix.lstrip("/") + "/archive/tickets/"
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix)["Contents"]]
+    newest = max((key for key in keys if "/0000" in key and key.endswith((".gz", ".zst", ".lz4"))), default=None)
+    newest = newest or max(key for key in keys if "-" in key.rsplit("/", 1)[-1])
+    body = client.get_object(Bucket=s3.bucket, Key=newest)["Body"].read()
+    client.put_object(Bucket=s3.bucket, Key=newest, Body=body[: len(body) // 2])
+
+
+@pytest.mark.parametrize(
+    ("fault", "job", "message"),
+    [
+        # type: ignore: this table's before takes the PostgreSQL store
+        pytest.param(Fault(before=truncated_wal), "drill", "did not come back", id="truncated-wal"),  # type: ignore[arg-type]
+        pytest.param(Fault(env={"BACKUP_S3__SECRET_KEY": "wrong"}), "incr", "403 (Forbidden)", id="credentials"),
+        pytest.param(Fault(s3={"bucket": "no-such-bucket"}), "incr", "unable to load info file", id="wrong-bucket"),
+        pytest.param(Fault(s3={"prefix": "/elsewhere"}), "incr", "info file '/elsewhere/", id="wrong-prefix"),
+        pytest.param(Fault(s3={"port": free_port()}), "incr", "unable to connect", id="store-unreachable"),
+        pytest.param(Fault(small_disk=True), "drill", "unable to write", id="disk-full"),
+    ],
+)
+def test_postgres_fault_is_flagged_by_the_next_job(
+    archived_store: PostgresStore,
+    backup_settings: SettingsFactory,
+    s3_server: SeaweedS3Server,
+    cluster: Cluster,
+    fault: Fault,
+    job: str,
+    message: str,
+) -> None:
+    if job == "drill":
+        archived_store.backup("full")
+    if fault.before:
+        fault.before(archived_store, s3_server)  # type: ignore[arg-type]
+    settings = backup_settings(fault.s3, fault.env, small(cluster.root, USER) if fault.small_disk else None)
+    app = service_app(settings)
+    store = PostgresStore("tickets", settings)
+    started = time.monotonic()
+    with app.extensions["database"].new_session() as session:
+        run = run_drill(store, session) if job == "drill" else run_backup(store, job, session)
+        session.commit()
+
+    assert run.ok is False
+    assert message in run.detail
+    assert time.monotonic() - started < 60
     metrics = scrape(app)
     if job == "drill":
         assert time.time() - metrics["restore_drill_last_failure_timestamp_seconds"] < 60
