@@ -125,8 +125,9 @@ def archived_store(backup_settings: SettingsFactory, cluster: Cluster) -> Postgr
 class Replicated:
     """A SQLite database in WAL mode, its settings file, and `vibelux-backup replicate` running for it."""
 
-    def __init__(self, root: Path, s3: SeaweedS3Server, prefix: str) -> None:
+    def __init__(self, root: Path, s3: SeaweedS3Server, prefix: str, sync_interval: float = 0.2) -> None:
         self.root = root
+        self.sync_interval = sync_interval
         self.s3 = s3
         self.path = root / "tickets.sqlite3"
         self.config_file = root / "backups.yml"
@@ -149,9 +150,9 @@ class Replicated:
                 "endpoint": "127.0.0.1", "port": self.s3.port, "bucket": self.s3.bucket, "uri_style": "path",
                 "ca_file": str(self.s3.tls.ca_file), "prefix": self.prefix, "timeout_seconds": 5, **(s3 or {}),
             },
-            "sqlite": {
-                "tickets": {"path": str(self.path), "sync_interval_seconds": 0.2, "replication_timeout_seconds": 5}
-            },
+            "sqlite": {"tickets": {
+                "path": str(self.path), "sync_interval_seconds": self.sync_interval, "replication_timeout_seconds": 5,
+            }},
         }  # fmt: skip
         self.config_file.write_text(yaml.safe_dump(config))
         source = str(self.config_file)
