@@ -128,6 +128,7 @@ class Replicated:
     def __init__(self, root: Path, s3: SeaweedS3Server, prefix: str, sync_interval: float = 0.2) -> None:
         self.root = root
         self.sync_interval = sync_interval
+        self.replication_timeout = 15.0  # a loaded 2-core machine; the fault suite lowers it
         self.s3 = s3
         self.path = root / "tickets.sqlite3"
         self.config_file = root / "backups.yml"
@@ -151,7 +152,9 @@ class Replicated:
                 "ca_file": str(self.s3.tls.ca_file), "prefix": self.prefix, "timeout_seconds": 5, **(s3 or {}),
             },
             "sqlite": {"tickets": {
-                "path": str(self.path), "sync_interval_seconds": self.sync_interval, "replication_timeout_seconds": 5,
+                "path": str(self.path),
+                "sync_interval_seconds": self.sync_interval,
+                "replication_timeout_seconds": self.replication_timeout,
             }},
         }  # fmt: skip
         self.config_file.write_text(yaml.safe_dump(config))

@@ -104,6 +104,7 @@ def test_sqlite_fault_is_flagged_by_the_next_job(
     if restart:
         replicated.stop()
     replicated.environ.update(fault.env)
+    replicated.replication_timeout = 5  # the wrong-prefix case waits it out
     settings = replicated.settings(fault.s3, small(tmp_path) if fault.small_disk else None)
     if restart and fault.replicator:
         replicated.start()
