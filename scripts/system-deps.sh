@@ -11,6 +11,7 @@ declare -A binary_of=(
   [chromium]=chromium
   [postgresql]=/usr/lib/postgresql
   [sqlite3]=sqlite3
+  [pgbackrest]=pgbackrest  # PostgreSQL backups to S3 and restore drills (backups/)
   [prometheus-node-exporter]=prometheus-node-exporter  # the infra exporter's tests compare against it
   [victoria-metrics]=victoria-metrics  # long-term storage of the Prometheus HA pair (HA=1 make up)
   [nginx-light]=/usr/sbin/nginx  # the production balancer, run for real (and the benches' upstream);

@@ -10,7 +10,14 @@ import pytest
 
 from service_kit.redis_connect import AnyRedis, RedisConnection, connect
 from tests.redis_topologies import PASSWORD, RedisClusterServers, RedisSentinelServers
-from tests.servers import AlertmanagerServer, PostgresServer, RedisServer, SentrySink, free_port
+from tests.servers import (
+    AlertmanagerServer,
+    PostgresServer,
+    RedisServer,
+    SeaweedS3Server,
+    SentrySink,
+    free_port,
+)
 
 __all__ = ["free_port"]
 TOPOLOGIES = ["standalone", "sentinel", "cluster"]
@@ -57,6 +64,15 @@ def sentry_sink() -> Iterator[SentrySink]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3Server]:
+    """One S3 object store (HTTPS) for the session; each test writes under its own prefix."""
+    server = SeaweedS3Server()
     server.start()
     yield server
     server.close()

@@ -1,4 +1,5 @@
-"""Real servers for tests: redis-server, prometheus, prometheus-alertmanager, and a Sentry envelope sink.
+"""Real servers for tests: redis-server, prometheus, prometheus-alertmanager, PostgreSQL, an S3 object store
+(SeaweedFS over TLS) and a Sentry envelope sink.
 
 Each runs on a free loopback port with its own temporary directory, is waited on until it answers, and is
 stopped (and its directory removed) at the end.
@@ -6,13 +7,16 @@ stopped (and its directory removed) at the end.
 
 from __future__ import annotations
 
+import datetime
 import gzip
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -386,3 +390,130 @@ class VictoriaMetricsServer(ManagedProcess):
 
     def ready(self) -> bool:
         return requests.get(f"{self.url}/health", timeout=1).status_code == 200
+
+
+class TestCertificates:
+    """A throwaway CA and a server certificate for 127.0.0.1, written as PEM files into ``directory``.
+
+    pgBackRest 2.45 matches the host only against DNS names (and the CN), not IP address entries, so
+    127.0.0.1 is a DNS name in the certificate as well as an IP address.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        now = datetime.datetime.now(datetime.UTC)
+        valid = {
+            "not_valid_before": now - datetime.timedelta(minutes=5),
+            "not_valid_after": now + datetime.timedelta(days=2),
+        }
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vibelux test CA")])
+        ca = (
+            x509.CertificateBuilder(subject_name=ca_name, issuer_name=ca_name, public_key=ca_key.public_key(),
+                                    serial_number=x509.random_serial_number(), **valid)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        names = [
+            x509.DNSName("127.0.0.1"),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        server = (
+            x509.CertificateBuilder(subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+                                    issuer_name=ca_name, public_key=key.public_key(),
+                                    serial_number=x509.random_serial_number(), **valid)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        self.ca_file = directory / "ca.pem"
+        self.cert_file = directory / "server.pem"
+        self.key_file = directory / "server.key"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self.key_file.write_bytes(private)
+        self.key_file.chmod(0o600)
+        self.ca_file.chmod(0o644)  # pgBackRest runs as the database's owner and reads the CA
+
+
+class SeaweedS3Server(ManagedProcess):
+    """SeaweedFS ``weed mini``: a real S3 API over HTTPS on ``port``, one bucket, one access key.
+
+    ``weed mini`` is master, volume server, filer, S3 gateway and admin in one process; every port it would
+    open is given a free loopback port (gRPC ports included: their defaults are the HTTP port + 10000 and
+    would collide between sessions), WebDAV, Iceberg and Lance are off, and so is its telemetry. Its plain
+    HTTP S3 port is on loopback too but nothing uses it: pgBackRest only speaks HTTPS to S3.
+    """
+
+    name = "seaweedfs"
+    start_timeout = 60.0
+    bucket = "vibelux-backups"
+    access_key = "vibelux-test-access"
+    secret_key = "vibelux-test-secret-key"  # test-only credentials of a throwaway server
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workdir.chmod(0o755)  # the CA file inside must be readable by the postgres user
+        self.tls = TestCertificates(self.workdir)
+        self.ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+            "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+        )}  # fmt: skip
+        self.ports["s3.port.https"] = self.port
+        identity = {"name": "backup", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+        (self.workdir / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        (self.workdir / "data").mkdir()
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+        return [
+            weed, "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            *(f"-{name}={port}" for name, port in self.ports.items()),
+            f"-s3.cert.file={self.tls.cert_file}", f"-s3.key.file={self.tls.key_file}",
+            f"-s3.config={self.workdir / 's3.json'}", f"-bucket={self.bucket}",
+            f"-s3.localSocket={self.workdir / 's3.sock'}", f"-filer.localSocket={self.workdir / 'filer.sock'}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+            "-master.telemetry=false",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        """The bucket answers a signed request (the S3 gateway starts after the filer and the bucket)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client().head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+    def close(self) -> None:
+        """Also the unix sockets weed leaves in /tmp (a fixed directory, named after our ports)."""
+        super().close()
+        for port in self.ports.values():
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                leftover.unlink(missing_ok=True)
+
+    def client(self) -> Any:
+        """A boto3 S3 client trusting the test CA: what a test uses to look at or damage the objects."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1", verify=str(self.tls.ca_file),
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
+        )  # fmt: skip

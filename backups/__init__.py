@@ -1,0 +1,1 @@
+"""Backups and restore drills of the platform's stores (`vibelux-backup`)."""
