@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 from sqlalchemy.orm import Session
 
-from backups.litestream import Litestream, ReplicaFile, SqliteStore
-from backups.pgbackrest import BackupError
+from backups.litestream import Litestream
 from backups.postgres import PostgresStore
 from backups.records import BackupRun, Base
-from backups.service import Store, run_backup, run_drill
+from backups.service import open_stores, run_backup, run_drill
 from backups.settings import ENV_PREFIX, BackupSettings, validate
+from backups.store import BackupError, Store
 from service_kit.cli import config_path, run, service_cli
 from service_kit.config import load_settings as load_file
 from service_kit.db import make_engine, upgrade
@@ -43,18 +43,16 @@ cli = service_cli(
 
 def open_store(name: str) -> tuple[BackupSettings, Store]:
     settings = load_settings()
-    if name in settings.sqlite:
-        return settings, SqliteStore(name, settings)
-    if name not in settings.postgres:
-        configured = ", ".join([*settings.postgres, *settings.sqlite]) or "none"
-        raise click.UsageError(f"no store {name!r}; configured: {configured}")
-    return settings, PostgresStore(name, settings)
+    stores = open_stores(settings)
+    if name not in stores:
+        raise click.UsageError(f"no store {name!r}; configured: {', '.join(stores) or 'none'}")
+    return settings, stores[name]
 
 
 def open_postgres(name: str) -> PostgresStore:
     _settings, store = open_store(name)
     if not isinstance(store, PostgresStore):
-        raise click.UsageError(f"{name} is a SQLite store: `vibelux-backup replicate` is its setup")
+        raise click.UsageError(f"{name} is not a PostgreSQL store: only those need setup (SQLite: `replicate`)")
     return store
 
 
@@ -104,13 +102,15 @@ def replicate() -> None:
 
 @cli.command(help="Take a backup now (recorded like the scheduled ones); a SQLite store proves its replica current.")
 @click.option("--store", required=True)
-@click.option("--type", "kind", type=click.Choice(["full", "incr"]), default="incr", show_default=True)
-def backup(store: str, kind: str) -> None:
-    settings, postgres = open_store(store)
-    if isinstance(postgres, SqliteStore):
-        kind = "sync"
+@click.option("--type", "kind", default=None, help="full or incr (the default) for PostgreSQL and file stores.")
+def backup(store: str, kind: str | None) -> None:
+    settings, opened = open_store(store)
+    kinds = [kind for kind in opened.schedule() if kind != "drill"]
+    chosen = kind or ("incr" if "incr" in kinds else kinds[0])
+    if chosen not in kinds:
+        raise click.BadParameter(f"{store} takes {' or '.join(kinds)}", param_hint="--type")
     with recorded(settings) as session:
-        row = run_backup(postgres, kind, session)
+        row = run_backup(opened, chosen, session)
         session.commit()
     _report(row)
 
@@ -136,33 +136,18 @@ def _report(row: BackupRun) -> None:
 @click.option("--store", default=None, help="One store (default: all).")
 def list_backups(store: str | None) -> None:
     settings = load_settings()
-    names = [store] if store else [*settings.postgres, *settings.sqlite]
+    names = [store] if store else settings.store_names()
     click.echo("store\tlabel\ttype\tstarted\tfinished\tdatabase_bytes\trepository_bytes")
     for name in names:
         _settings, opened = open_store(name)
         try:
-            if isinstance(opened, SqliteStore):
-                _list_sqlite(name, opened.list(), opened)
-                continue
-            backups = opened.list()
+            rows = opened.listing()
         except BackupError as exc:
             raise click.ClickException(str(exc)) from None
-        for item in backups:
-            click.echo(
-                f"{name}\t{item.label}\t{item.type}\t{item.started_at:%Y-%m-%dT%H:%M:%SZ}\t"
-                f"{item.stopped_at:%Y-%m-%dT%H:%M:%SZ}\t{item.size_bytes}\t{item.repository_bytes}"
-            )
-
-
-def _list_sqlite(name: str, files: list[ReplicaFile], store: SqliteStore) -> None:
-    """Snapshots (level 9) and the newest shipped transaction: a restore reaches any time between them."""
-    snapshots = [item for item in files if item.level == 9]
-    newest = max(files, key=lambda item: item.max_txid, default=None)
-    for item, kind in [*((snapshot, "snapshot") for snapshot in snapshots), *([(newest, "latest")] if newest else [])]:
-        click.echo(
-            f"{name}\ttxid-{item.max_txid:x}\t{kind}\t-\t{item.shipped_at:%Y-%m-%dT%H:%M:%SZ}\t"
-            f"{store.path.stat().st_size if kind == 'latest' and store.path.exists() else '-'}\t{item.size_bytes}"
-        )
+        for row in rows:
+            started = f"{row.started_at:%Y-%m-%dT%H:%M:%SZ}" if row.started_at else "-"
+            sizes = ["-" if size is None else str(size) for size in (row.database_bytes, row.repository_bytes)]
+            click.echo("\t".join([name, row.label, row.type, started, f"{row.finished_at:%Y-%m-%dT%H:%M:%SZ}", *sizes]))
 
 
 @cli.command(help="Stop the store's service, restore it (to --to, else the latest point), check, start it.")
@@ -171,49 +156,24 @@ def _list_sqlite(name: str, files: list[ReplicaFile], store: SqliteStore) -> Non
 @click.option("--dry-run", is_flag=True, help="Show what would be restored and changed, change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask before stopping the service.")
 def restore(store: str, target: datetime | None, dry_run: bool, yes: bool) -> None:
-    _settings, postgres = open_store(store)
-    if isinstance(postgres, SqliteStore):
-        _restore_sqlite(postgres, target, dry_run, yes)
-        return
+    _settings, opened = open_store(store)
     try:
-        plan = postgres.plan_restore(target)
+        plan = opened.plan_restore(target)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from None
-    point = plan.target.isoformat() if plan.target else "the end of the archived WAL (latest)"
-    click.echo(f"store: {store}\nbackup: {plan.backup.label} ({plan.backup.type}, finished "
-               f"{plan.backup.stopped_at.isoformat()})\nrecover to: {point}\ndata directory: {plan.data_dir}\n"
-               f"current data set aside as: {plan.set_aside}")  # fmt: skip
+    point = plan.target.isoformat() if plan.target else f"{plan.latest} (latest)"
+    click.echo(f"store: {store}\nfrom: {plan.source}\nrecover to: {point}\nreplaces: {plan.location}\n"
+               f"current data set aside as: {plan.set_aside}\ncheck: {plan.check}")  # fmt: skip
     if dry_run:
         click.echo("dry run: nothing changed")
         return
     if not yes:
         click.confirm("stop the service and restore?", abort=True)
     try:
-        postgres.restore(plan)
+        opened.restore(plan)
     except BackupError as exc:
         raise click.ClickException(f"restore failed: {exc}") from None
-    click.echo(f"{store}: restored, checked (pg_amcheck) and running; the old data is in {plan.set_aside}")
-
-
-def _restore_sqlite(store: SqliteStore, target: datetime | None, dry_run: bool, yes: bool) -> None:
-    try:
-        plan = store.plan_restore(target)
-    except BackupError as exc:
-        raise click.ClickException(str(exc)) from None
-    point = plan.target.isoformat() if plan.target else "the newest shipped transaction (latest)"
-    newest = plan.newest
-    click.echo(f"store: {store.name}\nreplica: txid {newest.max_txid:x} shipped {newest.shipped_at.isoformat()}\n"
-               f"recover to: {point}\ndatabase: {plan.path}\ncurrent data set aside as: {plan.set_aside}")  # fmt: skip
-    if dry_run:
-        click.echo("dry run: nothing changed")
-        return
-    if not yes:
-        click.confirm("stop the service (and its replicator) and restore?", abort=True)
-    try:
-        store.restore(plan)
-    except BackupError as exc:
-        raise click.ClickException(f"restore failed: {exc}") from None
-    click.echo(f"{store.name}: restored, checked (integrity_check) and started; the old data is in {plan.set_aside}")
+    click.echo(f"{store}: restored, checked ({plan.check}) and started; the old data is in {plan.set_aside}")
 
 
 def main() -> None:

@@ -35,9 +35,8 @@ from typing import Any
 
 import yaml
 
-from backups.metrics import ArchiverStatus
-from backups.pgbackrest import BackupError
 from backups.settings import BackupSettings, SqliteStoreSettings
+from backups.store import ArchiverStatus, BackupError, Done, Drilled, Listed, RestorePlan, run_service_command
 
 SENTINEL_TABLE = "vibelux_backup_sentinel"
 COMMAND_TIMEOUT = 120.0  # one litestream call: listing or restoring; a silent store must not hang a job
@@ -58,23 +57,6 @@ class ReplicaFile:
     max_txid: int
     size_bytes: int
     shipped_at: datetime
-
-
-@dataclass(frozen=True)
-class SqliteRestorePlan:
-    store: str
-    target: datetime | None  # None: the newest shipped transaction
-    newest: ReplicaFile
-    path: Path
-    set_aside: Path  # the current database file moves here (its -wal and -shm next to it), never deleted
-
-
-@dataclass(frozen=True)
-class SqliteDrillResult:
-    store: str
-    txid: int  # the replica's newest transaction the copy was restored to
-    duration_seconds: float
-    sentinel_written_at: datetime
 
 
 class Litestream:
@@ -162,6 +144,23 @@ class SqliteStore:
         self.tool = tool or Litestream(settings)
         self.path = Path(self.store.path).absolute()
 
+    def schedule(self) -> dict[str, float]:
+        return {"sync": self.store.sync_every_seconds, "drill": self.store.drill_every_seconds}
+
+    def back_up(self, kind: str) -> Done:
+        newest = self.sync()
+        return Done(f"replica holds txid {newest.max_txid:x}", self.path.stat().st_size)
+
+    def listing(self) -> list[Listed]:
+        """Snapshots (level 9) and the newest shipped transaction: a restore reaches any time between them."""
+        files = self.list()
+        rows = [Listed(f"txid-{item.max_txid:x}", "snapshot", None, item.shipped_at, None, item.size_bytes)
+                for item in files if item.level == 9]  # fmt: skip
+        if newest := max(files, key=lambda item: item.max_txid, default=None):
+            size = self.path.stat().st_size if self.path.exists() else None
+            rows.append(Listed(f"txid-{newest.max_txid:x}", "latest", None, newest.shipped_at, size, newest.size_bytes))
+        return rows
+
     def connect(self, path: Path | None = None) -> sqlite3.Connection:
         return sqlite3.connect(path or self.path, timeout=10, isolation_level=None)
 
@@ -226,7 +225,7 @@ class SqliteStore:
             args += ["-timestamp", to.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
         self.tool.run("restore", *args, str(self.path))
 
-    def drill(self) -> SqliteDrillResult:
+    def drill(self) -> Drilled:
         """Prove recoverability by restoring into scratch (see the module docstring)."""
         before = self.tool.local_txid(str(self.path))
         token, written_at = self.write_sentinel()
@@ -245,11 +244,11 @@ class SqliteStore:
                     raise BackupError(f"{self.name}: the restored copy cannot be read: {exc}") from None
             if found is None:
                 raise BackupError(f"{self.name}: the sentinel row written at {written_at:%H:%M:%S} did not come back")
-            return SqliteDrillResult(self.name, newest.max_txid, time.perf_counter() - started, written_at)
+            return Drilled(self.name, f"txid {newest.max_txid:x}", time.perf_counter() - started, written_at)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def plan_restore(self, to: datetime | None) -> SqliteRestorePlan:
+    def plan_restore(self, to: datetime | None) -> RestorePlan[ReplicaFile]:
         files = self.list()
         usable = [item for item in files if to is None or item.shipped_at <= to]
         if not usable:
@@ -257,28 +256,28 @@ class SqliteStore:
             raise BackupError(f"{self.name}: no replicated transaction{when}")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         newest = max(usable, key=lambda item: item.max_txid)
-        return SqliteRestorePlan(
-            self.name, to, newest, self.path, self.path.with_name(f"{self.path.name}.before-restore-{stamp}")
-        )
+        return RestorePlan(
+            self.name, newest, f"replica txid {newest.max_txid:x} shipped {newest.shipped_at.isoformat()}", to,
+            "the newest shipped transaction", str(self.path),
+            str(self.path.with_name(f"{self.path.name}.before-restore-{stamp}")), "integrity_check",
+        )  # fmt: skip
 
-    def restore(self, plan: SqliteRestorePlan) -> None:
+    def restore(self, plan: RestorePlan[ReplicaFile]) -> None:
         """Fence the service (and its replicator), set the database aside, restore and check, start."""
         self.service("stop")
+        aside = Path(plan.set_aside)
         for suffix in ("", "-wal", "-shm"):
-            current = plan.path.with_name(plan.path.name + suffix)
+            current = self.path.with_name(self.path.name + suffix)
             if current.exists():
-                current.rename(plan.set_aside.with_name(plan.set_aside.name + suffix))
-        state = plan.path.with_name(f".{plan.path.name}-litestream")  # Litestream's local position: stale now
+                current.rename(aside.with_name(aside.name + suffix))
+        state = self.path.with_name(f".{self.path.name}-litestream")  # Litestream's local position: stale now
         if state.exists():
-            state.rename(plan.set_aside.with_name(f".{plan.set_aside.name}-litestream"))
-        self.restore_into(plan.path, plan.target)
+            state.rename(aside.with_name(f".{aside.name}-litestream"))
+        self.restore_into(self.path, plan.target)
         self.service("start")
 
     def service(self, action: str) -> None:
         """``stop_command``/``start_command``; none configured: the operator has stopped the service."""
         argv = self.store.stop_command if action == "stop" else self.store.start_command
-        if not argv:
-            return
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BackupError(f"{self.name}: could not {action} the service: {(done.stderr or done.stdout).strip()}")
+        if argv:
+            run_service_command(self.name, action, argv)

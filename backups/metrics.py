@@ -17,17 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from backups.records import BackupRun
+from backups.records import BACKUP_KINDS, BackupRun
+from backups.store import ArchiverStatus
 
 log = logging.getLogger("backups")
-
-
-class ArchiverStatus:
-    """One store's WAL archiving as PostgreSQL reports it."""
-
-    def __init__(self, recovery_point_age_seconds: float, failed_count: int) -> None:
-        self.recovery_point_age_seconds = recovery_point_age_seconds
-        self.failed_count = failed_count
 
 
 class BackupCollector(Collector):
@@ -81,7 +74,7 @@ class BackupCollector(Collector):
             log.exception("could not read the backup runs")
             latest = {}
         for store in self.stores:
-            backups = (latest.get((store, kind, True)) for kind in ("full", "incr", "sync"))
+            backups = (latest.get((store, kind, True)) for kind in BACKUP_KINDS)
             backup = max(backups, key=_finished, default=None)
             if backup is not None:
                 families["backup_last_success_timestamp_seconds"].add_metric([store], _finished(backup))

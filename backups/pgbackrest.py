@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backups.settings import BackupSettings, PostgresStoreSettings
-
-
-class BackupError(Exception):
-    """A backup, restore or drill step that failed; ``str()`` says which step and why, in one line."""
+from backups.store import BackupError
 
 
 @dataclass(frozen=True)

@@ -26,36 +26,18 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from backups.metrics import ArchiverStatus
-from backups.pgbackrest import BackupError, BackupSet, PgBackRest, own, run_as
+from backups.pgbackrest import BackupSet, PgBackRest, own, run_as
 from backups.settings import BackupSettings, PostgresStoreSettings
+from backups.store import ArchiverStatus, BackupError, Done, Drilled, Listed, RestorePlan, run_service_command
 
 SENTINEL_TABLE = "vibelux_backup_sentinel"
 READY_TIMEOUT = 300.0  # recovery of a day's WAL can take minutes
-
-
-@dataclass(frozen=True)
-class DrillResult:
-    store: str
-    backup: str  # label of the backup the restore started from
-    duration_seconds: float
-    sentinel_written_at: datetime
-
-
-@dataclass(frozen=True)
-class RestorePlan:
-    store: str
-    backup: BackupSet
-    target: datetime | None  # None: the end of the archived WAL
-    data_dir: Path
-    set_aside: Path  # where the current data directory is moved, never deleted
 
 
 def bindir(store: PostgresStoreSettings) -> Path:
@@ -78,6 +60,21 @@ class PostgresStore:
         self.store = settings.postgres[name]
         self.tool = tool or PgBackRest(settings)
         self.data_dir = Path(self.store.data_dir).absolute()
+
+    def schedule(self) -> dict[str, float]:
+        store = self.store
+        return {"full": store.full_every_seconds, "incr": store.incremental_every_seconds,
+                "drill": store.drill_every_seconds}  # fmt: skip
+
+    def back_up(self, kind: str) -> Done:
+        done = self.backup(kind)
+        return Done(f"{done.label} ({done.type})", done.size_bytes)
+
+    def listing(self) -> list[Listed]:
+        return [
+            Listed(item.label, item.type, item.started_at, item.stopped_at, item.size_bytes, item.repository_bytes)
+            for item in self.list()
+        ]
 
     def connect(self, host: str | None = None, port: int | None = None) -> psycopg.Connection:
         try:
@@ -190,7 +187,7 @@ class PostgresStore:
         age = 0.0 if int(current) <= archived_end else float(since_archived)
         return ArchiverStatus(age, int(failed))
 
-    def drill(self) -> DrillResult:
+    def drill(self) -> Drilled:
         """Prove recoverability by restoring into scratch (see the module docstring)."""
         token, written_at = self.write_sentinel()
         self.wait_for_archive()
@@ -213,7 +210,7 @@ class PostgresStore:
                     raise BackupError(
                         f"{self.name}: the sentinel row written at {written_at:%H:%M:%S} did not come back"
                     )
-            return DrillResult(self.name, backups[-1].label, time.perf_counter() - started, written_at)
+            return Drilled(self.name, backups[-1].label, time.perf_counter() - started, written_at)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -228,29 +225,28 @@ class PostgresStore:
             lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
             raise BackupError(f"{self.name}: pg_amcheck found problems: {lines[0] if lines else done.returncode}")
 
-    def plan_restore(self, to: datetime | None) -> RestorePlan:
+    def plan_restore(self, to: datetime | None) -> RestorePlan[BackupSet]:
         backups = self.list()
         usable = [backup for backup in backups if to is None or backup.stopped_at <= to]
         if not usable:
             when = f" finished before {to.isoformat()}" if to else ""
             raise BackupError(f"{self.name}: no backup{when} in the repository")
+        chosen = usable[-1]
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return RestorePlan(
-            self.name,
-            usable[-1],
-            to,
-            self.data_dir,
-            self.data_dir.with_name(f"{self.data_dir.name}.before-restore-{stamp}"),
-        )
+            self.name, chosen, f"backup {chosen.label} ({chosen.type}, finished {chosen.stopped_at.isoformat()})",
+            to, "the end of the archived WAL", str(self.data_dir),
+            str(self.data_dir.with_name(f"{self.data_dir.name}.before-restore-{stamp}")), "pg_amcheck",
+        )  # fmt: skip
 
-    def restore(self, plan: RestorePlan) -> None:
+    def restore(self, plan: RestorePlan[BackupSet]) -> None:
         """Fence the service, set the data directory aside, restore, start, check; see docs/runbooks/backups.md."""
         self.service("stop")
-        if plan.data_dir.exists():
-            plan.data_dir.rename(plan.set_aside)
-        own(plan.data_dir, self.store.user)
-        plan.data_dir.chmod(0o700)
-        self.restore_into(plan.data_dir, plan.target, archive=True)
+        if self.data_dir.exists():
+            self.data_dir.rename(plan.set_aside)
+        own(self.data_dir, self.store.user)
+        self.data_dir.chmod(0o700)
+        self.restore_into(self.data_dir, plan.target, archive=True)
         self.service("start")
         wait_out_of_recovery(lambda: self.connect())
         self.integrity_check(self.store.socket_dir, self.store.port)
@@ -267,9 +263,7 @@ class PostgresStore:
             argv = [*pg_ctl, "-m", "fast", "stop"]
         else:
             argv = [*pg_ctl, "-l", str(self.data_dir / "restore-start.log"), "start"]
-        done = subprocess.run(argv, capture_output=True, text=True, user=run_as(self.store.user), check=False)
-        if done.returncode != 0:
-            raise BackupError(f"{self.name}: could not {action} the service: {(done.stderr or done.stdout).strip()}")
+        run_service_command(self.name, action, argv, run_as(self.store.user))
 
 
 def wait_out_of_recovery(connect: object, timeout: float = READY_TIMEOUT) -> None:

@@ -15,7 +15,8 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, Str
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 log = logging.getLogger("backups")
-KINDS = ("full", "incr", "sync", "drill")  # sync: a SQLite replica proved current
+# sync: a SQLite replica proved current; export: a Redis export written
+BACKUP_KINDS = ("full", "incr", "sync", "export")
 
 
 class Base(DeclarativeBase):
@@ -28,7 +29,7 @@ class BackupRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     store: Mapped[str] = mapped_column(String(32))
-    kind: Mapped[str] = mapped_column(String(16))  # one of KINDS
+    kind: Mapped[str] = mapped_column(String(16))  # one of BACKUP_KINDS, or drill
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool] = mapped_column(Boolean)

@@ -1,10 +1,11 @@
 """`vibelux-backup serve`: the backup and drill jobs of every store on the kit's scheduler, and /metrics.
 
-Per PostgreSQL store three jobs (service_kit/jobs.py): ``full_<store>``, ``incr_<store>`` and
-``drill_<store>``; per SQLite store ``sync_<store>`` and ``drill_<store>`` (backups/litestream.py); each once
-per its interval across every replica of this tool. Run it on the database's host (pgBackRest needs
-the data directory) as the cluster's owner or root. A job holds its claiming transaction while it runs,
-which is why the tool has its own small database and does not share the services' one.
+Each store's ``schedule()`` names its jobs (service_kit/jobs.py), each run once per its interval across every
+replica of this tool: ``full_``, ``incr_`` and ``drill_<store>`` for PostgreSQL and file stores, ``sync_`` and
+``drill_`` for SQLite (backups/litestream.py), ``export_`` and ``drill_`` for Redis (backups/redis_state.py).
+Run it on the database's host (pgBackRest needs the data directory) as the cluster's owner or root. A job
+holds its claiming transaction while it runs, which is why the tool has its own small database and does not
+share the services' one.
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ from functools import partial
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from backups.litestream import SqliteDrillResult, SqliteStore
-from backups.metrics import ArchiverStatus, BackupCollector
-from backups.pgbackrest import BackupError
+from backups.files import FilesStore
+from backups.litestream import SqliteStore
+from backups.metrics import BackupCollector
 from backups.postgres import PostgresStore
 from backups.records import BackupRun, record_run
+from backups.redis_state import RedisStateStore
 from backups.settings import BackupSettings
+from backups.store import ArchiverStatus, BackupError, Store
 from service_kit.app import ServiceKit
 from service_kit.db import Database
 from service_kit.jobs import Jobs
 
-Store = PostgresStore | SqliteStore
+
+def open_stores(settings: BackupSettings) -> dict[str, Store]:
+    """Every configured store, by name, behind the one interface of backups/store.py."""
+    stores: dict[str, Store] = {}
+    for names, kind in ((settings.postgres, PostgresStore), (settings.sqlite, SqliteStore),
+                        (settings.redis, RedisStateStore), (settings.files, FilesStore)):  # fmt: skip
+        stores.update({name: kind(name, settings) for name in names})
+    return stores
 
 
 def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
@@ -33,16 +43,12 @@ def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)
-    stores: dict[str, Store] = {name: PostgresStore(name, settings) for name in settings.postgres}
+    stores = open_stores(settings)
     jobs = Jobs(db, settings.jobs)
-    for name, config in settings.postgres.items():
-        jobs.add(f"full_{name}", config.full_every_seconds, partial(run_backup, stores[name], "full"))
-        jobs.add(f"incr_{name}", config.incremental_every_seconds, partial(run_backup, stores[name], "incr"))
-        jobs.add(f"drill_{name}", config.drill_every_seconds, partial(run_drill, stores[name]))
-    for name, sqlite in settings.sqlite.items():
-        stores[name] = SqliteStore(name, settings)
-        jobs.add(f"sync_{name}", sqlite.sync_every_seconds, partial(run_backup, stores[name], "sync"))
-        jobs.add(f"drill_{name}", sqlite.drill_every_seconds, partial(run_drill, stores[name]))
+    for name, store in stores.items():
+        for kind, every in store.schedule().items():
+            job = partial(run_drill, store) if kind == "drill" else partial(run_backup, store, kind)
+            jobs.add(f"{kind}_{name}", every, job)
     jobs.init_app(app)
     kit.metrics.add_scrape_collector(BackupCollector(db.new_session, list(stores), partial(archiver_status, stores)))
     if start_jobs:
@@ -52,11 +58,8 @@ def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
 
 def run_backup(store: Store, kind: str, session: Session) -> BackupRun:
     def backup() -> tuple[str, int | None]:
-        if isinstance(store, SqliteStore):
-            newest = store.sync()
-            return f"replica holds txid {newest.max_txid:x}", store.path.stat().st_size
-        done = store.backup(kind)
-        return f"{done.label} ({done.type})", done.size_bytes
+        done = store.back_up(kind)
+        return done.detail, done.size_bytes
 
     return record_run(session, store.name, kind, backup)
 
@@ -64,8 +67,7 @@ def run_backup(store: Store, kind: str, session: Session) -> BackupRun:
 def run_drill(store: Store, session: Session) -> BackupRun:
     def drill() -> tuple[str, int | None]:
         result = store.drill()
-        source = f"txid {result.txid:x}" if isinstance(result, SqliteDrillResult) else result.backup
-        return f"restored {source}, sentinel of {result.sentinel_written_at.isoformat()} back", None
+        return f"restored {result.source}, sentinel of {result.sentinel_written_at.isoformat()} back", None
 
     return record_run(session, store.name, "drill", drill)
 

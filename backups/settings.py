@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service_kit.config import ConfigError, checked, port_check, positive, secret
+from service_kit.redis_connect import RedisConnection
 from service_kit.settings import DatabaseSettings, JobsSettings, LoggingSettings, SentrySettings, ServerSettings
 
 ENV_PREFIX = "BACKUP"
 STORE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")  # a pgBackRest stanza, a job name part and a metric label
+
+
+UNIQUE_NAME = "a store name of lower-case letters, digits and _, unique across all stores"
 
 
 def _not_empty(value: str) -> str | None:
@@ -82,6 +86,45 @@ class SqliteStoreSettings:
     start_command: list[str] = field(default_factory=list)
 
 
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "at least 1"
+
+
+@dataclass(frozen=True)
+class RedisStoreSettings(RedisConnection):
+    """The proxy's Redis (any topology): what must survive it, exported through the proxy's own storage.
+
+    Why an export and not the RDB file: managed Redis hides the file, a cluster has one per shard, and
+    most of the data is limiter counters that are ephemeral by design (see backups/redis_state.py).
+    """
+
+    timeout_seconds: float = checked(5.0, positive)
+    export_every_seconds: float = checked(3600.0, positive)  # the recovery point objective
+    drill_every_seconds: float = checked(86400.0, positive)
+    retention: int = checked(168, _at_least_one)  # exports kept: a week of hourly ones
+    stop_command: list[str] = field(default_factory=list)
+    start_command: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FilesStoreSettings:
+    """A directory of files, the desk's attachments: content-addressed copies plus a manifest per run."""
+
+    directory: str = ""
+    # The desk's database: every file is checked against the SHA-256 recorded at upload (empty: no check)
+    database_url: str = ""
+    # incr: new and changed files (by size and mtime); full: every file re-read, hashed and checked
+    incremental_every_seconds: float = checked(3600.0, positive)  # the recovery point objective
+    full_every_seconds: float = checked(86400.0, positive)
+    drill_every_seconds: float = checked(86400.0, positive)
+    retention: int = checked(168, _at_least_one)  # manifests kept; objects no kept manifest names are deleted
+    # Files a drill downloads and hashes, besides its sentinel (0: all); every object's presence and size
+    # is checked against the manifest regardless
+    drill_sample: int = checked(200, lambda v: None if v >= 0 else "0 (all) or more")
+    stop_command: list[str] = field(default_factory=list)
+    start_command: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     server: ServerSettings = field(default_factory=lambda: ServerSettings(port=9104, workers=1))
@@ -94,6 +137,11 @@ class BackupSettings:
     work_dir: str = checked(".run/backups", _not_empty)  # pgBackRest's config, logs, locks; drill scratch
     postgres: dict[str, PostgresStoreSettings] = field(default_factory=dict)
     sqlite: dict[str, SqliteStoreSettings] = field(default_factory=dict)
+    redis: dict[str, RedisStoreSettings] = field(default_factory=dict)
+    files: dict[str, FilesStoreSettings] = field(default_factory=dict)
+
+    def store_names(self) -> list[str]:
+        return [*self.postgres, *self.sqlite, *self.redis, *self.files]
 
 
 def validate(settings: BackupSettings, source: str) -> BackupSettings:
@@ -102,14 +150,17 @@ def validate(settings: BackupSettings, source: str) -> BackupSettings:
         raise ConfigError("s3.bucket", source, "the bucket's name")
     if settings.s3.key_type == "shared" and not (settings.s3.access_key and settings.s3.secret_key):
         raise ConfigError("s3.access_key", source, f"{ENV_PREFIX}_S3__ACCESS_KEY and {ENV_PREFIX}_S3__SECRET_KEY set")
-    for name, store in settings.postgres.items():
-        if not STORE_NAME.match(name):
-            raise ConfigError(f"postgres.{name}", source, "a store name of lower-case letters, digits and _")
-        if not store.data_dir:
-            raise ConfigError(f"postgres.{name}.data_dir", source, "the cluster's data directory")
-    for name, sqlite in settings.sqlite.items():
-        if not STORE_NAME.match(name) or name in settings.postgres:
-            raise ConfigError(f"sqlite.{name}", source, "a store name of lower-case letters, digits and _, unique")
-        if not sqlite.path:
-            raise ConfigError(f"sqlite.{name}.path", source, "the database file's path")
+    seen: set[str] = set()
+    for section in ("postgres", "sqlite", "redis", "files"):
+        for name in getattr(settings, section):
+            if not STORE_NAME.match(name) or name in seen:
+                raise ConfigError(f"{section}.{name}", source, UNIQUE_NAME)
+            seen.add(name)
+    required = {"postgres": "data_dir", "sqlite": "path", "redis": "url", "files": "directory"}
+    what = {"data_dir": "the cluster's data directory", "path": "the database file's path",
+            "url": "the Redis URL", "directory": "the directory to back up"}  # fmt: skip
+    for section, key in required.items():
+        for name, store in getattr(settings, section).items():
+            if not getattr(store, key):
+                raise ConfigError(f"{section}.{name}.{key}", source, what[key])
     return settings

@@ -183,3 +183,33 @@ def replicated(s3_server: SeaweedS3Server, request: pytest.FixtureRequest) -> It
     yield store
     store.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def store_settings(s3_server: SeaweedS3Server, tmp_path: Path, request: pytest.FixtureRequest) -> SettingsFactory:
+    """Settings for stores that need no database host (Redis, files): ``sections`` are the config's store
+    sections, ``environ`` adds variables (passwords) to the S3 keys."""
+
+    def make(
+        environ: dict[str, str] | None = None, s3: dict[str, object] | None = None, **sections: object
+    ) -> BackupSettings:
+        config = {
+            "work_dir": str(tmp_path / "work"),
+            "database": {"url": f"sqlite:///{tmp_path / 'backups.sqlite3'}"},
+            "s3": {
+                "endpoint": "127.0.0.1", "port": s3_server.port, "bucket": s3_server.bucket, "uri_style": "path",
+                "ca_file": str(s3_server.tls.ca_file), "timeout_seconds": 5, "retries": 0,
+                "prefix": f"/tests/{request.node.name}".replace("[", "-").replace("]", ""), **(s3 or {}),
+            },
+            **sections,
+        }  # fmt: skip
+        path = tmp_path / "backups.yml"
+        path.write_text(yaml.safe_dump(config))
+        env = {
+            f"{ENV_PREFIX}_S3__ACCESS_KEY": s3_server.access_key,
+            f"{ENV_PREFIX}_S3__SECRET_KEY": s3_server.secret_key,
+            **(environ or {}),
+        }
+        return validate(load_settings(BackupSettings, path, ENV_PREFIX, env), str(path))
+
+    return make

@@ -42,7 +42,7 @@ def test_list_shows_backups_and_a_dry_run_restore_changes_nothing(
 
     dry = vibelux_backup(cluster, s3_server, "restore", "--store", "tickets", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert f"backup: {done.label}" in dry.stdout
+    assert f"from: backup {done.label} (full" in dry.stdout
     assert "dry run: nothing changed" in dry.stdout
     with archived_store.connect() as connection:  # still the live, running cluster
         assert connection.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)

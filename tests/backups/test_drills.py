@@ -26,14 +26,14 @@ def service_app(settings: BackupSettings) -> Flask:
     return create_app(settings, start_jobs=False)
 
 
-def scrape(app: Flask) -> dict[str, float]:
-    """``name{store="tickets"}`` -> value, from the app's /metrics."""
+def scrape(app: Flask, store: str = "tickets") -> dict[str, float]:
+    """``name{store=...}`` -> value, from the app's /metrics."""
     body = app.test_client().get("/metrics").get_data(as_text=True)
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(body)
         for sample in family.samples
-        if sample.labels.get("store") == "tickets"
+        if sample.labels.get("store") == store
     }
 
 

@@ -50,7 +50,7 @@ def test_restore_to_a_point_in_time_brings_back_exactly_the_rows_committed_befor
     shutil.rmtree(cluster.data_dir)  # the disk is gone
 
     plan = store.plan_restore(target)
-    assert plan.backup.label == incremental.label
+    assert plan.point.label == incremental.label
     store.restore(plan)
 
     with store.connect() as connection:

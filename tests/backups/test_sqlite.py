@@ -47,7 +47,7 @@ def test_restore_to_a_point_in_time_brings_back_exactly_the_rows_committed_befor
         store.path.with_name(store.path.name + suffix).unlink(missing_ok=True)  # the disk is gone
 
     plan = store.plan_restore(target)
-    assert plan.newest.shipped_at <= target
+    assert plan.point.shipped_at <= target
     store.restore(plan)
 
     with store.connect() as connection:
@@ -130,7 +130,7 @@ def test_cli_lists_the_replica_and_a_dry_run_restore_changes_nothing(replicated:
 
     dry = cli("restore", "--store", "tickets", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert f"replica: txid {newest.max_txid:x}" in dry.stdout
+    assert f"from: replica txid {newest.max_txid:x}" in dry.stdout
     assert "dry run: nothing changed" in dry.stdout
     assert not list(store.path.parent.glob("*.before-restore-*"))
 
