@@ -115,6 +115,9 @@ class FilesStore(DocumentedStore):
             raise BackupError(f"{self.name}: {document.item.key} is not a manifest of this store")
         return {path: Entry(*fields) for path, fields in manifest["files"].items()}
 
+    def objective_seconds(self) -> float:
+        return float(self.config.incremental_every_seconds)
+
     def back_up(self, kind: str) -> Done:
         """One run: hash what changed (everything, for ``full``), check it against the desk's record, upload
         new content, write the manifest, expire old manifests and the objects only they named."""

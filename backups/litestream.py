@@ -147,6 +147,9 @@ class SqliteStore:
     def schedule(self) -> dict[str, float]:
         return {"sync": self.store.sync_every_seconds, "drill": self.store.drill_every_seconds}
 
+    def objective_seconds(self) -> float:
+        return float(self.store.sync_interval_seconds)
+
     def back_up(self, kind: str) -> Done:
         newest = self.sync()
         return Done(f"replica holds txid {newest.max_txid:x}", self.path.stat().st_size)

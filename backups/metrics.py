@@ -24,17 +24,18 @@ log = logging.getLogger("backups")
 
 
 class BackupCollector(Collector):
-    """``sessions()`` opens a session on the tool's database; ``archiver(store)`` is None when unreachable."""
+    """``sessions()`` opens a session on the tool's database; ``objectives`` maps each store to the recovery
+    point it is built for; ``archiver(store)`` is None when unreachable."""
 
     def __init__(
         self,
         sessions: Callable[[], Session],
-        stores: list[str],
+        objectives: dict[str, float],
         archiver: Callable[[str], ArchiverStatus | None],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sessions = sessions
-        self.stores = stores
+        self.objectives = objectives
         self.archiver = archiver
         self.now = now
 
@@ -51,6 +52,8 @@ class BackupCollector(Collector):
             "successful drill.",
             "recovery_point_age_seconds": "Recovery point: how much committed data a restore now would lose at "
             "most (0 when every written WAL segment is archived).",
+            "backup_recovery_point_objective_seconds": "The recovery point the store is built for: archive_timeout, "
+            "Litestream's sync interval, or how often an export or file backup runs.",
         }
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             name: GaugeMetricFamily(name, text, labels=["store"]) for name, text in gauges.items()
@@ -73,7 +76,8 @@ class BackupCollector(Collector):
         except SQLAlchemyError:
             log.exception("could not read the backup runs")
             latest = {}
-        for store in self.stores:
+        for store, objective in self.objectives.items():
+            families["backup_recovery_point_objective_seconds"].add_metric([store], objective)
             backups = (latest.get((store, kind, True)) for kind in BACKUP_KINDS)
             backup = max(backups, key=_finished, default=None)
             if backup is not None:

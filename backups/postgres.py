@@ -66,6 +66,9 @@ class PostgresStore:
         return {"full": store.full_every_seconds, "incr": store.incremental_every_seconds,
                 "drill": store.drill_every_seconds}  # fmt: skip
 
+    def objective_seconds(self) -> float:
+        return float(self.store.archive_timeout_seconds)
+
     def back_up(self, kind: str) -> Done:
         done = self.backup(kind)
         return Done(f"{done.label} ({done.type})", done.size_bytes)

@@ -88,6 +88,9 @@ class RedisStateStore(DocumentedStore):
             raise BackupError(f"{self.name}: {key} is not an export of this store")
         return document
 
+    def objective_seconds(self) -> float:
+        return float(self.config.export_every_seconds)
+
     def back_up(self, kind: str) -> Done:
         item, document = self.export()
         return Done(f"exported {len(document['keys'])} keys, {len(document['bans'])} bans to {item.item.key}", None)

@@ -50,7 +50,8 @@ def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
             job = partial(run_drill, store) if kind == "drill" else partial(run_backup, store, kind)
             jobs.add(f"{kind}_{name}", every, job)
     jobs.init_app(app)
-    kit.metrics.add_scrape_collector(BackupCollector(db.new_session, list(stores), partial(archiver_status, stores)))
+    objectives = {name: store.objective_seconds() for name, store in stores.items()}
+    kit.metrics.add_scrape_collector(BackupCollector(db.new_session, objectives, partial(archiver_status, stores)))
     if start_jobs:
         jobs.start()
     return app

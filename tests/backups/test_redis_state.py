@@ -84,6 +84,7 @@ def test_scheduled_export_and_drill_prove_recovery_and_metrics_are_fresh(
     assert now - metrics["restore_drill_last_success_timestamp_seconds"] < 60
     assert 0 < metrics["restore_drill_duration_seconds"] < 60
     assert metrics["recovery_point_age_seconds"] < 60
+    assert metrics["backup_recovery_point_objective_seconds"] == 3600  # export_every_seconds, the default
     assert "restore_drill_last_failure_timestamp_seconds" not in metrics
 
 
