@@ -148,7 +148,10 @@ def truncated_wal(store: PostgresStore, s3: SeaweedS3Server) -> None:
         pytest.param(Fault(env={"BACKUP_S3__SECRET_KEY": "wrong"}), "incr", "403 (Forbidden)", id="credentials"),
         pytest.param(Fault(s3={"bucket": "no-such-bucket"}), "incr", "unable to load info file", id="wrong-bucket"),
         pytest.param(Fault(s3={"prefix": "/elsewhere"}), "incr", "info file '/elsewhere/", id="wrong-prefix"),
-        pytest.param(Fault(s3={"port": free_port()}), "incr", "unable to connect", id="store-unreachable"),
+        # a 1 s io-timeout: pgBackRest retries connecting within it, for each file it reads (41 s at 5 s)
+        pytest.param(
+            Fault(s3={"port": free_port(), "timeout_seconds": 1}), "incr", "unable to connect", id="store-unreachable"
+        ),
         pytest.param(Fault(small_disk=True), "drill", "unable to write", id="disk-full"),
     ],
 )
