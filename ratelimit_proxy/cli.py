@@ -26,7 +26,7 @@ from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
 from ratelimit_proxy.wsgi_names import ADMIN_TARGET, EMBEDDED_ADMIN, PROXY_TARGET
 from service_kit.auth import AuditRecord
-from service_kit.cli import run, service_cli
+from service_kit.cli import readable_time, run, service_cli
 from service_kit.db import make_engine, upgrade
 from service_kit.openapi import validation_details
 from service_kit.server import granian_command, prepare_multiprocess_dir
@@ -127,7 +127,8 @@ def keys_create(tier: str, owner: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     for record in runtime().keys.all():
-        click.echo(f"{record.key_id}\t{record.tier}\t{record.status}\t{record.source}\t{record.owner}")
+        created = readable_time(record.created_at) if record.created_at else "-"
+        click.echo(f"{record.key_id}\t{record.tier}\t{record.status}\t{record.source}\t{record.owner}\t{created}")
 
 
 def _update(key_id: str, **changes: str) -> None:
@@ -188,7 +189,7 @@ def bans() -> None:
 @bans.command("list")
 def bans_list() -> None:
     for ban in runtime().bans.active():
-        click.echo(f"{ban.network}\t{ban.source}\t{ban.reason}\tuntil {ban.expires_at:.0f}")
+        click.echo(f"{ban.network}\t{ban.source}\t{ban.reason}\tuntil {readable_time(ban.expires_at)}")
 
 
 @bans.command("add")

@@ -10,6 +10,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,11 @@ from service_kit.errors import APIError
 from service_kit.server import serve
 
 S = TypeVar("S")
+
+
+def readable_time(epoch: float) -> str:
+    """A time as a person reads it in a terminal (UTC, to the second), not epoch seconds."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def config_path(service: str, default: str) -> Path | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -123,7 +125,13 @@ def test_the_cli_creates_keys_on_any_topology(any_redis: RedisUnderTest, upstrea
     )
     assert created.returncode == 0, created.stderr
     listed = subprocess.run([cli, "keys", "list"], env=env, capture_output=True, text=True, timeout=60)
-    assert "\tfree\tactive\tstore\tcli" in listed.stdout
+    created_at = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$"
+    assert re.search(rf"\tfree\tactive\tstore\tcli\t{created_at}", listed.stdout, re.M), listed.stdout
+    ban = [cli, "bans", "add", "198.51.100.7", "--seconds", "60"]
+    assert subprocess.run(ban, env=env, capture_output=True, timeout=60).returncode == 0
+    bans = subprocess.run([cli, "bans", "list"], env=env, capture_output=True, text=True, timeout=60)
+    until = datetime.strptime(bans.stdout.split("until ")[1].strip(), "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
+    assert 0 < (until - datetime.now(UTC)).total_seconds() <= 61  # a readable time, not epoch seconds
 
 
 @pytest.mark.parametrize(
