@@ -278,9 +278,7 @@ def test_production_proxies_are_replicas_reached_only_through_the_balancer_they_
 
 def test_production_has_a_healthcheck_everywhere_and_starts_on_them() -> None:
     """One-off jobs (restart "no", e.g. grafana-dashboards) run to completion instead of staying healthy."""
-    running = [
-        name for name, s in PRODUCTION_SERVICES.items() if name != "node-exporter" and s.get("restart") != "no"
-    ]
+    running = [name for name, s in PRODUCTION_SERVICES.items() if name != "node-exporter" and s.get("restart") != "no"]
     for name in running:
         assert "healthcheck" in PRODUCTION_SERVICES[name], f"{name} has no healthcheck"
     for name, service in PRODUCTION_FILE["services"].items():
