@@ -117,12 +117,11 @@ class Row:
 
 @dataclass(frozen=True)
 class Variable:
-    """A query variable over one label, e.g. instance from label_values(node_load1{job=~"$job"}, instance)."""
+    """A multi-select query variable over one label, with All, e.g. label_values(node_load1{job=~"$job"}, instance)."""
 
     name: str
     query: str
     label: str = ""
-    include_all: bool = True
 
 
 @dataclass(frozen=True)
@@ -403,10 +402,10 @@ def _variable_json(variable: Variable) -> dict[str, Any]:
         "query": {"query": variable.query, "refId": "variable"},
         "definition": variable.query,
         "refresh": 2,
-        "includeAll": variable.include_all,
+        "includeAll": True,
         "multi": True,
-        "allValue": ".+",
-        "current": {"text": "All", "value": "$__all"} if variable.include_all else {},
+        "allValue": ".+",  # not .*: a series without the label is no target's
+        "current": {"text": "All", "value": "$__all"},
         "sort": 1,
     }
 
