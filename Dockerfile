@@ -10,7 +10,10 @@ COPY tickets_app ./tickets_app
 COPY flags_service ./flags_service
 COPY demo ./demo
 RUN pip install --no-cache-dir '.[postgres]' && useradd --system --uid 10001 vibelux \
-    && mkdir -p /var/run/vibelux /data && chown vibelux /var/run/vibelux /data
+    && mkdir -p /var/run/vibelux /data /srv/grafana-dashboards \
+    && chown vibelux /var/run/vibelux /data /srv/grafana-dashboards
 COPY config ./config
+# `python -m grafana --out` (compose's grafana-dashboards) renders the dashboards with the public addresses
+COPY grafana ./grafana
 USER vibelux
 EXPOSE 8000 8080 8081 8082 9101 9102 9103 9180

@@ -37,6 +37,14 @@ def create_app(settings: FlagsSettings | None = None) -> Flask:
     )
     kit.metrics.add_scrape_collector(
         EnvironmentGaugeCollector(
+            "flags_last_change_timestamp_seconds",
+            "When a flag or segment change last moved the environment's snapshot (from the database; absent "
+            "until the first change): dashboards draw flag-change annotations at that moment.",
+            service.last_changes,
+        )
+    )
+    kit.metrics.add_scrape_collector(
+        EnvironmentGaugeCollector(
             "flags_stale_flags", "Flags past expiry or not evaluated lately, per environment.", service.stale_counts
         )
     )

@@ -144,6 +144,10 @@ class FlagsService:
             store = self.stats_store(session)
             return {env: len(store.stale_flags(env, stale_after_days=days)) for env in self.environments}
 
+    def last_changes(self) -> dict[str, float]:
+        with self.db.new_session() as session:
+            return self.environment_store(session).last_changes()
+
     def snapshot_versions(self) -> dict[str, float]:
         with self.db.new_session() as session:
             return {env: float(version) for env, version in self.environment_store(session).versions().items()}

@@ -1,20 +1,51 @@
-"""A small dashboard builder: panels in rows on Grafana's 24-column grid, every target on the fixed datasource.
+"""A small dashboard builder: panels in rows on Grafana's 24-column grid, on Grafana's dashboard conventions.
 
 Plain Python rather than grafana-foundation-sdk: the dashboards need a handful of panel kinds, and plain dicts
 keep the generated JSON easy to diff and the linter easy to write against the same shapes.
+
+Conventions every dashboard gets here (and grafana/lint.py checks):
+- Queries go to the `$datasource` variable (type prometheus), whose default is the provisioned datasource
+  (uid vibelux-prometheus). That is grafana/dashboard-linter's convention and what the mixins do: the same
+  dashboard reads one Prometheus replica, VictoriaMetrics or another Grafana's Prometheus, and a link without
+  `var-datasource` (an alert's dashboard_url) still opens on the provisioned one.
+- Addresses of the stack's web UIs are constant variables (`desk_url`, `flags_url`), never hosts in links:
+  Grafana does not expand environment variables inside dashboard files, so `python -m grafana --out DIR
+  --link desk_url=URL` fills them where the dashboards are provisioned (docker-compose.yml does).
+- Links between dashboards carry the time range and the datasource (`${__url_time_range}`,
+  `${datasource:queryparam}`); Alertmanager is reached through Grafana's own alerting pages for the
+  provisioned Alertmanager datasource, so that link needs no host either.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-DATASOURCE = {"type": "prometheus", "uid": "vibelux-prometheus"}
+PROMETHEUS_UID = "vibelux-prometheus"
+PROMETHEUS_NAME = "Prometheus"
+ALERTMANAGER_UID = "vibelux-alertmanager"
+ALERTMANAGER_NAME = "Alertmanager"  # the alert groups panel and Grafana's alerting pages name it, not its uid
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE = {"type": "prometheus", "uid": f"${{{DATASOURCE_VARIABLE}}}"}
 GRID_WIDTH = 24
 SCHEMA_VERSION = 39
 # Tables and bar gauges show one value per series; stats query a range to draw their trend sparkline.
 INSTANT_KINDS = ("table", "bargauge")
 STAT_OPTIONS = {"graphMode": "area", "colorMode": "value", "reduceOptions": {"calcs": ["lastNotNull"]}}
+STATE_TIMELINE_OPTIONS = {
+    "mergeValues": True,
+    "showValue": "never",
+    "alignValue": "left",
+    "rowHeight": 0.8,
+    "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+    "tooltip": {"mode": "single", "sort": "none"},
+}
+# What `make up` and docker-compose.yml publish on the host that runs them; --link replaces them elsewhere.
+LINK_DEFAULTS = {"desk_url": "http://127.0.0.1:8081", "flags_url": "http://127.0.0.1:8082"}
+# A link to another dashboard keeps what the reader was looking at: the time range and the datasource.
+KEEP_CONTEXT = f"${{__url_time_range}}&${{{DATASOURCE_VARIABLE}:queryparam}}"
+ALERTMANAGER_PAGE = f"/alerting/groups?alertmanager={quote(ALERTMANAGER_NAME)}"
 
 
 @dataclass(frozen=True)
@@ -22,6 +53,20 @@ class Query:
     expr: str
     legend: str = ""
     instant: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    """A data link (on a panel's values) or a dashboard link (in the dashboard's header)."""
+
+    title: str
+    url: str
+    new_tab: bool = False
+
+
+def dashboard_url(uid: str, **variables: str) -> str:
+    """`/d/<uid>` keeping the time range and datasource, plus `var-<name>=<value>` for each of `variables`."""
+    return "&".join([f"/d/{uid}?{KEEP_CONTEXT}", *(f"var-{name}={value}" for name, value in variables.items())])
 
 
 @dataclass(frozen=True)
@@ -40,6 +85,7 @@ class Panel:
     mappings: tuple[dict[str, Any], ...] = ()
     thresholds: tuple[tuple[float | None, str], ...] = ()
     stack: bool = False
+    links: tuple[Link, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,19 +99,51 @@ class Text:
 
 
 @dataclass(frozen=True)
+class AlertGroups:
+    """Grafana's alert groups panel over the provisioned Alertmanager: what was routed, grouped, silenced."""
+
+    title: str
+    matchers: str = ""  # Alertmanager matchers, e.g. alertname!="Watchdog"
+    description: str = ""
+    width: int = 16
+    height: int = 8
+
+
+@dataclass(frozen=True)
 class Row:
     title: str
-    panels: tuple[Panel | Text, ...]
+    panels: tuple[Panel | Text | AlertGroups, ...]
 
 
 @dataclass(frozen=True)
 class Variable:
-    """A query variable over one label, e.g. instance from label_values(node_load1, instance)."""
+    """A multi-select query variable over one label, with All, e.g. label_values(node_load1{job=~"$job"}, instance)."""
 
     name: str
     query: str
     label: str = ""
-    include_all: bool = True
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """Events drawn on every graph. With `value_is_time` the query's value is the event's time in milliseconds,
+    so a timestamp gauge (`*_timestamp_seconds * 1000`) marks the moment itself, not the scrape that saw it."""
+
+    name: str
+    expr: str
+    title: str
+    text: str = ""
+    tags: tuple[str, ...] = ()
+    color: str = "blue"
+    value_is_time: bool = True
+
+
+def job_and_instance(metric: str) -> list[Variable]:
+    """The scrape target variables of dashboard-linter's convention; instances follow the chosen jobs."""
+    return [
+        Variable("job", f"label_values({metric}, job)", "Job"),
+        Variable("instance", f'label_values({metric}{{job=~"$job"}}, instance)', "Instance"),
+    ]
 
 
 def panel(title: str, *queries: Query | str, unit: str, **options: Any) -> Panel:
@@ -101,6 +179,12 @@ def stat(title: str, *queries: Query | str, unit: str, **options: Any) -> Panel:
     return panel(title, *queries, unit=unit, kind="stat", width=options.pop("width", 4), **options)
 
 
+def state_timeline(title: str, *queries: Query | str, unit: str, **options: Any) -> Panel:
+    """One band per series, coloured by its value mapping over time: when a service was up or down."""
+    options.setdefault("options", STATE_TIMELINE_OPTIONS)
+    return panel(title, *queries, unit=unit, kind="state-timeline", width=options.pop("width", 24), **options)
+
+
 def build_dashboard(
     uid: str,
     title: str,
@@ -109,6 +193,8 @@ def build_dashboard(
     description: str,
     tags: list[str],
     variables: list[Variable] | None = None,
+    annotations: list[Annotation] | None = None,
+    links: list[Link] | None = None,
     refresh: str = "30s",
     time_from: str = "now-6h",
 ) -> dict[str, Any]:
@@ -135,9 +221,7 @@ def build_dashboard(
             if x + item.width > GRID_WIDTH:
                 x, y, line_height = 0, y + line_height, 0
             grid = {"x": x, "y": y, "w": item.width, "h": item.height}
-            panels.append(
-                _text_json(item, next_id, grid) if isinstance(item, Text) else _panel_json(item, next_id, grid)
-            )
+            panels.append(_item_json(item, next_id, grid))
             next_id += 1
             x += item.width
             line_height = max(line_height, item.height)
@@ -162,7 +246,8 @@ def build_dashboard(
                 "asDropdown": True,
                 "includeVars": False,
                 "keepTime": True,
-            }
+            },
+            *(_dashboard_link_json(link) for link in links or []),
         ],
         "annotations": {
             "list": [
@@ -173,12 +258,52 @@ def build_dashboard(
                     "hide": True,
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
-                }
+                },
+                *(_annotation_json(a) for a in annotations or []),
             ]
         },
-        "templating": {"list": [_variable_json(v) for v in variables or []]},
+        "templating": {
+            "list": [
+                _datasource_variable_json(),
+                *(_variable_json(v) for v in variables or []),
+                *(_constant_json(name, url) for name, url in LINK_DEFAULTS.items()),
+            ]
+        },
         "panels": panels,
     }
+
+
+def with_links(dashboard: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    """The dashboard with the constant link variables named in `urls` set to those addresses."""
+    unknown = set(urls) - set(LINK_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown link variable(s) {sorted(unknown)}; known: {sorted(LINK_DEFAULTS)}")
+    variables = [
+        _constant_json(v["name"], urls[v["name"]]) if v["type"] == "constant" and v["name"] in urls else v
+        for v in dashboard["templating"]["list"]
+    ]
+    return {**dashboard, "templating": {"list": variables}}
+
+
+def _item_json(item: Panel | Text | AlertGroups, panel_id: int, grid: dict[str, int]) -> dict[str, Any]:
+    if isinstance(item, Text):
+        return {
+            "id": panel_id,
+            "type": "text",
+            "title": item.title,
+            "gridPos": grid,
+            "options": {"mode": "markdown", "content": item.content},
+        }
+    if isinstance(item, AlertGroups):
+        return {
+            "id": panel_id,
+            "type": "alertGroups",
+            "title": item.title,
+            "description": item.description,
+            "gridPos": grid,
+            "options": {"alertmanager": ALERTMANAGER_NAME, "expandAll": False, "labels": item.matchers},
+        }
+    return _panel_json(item, panel_id, grid)
 
 
 def _panel_json(item: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, Any]:
@@ -192,10 +317,14 @@ def _panel_json(item: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, A
             "mode": "absolute",
             "steps": [{"value": value, "color": color} for value, color in item.thresholds],
         }
+    if item.links:
+        defaults["links"] = [{"title": link.title, "url": link.url, "targetBlank": link.new_tab} for link in item.links]
     if item.kind == "timeseries":
         defaults["custom"] = {"fillOpacity": 10, "showPoints": "never"}
         if item.stack:
             defaults["custom"]["stacking"] = {"mode": "normal", "group": "A"}
+    elif item.kind == "state-timeline":
+        defaults["custom"] = {"fillOpacity": 80, "lineWidth": 0}
     return {
         "id": panel_id,
         "type": item.kind,
@@ -219,13 +348,48 @@ def _panel_json(item: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, A
     }
 
 
-def _text_json(item: Text, panel_id: int, grid: dict[str, int]) -> dict[str, Any]:
+def _dashboard_link_json(link: Link) -> dict[str, Any]:
     return {
-        "id": panel_id,
-        "type": "text",
-        "title": item.title,
-        "gridPos": grid,
-        "options": {"mode": "markdown", "content": item.content},
+        "type": "link",
+        "title": link.title,
+        "url": link.url,
+        "targetBlank": link.new_tab,
+        "icon": "external link" if link.new_tab else "dashboard",
+        "includeVars": False,
+        "keepTime": False,
+        "tags": [],
+        "asDropdown": False,
+        "tooltip": "",
+    }
+
+
+def _annotation_json(annotation: Annotation) -> dict[str, Any]:
+    return {
+        "name": annotation.name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": annotation.color,
+        "target": {"refId": "Anno", "expr": annotation.expr, "interval": ""},
+        "titleFormat": annotation.title,
+        "textFormat": annotation.text,
+        "tagKeys": ",".join(annotation.tags),
+        "useValueForTime": annotation.value_is_time,
+    }
+
+
+def _datasource_variable_json() -> dict[str, Any]:
+    return {
+        "name": DATASOURCE_VARIABLE,
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "regex": "",
+        "refresh": 1,
+        "hide": 0,
+        "includeAll": False,
+        "multi": False,
+        "current": {"text": PROMETHEUS_NAME, "value": PROMETHEUS_UID},
     }
 
 
@@ -238,9 +402,21 @@ def _variable_json(variable: Variable) -> dict[str, Any]:
         "query": {"query": variable.query, "refId": "variable"},
         "definition": variable.query,
         "refresh": 2,
-        "includeAll": variable.include_all,
+        "includeAll": True,
         "multi": True,
-        "allValue": ".*",
-        "current": {"text": "All", "value": "$__all"} if variable.include_all else {},
+        "allValue": ".+",  # not .*: a series without the label is no target's
+        "current": {"text": "All", "value": "$__all"},
         "sort": 1,
+    }
+
+
+def _constant_json(name: str, value: str) -> dict[str, Any]:
+    """A hidden constant: links read it as `${name}`; the provisioning sets it (with_links)."""
+    return {
+        "name": name,
+        "type": "constant",
+        "hide": 2,
+        "query": value,
+        "current": {"text": value, "value": value},
+        "options": [{"text": value, "value": value, "selected": True}],
     }

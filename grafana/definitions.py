@@ -1,12 +1,34 @@
 """The VibeLux dashboards. Queries use the contract's metric names (docs/conventions.md) and the recording
 rules of alert_rules/recording.yml; raw counters only inside rate()/increase() over $__rate_interval (or
-$__range for "over the shown period" stats)."""
+$__range for "over the shown period" stats).
+
+`job` and `instance` variables sit on the dashboards of scrape targets (infrastructure, services, rate
+limiting, support, flags), and every raw series there follows them, or names the one job it comes from
+(the probes: `job="service-health"`). The overview (the whole stack at once) and business (one exporter
+over one database) have none: there is nothing to choose between.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from grafana.builder import Query, Row, Text, Variable, build_dashboard, panel, quantiles, stat
+from grafana.builder import (
+    ALERTMANAGER_PAGE,
+    AlertGroups,
+    Annotation,
+    Link,
+    Query,
+    Row,
+    Text,
+    Variable,
+    build_dashboard,
+    dashboard_url,
+    job_and_instance,
+    panel,
+    quantiles,
+    stat,
+    state_timeline,
+)
 
 Q = Query
 RATE = "$__rate_interval"
@@ -14,30 +36,71 @@ UP_DOWN = (
     {"type": "value", "options": {"0": {"text": "DOWN", "color": "red"}, "1": {"text": "UP", "color": "green"}}},
 )
 HEALTH_SERVICES = "api|database|redis|ai|payments"
-DESK_URL = "http://127.0.0.1:8081"
-FLAGS_URL = "http://127.0.0.1:8082"
+SCOPED = '{job=~"$job", instance=~"$instance"}'
+
+
+def scoped(*matchers: str) -> str:
+    """SCOPED with more matchers, e.g. scoped('decision="limited"')."""
+    return SCOPED[:-1] + "".join(f", {matcher}" for matcher in matchers) + "}"
+
+
+PROBES_JOB = "service-health"  # the health exporter's job: the probes are its series, whatever job is chosen
+# The stack's web UIs, as constant variables the provisioning fills (grafana/builder.py, LINK_DEFAULTS).
+DESK = Link("Support desk", "${desk_url}", new_tab=True)
+FLAGS_API = Link("Feature flags API", "${flags_url}/openapi.json", new_tab=True)
+ALERTMANAGER = Link("Alertmanager", ALERTMANAGER_PAGE)
+LINKS = [DESK, FLAGS_API, ALERTMANAGER]
+# A drill-down from one probed dependency to the services dashboard, filtered to it.
+TO_PROBE = Link(
+    "Probes of ${__field.labels.service}", dashboard_url("vibelux-services", probe="${__field.labels.service}")
+)
+ANNOTATIONS = [
+    Annotation(
+        "Deploys and restarts",
+        "max by (job, instance, service, version) (vibelux_start_time_seconds"
+        " * on (job, instance, service) group_left (version) vibelux_build_info) * 1000",
+        "{{service}} {{version}} started",
+        "on {{instance}}",
+        tags=("service", "version"),
+        color="purple",
+    ),
+    Annotation(
+        "Flag changes",
+        "max by (environment) (flags_last_change_timestamp_seconds) * 1000",
+        "Feature flags changed in {{environment}}",
+        tags=("environment",),
+        color="orange",
+    ),
+]
+
+
+NAVIGATION = {
+    "vibelux-infrastructure": "Infrastructure",
+    "vibelux-services": "Services",
+    "vibelux-ratelimit": "Rate limiting",
+    "vibelux-support": "Support",
+    "vibelux-flags": "Feature flags",
+    "vibelux-business": "Business",
+}
 
 
 def overview() -> dict[str, Any]:
-    """The admin dashboard of the seed, rebuilt: business, support, service health grid, alerts, navigation."""
+    """The admin dashboard of the seed, rebuilt: business, support, service health, alerts, navigation.
+
+    Every figure links to the dashboard that explains it, keeping the time range and datasource."""
     navigation = Text(
         "Go to",
         " · ".join(
             [
-                "[Infrastructure](/d/vibelux-infrastructure)",
-                "[Services](/d/vibelux-services)",
-                "[Rate limiting](/d/vibelux-ratelimit)",
-                "[Support](/d/vibelux-support)",
-                "[Feature flags](/d/vibelux-flags)",
-                "[Business](/d/vibelux-business)",
-                f"[Support desk]({DESK_URL})",
-                f"[Feature flags UI]({FLAGS_URL})",
-                "[Alertmanager](http://127.0.0.1:9093)",
+                *(f"[{title}]({dashboard_url(uid)})" for uid, title in NAVIGATION.items()),
+                *(f"[{link.title}]({link.url})" for link in LINKS),
             ]
         ),
         height=3,
     )
     health = f'{{service=~"{HEALTH_SERVICES}"}}'
+    to_business = (Link("Business dashboard", dashboard_url("vibelux-business")),)
+    to_support = (Link("Support dashboard", dashboard_url("vibelux-support")),)
     return build_dashboard(
         "vibelux-overview",
         "VibeLux / Overview",
@@ -46,30 +109,44 @@ def overview() -> dict[str, Any]:
             Row(
                 "Business",
                 (
-                    stat("Users", "sum(business_users)", unit="short"),
-                    stat("User growth (30 days)", 'max(business_user_growth_ratio{window="30d"})', unit="percentunit"),
-                    stat("MRR", "sum(business_mrr_usd)", unit="currencyUSD"),
-                    stat("MRR change (30 days)", "sum(business_mrr_change_30d_usd)", unit="currencyUSD"),
-                    stat("Daily active users", 'sum(business_active_users{window="1d"})', unit="short"),
-                    stat("Active sessions", "sum(business_active_sessions)", unit="short"),
+                    stat("Users", "sum(business_users)", unit="short", links=to_business),
+                    stat(
+                        "User growth (30 days)",
+                        'max(business_user_growth_ratio{window="30d"})',
+                        unit="percentunit",
+                        links=to_business,
+                    ),
+                    stat("MRR", "sum(business_mrr_usd)", unit="currencyUSD", links=to_business),
+                    stat(
+                        "MRR change (30 days)",
+                        "sum(business_mrr_change_30d_usd)",
+                        unit="currencyUSD",
+                        links=to_business,
+                    ),
+                    stat(
+                        "Daily active users", 'sum(business_active_users{window="1d"})', unit="short", links=to_business
+                    ),
+                    stat("Active sessions", "sum(business_active_sessions)", unit="short", links=to_business),
                 ),
             ),
             Row(
                 "Support",
                 (
-                    stat("Open tickets", "sum(support_tickets_open)", unit="short", width=6),
+                    stat("Open tickets", "sum(support_tickets_open)", unit="short", width=6, links=to_support),
                     stat(
                         "Tickets past their SLA",
                         "sum(support_tickets_breached)",
                         unit="short",
                         width=6,
                         thresholds=((None, "green"), (1, "red")),
+                        links=to_support,
                     ),
                     stat(
                         "SLA breaches in the period",
                         "sum(increase(support_sla_breaches_total[$__range])) or vector(0)",
                         unit="short",
                         width=6,
+                        links=to_support,
                     ),
                     stat(
                         "Urgent tickets unassigned",
@@ -77,6 +154,7 @@ def overview() -> dict[str, Any]:
                         unit="short",
                         width=6,
                         thresholds=((None, "green"), (1, "red")),
+                        links=to_support,
                     ),
                 ),
             ),
@@ -90,6 +168,7 @@ def overview() -> dict[str, Any]:
                         width=6,
                         mappings=UP_DOWN,
                         thresholds=((None, "red"), (1, "green")),
+                        links=(TO_PROBE,),
                     ),
                     stat(
                         "Uptime (period)",
@@ -97,12 +176,14 @@ def overview() -> dict[str, Any]:
                         unit="percentunit",
                         width=6,
                         thresholds=((None, "red"), (0.99, "yellow"), (0.999, "green")),
+                        links=(TO_PROBE,),
                     ),
                     stat(
                         "Response time (last probe)",
                         Q(f"max by (service) (service_probe_duration_seconds{health})", "{{service}}"),
                         unit="s",
                         width=6,
+                        links=(TO_PROBE,),
                     ),
                     stat(
                         "Probe error rate (5m)",
@@ -110,20 +191,27 @@ def overview() -> dict[str, Any]:
                         unit="percentunit",
                         width=6,
                         thresholds=((None, "green"), (0.01, "yellow"), (0.1, "red")),
+                        links=(TO_PROBE,),
+                    ),
+                    state_timeline(
+                        "Up and down over the period",
+                        Q(f"max by (service) (service_up{health})", "{{service}}"),
+                        unit="short",
+                        height=6,
+                        mappings=UP_DOWN,
+                        links=(TO_PROBE,),
+                        description="One band per dependency: when it went down, and for how long.",
                     ),
                 ),
             ),
             Row(
                 "Alerts",
                 (
-                    panel(
-                        "Firing alerts",
-                        Q('sum by (alertname, severity, service) (ALERTS{alertstate="firing", alertname!="Watchdog"})'),
-                        unit="short",
-                        kind="table",
-                        width=16,
-                        no_value="No alerts firing",
-                        description="Alerts Prometheus is firing now (the Watchdog is left out: it always fires).",
+                    AlertGroups(
+                        "Alertmanager: alert groups",
+                        matchers='alertname!="Watchdog"',
+                        description="What Alertmanager holds, grouped as it routes them, silenced ones marked "
+                        "(the provisioned Alertmanager datasource).",
                     ),
                     stat(
                         "Alerting pipeline",
@@ -135,17 +223,29 @@ def overview() -> dict[str, Any]:
                         ),
                         no_value="Watchdog not firing: rules not evaluated",
                     ),
+                    panel(
+                        "Firing alerts (Prometheus)",
+                        Q('sum by (alertname, severity, service) (ALERTS{alertstate="firing", alertname!="Watchdog"})'),
+                        unit="short",
+                        kind="table",
+                        width=24,
+                        height=6,
+                        no_value="No alerts firing",
+                        description="Alerts Prometheus is firing now (the Watchdog is left out: it always fires).",
+                    ),
                 ),
             ),
         ],
         description="Start here: business figures, support load, the health of every service, and what is firing.",
         tags=["overview"],
+        annotations=ANNOTATIONS,
+        links=LINKS,
     )
 
 
 def infrastructure() -> dict[str, Any]:
-    instance = '{instance=~"$instance"}'
-    not_lo = '{instance=~"$instance", device!="lo"}'
+    instance = SCOPED
+    not_lo = scoped('device!="lo"')
     return build_dashboard(
         "vibelux-infrastructure",
         "VibeLux / Infrastructure",
@@ -270,14 +370,21 @@ def infrastructure() -> dict[str, Any]:
         ],
         description="Hosts (infra exporter or node_exporter) and the stack's own processes.",
         tags=["infrastructure"],
-        variables=[Variable("instance", "label_values(node_load1, instance)")],
+        variables=job_and_instance("node_load1"),
+        annotations=ANNOTATIONS,
+        links=LINKS,
     )
 
 
 def services() -> dict[str, Any]:
-    service = '{service=~"$service"}'
+    service = scoped('service=~"$service"')
     http = f"rate(http_requests_total{service}[{RATE}])"
-    http_5xx = f'rate(http_requests_total{{service=~"$service", status=~"5.."}}[{RATE}])'
+    errors = scoped('service=~"$service"', 'status=~"5.."')
+    http_5xx = f"rate(http_requests_total{errors}[{RATE}])"
+    probe = f'{{job="{PROBES_JOB}", service=~"$probe"}}'
+    probe_links = (
+        Link("Only ${__field.labels.service}", dashboard_url("vibelux-services", probe="${__field.labels.service}")),
+    )
     return build_dashboard(
         "vibelux-services",
         "VibeLux / Services",
@@ -325,23 +432,35 @@ def services() -> dict[str, Any]:
             Row(
                 "Dependency probes (health exporter)",
                 (
-                    panel("Up", Q("service_up", "{{service}}"), unit="short", width=6, mappings=UP_DOWN),
-                    panel("Probe duration", Q("service_probe_duration_seconds", "{{service}}"), unit="s", width=6),
+                    state_timeline(
+                        "Up",
+                        Q(f"max by (service) (service_up{probe})", "{{service}}"),
+                        unit="short",
+                        height=6,
+                        mappings=UP_DOWN,
+                        links=probe_links,
+                    ),
+                    panel(
+                        "Probe duration",
+                        Q(f"service_probe_duration_seconds{probe}", "{{service}}"),
+                        unit="s",
+                        links=probe_links,
+                    ),
                     panel(
                         "Probe results",
                         Q(
-                            f"sum by (service, outcome) (rate(service_probe_results_total[{RATE}]))",
+                            f"sum by (service, outcome) (rate(service_probe_results_total{probe}[{RATE}]))",
                             "{{service}} {{outcome}}",
                         ),
                         unit="ops",
-                        width=6,
                         stack=True,
+                        links=probe_links,
                     ),
                     panel(
                         "Time since last success",
-                        Q("time() - service_last_success_timestamp_seconds", "{{service}}"),
+                        Q(f"time() - service_last_success_timestamp_seconds{probe}", "{{service}}"),
                         unit="s",
-                        width=6,
+                        links=probe_links,
                     ),
                 ),
             ),
@@ -372,7 +491,7 @@ def services() -> dict[str, Any]:
                 (
                     panel(
                         "Running versions",
-                        Q("count by (service, version, python) (vibelux_build_info)"),
+                        Q(f"count by (job, service, version, python) (vibelux_build_info{SCOPED})"),
                         unit="short",
                         kind="table",
                         width=24,
@@ -383,12 +502,21 @@ def services() -> dict[str, Any]:
         ],
         description="The stack's services (RED metrics), the platform's dependencies (probes), and the API SLO.",
         tags=["services"],
-        variables=[Variable("service", "label_values(http_requests_total, service)")],
+        variables=[
+            *job_and_instance("vibelux_build_info"),
+            Variable("service", 'label_values(http_requests_total{job=~"$job"}, service)', "Service"),
+            Variable("probe", f'label_values(service_up{{job="{PROBES_JOB}"}}, service)', "Dependency"),
+        ],
+        annotations=ANNOTATIONS,
+        links=LINKS,
     )
 
 
 def ratelimit() -> dict[str, Any]:
-    requests = f"rate(ratelimit_requests_total[{RATE}])"
+    requests = f"rate(ratelimit_requests_total{SCOPED}[{RATE}])"
+    limited_selector, allowed_selector = scoped('decision="limited"'), scoped('decision="allowed"')
+    limited = f"rate(ratelimit_requests_total{limited_selector}[{RATE}])"
+    allowed = f"rate(ratelimit_requests_total{allowed_selector}[{RATE}])"
     return build_dashboard(
         "vibelux-ratelimit",
         "VibeLux / Rate limiting",
@@ -406,7 +534,7 @@ def ratelimit() -> dict[str, Any]:
                     panel(
                         "Rate limited (429) by tier",
                         Q(
-                            f'sum by (tier) (rate(ratelimit_requests_total{{decision="limited"}}[{RATE}]))',
+                            f"sum by (tier) ({limited})",
                             "{{tier}}",
                         ),
                         unit="reqps",
@@ -416,8 +544,7 @@ def ratelimit() -> dict[str, Any]:
                     panel(
                         "Share limited",
                         Q(
-                            f'(sum(rate(ratelimit_requests_total{{decision="limited"}}[{RATE}])) or vector(0))'
-                            f" / sum({requests})",
+                            f"(sum({limited}) or vector(0)) / sum({requests})",
                             "limited",
                         ),
                         unit="percentunit",
@@ -425,7 +552,10 @@ def ratelimit() -> dict[str, Any]:
                     ),
                     panel(
                         "Near the limit",
-                        Q(f"sum by (tier, window) (rate(ratelimit_near_limit_total[{RATE}]))", "{{tier}} {{window}}"),
+                        Q(
+                            f"sum by (tier, window) (rate(ratelimit_near_limit_total{SCOPED}[{RATE}]))",
+                            "{{tier}} {{window}}",
+                        ),
                         unit="reqps",
                         width=12,
                         no_value="No client near its limit",
@@ -433,7 +563,7 @@ def ratelimit() -> dict[str, Any]:
                     panel(
                         "Upstream status classes",
                         Q(
-                            f'sum by (status_class) (rate(ratelimit_requests_total{{decision="allowed"}}[{RATE}]))',
+                            f"sum by (status_class) ({allowed})",
                             "{{status_class}}",
                         ),
                         unit="reqps",
@@ -447,15 +577,15 @@ def ratelimit() -> dict[str, Any]:
                 (
                     panel(
                         "Blocked by reason",
-                        Q(f"sum by (reason) (rate(ratelimit_blocked_requests_total[{RATE}]))", "{{reason}}"),
+                        Q(f"sum by (reason) (rate(ratelimit_blocked_requests_total{SCOPED}[{RATE}]))", "{{reason}}"),
                         unit="reqps",
                         width=6,
                         no_value="Nothing blocked",
                     ),
-                    panel("Active bans", Q("sum(ratelimit_active_bans)", "bans"), unit="short", width=6),
+                    panel("Active bans", Q(f"sum(ratelimit_active_bans{SCOPED})", "bans"), unit="short", width=6),
                     panel(
                         "New bans by source",
-                        Q(f"sum by (source) (increase(ratelimit_bans_total[{RATE}]))", "{{source}}"),
+                        Q(f"sum by (source) (increase(ratelimit_bans_total{SCOPED}[{RATE}]))", "{{source}}"),
                         unit="short",
                         width=6,
                         no_value="No bans",
@@ -463,7 +593,7 @@ def ratelimit() -> dict[str, Any]:
                     panel(
                         "Abuse detections",
                         Q(
-                            f"sum by (rule, mode) (rate(ratelimit_abuse_detections_total[{RATE}]))",
+                            f"sum by (rule, mode) (rate(ratelimit_abuse_detections_total{SCOPED}[{RATE}]))",
                             "{{rule}} ({{mode}})",
                         ),
                         unit="ops",
@@ -477,22 +607,22 @@ def ratelimit() -> dict[str, Any]:
                 (
                     panel(
                         "Decision latency p50 / p99",
-                        *quantiles("ratelimit_decision_duration_seconds", 0.5, 0.99),
+                        *quantiles("ratelimit_decision_duration_seconds", 0.5, 0.99, selector=SCOPED),
                         unit="s",
                         width=8,
                     ),
                     panel(
                         "Upstream latency p50 / p99",
-                        *quantiles("ratelimit_upstream_duration_seconds", 0.5, 0.99),
+                        *quantiles("ratelimit_upstream_duration_seconds", 0.5, 0.99, selector=SCOPED),
                         unit="s",
                         width=8,
                     ),
                     panel(
                         "Redis errors and circuit",
-                        Q(f"sum(rate(ratelimit_redis_errors_total[{RATE}]))", "Redis errors/s"),
-                        Q("max(ratelimit_circuit_open)", "circuit open"),
+                        Q(f"sum(rate(ratelimit_redis_errors_total{SCOPED}[{RATE}]))", "Redis errors/s"),
+                        Q(f"max(ratelimit_circuit_open{SCOPED})", "circuit open"),
                         Q(
-                            f"sum(rate(ratelimit_local_refusals_total[{RATE}]))",
+                            f"sum(rate(ratelimit_local_refusals_total{SCOPED}[{RATE}]))",
                             "429s without Redis (over-limit cache)/s",
                         ),
                         unit="short",
@@ -503,6 +633,9 @@ def ratelimit() -> dict[str, Any]:
         ],
         description="The rate-limiting proxy: who is allowed, limited or blocked, and how fast the limiter decides.",
         tags=["ratelimit"],
+        variables=job_and_instance("ratelimit_requests_total"),
+        annotations=ANNOTATIONS,
+        links=LINKS,
     )
 
 
@@ -516,25 +649,25 @@ def support() -> dict[str, Any]:
                 (
                     panel(
                         "Open tickets by status",
-                        Q("sum by (status) (support_tickets_open)", "{{status}}"),
+                        Q(f"sum by (status) (support_tickets_open{SCOPED})", "{{status}}"),
                         unit="short",
                         stack=True,
                     ),
                     panel(
                         "Open tickets by priority",
-                        Q("sum by (priority) (support_tickets_open)", "{{priority}}"),
+                        Q(f"sum by (priority) (support_tickets_open{SCOPED})", "{{priority}}"),
                         unit="short",
                         stack=True,
                     ),
                     panel(
                         "Created vs resolved",
-                        Q(f"sum(rate(support_tickets_created_total[{RATE}]))", "created"),
-                        Q(f"sum(rate(support_tickets_resolved_total[{RATE}]))", "resolved"),
+                        Q(f"sum(rate(support_tickets_created_total{SCOPED}[{RATE}]))", "created"),
+                        Q(f"sum(rate(support_tickets_resolved_total{SCOPED}[{RATE}]))", "resolved"),
                         unit="ops",
                     ),
                     panel(
                         "Unassigned by priority",
-                        Q("sum by (priority) (support_tickets_unassigned)", "{{priority}}"),
+                        Q(f"sum by (priority) (support_tickets_unassigned{SCOPED})", "{{priority}}"),
                         unit="short",
                         width=12,
                     ),
@@ -545,18 +678,18 @@ def support() -> dict[str, Any]:
                 (
                     panel(
                         "At risk by priority",
-                        Q("sum by (priority) (support_tickets_at_risk)", "{{priority}}"),
+                        Q(f"sum by (priority) (support_tickets_at_risk{SCOPED})", "{{priority}}"),
                         unit="short",
                     ),
                     panel(
                         "Breached (open) by priority",
-                        Q("sum by (priority) (support_tickets_breached)", "{{priority}}"),
+                        Q(f"sum by (priority) (support_tickets_breached{SCOPED})", "{{priority}}"),
                         unit="short",
                     ),
                     panel(
                         "Breaches",
                         Q(
-                            f"sum by (metric, priority) (increase(support_sla_breaches_total[{RATE}]))",
+                            f"sum by (metric, priority) (increase(support_sla_breaches_total{SCOPED}[{RATE}]))",
                             "{{metric}} {{priority}}",
                         ),
                         unit="short",
@@ -574,6 +707,7 @@ def support() -> dict[str, Any]:
                             0.5,
                             0.9,
                             by="priority",
+                            selector=SCOPED,
                             legend="{{priority}}",
                             window="$__range",
                             function="increase",
@@ -591,6 +725,7 @@ def support() -> dict[str, Any]:
                             0.5,
                             0.9,
                             by="priority",
+                            selector=SCOPED,
                             legend="{{priority}}",
                             window="$__range",
                             function="increase",
@@ -606,6 +741,9 @@ def support() -> dict[str, Any]:
         ],
         description="The support desk's load and its SLAs.",
         tags=["support"],
+        variables=job_and_instance("support_tickets_open"),
+        annotations=ANNOTATIONS,
+        links=LINKS,
     )
 
 
@@ -619,14 +757,14 @@ def flags() -> dict[str, Any]:
                 (
                     panel(
                         "Evaluations by flag",
-                        Q(f"sum by (flag) (rate(flags_evaluations_total[{RATE}]))", "{{flag}}"),
+                        Q(f"sum by (flag) (rate(flags_evaluations_total{SCOPED}[{RATE}]))", "{{flag}}"),
                         unit="ops",
                         width=12,
                     ),
                     panel(
                         "Evaluations by variant",
                         Q(
-                            f"sum by (flag, variant) (rate(flags_evaluations_total[{RATE}]))",
+                            f"sum by (flag, variant) (rate(flags_evaluations_total{SCOPED}[{RATE}]))",
                             "{{flag}} = {{variant}}",
                         ),
                         unit="ops",
@@ -639,26 +777,26 @@ def flags() -> dict[str, Any]:
                 (
                     panel(
                         "Stale flags",
-                        Q("sum by (environment) (flags_stale_flags)", "{{environment}}"),
+                        Q(f"sum by (environment) (flags_stale_flags{SCOPED})", "{{environment}}"),
                         unit="short",
                         width=6,
                     ),
                     panel(
                         "Snapshot version",
-                        Q("max by (environment) (flags_snapshot_version)", "{{environment}}"),
+                        Q(f"max by (environment) (flags_snapshot_version{SCOPED})", "{{environment}}"),
                         unit="short",
                         width=6,
                     ),
                     panel(
                         "Changes",
-                        Q(f"sum by (action) (increase(flags_changes_total[{RATE}]))", "{{action}}"),
+                        Q(f"sum by (action) (increase(flags_changes_total{SCOPED}[{RATE}]))", "{{action}}"),
                         unit="short",
                         width=6,
                         no_value="No flag changed",
                     ),
                     panel(
                         "SDK polls by result",
-                        Q(f"sum by (result) (rate(flags_sdk_polls_total[{RATE}]))", "{{result}}"),
+                        Q(f"sum by (result) (rate(flags_sdk_polls_total{SCOPED}[{RATE}]))", "{{result}}"),
                         unit="ops",
                         width=6,
                     ),
@@ -667,6 +805,9 @@ def flags() -> dict[str, Any]:
         ],
         description="Feature flag evaluations, changes and flags ready for removal.",
         tags=["flags"],
+        variables=job_and_instance("flags_snapshot_version"),
+        annotations=ANNOTATIONS,
+        links=LINKS,
     )
 
 
@@ -736,6 +877,8 @@ def business() -> dict[str, Any]:
         ],
         description="Revenue, users and activity from the platform database (business exporter).",
         tags=["business"],
+        annotations=ANNOTATIONS,
+        links=LINKS,
         time_from="now-7d",
         refresh="5m",
     )

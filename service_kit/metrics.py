@@ -20,6 +20,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from service_kit.server import STARTED_AT_VARIABLE
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "<unmatched>"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,6 +29,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def started_at() -> float:
+    """When `serve` started this service (its workers, respawned ones too, share it), else now: the process."""
+    return float(os.environ.get(STARTED_AT_VARIABLE) or time.time())
 
 
 class BuildInfoCollector(Collector):
@@ -38,6 +45,22 @@ class BuildInfoCollector(Collector):
             "vibelux_build_info", "Build of the running service; always 1.", labels=list(self.labels)
         )
         family.add_metric(list(self.labels.values()), 1)
+        yield family
+
+
+class StartTimeCollector(Collector):
+    """The service's start as a timestamp, so dashboards can mark deploys and restarts at the moment itself."""
+
+    def __init__(self, service: str, started: float) -> None:
+        self.service, self.started = service, started
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "vibelux_start_time_seconds",
+            "When the service started (serve, before its workers), in seconds since the epoch.",
+            labels=["service"],
+        )
+        family.add_metric([self.service], self.started)
         yield family
 
 
@@ -64,6 +87,7 @@ class Metrics:
             registry=self.registry,
         )
         self.add_scrape_collector(BuildInfoCollector(service, version))
+        self.add_scrape_collector(StartTimeCollector(service, started_at()))
 
     def add_scrape_collector(self, collector: Collector) -> None:
         """A collector computed at scrape time from shared state; safe under several workers."""

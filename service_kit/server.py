@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from service_kit.settings import ServerSettings
 
+STARTED_AT_VARIABLE = "VIBELUX_STARTED_AT"  # what vibelux_start_time_seconds reports in every worker
 RUN_DIR = Path(os.environ.get("VIBELUX_RUN_DIR", ".run"))
 
 
@@ -52,6 +54,7 @@ def prepare_multiprocess_dir(service: str, run_dir: Path = RUN_DIR) -> Path:
 def serve(service: str, target: str, settings: ServerSettings) -> None:
     """Replace this process with granian serving ``target`` (``package.module:app``)."""
     env = dict(os.environ)
+    env[STARTED_AT_VARIABLE] = repr(time.time())  # one start for all workers: a respawned one is no deploy
     if settings.workers > 1:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(service))
     else:

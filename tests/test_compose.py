@@ -163,6 +163,25 @@ def test_grafana_reads_prometheus_by_default_and_whatever_grafana_prometheus_url
     assert datasource["url"] == "${VIBELUX_PROMETHEUS_URL}"
 
 
+def test_grafana_reads_alertmanager_and_dashboards_rendered_with_the_public_addresses() -> None:
+    """Grafana cannot expand variables in dashboard files: a one-off run fills their link variables first."""
+    grafana = SERVICES["grafana"]
+    assert grafana["environment"]["VIBELUX_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    provisioning = REPO / "grafana" / "provisioning" / "datasources" / "alertmanager.yaml"
+    (datasource,) = yaml.safe_load(provisioning.read_text())["datasources"]
+    assert (datasource["type"], datasource["url"]) == ("alertmanager", "${VIBELUX_ALERTMANAGER_URL}")
+    render = SERVICES["grafana-dashboards"]
+    assert render["restart"] == "no" and "build" in render
+    assert grafana["depends_on"]["grafana-dashboards"] == {"condition": "service_completed_successfully"}
+    (volume,) = render["volumes"]
+    name, path = volume.split(":")
+    assert f"--out={path}" in render["command"]
+    assert f"{name}:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    assert "--link=desk_url=${DESK_PUBLIC_URL:-http://127.0.0.1:8081}" in render["command"]
+    assert "--link=flags_url=${FLAGS_PUBLIC_URL:-http://127.0.0.1:8082}" in render["command"]
+    assert "COPY grafana ./grafana" in (REPO / "Dockerfile").read_text()
+
+
 class ComposeLoader(yaml.SafeLoader):
     """YAML as Compose reads it: ``!reset`` (drop what the base file set) and ``!override`` (replace it)."""
 
@@ -258,7 +277,8 @@ def test_production_proxies_are_replicas_reached_only_through_the_balancer_they_
 
 
 def test_production_has_a_healthcheck_everywhere_and_starts_on_them() -> None:
-    running = [name for name, s in PRODUCTION_SERVICES.items() if name != "node-exporter"]
+    """One-off jobs (restart "no", e.g. grafana-dashboards) run to completion instead of staying healthy."""
+    running = [name for name, s in PRODUCTION_SERVICES.items() if name != "node-exporter" and s.get("restart") != "no"]
     for name in running:
         assert "healthcheck" in PRODUCTION_SERVICES[name], f"{name} has no healthcheck"
     for name, service in PRODUCTION_FILE["services"].items():

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from flags_service.model import compile_flag, compile_segment
 from flags_service.storage.errors import FlagNotFound
-from flags_service.storage.tables import environments_table, flags_table, segments_table
+from flags_service.storage.tables import aware, environments_table, flags_table, segments_table, utc_now
 from service_kit.tiers import TIERS
 
 
@@ -30,6 +30,15 @@ class EnvironmentStore:
         rows = self.session.execute(select(environments_table.c.name, environments_table.c.version))
         return {name: version for name, version in rows if name in self.environments}
 
+    def last_changes(self) -> dict[str, float]:
+        """When each environment last changed (epoch seconds); environments never changed are left out."""
+        rows = self.session.execute(select(environments_table.c.name, environments_table.c.changed_at))
+        return {
+            name: aware(changed_at).timestamp()
+            for name, changed_at in rows
+            if name in self.environments and changed_at is not None
+        }
+
     def version(self, environment: str) -> int:
         version: int | None = self.session.scalar(
             select(environments_table.c.version).where(environments_table.c.name == environment)
@@ -39,13 +48,14 @@ class EnvironmentStore:
         return version
 
     def bump(self, names: Iterable[str]) -> dict[str, int]:
-        """Move the snapshot version of each of ``names``; returns the new versions."""
+        """Move the snapshot version of each of ``names`` and stamp the change; returns the new versions."""
         bumped: dict[str, int] = {}
+        now = utc_now()
         for name in sorted(set(names)):
             self.session.execute(
                 update(environments_table)
                 .where(environments_table.c.name == name)
-                .values(version=environments_table.c.version + 1)
+                .values(version=environments_table.c.version + 1, changed_at=now)
             )
             bumped[name] = self.version(name)
         return bumped

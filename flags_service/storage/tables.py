@@ -13,6 +13,7 @@ environments_table = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("version", Integer, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=True),  # the last bump; null: none since flags_0002
 )
 flags_table = Table(
     "flags_flags",

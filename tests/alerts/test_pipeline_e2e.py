@@ -65,7 +65,10 @@ def test_ack_silences_the_alert_in_alertmanager_and_unack_brings_it_back(stack: 
         stack.redis.start()
 
 
-GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__range": "5m", "$instance": ".*", "$service": ".*"}
+# Every query variable at All (".+"), as a dashboard opens.
+GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__range": "5m"} | {
+    f"${name}": ".+" for name in ("job", "instance", "service", "probe")
+}
 
 
 def dashboard_queries() -> list[tuple[str, str, str, bool]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,6 +100,29 @@ def test_metrics_snapshot_versions_changes_and_stale_flags(
     assert samples[("flags_stale_flags", (("environment", "production"),))] == 1
     route = "/api/v1/flags/<key>/environments/<env>/toggle"
     assert any(name == "http_requests_total" and ("route", route) in labels for name, labels in samples)
+
+
+def test_last_change_timestamp_marks_each_environments_last_write_and_is_absent_before_any(
+    client: FlaskClient, admin: dict[str, str], create_flag: Callable
+) -> None:
+    """What the dashboards' flag-change annotation reads: the moment of the write, per environment."""
+    name = "flags_last_change_timestamp_seconds"
+    assert [labels for metric, labels in _samples(client) if metric == name] == []
+    before_create = time.time()
+    create_flag("dark-mode")
+    created = {labels: value for (metric, labels), value in _samples(client).items() if metric == name}
+    assert created, "a new flag changes the environments that serve it"
+    assert all(before_create - 1 <= value <= time.time() for value in created.values())
+    time.sleep(0.05)
+    before_toggle = time.time()
+    client.post("/api/v1/flags/dark-mode/environments/production/toggle", json={}, headers=admin)
+    toggled = {labels: value for (metric, labels), value in _samples(client).items() if metric == name}
+    production = (("environment", "production"),)
+    assert before_toggle - 1e-3 <= toggled[production] <= time.time()
+    assert toggled[production] > created[production]
+    assert {k: v for k, v in toggled.items() if k != production} == {
+        k: v for k, v in created.items() if k != production
+    }
 
 
 @pytest.mark.parametrize("variable", ["FLAGS_FLAGS__ENVIRONMENTS", "FLAGS_REDIS__URL"])

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy.orm import Session
 
 from flags_service.app import MIGRATIONS
@@ -195,3 +197,15 @@ def test_an_environment_added_later_serves_existing_flags_off(store: Stores) -> 
     assert (flag["enabled"], flag["fallthrough"]) == (False, {"variant": "off"})
     grown.flags.patch_environment("new-checkout", "qa", {"enabled": True}, "x", expected_version=None, action="t")
     assert grown.environments.snapshot("qa")["flags"]["new-checkout"]["enabled"] is True
+
+
+def test_migrations_create_exactly_the_tables_the_stores_use(tmp_path: Path) -> None:
+    """flags_0002 (changed_at) included: the migrations and flags_service.storage.tables agree."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'migrated.sqlite3'}")
+    upgrade(engine, MIGRATIONS, metadata)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"include_name": lambda name, kind, _: kind != "table" or name in metadata.tables}
+        )
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()

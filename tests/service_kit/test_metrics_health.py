@@ -52,11 +52,14 @@ def test_unmatched_paths_share_one_label(client: FlaskClient) -> None:
     assert not routes & {"/a", "/b/c", "/wp-admin"}
 
 
-def test_build_info_and_latency_histogram_are_exposed(client: FlaskClient) -> None:
+def test_build_info_start_time_and_latency_histogram_are_exposed(client: FlaskClient) -> None:
     client.get("/items/1")
     text = client.get("/metrics").get_data(as_text=True)
     (info_labels,) = samples(text, "vibelux_build_info")
     assert dict(info_labels)["service"] == "example"
+    ((start_labels, started),) = samples(text, "vibelux_start_time_seconds").items()
+    assert dict(start_labels) == {"service": "example"}
+    assert time.time() - 600 < started <= time.time()
     buckets = samples(text, "http_request_duration_seconds_count")
     assert any(dict(labels)["route"] == "/items/<int:item_id>" for labels in buckets)
 
@@ -93,8 +96,10 @@ def test_readyz_answers_within_timeout_when_a_check_hangs(app: Flask, client: Fl
 
 @pytest.mark.integration
 def test_metrics_count_exactly_under_two_granian_workers(tmp_path: Path) -> None:
-    """Every request is counted once however granian spreads them over its worker processes."""
+    """Every request is counted once however granian spreads them over its worker processes, and both
+    workers report the one start of `serve` (a deploy annotation marks it once, not per worker)."""
     port = free_port()
+    launched = time.time()
     env = {
         **os.environ,
         "EXAMPLE_SERVER__PORT": str(port),
@@ -121,6 +126,7 @@ def test_metrics_count_exactly_under_two_granian_workers(tmp_path: Path) -> None
                 assert batch == [200] * 100
                 sent += 100
         assert len({f.name.rsplit("_", 1)[-1] for f in files_dir.glob("counter_*.db")}) == 2, "both workers served"
+        starts: set[float] = set()
         for _ in range(5):  # whichever worker answers the scrape, the total is the same
             text = requests.get(f"{base}/metrics", timeout=5).text
             counts = samples(text, "http_requests_total")
@@ -134,6 +140,10 @@ def test_metrics_count_exactly_under_two_granian_workers(tmp_path: Path) -> None
             )
             assert counts[key] == sent
             assert len(samples(text, "vibelux_build_info")) == 1
+            (started,) = samples(text, "vibelux_start_time_seconds").values()
+            starts.add(started)
+        (started,) = starts
+        assert launched <= started <= time.time()
     finally:
         server.terminate()
         server.wait(15)
