@@ -9,6 +9,10 @@ what the shipped queries and the demo database (`python -m demo.business_db`) ag
   `monthly_amount_usd` over rows with started_at <= t < coalesce(ended_at, infinity).
 - sessions: one row per login session, with its last activity (active users, active sessions).
 - ai_requests: one row per AI request (AI usage per day).
+- api_usage_rollups: the proxy's per-minute rollups of API calls (issue 15), one row per API key, minute,
+  route template and status class; the proxy adds to a row (an upsert) for each batch it flushes, so
+  several proxy replicas can write the same minute. Latency is bucketed (cumulative, like a Prometheus
+  histogram) so percentiles can be estimated from sums of rows.
 
 Timestamps are naive UTC.
 """
@@ -70,4 +74,24 @@ ai_requests = Table(
     Column("created_at", DateTime, nullable=False, index=True),
     Column("model", String(32), nullable=False),
     Column("tokens", Integer, nullable=False),
+)
+
+LATENCY_BUCKETS_MS = (25, 100, 250, 1000)  # api_usage_rollups.latency_le_<n>ms: calls at or under n ms
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+api_usage_rollups = Table(
+    "api_usage_rollups",
+    metadata,
+    Column("minute", DateTime, primary_key=True),  # naive UTC, truncated to the minute
+    Column("key_id", String(64), primary_key=True),  # the proxy's key id (SHA-256 of the key); "anonymous"
+    Column("route", String(120), primary_key=True),  # the route template (never a raw path), or "other"
+    Column("status_class", String(3), primary_key=True),  # one of STATUS_CLASSES
+    Column("tier", String(16), nullable=False),  # the key's tier at the time (service_kit/tiers.py)
+    Column("owner", String(120), nullable=False),  # the key's owner as the proxy knows it
+    Column("calls", Integer, nullable=False),
+    Column("refused", Integer, nullable=False),  # calls refused by a rate limit or quota (429)
+    Column("latency_sum_ms", Numeric(14, 3), nullable=False),
+    Column("latency_max_ms", Numeric(10, 3), nullable=False),
+    *(Column(f"latency_le_{bucket}ms", Integer, nullable=False) for bucket in LATENCY_BUCKETS_MS),
+    Index("ix_api_usage_rollups_key_minute", "key_id", "minute"),
 )
