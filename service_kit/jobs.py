@@ -250,21 +250,21 @@ class JobMetrics:
         wait = Histogram(
             "jobs_wait_seconds",
             "From the time a job occurrence was due until a runner started it.",
-            ["service", "job"],
+            ["service", "task"],
             buckets=WAIT_BUCKETS,
             registry=registry,
         )
         run = Histogram(
             "jobs_run_seconds",
             "Time a job occurrence ran, until its transaction committed (failed runs included).",
-            ["service", "job"],
+            ["service", "task"],
             buckets=RUN_BUCKETS,
             registry=registry,
         )
         failures = Counter(
             "jobs_failures_total",
             "Job occurrences that raised or could not commit.",
-            ["service", "job"],
+            ["service", "task"],
             registry=registry,
         )
         self.wait = {name: wait.labels(service, name) for name in names}
@@ -284,12 +284,12 @@ class ScheduleCollector(Collector):
             GaugeMetricFamily(
                 "jobs_queue_depth",
                 "Job occurrences due and not yet completed: 0 or 1 per job (missed ones coalesce into one run).",
-                labels=["service", "job"],
+                labels=["service", "task"],
             ),
             GaugeMetricFamily(
                 "jobs_last_success_timestamp_seconds",
                 "When the job last completed without an error (Unix time); absent until it has.",
-                labels=["service", "job"],
+                labels=["service", "task"],
             ),
         )
 

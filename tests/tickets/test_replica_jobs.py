@@ -58,8 +58,8 @@ def test_the_desk_runs_its_sweep_as_a_kit_job_on_sqlite(app: Flask, client: Flas
     events = client.get(f"/api/v1/tickets/{created.json['id']}/events", headers=auth(tokens.agent)).json["data"]
     assert [event["kind"] for event in events].count("sla_breach") == 1
     scrape = client.get("/metrics").text
-    assert 'jobs_run_seconds_count{job="sla_sweep",service="tickets"} 1.0' in scrape
-    assert 'jobs_failures_total{job="sla_sweep",service="tickets"} 0.0' in scrape
+    assert 'jobs_run_seconds_count{service="tickets",task="sla_sweep"} 1.0' in scrape
+    assert 'jobs_failures_total{service="tickets",task="sla_sweep"} 0.0' in scrape
 
 
 def test_a_desk_with_the_sweep_off_has_no_jobs(settings: TicketsSettings) -> None:
