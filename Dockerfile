@@ -9,8 +9,12 @@ COPY ratelimit_proxy ./ratelimit_proxy
 COPY tickets_app ./tickets_app
 COPY flags_service ./flags_service
 COPY demo ./demo
-RUN pip install --no-cache-dir '.[postgres]' && useradd --system --uid 10001 vibelux \
-    && mkdir -p /var/run/vibelux /data && chown vibelux /var/run/vibelux /data
+COPY backups ./backups
+# /var/lib/vibelux-*: where compose mounts the backup tool's and the local S3's volumes (a new volume takes
+# the owner of the directory it is mounted on)
+RUN pip install --no-cache-dir '.[postgres,local-s3]' && useradd --system --uid 10001 vibelux \
+    && mkdir -p /var/run/vibelux /data /var/lib/vibelux-backup /var/lib/vibelux-s3 /var/lib/vibelux-s3-ca \
+    && chown vibelux /var/run/vibelux /data /var/lib/vibelux-backup /var/lib/vibelux-s3 /var/lib/vibelux-s3-ca
 COPY config ./config
 USER vibelux
-EXPOSE 8000 8080 8081 8082 9101 9102 9103 9180
+EXPOSE 8000 8080 8081 8082 8333 9101 9102 9103 9104 9180
