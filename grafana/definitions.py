@@ -16,6 +16,13 @@ UP_DOWN = (
 HEALTH_SERVICES = "api|database|redis|ai|payments"
 DESK_URL = "http://127.0.0.1:8081"
 FLAGS_URL = "http://127.0.0.1:8082"
+# alert_rules/backups.yml: BackupTooOld and RestoreDrillFailed past two days, WalArchiveLagging past 300 s
+TWO_DAYS = 2 * 86400
+AGE_THRESHOLDS = ((None, "green"), (TWO_DAYS, "red"))
+RECOVERY_POINT_THRESHOLDS = ((None, "green"), (60, "yellow"), (300, "red"))  # yellow: past the 60 s goal
+PROVED_FAILED = (
+    {"type": "value", "options": {"0": {"text": "FAILED", "color": "red"}, "1": {"text": "proved", "color": "green"}}},
+)
 
 
 def overview() -> dict[str, Any]:
@@ -30,6 +37,7 @@ def overview() -> dict[str, Any]:
                 "[Support](/d/vibelux-support)",
                 "[Feature flags](/d/vibelux-flags)",
                 "[Business](/d/vibelux-business)",
+                "[Backups](/d/vibelux-backups)",
                 f"[Support desk]({DESK_URL})",
                 f"[Feature flags UI]({FLAGS_URL})",
                 "[Alertmanager](http://127.0.0.1:9093)",
@@ -741,6 +749,121 @@ def business() -> dict[str, Any]:
     )
 
 
+def backups() -> dict[str, Any]:
+    """Per store: how much a restore now would lose (recovery point), whether the last drill proved a restore
+    and how long it took (recovery time), and how old the last good backup is; red where an alert fires."""
+    store = '{store=~"$store"}'
+    drill_ok = f"restore_drill_last_success_timestamp_seconds{store}"
+    drill_failed = f"restore_drill_last_failure_timestamp_seconds{store}"
+    return build_dashboard(
+        "vibelux-backups",
+        "VibeLux / Backups",
+        [
+            Row(
+                "Can we restore?",
+                (
+                    stat(
+                        "Since last good backup",
+                        Q(f"time() - max by (store) (backup_last_success_timestamp_seconds{store})", "{{store}}"),
+                        unit="s",
+                        thresholds=AGE_THRESHOLDS,
+                        description="A full or incremental PostgreSQL backup, or a SQLite replica proven current "
+                        "(sync). Red: BackupTooOld.",
+                    ),
+                    stat(
+                        "Recovery point (data a restore now loses)",
+                        Q(f"max by (store) (recovery_point_age_seconds{store})", "{{store}}"),
+                        unit="s",
+                        thresholds=RECOVERY_POINT_THRESHOLDS,
+                        description="Committed data not yet in the object store. Yellow: past the 60 s goal; "
+                        "red: WalArchiveLagging.",
+                    ),
+                    stat(
+                        "Since last good drill",
+                        Q(f"time() - max by (store) ({drill_ok})", "{{store}}"),
+                        unit="s",
+                        thresholds=AGE_THRESHOLDS,
+                        description="A restore into scratch that passed its integrity check and brought back its "
+                        "sentinel row. Red: RestoreDrillFailed.",
+                    ),
+                    stat(
+                        "Last drill",
+                        # RestoreDrillFailed's first two conditions: a failure newer than the last success, or
+                        # failures only. Each side aggregated before `or`: VictoriaMetrics keeps only the `on`
+                        # labels of a `bool` comparison (Prometheus the left side's), so unaggregated sides would
+                        # not match and both would be kept.
+                        Q(
+                            f"max by (store) ({drill_ok} > bool on (job, instance, store) {drill_failed})"
+                            f" or max by (store) ({drill_ok} * 0 + 1) or max by (store) ({drill_failed} * 0)",
+                            "{{store}}",
+                        ),
+                        unit="short",
+                        mappings=PROVED_FAILED,
+                        thresholds=((None, "red"), (1, "green")),
+                    ),
+                    stat(
+                        "Recovery time (last good drill)",
+                        Q(f"max by (store) (restore_drill_duration_seconds{store})", "{{store}}"),
+                        unit="s",
+                        description="Restore, recovery and checks of the last drill that proved a restore.",
+                    ),
+                    stat(
+                        "Database size (last good backup)",
+                        Q(f"max by (store) (backup_size_bytes{store})", "{{store}}"),
+                        unit="bytes",
+                    ),
+                ),
+            ),
+            Row(
+                "Trends",
+                (
+                    panel(
+                        "Recovery point age",
+                        Q(f"max by (store) (recovery_point_age_seconds{store})", "{{store}}"),
+                        unit="s",
+                        width=12,
+                        thresholds=RECOVERY_POINT_THRESHOLDS,
+                    ),
+                    panel(
+                        "Age of the last good backup and drill",
+                        Q(
+                            f"time() - max by (store) (backup_last_success_timestamp_seconds{store})",
+                            "{{store}} backup",
+                        ),
+                        Q(f"time() - max by (store) ({drill_ok})", "{{store}} drill"),
+                        unit="s",
+                        width=12,
+                        thresholds=AGE_THRESHOLDS,
+                    ),
+                    panel(
+                        "Recovery time (drill duration)",
+                        Q(f"max by (store) (restore_drill_duration_seconds{store})", "{{store}}"),
+                        unit="s",
+                    ),
+                    panel(
+                        "WAL archive failures",
+                        Q(f"sum by (store) (increase(backup_wal_archive_failures_total{store}[{RATE}]))", "{{store}}"),
+                        unit="short",
+                        description="WAL segments PostgreSQL's archive_command failed to push (pg_stat_archiver); "
+                        "always 0 for SQLite stores, whose replication trouble shows as recovery point age.",
+                    ),
+                    panel(
+                        "Database size in the last good backup",
+                        Q(f"max by (store) (backup_size_bytes{store})", "{{store}}"),
+                        unit="bytes",
+                    ),
+                ),
+            ),
+        ],
+        description="Backups, WAL archiving and restore drills (vibelux-backup serve, job backup); runbook "
+        "docs/runbooks/backups.md.",
+        tags=["backups"],
+        variables=[Variable("store", "label_values(backup_last_success_timestamp_seconds, store)")],
+        time_from="now-7d",
+        refresh="1m",
+    )
+
+
 DASHBOARDS = {
     "overview": overview,
     "infrastructure": infrastructure,
@@ -749,4 +872,5 @@ DASHBOARDS = {
     "support": support,
     "flags": flags,
     "business": business,
+    "backups": backups,
 }

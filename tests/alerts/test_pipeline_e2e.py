@@ -65,7 +65,7 @@ def test_ack_silences_the_alert_in_alertmanager_and_unack_brings_it_back(stack: 
         stack.redis.start()
 
 
-GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__range": "5m", "$instance": ".*", "$service": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__range": "5m", "$instance": ".*", "$service": ".*", "$store": ".*"}
 
 
 def dashboard_queries() -> list[tuple[str, str, str, bool]]:
