@@ -119,6 +119,9 @@ class ManagedProcess:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-2000:]}") from None
+        except BaseException:  # a failed readiness check, pytest-timeout: nobody else knows of the process yet
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -518,11 +521,7 @@ class BackupServer(ManagedProcess):
             self.cli("replicate"), cwd=self.workdir, env={**os.environ, **self.environment()}, stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        try:
-            super().start()
-        except BaseException:
-            self.stop()
-            raise
+        super().start()  # stops the replicator too when the server does not come up (stop() below)
 
     def ready(self) -> bool:
         """A successful sync and drill recorded for every store (read from the tool's database: each scrape
