@@ -9,11 +9,16 @@ COPY ratelimit_proxy ./ratelimit_proxy
 COPY tickets_app ./tickets_app
 COPY flags_service ./flags_service
 COPY demo ./demo
-RUN pip install --no-cache-dir '.[postgres]' && useradd --system --uid 10001 vibelux \
-    && mkdir -p /var/run/vibelux /data /srv/grafana-dashboards \
-    && chown vibelux /var/run/vibelux /data /srv/grafana-dashboards
+COPY backups ./backups
+# /var/lib/vibelux-*: where compose mounts the backup tool's and the local S3's volumes (a new volume takes
+# the owner of the directory it is mounted on)
+RUN pip install --no-cache-dir '.[postgres,local-s3]' && useradd --system --uid 10001 vibelux \
+    && mkdir -p /var/run/vibelux /data /srv/grafana-dashboards /var/lib/vibelux-backup /var/lib/vibelux-s3 \
+        /var/lib/vibelux-s3-ca \
+    && chown vibelux /var/run/vibelux /data /srv/grafana-dashboards /var/lib/vibelux-backup /var/lib/vibelux-s3 \
+        /var/lib/vibelux-s3-ca
 COPY config ./config
 # `python -m grafana --out` (compose's grafana-dashboards) renders the dashboards with the public addresses
 COPY grafana ./grafana
 USER vibelux
-EXPOSE 8000 8080 8081 8082 9101 9102 9103 9180
+EXPOSE 8000 8080 8081 8082 8333 9101 9102 9103 9104 9180

@@ -85,7 +85,10 @@ class Litestream:
             }
             dbs.append({"path": str(Path(store.path).absolute()), "replica": replica})
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(yaml.safe_dump({"dbs": dbs}, sort_keys=False))
+        # whole or not at all: a scrape's `litestream ltx` reads it while a job's call rewrites it
+        partial = self.config_file.with_name(f".{self.config_file.name}.{secrets.token_hex(4)}")
+        partial.write_text(yaml.safe_dump({"dbs": dbs}, sort_keys=False))
+        partial.replace(self.config_file)
 
     def environment(self) -> dict[str, str]:
         s3 = self.settings.s3

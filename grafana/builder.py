@@ -321,6 +321,8 @@ def _panel_json(item: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, A
         defaults["links"] = [{"title": link.title, "url": link.url, "targetBlank": link.new_tab} for link in item.links]
     if item.kind == "timeseries":
         defaults["custom"] = {"fillOpacity": 10, "showPoints": "never"}
+        if item.thresholds:  # a graph shows its thresholds only when told to: as lines, where the alert fires
+            defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
         if item.stack:
             defaults["custom"]["stacking"] = {"mode": "normal", "group": "A"}
     elif item.kind == "state-timeline":

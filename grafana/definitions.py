@@ -81,7 +81,16 @@ NAVIGATION = {
     "vibelux-support": "Support",
     "vibelux-flags": "Feature flags",
     "vibelux-business": "Business",
+    "vibelux-backups": "Backups",
 }
+# alert_rules/backups.yml: BackupTooOld and RestoreDrillFailed past two days, WalArchiveLagging past 300 s
+TWO_DAYS = 2 * 86400
+AGE_THRESHOLDS = ((None, "green"), (TWO_DAYS, "red"))
+# the recovery point as a multiple of the store's own objective: WalArchiveLagging past 5x (and 5 min)
+OBJECTIVE_THRESHOLDS = ((None, "green"), (1.5, "yellow"), (5, "red"))
+PROVED_FAILED = (
+    {"type": "value", "options": {"0": {"text": "FAILED", "color": "red"}, "1": {"text": "proved", "color": "green"}}},
+)
 
 
 def overview() -> dict[str, Any]:
@@ -884,6 +893,127 @@ def business() -> dict[str, Any]:
     )
 
 
+def backups() -> dict[str, Any]:
+    """Per store: how much a restore now would lose (recovery point), whether the last drill proved a restore
+    and how long it took (recovery time), and how old the last good backup is; red where an alert fires."""
+    store = '{store=~"$store"}'
+    drill_ok = f"restore_drill_last_success_timestamp_seconds{store}"
+    drill_failed = f"restore_drill_last_failure_timestamp_seconds{store}"
+    return build_dashboard(
+        "vibelux-backups",
+        "VibeLux / Backups",
+        [
+            Row(
+                "Can we restore?",
+                (
+                    stat(
+                        "Since last good backup",
+                        Q(f"time() - max by (store) (backup_last_success_timestamp_seconds{store})", "{{store}}"),
+                        unit="s",
+                        thresholds=AGE_THRESHOLDS,
+                        description="A full or incremental backup (PostgreSQL, attachments), a SQLite replica "
+                        "proven current (sync) or a Redis export. Red: BackupTooOld.",
+                    ),
+                    stat(
+                        "Recovery point, times its objective",
+                        Q(
+                            f"max by (store) (recovery_point_age_seconds{store})"
+                            f" / max by (store) (backup_recovery_point_objective_seconds{store})",
+                            "{{store}}",
+                        ),
+                        unit="short",
+                        thresholds=OBJECTIVE_THRESHOLDS,
+                        description="Committed data not yet in the object store, as a multiple of what the store "
+                        "is built for (60 s of WAL, 1 s of SQLite, an hour of Redis or attachments). Red: "
+                        "WalArchiveLagging.",
+                    ),
+                    stat(
+                        "Since last good drill",
+                        Q(f"time() - max by (store) ({drill_ok})", "{{store}}"),
+                        unit="s",
+                        thresholds=AGE_THRESHOLDS,
+                        description="A restore into scratch that passed its integrity check and brought back its "
+                        "sentinel. Red: RestoreDrillFailed.",
+                    ),
+                    stat(
+                        "Last drill",
+                        # RestoreDrillFailed's first two conditions: a failure newer than the last success, or
+                        # failures only. Each side aggregated before `or`: VictoriaMetrics keeps only the `on`
+                        # labels of a `bool` comparison (Prometheus the left side's), so unaggregated sides would
+                        # not match and both would be kept.
+                        Q(
+                            f"max by (store) ({drill_ok} > bool on (job, instance, store) {drill_failed})"
+                            f" or max by (store) ({drill_ok} * 0 + 1) or max by (store) ({drill_failed} * 0)",
+                            "{{store}}",
+                        ),
+                        unit="short",
+                        mappings=PROVED_FAILED,
+                        thresholds=((None, "red"), (1, "green")),
+                    ),
+                    stat(
+                        "Recovery time (last good drill)",
+                        Q(f"max by (store) (restore_drill_duration_seconds{store})", "{{store}}"),
+                        unit="s",
+                        description="Restore, recovery and checks of the last drill that proved a restore.",
+                    ),
+                    stat(
+                        "Database size (last good backup)",
+                        Q(f"max by (store) (backup_size_bytes{store})", "{{store}}"),
+                        unit="bytes",
+                    ),
+                ),
+            ),
+            Row(
+                "Trends",
+                (
+                    panel(
+                        "Recovery point age",
+                        Q(f"max by (store) (recovery_point_age_seconds{store})", "{{store}}"),
+                        unit="s",
+                        width=12,
+                    ),
+                    panel(
+                        "Age of the last good backup and drill",
+                        Q(
+                            f"time() - max by (store) (backup_last_success_timestamp_seconds{store})",
+                            "{{store}} backup",
+                        ),
+                        Q(f"time() - max by (store) ({drill_ok})", "{{store}} drill"),
+                        unit="s",
+                        width=12,
+                        thresholds=AGE_THRESHOLDS,
+                    ),
+                    panel(
+                        "Recovery time (drill duration)",
+                        Q(f"max by (store) (restore_drill_duration_seconds{store})", "{{store}}"),
+                        unit="s",
+                    ),
+                    panel(
+                        "WAL archive failures",
+                        Q(f"sum by (store) (increase(backup_wal_archive_failures_total{store}[{RATE}]))", "{{store}}"),
+                        unit="short",
+                        description="WAL segments PostgreSQL's archive_command failed to push (pg_stat_archiver); "
+                        "always 0 for the other stores, whose trouble shows as recovery point age.",
+                    ),
+                    panel(
+                        "Database size in the last good backup",
+                        Q(f"max by (store) (backup_size_bytes{store})", "{{store}}"),
+                        unit="bytes",
+                    ),
+                ),
+            ),
+        ],
+        description="Backups, WAL archiving and restore drills (vibelux-backup serve, job backup); runbook "
+        "docs/runbooks/backups.md.",
+        tags=["backups"],
+        variables=[Variable("store", "label_values(backup_last_success_timestamp_seconds, store)")],
+        annotations=ANNOTATIONS,
+        links=LINKS,
+        time_from="now-7d",
+        refresh="1m",
+    )
+
+
 DASHBOARDS = {
     "overview": overview,
     "infrastructure": infrastructure,
@@ -892,4 +1022,5 @@ DASHBOARDS = {
     "support": support,
     "flags": flags,
     "business": business,
+    "backups": backups,
 }

@@ -30,13 +30,28 @@ fi
 export REDIS_PASSWORD RATELIMIT_PROXY_REDIS__PASSWORD="$REDIS_PASSWORD" FLAGS_REDIS__PASSWORD="$REDIS_PASSWORD"
 export EXPORTER_HEALTH_PROBES__REDIS__PASSWORD="$REDIS_PASSWORD"
 
+# The local S3 (python -m backups.local_s3) accepts the backup tool's keys only, and the backups hold every
+# ticket and flag: a run without keys gets fresh ones, in the environment of the S3 server (which writes them
+# to .run/s3/s3.json, mode 0600), the replicator and the jobs.
+if [[ -z "${BACKUP_S3__ACCESS_KEY:-}${BACKUP_S3__ACCESS_KEY_FILE:-}" ]]; then
+  BACKUP_S3__ACCESS_KEY=$(.venv/bin/python -c 'import secrets; print("VL" + secrets.token_hex(9).upper())')
+  export BACKUP_S3__ACCESS_KEY
+fi
+if [[ -z "${BACKUP_S3__SECRET_KEY:-}${BACKUP_S3__SECRET_KEY_FILE:-}" ]]; then
+  BACKUP_S3__SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(30))')
+  export BACKUP_S3__SECRET_KEY
+fi
+
 # honcho stops everything when one process exits, so a port already taken would end the run at once:
 # say which, before starting anything.
 .venv/bin/python - "${ha_ports[@]}" <<'PY'
 import socket, sys
 
+from backups.local_s3 import PORTS  # weed's own ports beside the S3 one (8333)
+
 taken = []
-for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180, *map(int, sys.argv[1:])):
+stack = (6379, 8000, 8080, 8081, 8082, 8333, 9090, 9093, 9101, 9102, 9103, 9104, 9180, *PORTS.values())
+for port in (*stack, *map(int, sys.argv[1:])):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -77,6 +92,8 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   support desk        http://127.0.0.1:8081
   feature flags       http://127.0.0.1:8082
   exporters           http://127.0.0.1:9101/metrics  :9102/metrics  :9103/metrics
+  backups (metrics)   http://127.0.0.1:9104/metrics   (Litestream of the desk and flags databases, drills hourly)
+  object store (S3)   https://127.0.0.1:8333   (bucket vibelux-backups, CA .run/s3/ca.pem, this run's keys in .run/s3/s3.json)
   Prometheus          http://127.0.0.1:9090
   Alertmanager        http://127.0.0.1:9093
 URLS

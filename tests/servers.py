@@ -1,5 +1,5 @@
 """Real servers for tests: redis-server, prometheus, prometheus-alertmanager, PostgreSQL, an S3 object store
-(SeaweedFS over TLS) and a Sentry envelope sink.
+(SeaweedFS over TLS), the backup tool (serve and replicate) and a Sentry envelope sink.
 
 Each runs on a free loopback port with its own temporary directory, is waited on until it answers, and is
 stopped (and its directory removed) at the end.
@@ -7,14 +7,13 @@ stopped (and its directory removed) at the end.
 
 from __future__ import annotations
 
-import datetime
 import gzip
-import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,10 @@ from typing import Any
 import requests
 import yaml
 
+from backups.local_s3 import GRPC_OFFSET, PORTS, LocalS3
+
 _HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()  # servers may be built from several threads (tests/alerts/stack.py)
 
 
 def free_port() -> int:
@@ -40,9 +42,27 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+        with _HANDING_OUT:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+
+
+def free_port_with(offset: int) -> int:
+    """A free port whose port + ``offset`` is free too (a server that derives a second port from the first)."""
+    while True:
+        port = free_port()
+        if port + offset >= 65536:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        with _HANDING_OUT:
+            if port + offset not in _HANDED_OUT:
+                _HANDED_OUT.add(port + offset)
+                return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.05) -> None:
@@ -99,6 +119,9 @@ class ManagedProcess:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-2000:]}") from None
+        except BaseException:  # a failed readiness check, pytest-timeout: nobody else knows of the process yet
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -392,66 +415,10 @@ class VictoriaMetricsServer(ManagedProcess):
         return requests.get(f"{self.url}/health", timeout=1).status_code == 200
 
 
-class TestCertificates:
-    """A throwaway CA and a server certificate for 127.0.0.1, written as PEM files into ``directory``.
-
-    pgBackRest 2.45 matches the host only against DNS names (and the CN), not IP address entries, so
-    127.0.0.1 is a DNS name in the certificate as well as an IP address.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-        now = datetime.datetime.now(datetime.UTC)
-        valid = {
-            "not_valid_before": now - datetime.timedelta(minutes=5),
-            "not_valid_after": now + datetime.timedelta(days=2),
-        }
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vibelux test CA")])
-        ca = (
-            x509.CertificateBuilder(subject_name=ca_name, issuer_name=ca_name, public_key=ca_key.public_key(),
-                                    serial_number=x509.random_serial_number(), **valid)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )  # fmt: skip
-        key = ec.generate_private_key(ec.SECP256R1())
-        names = [
-            x509.DNSName("127.0.0.1"),
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
-        server = (
-            x509.CertificateBuilder(subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
-                                    issuer_name=ca_name, public_key=key.public_key(),
-                                    serial_number=x509.random_serial_number(), **valid)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )  # fmt: skip
-        self.ca_file = directory / "ca.pem"
-        self.cert_file = directory / "server.pem"
-        self.key_file = directory / "server.key"
-        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        self.key_file.write_bytes(private)
-        self.key_file.chmod(0o600)
-        self.ca_file.chmod(0o644)  # pgBackRest runs as the database's owner and reads the CA
-
-
 class SeaweedS3Server(ManagedProcess):
-    """SeaweedFS ``weed mini``: a real S3 API over HTTPS on ``port``, one bucket, one access key.
-
-    ``weed mini`` is master, volume server, filer, S3 gateway and admin in one process; every port it would
-    open is given a free loopback port (gRPC ports included: their defaults are the HTTP port + 10000 and
-    would collide between sessions), WebDAV, Iceberg and Lance are off, and so is its telemetry. Its plain
-    HTTP S3 port is on loopback too but nothing uses it: pgBackRest only speaks HTTPS to S3.
+    """SeaweedFS ``weed mini`` as `make up` runs it (backups/local_s3.py: HTTPS with a CA made for it, weed's
+    own ports behind JWT and mutual TLS), one bucket and one access key, with every port a free one on
+    loopback: gRPC ports too, whose defaults (the HTTP port + 10000) would collide between sessions.
     """
 
     name = "seaweedfs"
@@ -463,32 +430,21 @@ class SeaweedS3Server(ManagedProcess):
     def __init__(self) -> None:
         super().__init__()
         self.workdir.chmod(0o755)  # the CA file inside must be readable by the postgres user
-        self.tls = TestCertificates(self.workdir)
-        self.ports = {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-            "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
-        )}  # fmt: skip
-        self.ports["s3.port.https"] = self.port
-        identity = {"name": "backup", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
-        (self.workdir / "s3.json").write_text(json.dumps({"identities": [identity]}))
-        (self.workdir / "data").mkdir()
+        ports = {name: free_port() for name in PORTS if not name.startswith("admin.")}
+        ports["admin.port"] = free_port_with(GRPC_OFFSET)  # weed's worker dials the admin there
+        ports["admin.port.grpc"] = ports["admin.port"] + GRPC_OFFSET
+        self.local = LocalS3(self.workdir, self.workdir / "ca.pem", ("127.0.0.1", "localhost"), self.port,
+                             self.bucket, ports)  # fmt: skip
+        self.local.prepare(self.access_key, self.secret_key, days=2)
+        self.tls = self.local.certificates
+        self.ports = {**self.local.ports, "s3.port.https": self.port}
 
     @property
     def endpoint(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-        return [
-            weed, "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            *(f"-{name}={port}" for name, port in self.ports.items()),
-            f"-s3.cert.file={self.tls.cert_file}", f"-s3.key.file={self.tls.key_file}",
-            f"-s3.config={self.workdir / 's3.json'}", f"-bucket={self.bucket}",
-            f"-s3.localSocket={self.workdir / 's3.sock'}", f"-filer.localSocket={self.workdir / 'filer.sock'}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-            "-master.telemetry=false",
-        ]  # fmt: skip
+        return self.local.command()
 
     def ready(self) -> bool:
         """The bucket answers a signed request (the S3 gateway starts after the filer and the bucket)."""
@@ -517,3 +473,73 @@ class SeaweedS3Server(ManagedProcess):
             aws_secret_access_key=self.secret_key, region_name="us-east-1", verify=str(self.tls.ca_file),
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
         )  # fmt: skip
+
+
+class BackupServer(ManagedProcess):
+    """`vibelux-backup serve` (/metrics, the sync and drill jobs) and `vibelux-backup replicate` beside it, as
+    `make up` runs them: config/backups.yml with its SQLite stores replaced by ``stores`` (name -> database
+    file, which must exist) and the object store by ``s3`` (a prefix of this server's own). Ready once each
+    store has a recorded backup and drill (the jobs run at first start), so a scrape sees every series."""
+
+    name = "backup"
+    start_timeout = 120.0  # two jobs per store, each waiting for Litestream, on a busy machine
+
+    def __init__(self, s3: SeaweedS3Server, stores: dict[str, Path]) -> None:
+        super().__init__()
+        self.stores = stores
+        config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "backups.yml").read_text())
+        config["server"]["port"] = self.port
+        config["database"]["url"] = f"sqlite:///{self.workdir / 'backups.sqlite3'}"
+        config["work_dir"] = str(self.workdir / "work")
+        config["s3"].update(port=s3.port, ca_file=str(s3.tls.ca_file), prefix=f"/tests/backup-{self.port}")
+        config["sqlite"] = {name: {"path": str(path)} for name, path in stores.items()}
+        (self.workdir / "backups.yml").write_text(yaml.safe_dump(config))
+        self.keys = {"BACKUP_S3__ACCESS_KEY": s3.access_key, "BACKUP_S3__SECRET_KEY": s3.secret_key}
+        self.replicator: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> list[str]:
+        return [str(Path(sys.executable).with_name("vibelux-backup")), *args]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "VIBELUX_BACKUP_CONFIG": str(self.workdir / "backups.yml"),
+            "VIBELUX_RUN_DIR": str(self.workdir / "run"),
+            "BACKUP_LOGGING__LEVEL": "WARNING",
+            **self.keys,
+        }
+
+    def command(self) -> list[str]:
+        return self.cli("serve")
+
+    def start(self) -> None:
+        log = (self.workdir / "replicate.log").open("ab")
+        self.replicator = subprocess.Popen(
+            self.cli("replicate"), cwd=self.workdir, env={**os.environ, **self.environment()}, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        super().start()  # stops the replicator too when the server does not come up (stop() below)
+
+    def ready(self) -> bool:
+        """A successful sync and drill recorded for every store (read from the tool's database: each scrape
+        of /metrics lists the replica, too costly to poll); a failed run fails the start with its reason."""
+        try:
+            with sqlite3.connect(self.workdir / "backups.sqlite3") as database:
+                runs = database.execute("SELECT store, kind, ok, detail FROM backup_runs").fetchall()
+        except sqlite3.OperationalError:
+            return False  # not created yet
+        if failed := [f"{store} {kind}: {detail}" for store, kind, ok, detail in runs if not ok]:
+            raise RuntimeError(f"backup runs failed: {failed}")
+        done = {(store, kind) for store, kind, _ok, _detail in runs}
+        wanted = {(store, kind) for store in self.stores for kind in ("sync", "drill")}
+        return wanted <= done and requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+
+    def stop(self) -> None:
+        super().stop()
+        if self.replicator is not None and self.replicator.poll() is None:
+            self.replicator.terminate()
+            self.replicator.wait(30)
+        self.replicator = None

@@ -20,6 +20,7 @@ DEFAULT_PORTS = {
     "exporter-infra": [9101],
     "exporter-health": [9102],
     "exporter-business": [9103],
+    "backup": [9104],
     "prometheus": [9090],
     "alertmanager": [9093],
     "grafana": [3000],
@@ -77,8 +78,62 @@ def test_prometheus_in_compose_scrapes_the_compose_services() -> None:
         for static in job.get("static_configs", [])
         for target in static["targets"]
     } | {name for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
-    for name in ("proxy", "tickets", "flags", "exporter-infra", "exporter-health", "exporter-business"):
+    for name in ("proxy", "tickets", "flags", "exporter-infra", "exporter-health", "exporter-business", "backup"):
         assert name in targets, f"compose Prometheus does not scrape {name}"
+
+
+BACKUP_SERVICES = ("seaweedfs", "backup-replicate", "backup")
+
+
+def volume_path(service: str, path: str) -> tuple[str, str]:
+    """(volume, path inside it) of a path in a service's container, through its named-volume mounts."""
+    for mount in SERVICES[service].get("volumes", []):
+        source, target = mount.split(":")[:2]
+        if not source.startswith(("./", "/")) and (path == target or path.startswith(f"{target}/")):
+            return source, path.removeprefix(target).lstrip("/")
+    raise AssertionError(f"{service}: {path} is on no named volume")
+
+
+def test_backup_services_take_the_s3_keys_from_secrets_and_the_s3_is_never_published() -> None:
+    """The keys open every backup (each ticket, flag and key hash): never in the file, never on a published
+    port; the backup services get the S3's CA, not weed's own volume (its keys and data)."""
+    for name in BACKUP_SERVICES:
+        service = SERVICES[name]
+        assert service["secrets"] == ["backup-s3-access-key", "backup-s3-secret-key"], name
+        environment = service["environment"]
+        assert environment["BACKUP_S3__ACCESS_KEY_FILE"] == "/run/secrets/backup-s3-access-key", name
+        assert environment["BACKUP_S3__SECRET_KEY_FILE"] == "/run/secrets/backup-s3-secret-key", name
+        assert not {"BACKUP_S3__ACCESS_KEY", "BACKUP_S3__SECRET_KEY"} & environment.keys(), name
+        assert environment["VIBELUX_BACKUP_CONFIG"] == "config/backups.compose.yml", name
+    assert COMPOSE["secrets"]["backup-s3-access-key"] == {"environment": "BACKUP_S3_ACCESS_KEY"}
+    assert COMPOSE["secrets"]["backup-s3-secret-key"] == {"environment": "BACKUP_S3_SECRET_KEY"}
+    assert "ports" not in SERVICES["seaweedfs"]
+    for name in ("backup-replicate", "backup"):
+        mounts = SERVICES[name]["volumes"]
+        assert "backup-s3-ca:/var/lib/vibelux-s3-ca:ro" in mounts, name
+        assert not any(mount.startswith("backup-s3:") for mount in mounts), name
+
+
+def test_backup_config_names_the_desk_and_flags_databases_through_their_volumes() -> None:
+    """config/backups.compose.yml loads as the tool loads it, its SQLite stores are the very files the desk
+    and flags services use (same volume, same path inside it), and its S3 is the `seaweedfs` service with the
+    CA that service writes."""
+    from backups.settings import ENV_PREFIX, BackupSettings, validate
+    from service_kit.config import load_settings
+
+    path = REPO / "config" / "backups.compose.yml"
+    keys = {f"{ENV_PREFIX}_S3__ACCESS_KEY": "key", f"{ENV_PREFIX}_S3__SECRET_KEY": "secret"}
+    settings = validate(load_settings(BackupSettings, path, ENV_PREFIX, keys), str(path))
+    urls = {"tickets": "TICKETS_DATABASE__URL", "flags": "FLAGS_DATABASE__URL"}
+    assert set(settings.sqlite) == set(urls)
+    for store, variable in urls.items():
+        database = SERVICES[store]["environment"][variable].removeprefix("sqlite:///")
+        for name in ("backup-replicate", "backup"):
+            assert volume_path(name, settings.sqlite[store].path) == volume_path(store, database), (name, store)
+    assert settings.s3.endpoint == "seaweedfs" and settings.s3.uri_style == "path"
+    assert volume_path("backup", settings.s3.ca_file) == volume_path("seaweedfs", settings.s3.ca_file)
+    for name in ("backup-replicate", "backup"):
+        assert SERVICES[name]["command"][-1].startswith("python -m backups.local_s3 --wait && exec vibelux-backup ")
 
 
 ALERTMANAGERS = sorted(name for name, service in SERVICES.items() if service["image"].startswith("prom/alertmanager"))
@@ -277,8 +332,13 @@ def test_production_proxies_are_replicas_reached_only_through_the_balancer_they_
 
 
 def test_production_has_a_healthcheck_everywhere_and_starts_on_them() -> None:
-    """One-off jobs (restart "no", e.g. grafana-dashboards) run to completion instead of staying healthy."""
-    running = [name for name, s in PRODUCTION_SERVICES.items() if name != "node-exporter" and s.get("restart") != "no"]
+    """One-off jobs (restart "no", e.g. grafana-dashboards) run to completion instead of staying healthy;
+    node-exporter is outside the stack's network; Litestream serves nothing to check (a replicator that stops
+    replicating fails the backup service's sync, which BackupTooOld reports)."""
+    running = [
+        name for name, s in PRODUCTION_SERVICES.items()
+        if name not in ("node-exporter", "backup-replicate") and s.get("restart") != "no"
+    ]  # fmt: skip
     for name in running:
         assert "healthcheck" in PRODUCTION_SERVICES[name], f"{name} has no healthcheck"
     for name, service in PRODUCTION_FILE["services"].items():
@@ -287,6 +347,8 @@ def test_production_has_a_healthcheck_everywhere_and_starts_on_them() -> None:
             assert "healthcheck" in PRODUCTION_SERVICES[dependency], dependency
     for profiled in ("prometheus-2", "victoriametrics", "alertmanager-2"):  # the HA pairs, profile ha
         assert PRODUCTION_SERVICES[profiled]["profiles"] == ["ha"]
+    for profiled in BACKUP_SERVICES:  # the desk and flags are on PostgreSQL: no SQLite files to replicate
+        assert PRODUCTION_SERVICES[profiled]["profiles"] == ["sqlite-backups"]
 
 
 def test_node_exporter_sees_the_host_and_is_the_only_source_of_node_series() -> None:

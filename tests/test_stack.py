@@ -30,6 +30,7 @@ ENDPOINTS = {
     "exporter-infra": 9101,
     "exporter-health": 9102,
     "exporter-business": 9103,
+    "backup": 9104,
 }
 
 
@@ -46,7 +47,7 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
     try:
         wait_until(procfile.exists, timeout=30)
         started = {line.split(":")[0] for line in procfile.read_text().splitlines() if line}
-        for name in [*ENDPOINTS, "demo", "redis", "prometheus", "alertmanager"]:
+        for name in [*ENDPOINTS, "demo", "redis", "prometheus", "alertmanager", "s3", "backup-replicate"]:
             assert name in started, f"make up does not start {name}"
         wait_until(lambda: requests.get("http://127.0.0.1:8000/healthz", timeout=2).ok, timeout=60)
         for name, port in ENDPOINTS.items():
@@ -66,6 +67,15 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
             wait_until(
                 lambda s=service: f'service_up{{service="{s}"}} 1.0' in requests.get(HEALTH_METRICS, timeout=2).text,
                 timeout=60,
+            )
+        # The backup jobs ran at start: the desk's and flags' databases are replicated and drilled.
+        for store in ("tickets", "flags"):
+            wait_until(
+                lambda s=store: (
+                    f'restore_drill_last_success_timestamp_seconds{{store="{s}"}}'
+                    in requests.get("http://127.0.0.1:9104/metrics", timeout=5).text
+                ),
+                timeout=120,
             )
         # Redis answers nobody without the run's password (it held every API key and ban).
         with socket.create_connection(("127.0.0.1", 6379), timeout=2) as redis_socket:

@@ -238,6 +238,25 @@ flags_stale_flags{environment="staging"}     0
 flags_changes_total{environment="production",action="update"}  0 0.05
 """ + http_metrics("flags")
 
+# tickets: its last good backup three days old, its last drill failed after its last good one (three days
+# old too), six minutes of committed data not yet archived and WAL pushes failing; flags: healthy, drilled
+# an hour ago and never failed. BackupTooOld, RestoreDrillFailed and WalArchiveLagging hold for tickets only.
+BACKUP = """
+backup_last_success_timestamp_seconds{store="tickets"}         @-259200
+backup_last_success_timestamp_seconds{store="flags"}           @-600
+backup_size_bytes{store="tickets"}                             5e8
+backup_size_bytes{store="flags"}                               1.4e5
+restore_drill_last_success_timestamp_seconds{store="tickets"}  @-262800
+restore_drill_last_failure_timestamp_seconds{store="tickets"}  @-3600
+restore_drill_last_success_timestamp_seconds{store="flags"}    @-3600
+restore_drill_duration_seconds{store="tickets"}                95
+restore_drill_duration_seconds{store="flags"}                  1.4
+recovery_point_age_seconds{store="tickets"}                    360 1
+recovery_point_age_seconds{store="flags"}                      0
+backup_wal_archive_failures_total{store="tickets"}             0 0.05
+backup_wal_archive_failures_total{store="flags"}               0
+"""
+
 JOBS: dict[str, list[Series]] = {
     "infra": table(INFRA),
     "service-health": table(SERVICE_HEALTH),
@@ -245,6 +264,7 @@ JOBS: dict[str, list[Series]] = {
     "ratelimit-proxy": table(RATELIMIT_PROXY),
     "tickets": table(TICKETS),
     "flags": table(FLAGS),
+    "backup": table(BACKUP),
 }
 
 

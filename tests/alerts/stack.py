@@ -1,6 +1,7 @@
 """The stack for real, on free ports: Redis (the probed service), the health, infra and business exporters,
 the support desk, the rate-limiting proxy in front of the demo upstream, the flag service (both on a second
-Redis), Prometheus with the repository's rules and Alertmanager with the repository's routing.
+Redis), the backup tool replicating the desk's and the flags' databases to a SeaweedFS S3, Prometheus with
+the repository's rules and Alertmanager with the repository's routing.
 
 Shared by the end-to-end tests and bench/alert_pipeline.py. Only the timers are shortened (scrape and
 evaluation 1s, group_wait/group_interval 1s, ServiceDown `for` 2s); routes, receivers and rules are the
@@ -15,6 +16,7 @@ import secrets
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,9 +34,11 @@ from tests.alerts.helpers import REPO, alertmanager_config
 from tests.exporters.helpers import ExporterProcess
 from tests.servers import (
     AlertmanagerServer,
+    BackupServer,
     ManagedProcess,
     PrometheusServer,
     RedisServer,
+    SeaweedS3Server,
     free_port,
     wait_until,
 )
@@ -177,7 +181,21 @@ class AlertingStack:
         self.agent_token = self._agent_token()
 
         self._start_platform()
+        # The backup tool's first syncs and drills take a while: they run as the exporters and Alertmanager start.
+        with ThreadPoolExecutor(1) as pool:  # leaving waits for it, so a failed start closes everything it started
+            backups = pool.submit(self._start_backups)
+            self._start_monitoring()
+        backups.result()
 
+        rules = shortened_rules(self.workdir, timers)
+        self.prometheus = AlertingPrometheus(self._prometheus_config(), rules)
+        self.prometheus.start()
+        self._stack.callback(self.prometheus.close)
+        wait_until(self._everything_discovered, timeout=30, interval=0.2)
+
+    def _start_monitoring(self) -> None:
+        """The three exporters and Alertmanager (whose webhook is the desk's)."""
+        timers = self.timers
         probe = {"interval_seconds": timers.probe_interval, "timeout_seconds": 0.5}
         health_config = {
             "server": {"host": "127.0.0.1", "port": free_port()},
@@ -219,18 +237,12 @@ class AlertingStack:
         self.alertmanager.start()
         self._stack.callback(self.alertmanager.close)
 
-        rules = shortened_rules(self.workdir, timers)
-        self.prometheus = AlertingPrometheus(self._prometheus_config(), rules)
-        self.prometheus.start()
-        self._stack.callback(self.prometheus.close)
-        wait_until(self._everything_discovered, timeout=30, interval=0.2)
-
     def _everything_discovered(self) -> bool:
         """Prometheus discovers its targets and Alertmanager a few seconds after start; wait for both."""
         api = f"{self.prometheus.url}/api/v1"
         managers = requests.get(f"{api}/alertmanagers", timeout=2).json()["data"]["activeAlertmanagers"]
         targets = requests.get(f"{api}/targets", timeout=2).json()["data"]["activeTargets"]
-        return bool(managers) and len(targets) == 7 and all(t["health"] == "up" for t in targets)
+        return bool(managers) and len(targets) == 8 and all(t["health"] == "up" for t in targets)
 
     def _start_platform(self) -> None:
         """The demo upstream behind the proxy, and the flag service; proxy and flags share a second Redis so
@@ -273,6 +285,17 @@ class AlertingStack:
             "flags", ["flags_service.cli", "serve"], flags_env | {"FLAGS_SERVER__PORT": "{port}"}
         )
 
+    def _start_backups(self) -> None:
+        """`vibelux-backup replicate` and `serve` as `make up` runs them, for the desk's and the flags' databases:
+        ready once each has a backup and a drill recorded, so every Backups panel has data."""
+        self.s3 = SeaweedS3Server()
+        self.s3.start()
+        self._stack.callback(self.s3.close)
+        stores = {"tickets": self.desk.workdir / "tickets.sqlite3", "flags": self.workdir / "flags.sqlite3"}
+        self.backup = BackupServer(self.s3, stores)
+        self.backup.start()
+        self._stack.callback(self.backup.close)
+
     def _service(self, name: str, module_args: list[str], env: dict[str, str]) -> ServiceProcess:
         """Start `python -m <module_args>`; "{port}" in arguments or environment becomes its own port."""
         process = ServiceProcess(name, module_args, env)
@@ -307,6 +330,8 @@ class AlertingStack:
                 job("ratelimit-proxy", self.proxy.port),
                 job("flags", self.flags.port),
                 job("alertmanager", self.alertmanager.port),
+                # the recovery point is asked of Litestream at every scrape: two subprocesses per store
+                job("backup", self.backup.port) | {"scrape_interval": "5s", "scrape_timeout": "5s"},
             ],
         }
 

@@ -67,7 +67,7 @@ def test_ack_silences_the_alert_in_alertmanager_and_unack_brings_it_back(stack: 
 
 # Every query variable at All (".+"), as a dashboard opens.
 GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__range": "5m"} | {
-    f"${name}": ".+" for name in ("job", "instance", "service", "probe")
+    f"${name}": ".+" for name in ("job", "instance", "service", "probe", "store")
 }
 
 

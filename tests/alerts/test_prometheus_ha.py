@@ -45,13 +45,7 @@ GRAPH_SPAN = 3  # seconds before T that graphs (range queries) are compared over
 # max(4 x scrape interval, $__interval + scrape interval); $__range is the dashboard's period, here 6 s.
 GRAFANA_WINDOWS = {"$__rate_interval": "4s", "$__range": RULE_WINDOW, "$__interval": SCRAPE_INTERVAL}
 # Rule expressions that are empty on both sides by design; every other query must return data.
-NO_BACKUP_JOB = "the backup tool (vibelux-backup serve, :9104) is not a scrape job of the shipped configs yet"
-EMPTY_BY_DESIGN = {
-    "BusinessActiveUsersDrop": "compares with a week ago; the targets have seconds of history",
-    "BackupTooOld": NO_BACKUP_JOB,
-    "RestoreDrillFailed": NO_BACKUP_JOB,
-    "WalArchiveLagging": NO_BACKUP_JOB,
-}
+EMPTY_BY_DESIGN = {"BusinessActiveUsersDrop": "compares with a week ago; the targets have seconds of history"}
 # Rule expressions whose series VictoriaMetrics names where Prometheus does not, and why that is acceptable.
 NAME_KEPT = {
     "service:service_up:avg1d": "MetricsQL's avg_over_time keeps the metric name, PromQL's drops it; a recording"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -137,3 +138,28 @@ def test_cli_lists_the_replica_and_a_dry_run_restore_changes_nothing(replicated:
     too_early = cli("restore", "--store", "tickets", "--to", "2020-01-01T00:00:00Z")
     assert too_early.returncode == 1
     assert "no replicated transaction shipped before 2020-01-01T00:00:00+00:00" in too_early.stderr
+
+
+def test_listing_the_replica_while_another_caller_rewrites_the_config_never_reads_half_a_file(
+    replicated: Replicated,
+) -> None:
+    """Every litestream call rewrites litestream.yml first, and a scrape lists the replica while a job runs:
+    written in place, the config could be read half-written ("database not found in config"), which failed
+    a drill of `make up` the moment its metrics were scraped."""
+    store = SqliteStore("tickets", replicated.settings())
+    insert_rows(store, range(1, 3))
+    store.sync()
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            store.tool.write_config()
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(20):
+            assert store.list()
+    finally:
+        stop.set()
+        writer.join()

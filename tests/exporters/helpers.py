@@ -74,7 +74,12 @@ class ExporterProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        wait_until(self._answers, timeout=15)
+        try:
+            wait_until(self._answers, timeout=15)
+        except BaseException:  # nobody holds this object yet to stop it: a slow start left exporters running
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:

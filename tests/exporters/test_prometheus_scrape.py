@@ -1,4 +1,5 @@
-"""config/prometheus.yml: the contract's job names, and a real Prometheus scraping the three exporters."""
+"""config/prometheus.yml: the contract's job names, and a real Prometheus scraping the exporters, the services
+and the backup tool."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import yaml
 
 from demo.business_db import generate
 from tests.exporters.helpers import ExporterProcess, is_meminfo_camelcase_finding, promtool_findings, write_config
-from tests.servers import AlertmanagerServer, PrometheusServer, RedisServer, free_port, wait_until
+from tests.servers import (
+    AlertmanagerServer,
+    BackupServer,
+    PrometheusServer,
+    RedisServer,
+    SeaweedS3Server,
+    free_port,
+    wait_until,
+)
 
 CONFIG = Path("config/prometheus.yml")
 COMPOSE_CONFIG = Path("config/prometheus.compose.yml")
@@ -45,7 +54,8 @@ def test_prometheus_configs_scrape_exactly_the_contract_jobs_on_their_ports() ->
     assert set(jobs(local)) == contract_jobs()
     assert set(jobs(compose)) == contract_jobs() | {"node"}
     ports = {"infra": "9101", "service-health": "9102", "business": "9103", "ratelimit-proxy": "9180",
-             "tickets": "8081", "flags": "8082", "prometheus": "9090", "alertmanager": "9093"}  # fmt: skip
+             "tickets": "8081", "flags": "8082", "backup": "9104", "prometheus": "9090",
+             "alertmanager": "9093"}  # fmt: skip
     for name, port in ports.items():
         assert jobs(local)[name] == [f"127.0.0.1:{port}"]
         assert jobs(compose)[name][0].endswith(f":{port}")
@@ -62,6 +72,7 @@ class ServiceProcess:
         self.port, self.metrics_port = free_port(), free_port()
         home = workdir / package
         home.mkdir()
+        self.database = home / "db.sqlite3"
         (home / "empty.yml").write_text("{}\n")
         env = {
             f"VIBELUX_{prefix}_CONFIG": str(home / "empty.yml"),
@@ -69,7 +80,7 @@ class ServiceProcess:
             f"{prefix}_SERVER__PORT": str(self.port),
             f"{prefix}_SERVER__WORKERS": "1",
             f"{prefix}_LOGGING__LEVEL": "WARNING",
-            f"{prefix}_DATABASE__URL": f"sqlite:///{home / 'db.sqlite3'}",
+            f"{prefix}_DATABASE__URL": f"sqlite:///{self.database}",
             f"{prefix}_REDIS__URL": redis_url,
         }
         if package == "ratelimit_proxy":  # metrics live on the admin port, behind which no token is needed
@@ -100,9 +111,10 @@ SERVICES = {"ratelimit-proxy": ("ratelimit_proxy", "RATELIMIT_PROXY"), "tickets"
 
 
 @pytest.fixture(scope="module")
-def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """What `make up` runs, on free ports: the three exporters from their shipped configs, and the proxy,
-    the support desk and the flags service (exporters by name, services by job name)."""
+def running_stack(tmp_path_factory: pytest.TempPathFactory, s3_server: SeaweedS3Server) -> Iterator[dict[str, Any]]:
+    """What `make up` runs, on free ports: the three exporters from their shipped configs, the proxy, the
+    support desk and the flags service, and the backup tool replicating the desk's database to a real S3
+    (exporters by name, services and the backup tool by job name)."""
     workdir = tmp_path_factory.mktemp("stack")
     redis_server = RedisServer()
     redis_server.start()
@@ -132,8 +144,12 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
             started[name] = ExporterProcess(name, config, port, env)
         for job in SERVICES:
             started[job].wait_ready()
+        started["backup"] = BackupServer(s3_server, {"tickets": started["tickets"].database})
+        started["backup"].start()
         yield started
     finally:
+        if "backup" in started:  # before the desk whose database it reads
+            started.pop("backup").close()
         for exporter in started.values():
             exporter.stop()
         redis_server.close()
@@ -153,6 +169,8 @@ def test_real_prometheus_scrapes_every_contract_job_and_every_target_is_up(
             job["static_configs"] = [{"targets": [f"127.0.0.1:{running_stack[exporter_jobs[name]].port}"]}]
         elif name in SERVICES:
             job["static_configs"] = [{"targets": [f"127.0.0.1:{running_stack[name].metrics_port}"]}]
+        elif name == "backup":
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{running_stack[name].port}"]}]
         elif name == "alertmanager":
             job["static_configs"] = [{"targets": [alertmanager_server.url.removeprefix("http://")]}]
     config["rule_files"] = []
@@ -187,6 +205,9 @@ def test_real_prometheus_scrapes_every_contract_job_and_every_target_is_up(
             'vibelux_build_info{job="tickets"}',
             'vibelux_build_info{job="flags"}',
             'vibelux_build_info{job="ratelimit-proxy"}',
+            'backup_last_success_timestamp_seconds{job="backup",store="tickets"}',
+            'restore_drill_duration_seconds{job="backup",store="tickets"} > 0',
+            'recovery_point_age_seconds{job="backup",store="tickets"} < 60',
         ):
             wait_until(lambda expr=expr: bool(prometheus.query(expr)), timeout=15)
     finally:
