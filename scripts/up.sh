@@ -28,7 +28,7 @@ if [[ -z "${REDIS_PASSWORD:-}" ]]; then
   REDIS_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
 fi
 export REDIS_PASSWORD RATELIMIT_PROXY_REDIS__PASSWORD="$REDIS_PASSWORD" FLAGS_REDIS__PASSWORD="$REDIS_PASSWORD"
-export EXPORTER_HEALTH_PROBES__REDIS__PASSWORD="$REDIS_PASSWORD"
+export EXPORTER_HEALTH_PROBES__REDIS__PASSWORD="$REDIS_PASSWORD" BACKUP_REDIS__PROXY__PASSWORD="$REDIS_PASSWORD"
 
 # The local S3 (python -m backups.local_s3) accepts the backup tool's keys only, and the backups hold every
 # ticket and flag: a run without keys gets fresh ones, in the environment of the S3 server (which writes them
