@@ -28,8 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `make bench` runs bench/*.py as scripts
 
+import yaml
+
 from backups.litestream import SqliteStore
-from tests.backups.conftest import Replicated
+from backups.settings import ENV_PREFIX, BackupSettings, validate
+from service_kit.config import load_settings
+from tests.backups.conftest import Cluster, Replicated
 from tests.servers import SeaweedS3Server
 
 
@@ -107,31 +111,35 @@ def cost(s3: SeaweedS3Server, pairs: int, phase: float) -> list[tuple[float, flo
     return rates
 
 
+def postgres_settings(s3: SeaweedS3Server, cluster: Cluster, prefix: str) -> BackupSettings:
+    """Settings for the store ``tickets`` on ``cluster``, as an operator writes them (a file, keys in the
+    environment), its work directory inside the cluster's root."""
+    config = {
+        "work_dir": str(cluster.root / "work"),
+        "s3": {"endpoint": "127.0.0.1", "port": s3.port, "bucket": s3.bucket, "uri_style": "path",
+               "ca_file": str(s3.tls.ca_file), "prefix": prefix},
+        "postgres": {"tickets": {"data_dir": str(cluster.data_dir), "port": cluster.port,
+                                 "socket_dir": str(cluster.root)}},
+    }  # fmt: skip
+    path = cluster.root / "backups.yml"
+    path.write_text(yaml.safe_dump(config))
+    env = {f"{ENV_PREFIX}_S3__ACCESS_KEY": s3.access_key, f"{ENV_PREFIX}_S3__SECRET_KEY": s3.secret_key}
+    return validate(load_settings(BackupSettings, path, ENV_PREFIX, env), str(path))
+
+
 def postgres_recovery_points(s3: SeaweedS3Server, crash_after: list[float]) -> list[float]:
     """One cluster; per round: write continuously, crash at T, restore into scratch, T minus the newest row."""
     import shutil
 
-    import yaml
-
     from backups.postgres import PostgresStore, scratch_instance
-    from backups.settings import ENV_PREFIX, BackupSettings, validate
-    from service_kit.config import load_settings
-    from tests.backups.conftest import USER, Cluster
+    from tests.backups.conftest import USER
 
     root = Path(tempfile.mkdtemp(prefix="vibelux-bench-pg-"))
     root.chmod(0o755)
     shutil.chown(root, USER)
     cluster = Cluster(root)
     cluster.start()
-    config = {
-        "work_dir": str(root / "work"),
-        "s3": {"endpoint": "127.0.0.1", "port": s3.port, "bucket": s3.bucket, "uri_style": "path",
-               "ca_file": str(s3.tls.ca_file), "prefix": f"/bench/pg-{os.getpid()}"},
-        "postgres": {"tickets": {"data_dir": str(cluster.data_dir), "port": cluster.port, "socket_dir": str(root)}},
-    }  # fmt: skip
-    (root / "backups.yml").write_text(yaml.safe_dump(config))
-    env = {f"{ENV_PREFIX}_S3__ACCESS_KEY": s3.access_key, f"{ENV_PREFIX}_S3__SECRET_KEY": s3.secret_key}
-    settings = validate(load_settings(BackupSettings, root / "backups.yml", ENV_PREFIX, env), "bench")
+    settings = postgres_settings(s3, cluster, f"/bench/pg-{os.getpid()}")
     store = PostgresStore("tickets", settings)
     store.configure()
     store.service("stop")

@@ -81,7 +81,7 @@ def generate(path: Path, tickets: int, per_ticket: int) -> None:
                         f"cust-{ticket_id % 5000}",
                         "Customer",
                         "c@example.com",
-                        rng.choice(["free", "starter", "pro", "enterprise"]),
+                        rng.choice(["free", "startup", "professional", "enterprise"]),  # DeskTier: the API serves them
                         _naive(created),
                         _naive(created + timedelta(hours=rng.randint(0, 300))),
                     )
