@@ -52,7 +52,7 @@ COHORTS = [str(c) for c in range(WEEKS)]
 WEEK_NUMBERS = [str(n) for n in range(WEEKS)]
 MONTH_INDEXES = [str(m) for m in range(MONTHS)]
 FLAG = ["true", "false"]
-TIER_LABELS = [*PAID_TIERS, "other"]
+TIER_LABELS = list(PAID_TIERS)  # plans outside them are published as "other", as the SQL queries do
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ def test_every_dashboard_links_the_web_uis_and_marks_deploys_and_flag_changes(na
     [
         ("overview", False),
         ("business", False),
+        ("revenue", False),
         ("infrastructure", True),
         ("services", True),
         ("ratelimit", True),
