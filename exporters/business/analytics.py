@@ -9,8 +9,9 @@ arithmetic, so it is the same text on SQLite and PostgreSQL; bucketing, classifi
 in Python, where tests/vectors/business pins them.
 
 Like every query, a computed one runs on its own interval and its figures are served from the cache: a
-scrape never runs it. All inputs of one run are read in one transaction (REPEATABLE READ on PostgreSQL), so
-they describe one moment of the database.
+scrape never runs it. On PostgreSQL all inputs of one run are read in one REPEATABLE READ transaction, so
+they describe one moment of the database. SQLite reads each select as it stands (Python's sqlite3 opens no
+transaction for reads); the demo database is replaced by a rename, never written in place.
 
 Every series with a period label (`cohort`, `week`, `month`) also carries `in_progress` ("true" for the
 current week or month, whose figures will still change). The labels are relative indexes (`cohort="3"`:
