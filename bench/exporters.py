@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from demo.business_db import generate
-from exporters.business.queries import QueryRunner
+from exporters.business.analytics import runner
 from exporters.business.settings import ENV_PREFIX, BusinessSettings
 from exporters.database import read_only_engine
 from service_kit.config import load_settings
@@ -149,14 +149,15 @@ def bench_business(workdir: Path, scrapes: int) -> list[str]:
     exporter = Target("business exporter scrape (cached results)", exporter_command("business", config), port,
                       {"EXPORTER_BUSINESS_DATABASE__URL": url})  # fmt: skip
     try:
-        wait_until(lambda: requests.get(exporter.url, timeout=1).text.count("business_query_last_success") >= 10)
+        queries = len(shipped["queries"])
+        wait_until(lambda: requests.get(exporter.url, timeout=1).text.count("business_query_last_success") >= queries)
         interleave([exporter], scrapes)
     finally:
         exporter.stop()
     settings = load_settings(BusinessSettings, "config/exporters/business.yml", ENV_PREFIX, {})
     engine = read_only_engine(url, 30)
-    runners = [QueryRunner(engine, spec) for spec in settings.queries.values()]
-    direct = timed(lambda: [runner() for runner in runners], max(10, scrapes // 10))
+    runners = [runner(engine, spec) for spec in settings.queries.values()]
+    direct = timed(lambda: [run() for run in runners], max(10, scrapes // 10))
     scrape_p50, direct_p50 = statistics.median(exporter.durations), statistics.median(direct)
     return [
         f"Demo database: {counts['users']} users, {counts['subscriptions']} subscriptions, "

@@ -1,10 +1,12 @@
 """Generate a reference-schema SQLite database with months of believable platform history.
 
-    python -m demo.business_db [--out .run/demo/platform.sqlite3] [--users 3000] [--months 12] [--if-stale]
+    python -m demo.business_db [--out .run/demo/platform.sqlite3] [--users 3000] [--months 14] [--if-stale]
 
-Sign-ups grow over the period with a weekly rhythm; free users convert to paid plans, upgrade and churn;
-each user has their own activity habit, so daily, weekly and monthly active users differ; paying users make
-most AI requests. History ends now, so the exporter's windows (last day, week, month) all have data. The
+Sign-ups grow over the period with a weekly rhythm; a quarter of them start a 14-day free trial, about a
+third of which convert; free users convert to paid plans, upgrade, sometimes downgrade, churn and come back;
+each user has their own activity habit, and many new users never return after their first days, so weekly
+retention falls steeply and then flattens, and daily, weekly and monthly active users differ; paying users
+make most AI requests. History ends now, so the exporter's windows (last day, week, month) all have data. The
 file is written beside the target and renamed into place, so a running exporter never reads half of it.
 """
 
@@ -27,10 +29,20 @@ from exporters.business.schema import ai_requests, metadata, sessions, subscript
 
 PRICES_USD = {"startup": Decimal("29.00"), "professional": Decimal("99.00"), "enterprise": Decimal("499.00")}
 NEXT_PLAN = {"free": "startup", "startup": "professional", "professional": "enterprise"}
+PREVIOUS_PLAN = {"professional": "startup", "enterprise": "professional"}
 # daily probabilities, tuned for ~3% monthly churn and a paid share around 15-20% after a year
 CONVERT_DAILY = {"free": 0.0012, "startup": 0.0015, "professional": 0.001}
+DOWNGRADE_DAILY = {"professional": 0.0005, "enterprise": 0.0007}
 CHURN_DAILY = 0.001
+WIN_BACK_DAILY = 0.004  # chance a former customer comes back to their old plan on a given day
 DORMANT_DAILY = 0.003  # chance a user stops coming back for good
+# ... much higher in a user's first days (tried it, left): mostly gone by the third week
+EARLY_DORMANT_DAILY, EARLY_DORMANT_DAYS = 0.06, 10.0
+TRIAL_SHARE = 0.25  # sign-ups who start a free trial
+TRIAL_PLANS = {"startup": 0.7, "professional": 0.3}  # which plan they try
+TRIAL_DAYS = 14
+TRIAL_CONVERTS = 0.3  # share of trials that convert when they end
+TRIAL_EARLY_DAILY = 0.005  # chance a trial converts on a given day before its end
 AI_REQUESTS_PER_ACTIVE_DAY = {"free": 0.3, "startup": 2.0, "professional": 5.0, "enterprise": 12.0}
 AI_MODELS = ("vibe-small", "vibe-medium", "vibe-large")
 BATCH_ROWS = 20_000
@@ -43,6 +55,8 @@ class DemoUser:
     habit: float  # chance of being active on a given day
     tier: str = "free"
     subscription: dict[str, Any] | None = None
+    trial_ends_at: datetime | None = None  # while a trial runs
+    former_plan: str | None = None  # the plan a customer who churned paid for
 
 
 @dataclass
@@ -55,25 +69,39 @@ class History:
     ai_requests: list[dict[str, Any]] = field(default_factory=list)
 
 
-def change_plan(history: History, user: DemoUser, plan: str, at: datetime, ending_status: str) -> None:
-    """End the user's current subscription (if any) with `ending_status`; start `plan` unless it is free."""
+def change_plan(
+    history: History, user: DemoUser, plan: str, at: datetime, ending_status: str, trial: bool = False
+) -> None:
+    """End the user's current subscription (if any) with `ending_status`; start `plan` unless it is free
+    (a trial of it: at no charge, "trialing" until it converts or expires)."""
     if user.subscription is not None:
         user.subscription["ended_at"] = at
         user.subscription["status"] = ending_status
         user.subscription = None
     user.tier = plan
+    user.trial_ends_at = at + timedelta(days=TRIAL_DAYS) if trial else None
     if plan != "free":
         row = {
             "id": len(history.subscriptions) + 1,
             "user_id": user.id,
             "plan": plan,
-            "status": "active",
-            "monthly_amount_usd": PRICES_USD[plan],
+            "status": "trialing" if trial else "active",
+            "monthly_amount_usd": Decimal("0.00") if trial else PRICES_USD[plan],
             "started_at": at,
             "ended_at": None,
         }
         history.subscriptions.append(row)
         user.subscription = row
+
+
+def trial_day(history: History, rng: random.Random, user: DemoUser, moment: datetime, day_end: datetime) -> None:
+    """A day of a running trial: it may convert early; on its last day it converts or expires."""
+    assert user.trial_ends_at is not None
+    if user.trial_ends_at < day_end:
+        outcome = "converted" if rng.random() < TRIAL_CONVERTS else "expired"
+        change_plan(history, user, user.tier if outcome == "converted" else "free", user.trial_ends_at, outcome)
+    elif rng.random() < TRIAL_EARLY_DAILY:
+        change_plan(history, user, user.tier, moment, "converted")
 
 
 def simulate_day(history: History, rng: random.Random, day_start: datetime, signups: int, end: datetime) -> None:
@@ -85,19 +113,33 @@ def simulate_day(history: History, rng: random.Random, day_start: datetime, sign
     def moment() -> datetime:
         return day_start + timedelta(seconds=rng.randrange(seconds_in_day))
 
+    day_end = day_start + timedelta(seconds=seconds_in_day)
     for _ in range(signups):
         user = DemoUser(len(history.users) + 1, moment(), habit=rng.betavariate(0.7, 4.0))
         history.users.append(user)
-        if rng.random() < 0.05:  # some start paying on day one
+        start = rng.random()
+        if start < TRIAL_SHARE:
+            plan = rng.choices(list(TRIAL_PLANS), weights=list(TRIAL_PLANS.values()))[0]
+            change_plan(history, user, plan, user.signed_up_at, "upgraded", trial=True)
+        elif start < TRIAL_SHARE + 0.05:  # some start paying on day one
             change_plan(history, user, "startup", user.signed_up_at, "upgraded")
     for user in history.users:
-        if user.signed_up_at >= day_start + timedelta(seconds=seconds_in_day):
+        if user.signed_up_at >= day_end:
             continue
-        if user.tier != "free" and rng.random() < CHURN_DAILY:
-            change_plan(history, user, "free", max(moment(), user.signed_up_at), "churned")
+        at = max(moment(), user.signed_up_at)
+        if user.trial_ends_at is not None:
+            trial_day(history, rng, user, at, day_end)
+        elif user.tier != "free" and rng.random() < CHURN_DAILY:
+            user.former_plan = user.tier
+            change_plan(history, user, "free", at, "churned")
+        elif user.former_plan and user.tier == "free" and rng.random() < WIN_BACK_DAILY:
+            change_plan(history, user, user.former_plan, at, "churned")
+        elif user.tier in DOWNGRADE_DAILY and rng.random() < DOWNGRADE_DAILY[user.tier]:
+            change_plan(history, user, PREVIOUS_PLAN[user.tier], at, "downgraded")
         elif user.tier in CONVERT_DAILY and rng.random() < CONVERT_DAILY[user.tier]:
-            change_plan(history, user, NEXT_PLAN[user.tier], max(moment(), user.signed_up_at), "upgraded")
-        if rng.random() < DORMANT_DAILY:
+            change_plan(history, user, NEXT_PLAN[user.tier], at, "upgraded")
+        age_days = (day_start - user.signed_up_at).total_seconds() / 86_400
+        if rng.random() < DORMANT_DAILY + EARLY_DORMANT_DAILY * math.exp(-max(0.0, age_days) / EARLY_DORMANT_DAYS):
             user.habit = 0.0
         if rng.random() >= user.habit:
             continue
@@ -176,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".run/demo/platform.sqlite3"))
     parser.add_argument("--users", type=int, default=3000, help="about how many users sign up over the period")
-    parser.add_argument("--months", type=int, default=12)
+    # 14: the 12-month revenue retention needs customers paying at the start of the month 12 months back
+    parser.add_argument("--months", type=int, default=14)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--if-stale", action="store_true", help="do nothing when --out exists and is less than a day old"

@@ -30,8 +30,8 @@ DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = {"type": "prometheus", "uid": f"${{{DATASOURCE_VARIABLE}}}"}
 GRID_WIDTH = 24
 SCHEMA_VERSION = 39
-# Tables and bar gauges show one value per series; stats query a range to draw their trend sparkline.
-INSTANT_KINDS = ("table", "bargauge")
+# Tables, bar gauges and bar charts show one value per series; stats query a range to draw their sparkline.
+INSTANT_KINDS = ("table", "bargauge", "barchart")
 STAT_OPTIONS = {"graphMode": "area", "colorMode": "value", "reduceOptions": {"calcs": ["lastNotNull"]}}
 STATE_TIMELINE_OPTIONS = {
     "mergeValues": True,
@@ -53,6 +53,7 @@ class Query:
     expr: str
     legend: str = ""
     instant: bool = False
+    table: bool = False  # one frame with a column per label (format "table"), for tables built by transformations
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class Panel:
     thresholds: tuple[tuple[float | None, str], ...] = ()
     stack: bool = False
     links: tuple[Link, ...] = ()
+    # Grafana's own shapes, passed through: field config beyond the unit (min, max, color, custom.cellOptions),
+    # per-field overrides, and transformations (pivots, merges, sorts) applied in order before display.
+    field_config: dict[str, Any] = field(default_factory=dict)
+    overrides: tuple[dict[str, Any], ...] = ()
+    transformations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,27 +333,37 @@ def _panel_json(item: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, A
             defaults["custom"]["stacking"] = {"mode": "normal", "group": "A"}
     elif item.kind == "state-timeline":
         defaults["custom"] = {"fillOpacity": 80, "lineWidth": 0}
-    return {
+    for key, value in item.field_config.items():
+        defaults[key] = {**defaults.get(key, {}), **value} if isinstance(value, dict) else value
+    json: dict[str, Any] = {
         "id": panel_id,
         "type": item.kind,
         "title": item.title,
         "description": item.description,
         "gridPos": grid,
         "datasource": DATASOURCE,
-        "targets": [
-            {
-                "refId": chr(ord("A") + index),
-                "datasource": DATASOURCE,
-                "expr": query.expr,
-                "legendFormat": query.legend,
-                "instant": query.instant or item.kind in INSTANT_KINDS,
-                "range": not (query.instant or item.kind in INSTANT_KINDS),
-            }
-            for index, query in enumerate(item.queries)
-        ],
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "targets": [_target_json(query, index, item.kind) for index, query in enumerate(item.queries)],
+        "fieldConfig": {"defaults": defaults, "overrides": list(item.overrides)},
         "options": item.options,
     }
+    if item.transformations:
+        json["transformations"] = list(item.transformations)
+    return json
+
+
+def _target_json(query: Query, index: int, kind: str) -> dict[str, Any]:
+    instant = query.instant or query.table or kind in INSTANT_KINDS
+    target = {
+        "refId": chr(ord("A") + index),
+        "datasource": DATASOURCE,
+        "expr": query.expr,
+        "legendFormat": query.legend,
+        "instant": instant,
+        "range": not instant,
+    }
+    if query.table:
+        target["format"] = "table"
+    return target
 
 
 def _dashboard_link_json(link: Link) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from grafana.builder import (
     AlertGroups,
     Annotation,
     Link,
+    Panel,
     Query,
     Row,
     Text,
@@ -82,6 +83,7 @@ NAVIGATION = {
     "vibelux-flags": "Feature flags",
     "vibelux-business": "Business",
     "vibelux-backups": "Backups",
+    "vibelux-revenue": "Revenue and retention",
 }
 # alert_rules/backups.yml: BackupTooOld and RestoreDrillFailed past two days, WalArchiveLagging past 300 s
 TWO_DAYS = 2 * 86400
@@ -834,6 +836,7 @@ def business() -> dict[str, Any]:
                         unit="currencyUSD",
                         width=12,
                         stack=True,
+                        links=(Link("MRR movements, retention and trials", dashboard_url("vibelux-revenue")),),
                     ),
                     panel(
                         "MRR change over 30 days",
@@ -1014,6 +1017,329 @@ def backups() -> dict[str, Any]:
     )
 
 
+# Table transformations (Grafana's), applied in order. Labels arrive as text: sort periods as numbers.
+def as_numbers(*fields: str) -> dict[str, Any]:
+    return _convert(fields, "number")
+
+
+def as_text(*fields: str) -> dict[str, Any]:
+    return _convert(fields, "string")
+
+
+def _convert(fields: tuple[str, ...], to: str) -> dict[str, Any]:
+    conversions = [{"targetField": name, "destinationType": to} for name in fields]
+    return {"id": "convertFieldType", "options": {"conversions": conversions, "fields": {}}}
+
+
+def sort_by(name: str, desc: bool = False) -> dict[str, Any]:
+    return {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": name, "desc": desc}]}}
+
+
+def pivot(row: str, column: str) -> dict[str, Any]:
+    """One row per `row` value, one column per `column` value. A combination with no sample becomes null
+    (Grafana's default is "", which sorts and colours like a value), shown empty by EMPTY_CELL."""
+    options = {"rowField": row, "columnField": column, "valueField": "Value", "emptyValue": "null"}
+    return {"id": "groupingToMatrix", "options": options}
+
+
+def organize(rename: dict[str, str], hide: tuple[str, ...] = ("Time",)) -> dict[str, Any]:
+    """Rename columns (in this order, first) and hide others."""
+    order = {name: index for index, name in enumerate(rename)}
+    options = {"renameByName": rename, "excludeByName": dict.fromkeys(hide, True), "indexByName": order}
+    return {"id": "organize", "options": options}
+
+
+MERGE = {"id": "merge", "options": {}}
+# A cell without a sample (a week that has not happened, a month before the history) shows nothing, not 0.
+EMPTY_CELL = {
+    "type": "special",
+    "options": {"match": "null", "result": {"text": "", "color": "transparent", "index": 0}},
+}
+
+
+def column(name: str, **properties: Any) -> dict[str, Any]:
+    """A field override: the column `name` gets `properties` (e.g. unit="time:YYYY-MM")."""
+    values = [{"id": key.replace("_", "."), "value": value} for key, value in properties.items()]
+    return {"matcher": {"id": "byName", "options": name}, "properties": values}
+
+
+def period_label(current: str) -> dict[str, Any]:
+    """Period index 0 is the current week or month: say it is in progress."""
+    return {"type": "value", "options": {"0": {"text": f"0 ({current}, in progress)", "index": 0}}}
+
+
+IN_PROGRESS = {
+    "type": "value",
+    "options": {"true": {"text": "in progress", "color": "orange", "index": 0}, "false": {"text": "", "index": 1}},
+}
+COMPLETE_CELLS = 'in_progress="false"'
+GAINS, LOSSES = "new|expansion|reactivation", "contraction|churn"  # losses are drawn below the line
+
+
+def revenue() -> dict[str, Any]:
+    """Signup-week retention, MRR movements, revenue retention, ARPU and trials from the business exporter's
+    computed queries (exporters/business/cohorts.py). Periods are relative indexes (0 = current), so every
+    grid is an instant query pivoted by transformations; missing cells are null and render empty."""
+    cohort = "Cohort (weeks ago)"
+    month_table = [
+        ("Month", "max by (month, in_progress) (business_month_start_timestamp_seconds) * 1000"),
+        ("Opening", "max by (month, in_progress) (business_mrr_opening_usd)"),
+        *(
+            (movement.capitalize(), f'max by (month, in_progress) (business_mrr_movement_usd{{movement="{movement}"}})')
+            for movement in ("new", "expansion", "reactivation", "contraction", "churn")
+        ),
+        ("Closing", "max by (month, in_progress) (business_mrr_closing_usd)"),
+        ("Net retention", "max by (month, in_progress) (business_net_revenue_retention_ratio)"),
+        ("Gross retention", "max by (month, in_progress) (business_gross_revenue_retention_ratio)"),
+    ]
+    trial_table = [
+        ("Month", "max by (month, in_progress) (business_month_start_timestamp_seconds) * 1000"),
+        ("Converted", 'max by (month, in_progress) (business_trials_ended{outcome="converted"})'),
+        ("Expired", 'max by (month, in_progress) (business_trials_ended{outcome="expired"})'),
+        ("Conversion", "max by (month, in_progress) (business_trial_conversion_ratio)"),
+    ]
+
+    def value_columns(names: list[str]) -> dict[str, str]:
+        return {f"Value #{chr(ord('A') + index)}": name for index, name in enumerate(names)}
+
+    def by_month(
+        title: str, rows: list[tuple[str, str]], extra_overrides: tuple[dict[str, Any], ...], **options: Any
+    ) -> Panel:
+        """A table of months (0, the current one, first): one query per column, merged on the month."""
+        names = [name for name, _ in rows]
+        return panel(
+            title,
+            *(Q(expr, table=True) for _, expr in rows),
+            kind="table",
+            transformations=(
+                MERGE,
+                as_numbers("month"),
+                sort_by("month"),
+                organize({**value_columns(names), "in_progress": "Status"}, hide=("Time", "month")),
+            ),
+            mappings=(EMPTY_CELL,),
+            overrides=(
+                column("Month", unit="time:YYYY-MM"),
+                column("Status", mappings=[IN_PROGRESS], custom_cellOptions={"type": "color-text"}),
+                *extra_overrides,
+            ),
+            **options,
+        )
+
+    return build_dashboard(
+        "vibelux-revenue",
+        "VibeLux / Revenue and retention",
+        [
+            Row(
+                "How to read",
+                (
+                    Text(
+                        "Reading the grids",
+                        "Periods are UTC calendar weeks and months counted back from now: **0 is the current one, "
+                        "in progress**, and its figures will still change. An **empty cell has no figure** (a week "
+                        "a cohort has not reached yet, a month before the platform's first user, a ratio over "
+                        "nobody); **0% means it happened and nobody came back**. Week N of a cohort is the Nth "
+                        "calendar week after its signup week; week 0 is 100% by definition. Figures are computed "
+                        "every 15 minutes by the business exporter (exporters/business/cohorts.py).",
+                        height=3,
+                    ),
+                ),
+            ),
+            Row(
+                "Signup-week retention",
+                (
+                    panel(
+                        "Retention by signup week (cohort x week N)",
+                        Q("max by (cohort, week) (business_retention_ratio)", table=True),
+                        unit="percentunit",
+                        kind="table",
+                        width=18,
+                        height=11,
+                        description="Share of each week's sign-ups active in the Nth calendar week after it. "
+                        "A triangle: the last cell of each row is the current week, in progress; cells to its "
+                        "right have not happened and are empty.",
+                        transformations=(
+                            as_numbers("cohort", "week"),
+                            sort_by("week"),
+                            pivot("cohort", "week"),
+                            sort_by("cohort\\week", desc=True),
+                            organize({"cohort\\week": cohort}),
+                        ),
+                        mappings=(EMPTY_CELL,),
+                        field_config={
+                            "decimals": 0,
+                            "min": 0,
+                            "max": 1,
+                            "color": {"mode": "continuous-BlPu"},
+                            "custom": {"align": "center", "cellOptions": {"type": "color-background"}},
+                        },
+                        overrides=(
+                            column(
+                                cohort,
+                                unit="none",
+                                mappings=[period_label("this week")],
+                                custom_cellOptions={"type": "auto"},
+                            ),
+                        ),
+                    ),
+                    panel(
+                        "Cohorts",
+                        Q("max by (cohort) (business_cohort_start_timestamp_seconds) * 1000", table=True),
+                        Q("max by (cohort) (business_cohort_users)", table=True),
+                        unit="short",
+                        kind="table",
+                        width=6,
+                        height=11,
+                        description="Each cohort's signup week and how many signed up (empty: before the first "
+                        "sign-up).",
+                        transformations=(
+                            MERGE,
+                            as_numbers("cohort"),
+                            sort_by("cohort", desc=True),
+                            organize({"cohort": cohort, "Value #A": "Week of", "Value #B": "Users"}),
+                        ),
+                        mappings=(EMPTY_CELL,),
+                        overrides=(
+                            column("Week of", unit="time:YYYY-MM-DD"),
+                            column(cohort, unit="none", mappings=[period_label("this week")]),
+                        ),
+                    ),
+                    panel(
+                        "Retention curve (complete weeks of all cohorts)",
+                        Q(
+                            f"sum by (week) (business_retained_users{{{COMPLETE_CELLS}}})"
+                            f" / (sum by (week) (max by (cohort, week) (business_retained_users{{{COMPLETE_CELLS}}})"
+                            " * 0 + on (cohort) group_left max by (cohort) (business_cohort_users)) > 0)",
+                            table=True,
+                        ),
+                        unit="percentunit",
+                        kind="barchart",
+                        width=24,
+                        height=7,
+                        description="Users active in week N over the users of the cohorts whose week N is over "
+                        "(weighted by cohort size; the current week is left out).",
+                        transformations=(
+                            as_numbers("week"),
+                            sort_by("week"),
+                            as_text("week"),
+                            organize({"week": "Week N", "Value": "Retained"}),
+                        ),
+                        options={"xField": "Week N", "legend": {"showLegend": False}, "showValue": "auto"},
+                        field_config={"min": 0, "max": 1},
+                    ),
+                ),
+            ),
+            Row(
+                "MRR movements and revenue retention",
+                (
+                    panel(
+                        "MRR movements by month",
+                        Q(
+                            f'max by (month, movement) (business_mrr_movement_usd{{movement=~"{GAINS}"}})'
+                            f' or -max by (month, movement) (business_mrr_movement_usd{{movement=~"{LOSSES}"}})',
+                            table=True,
+                        ),
+                        unit="currencyUSD",
+                        kind="barchart",
+                        width=16,
+                        height=9,
+                        description="Gains above the line, losses (contraction, churn) below it; months ago, the "
+                        "current month (0) in progress. Opening + gains - losses = closing.",
+                        transformations=(
+                            as_numbers("month"),
+                            sort_by("month", desc=True),
+                            as_text("month"),
+                            pivot("month", "movement"),
+                            organize({"month\\movement": "Months ago"}),
+                        ),
+                        options={
+                            "xField": "Months ago",
+                            "stacking": "normal",
+                            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+                        },
+                        overrides=(column("Months ago", mappings=[period_label("this month")]),),
+                    ),
+                    stat(
+                        "Net revenue retention (12 months)",
+                        Q("max(business_net_revenue_retention_12m_ratio)"),
+                        unit="percentunit",
+                        width=4,
+                        height=9,
+                        description="What the customers paying 12 months ago pay now (at the start of this "
+                        "month), over what they paid then.",
+                        no_value="Not 12 months of customers yet",
+                    ),
+                    stat(
+                        "Gross revenue retention (12 months)",
+                        Q("max(business_gross_revenue_retention_12m_ratio)"),
+                        unit="percentunit",
+                        width=4,
+                        height=9,
+                        description="Net revenue retention without expansion: what was kept (at most 100%).",
+                        no_value="Not 12 months of customers yet",
+                    ),
+                    by_month(
+                        "Revenue by month",
+                        month_table,
+                        unit="currencyUSD",
+                        width=24,
+                        height=10,
+                        description="MRR at each month's start and end and what moved it; net and gross "
+                        "retention over the customers paying at its start. Empty: before the platform's history, "
+                        "or a ratio over no customers.",
+                        extra_overrides=(
+                            column("Net retention", unit="percentunit", decimals=1),
+                            column("Gross retention", unit="percentunit", decimals=1),
+                        ),
+                    ),
+                ),
+            ),
+            Row(
+                "Customers and trials",
+                (
+                    panel(
+                        "ARPU by tier",
+                        Q("max by (tier) (business_arpu_usd)", "{{tier}}"),
+                        unit="currencyUSD",
+                        description="MRR of the tier over its paying customers.",
+                    ),
+                    panel(
+                        "Paying customers by tier",
+                        Q("max by (tier) (business_paying_customers)", "{{tier}}"),
+                        unit="short",
+                        stack=True,
+                    ),
+                    stat("Trials running", Q("max(business_trials_running)"), unit="short", width=4),
+                    stat(
+                        "Trial conversion, last month",
+                        Q('max(business_trial_conversion_ratio{month="1"})'),
+                        unit="percentunit",
+                        width=4,
+                        description="Of the trials that ended last month, the share that became paid.",
+                        no_value="No trial ended last month",
+                    ),
+                    by_month(
+                        "Trial-to-paid conversion by month",
+                        trial_table,
+                        unit="short",
+                        width=24,
+                        height=8,
+                        description="Trials that ended in each month, by outcome, and the share that converted.",
+                        extra_overrides=(column("Conversion", unit="percentunit", decimals=0),),
+                    ),
+                ),
+            ),
+        ],
+        description="Signup-week retention, MRR movements, revenue retention, ARPU and trial conversion "
+        "(the business exporter's computed queries).",
+        tags=["business"],
+        annotations=ANNOTATIONS,
+        links=LINKS,
+        time_from="now-30d",
+        refresh="15m",
+    )
+
+
 DASHBOARDS = {
     "overview": overview,
     "infrastructure": infrastructure,
@@ -1023,4 +1349,5 @@ DASHBOARDS = {
     "flags": flags,
     "business": business,
     "backups": backups,
+    "revenue": revenue,
 }

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from demo import business_db
+from exporters.business.analytics import CALCULATORS
 from ratelimit_proxy.settings import default_tiers
 from service_kit.tiers import DESK_TIERS, PAID_TIERS, STAFF_TIER, TIERS
 
@@ -43,11 +44,18 @@ def test_the_business_exporter_labels_are_the_platform_tiers() -> None:
     tier_labels = {
         metric: spec["labels"]["tier"]
         for query in queries.values()
-        for metric, spec in query["metrics"].items()
+        for metric, spec in query.get("metrics", {}).items()
         if "tier" in spec.get("labels", {})
+    }
+    tier_labels |= {  # the computed queries' metrics are the calculators'
+        metric: spec.labels["tier"]
+        for calculator in CALCULATORS.values()
+        for metric, spec in calculator.metrics.items()
+        if "tier" in spec.labels
     }
     assert tier_labels["business_users"] == list(TIERS)
     assert tier_labels["business_mrr_usd"] == list(PAID_TIERS)
+    assert tier_labels["business_arpu_usd"] == list(PAID_TIERS)
     assert all(set(values) <= set(TIERS) for values in tier_labels.values()), tier_labels
 
 
@@ -56,6 +64,9 @@ def test_the_demo_business_data_uses_the_platform_tiers() -> None:
     assert set(business_db.NEXT_PLAN) | set(business_db.NEXT_PLAN.values()) <= set(TIERS)
     assert set(business_db.CONVERT_DAILY) <= set(TIERS)
     assert tuple(business_db.AI_REQUESTS_PER_ACTIVE_DAY) == TIERS
+    assert set(business_db.TRIAL_PLANS) <= set(PAID_TIERS)
+    assert set(business_db.PREVIOUS_PLAN) | set(business_db.PREVIOUS_PLAN.values()) <= set(PAID_TIERS)
+    assert set(business_db.DOWNGRADE_DAILY) <= set(PAID_TIERS)
 
 
 def _tier_literals(text: str) -> set[str]:

@@ -16,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
-from exporters.business.queries import QueryRunner, QuerySpec, Sample
+from exporters.business.analytics import metric_specs, runner
+from exporters.business.queries import QuerySpec, Sample
 from exporters.scheduling import Attempt, JobSet, PeriodicJob
 
 
@@ -71,7 +72,7 @@ class BusinessCollector(Collector):
         states = self._book.snapshot()
         for query, spec in self._queries.items():
             samples = states[query].samples or []
-            for metric, metric_spec in spec.metrics.items():
+            for metric, metric_spec in metric_specs(spec).items():
                 family = GaugeMetricFamily(
                     metric, metric_spec.help or f"From query {query}.", labels=list(metric_spec.labels)
                 )
@@ -114,6 +115,4 @@ class BusinessExporter(JobSet):
         def record(attempt: Attempt[list[Sample]]) -> None:
             self.book.record(name, attempt)
 
-        return PeriodicJob(
-            f"query-{name}", QueryRunner(engine, spec), record, spec.interval_seconds, spec.timeout_seconds
-        )
+        return PeriodicJob(f"query-{name}", runner(engine, spec), record, spec.interval_seconds, spec.timeout_seconds)

@@ -3,10 +3,16 @@
 A platform whose tables differ keeps the exporter and writes its own queries in the YAML; this schema is
 what the shipped queries and the demo database (`python -m demo.business_db`) agree on.
 
-- users: one row per account; `tier` is the current plan, one of the platform's tiers (service_kit/tiers.py).
-- subscriptions: one row per paid period of a plan. An upgrade ends the old row (status "upgraded") and
-  starts a new one; a cancellation ends it with status "churned". MRR at time t is the sum of
-  `monthly_amount_usd` over rows with started_at <= t < coalesce(ended_at, infinity).
+- users: one row per account; `tier` is the current plan, one of the platform's tiers (service_kit/tiers.py)
+  (during a trial, the plan on trial: the user gets its features and limits).
+- subscriptions: one row per period of a plan. A plan change ends the old row (status "upgraded" or
+  "downgraded") and starts a new one; a cancellation ends it with status "churned"; a running paid row is
+  "active". MRR at time t is the sum of `monthly_amount_usd` over rows with started_at <= t <
+  coalesce(ended_at, infinity).
+  A free trial of a plan is a row of that plan at amount 0 (so it is never revenue): status "trialing"
+  while it runs (ended_at NULL), then "converted" when it ended with the user paying for a plan (the paid
+  row starts when the trial ends) or "expired" when it ended without. Trial-to-paid conversion is read
+  from those two statuses.
 - sessions: one row per login session, with its last activity (active users, active sessions).
 - ai_requests: one row per AI request (AI usage per day).
 - api_usage_rollups: the proxy's per-minute rollups of API calls (issue 15), one row per API key, minute,
@@ -31,7 +37,9 @@ from sqlalchemy import (
     Table,
 )
 
-SUBSCRIPTION_STATUSES = ("active", "upgraded", "churned")
+PAID_STATUSES = ("active", "upgraded", "downgraded", "churned")  # running, or how the period ended
+TRIAL_STATUSES = ("trialing", "converted", "expired")  # running, or how the trial ended
+SUBSCRIPTION_STATUSES = (*PAID_STATUSES, *TRIAL_STATUSES)
 
 metadata = MetaData()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from exporters.business.queries import QuerySpec, check_query
+from exporters.business.analytics import check_spec, metric_specs
+from exporters.business.queries import QuerySpec
 from exporters.serving import ExporterServerSettings
 from service_kit.config import ConfigError, checked, port_check, secret
 
@@ -36,10 +37,10 @@ class BusinessSettings:
             raise ConfigError("queries", source, "at least one query")
         owner: dict[str, str] = {}
         for name, spec in self.queries.items():
-            problem = check_query(spec)
+            problem = check_spec(spec)
             if problem:
                 raise ConfigError(f"queries.{name}", source, problem)
-            for metric in spec.metrics:
+            for metric in metric_specs(spec):
                 if metric in owner:
                     raise ConfigError(
                         f"queries.{name}.metrics.{metric}", source, f"a metric not already in {owner[metric]}"

@@ -116,6 +116,7 @@ def test_every_dashboard_links_the_web_uis_and_marks_deploys_and_flag_changes(na
     [
         ("overview", False),
         ("business", False),
+        ("revenue", False),
         ("infrastructure", True),
         ("services", True),
         ("ratelimit", True),
@@ -397,3 +398,27 @@ def test_counter_inside_rate_inside_an_aggregation_is_accepted() -> None:
         "x_total": True,
         "y_total": False,
     }
+
+
+def test_revenue_grids_show_missing_cells_empty_and_mark_the_current_period_in_progress() -> None:
+    """Absent samples (cells too young, months before the history) must not turn into 0 or "" on the way:
+    every pivot fills gaps with null, and null is drawn as an empty, uncoloured cell."""
+    panels = {p["title"]: p for p in COMMITTED["revenue"]["panels"]}
+    grid = panels["Retention by signup week (cohort x week N)"]
+    assert grid["type"] == "table" and [t["format"] for t in grid["targets"]] == ["table"]
+    pivots = [t for p in panels.values() for t in p.get("transformations", []) if t["id"] == "groupingToMatrix"]
+    assert len(pivots) == 2 and all(t["options"]["emptyValue"] == "null" for t in pivots)
+    for title in (
+        "Retention by signup week (cohort x week N)",
+        "Revenue by month",
+        "Trial-to-paid conversion by month",
+    ):
+        defaults = panels[title]["fieldConfig"]["defaults"]
+        (empty,) = [m for m in defaults["mappings"] if m["type"] == "special"]
+        assert empty["options"] == {"match": "null", "result": {"text": "", "color": "transparent", "index": 0}}
+        assert "noValue" not in defaults
+    row_labels = grid["fieldConfig"]["overrides"][0]["properties"]
+    assert any(p["id"] == "mappings" and "in progress" in p["value"][0]["options"]["0"]["text"] for p in row_labels)
+    for title in ("Revenue by month", "Trial-to-paid conversion by month"):
+        status = next(o for o in panels[title]["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Status")
+        assert status["properties"][0]["value"][0]["options"]["true"]["text"] == "in progress"
