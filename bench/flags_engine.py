@@ -64,25 +64,30 @@ def _ours() -> dict[str, dict[str, Any]]:
 def _engine() -> dict[str, Callable[[int], object]]:
     flags = _ours()
     static, rules, rollout = flags["static"], flags["three rules"], flags["3-way rollout"]
+    contexts = [{"targetingKey": user} for user in USERS]
     return {
-        "static": lambda i: evaluate(static, {"targetingKey": USERS[i % 1000]}).value,
+        "static": lambda i: evaluate(static, contexts[i % 1000]).value,
         "three rules": lambda i: evaluate(rules, THIRD_RULE_CONTEXT).value,
-        "3-way rollout": lambda i: evaluate(rollout, {"targetingKey": USERS[i % 1000]}).value,
+        "3-way rollout": lambda i: evaluate(rollout, contexts[i % 1000]).value,
     }
 
 
 def _sdk() -> dict[str, Callable[[int], object]]:
-    """The Python SDK's call path (snapshot lookup, engine, evaluation counting), bootstrapped offline."""
+    """The Python SDK's call path (snapshot lookup, engine, evaluation counting), bootstrapped offline and
+    marked healthy, as a client that has its snapshot from the service is (no ``STALE`` reasons)."""
     from flags_service.sdk import FlagsClient
 
     flags = {flag["key"]: flag for flag in _ours().values()}
     snapshot = {"environment": "bench", "version": 1, "flags": flags, "segments": {}}
     client = FlagsClient("http://127.0.0.1:9", "unused", bootstrap=snapshot, start=False, flush_interval=3600)
-    assert client.evaluate("three-rules", THIRD_RULE_CONTEXT).variant == "c"
+    client._mark_healthy()
+    contexts = [{"targetingKey": user} for user in USERS]
+    assert client.evaluate("three-rules", "x", context=THIRD_RULE_CONTEXT).reason == "TARGETING_MATCH"
+    assert client.evaluate("static", False, context=contexts[0]).reason == "STATIC"
     return {
-        "static": lambda i: client.evaluate("static", {"targetingKey": USERS[i % 1000]}).value,
-        "three rules": lambda i: client.evaluate("three-rules", THIRD_RULE_CONTEXT).value,
-        "3-way rollout": lambda i: client.evaluate("rollout", {"targetingKey": USERS[i % 1000]}).value,
+        "static": lambda i: client.evaluate("static", False, context=contexts[i % 1000]).value,
+        "three rules": lambda i: client.evaluate("three-rules", "x", context=THIRD_RULE_CONTEXT).value,
+        "3-way rollout": lambda i: client.evaluate("rollout", "x", context=contexts[i % 1000]).value,
     }
 
 

@@ -11,8 +11,10 @@ service is unreachable it keeps serving what it has, marked ``STALE``.
 Arguments are in OpenFeature's order everywhere: ``(key, default, *, context=...)``. The context is
 keyword-only so a call in another order fails instead of serving a context as the answer.
 
-All public methods are thread-safe: the snapshot is an immutable value swapped atomically, counts sit
-behind a lock. Listeners (``add_listener``, used by the OpenFeature provider) hear every sync outcome.
+All public methods are thread-safe: the snapshot is an immutable value swapped atomically, and each thread
+counts its evaluations in a dict of its own that only it writes, so a call takes no lock (a lock was the
+largest single cost of a static flag's call). Listeners (``add_listener``, used by the OpenFeature
+provider) hear every sync outcome.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,7 +50,7 @@ NOT_READY, READY, STALE = "NOT_READY", "READY", "STALE"
 CONFIGURATION_CHANGED = "CONFIGURATION_CHANGED"
 # What an evaluation before the first snapshot from the service served (the label's whole set).
 SERVED_DEFAULT, SERVED_LAST_KNOWN = "default", "last_known_good"
-MAX_PENDING_COUNT_KEYS = 10_000
+MAX_COUNT_KEYS = 10_000  # (flag, variant) pairs counted per thread; the snapshot bounds them already
 REFUSED_STATUSES = frozenset({401, 403})  # the key is wrong or revoked: retrying will not help
 
 
@@ -80,6 +82,17 @@ class ClientEvent(NamedTuple):
 
 
 Listener = Callable[[ClientEvent], None]
+CountKey = tuple[str, str | None]  # flag, variant
+
+
+@dataclass
+class _ThreadCounts:
+    """One thread's evaluation counts since it first evaluated, written by that thread alone; ``sent`` is
+    what ``flush`` has reported of them (only the flusher touches it)."""
+
+    thread: threading.Thread
+    counts: dict[CountKey, int]
+    sent: dict[CountKey, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,7 @@ class _Snapshot:
     fixed: Mapping[str, Evaluation]  # results of context-free flags, evaluated once per snapshot
     # The same as served while the service answers (reason as evaluated), with their count keys: the
     # hot path for a static flag is a lookup, no tuple built per call.
-    served: Mapping[str, tuple[Details, tuple[str, str | None]]]
+    served: Mapping[str, tuple[Details, CountKey]]
     tiers: tuple[str, ...] | None  # the platform's tiers, as the service sends them (None: an older snapshot)
 
 
@@ -174,8 +187,11 @@ class FlagsClient:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._counts: dict[tuple[str, str | None], int] = {}
-        self._counts_lock = threading.Lock()
+        self._local = threading.local()  # .counts: this thread's dict in _thread_counts
+        self._thread_counts: list[_ThreadCounts] = []
+        self._retired: dict[CountKey, int] = {}  # unsent counts of threads that have ended
+        self._lock = threading.Lock()  # guards _thread_counts and _unready, never taken by a served call
+        self._flush_lock = threading.Lock()  # one flush at a time, so "sent" is what was sent
         self._unready = {SERVED_DEFAULT: 0, SERVED_LAST_KNOWN: 0}
         self._listeners: list[Listener] = []
         self._threads: list[threading.Thread] = []
@@ -256,7 +272,7 @@ class FlagsClient:
     @property
     def unready_evaluations(self) -> dict[str, int]:
         """Evaluations before the first snapshot from the service, by what they served."""
-        with self._counts_lock:
+        with self._lock:
             return dict(self._unready)
 
     def add_listener(self, listener: Listener) -> None:
@@ -303,13 +319,15 @@ class FlagsClient:
                 (key, result.value, result.variant, reason, None, None, result.rule_id, result.metadata)
             )
             count_key = (key, result.variant)
-        with self._counts_lock:  # inline, not a method: this is every call's hot path
-            counts = self._counts
-            pending = counts.get(count_key)
-            if pending is not None:
-                counts[count_key] = pending + 1
-            elif len(counts) < MAX_PENDING_COUNT_KEYS:
-                counts[count_key] = 1
+        try:  # inline, not a method: this is every call's hot path
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._counts_of_this_thread()
+        counted = counts.get(count_key)
+        if counted is not None:
+            counts[count_key] = counted + 1
+        elif len(counts) < MAX_COUNT_KEYS:
+            counts[count_key] = 1
         return details
 
     def is_enabled(self, key: str, default: bool = False, *, context: Mapping[str, Any] | None = None) -> bool:
@@ -329,7 +347,7 @@ class FlagsClient:
 
     def _count_unready(self, key: str, served: str) -> None:
         """Count an evaluation before the first snapshot from the service; log only the first."""
-        with self._counts_lock:
+        with self._lock:
             first = not any(self._unready.values())
             self._unready[served] += 1
         if first:
@@ -475,24 +493,48 @@ class FlagsClient:
             self._stream_response = None
 
     # -- evaluation counts ----------------------------------------------------------------------------
+    def _counts_of_this_thread(self) -> dict[CountKey, int]:
+        counts: dict[CountKey, int] = {}
+        self._local.counts = counts
+        with self._lock:
+            self._thread_counts.append(_ThreadCounts(threading.current_thread(), counts))
+        return counts
+
     def flush(self) -> bool:
-        """Send pending evaluation counts; on failure they are kept for the next try."""
-        with self._counts_lock:
-            counts, self._counts = self._counts, {}
-        if not counts:
-            return True
+        """Send the evaluation counts not sent yet; on failure they stay unsent for the next try."""
+        with self._flush_lock:
+            with self._lock:
+                entries = list(self._thread_counts)
+            unsent = dict(self._retired)
+            taken = []
+            for entry in entries:
+                finished = not entry.thread.is_alive()  # asked before the copy: a finished thread counts no more
+                now = entry.counts.copy()  # one C-level copy: a consistent view while the owner counts on
+                grown = {key: count - entry.sent.get(key, 0) for key, count in now.items()}
+                _add_counts(unsent, grown)
+                taken.append((entry, now, grown, finished))
+            sent = not unsent or self._post_counts(unsent)
+            if sent:
+                self._retired = {}
+                for entry, now, _, _ in taken:
+                    entry.sent = now
+            else:  # what ended threads left waits in one dict, not one per thread, however long the outage
+                for _, _, grown, finished in taken:
+                    if finished:
+                        _add_counts(self._retired, grown)
+            ended = {id(entry) for entry, _, _, finished in taken if finished}
+            if ended:
+                with self._lock:
+                    self._thread_counts = [entry for entry in self._thread_counts if id(entry) not in ended]
+            return sent
+
+    def _post_counts(self, counts: Mapping[CountKey, int]) -> bool:
         body = {"counts": [{"flag": f, "variant": v, "count": n} for (f, v), n in counts.items()]}
         try:
             response = self._http.post(f"{self.base_url}/api/v1/sdk/evaluations", json=body, timeout=self.timeout)
-            if response.status_code == 202:
-                return True
         except requests.RequestException:
-            pass
-        with self._counts_lock:
-            for count_key, count in counts.items():
-                if len(self._counts) < MAX_PENDING_COUNT_KEYS or count_key in self._counts:
-                    self._counts[count_key] = self._counts.get(count_key, 0) + count
-        return False
+            return False
+        return response.status_code == 202
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
@@ -500,6 +542,12 @@ class FlagsClient:
                 self.flush()
             except Exception:
                 log.exception("sending evaluation counts failed")
+
+
+def _add_counts(into: dict[CountKey, int], counts: Mapping[CountKey, int]) -> None:
+    for key, count in counts.items():
+        if count and (key in into or len(into) < MAX_COUNT_KEYS):
+            into[key] = into.get(key, 0) + count
 
 
 def _stream_versions(lines: Iterator[str | None]) -> Iterator[int]:

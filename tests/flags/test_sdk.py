@@ -175,20 +175,20 @@ def test_sdk_batches_evaluation_counts_into_metrics_and_staleness(
     assert [tuple(row) for row in stats] == [("beta", 40)]  # stale-flag detection reads these
 
 
-def test_sdk_concurrent_evaluation_is_thread_safe(service: Service, seeded: tuple[Callable[..., object], str]) -> None:
+def test_sdk_concurrent_evaluation_is_thread_safe_and_counted_exactly_while_flushing(
+    service: Service, seeded: tuple[Callable[..., object], str]
+) -> None:
     call, server_key = seeded
     service.start()
-    with FlagsClient(service.url, server_key, flush_interval=60) as sdk:
+    with FlagsClient(service.url, server_key, flush_interval=0.01) as sdk:  # flushes race the counting threads
         assert sdk.wait_until_ready(5)
         errors: list[BaseException] = []
 
         def hammer() -> None:
             try:
                 for index in range(300):
-                    assert sdk.evaluate("beta", context={"targetingKey": str(index), "tier": "professional"}).value in (
-                        True,
-                        False,
-                    )
+                    context = {"targetingKey": str(index), "tier": "professional"}
+                    assert sdk.evaluate("beta", context=context).value in (True, False)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -200,7 +200,41 @@ def test_sdk_concurrent_evaluation_is_thread_safe(service: Service, seeded: tupl
         for thread in threads:
             thread.join()
         assert errors == []
-        assert sum(sdk._counts.values()) == 1800
+    service.app.extensions["flags"].recorder.flush()  # close() sent the rest
+    registry = service.app.extensions["service_kit"].metrics.registry
+    labels = {"environment": "production", "flag": "beta"}
+    counted = [
+        registry.get_sample_value("flags_evaluations_total", {**labels, "variant": v}) or 0 for v in ("on", "off")
+    ]
+    assert sum(counted) == 1800
+
+
+def test_counts_of_threads_that_ended_during_an_outage_are_sent_once_it_is_over(
+    service: Service, seeded: tuple[Callable[..., object], str]
+) -> None:
+    _, server_key = seeded
+    service.start()
+    with FlagsClient(service.url, server_key, stream=False, flush_interval=3600, max_backoff=0.2) as sdk:
+        assert sdk.wait_until_ready(5)
+        service.stop()
+
+        def evaluate_five() -> None:
+            for _ in range(5):
+                sdk.evaluate("upload-mb", 0)
+
+        for _ in range(4):  # as a thread-per-request server does
+            thread = threading.Thread(target=evaluate_five)
+            thread.start()
+            thread.join()
+        assert sdk.flush() is False
+        assert sdk.flush() is False  # a second failed try neither loses nor doubles them
+        service.start()
+        assert sdk.flush() is True
+        assert sdk.flush() is True  # nothing left to send
+    service.app.extensions["flags"].recorder.flush()
+    registry = service.app.extensions["service_kit"].metrics.registry
+    labels = {"environment": "production", "flag": "upload-mb", "variant": "large"}
+    assert registry.get_sample_value("flags_evaluations_total", labels) == 20
 
 
 def test_openfeature_provider_over_the_sdk(service: Service, seeded: tuple[Callable[..., object], str]) -> None:
