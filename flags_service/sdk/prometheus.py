@@ -2,7 +2,9 @@
 
 ``FlagsClientCollector(client, registry)`` reads the client at scrape time, so evaluation pays nothing for
 it. Labels come from fixed sets only: ``served`` is ``default`` or ``last_known_good``, ``status`` one of
-the client's three statuses.
+the client's three statuses. In a service-kit app pass ``registry=None`` to
+``metrics.add_scrape_collector``; under several granian workers a scrape then shows the client of the worker
+that answers it (each worker has its own client), not a sum.
 """
 
 from __future__ import annotations
