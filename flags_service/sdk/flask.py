@@ -21,20 +21,21 @@ EXTENSION = "vibelux_flags"
 
 
 class RequestFlags:
-    """Flags for one request: the context is built once, evaluation is local."""
+    """Flags for one request: the context is built once, evaluation is local. The methods are
+    ``FlagsClient``'s, in its order ``(key, default)``, with the request's context filled in."""
 
     def __init__(self, client: FlagsClient, context: Mapping[str, Any]) -> None:
         self.client = client
         self.context = dict(context)
 
-    def details(self, key: str, default: Any = None) -> Details:
-        return self.client.evaluate(key, self.context, default)
+    def evaluate(self, key: str, default: Any = None) -> Details:
+        return self.client.evaluate(key, default, context=self.context)
 
     def is_enabled(self, key: str, default: bool = False) -> bool:
-        return self.client.is_enabled(key, self.context, default)
+        return self.client.is_enabled(key, default, context=self.context)
 
-    def value(self, key: str, default: Any = None) -> Any:
-        return self.client.value(key, self.context, default)
+    def value(self, key: str, default: Any) -> Any:
+        return self.client.value(key, default, context=self.context)
 
 
 def principal_context() -> dict[str, Any]:

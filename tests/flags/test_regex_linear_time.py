@@ -63,9 +63,9 @@ def test_engine_evaluates_a_redos_pattern_on_1024_characters_in_under_10_ms(patt
 def test_sdk_evaluates_a_redos_pattern_on_1024_characters_in_under_10_ms(pattern: str, unit: str) -> None:
     snapshot = {"environment": "production", "version": 1, "flags": {"redos": _flag(pattern)}, "segments": {}}
     sdk = FlagsClient("http://127.0.0.1:9", "fsk_unused", bootstrap=snapshot, start=False)
-    sdk.evaluate("redos", {"s": "warm"})
+    sdk.evaluate("redos", context={"s": "warm"})
     started = time.perf_counter()
-    details = sdk.evaluate("redos", {"s": _subject(unit)}, default=False)
+    details = sdk.evaluate("redos", False, context={"s": _subject(unit)})
     elapsed = time.perf_counter() - started
     assert details.variant == "off"
     assert elapsed < BUDGET_SECONDS, f"{pattern}: {elapsed * 1000:.1f} ms"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -15,14 +16,18 @@ import sqlalchemy
 from flask import Flask, g
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
+from openfeature.provider import ProviderStatus
+from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from flags_service.app import create_app
-from flags_service.sdk import NOT_READY, READY, STALE, FlagsClient
-from flags_service.sdk.flask import FlagsFlask, FlagsMiddleware, feature_required, flags
+from flags_service.sdk import NOT_READY, READY, STALE, ClientEvent, FlagsClient
+from flags_service.sdk.flask import FlagsFlask, FlagsMiddleware, RequestFlags, feature_required, flags
 from flags_service.sdk.openfeature import VibeLuxProvider
+from flags_service.sdk.prometheus import FlagsClientCollector
 from flags_service.settings import FlagsSettings
 from service_kit.auth import Principal, create_token
 from tests.flags.conftest import with_flags
@@ -30,6 +35,7 @@ from tests.servers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration  # every test here runs the service on a real port
+UNREADY_TOTAL = "flags_client_unready_evaluations_total"
 PRO_RULE = {
     "id": "pro",
     "clauses": [{"attribute": "tier", "op": "in", "values": ["professional"]}],
@@ -104,39 +110,44 @@ def test_sdk_survives_service_down_up_down_and_restart_from_disk(
 ) -> None:
     call, server_key = seeded
     cache = tmp_path / "flags-cache.json"
-    options = {"cache_path": cache, "poll_interval": 2.0, "max_backoff": 0.3, "flush_interval": 0.2, "timeout": 1.0}
+    options = {
+        "cache_path": cache, "poll_interval": 2.0, "max_backoff": 0.3, "flush_interval": 0.2, "timeout": 1.0,
+        "start_wait": 0,
+    }  # fmt: skip
 
     sdk = FlagsClient(service.url, server_key, **options)  # service is down: must not raise
     try:
         assert sdk.status == NOT_READY
-        cold = sdk.evaluate("beta", {"targetingKey": "u1", "tier": "professional"}, default=False)
+        cold = sdk.evaluate("beta", False, context={"targetingKey": "u1", "tier": "professional"})
         assert (cold.value, cold.reason, cold.error_code) == (False, "ERROR", "PROVIDER_NOT_READY")
 
         service.start()
         assert sdk.wait_until_ready(5)
         assert sdk.status == READY
-        warm = sdk.evaluate("beta", {"targetingKey": "u1", "tier": "professional"}, default=False)
+        warm = sdk.evaluate("beta", False, context={"targetingKey": "u1", "tier": "professional"})
         assert (warm.value, warm.reason, warm.variant, warm.rule_id) == (True, "TARGETING_MATCH", "on", "pro")
-        assert sdk.value("upload-mb", {}, 0) == 500
+        assert sdk.value("upload-mb", 0) == 500
 
         call("post", "/api/v1/flags/beta/environments/production/toggle", {"enabled": False})
         started = time.monotonic()
-        wait_until(lambda: sdk.evaluate("beta", {"tier": "professional"}).reason == "DISABLED", timeout=3)
+        wait_until(lambda: sdk.evaluate("beta", context={"tier": "professional"}).reason == "DISABLED", timeout=3)
         assert time.monotonic() - started < 1.5  # announced over SSE, not found by a 2 s poll
 
         service.stop()
         wait_until(lambda: sdk.status == STALE, timeout=5)
-        down = sdk.evaluate("upload-mb", {}, 0)
+        down = sdk.evaluate("upload-mb", 0)
         assert (down.value, down.reason) == (500, "STALE")
     finally:
         sdk.close()
 
     restarted = FlagsClient(service.url, server_key, **options)
     try:
-        from_disk = restarted.evaluate("upload-mb", {}, 0)
+        from_disk = restarted.evaluate("upload-mb", 0)
         assert (from_disk.value, from_disk.reason, from_disk.variant) == (500, "STALE", "large")
-        assert restarted.evaluate("beta", {"tier": "professional"}).reason == "STALE"  # disabled, served as last known
-        assert restarted.evaluate("missing", {}, "d").error_code == "FLAG_NOT_FOUND"
+        assert (
+            restarted.evaluate("beta", context={"tier": "professional"}).reason == "STALE"
+        )  # disabled, served as last known
+        assert restarted.evaluate("missing", "d").error_code == "FLAG_NOT_FOUND"
     finally:
         restarted.close()
 
@@ -149,7 +160,8 @@ def test_sdk_batches_evaluation_counts_into_metrics_and_staleness(
     with FlagsClient(service.url, server_key, stream=False, flush_interval=0.1) as sdk:
         assert sdk.wait_until_ready(5)
         for index in range(40):
-            sdk.evaluate("beta", {"targetingKey": f"u{index}", "tier": "professional" if index % 4 == 0 else "free"})
+            tier = "professional" if index % 4 == 0 else "free"
+            sdk.evaluate("beta", context={"targetingKey": f"u{index}", "tier": tier})
     service.app.extensions["flags"].recorder.flush()
     registry = service.app.extensions["service_kit"].metrics.registry
     labels = {"environment": "production", "flag": "beta"}
@@ -163,20 +175,20 @@ def test_sdk_batches_evaluation_counts_into_metrics_and_staleness(
     assert [tuple(row) for row in stats] == [("beta", 40)]  # stale-flag detection reads these
 
 
-def test_sdk_concurrent_evaluation_is_thread_safe(service: Service, seeded: tuple[Callable[..., object], str]) -> None:
+def test_sdk_concurrent_evaluation_is_thread_safe_and_counted_exactly_while_flushing(
+    service: Service, seeded: tuple[Callable[..., object], str]
+) -> None:
     call, server_key = seeded
     service.start()
-    with FlagsClient(service.url, server_key, flush_interval=60) as sdk:
+    with FlagsClient(service.url, server_key, flush_interval=0.01) as sdk:  # flushes race the counting threads
         assert sdk.wait_until_ready(5)
         errors: list[BaseException] = []
 
         def hammer() -> None:
             try:
                 for index in range(300):
-                    assert sdk.evaluate("beta", {"targetingKey": str(index), "tier": "professional"}).value in (
-                        True,
-                        False,
-                    )
+                    context = {"targetingKey": str(index), "tier": "professional"}
+                    assert sdk.evaluate("beta", context=context).value in (True, False)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -188,7 +200,41 @@ def test_sdk_concurrent_evaluation_is_thread_safe(service: Service, seeded: tupl
         for thread in threads:
             thread.join()
         assert errors == []
-        assert sum(sdk._counts.values()) == 1800
+    service.app.extensions["flags"].recorder.flush()  # close() sent the rest
+    registry = service.app.extensions["service_kit"].metrics.registry
+    labels = {"environment": "production", "flag": "beta"}
+    counted = [
+        registry.get_sample_value("flags_evaluations_total", {**labels, "variant": v}) or 0 for v in ("on", "off")
+    ]
+    assert sum(counted) == 1800
+
+
+def test_counts_of_threads_that_ended_during_an_outage_are_sent_once_it_is_over(
+    service: Service, seeded: tuple[Callable[..., object], str]
+) -> None:
+    _, server_key = seeded
+    service.start()
+    with FlagsClient(service.url, server_key, stream=False, flush_interval=3600, max_backoff=0.2) as sdk:
+        assert sdk.wait_until_ready(5)
+        service.stop()
+
+        def evaluate_five() -> None:
+            for _ in range(5):
+                sdk.evaluate("upload-mb", 0)
+
+        for _ in range(4):  # as a thread-per-request server does
+            thread = threading.Thread(target=evaluate_five)
+            thread.start()
+            thread.join()
+        assert sdk.flush() is False
+        assert sdk.flush() is False  # a second failed try neither loses nor doubles them
+        service.start()
+        assert sdk.flush() is True
+        assert sdk.flush() is True  # nothing left to send
+    service.app.extensions["flags"].recorder.flush()
+    registry = service.app.extensions["service_kit"].metrics.registry
+    labels = {"environment": "production", "flag": "upload-mb", "variant": "large"}
+    assert registry.get_sample_value("flags_evaluations_total", labels) == 20
 
 
 def test_openfeature_provider_over_the_sdk(service: Service, seeded: tuple[Callable[..., object], str]) -> None:
@@ -281,7 +327,7 @@ def test_bootstrap_snapshot_serves_offline_and_the_newer_of_disk_and_bootstrap_w
     with FlagsClient(url, "k", bootstrap=old, cache_path=cache, start=False) as sdk:
         assert (sdk.version, sdk.is_enabled("f")) == (4, True)
     with FlagsClient(url, "k", bootstrap=old, start=False) as sdk:
-        details = sdk.evaluate("f", {})
+        details = sdk.evaluate("f")
         assert (sdk.version, details.value, details.reason) == (3, False, "STALE")
 
 
@@ -293,7 +339,209 @@ def test_sdk_refuses_a_tier_the_snapshot_does_not_list_as_ofrep_does() -> None:
     }  # fmt: skip
     snapshot = {"environment": "production", "version": 1, "tiers": ["free", "professional"], "flags": {"f": flag}}
     sdk = FlagsClient("http://127.0.0.1:9", "fsk_unused", bootstrap=snapshot, start=False)
-    refused = sdk.evaluate("f", {"targetingKey": "u", "tier": "pro"}, default=False)
+    refused = sdk.evaluate("f", False, context={"targetingKey": "u", "tier": "pro"})
     assert (refused.value, refused.reason, refused.error_code) == (False, "ERROR", "INVALID_CONTEXT")
-    assert sdk.evaluate("f", {"targetingKey": "u", "tier": "professional"}).variant == "on"
-    assert sdk.evaluate("f", {"targetingKey": "u"}).variant == "off"
+    assert sdk.evaluate("f", context={"targetingKey": "u", "tier": "professional"}).variant == "on"
+    assert sdk.evaluate("f", context={"targetingKey": "u"}).variant == "off"
+
+
+def test_client_built_while_the_service_is_up_answers_its_first_call_from_the_service(
+    service: Service, seeded: tuple[Callable[..., object], str]
+) -> None:
+    """The README's bug: asked at once, the client answered the default (off) for a paying user."""
+    _, server_key = seeded
+    service.start()
+    sdk = FlagsClient(service.url, server_key)
+    try:
+        first = sdk.evaluate("beta", default=False, context={"targetingKey": "u1", "tier": "professional"})
+        assert (first.value, first.reason, first.error_code) == (True, "TARGETING_MATCH", None)
+    finally:
+        sdk.close()
+
+
+def test_calls_before_the_first_snapshot_are_logged_once_and_counted_by_what_they_served(
+    service: Service, seeded: tuple[Callable[..., object], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, server_key = seeded
+    registry = CollectorRegistry()
+    caplog.set_level(logging.INFO, logger="vibelux.flags.sdk")
+    sdk = FlagsClient(service.url, server_key, start_wait=0.3, max_backoff=0.2)  # service down: waits 0.3 s
+    try:
+        FlagsClientCollector(sdk, registry)
+        for index in range(3):
+            assert sdk.evaluate("beta", False, context={"targetingKey": f"u{index}"}).error_code == "PROVIDER_NOT_READY"
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 2, warnings
+        assert "no snapshot from the flag service" in warnings[0] and "within 0.3 s" in warnings[0]
+        assert "'beta' evaluated before the first snapshot" in warnings[1] and "caller's default" in warnings[1]
+        assert registry.get_sample_value(UNREADY_TOTAL, {"served": "default"}) == 3
+        assert registry.get_sample_value(UNREADY_TOTAL, {"served": "last_known_good"}) == 0
+        assert registry.get_sample_value("flags_client_status", {"status": "not_ready"}) == 1
+
+        service.start()
+        assert sdk.wait_until_ready(5)
+        assert sdk.is_enabled("beta", context={"tier": "professional"})
+        assert registry.get_sample_value(UNREADY_TOTAL, {"served": "default"}) == 3  # ready: no longer counted
+        assert registry.get_sample_value("flags_client_status", {"status": "ready"}) == 1
+    finally:
+        sdk.close()
+
+
+def test_calls_served_from_the_disk_copy_before_the_service_answers_count_as_last_known_good(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    flag = {"key": "f", "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off"}
+    snapshot = {"environment": "production", "version": 3, "flags": {"f": {**flag, "fallthrough": {"variant": "on"}}}}
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    with FlagsClient(url, "k", bootstrap=snapshot, start_wait=0.2, max_backoff=0.1) as sdk:
+        served = [sdk.evaluate("f", False) for _ in range(2)]
+        assert [(d.value, d.reason) for d in served] == [(True, "STALE")] * 2
+        assert sdk.unready_evaluations == {"default": 0, "last_known_good": 2}
+    unready = [r.getMessage() for r in caplog.records if "evaluated before the first snapshot" in r.getMessage()]
+    assert len(unready) == 1 and "last-known-good copy" in unready[0]
+
+
+def test_every_helper_takes_key_then_default_and_the_context_only_by_keyword() -> None:
+    """One order, OpenFeature's; the old orders fail loudly instead of answering the context or the default."""
+    flags = {
+        "beta": {"key": "beta", "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off",
+                 "rules": [{**PRO_RULE}], "fallthrough": {"variant": "off"}},
+        "upload-mb": {"key": "upload-mb", "enabled": True, "variants": {"small": 25, "large": 500},
+                      "offVariant": "small", "fallthrough": {"variant": "large"}},
+        "limits": {"key": "limits", "enabled": True, "variants": {"v1": {"mb": 500}}, "offVariant": "v1",
+                   "fallthrough": {"variant": "v1"}},
+    }  # fmt: skip
+    sdk = FlagsClient("http://127.0.0.1:9", "unused", bootstrap={"version": 1, "flags": flags}, start=False)
+    pro = {"targetingKey": "u1", "tier": "professional"}
+    assert sdk.value("upload-mb", 25, context=pro) == 500
+    assert sdk.value("missing", 25, context=pro) == 25
+    assert sdk.value("limits", {"mb": 25}) == {"mb": 500}  # a dict default is fine for a JSON flag
+    assert sdk.is_enabled("beta", False, context=pro) is True
+    assert sdk.evaluate("beta", False, context=pro).variant == "on"
+    request_flags = RequestFlags(sdk, pro)
+    assert (request_flags.value("upload-mb", 25), request_flags.is_enabled("beta", False)) == (500, True)
+    assert request_flags.evaluate("missing", 7).value == 7
+
+    old_orders: list[Callable[[], object]] = [
+        lambda: sdk.value("upload-mb", pro, 25),  # value(key, context, default)
+        lambda: sdk.value("upload-mb", {"tier": "professional"}),  # value(key, context): a dict for a number
+        lambda: sdk.value("missing", pro),  # would answer the context itself
+        lambda: sdk.is_enabled("beta", pro),
+        lambda: sdk.evaluate("beta", {"tier": "professional"}),  # would evaluate without the context
+        lambda: sdk.all_flags(pro),  # all_flags(context)
+    ]
+    for call in old_orders:
+        with pytest.raises(TypeError):
+            call()
+
+
+def test_close_after_a_normal_run_logs_no_outage_and_emits_no_event(
+    service: Service, seeded: tuple[Callable[..., object], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, server_key = seeded
+    service.start()
+    caplog.set_level(logging.INFO, logger="vibelux.flags.sdk")
+    heard: list[ClientEvent] = []
+    sdk = FlagsClient(service.url, server_key)
+    assert sdk.wait_until_ready(5)
+    wait_until(lambda: sdk._stream_response is not None, timeout=5)  # following the SSE stream
+    sdk.add_listener(heard.append)
+    sdk.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert [event.kind for event in heard if event.kind != "READY"] == []
+
+
+def test_changed_flags_lists_edited_flags_their_segment_users_and_dependents() -> None:
+    def flag(key: str, **fields: object) -> dict[str, object]:
+        return {"key": key, "enabled": True, "variants": {"on": True, "off": False}, "offVariant": "off",
+                "fallthrough": {"variant": "on"}, **fields}  # fmt: skip
+
+    segment_rule = {
+        "id": "s",
+        "clauses": [{"op": "segmentMatch", "values": ["beta-users"]}],
+        "serve": {"variant": "on"},
+    }
+    old = {
+        "version": 1,
+        "tiers": ["free", "professional"],
+        "segments": {"beta-users": {"key": "beta-users", "included": ["u1"]}},
+        "flags": {
+            "edited": flag("edited"),
+            "needs-edited": flag("needs-edited", prerequisites=[{"flag": "edited", "variant": "on"}]),
+            "needs-needs": flag("needs-needs", prerequisites=[{"flag": "needs-edited", "variant": "on"}]),
+            "uses-segment": flag("uses-segment", rules=[segment_rule]),
+            "untouched": flag("untouched"),
+            "removed": flag("removed"),
+        },
+    }
+    new = {
+        **old,
+        "version": 2,
+        "flags": {**old["flags"], "edited": flag("edited", enabled=False), "added": flag("added")},
+    }
+    del new["flags"]["removed"]
+    sdk = FlagsClient("http://127.0.0.1:9", "unused", bootstrap=old, start=False)
+    assert sdk._install(new, None) == ("added", "edited", "needs-edited", "needs-needs", "removed")
+    segment_edit = {**new, "version": 3, "segments": {"beta-users": {"key": "beta-users", "included": ["u2"]}}}
+    assert sdk._install(segment_edit, None) == ("uses-segment",)
+    assert sdk._install({**segment_edit, "version": 4}, None) == ()
+    assert len(sdk._install({**segment_edit, "version": 5, "tiers": ["free"]}, None)) == 6  # every flag
+
+
+def test_openfeature_provider_emits_ready_changed_stale_and_error_events(
+    service: Service, seeded: tuple[Callable[..., object], str]
+) -> None:
+    call, server_key = seeded
+    sdk = FlagsClient(service.url, server_key, start_wait=0.5, max_backoff=0.2, timeout=1.0, start=False)
+    provider = VibeLuxProvider(sdk)
+    client = api.get_client(domain="vibelux-events")
+    heard: list[tuple[ProviderEvent, EventDetails]] = []
+    lock = threading.Lock()
+
+    def handler_for(event: ProviderEvent) -> Callable[[EventDetails], None]:
+        def handle(details: EventDetails) -> None:
+            with lock:
+                heard.append((event, details))
+
+        return handle
+
+    handlers = {event: handler_for(event) for event in ProviderEvent}
+
+    def kinds() -> list[ProviderEvent]:
+        with lock:
+            return [event for event, _ in heard]
+
+    api.set_provider(provider, domain="vibelux-events")  # initialize runs in the SDK's thread; the service is down
+    for event, handle in handlers.items():
+        client.add_handler(event, handle)
+    try:
+        wait_until(lambda: kinds() == [ProviderEvent.PROVIDER_ERROR], timeout=5)
+        assert heard[0][1].error_code == ErrorCode.PROVIDER_NOT_READY
+        assert client.get_provider_status() == ProviderStatus.ERROR
+
+        service.start()
+        wait_until(lambda: kinds()[-1:] == [ProviderEvent.PROVIDER_READY], timeout=5)
+        assert client.get_boolean_value("beta", False, EvaluationContext("u1", {"tier": "professional"})) is True
+
+        call("post", "/api/v1/flags/beta/environments/production/toggle", {"enabled": False})
+        wait_until(lambda: kinds()[-1:] == [ProviderEvent.PROVIDER_CONFIGURATION_CHANGED], timeout=5)
+        assert heard[-1][1].flags_changed == ["beta"]
+
+        service.stop()
+        wait_until(lambda: kinds()[-1:] == [ProviderEvent.PROVIDER_STALE], timeout=5)
+        assert client.get_provider_status() == ProviderStatus.STALE
+        assert client.get_boolean_details("beta", True).reason == Reason.STALE  # still served, marked stale
+
+        service.start()
+        wait_until(lambda: kinds()[-1:] == [ProviderEvent.PROVIDER_READY], timeout=5)
+        assert kinds() == [
+            ProviderEvent.PROVIDER_ERROR,
+            ProviderEvent.PROVIDER_READY,
+            ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
+            ProviderEvent.PROVIDER_STALE,
+            ProviderEvent.PROVIDER_READY,
+        ]  # each status once, not once per poll
+    finally:
+        for event, handle in handlers.items():
+            client.remove_handler(event, handle)
+        provider.shutdown()
