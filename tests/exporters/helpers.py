@@ -75,7 +75,7 @@ class ExporterProcess:
             stderr=subprocess.PIPE,
         )
         try:
-            wait_until(self._answers, timeout=15)
+            wait_until(self._answers, timeout=60)  # 15 s was too short for the infra exporter on a loaded machine
         except BaseException:  # nobody holds this object yet to stop it: a slow start left exporters running
             self.process.kill()
             self.process.wait()
