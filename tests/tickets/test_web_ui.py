@@ -472,3 +472,44 @@ def test_screenshots_of_the_demo_desk(app: Flask, page: Page, tmp_path: Path) ->
         page.get_by_label("Reply").focus()
         page.screenshot(path=tmp_path / "ticket-note.png")
     print(f"screenshots in {tmp_path}")
+
+
+# Text the desk draws, and the WCAG contrast ratio of its colour on the first opaque background behind it.
+CONTRAST = """selector => {
+  const rgba = text => {
+    const p = text.match(/[\\d.]+/g).map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p[3] ?? 1};
+  };
+  const channel = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const luminance = c => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const behind = element => {
+    for (let e = element; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c.a > 0) return c;
+    }
+    return {r: 255, g: 255, b: 255, a: 1};
+  };
+  return [...document.querySelectorAll(selector)]
+    .filter(e => e.getClientRects().length && e.textContent.trim() && !e.closest('.visually-hidden'))
+    .map(e => {
+      const [light, dark] = [luminance(rgba(getComputedStyle(e).color)), luminance(behind(e))].sort((a, b) => b - a);
+      return [e.className || e.tagName, e.textContent.trim().slice(0, 24), (light + 0.05) / (dark + 0.05)];
+    });
+}"""
+TEXT = (
+    ".status, .prio, .sla, .tier, .count, .role-label, .tag, .muted, .ticket-id, a, th, label, button, .avatar, time, p"
+)
+
+
+@pytest.mark.integration
+def test_text_meets_contrast_and_the_keyboard_reaches_search(page: Page, queue_desk: Desk) -> None:
+    """WCAG AA (4.5:1) for every badge, link and label of the queue and the ticket page; "/" focuses search."""
+    log_in_to(page, queue_desk)
+    low = [found for found in page.evaluate(CONTRAST, TEXT) if found[2] < 4.5]
+    page.goto(f"{queue_desk.url}/tickets/{queue_desk.ids['waiting']}")
+    low += [found for found in page.evaluate(CONTRAST, TEXT) if found[2] < 4.5]
+    assert low == []
+    page.locator("body").press("/")
+    expect(page.get_by_label("Search tickets")).to_be_focused()
+    page.get_by_label("Reply").press("/")
+    expect(page.get_by_label("Reply")).to_have_value("/")  # typing a slash in a field stays a slash
