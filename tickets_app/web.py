@@ -32,6 +32,7 @@ from service_kit.auth import Principal, current_auth
 from service_kit.errors import APIError
 from service_kit.tiers import DESK_TIERS
 from tickets_app import wording
+from tickets_app.alerts import ALERTMANAGER
 from tickets_app.api import attachment_response, store_upload
 from tickets_app.desk import Actor
 from tickets_app.listing import SlaWindow, default_sort, list_tickets, parsed_query, view_counts
@@ -237,8 +238,14 @@ def ticket_page(ticket_id: int) -> ResponseReturnValue:
     templates = db.scalars(select(Template).order_by(Template.name)).all()
     rendered = [(t, desk.render_template(t, ticket, actor)) for t in templates]
     staff = db.scalars(select(StaffUser).order_by(StaffUser.name)).all()
-    names = {user.id: user.name for user in staff}
-    names.setdefault(ticket.customer_id, ticket.customer_name or ticket.customer_id)
+    # Who is who in the log: the requester, staff, and the desk's own actors (an incident's requester is
+    # Alertmanager's receiver, but what Alertmanager itself did is signed Alertmanager).
+    names = {
+        ticket.customer_id: ticket.customer_name or ticket.customer_id,
+        **{user.id: user.name for user in staff},
+        "system": "System",
+        ALERTMANAGER.id: ALERTMANAGER.name,
+    }
     requester = format_query(ParsedQuery(filters={"requester": [ticket.customer_id]}))
     return render_template(
         "ticket.html",
@@ -262,8 +269,7 @@ def _activity(event: TicketEvent, names: dict[str, str]) -> tuple[TicketEvent, s
     def name_of(person: str | None) -> str:
         return names.get(person or "", person or "nobody")
 
-    who = names.get(event.actor) or {"system": "System", "alertmanager": "Alertmanager"}.get(event.actor, event.actor)
-    return event, who, wording.describe_event(event.kind, event.data, event.actor, name_of)
+    return event, name_of(event.actor), wording.describe_event(event.kind, event.data, event.actor, name_of)
 
 
 @bp.post("/tickets/<int:ticket_id>/reply")
