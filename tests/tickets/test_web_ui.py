@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import event
 from werkzeug.serving import make_server
 
 from tests.servers import free_port
@@ -513,3 +514,38 @@ def test_text_meets_contrast_and_the_keyboard_reaches_search(page: Page, queue_d
     expect(page.get_by_label("Search tickets")).to_be_focused()
     page.get_by_label("Reply").press("/")
     expect(page.get_by_label("Reply")).to_have_value("/")  # typing a slash in a field stays a slash
+
+
+def test_the_queue_page_runs_as_many_queries_for_forty_tickets_as_for_two(app: Flask, client: FlaskClient) -> None:
+    """Counts, names, tags and SLA badges come from a fixed set of statements: none per ticket or per view."""
+    resources = app.extensions["tickets"]
+    with app.app_context(), resources.db.new_session() as session:
+        session.add(StaffUser(id="ann", name="Ann", role="agent", password_hash=hash_password("pw")))
+        session.add(SlaPolicy(name="default", position=0, definition={"targets": {"first_response": 60}}))
+        session.commit()
+    token = client.get("/login").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    client.post("/login", data={"username": "ann", "password": "pw", "csrf_token": token})
+
+    shown: list[int] = []
+
+    def statements_for_queue(tickets: int) -> int:
+        with app.app_context(), resources.db.new_session() as session:
+            for n in range(tickets):
+                new = ticket_input({"subject": f"Question {n}", "body": "b", "tags": ["eu", f"t{n}"]})
+                resources.desk.create_ticket(session, ZED, new, datetime.now(UTC))
+            session.commit()
+        seen: list[str] = []
+
+        def record(_connection: object, _cursor: object, statement: str, *_rest: object) -> None:
+            seen.append(statement)
+
+        event.listen(resources.db.engine, "before_cursor_execute", record)
+        try:
+            page = client.get("/?page[size]=50").get_data(as_text=True)
+        finally:
+            event.remove(resources.db.engine, "before_cursor_execute", record)
+        shown.append(page.count('class="ticket-row'))
+        return len(seen)
+
+    assert statements_for_queue(2) == statements_for_queue(40)
+    assert shown == [2, 42]
