@@ -197,6 +197,8 @@ def test_internal_notes_never_match_rank_or_show_for_customers(desk: Desk, sessi
 def test_snippet_marks_the_match(desk: Desk, session: Session, corpus: dict[str, Ticket]) -> None:
     page = listed(desk, session, AGENT, q="quota")
     assert f"{MARK_START}quota{MARK_END}" in page.snippets[corpus["phrase"].id]
+    assert (page.total, page.start) == (1, 0)  # the total counts the matches, not every ticket
+    assert listed(desk, session, AGENT, q="nothing-like-it").total == 0
 
 
 def test_priority_sort_puts_unresolved_work_before_resolved_and_closed(desk: Desk, session: Session) -> None:
