@@ -137,11 +137,11 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
     sort = parsed.sort or default_sort(query.view, parsed)
     # Relevance without words ranks every ticket alike: the order is then by id.
     key: Any = literal(0.0)
-    snippet_column = None
+    snippet_column = match_ids = None
     if parsed.terms:
         fts = index.matches(parsed.terms, include_internal=actor.is_staff)
         select_tickets = select_tickets.join(fts, fts.c.ticket_id == Ticket.id).add_columns(fts.c.snippet)
-        snippet_column = fts.c.snippet
+        snippet_column, match_ids = fts.c.snippet, fts.c.ticket_id
         key = fts.c.rank
     if sort != "relevance":
         key = {
@@ -174,7 +174,7 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
         rows.reverse()
     has_next = more if not backwards else True
     has_prev = more if backwards else cursor is not None
-    total, start = _count(session, listed, key, descending, rows[0] if rows else None)
+    total, start = _count(session, listed, key, descending, rows[0] if rows else None, match_ids)
     return Page(
         tickets=[row[0] for row in rows],
         snippets={row[0].id: row.snippet for row in rows} if snippet_column is not None else {},
@@ -192,14 +192,25 @@ def _beyond(key: Any, value: Any, last_id: int, descending: bool) -> ColumnEleme
     return or_(key > value, and_(key == value, Ticket.id > last_id))
 
 
-def _count(session: Session, listed: Select[Any], key: Any, descending: bool, first: Any) -> tuple[int, int | None]:
-    """(the list's total up to TOTAL_CAP + 1, how many precede the page's first row) in one query."""
+def _count(
+    session: Session, listed: Select[Any], key: Any, descending: bool, first: Any, matches: Any
+) -> tuple[int, int | None]:
+    """(the list's total up to TOTAL_CAP + 1, how many precede the page's first row) in one query.
+
+    A search is counted in the order its index hands out matches (`matches`, the ticket id column of the
+    search's matches). Unordered, SQLite read the filtered tickets first and ran the full-text match once
+    per ticket: 28 s for a common word with status:open among 30,000 tickets, 0.2 s this way, which is
+    the page's own plan. PostgreSQL plans either alike (measured).
+    """
     if first is None:
         ahead: ColumnElement[Any] = literal(0)
     else:
         precedes = _beyond(key, first.sort_key, first[0].id, not descending)
         ahead = case((precedes, 1), else_=0)
-    capped = listed.with_only_columns(ahead.label("ahead")).limit(TOTAL_CAP + 1).subquery()
+    counted = listed.with_only_columns(ahead.label("ahead"))
+    if matches is not None:
+        counted = counted.order_by(matches)
+    capped = counted.limit(TOTAL_CAP + 1).subquery()
     total, before = session.execute(select(func.count(), func.coalesce(func.sum(capped.c.ahead), 0))).one()
     return int(total), (int(before) if total <= TOTAL_CAP else None)
 

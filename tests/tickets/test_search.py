@@ -343,16 +343,8 @@ def test_view_counts_are_one_query_whatever_the_number_of_tickets(
     for i in range(20):
         make(desk, session, f"more {i}", "b", minutes=i)
     session.flush()
-    statements: list[tuple[str, Any]] = []
-
-    def record(_connection: object, _cursor: object, statement: str, parameters: Any, *_rest: object) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        assert view_counts(session, AGENT, AT_100)["open"] == 25
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    statements = recorded(engine, lambda: view_counts(session, AGENT, AT_100))
+    assert view_counts(session, AGENT, AT_100)["open"] == 25
     assert len(statements) == 1
     if engine.dialect.name == "sqlite":
         statement, parameters = statements[0]
@@ -377,6 +369,40 @@ def test_bad_list_arguments_name_the_field(desk: Desk, session: Session, args: d
     with pytest.raises(ValidationError) as caught:
         search(desk, session, AGENT, **args)
     assert field in caught.value.details
+
+
+def test_a_search_is_counted_from_its_index_first(
+    desk: Desk, session: Session, engine: Engine, corpus: dict[str, Ticket]
+) -> None:
+    """Counting a search with a filter, SQLite read the filtered tickets and ran the match once per ticket:
+    28 s for a common word with status:open among 30,000 tickets. The count now reads the index first, as
+    the page does. (PostgreSQL's planner picks by statistics; there only the total is checked.)"""
+    session.flush()
+    statements = recorded(engine, lambda: listed(desk, session, AGENT, q="invoice status:open"))
+    page_statement, count_statement = statements
+    assert listed(desk, session, AGENT, q="invoice status:open").total == 2
+    if engine.dialect.name == "sqlite":
+        for statement, parameters in (page_statement, count_statement):
+            plan = [
+                row[3] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            ]
+            steps = [step for step in plan if step.startswith(("SCAN", "SEARCH")) and "anon" not in step]
+            assert steps[0].startswith("SCAN ticket_fts VIRTUAL TABLE"), plan
+
+
+def recorded(engine: Engine, run: Any) -> list[tuple[str, Any]]:
+    """The statements (and their parameters) `run()` sends to the database."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(_connection: object, _cursor: object, statement: str, parameters: Any, *_rest: object) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return statements
 
 
 @pytest.mark.parametrize(
