@@ -155,24 +155,23 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
 
     backwards = query.page_before is not None
     cursor = query.page_before if backwards else query.page_cursor
+    # Backwards, the page is read from the cursor in the reverse order, then turned round.
+    read_descending = descending != backwards
     paged = listed
     if cursor:
         value, last_id = _decode_cursor(cursor, sort)
-        # Backwards, the page is read in the reverse order from the cursor, then turned round.
-        paged = paged.where(_beyond(key, value, last_id, descending != backwards))
+        paged = paged.where(_beyond(key, value, last_id, read_descending))
     size = query.page_size
-    forward = descending != backwards
-    order = (key.desc(), Ticket.id.desc()) if forward else (key.asc(), Ticket.id.asc())
+    order = (key.desc(), Ticket.id.desc()) if read_descending else (key.asc(), Ticket.id.asc())
     rows = list(session.execute(paged.order_by(*order).limit(size + 1)).all())
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
         if not more:  # back at the start: the first page, full even if tickets came and went meanwhile
-            return list_tickets(
-                session, index, actor, query.model_copy(update={"page_before": None, "page_cursor": None}), window
-            )
+            first_page = query.model_copy(update={"page_before": None, "page_cursor": None})
+            return list_tickets(session, index, actor, first_page, window)
         rows.reverse()
-    has_next = more if not backwards else True
+    has_next = backwards or more  # backwards, the ticket at the cursor comes next
     has_prev = more if backwards else cursor is not None
     total, start = _count(session, listed, key, descending, rows[0] if rows else None, match_ids)
     return Page(
