@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from tickets_app.cli import migrate
 from tickets_app.desk import Actor
-from tickets_app.listing import list_tickets
+from tickets_app.listing import SlaWindow, list_tickets
 from tickets_app.models import Message, Ticket
 from tickets_app.schemas import TicketQuery
 from tickets_app.search import SqliteFtsIndex
@@ -161,7 +161,8 @@ def main() -> None:
         def fts(query: str) -> Callable[[], int]:
             def run() -> int:
                 search = TicketQuery(q=query.format(word=rng.choice(RARE_WORDS)))
-                return len(list_tickets(session, index, AGENT, search).tickets)
+                window = SlaWindow(datetime.now(UTC), timedelta(hours=1))
+                return len(list_tickets(session, index, AGENT, search, window).tickets)
 
             return run
 

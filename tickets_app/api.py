@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request, url_for
@@ -28,7 +28,7 @@ from tickets_app import alerts, schemas
 from tickets_app.access import current_actor, signed_in, staff_only
 from tickets_app.attachments import accept_upload
 from tickets_app.desk import Actor, UnknownReference
-from tickets_app.listing import list_tickets
+from tickets_app.listing import SlaWindow, list_tickets
 from tickets_app.models import Attachment, Message, Template, Ticket
 from tickets_app.resources import db_session, desk_of, now, resources
 from tickets_app.serialize import attachment_out, event_out, message_out, ticket_out
@@ -72,17 +72,19 @@ def ticket_list() -> ResponseReturnValue:
     """List and search tickets (a customer sees their own), a page at a time."""
     actor = current_actor()
     query: schemas.TicketQuery = request.context.query  # type: ignore[attr-defined]
-    page = list_tickets(db_session(), desk_of().index, actor, query)
+    page = list_tickets(db_session(), desk_of().index, actor, query, SlaWindow(now(), resources().at_risk))
     tags = desk_of().tags_of(db_session(), [t.id for t in page.tickets])
     data = [
         ticket_out(t, tags.get(t.id, []), actor, resources().at_risk, now(), page.snippets.get(t.id))
         for t in page.tickets
     ]
     links = schemas.TicketPageLinks()
+    args: dict[str, Any] = {k: v for k, v in request.args.items() if k not in ("page[cursor]", "page[before]")}
     if page.next_cursor:
-        args = {**request.args.to_dict(), "page[cursor]": page.next_cursor}
-        links = schemas.TicketPageLinks(next=url_for("tickets_api.ticket_list", **args))  # type: ignore[arg-type]
-    meta = schemas.TicketPageMeta(has_more=page.next_cursor is not None)
+        links.next = url_for("tickets_api.ticket_list", **{**args, "page[cursor]": page.next_cursor})
+    if page.prev_cursor:
+        links.prev = url_for("tickets_api.ticket_list", **{**args, "page[before]": page.prev_cursor})
+    meta = schemas.TicketPageMeta(has_more=page.next_cursor is not None, total=page.total)
     return respond(schemas.TicketPage(data=data, meta=meta, links=links))
 
 

@@ -33,7 +33,13 @@ from tickets_app.models import (
 from tickets_app.schemas import MAX_SUBJECT_CHARS, TicketChange, TicketInput
 from tickets_app.search import SearchIndex
 from tickets_app.sla import METRICS, Policy, SlaResult, compute_sla, select_policy
-from tickets_app.workflow import FOLLOW_UP, check_transition, is_due_for_auto_close, status_after_customer_reply
+from tickets_app.workflow import (
+    FOLLOW_UP,
+    OPEN_STATUSES,
+    check_transition,
+    is_due_for_auto_close,
+    status_after_customer_reply,
+)
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 TEMPLATE_PLACEHOLDERS = ("customer_name", "ticket_id", "agent_name")
@@ -116,6 +122,22 @@ class Desk:
         for ticket_id, tag in rows:
             tags.setdefault(ticket_id, []).append(tag)
         return tags
+
+    def open_tickets_of(self, session: Session, ticket: Ticket, limit: int) -> list[Ticket]:
+        """The requester's other unresolved tickets, newest first (the index on customer and id)."""
+        return list(
+            session.scalars(
+                select(Ticket)
+                .where(
+                    Ticket.customer_id == ticket.customer_id,
+                    Ticket.id != ticket.id,
+                    Ticket.status.in_(OPEN_STATUSES),
+                    Ticket.merged_into_id.is_(None),
+                )
+                .order_by(Ticket.id.desc())
+                .limit(limit)
+            )
+        )
 
     def events(self, session: Session, ticket: Ticket) -> list[TicketEvent]:
         return list(
@@ -265,8 +287,9 @@ class Desk:
         for breach in result.breaches:
             self._record_breach_once(session, ticket, breach.metric, breach.started_at, breach.breached_at, now)
         ticket.sla_breached = bool(result.breaches)
-        dues = [result.due_at(metric) for metric in METRICS]
-        ticket.sla_check_at = min((due for due in dues if due is not None and due > now), default=None)
+        dues = [due for due in (result.due_at(metric) for metric in METRICS) if due is not None]
+        ticket.sla_due_at = min(dues, default=None)
+        ticket.sla_check_at = min((due for due in dues if due > now), default=None)
         self.index.reindex(session, [ticket.merged_into_id or ticket.id])
         return result
 

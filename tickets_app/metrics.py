@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from tickets_app.listing import SlaWindow, sla_at_risk, sla_breached
 from tickets_app.models import Ticket, TicketEvent
-from tickets_app.workflow import PRIORITIES
+from tickets_app.workflow import OPEN_STATUSES, PRIORITIES
 
-OPEN_STATUSES = ("open", "in_progress", "waiting")
 DURATION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
 
 
@@ -91,14 +91,11 @@ class SupportCollector(Collector):
         for (status, priority), count in counts.items():
             families["open"].add_metric([status, priority], count)  # type: ignore[attr-defined]
 
-        dues = (Ticket.first_response_due_at, Ticket.next_response_due_at, Ticket.resolution_due_at)
-        # Guarded with IS NOT NULL: a NULL comparison inside NOT(...) would drop the row (three-valued logic).
-        overdue = or_(Ticket.sla_breached.is_(True), *[and_(due.is_not(None), due <= now) for due in dues])
-        soon = or_(*[and_(due > now, due <= now + self.at_risk) for due in dues])
+        # The same conditions as the desk's views (tickets_app.listing), so gauge and queue never disagree.
         for key, condition in (
             ("unassigned", Ticket.assignee_id.is_(None)),
-            ("breached", overdue),
-            ("at_risk", and_(soon, ~overdue)),
+            ("breached", sla_breached(now)),
+            ("at_risk", sla_at_risk(SlaWindow(now, self.at_risk))),
         ):
             self._by_priority(
                 session, families[key], select(Ticket.priority, func.count()).where(unresolved, condition)

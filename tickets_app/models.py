@@ -88,6 +88,8 @@ class Ticket(Base):
     next_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolution_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sla_breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The earliest of the three deadlines (past ones included), so queues sort by it and views count by it.
+    sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The earliest stored deadline still in the future at the last recompute: when the sweeper must look.
     sla_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # Wall-clock durations kept when they happen, so scrape-time histograms are one GROUP BY.
@@ -106,12 +108,6 @@ class Ticket(Base):
         Index("ix_tickets_updated", "updated_at", "id"),
         Index("ix_tickets_assignee", "assignee_id"),
     )
-
-    @property
-    def next_due_at(self) -> datetime | None:
-        """The earliest pending deadline, for countdown badges and at-risk gauges."""
-        dues = [d for d in (self.first_response_due_at, self.next_response_due_at, self.resolution_due_at) if d]
-        return min(dues) if dues else None
 
 
 class Message(Base):

@@ -44,7 +44,7 @@ from service_kit.openapi import MAX_ID, DateTime, Strict, json_integer, rfc3339,
 from service_kit.tiers import DeskTier
 from tickets_app.attachments import ALLOWED_TYPES, ATTACHMENT_ID_PATTERN
 from tickets_app.business_hours import WEEKDAYS
-from tickets_app.query import Sort
+from tickets_app.query import Sort, View
 from tickets_app.sla import METRICS
 from tickets_app.workflow import Priority, Status
 
@@ -57,6 +57,9 @@ MAX_TAGS = 20
 TAG_PATTERN = "^[a-z0-9][a-z0-9_.-]{0,63}$"
 MAX_ATTACHMENTS = 10
 MAX_PAGE_SIZE = 100
+# A list's total is counted up to here and one more: beyond it the list has "more than", so no page pays
+# for counting everything.
+TOTAL_CAP = 10_000
 MAX_POSITION = 2**31 - 1  # PostgreSQL INTEGER
 MAX_TARGET_MINUTES = 366 * 24 * 60  # a year: beyond it a deadline is no deadline
 
@@ -269,10 +272,12 @@ class TicketUpdate(BaseModel):
 
 class TicketPageMeta(BaseModel):
     has_more: bool
+    total: int = Field(description=f"tickets in the list, counted up to {TOTAL_CAP + 1}: then there may be more")
 
 
 class TicketPageLinks(BaseModel):
     next: str | None = Field(default=None, description="the next page, while there is one")
+    prev: str | None = Field(default=None, description="the page before, after the first")
 
 
 class TicketPage(BaseModel):
@@ -376,10 +381,26 @@ class TicketQuery(BaseModel):
     created_before: Bound | None = None
     updated_after: Bound | None = None
     updated_before: Bound | None = None
-    sort: Sort | None = Field(default=None, description="relevance when searching words, else -updated; - descends")
+    view: View | None = Field(
+        default=None,
+        description="a set of tickets the query narrows: open (unresolved work), and for staff mine (assigned "
+        "to the caller), unassigned, at_risk (a deadline within sla.at_risk_minutes), breached, each unresolved; "
+        "or all. Left out: all",
+    )
+    sort: Sort | None = Field(
+        default=None,
+        description="relevance when searching words, else due (the nearest SLA deadline first) in a view other "
+        "than all, else -updated; - descends. priority puts unresolved tickets before resolved and closed ones",
+    )
     page_size: int = Field(default=25, ge=1, le=MAX_PAGE_SIZE, alias="page[size]")
     page_cursor: str | None = Field(
         default=None, pattern=CURSOR_PATTERN, alias="page[cursor]", description="links.next"
+    )
+    page_before: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        alias="page[before]",
+        description="links.prev: the page ending before this position (page[cursor] is then ignored)",
     )
 
 

@@ -13,7 +13,7 @@ from tickets_app.search import MARK_END, MARK_START
 
 
 def sla_summary(ticket: Ticket, at_risk: timedelta, now: datetime) -> schemas.SlaSummary:
-    due = ticket.next_due_at
+    due = ticket.sla_due_at
     return schemas.SlaSummary(
         policy=ticket.sla_policy,
         first_response_due_at=ticket.first_response_due_at,

@@ -30,15 +30,23 @@ from sqlalchemy import select
 
 from service_kit.auth import Principal, current_auth
 from service_kit.errors import APIError
+from service_kit.tiers import DESK_TIERS
+from tickets_app import wording
+from tickets_app.alerts import ALERTMANAGER
 from tickets_app.api import attachment_response, store_upload
 from tickets_app.desk import Actor
-from tickets_app.listing import list_tickets
-from tickets_app.models import StaffUser, Template, Ticket
+from tickets_app.listing import SlaWindow, default_sort, list_tickets, parsed_query, view_counts
+from tickets_app.models import Category, StaffUser, Template, Ticket, TicketEvent
 from tickets_app.passwords import check_login
+from tickets_app.query import VIEWS, ParsedQuery, format_query
 from tickets_app.resources import db_session, desk_of, now, resources
 from tickets_app.schemas import TicketChange, TicketQuery, parse
 from tickets_app.search import MARK_END, MARK_START
-from tickets_app.workflow import PRIORITIES, STATUSES, TRANSITIONS
+from tickets_app.workflow import OPEN_STATUSES, PRIORITIES, STATUSES, TRANSITIONS
+
+# The filter bar's controls: each shows (and sets) one filter of the search box's query.
+BAR_FILTERS = ("status", "priority", "assignee", "tier", "category", "tag")
+OTHER_OPEN_TICKETS = 8  # beside a ticket: the requester's other unresolved ones, newest first
 
 bp = Blueprint(
     "tickets_web", __name__, template_folder="templates", static_folder="static", static_url_path="/ui/static"
@@ -89,7 +97,16 @@ def check_csrf() -> None:
 
 @bp.app_context_processor
 def helpers() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "sla_badge": sla_badge, "marked": marked}
+    return {
+        "csrf_token": csrf_token,
+        "sla_badge": sla_badge,
+        "marked": marked,
+        "ago": ago,
+        "status_labels": wording.STATUS_LABELS,
+        "priority_labels": wording.PRIORITY_LABELS,
+        "tier_labels": wording.TIER_LABELS,
+        "sort_labels": wording.SORT_LABELS,
+    }
 
 
 def marked(snippet: str | None) -> Markup:
@@ -160,50 +177,99 @@ def logout() -> ResponseReturnValue:
 
 @bp.get("/")
 def queue() -> ResponseReturnValue:
-    args = {k: v for k, v in request.args.items() if v}
+    """A view of tickets narrowed by the search box or the filter bar (two editors of one query, each
+    drawn from it), a page at a time; the desk opens on open work, the nearest deadline first."""
+    args: dict[str, Any] = {k: v for k, v in request.args.items() if v}
+    args.setdefault("view", "open")
     actor: Actor = g.actor
+    db = db_session()
     error = None
     try:
         query = parse(TicketQuery, args)
     except APIError as exc:
         error = "; ".join(f"{k}: {v}" for k, v in exc.details.items()) or exc.message
-        query = TicketQuery()
-    page = list_tickets(db_session(), desk_of().index, actor, query)
-    tags = desk_of().tags_of(db_session(), [t.id for t in page.tickets])
-    next_url = None
-    if page.next_cursor:
-        next_url = url_for("tickets_web.queue", **{**args, "page[cursor]": page.next_cursor})  # type: ignore[arg-type]
+        args = {"view": "open"}
+        query = parse(TicketQuery, args)
+    window = SlaWindow(now(), resources().at_risk)
+    page = list_tickets(db, desk_of().index, actor, query, window)
+    parsed = parsed_query(query)
+    default = default_sort(query.view, parsed)
+    sort = parsed.sort or default
+    # The search box shows the whole query (a sort only when it is not the view's own); the filter bar's
+    # form carries the rest of it, what its controls do not show, so submitting either keeps the other.
+    shown = ParsedQuery(parsed.terms, parsed.filters, parsed.ranges, None if sort == default else sort)
+    rest = ParsedQuery(parsed.terms, {k: v for k, v in parsed.filters.items() if k not in BAR_FILTERS}, parsed.ranges)
+    paging = {k: v for k, v in args.items() if k not in ("page[cursor]", "page[before]")}
+    staff = {user.id: user.name for user in db.scalars(select(StaffUser).order_by(StaffUser.name))}
     return render_template(
         "queue.html",
         page=page,
-        tags=tags,
-        args=args,
+        tags=desk_of().tags_of(db, [t.id for t in page.tickets]),
+        view=query.view,
+        views=[(v, wording.VIEW_LABELS[v]) for v in VIEWS],
+        counts=view_counts(db, actor, window),
+        search_text=format_query(shown),
+        rest_text=format_query(rest),
+        chosen={key: ",".join(parsed.filters.get(key, [])) for key in BAR_FILTERS},
+        sort=sort,
+        sorts=[s for s in wording.SORT_LABELS if s != "relevance" or parsed.terms],
         error=error,
-        next_url=next_url,
+        prev_url=_page_url(paging, "page[before]", page.prev_cursor),
+        next_url=_page_url(paging, "page[cursor]", page.next_cursor),
+        everywhere_url=url_for("tickets_web.queue", **{**paging, "view": "all"}) if query.view != "all" else None,
         statuses=STATUSES,
         priorities=PRIORITIES,
+        tiers=DESK_TIERS,
+        categories=db.scalars(select(Category.name).order_by(Category.name)).all(),
+        staff=staff,
     )
+
+
+def _page_url(args: dict[str, Any], name: str, cursor: str | None) -> str | None:
+    return url_for("tickets_web.queue", **{**args, name: cursor}) if cursor else None
 
 
 @bp.get("/tickets/<int:ticket_id>")
 def ticket_page(ticket_id: int) -> ResponseReturnValue:
     db = db_session()
     actor: Actor = g.actor
-    ticket = desk_of().get_ticket(db, actor, ticket_id)
+    desk = desk_of()
+    ticket = desk.get_ticket(db, actor, ticket_id)
     templates = db.scalars(select(Template).order_by(Template.name)).all()
-    rendered = [(t, desk_of().render_template(t, ticket, actor)) for t in templates]
+    rendered = [(t, desk.render_template(t, ticket, actor)) for t in templates]
     staff = db.scalars(select(StaffUser).order_by(StaffUser.name)).all()
+    # Who is who in the log: the requester, staff, and the desk's own actors (an incident's requester is
+    # Alertmanager's receiver, but what Alertmanager itself did is signed Alertmanager).
+    names = {
+        ticket.customer_id: ticket.customer_name or ticket.customer_id,
+        **{user.id: user.name for user in staff},
+        "system": "System",
+        ALERTMANAGER.id: ALERTMANAGER.name,
+    }
+    requester = format_query(ParsedQuery(filters={"requester": [ticket.customer_id]}))
     return render_template(
         "ticket.html",
         ticket=ticket,
-        thread=desk_of().thread(db, actor, ticket),
-        events=desk_of().events(db, ticket),
-        tags=desk_of().tags_of(db, [ticket.id]).get(ticket.id, []),
+        thread=desk.thread(db, actor, ticket),
+        activity=[_activity(event, names) for event in desk.events(db, ticket)],
+        tags=desk.tags_of(db, [ticket.id]).get(ticket.id, []),
+        other_open=desk.open_tickets_of(db, ticket, OTHER_OPEN_TICKETS),
+        requester_url=url_for("tickets_web.queue", view="all", q=requester),
         templates=rendered,
         staff=staff,
-        statuses=[ticket.status, *sorted(TRANSITIONS[ticket.status])],
+        statuses=[ticket.status, *sorted(TRANSITIONS[ticket.status], key=STATUSES.index)],
         priorities=PRIORITIES,
+        unresolved=ticket.status in OPEN_STATUSES,
     )
+
+
+def _activity(event: TicketEvent, names: dict[str, str]) -> tuple[TicketEvent, str, str]:
+    """(event, who, what they did) for the ticket's activity list."""
+
+    def name_of(person: str | None) -> str:
+        return names.get(person or "", person or "nobody")
+
+    return event, name_of(event.actor), wording.describe_event(event.kind, event.data, event.actor, name_of)
 
 
 @bp.post("/tickets/<int:ticket_id>/reply")
@@ -271,4 +337,31 @@ def format_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
+def ago(value: datetime | None) -> str:
+    """How long ago, as a person says it; the exact time goes in the element's title."""
+    if value is None:
+        return ""
+    minutes = int((now() - value).total_seconds() // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes}m ago"
+    return f"{minutes // 60}h ago" if minutes < 48 * 60 else f"{minutes // 1440}d ago"
+
+
+def status_label(status: str) -> str:
+    return wording.label(wording.STATUS_LABELS, status)
+
+
+def priority_label(priority: str) -> str:
+    return wording.label(wording.PRIORITY_LABELS, priority)
+
+
+def tier_label(tier: str | None) -> str:
+    return wording.label(wording.TIER_LABELS, tier, "no tier")
+
+
 bp.add_app_template_filter(format_time, "time")
+bp.add_app_template_filter(status_label)
+bp.add_app_template_filter(priority_label)
+bp.add_app_template_filter(tier_label)

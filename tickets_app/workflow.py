@@ -14,6 +14,9 @@ Status = Literal["open", "in_progress", "waiting", "resolved", "closed"]
 Priority = Literal["urgent", "high", "medium", "low"]
 STATUSES: tuple[str, ...] = get_args(Status)
 PRIORITIES: tuple[str, ...] = get_args(Priority)
+OPEN_STATUSES = ("open", "in_progress", "waiting")  # unresolved: work still to do
+DONE_STATUSES = ("resolved", "closed")
+assert set(OPEN_STATUSES) | set(DONE_STATUSES) == set(STATUSES)
 
 # Staff-driven changes. `closed` is final: a later reply opens a linked follow-up ticket instead.
 TRANSITIONS: dict[str, frozenset[str]] = {

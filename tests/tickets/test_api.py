@@ -213,6 +213,26 @@ def test_list_search_and_cursor_links(client: FlaskClient, tokens: Tokens) -> No
     assert len(seen) == len(set(seen)) == 5
 
 
+def test_list_pages_go_back_and_count_within_a_view(client: FlaskClient, tokens: Tokens) -> None:
+    for i in range(5):
+        create(client, tokens.customer, subject=f"Refund request {i}")
+    done = create(client, tokens.customer, subject="Refund done")
+    client.patch(f"/api/v1/tickets/{done['id']}", json={"status": "closed"}, headers=auth(tokens.agent))
+    first = client.get("/api/v1/tickets?view=unassigned&page[size]=2", headers=auth(tokens.agent)).json
+    assert first["meta"] == {"has_more": True, "total": 5}  # the closed one is no work
+    assert "prev" not in first["links"]
+    second = client.get(first["links"]["next"], headers=auth(tokens.agent)).json
+    assert "page[cursor]" not in second["links"]["prev"]
+    back = client.get(second["links"]["prev"], headers=auth(tokens.agent)).json
+    assert [t["id"] for t in back["data"]] == [t["id"] for t in first["data"]]
+    everything = client.get("/api/v1/tickets", headers=auth(tokens.agent)).json
+    assert everything["meta"]["total"] == 6
+    assert everything["data"][0]["id"] == done["id"]  # without a view: all tickets, recently updated first
+    refused = client.get("/api/v1/tickets?view=breached", headers=auth(tokens.customer))
+    assert refused.status_code == 403
+    assert client.get("/api/v1/tickets?view=open", headers=auth(tokens.customer)).json["meta"]["total"] == 5
+
+
 def test_anonymous_is_401_and_viewer_403(client: FlaskClient, tokens: Tokens) -> None:
     assert client.get("/api/v1/tickets").status_code == 401
     assert client.get("/api/v1/tickets", headers=auth(tokens.viewer)).status_code == 403

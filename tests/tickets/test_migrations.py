@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,9 @@ from sqlalchemy.orm import Session
 from service_kit.db import make_engine
 from service_kit.db import upgrade as upgrade_kit
 from tests.servers import PostgresServer
-from tests.tickets.conftest import CUSTOMER, T0, ticket_input, ticket_query
+from tests.tickets.conftest import CUSTOMER, T0, ticket_query
 from tickets_app.cli import MIGRATIONS, migrate
-from tickets_app.desk import Desk
-from tickets_app.listing import list_tickets
+from tickets_app.listing import SlaWindow, list_tickets
 from tickets_app.models import Base
 from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex
 
@@ -61,15 +61,14 @@ def test_migration_matches_models_on_postgres(postgres_server: PostgresServer) -
 
 def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path) -> None:
     """A desk created before tickets_0002 keeps its schema, its rows and its search rows, and still finds
-    them. Only tickets changes: tickets_0004 lets customer_tier be null, without rebuilding the table (a
-    rebuild drops it, and the drop would cascade to every message)."""
+    them. Only tickets changes, without rebuilding the table (a rebuild drops it, and the drop would
+    cascade to every message): tickets_0004 lets customer_tier be null, tickets_0005 adds sla_due_at."""
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     upgrade_to_first_revision(engine)
     desk_schema = [row for row in _schema(engine) if row[0] != "tickets"]
-    desk = Desk(SqliteFtsIndex())
+    insert_old_ticket(engine)
     with Session(engine) as session:
-        new = ticket_input({"subject": "Old invoice question", "body": "hi"})
-        ticket_id = desk.create_ticket(session, CUSTOMER, new, T0).id
+        SqliteFtsIndex().reindex(session, [7])  # what the desk of that revision wrote on every change
         session.commit()
     migrate(str(engine.url))
     assert [row for row in _schema(engine) if row[0] not in LATER_TABLES | {"tickets"}] == desk_schema
@@ -78,34 +77,52 @@ def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
         assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 1
     with Session(engine) as session:
-        page = list_tickets(session, desk.index, CUSTOMER, ticket_query({"q": "invoices"}))
-    assert [found.id for found in page.tickets] == [ticket_id]
+        page = list_tickets(session, SqliteFtsIndex(), CUSTOMER, ticket_query({"q": "invoices"}), WINDOW)
+        assert [found.id for found in page.tickets] == [7]
+        assert page.tickets[0].sla_due_at == OLD_FIRST_RESPONSE_DUE  # the earliest of its stored deadlines
     engine.dispose()
+
+
+OLD_FIRST_RESPONSE_DUE = T0 + timedelta(hours=1)
+WINDOW = SlaWindow(T0, timedelta(minutes=30))
+
+
+def insert_old_ticket(engine: Engine) -> None:
+    """Ticket 7 and its message as the desk of tickets_0001 stored them: deadlines, no sla_due_at yet."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO tickets (id, subject, status, priority, customer_id, customer_name, customer_email, "
+                "customer_tier, created_at, updated_at, sla_breached, first_response_due_at, resolution_due_at) "
+                "VALUES (7, 'Old invoice question', 'open', 'low', 'cust-1', 'C', '', 'pro', :created, :created, "
+                "false, :first, :resolution)"
+            ),
+            {
+                "created": T0.replace(tzinfo=None),
+                "first": OLD_FIRST_RESPONSE_DUE.replace(tzinfo=None),
+                "resolution": (T0 + timedelta(hours=8)).replace(tzinfo=None),
+            },
+        )
+        connection.execute(
+            text(
+                "INSERT INTO messages (ticket_id, author_kind, author_id, author_name, body, internal, created_at) "
+                "VALUES (7, 'customer', 'cust-1', 'C', 'sent before the upgrade', false, :created)"
+            ),
+            {"created": T0.replace(tzinfo=None)},
+        )
 
 
 @pytest.mark.integration
 def test_postgres_desk_of_the_first_revision_gets_its_tickets_indexed(postgres_server: PostgresServer) -> None:
     engine = make_engine(postgres_server.fresh_database("tickets_upgrade"))
     upgrade_to_first_revision(engine)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO tickets (id, subject, status, priority, customer_id, customer_name, customer_email, "
-                "customer_tier, created_at, updated_at, sla_breached) VALUES "
-                "(7, 'Old invoice question', 'open', 'low', 'cust-1', 'C', '', 'pro', now(), now(), false)"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO messages (ticket_id, author_kind, author_id, author_name, body, internal, created_at) "
-                "VALUES (7, 'customer', 'cust-1', 'C', 'sent before the upgrade', false, now())"
-            )
-        )
+    insert_old_ticket(engine)
     migrate(str(engine.url))
     with Session(engine) as session:
         for query in ("invoices", "upgrade"):
-            page = list_tickets(session, PostgresFtsIndex(), CUSTOMER, ticket_query({"q": query}))
+            page = list_tickets(session, PostgresFtsIndex(), CUSTOMER, ticket_query({"q": query}), WINDOW)
             assert [found.id for found in page.tickets] == [7], query
+        assert page.tickets[0].sla_due_at == OLD_FIRST_RESPONSE_DUE
     engine.dispose()
 
 
