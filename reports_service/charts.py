@@ -1,9 +1,9 @@
 """A report's outputs besides JSON: CSV text, and charts drawn with matplotlib (PNG or SVG).
 
 Charts use matplotlib's object API (``Figure`` with the Agg canvas), never pyplot: pyplot keeps global
-state, which the request threads of one worker would share. A table report gets one chart: its first
-dimension (the time bucket when there is one) along x, the first measure along y, and a second dimension
-as series (the largest eight; the rest summed as "other"). A cohort report gets three: the retention grid
+state, which the request threads of one worker would share. A table report gets one chart: the first
+measure along y; along x the time bucket, with the next dimension as series (the largest eight, the rest
+summed as "other"), or without a time grain one bar per row. A cohort report gets three: the retention grid
 as a heatmap (young cells blank, in-progress cells hatched), retention curves, and cohort sizes.
 """
 
@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # no display; set before anything imports pyplot
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from reports_service.catalog import TIME_DIMENSION  # noqa: E402
 from reports_service.query import Result  # noqa: E402
 
 MAX_SERIES = 8
@@ -54,7 +55,7 @@ def chart_figures(result: Result, title: str) -> list[Figure]:
 def render(figure: Figure, fmt: str, dpi: int = 110) -> bytes:
     """``fmt``: png or svg."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_metadata(fmt))
+    figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_metadata(fmt))  # constrained layout: no "tight" redraw
     return buffer.getvalue()
 
 
@@ -80,12 +81,14 @@ def table_chart(result: Result, title: str) -> Figure:
         axes.text(0.5, 0.5, "no data in this range", ha="center", va="center", transform=axes.transAxes)
         axes.set_xticks([])
         return figure
-    x_index = dimensions[0] if dimensions else None
-    series_index = dimensions[1] if len(dimensions) > 1 else None
+    # Over time: x is the time bucket and the next dimension makes the series. Otherwise one bar per row,
+    # labelled with its dimensions (a second dimension as series would mostly leave empty slots).
+    over_time = bool(dimensions) and result.columns[dimensions[0]].name == TIME_DIMENSION
+    series_index = dimensions[1] if over_time and len(dimensions) > 1 else None
     xs: list[str] = []
     values: dict[str, dict[str, float]] = defaultdict(dict)
     for row in result.rows:
-        x = "all" if x_index is None else str(row[x_index])
+        x = str(row[dimensions[0]]) if over_time else (" · ".join(str(row[i]) for i in dimensions) or "all")
         if x not in xs:
             xs.append(x)
         series = "" if series_index is None else str(row[series_index])
