@@ -140,7 +140,7 @@ class Scheduler:
                 if budget <= 0:
                     break
                 trigger = "schedule" if index == len(plan.run) - 1 else "catch_up"
-                if report is not None:
+                if report is not None and not self._ran(session, schedule.id, when):
                     self.run(session, report, when, trigger, schedule)
                 schedule.last_run_at = when
                 done += 1
@@ -151,6 +151,15 @@ class Scheduler:
                 schedule.next_run_at = plan.run[done]
         cutoff = now - timedelta(days=self.settings.reports.keep_runs_days)
         session.execute(delete(ReportRun).where(ReportRun.started_at < cutoff))
+
+    @staticmethod
+    def _ran(session: Session, schedule_id: int, when: datetime) -> bool:
+        """Whether the occurrence has a run already (only if next_run_at was moved back by hand): then it
+        is not run again, where the unique constraint would fail the whole sweep."""
+        found = session.scalar(
+            select(ReportRun.id).where(ReportRun.schedule_id == schedule_id, ReportRun.scheduled_for == when)
+        )
+        return found is not None
 
     # -- one run -------------------------------------------------------------------------------------
     def run(
