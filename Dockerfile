@@ -2,12 +2,16 @@
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 VIBELUX_RUN_DIR=/var/run/vibelux
 WORKDIR /app
+# Pango and a font for weasyprint, which renders the reports service's PDFs
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY service_kit ./service_kit
 COPY exporters ./exporters
 COPY ratelimit_proxy ./ratelimit_proxy
 COPY tickets_app ./tickets_app
 COPY flags_service ./flags_service
+COPY reports_service ./reports_service
 COPY demo ./demo
 RUN pip install --no-cache-dir '.[postgres]' && useradd --system --uid 10001 vibelux \
     && mkdir -p /var/run/vibelux /data /srv/grafana-dashboards \
@@ -16,4 +20,4 @@ COPY config ./config
 # `python -m grafana --out` (compose's grafana-dashboards) renders the dashboards with the public addresses
 COPY grafana ./grafana
 USER vibelux
-EXPOSE 8000 8080 8081 8082 9101 9102 9103 9180
+EXPOSE 8000 8080 8081 8082 8083 9101 9102 9103 9180

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Float, Integer, case, cast, func, literal_column
+from sqlalchemy import Float, Integer, case, cast, func
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
@@ -171,13 +171,16 @@ SOURCES: dict[str, Source] = {
                 Measure("refused", "Calls refused by a rate limit or quota (429).", func.sum(r.refused)),
                 Measure("server_errors", "Calls answered with a 5xx.", _calls_5xx),
                 Measure("client_errors", "Calls answered with a 4xx.", _calls_4xx),
-                Measure("error_ratio", "Share of calls answered with a 5xx.", _ratio(_calls_5xx, func.sum(r.calls)), "ratio"),
                 Measure(
-                    "refused_ratio", "Share of calls refused by a limit.", _ratio(func.sum(r.refused), func.sum(r.calls)), "ratio"
+                    "error_ratio", "Share of calls answered with a 5xx.", _ratio(_calls_5xx, func.sum(r.calls)), "ratio"
                 ),
                 Measure(
-                    "avg_latency_ms", "Mean latency.", _ratio(func.sum(r.latency_sum_ms), func.sum(r.calls)), "ms"
+                    "refused_ratio",
+                    "Share of calls refused by a limit.",
+                    _ratio(func.sum(r.refused), func.sum(r.calls)),
+                    "ratio",
                 ),
+                Measure("avg_latency_ms", "Mean latency.", _ratio(func.sum(r.latency_sum_ms), func.sum(r.calls)), "ms"),
                 Measure("max_latency_ms", "Highest latency.", cast(func.max(r.latency_max_ms), Float), "ms"),
                 Measure(
                     "within_250ms_ratio",
@@ -224,7 +227,9 @@ SOURCES: dict[str, Source] = {
             [Dimension("tier", "The account's current plan.", users.c.tier)],
             [
                 Measure("sessions", "Sessions started.", func.count(sessions.c.id)),
-                Measure("active_users", "Distinct accounts with a session.", func.count(func.distinct(sessions.c.user_id))),
+                Measure(
+                    "active_users", "Distinct accounts with a session.", func.count(func.distinct(sessions.c.user_id))
+                ),
             ],
         ),
         _source(
@@ -240,7 +245,9 @@ SOURCES: dict[str, Source] = {
                 Measure("requests", "AI requests.", func.count(ai_requests.c.id)),
                 Measure("tokens", "Tokens used.", func.sum(ai_requests.c.tokens), "tokens"),
                 Measure(
-                    "active_users", "Distinct accounts with an AI request.", func.count(func.distinct(ai_requests.c.user_id))
+                    "active_users",
+                    "Distinct accounts with an AI request.",
+                    func.count(func.distinct(ai_requests.c.user_id)),
                 ),
             ],
         ),
@@ -252,4 +259,3 @@ COHORT_SOURCE = "retention_cohorts"
 COHORT_DIMENSIONS = {"tier": users.c.tier}  # what a cohort report may be filtered by
 
 TIME_DIMENSION = "time"  # the bucketed time column, when a report has a ``time_grain``
-ZERO = literal_column("0")

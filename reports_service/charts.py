@@ -10,6 +10,7 @@ as a heatmap (young cells blank, in-progress cells hatched), retention curves, a
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from collections import defaultdict
@@ -18,11 +19,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display; set before anything imports pyplot
+# Names and values come from users and data: "$x$" in them is text, never mathtext (which can fail to parse).
+matplotlib.rcParams["text.parse_math"] = False
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from reports_service.catalog import TIME_DIMENSION  # noqa: E402
-from reports_service.query import Result  # noqa: E402
+from reports_service.catalog import TIME_DIMENSION
+from reports_service.query import Result
 
 MAX_SERIES = 8
 PALETTE = ("#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#64748b")
@@ -45,8 +48,35 @@ def _safe_cell(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _glyphs() -> frozenset[int]:
+    """The code points the charts' font can draw."""
+    from matplotlib import font_manager
+
+    font = font_manager.get_font(font_manager.findfont(font_manager.FontProperties(family=["sans-serif"])))
+    return frozenset(font.get_charmap())
+
+
+def printable(text: object) -> str:
+    """``text`` with what the font cannot draw (control characters, scripts it lacks) as "?": matplotlib
+    would warn per missing glyph and draw empty boxes."""
+    glyphs = _glyphs()
+    return "".join(c if ord(c) in glyphs and c.isprintable() else "?" for c in str(text))
+
+
 def chart_figures(result: Result, title: str) -> list[Figure]:
     """The figures of a report, in the order the PDF shows them."""
+    title = printable(title)
+    result = Result(
+        result.title_range,
+        result.columns,
+        [[printable(v) if isinstance(v, str) else v for v in row] for row in result.rows],
+        result.truncated,
+        result.in_progress,
+        result.elapsed_ms,
+        result.kind,
+        result.chart,
+    )
     if result.kind == "cohort":
         return [cohort_heatmap(result, title), retention_curves(result), cohort_sizes(result)]
     return [table_chart(result, title)]
@@ -133,7 +163,9 @@ def cohort_heatmap(result: Result, title: str) -> Figure:
         for x, value in enumerate(row):
             if math.isnan(value):
                 continue
-            axes.text(x, y, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value > 60 else "black")
+            axes.text(
+                x, y, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value > 60 else "black"
+            )
             if marks and marks[y][x]:
                 axes.add_patch(_hatch(x, y))
     figure.colorbar(image, ax=axes, fraction=0.03, label="% of the cohort active")

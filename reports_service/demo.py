@@ -39,7 +39,7 @@ DEMO_REPORTS: list[dict[str, Any]] = [
         "spec": {"source": "retention_cohorts", "cohorts": 12, "periods": 12},
     },
 ]
-DEMO_SCHEDULE = {"cron": "0 7 * * 1", "timezone": "UTC", "recipients": ["ops@vibelux.invalid"]}
+DEMO_SCHEDULE: dict[str, Any] = {"cron": "0 7 * * 1", "timezone": "UTC", "recipients": ["ops@vibelux.invalid"]}
 
 
 def seed(settings: ReportsSettings) -> list[str]:
@@ -54,7 +54,11 @@ def seed(settings: ReportsSettings) -> list[str]:
         for entry in DEMO_REPORTS:
             spec = spec_adapter.validate_python(entry["spec"]).model_dump(mode="json")  # what the API would store
             report = SavedReport(
-                name=entry["name"], description=entry["description"], spec=spec, owner=DEMO_OWNER, shared_with=["viewer"]
+                name=entry["name"],
+                description=entry["description"],
+                spec=spec,
+                owner=DEMO_OWNER,
+                shared_with=["viewer"],
             )
             session.add(report)
             reports.append(report)
@@ -81,5 +85,10 @@ def seed(settings: ReportsSettings) -> list[str]:
 
 def _audit(action: str, target_type: str, target_id: int, after: dict[str, Any]) -> AuditRecord:
     return AuditRecord(
-        actor="cli:seed-demo", actor_role="admin", action=action, target_type=target_type, target_id=str(target_id), after=after
+        actor="cli:seed-demo",
+        actor_role="admin",
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        after=after,
     )

@@ -35,12 +35,20 @@ class ReportMetrics:
     """Counters and histograms in the kit's registry; every child created up front (zero, not absent)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        runs = Counter("reports_runs_total", "Report runs by trigger and outcome.", ["trigger", "status"], registry=registry)
+        runs = Counter(
+            "reports_runs_total", "Report runs by trigger and outcome.", ["trigger", "status"], registry=registry
+        )
         failures = Counter(
-            "reports_run_failures_total", "Report runs that failed, by the stage that failed.", ["stage"], registry=registry
+            "reports_run_failures_total",
+            "Report runs that failed, by the stage that failed.",
+            ["stage"],
+            registry=registry,
         )
         self.render_seconds = Histogram(
-            "reports_render_seconds", "Time to render one report's HTML and PDF.", buckets=RENDER_BUCKETS, registry=registry
+            "reports_render_seconds",
+            "Time to render one report's HTML and PDF.",
+            buckets=RENDER_BUCKETS,
+            registry=registry,
         )
         query = Histogram(
             "reports_query_duration_seconds",

@@ -27,7 +27,9 @@ class Document:
     seconds: float
 
 
-def report_html(name: str, description: str, spec: dict[str, Any], result: Result, generated: datetime, dpi: int) -> str:
+def report_html(
+    name: str, description: str, spec: dict[str, Any], result: Result, generated: datetime, dpi: int
+) -> str:
     """The HTML of a report; every value is escaped by the template (autoescape)."""
     charts = [
         "data:image/png;base64," + base64.b64encode(render(figure, "png", dpi)).decode("ascii")
@@ -61,7 +63,9 @@ def _cell(value: Any, unit: str | None) -> str:
     return str(value)
 
 
-def render_pdf(name: str, description: str, spec: dict[str, Any], result: Result, generated: datetime, dpi: int = 110) -> Document:
+def render_pdf(
+    name: str, description: str, spec: dict[str, Any], result: Result, generated: datetime, dpi: int = 110
+) -> Document:
     """HTML, then PDF; ``seconds`` is the whole rendering (charts included)."""
     from weasyprint import HTML  # imported on first use: it loads Pango, which only rendering needs
 

@@ -132,7 +132,7 @@ def cohort_bounds(spec: RetentionCohortsSpec, now: datetime) -> tuple[datetime, 
     return first, end
 
 
-def compile_cohort(spec: RetentionCohortsSpec, now: datetime) -> tuple[Select[Any], Select[Any], datetime, datetime]:
+def compile_cohort(spec: RetentionCohortsSpec, now: datetime) -> tuple[Any, Any, datetime, datetime]:
     """Two statements: accounts per sign-up week, and distinct accounts active per (week, N)."""
     first, end = cohort_bounds(spec, now)
     cohort = TimeBucket(users.c.signed_up_at, "week")

@@ -59,7 +59,10 @@ RESULT_DOC = {
         }
     }
 }
-TOO_EXPENSIVE = {422: "a field is invalid, or the report ran past the time limit (details name spec)", 502: "the platform database failed"}
+TOO_EXPENSIVE = {
+    422: "a field is invalid, or the report ran past the time limit (details name spec)",
+    502: "the platform database failed",
+}
 
 
 def principal() -> Principal:

@@ -133,7 +133,9 @@ class Scheduler:
             if plan.skipped:
                 schedule.skipped_runs += plan.skipped
                 self.metrics.runs("schedule", "skipped").inc(plan.skipped)
-                log.warning("schedule %s: %d missed occurrences past the catch-up limit skipped", schedule.id, plan.skipped)
+                log.warning(
+                    "schedule %s: %d missed occurrences past the catch-up limit skipped", schedule.id, plan.skipped
+                )
             report = session.get(SavedReport, schedule.report_id)
             done = 0
             for index, when in enumerate(plan.run):
@@ -222,7 +224,13 @@ class Scheduler:
         return run
 
     def _mail(
-        self, report: SavedReport, run: ReportRun, schedule: ReportSchedule | None, when: datetime, pdf: bytes, to: list[str]
+        self,
+        report: SavedReport,
+        run: ReportRun,
+        schedule: ReportSchedule | None,
+        when: datetime,
+        pdf: bytes,
+        to: list[str],
     ) -> list[str]:
         smtp = self.settings.smtp
         stamp = when.astimezone(UTC)

@@ -76,7 +76,13 @@ def list_schedules() -> ResponseReturnValue:
 
 @bp.post("/schedules")
 @require_role(*READER_ROLES)
-@api.validate(json=NewSchedule, responses={201: ScheduleModel}, tags=("schedules",), security=BEARER)
+@api.validate(
+    json=NewSchedule,
+    responses={201: ScheduleModel},
+    tags=("schedules",),
+    security=BEARER,
+    extra={404: "no such report, or one the caller may not see"},
+)
 def create_schedule() -> ResponseReturnValue:
     """Schedule a report (its owner or an admin); the first run is the cron's next occurrence."""
     body: NewSchedule = request.context.json  # type: ignore[attr-defined]
@@ -126,9 +132,7 @@ def update_schedule(schedule_id: int) -> ResponseReturnValue:
         schedule.recipients = list(dict.fromkeys(body.recipients))
     if body.enabled is not None:
         schedule.enabled = body.enabled
-    current_auth().record(
-        "schedule.update", "report_schedule", schedule.id, before=before, after=schedule.as_dict()
-    )
+    current_auth().record("schedule.update", "report_schedule", schedule.id, before=before, after=schedule.as_dict())
     current_db().session.commit()
     return jsonify(schedule.as_dict())
 

@@ -9,12 +9,12 @@ selected column) are model validators: the same 422.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
-from reports_service.catalog import COHORT_DIMENSIONS, COHORT_SOURCE, GRAINS, SOURCES, TIME_DIMENSION, Grain
+from reports_service.catalog import COHORT_DIMENSIONS, COHORT_SOURCE, SOURCES, TIME_DIMENSION, Grain
 from service_kit.openapi import DateTime, Strict, json_integer
 
 SharedRole = Literal["agent", "viewer", "service"]  # customers (end users) never see platform reports
@@ -27,7 +27,14 @@ Periods = Annotated[int, Field(ge=2, le=24), BeforeValidator(json_integer)]
 EMAIL = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$"
 
 
-class TimeRange(Strict):
+class Body(Strict):
+    """A request body: unknown fields refused (the kit's Strict), and strict types: a string is never read
+    as a number or a boolean. Stored specs are read back through the same models."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TimeRange(Body):
     """The last ``last_days`` days up to now (or up to the scheduled time of a run), or ``start``..``end``."""
 
     last_days: Days | None = Field(None, description="relative: the days up to the moment the report runs")
@@ -47,8 +54,6 @@ class TimeRange(Strict):
 
     def bounds(self, now: datetime) -> tuple[datetime, datetime]:
         """[start, end) as aware UTC datetimes; a relative range ends at ``now``."""
-        from datetime import timedelta
-
         if self.last_days is not None:
             return now - timedelta(days=self.last_days), now
         assert self.start is not None and self.end is not None
@@ -56,30 +61,28 @@ class TimeRange(Strict):
 
 
 def _default_range() -> TimeRange:
-    return TimeRange(last_days=30)
+    return TimeRange(last_days=30, start=None, end=None)
 
 
 def _literal(names: tuple[str, ...]) -> Any:
-    return Literal[names]  # type: ignore[valid-type]
+    return Literal[names]
 
 
-def _order_model(source: str, names: tuple[str, ...]) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload, no-any-return]
-        f"{_camel(source)}Order",
-        __base__=Strict,
-        field=(_literal(names), Field(description="a selected dimension or measure")),
-        descending=(bool, True),
-    )
+def _order_model(source: str, names: tuple[str, ...]) -> Any:
+    fields: dict[str, Any] = {
+        "field": (_literal(names), Field(description="a selected dimension or measure")),
+        "descending": (bool, True),
+    }
+    return create_model(f"{_camel(source)}Order", __base__=Body, **fields)
 
 
-def _filter_model(source: str, names: tuple[str, ...]) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload, no-any-return]
-        f"{_camel(source)}Filter",
-        __base__=Strict,
-        field=(_literal(names), ...),
-        op=(Literal["in", "not_in"], "in"),
-        values=(list[Text], Field(min_length=1, max_length=100, description="bound as values, never SQL")),
-    )
+def _filter_model(source: str, names: tuple[str, ...]) -> Any:
+    fields: dict[str, Any] = {
+        "field": (_literal(names), ...),
+        "op": (Literal["in", "not_in"], "in"),
+        "values": (list[Text], Field(min_length=1, max_length=100, description="bound as values, never SQL")),
+    }
+    return create_model(f"{_camel(source)}Filter", __base__=Body, **fields)
 
 
 def _camel(name: str) -> str:
@@ -103,34 +106,38 @@ def _table_spec(source: str) -> type[BaseModel]:
     catalog = SOURCES[source]
     dimensions = tuple(catalog.dimensions)
     measures = tuple(catalog.measures)
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
-        f"{_camel(source)}Spec",
-        __base__=Strict,
-        __doc__=catalog.description,
-        __validators__={"_rules": model_validator(mode="after")(_check_table_spec)},
-        source=(Literal[source], ...),  # type: ignore[valid-type]
-        dimensions=(list[_literal(dimensions)], Field(default_factory=list, max_length=len(dimensions))),
-        measures=(list[_literal(measures)], Field(min_length=1, max_length=len(measures))),
-        time_grain=(Grain | None, Field(None, description=f"adds the '{TIME_DIMENSION}' dimension, bucketed")),
-        time_range=(TimeRange, Field(default_factory=_default_range)),
-        filters=(list[_filter_model(source, dimensions)], Field(default_factory=list, max_length=20)),  # type: ignore[valid-type]
-        order_by=(
-            list[_order_model(source, (*dimensions, *measures, TIME_DIMENSION))],  # type: ignore[valid-type]
+    # Built at import from the catalog, so the field types are values here (typed Any for mypy).
+    fields: dict[str, Any] = {
+        "source": (Literal[source], ...),
+        "dimensions": (list[_literal(dimensions)], Field(default_factory=list, max_length=len(dimensions))),  # type: ignore[misc]
+        "measures": (list[_literal(measures)], Field(min_length=1, max_length=len(measures))),  # type: ignore[misc]
+        "time_grain": (Grain | None, Field(None, description=f"adds the '{TIME_DIMENSION}' dimension, bucketed")),
+        "time_range": (TimeRange, Field(default_factory=_default_range)),
+        "filters": (list[_filter_model(source, dimensions)], Field(default_factory=list, max_length=20)),  # type: ignore[misc]
+        "order_by": (
+            list[_order_model(source, (*dimensions, *measures, TIME_DIMENSION))],  # type: ignore[misc]
             Field(default_factory=list, max_length=5),
         ),
-        limit=(Limit, 1000),
-        chart=(Chart, "bar"),
+        "limit": (Limit, 1000),
+        "chart": (Chart, "bar"),
+    }
+    model: type[BaseModel] = create_model(
+        f"{_camel(source)}Spec",
+        __base__=Body,
+        __doc__=catalog.description,
+        __validators__={"_rules": model_validator(mode="after")(_check_table_spec)},  # type: ignore[dict-item]
+        **fields,
     )
     return model
 
 
-class CohortFilter(Strict):
+class CohortFilter(Body):
     field: Literal[tuple(COHORT_DIMENSIONS)]  # type: ignore[valid-type]
     op: Literal["in", "not_in"] = "in"
     values: list[Text] = Field(min_length=1, max_length=100)
 
 
-class RetentionCohortsSpec(Strict):
+class RetentionCohortsSpec(Body):
     """Accounts by sign-up week, and the share of each cohort with a session in week N after sign-up.
 
     Week N is the Nth whole week after each account's own sign-up; week 0 is 100% by definition. A cell too
@@ -144,27 +151,25 @@ class RetentionCohortsSpec(Strict):
 
 
 TABLE_SPECS = {name: _table_spec(name) for name in SOURCES}
-assert COHORT_SOURCE == "retention_cohorts"
-ReportSpec = Annotated[
-    Union[tuple(TABLE_SPECS.values()) + (RetentionCohortsSpec,)],  # type: ignore[valid-type]  # noqa: UP007
-    Field(discriminator="source"),
-]
-SpecModel: Any = ReportSpec
-_ = GRAINS
+assert COHORT_SOURCE == "retention_cohorts"  # the literal of RetentionCohortsSpec.source
+if TYPE_CHECKING:
+    ReportSpec = Any  # generated members: mypy sees Any
+else:
+    ReportSpec = Annotated[Union[(*TABLE_SPECS.values(), RetentionCohortsSpec)], Field(discriminator="source")]
 
 
-class QueryBody(Strict):
+class QueryBody(Body):
     spec: ReportSpec
 
 
-class NewReport(Strict):
+class NewReport(Body):
     name: Text
     description: str = Field("", max_length=2000)
     spec: ReportSpec
     shared_with: list[SharedRole] = Field(default_factory=list, description="roles that may view and run it")
 
 
-class ReportPatch(Strict):
+class ReportPatch(Body):
     name: Text | None = None
     description: str | None = Field(None, max_length=2000)
     spec: ReportSpec | None = None
@@ -213,7 +218,7 @@ Email = Annotated[str, Field(pattern=EMAIL, max_length=254)]
 Cron = Annotated[str, Field(min_length=9, max_length=100, pattern=r"^[0-9*,/ -]+$")]
 
 
-class NewSchedule(Strict):
+class NewSchedule(Body):
     report_id: Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(json_integer)]
     cron: Cron = Field(description="five fields: minute hour day-of-month month day-of-week, e.g. 0 7 * * 1")
     timezone: str = Field("UTC", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+/-]+$")
@@ -221,7 +226,7 @@ class NewSchedule(Strict):
     enabled: bool = True
 
 
-class SchedulePatch(Strict):
+class SchedulePatch(Body):
     cron: Cron | None = None
     timezone: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+/-]+$")
     recipients: list[Email] | None = Field(None, min_length=1, max_length=20)

@@ -28,9 +28,7 @@ def _address(value: str) -> str | None:
 class PlatformSettings:
     """The platform database the reports read (exporters/business/schema.py tables, api_usage_rollups)."""
 
-    url: str = checked(
-        "sqlite:///.run/demo/platform.sqlite3", url_check("sqlite", "postgresql", "postgresql+psycopg")
-    )
+    url: str = checked("sqlite:///.run/demo/platform.sqlite3", url_check("sqlite", "postgresql", "postgresql+psycopg"))
     # A report that runs longer is stopped (PostgreSQL statement_timeout, SQLite's progress handler).
     query_timeout_seconds: float = checked(10.0, positive)
 

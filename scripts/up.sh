@@ -36,7 +36,7 @@ export EXPORTER_HEALTH_PROBES__REDIS__PASSWORD="$REDIS_PASSWORD"
 import socket, sys
 
 taken = []
-for port in (6379, 8000, 8080, 8081, 8082, 9090, 9093, 9101, 9102, 9103, 9180, *map(int, sys.argv[1:])):
+for port in (6379, 8000, 8080, 8081, 8082, 8083, 9090, 9093, 9101, 9102, 9103, 9180, *map(int, sys.argv[1:])):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -76,6 +76,7 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   rate-limit proxy    http://127.0.0.1:8080   (admin and metrics: http://127.0.0.1:9180)
   support desk        http://127.0.0.1:8081
   feature flags       http://127.0.0.1:8082
+  reports             http://127.0.0.1:8083   (demo reports and schedule: /api/v1/reports, /api/v1/schedules)
   exporters           http://127.0.0.1:9101/metrics  :9102/metrics  :9103/metrics
   Prometheus          http://127.0.0.1:9090
   Alertmanager        http://127.0.0.1:9093

@@ -3,7 +3,7 @@ SQLite file, an app without its runner thread (tests drive the sweep), and one t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,10 +53,10 @@ def settings(tmp_path: Path, platform_url: str) -> ReportsSettings:
 
 
 @pytest.fixture
-def app(settings: ReportsSettings) -> Iterator[Flask]:
+def app(settings: ReportsSettings) -> Flask:
     app = create_app(settings, start_jobs=False)
     app.config["TESTING"] = True
-    yield app
+    return app
 
 
 @pytest.fixture
@@ -106,7 +106,9 @@ USAGE_SPEC: dict[str, Any] = {
 def create_report(client: FlaskClient, agent: dict[str, str]) -> Callable[..., dict[str, Any]]:
     """Save a report as the agent (``headers=`` another caller); returns its JSON."""
 
-    def make(spec: dict[str, Any] | None = None, headers: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+    def make(
+        spec: dict[str, Any] | None = None, headers: dict[str, str] | None = None, **fields: Any
+    ) -> dict[str, Any]:
         body = {"name": "Top customers", "spec": spec or USAGE_SPEC, **fields}
         response = client.post("/api/v1/reports", json=body, headers=headers or agent)
         assert response.status_code == 201, response.json

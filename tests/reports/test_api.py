@@ -111,7 +111,9 @@ def test_customers_and_anonymous_callers_get_nothing(
     assert client.get("/api/v1/reports", headers=customer).status_code == 403
     assert client.get(f"/api/v1/reports/{report['id']}/result", headers=customer).status_code == 403
     response = client.post(
-        "/api/v1/reports", json={"name": "x", "spec": USAGE_SPEC, "shared_with": ["customer"]}, headers=token_for("agent")
+        "/api/v1/reports",
+        json={"name": "x", "spec": USAGE_SPEC, "shared_with": ["customer"]},
+        headers=token_for("agent"),
     )
     assert response.status_code == 422 and "shared_with[0]" in response.json["error"]["details"]
 
@@ -131,10 +133,17 @@ INVALID = [
         "spec.api_usage",
     ),
     (
-        {"source": "api_usage", "measures": ["calls"], "time_range": {"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"}},
+        {
+            "source": "api_usage",
+            "measures": ["calls"],
+            "time_range": {"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"},
+        },
         "spec.api_usage.time_range",
     ),
-    ({"source": "api_usage", "measures": ["calls"], "time_range": {"last_days": 0}}, "spec.api_usage.time_range.last_days"),
+    (
+        {"source": "api_usage", "measures": ["calls"], "time_range": {"last_days": 0}},
+        "spec.api_usage.time_range.last_days",
+    ),
     ({"source": "retention_cohorts", "cohorts": 100}, "spec.retention_cohorts.cohorts"),
     ({"source": "api_usage", "measures": ["calls"], "surprise": 1}, "spec.api_usage.surprise"),
 ]
@@ -158,7 +167,11 @@ def test_filter_values_are_bound_so_sql_text_in_them_only_matches_nothing(
     }
     response = client.post("/api/v1/query", json={"spec": spec}, headers=agent)
     assert response.status_code == 200 and response.json["rows"] == []
-    kept = client.post("/api/v1/query", json={"spec": {**spec, "filters": [{"field": "owner", "values": ["customer-001"]}]}}, headers=agent)
+    kept = client.post(
+        "/api/v1/query",
+        json={"spec": {**spec, "filters": [{"field": "owner", "values": ["customer-001"]}]}},
+        headers=agent,
+    )
     assert [row[0] for row in kept.json["rows"]] == ["customer-001"]
 
 

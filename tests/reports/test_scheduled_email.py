@@ -79,12 +79,20 @@ def test_a_scheduled_cohort_report_arrives_by_email_with_its_pdf(
         agent = agent_headers(app)
         report = client.post(
             "/api/v1/reports",
-            json={"name": "Weekly retention cohorts", "description": "Demo accounts by sign-up week.", "spec": COHORT_SPEC},
+            json={
+                "name": "Weekly retention cohorts",
+                "description": "Demo accounts by sign-up week.",
+                "spec": COHORT_SPEC,
+            },
             headers=agent,
         ).json
         created = client.post(
             "/api/v1/schedules",
-            json={"report_id": report["id"], "cron": "*/5 * * * *", "recipients": ["ops@example.com", "cfo@example.com"]},
+            json={
+                "report_id": report["id"],
+                "cron": "*/5 * * * *",
+                "recipients": ["ops@example.com", "cfo@example.com"],
+            },
             headers=agent,
         )
         assert created.status_code == 201, created.json
@@ -106,7 +114,9 @@ def test_a_scheduled_cohort_report_arrives_by_email_with_its_pdf(
 
         path = tmp_path / "report.pdf"
         path.write_bytes(pdf)
-        text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+        ).stdout
         assert "Weekly retention cohorts" in text
         assert "Demo accounts by sign-up week." in text
         assert "week_11" in text and "cohort" in text and "retention_cohorts" in text
@@ -116,7 +126,9 @@ def test_a_scheduled_cohort_report_arrives_by_email_with_its_pdf(
         assert pages, "pdftoppm made no pages"
 
         # kept for download: the run is listed with its PDF, the same bytes
-        wait_until(lambda: client.get(f"/api/v1/schedules/{schedule['id']}/runs", headers=agent).json["data"], timeout=10)
+        wait_until(
+            lambda: client.get(f"/api/v1/schedules/{schedule['id']}/runs", headers=agent).json["data"], timeout=10
+        )
         (run,) = client.get(f"/api/v1/schedules/{schedule['id']}/runs", headers=agent).json["data"]
         assert run["status"] == "succeeded" and run["trigger"] == "schedule"
         assert sorted(run["delivered_to"]) == ["cfo@example.com", "ops@example.com"]
@@ -138,7 +150,9 @@ def test_a_refused_login_fails_the_run_counts_it_and_keeps_the_pdf(
     agent = agent_headers(app)
     report = client.post("/api/v1/reports", json={"name": "r", "spec": COHORT_SPEC}, headers=agent).json
     schedule = client.post(
-        "/api/v1/schedules", json={"report_id": report["id"], "cron": "0 * * * *", "recipients": ["a@example.com"]}, headers=agent
+        "/api/v1/schedules",
+        json={"report_id": report["id"], "cron": "0 * * * *", "recipients": ["a@example.com"]},
+        headers=agent,
     ).json
     make_due(app, schedule["id"], "0 * * * *")
     app.extensions["jobs"].run_due()
@@ -172,4 +186,3 @@ def sample_pngs() -> Callable[[Path, Path], list[Path]]:
         return sorted(out.glob("page*.png"))
 
     return convert
-

@@ -54,9 +54,13 @@ def test_message_id_is_fixed_per_occurrence() -> None:
     assert message_id(4, T0, "reports@example.com") == "<report-4-20261130T070000Z@example.com>"
 
 
-def _schedule(client: FlaskClient, headers: dict[str, str], report_id: int, cron: str = "*/15 * * * *") -> dict[str, Any]:
+def _schedule(
+    client: FlaskClient, headers: dict[str, str], report_id: int, cron: str = "*/15 * * * *"
+) -> dict[str, Any]:
     response = client.post(
-        "/api/v1/schedules", json={"report_id": report_id, "cron": cron, "recipients": ["ops@example.com"]}, headers=headers
+        "/api/v1/schedules",
+        json={"report_id": report_id, "cron": cron, "recipients": ["ops@example.com"]},
+        headers=headers,
     )
     assert response.status_code == 201, response.json
     schedule: dict[str, Any] = response.json  # type: ignore[assignment]
@@ -127,7 +131,9 @@ def test_a_sweep_over_its_budget_leaves_the_rest_due_without_skipping_more(
     _set_job_due(app)
     app.extensions["jobs"].run_due()
     runs = _runs(app)
-    assert [r.scheduled_for.replace(tzinfo=UTC) for r in runs] == [latest - timedelta(minutes=m) for m in (45, 30, 15, 0)]
+    assert [r.scheduled_for.replace(tzinfo=UTC) for r in runs] == [
+        latest - timedelta(minutes=m) for m in (45, 30, 15, 0)
+    ]
     assert client.get(f"/api/v1/schedules/{schedule['id']}", headers=headers).json["skipped_runs"] == 0
 
 
@@ -163,7 +169,7 @@ def test_two_replicas_sweeping_at_once_run_each_occurrence_exactly_once(settings
         _set_job_due(first)
         barrier = threading.Barrier(len(replicas))
 
-        def sweep(replica: Flask) -> None:
+        def sweep(replica: Flask, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             replica.extensions["jobs"].run_due()
 
@@ -181,7 +187,11 @@ def test_two_replicas_sweeping_at_once_run_each_occurrence_exactly_once(settings
 
 
 def test_a_runner_killed_mid_run_loses_nothing_the_next_runner_runs_it(
-    app: Flask, settings: ReportsSettings, client: FlaskClient, agent: dict[str, str], create_report: Callable[..., dict[str, Any]]
+    app: Flask,
+    settings: ReportsSettings,
+    client: FlaskClient,
+    agent: dict[str, str],
+    create_report: Callable[..., dict[str, Any]],
 ) -> None:
     schedule = _schedule(client, agent, create_report()["id"])
     latest = _latest_quarter(utcnow())
@@ -254,7 +264,10 @@ def test_pausing_and_resuming_a_schedule_starts_again_from_its_next_occurrence(
     app: Flask, client: FlaskClient, agent: dict[str, str], create_report: Callable[..., dict[str, Any]]
 ) -> None:
     schedule = _schedule(client, agent, create_report()["id"])
-    assert client.patch(f"/api/v1/schedules/{schedule['id']}", json={"enabled": False}, headers=agent).json["enabled"] is False
+    assert (
+        client.patch(f"/api/v1/schedules/{schedule['id']}", json={"enabled": False}, headers=agent).json["enabled"]
+        is False
+    )
     _set_due(app, schedule["id"], _latest_quarter(utcnow()) - timedelta(hours=5))
     app.extensions["jobs"].run_due()
     assert _runs(app) == []  # disabled: nothing runs

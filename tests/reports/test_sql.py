@@ -27,7 +27,10 @@ def every_spec() -> Iterator[Any]:
     """Per source: every dimension with every measure, and each time grain; filters on every dimension."""
     for name, source in SOURCES.items():
         dims, measures = list(source.dimensions), list(source.measures)
-        yield pytest.param({"source": name, "dimensions": dims, "measures": measures, "time_range": {"last_days": 120}}, id=f"{name}-all")
+        yield pytest.param(
+            {"source": name, "dimensions": dims, "measures": measures, "time_range": {"last_days": 120}},
+            id=f"{name}-all",
+        )
         for grain in ("hour", "day", "week", "month"):
             if grain == "hour" and name != "api_usage":
                 continue
@@ -62,7 +65,9 @@ def test_compiled_sql_names_only_catalog_identifiers_and_binds_every_value(spec:
         compiled = statement.compile(dialect=dialect)
         assert HOSTILE not in str(compiled)
         if parsed.filters:
-            assert HOSTILE in [v for value in compiled.params.values() for v in (value if isinstance(value, list) else [value])]
+            assert HOSTILE in [
+                v for value in compiled.params.values() for v in (value if isinstance(value, list) else [value])
+            ]
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +91,10 @@ def _normal(rows: list[list[Any]]) -> list[list[Any]]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(
-    "spec", [*every_spec(), pytest.param({"source": "retention_cohorts"}, id="cohorts")]
-)
-def test_sqlite_and_postgresql_give_the_same_result(spec: dict[str, Any], platform_url: str, postgres_platform: Engine) -> None:
+@pytest.mark.parametrize("spec", [*every_spec(), pytest.param({"source": "retention_cohorts"}, id="cohorts")])
+def test_sqlite_and_postgresql_give_the_same_result(
+    spec: dict[str, Any], platform_url: str, postgres_platform: Engine
+) -> None:
     parsed = spec_adapter.validate_python(spec)
     # the demo's rollups end at ROLLUPS_END; its accounts, sessions and AI requests at generation time
     now = NOW if parsed.source == "api_usage" else datetime.now(UTC)
@@ -103,7 +108,9 @@ def test_sqlite_and_postgresql_give_the_same_result(spec: dict[str, Any], platfo
 def test_cohort_grid_matches_a_brute_force_computation_row_by_row(platform_url: str) -> None:
     today = datetime.now(UTC).replace(hour=9, minute=30, second=0, microsecond=0)
     end = today - timedelta(days=(today.weekday() - 2) % 7)  # a Wednesday: the last cohort is young
-    spec = spec_adapter.validate_python({"source": "retention_cohorts", "cohorts": 8, "periods": 6, "end": end.isoformat()})
+    spec = spec_adapter.validate_python(
+        {"source": "retention_cohorts", "cohorts": 8, "periods": 6, "end": end.isoformat()}
+    )
     result = run_report(create_engine(platform_url), spec, datetime.now(UTC), 10_000, 30)
     engine = create_engine(platform_url)
     with engine.connect() as connection:
@@ -112,7 +119,9 @@ def test_cohort_grid_matches_a_brute_force_computation_row_by_row(platform_url: 
     _, _, first, _ = compile_cohort(spec, datetime.now(UTC))
     for index, row in enumerate(result.rows):
         monday = first + timedelta(weeks=index)
-        members = {uid for uid, signed in accounts.items() if monday <= signed < monday + timedelta(weeks=1) and signed < end}
+        members = {
+            uid for uid, signed in accounts.items() if monday <= signed < monday + timedelta(weeks=1) and signed < end
+        }
         assert row[0] == monday.strftime("%Y-%m-%d") and row[1] == len(members)
         for week in range(6):
             cell = row[2 + week]
@@ -141,7 +150,13 @@ def test_a_report_past_its_time_limit_is_a_422_naming_the_spec(platform_url: str
     from reports_service.errors import ReportTooExpensiveError
 
     spec = spec_adapter.validate_python(
-        {"source": "api_usage", "dimensions": ["owner", "key_id", "route", "status_class"], "measures": ["calls", "keys"], "time_grain": "hour", "time_range": {"last_days": 60}}
+        {
+            "source": "api_usage",
+            "dimensions": ["owner", "key_id", "route", "status_class"],
+            "measures": ["calls", "keys"],
+            "time_grain": "hour",
+            "time_range": {"last_days": 60},
+        }
     )
     with pytest.raises(ReportTooExpensiveError) as caught:
         run_report(create_engine(platform_url), spec, NOW, 10_000, 0.001)

@@ -45,9 +45,7 @@ def upgrade() -> None:
     op.create_table(
         "reports_runs",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "schedule_id", sa.Integer, sa.ForeignKey("reports_schedules.id", ondelete="SET NULL"), nullable=True
-        ),
+        sa.Column("schedule_id", sa.Integer, sa.ForeignKey("reports_schedules.id", ondelete="SET NULL"), nullable=True),
         sa.Column("report_id", sa.Integer, sa.ForeignKey("reports_saved.id", ondelete="CASCADE"), nullable=False),
         sa.Column("trigger", sa.String(16), nullable=False),
         sa.Column("scheduled_for", sa.DateTime(timezone=True), nullable=False),
