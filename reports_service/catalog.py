@@ -147,50 +147,55 @@ def _source(
     )
 
 
-r = api_usage_rollups.c
-_calls_5xx = func.sum(case((r.status_class == "5xx", r.calls), else_=0))
-_calls_4xx = func.sum(case((r.status_class == "4xx", r.calls), else_=0))
+def usage_source(table: FromClause) -> Source:
+    """The api_usage source over ``table``: api_usage_rollups itself, or anything with its columns (the
+    union of raw rows and the daily summary, reports_service.summary)."""
+    r = table.c
+    calls_5xx = func.sum(case((r.status_class == "5xx", r.calls), else_=0))
+    calls_4xx = func.sum(case((r.status_class == "4xx", r.calls), else_=0))
+    return _source(
+        "api_usage",
+        "The proxy's per-minute rollups of API calls (api_usage_rollups).",
+        table,
+        r.minute,
+        [
+            Dimension("owner", "The API key's owner (the customer).", r.owner),
+            Dimension("key_id", "The proxy's key id (SHA-256 of the key).", r.key_id),
+            Dimension("tier", "The key's tier at the time of the call.", r.tier),
+            Dimension("route", "The route template called.", r.route),
+            Dimension("status_class", "1xx … 5xx.", r.status_class),
+        ],
+        [
+            Measure("calls", "API calls.", func.sum(r.calls)),
+            Measure("refused", "Calls refused by a rate limit or quota (429).", func.sum(r.refused)),
+            Measure("server_errors", "Calls answered with a 5xx.", calls_5xx),
+            Measure("client_errors", "Calls answered with a 4xx.", calls_4xx),
+            Measure(
+                "error_ratio", "Share of calls answered with a 5xx.", _ratio(calls_5xx, func.sum(r.calls)), "ratio"
+            ),
+            Measure(
+                "refused_ratio",
+                "Share of calls refused by a limit.",
+                _ratio(func.sum(r.refused), func.sum(r.calls)),
+                "ratio",
+            ),
+            Measure("avg_latency_ms", "Mean latency.", _ratio(func.sum(r.latency_sum_ms), func.sum(r.calls)), "ms"),
+            Measure("max_latency_ms", "Highest latency.", cast(func.max(r.latency_max_ms), Float), "ms"),
+            Measure(
+                "within_250ms_ratio",
+                "Share of calls answered within 250 ms.",
+                _ratio(func.sum(r.latency_le_250ms), func.sum(r.calls)),
+                "ratio",
+            ),
+            Measure("keys", "Distinct API keys.", func.count(func.distinct(r.key_id))),
+        ],
+    )
+
 
 SOURCES: dict[str, Source] = {
     source.name: source
     for source in (
-        _source(
-            "api_usage",
-            "The proxy's per-minute rollups of API calls (api_usage_rollups).",
-            api_usage_rollups,
-            r.minute,
-            [
-                Dimension("owner", "The API key's owner (the customer).", r.owner),
-                Dimension("key_id", "The proxy's key id (SHA-256 of the key).", r.key_id),
-                Dimension("tier", "The key's tier at the time of the call.", r.tier),
-                Dimension("route", "The route template called.", r.route),
-                Dimension("status_class", "1xx … 5xx.", r.status_class),
-            ],
-            [
-                Measure("calls", "API calls.", func.sum(r.calls)),
-                Measure("refused", "Calls refused by a rate limit or quota (429).", func.sum(r.refused)),
-                Measure("server_errors", "Calls answered with a 5xx.", _calls_5xx),
-                Measure("client_errors", "Calls answered with a 4xx.", _calls_4xx),
-                Measure(
-                    "error_ratio", "Share of calls answered with a 5xx.", _ratio(_calls_5xx, func.sum(r.calls)), "ratio"
-                ),
-                Measure(
-                    "refused_ratio",
-                    "Share of calls refused by a limit.",
-                    _ratio(func.sum(r.refused), func.sum(r.calls)),
-                    "ratio",
-                ),
-                Measure("avg_latency_ms", "Mean latency.", _ratio(func.sum(r.latency_sum_ms), func.sum(r.calls)), "ms"),
-                Measure("max_latency_ms", "Highest latency.", cast(func.max(r.latency_max_ms), Float), "ms"),
-                Measure(
-                    "within_250ms_ratio",
-                    "Share of calls answered within 250 ms.",
-                    _ratio(func.sum(r.latency_le_250ms), func.sum(r.calls)),
-                    "ratio",
-                ),
-                Measure("keys", "Distinct API keys.", func.count(func.distinct(r.key_id))),
-            ],
-        ),
+        usage_source(api_usage_rollups),
         _source(
             "signups",
             "Accounts by sign-up time (users).",

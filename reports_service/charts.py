@@ -18,14 +18,15 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display; set before anything imports pyplot
-# Names and values come from users and data: "$x$" in them is text, never mathtext (which can fail to parse).
-matplotlib.rcParams["text.parse_math"] = False
-
 from matplotlib.figure import Figure
 
 from reports_service.catalog import TIME_DIMENSION
 from reports_service.query import Result
+
+# No pyplot anywhere, so no backend is chosen implicitly; Agg draws the PNGs. Names and values come from
+# users and data: "$x$" in them is text, never mathtext (which can fail to parse).
+matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False
 
 MAX_SERIES = 8
 PALETTE = ("#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#64748b")

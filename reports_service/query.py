@@ -26,9 +26,17 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exporters.business.schema import sessions, users
-from reports_service.catalog import COHORT_DIMENSIONS, SOURCES, TIME_DIMENSION, TimeBucket, WholeWeeksBetween
+from reports_service.catalog import (
+    COHORT_DIMENSIONS,
+    SOURCES,
+    TIME_DIMENSION,
+    TimeBucket,
+    WholeWeeksBetween,
+    usage_source,
+)
 from reports_service.errors import PlatformUnavailableError, ReportTooExpensiveError
 from reports_service.schemas import RetentionCohortsSpec
+from reports_service.summary import covered_through, usage_from
 
 
 @dataclass(frozen=True)
@@ -73,11 +81,16 @@ def naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def compile_table(spec: Any, now: datetime, max_rows: int) -> tuple[Select[Any], list[Column], datetime, datetime]:
+def compile_table(
+    spec: Any, now: datetime, max_rows: int, summary_through: datetime | None = None
+) -> tuple[Select[Any], list[Column], datetime, datetime]:
     """The SELECT of a table report: grouped by its dimensions, filtered, ordered, limited (one row more
-    than returned, to tell a truncated result)."""
+    than returned, to tell a truncated result). ``summary_through``: the usage summary's end, so an
+    api_usage report reads its whole days there (reports_service.summary)."""
     source = SOURCES[spec.source]
     start, end = spec.time_range.bounds(now)
+    if spec.source == "api_usage" and summary_through is not None and spec.time_grain != "hour":
+        source = usage_source(usage_from(naive_utc(start), naive_utc(end), summary_through))
     selected: list[ColumnElement[Any]] = []
     groups: list[ColumnElement[Any]] = []
     columns: list[Column] = []
@@ -232,15 +245,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def run_report(engine: Engine, spec: Any, now: datetime, max_rows: int, timeout_seconds: float) -> Result:
-    """Run ``spec`` as of ``now`` against ``engine`` (the platform database)."""
+def run_report(
+    engine: Engine, spec: Any, now: datetime, max_rows: int, timeout_seconds: float, daily_summary: bool = False
+) -> Result:
+    """Run ``spec`` as of ``now`` against ``engine`` (the platform database); ``daily_summary``: read the
+    usage summary where it covers the range."""
     started = time.perf_counter()
+    through = covered_through(engine) if daily_summary and getattr(spec, "source", "") == "api_usage" else None
     try:
         with engine.connect() as connection, time_limit(connection, timeout_seconds):
             if isinstance(spec, RetentionCohortsSpec):
                 result = _run_cohort(connection, spec, now)
             else:
-                result = _run_table(connection, spec, now, max_rows)
+                result = _run_table(connection, spec, now, max_rows, through)
     except OperationalError as exc:
         message = str(exc.orig).lower()
         if "interrupted" in message or "statement timeout" in message or "canceling statement" in message:
@@ -250,8 +267,8 @@ def run_report(engine: Engine, spec: Any, now: datetime, max_rows: int, timeout_
     return result
 
 
-def _run_table(connection: Any, spec: Any, now: datetime, max_rows: int) -> Result:
-    statement, columns, start, end = compile_table(spec, now, max_rows)
+def _run_table(connection: Any, spec: Any, now: datetime, max_rows: int, through: datetime | None) -> Result:
+    statement, columns, start, end = compile_table(spec, now, max_rows, through)
     rows = [[_plain(v) for v in row] for row in connection.execute(statement)]
     cap = min(spec.limit, max_rows)
     return Result((start, end), columns, rows[:cap], truncated=len(rows) > cap, chart=spec.chart)

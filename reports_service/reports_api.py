@@ -141,6 +141,7 @@ def run(spec: Any) -> Result:
         utcnow(),
         config.reports.max_rows,
         config.platform.query_timeout_seconds,
+        config.platform.daily_summary,
     )
     current_app.extensions["reports_metrics"].query_seconds(spec.source).observe(time.perf_counter() - clock)
     return result

@@ -195,6 +195,7 @@ class Scheduler:
                 when,
                 self.settings.reports.max_rows,
                 self.settings.platform.query_timeout_seconds,
+                self.settings.platform.daily_summary,
             )
             self.metrics.query_seconds(spec.source).observe(time.perf_counter() - clock)
             stage = "render"

@@ -31,6 +31,10 @@ class PlatformSettings:
     url: str = checked("sqlite:///.run/demo/platform.sqlite3", url_check("sqlite", "postgresql", "postgresql+psycopg"))
     # A report that runs longer is stopped (PostgreSQL statement_timeout, SQLite's progress handler).
     query_timeout_seconds: float = checked(10.0, positive)
+    # Keep reports_usage_daily in this database, so usage reports over days read one row per day and key
+    # (reports_service/summary.py); false: read-only, every report reads the minute rows.
+    daily_summary: bool = True
+    summary_refresh_seconds: float = checked(300.0, positive)
 
 
 @dataclass(frozen=True)
