@@ -1,4 +1,4 @@
-"""Rendering the PDF of a 12×12 cohort report with three charts (heatmap, retention curves, cohort sizes).
+"""Rendering the PDF of a 12x12 cohort report with three charts (heatmap, retention curves, cohort sizes).
 
     .venv/bin/python -m bench.reports_pdf [--renders 8]
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| cold (fresh process: imports, fonts, query, render) | {times[0]:.2f} |")
     print(f"| warm, median of {len(warm)} (query and render) | {statistics.median(warm):.2f} |")
     print(f"| warm, max | {max(warm):.2f} |")
-    print(f"| of which the cohort queries, median | {statistics.median(figures['query'][1:] or figures['query']):.3f} |")
+    queries = figures["query"][1:] or figures["query"]
+    print(f"| of which the cohort queries, median | {statistics.median(queries):.3f} |")
 
 
 if __name__ == "__main__":

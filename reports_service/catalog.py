@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Float, Integer, case, cast, func
+from sqlalchemy import Float, Integer, case, cast, func, null
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
@@ -147,10 +147,19 @@ def _source(
     )
 
 
+class _ColumnsOrNull:
+    def __init__(self, table: FromClause) -> None:
+        self.columns = table.c
+
+    def __getattr__(self, name: str) -> Any:
+        return self.columns[name] if name in self.columns else null()
+
+
 def usage_source(table: FromClause) -> Source:
     """The api_usage source over ``table``: api_usage_rollups itself, or anything with its columns (the
-    union of raw rows and the daily summary, reports_service.summary)."""
-    r = table.c
+    union of raw rows and the daily summary, reports_service.summary), which may carry only the columns
+    one report uses: the others stand as NULL in expressions that report never compiles."""
+    r = _ColumnsOrNull(table)
     calls_5xx = func.sum(case((r.status_class == "5xx", r.calls), else_=0))
     calls_4xx = func.sum(case((r.status_class == "4xx", r.calls), else_=0))
     return _source(

@@ -17,7 +17,6 @@ from collections import defaultdict
 from typing import Any
 
 import matplotlib
-
 from matplotlib.figure import Figure
 
 from reports_service.catalog import TIME_DIMENSION

@@ -58,7 +58,7 @@ def seed(settings: ReportsSettings) -> list[str]:
                 description=entry["description"],
                 spec=spec,
                 owner=DEMO_OWNER,
-                shared_with=["viewer"],
+                shared_with=["agent", "service", "viewer"],
             )
             session.add(report)
             reports.append(report)

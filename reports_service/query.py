@@ -36,7 +36,7 @@ from reports_service.catalog import (
 )
 from reports_service.errors import PlatformUnavailableError, ReportTooExpensiveError
 from reports_service.schemas import RetentionCohortsSpec
-from reports_service.summary import covered_through, usage_from
+from reports_service.summary import columns_of, covered_through, usage_from
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,12 @@ def compile_table(
     source = SOURCES[spec.source]
     start, end = spec.time_range.bounds(now)
     if spec.source == "api_usage" and summary_through is not None and spec.time_grain != "hour":
-        source = usage_source(usage_from(naive_utc(start), naive_utc(end), summary_through))
+        used = columns_of(
+            *(source.dimensions[name].expression for name in spec.dimensions),
+            *(source.measures[name].expression for name in spec.measures),
+            *(source.dimensions[condition.field].expression for condition in spec.filters),
+        )
+        source = usage_source(usage_from(naive_utc(start), naive_utc(end), summary_through, used))
     selected: list[ColumnElement[Any]] = []
     groups: list[ColumnElement[Any]] = []
     columns: list[Column] = []

@@ -22,6 +22,7 @@ Like a BI tool's persisted models, this writes a table of its own in the databas
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,15 +34,15 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Table,
-    and_,
     delete,
     func,
     insert,
-    or_,
     select,
     union_all,
 )
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.sql.selectable import FromClause
 
@@ -49,9 +50,9 @@ from exporters.business.schema import api_usage_rollups
 
 log = logging.getLogger("reports_service.summary")
 summary_metadata = MetaData()
-_COLUMNS = [column.name for column in api_usage_rollups.columns]
+COLUMNS = [column.name for column in api_usage_rollups.columns]
 _KEY = ("minute", "key_id", "route", "status_class")
-_SUMMED = [c for c in _COLUMNS if c not in (*_KEY, "tier", "owner", "latency_max_ms")]
+_SUMMED = [c for c in COLUMNS if c not in (*_KEY, "tier", "owner", "latency_max_ms")]
 
 usage_daily = Table(
     "reports_usage_daily",
@@ -147,19 +148,32 @@ def refresh(engine: Engine, now: datetime) -> tuple[datetime, datetime] | None:
     return start, today
 
 
-def usage_from(start: datetime, end: datetime, through: datetime | None) -> FromClause:
+def usage_from(
+    start: datetime, end: datetime, through: datetime | None, columns: Sequence[str] = COLUMNS
+) -> FromClause:
     """What an api_usage report over [start, end) (naive UTC) reads: the summary's whole days inside the
-    range, the minute rows for the rest. Without a summary covering a whole day: the minute rows alone."""
+    range, the minute rows before and after them; only ``columns`` (what the report uses, so the minute
+    rows' covering index can answer). Without a summary covering a whole day: the minute rows alone."""
     first_day = _midnight(start) if start == _midnight(start) else _midnight(start) + timedelta(days=1)
     last_day = min(_midnight(end), through) if through is not None else first_day
     if through is None or first_day >= last_day:
         return api_usage_rollups
-    raw = select(*(api_usage_rollups.c[name] for name in _COLUMNS)).where(
-        api_usage_rollups.c.minute >= start,
-        api_usage_rollups.c.minute < end,
-        or_(api_usage_rollups.c.minute < first_day, api_usage_rollups.c.minute >= last_day),
-    )
-    daily = select(*(usage_daily.c[name] for name in _COLUMNS)).where(
-        and_(usage_daily.c.minute >= first_day, usage_daily.c.minute < last_day)
-    )
-    return union_all(raw, daily).subquery("usage")
+    raw = api_usage_rollups.c
+    parts = [
+        select(*(raw[name] for name in columns)).where(raw.minute >= low, raw.minute < high)
+        for low, high in ((start, first_day), (last_day, end))
+        if low < high
+    ]
+    daily = usage_daily.c
+    parts.append(select(*(daily[name] for name in columns)).where(daily.minute >= first_day, daily.minute < last_day))
+    return union_all(*parts).subquery("usage")
+
+
+def columns_of(*expressions: ColumnElement[Any]) -> list[str]:
+    """The api_usage_rollups columns ``expressions`` read, in table order, with ``minute`` always."""
+    names = {"minute"}
+    for expression in expressions:
+        for element in visitors.iterate(expression):
+            if isinstance(element, Column) and element.table is api_usage_rollups:
+                names.add(element.name)
+    return [name for name in COLUMNS if name in names]
