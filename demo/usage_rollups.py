@@ -1,6 +1,6 @@
 """Fill the platform database's api_usage_rollups with believable per-minute rollups of API calls.
 
-    python -m demo.usage_rollups [--db .run/demo/platform.sqlite3] [--rows 200000] [--days 30] [--if-empty]
+    python -m demo.usage_rollups [--db .run/demo/platform.sqlite3] [--rows 100000] [--days 30] [--if-empty]
 
 Until the proxy writes its own rollups (issue 15, item 2), this gives the reports service (and its
 benchmark, bench/reports_query.py) data of the real shape: keys with a heavy-tailed share of the calls,
@@ -40,7 +40,10 @@ def generate_rows(rows: int, days: int, end: datetime, seed: int = 5, keys: int 
     """``rows`` rollup rows spread over the ``days`` before ``end``; distinct primary keys."""
     rng = random.Random(seed)
     accounts = owners(keys)
-    weights = [weight for *_, weight in accounts]
+    cumulative, total = [], 0.0
+    for *_, weight in accounts:
+        total += weight
+        cumulative.append(total)
     minutes = days * 24 * 60
     start = end.replace(second=0, microsecond=0) - timedelta(minutes=minutes)
     seen: set[tuple[int, int, str, str]] = set()
@@ -53,7 +56,7 @@ def generate_rows(rows: int, days: int, end: datetime, seed: int = 5, keys: int 
             hour_weight *= 0.6
         if rng.random() > hour_weight:
             continue
-        key_index = rng.choices(range(keys), weights)[0]
+        key_index = rng.choices(range(keys), cum_weights=cumulative)[0]
         route = rng.choice(ROUTES)
         status = rng.choices(("2xx", "4xx", "5xx", "3xx"), (0.9, 0.07, 0.015, 0.015))[0]
         identity = (offset, key_index, route, status)
@@ -64,7 +67,7 @@ def generate_rows(rows: int, days: int, end: datetime, seed: int = 5, keys: int 
         calls = max(1, int(rng.expovariate(1 / (1 + 40 * weight))))
         refused = int(calls * rng.random() * 0.3) if status == "4xx" and weight > 0.3 else 0
         mean_ms = 420.0 if route.startswith("/api/ai") else 45.0
-        latencies = [rng.expovariate(1 / mean_ms) for _ in range(min(calls, 20))]
+        latencies = [rng.expovariate(1 / mean_ms) for _ in range(min(calls, 8))]
         scale = calls / len(latencies)
         row: dict[str, object] = {
             "minute": moment,
@@ -103,7 +106,7 @@ def fill(url: str, rows: int, days: int, if_empty: bool, end: datetime | None = 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", type=Path, default=Path(".run/demo/platform.sqlite3"))
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--if-empty", action="store_true", help="do nothing when the table has rows")
     args = parser.parse_args(argv)

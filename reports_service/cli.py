@@ -56,7 +56,7 @@ def _demo_usage(url: str, wait_seconds: float) -> None:
             time.sleep(1)
         if not path.exists():
             raise click.ClickException(f"no platform database at {path}: run python -m demo.business_db first")
-    written = fill(url, rows=int(os.environ.get("REPORTS_DEMO_ROWS", "200000")), days=30, if_empty=True)
+    written = fill(url, rows=int(os.environ.get("REPORTS_DEMO_ROWS", "100000")), days=30, if_empty=True)
     click.echo(f"demo usage rollups: {written} rows" if written else "demo usage rollups: already present")
 
 

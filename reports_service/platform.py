@@ -6,6 +6,7 @@ exporter share the file); a busy timeout rides out the writers' locks.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
@@ -32,12 +33,18 @@ class PlatformData:
 
 
 def platform_engine(url: str) -> Engine:
+    """On SQLite the file must exist (``mode=rw``): a missing platform database is an error to report, not
+    an empty file to create (which would also look fresh to ``demo.business_db --if-stale``)."""
     kwargs: dict[str, Any] = {}
-    if make_url(url).get_backend_name() == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            path = Path(parsed.database).resolve()
+            parsed = parsed.set(database=f"file:{path}", query={"mode": "rw", "uri": "true"})
     else:
         kwargs["pool_pre_ping"] = True
-    return create_engine(url, **kwargs)
+    return create_engine(parsed, **kwargs)
 
 
 def current_platform() -> PlatformData:

@@ -21,6 +21,7 @@ from reports_service.errors import ReportNotFoundError
 from reports_service.pdf import render_pdf
 from reports_service.platform import current_platform
 from reports_service.query import Result, run_report
+from reports_service.scheduler import spec_adapter
 from reports_service.schemas import (
     Catalog,
     NewReport,
@@ -254,7 +255,5 @@ def report_result(report_id: int) -> ResponseReturnValue:
     """Run a saved report now: JSON, CSV, a chart (PNG, SVG) or the PDF (``format``)."""
     args: ResultQuery = request.context.query  # type: ignore[attr-defined]
     report = visible_report(report_id)
-    from reports_service.scheduler import spec_adapter
-
     spec = spec_adapter.validate_python(report.spec)
     return output(run(spec), args.format, report.name, report.description, report.spec)
