@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 matplotlib.rcParams["text.parse_math"] = False
 
 MAX_SERIES = 8
+MAX_BARS = 60  # more bars than this are unreadable (and slow to draw)
 PALETTE = ("#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#64748b")
 
 
@@ -123,6 +124,9 @@ def table_chart(result: Result, title: str) -> Figure:
             xs.append(x)
         series = "" if series_index is None else str(row[series_index])
         values[series][x] = values[series].get(x, 0.0) + _number(row[measure])
+    if result.chart != "line" and len(xs) > MAX_BARS:  # the rows are ordered: the first ones matter most
+        xs = xs[:MAX_BARS]
+        axes.set_title(f"{title} (first {MAX_BARS} of {len(result.rows)} rows)", fontsize=11, loc="left")
     totals = sorted(values, key=lambda s: -sum(values[s].values()))
     shown, rest = totals[:MAX_SERIES], totals[MAX_SERIES:]
     if rest:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from reports_service.charts import chart_figures, render
 from reports_service.query import Result, iso
 
 TEMPLATES = Path(__file__).with_name("templates")
+MAX_PDF_ROWS = 500
 _environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
 
@@ -36,6 +37,8 @@ def report_html(
         for figure in chart_figures(result, name)
     ]
     start, end = result.title_range
+    if len(result.rows) > MAX_PDF_ROWS:  # a document, not a data export: CSV and JSON carry every row
+        result = replace(result, rows=result.rows[:MAX_PDF_ROWS], truncated=True)
     return _environment.get_template("report.html").render(
         name=name,
         description=description,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from reports_service.catalog import COHORT_DIMENSIONS, COHORT_SOURCE, SOURCES, TIME_DIMENSION, Grain
 from service_kit.openapi import DateTime, Strict, json_integer
@@ -27,6 +27,16 @@ Periods = Annotated[int, Field(ge=2, le=24), BeforeValidator(json_integer)]
 EMAIL = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$"
 
 
+def _plausible(moment: datetime) -> datetime:
+    """Years 1970 to 9000: range arithmetic (weeks before a cohort's end, the next day) stays in range."""
+    if not 1970 <= moment.year <= 9000:
+        raise ValueError("a date-time between the years 1970 and 9000")
+    return moment
+
+
+Moment = Annotated[DateTime, AfterValidator(_plausible)]
+
+
 class Body(Strict):
     """A request body: unknown fields refused (the kit's Strict), and strict types: a string is never read
     as a number or a boolean. Stored specs are read back through the same models."""
@@ -38,8 +48,8 @@ class TimeRange(Body):
     """The last ``last_days`` days up to now (or up to the scheduled time of a run), or ``start``..``end``."""
 
     last_days: Days | None = Field(None, description="relative: the days up to the moment the report runs")
-    start: DateTime | None = Field(None, description="absolute range start (inclusive)")
-    end: DateTime | None = Field(None, description="absolute range end (exclusive)")
+    start: Moment | None = Field(None, description="absolute range start (inclusive)")
+    end: Moment | None = Field(None, description="absolute range end (exclusive)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> TimeRange:
@@ -146,7 +156,7 @@ class RetentionCohortsSpec(Body):
     source: Literal["retention_cohorts"]
     cohorts: Periods = 12
     periods: Periods = 12
-    end: DateTime | None = Field(None, description="the last cohort ends the week before this; default: now")
+    end: Moment | None = Field(None, description="the last cohort ends the week before this; default: now")
     filters: list[CohortFilter] = Field(default_factory=list, max_length=5)
 
 
