@@ -273,3 +273,16 @@ def test_pausing_and_resuming_a_schedule_starts_again_from_its_next_occurrence(
     assert _runs(app) == []  # disabled: nothing runs
     resumed = client.patch(f"/api/v1/schedules/{schedule['id']}", json={"enabled": True}, headers=agent).json
     assert resumed["next_run_at"] > utcnow().isoformat()
+
+
+def test_overdue_schedules_and_job_metrics_are_on_the_scrape(
+    app: Flask, client: FlaskClient, agent: dict[str, str], create_report: Callable[..., dict[str, Any]]
+) -> None:
+    schedule = _schedule(client, agent, create_report()["id"])
+    _schedule(client, agent, create_report()["id"])
+    _set_due(app, schedule["id"], utcnow() - timedelta(hours=1))
+    text = client.get("/metrics").text
+    assert "reports_schedules_overdue 1.0" in text
+    assert 'reports_schedules{state="enabled"} 2.0' in text
+    assert 'reports_run_failures_total{stage="email"} 0.0' in text
+    assert sorted(app.extensions["jobs"].jobs) == ["report_schedules", "usage_summary"]

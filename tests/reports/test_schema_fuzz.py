@@ -40,7 +40,7 @@ def test_schemathesis_finds_nothing_in_the_reports_service(
     )
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
     with served(app) as url:
-        result = fuzz(url, tmp_path, headers=admin, max_examples=10)
+        result = fuzz(url, tmp_path, headers=admin, max_examples=10, timeout=1100)
     assert result.failures == [], "\n".join(result.failures)[:8000]
     assert result.operations >= 15
     assert result.cases > 100, result.output[-2000:]
