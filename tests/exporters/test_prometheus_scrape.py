@@ -45,7 +45,8 @@ def test_prometheus_configs_scrape_exactly_the_contract_jobs_on_their_ports() ->
     assert set(jobs(local)) == contract_jobs()
     assert set(jobs(compose)) == contract_jobs() | {"node"}
     ports = {"infra": "9101", "service-health": "9102", "business": "9103", "ratelimit-proxy": "9180",
-             "tickets": "8081", "flags": "8082", "prometheus": "9090", "alertmanager": "9093"}  # fmt: skip
+             "tickets": "8081", "flags": "8082", "reports": "8083", "prometheus": "9090",
+             "alertmanager": "9093"}  # fmt: skip
     for name, port in ports.items():
         assert jobs(local)[name] == [f"127.0.0.1:{port}"]
         assert jobs(compose)[name][0].endswith(f":{port}")
