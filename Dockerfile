@@ -2,12 +2,16 @@
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 VIBELUX_RUN_DIR=/var/run/vibelux
 WORKDIR /app
+# Pango and a font for weasyprint, which renders the reports service's PDFs
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY service_kit ./service_kit
 COPY exporters ./exporters
 COPY ratelimit_proxy ./ratelimit_proxy
 COPY tickets_app ./tickets_app
 COPY flags_service ./flags_service
+COPY reports_service ./reports_service
 COPY demo ./demo
 COPY backups ./backups
 # /var/lib/vibelux-*: where compose mounts the backup tool's and the local S3's volumes (a new volume takes
@@ -21,4 +25,4 @@ COPY config ./config
 # `python -m grafana --out` (compose's grafana-dashboards) renders the dashboards with the public addresses
 COPY grafana ./grafana
 USER vibelux
-EXPOSE 8000 8080 8081 8082 8333 9101 9102 9103 9104 9180
+EXPOSE 8000 8080 8081 8082 8083 8333 9101 9102 9103 9104 9180

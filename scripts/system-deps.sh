@@ -14,6 +14,9 @@ declare -A binary_of=(
   [pgbackrest]=pgbackrest  # PostgreSQL backups to S3 and restore drills (backups/)
   [prometheus-node-exporter]=prometheus-node-exporter  # the infra exporter's tests compare against it
   [victoria-metrics]=victoria-metrics  # long-term storage of the Prometheus HA pair (HA=1 make up)
+  [poppler-utils]=pdftoppm  # the reports tests turn PDFs into pages (pdftoppm) and text (pdftotext)
+  [libpangoft2-1.0-0]="/usr/lib/$(uname -m)-linux-gnu/libpangoft2-1.0.so.0"  # Pango, which weasyprint renders the reports' PDFs with
+  [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu  # a font for those PDFs and the charts
   [nginx-light]=/usr/sbin/nginx  # the production balancer, run for real (and the benches' upstream);
                                  # a path: /usr/sbin is not on a non-root user's PATH on Debian
 )

@@ -50,7 +50,7 @@ import socket, sys
 from backups.local_s3 import PORTS  # weed's own ports beside the S3 one (8333)
 
 taken = []
-stack = (6379, 8000, 8080, 8081, 8082, 8333, 9090, 9093, 9101, 9102, 9103, 9104, 9180, *PORTS.values())
+stack = (6379, 8000, 8080, 8081, 8082, 8083, 8333, 9090, 9093, 9101, 9102, 9103, 9104, 9180, *PORTS.values())
 for port in (*stack, *map(int, sys.argv[1:])):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,6 +91,7 @@ VibeLux Ops is starting; Ctrl-C stops everything.
   rate-limit proxy    http://127.0.0.1:8080   (admin and metrics: http://127.0.0.1:9180)
   support desk        http://127.0.0.1:8081
   feature flags       http://127.0.0.1:8082
+  reports             http://127.0.0.1:8083   (demo reports and schedule: /api/v1/reports, /api/v1/schedules)
   exporters           http://127.0.0.1:9101/metrics  :9102/metrics  :9103/metrics
   backups (metrics)   http://127.0.0.1:9104/metrics   (Litestream of the desk and flags databases, drills hourly)
   object store (S3)   https://127.0.0.1:8333   (bucket vibelux-backups, CA .run/s3/ca.pem, this run's keys in .run/s3/s3.json)

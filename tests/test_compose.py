@@ -17,6 +17,7 @@ DEFAULT_PORTS = {
     "proxy": [8080, 9180],
     "tickets": [8081],
     "flags": [8082],
+    "reports": [8083],
     "exporter-infra": [9101],
     "exporter-health": [9102],
     "exporter-business": [9103],
@@ -78,7 +79,8 @@ def test_prometheus_in_compose_scrapes_the_compose_services() -> None:
         for static in job.get("static_configs", [])
         for target in static["targets"]
     } | {name for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
-    for name in ("proxy", "tickets", "flags", "exporter-infra", "exporter-health", "exporter-business", "backup"):
+    services = ("proxy", "tickets", "flags", "reports", "exporter-infra", "exporter-health", "exporter-business")
+    for name in (*services, "backup"):
         assert name in targets, f"compose Prometheus does not scrape {name}"
 
 
@@ -299,6 +301,7 @@ def test_production_keeps_redis_and_postgres_inside_and_runs_the_services_on_pos
         "tickets": PRODUCTION_SERVICES["tickets"]["environment"]["TICKETS_DATABASE__URL"],
         "flags": PRODUCTION_SERVICES["flags"]["environment"]["FLAGS_DATABASE__URL"],
         "proxy": PRODUCTION_SERVICES["proxy"]["environment"]["RATELIMIT_PROXY_DATABASE__URL"],
+        "reports": PRODUCTION_SERVICES["reports"]["environment"]["REPORTS_DATABASE__URL"],
     }
     for service, url in urls.items():
         assert url.startswith("postgresql+psycopg://vibelux:${POSTGRES_PASSWORD:?"), service

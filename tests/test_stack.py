@@ -27,6 +27,7 @@ ENDPOINTS = {
     "proxy": 9180,
     "tickets": 8081,
     "flags": 8082,
+    "reports": 8083,
     "exporter-infra": 9101,
     "exporter-health": 9102,
     "exporter-business": 9103,

@@ -3,3 +3,4 @@
 CREATE DATABASE tickets OWNER vibelux;
 CREATE DATABASE flags OWNER vibelux;
 CREATE DATABASE ratelimit_proxy OWNER vibelux;
+CREATE DATABASE reports OWNER vibelux;

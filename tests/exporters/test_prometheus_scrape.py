@@ -54,7 +54,7 @@ def test_prometheus_configs_scrape_exactly_the_contract_jobs_on_their_ports() ->
     assert set(jobs(local)) == contract_jobs()
     assert set(jobs(compose)) == contract_jobs() | {"node"}
     ports = {"infra": "9101", "service-health": "9102", "business": "9103", "ratelimit-proxy": "9180",
-             "tickets": "8081", "flags": "8082", "backup": "9104", "prometheus": "9090",
+             "tickets": "8081", "flags": "8082", "reports": "8083", "backup": "9104", "prometheus": "9090",
              "alertmanager": "9093"}  # fmt: skip
     for name, port in ports.items():
         assert jobs(local)[name] == [f"127.0.0.1:{port}"]

@@ -1,0 +1,3 @@
+from service_kit.db import run_migrations_env
+
+run_migrations_env()
