@@ -68,7 +68,7 @@ class ServiceProcess:
     """One of the stack's Flask services started as `make up` does (`python -m <package>.cli serve`),
     configured from the environment only (an empty config file) on free ports."""
 
-    def __init__(self, package: str, prefix: str, workdir: Path, redis_url: str) -> None:
+    def __init__(self, package: str, prefix: str, workdir: Path, redis_url: str, **extra: str) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         home = workdir / package
         home.mkdir()
@@ -82,6 +82,7 @@ class ServiceProcess:
             f"{prefix}_LOGGING__LEVEL": "WARNING",
             f"{prefix}_DATABASE__URL": f"sqlite:///{self.database}",
             f"{prefix}_REDIS__URL": redis_url,
+            **extra,
         }
         if package == "ratelimit_proxy":  # metrics live on the admin port, behind which no token is needed
             env |= {"RATELIMIT_PROXY_ADMIN__SERVER__PORT": str(self.metrics_port),
@@ -107,7 +108,7 @@ class ServiceProcess:
 
 
 SERVICES = {"ratelimit-proxy": ("ratelimit_proxy", "RATELIMIT_PROXY"), "tickets": ("tickets_app", "TICKETS"),
-            "flags": ("flags_service", "FLAGS")}  # fmt: skip
+            "flags": ("flags_service", "FLAGS"), "reports": ("reports_service", "REPORTS")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,10 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, s3_server: SeaweedS3
     started: dict[str, Any] = {}
     try:
         for job, (package, prefix) in SERVICES.items():  # slow to start: all at once, waited for below
-            started[job] = ServiceProcess(package, prefix, workdir, redis_server.url.removesuffix("/0") + "/1")
+            platform = {"REPORTS_PLATFORM__URL": database_url} if job == "reports" else {}
+            started[job] = ServiceProcess(
+                package, prefix, workdir, redis_server.url.removesuffix("/0") + "/1", **platform
+            )
         for name, changes, env in (
             ("infra", {}, {}),
             ("health", {"probes": probes}, {}),
