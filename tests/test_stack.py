@@ -37,6 +37,7 @@ ENDPOINTS = {
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # about twenty processes start, with the demo data, on two cores
 def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procfile = REPO / ".run" / "Procfile"

@@ -16,7 +16,7 @@ from service_kit.alerting import AlertmanagerClient
 from tests.alerts.stack import AlertingStack, drive_demo_traffic, measure_fault_to_ticket
 from tests.servers import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # the whole stack starts in setup
 
 
 @pytest.fixture(scope="module")
