@@ -131,8 +131,8 @@ def print_table(title: str, rows: list[tuple[str, list[float]]]) -> None:
 
 def sqlite_restore(s3: SeaweedS3Server, source: Path, rounds: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="vibelux-bench-desk-sqlite-"))
+    replicated = Replicated(root, s3, f"/bench/desk-sqlite-{os.getpid()}", sync_interval=1.0)  # the default
     try:
-        replicated = Replicated(root, s3, f"/bench/desk-sqlite-{os.getpid()}", sync_interval=1.0)  # the default
         replicated.replication_timeout = 900.0  # the first sync ships the whole database
         for suffix in ("-wal", "-shm"):
             replicated.path.with_name(replicated.path.name + suffix).unlink(missing_ok=True)
@@ -155,8 +155,10 @@ def sqlite_restore(s3: SeaweedS3Server, source: Path, rounds: int) -> None:
             steps["restore"].append(timed(store.tool.run, "restore", "-o", str(alone), str(store.path)))
             with sqlite3.connect(alone) as connection:
                 began = time.perf_counter()
-                assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+                verdict = connection.execute("PRAGMA integrity_check").fetchone()
                 steps["integrity_check"].append(time.perf_counter() - began)
+                if verdict != ("ok",):
+                    raise SystemExit(f"the restored copy fails PRAGMA integrity_check: {verdict}")
                 assert counts(connection) == expected
             steps["restore_into (drill)"].append(timed(store.restore_into, drill, None))
             with sqlite3.connect(drill) as connection:
@@ -169,6 +171,7 @@ def sqlite_restore(s3: SeaweedS3Server, source: Path, rounds: int) -> None:
             [*steps.items(), ("-integrity-check full (restore_into minus restore)", difference)],
         )
     finally:
+        replicated.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
