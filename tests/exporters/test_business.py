@@ -250,7 +250,8 @@ def test_demo_database_feeds_every_default_metric(tmp_path: Path, shipped: Busin
         for name, _, value in runner(engine, spec)():
             values[name] = values.get(name, 0.0) + abs(value)
     assert set(values) == {metric for spec in shipped.queries.values() for metric in metric_specs(spec)}
-    assert all(values[name] > 0 for name in values), values
+    # sessions active this very minute: a 600-user demo has none at some hours of the day (the default 3,000 do)
+    assert all(values[name] > 0 for name in values if name != "business_active_sessions"), values
     with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
         latest = db.execute("SELECT MAX(last_activity_at) FROM sessions").fetchone()[0]
     assert latest <= datetime.now(UTC).replace(tzinfo=None).isoformat(" ")  # history ends now, not later
