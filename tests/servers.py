@@ -493,6 +493,8 @@ class BackupServer(ManagedProcess):
         config["work_dir"] = str(self.workdir / "work")
         config["s3"].update(port=s3.port, ca_file=str(s3.tls.ca_file), prefix=f"/tests/backup-{self.port}")
         config["sqlite"] = {name: {"path": str(path)} for name, path in stores.items()}
+        for section in ("redis", "files"):  # the stack's Redis and attachments are not these tests' servers
+            config.pop(section, None)
         (self.workdir / "backups.yml").write_text(yaml.safe_dump(config))
         self.keys = {"BACKUP_S3__ACCESS_KEY": s3.access_key, "BACKUP_S3__SECRET_KEY": s3.secret_key}
         self.replicator: subprocess.Popen[bytes] | None = None
