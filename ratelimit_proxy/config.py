@@ -55,7 +55,7 @@ def validate_usage(settings: ProxySettings, source: str) -> None:
     if problem := USAGE_URL(usage.database_url):
         raise ConfigError("usage.database_url", source, problem, "(secret)")
     if usage.timeout_seconds > MAX_USAGE_TIMEOUT_SECONDS:
-        expected = f"at most {MAX_USAGE_TIMEOUT_SECONDS} s (granian stops a worker 10 s after asking)"
+        expected = f"at most {MAX_USAGE_TIMEOUT_SECONDS} s (a worker's last flush must end before granian kills it)"
         raise ConfigError("usage.timeout_seconds", source, expected, usage.timeout_seconds)
     if not usage.database_url:
         return

@@ -147,7 +147,7 @@ class UsageSettings:
     # calls that would need one more are dropped and counted (usage_rollup_dropped_total).
     max_rows: int = checked(20_000, at_least_one)
     batch_rows: int = checked(500, lambda v: None if 1 <= v <= 1000 else "between 1 and 1000 rows")
-    timeout_seconds: float = checked(5.0, positive)  # connect, lock and statement waits of one flush
+    timeout_seconds: float = checked(3.0, positive)  # connect, lock and statement waits of one flush (at most 4)
     # Route templates (globs, as limits.routes' paths) for the rollups' route column, after limits.routes'
     # paths and limits.ai_paths; a path none matches is "other".
     routes: list[str] = field(default_factory=list)

@@ -16,10 +16,11 @@ No request writes to the database. In each worker process:
    flush while requests go on being served and counted, up to the cap. Rows the database refuses for good
    (anything but a connection, lock or timeout error) are dropped and counted, so one bad row cannot stop
    every later flush.
-5. At shutdown the writer flushes once more. Granian's workers are multiprocessing children, which skip
-   ``atexit``: the flush is a ``multiprocessing.util.Finalize``, run at exit in children and parents alike.
-   It waits at most ``2 x usage.timeout_seconds`` (a write in progress, then the last one); granian kills a
-   worker 10 s after asking it to stop, so ``timeout_seconds`` is at most 4.
+5. At shutdown the writer flushes once more, retrying for up to ``usage.timeout_seconds`` (every worker
+   writes at that moment). Granian's workers are multiprocessing children, which skip ``atexit``: the
+   flush is a ``multiprocessing.util.Finalize``, run at exit in children and parents alike. A worker waits
+   at most ``SHUTDOWN_WAIT_SECONDS`` for it, since granian kills a worker 10 s after asking it to stop;
+   rows still unwritten then are lost, and logged.
 
 A failed flush whose commit reached the database but whose answer did not is retried, so such a batch is
 counted twice: the one inexactness, and it needs the connection to fail inside the commit's round trip.
@@ -43,7 +44,7 @@ from multiprocessing.util import Finalize
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import String, case
+from sqlalchemy import String, case, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -59,6 +60,7 @@ EPOCH = datetime(1970, 1, 1)
 KEY_COLUMNS = ("minute", "key_id", "route", "status_class")
 BUCKET_COLUMNS = tuple(f"latency_le_{bucket}ms" for bucket in LATENCY_BUCKETS_MS)
 MAX_LENGTHS = {c.name: c.type.length for c in api_usage_rollups.columns if isinstance(c.type, String) and c.type.length}
+SHUTDOWN_WAIT_SECONDS = 8.0
 MAX_LATENCY_MS = 9_999_999.999  # latency_max_ms is NUMERIC(10, 3)
 # What a worker can wait out (and keep its rows); any other database error drops the batch.
 TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
@@ -166,18 +168,34 @@ def upsert_statement(dialect: str, values: list[dict[str, Any]]) -> sqlalchemy.I
 
 def writer_engine(url: str, timeout_seconds: float) -> Engine:
     """An engine whose every wait ends after ``timeout_seconds``: the connect, a locked SQLite file, a
-    PostgreSQL statement or lock. One connection: one writer thread uses it."""
+    PostgreSQL statement or lock. One connection: one writer thread uses it.
+
+    SQLite transactions begin IMMEDIATE, taking the write lock first: two writers that both began by
+    reading (a deferred BEGIN) could not both upgrade, and SQLite fails one at once instead of letting it
+    wait out the busy timeout."""
     parsed = sqlalchemy.make_url(url)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        connect_args = {"timeout": timeout_seconds, "check_same_thread": False}
+        connect_args = {"timeout": timeout_seconds, "check_same_thread": False, "isolation_level": None}
     elif parsed.get_backend_name() == "postgresql":
         milliseconds = max(1, int(timeout_seconds * 1000))
         connect_args = {
             "connect_timeout": max(1, round(timeout_seconds)),
             "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
         }
-    return sqlalchemy.create_engine(parsed, connect_args=connect_args, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    sqlite_file = parsed.get_backend_name() == "sqlite"
+    # A ping only helps a server connection that may have gone stale; on a locked SQLite file it would
+    # wait out the busy timeout once more.
+    engine = sqlalchemy.create_engine(
+        parsed, connect_args=connect_args, pool_size=1, max_overflow=0, pool_pre_ping=not sqlite_file
+    )
+    if sqlite_file:
+        event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _begin_immediate(connection: sqlalchemy.Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class RollupWriter:
@@ -190,16 +208,28 @@ class RollupWriter:
 
     def write(self, rows: Mapping[Key, Row]) -> int:
         """Add ``rows`` in one transaction, ``batch_rows`` to a statement; the number of rows written."""
+        self._ensure_table()
         ordered = sorted(rows.items())  # the primary key's order: no deadlock between writers
         with self.engine.begin() as connection:
-            if not self._table_checked:
-                api_usage_rollups.create(connection, checkfirst=True)
             dialect = connection.dialect.name
             for start in range(0, len(ordered), self.batch_rows):
                 batch = [column_values(key, row) for key, row in ordered[start : start + self.batch_rows]]
                 connection.execute(upsert_statement(dialect, batch))
-        self._table_checked = True
         return len(ordered)
+
+    def _ensure_table(self) -> None:
+        """Create the table (and its index) unless it is there. Every worker of every replica tries at its
+        first flush: the one that loses the race (PostgreSQL: a duplicate in pg_type) finds it made."""
+        if self._table_checked:
+            return
+        try:
+            with self.engine.begin() as connection:
+                api_usage_rollups.create(connection, checkfirst=True)
+        except sqlalchemy.exc.DBAPIError:
+            with self.engine.connect() as connection:
+                if not sqlalchemy.inspect(connection).has_table(api_usage_rollups.name):
+                    raise
+        self._table_checked = True
 
     def forget_table(self) -> None:
         """Check for the table again before the next write (after an error: it may have been dropped)."""
@@ -259,20 +289,27 @@ class UsageRollups:
             return
         self._thread = threading.Thread(target=self._run, name="usage-rollups", daemon=True)
         self._thread.start()
-        self._finalizer = Finalize(self, type(self).close, args=(self,), exitpriority=10)
+        self._finalizer = Finalize(None, self.close, exitpriority=10)
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.flush_seconds):
             self.flush()
+        # The last flush, retried for up to timeout_seconds: at shutdown every worker writes at once.
+        deadline = time.monotonic() + self.settings.timeout_seconds
         self.flush()
+        while self.buffered_rows and time.monotonic() < deadline:
+            time.sleep(0.1)
+            self.flush()
 
     def close(self) -> None:
-        """Stop the writer after a last flush, waiting at most ``2 x timeout_seconds``."""
+        """Stop the writer after a last flush, waiting for it at most ``SHUTDOWN_WAIT_SECONDS``."""
+        if self._finalizer is not None:
+            self._finalizer.cancel()  # closed once: here, or by the finalizer at exit
         self._stop.set()
         if self._thread is None:
             self.flush()
             return
-        self._thread.join(2 * self.settings.timeout_seconds)
+        self._thread.join(SHUTDOWN_WAIT_SECONDS)
         if self._thread.is_alive():
             log.error("usage rollups: the last flush did not finish in time; %d rows lost", self.buffered_rows)
         self.writer.engine.dispose()
