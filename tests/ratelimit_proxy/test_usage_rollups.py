@@ -187,7 +187,7 @@ def test_two_writers_of_the_same_minutes_add_up_exactly(usage_url: str) -> None:
     once, 20 times each, in opposite orders of recording: every call is in the table once."""
     keys = [f"key-{i}" for i in range(40)]
     writers = [rollups(usage_url, batch_rows=7) for _ in range(2)]  # several statements per transaction
-    writers[0].writer.write({})  # the table exists before the race (creating it twice at once is no test)
+    writers[0].writer.ensure_table()  # the table exists before the race (creating it twice at once is no test)
 
     def work(index: int) -> None:
         usage = writers[index]
@@ -338,15 +338,14 @@ def test_a_locked_sqlite_file_keeps_requests_fast_and_rows_until_it_is_free(
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_stopped_postgresql_bounds_the_buffer_counts_drops_and_loses_nothing_else(
-    settings_for: Callable[..., ProxySettings],
+    settings_for: Callable[..., ProxySettings], postgres_server: PostgresServer
 ) -> None:
     """PostgreSQL down: every request is still served, the worker holds at most max_rows rows (100 keys
     call, 30 rows fit), calls beyond them are counted as dropped; once the server is back every kept
-    call is written."""
+    call is written. (The shared server is stopped and started again, as the Redis outage tests do.)"""
     keys = [f"vbx_outage_{i}" for i in range(100)]
     static = [StaticKey(sha256=hash_token(key), tier="enterprise", owner=f"owner {i}") for i, key in enumerate(keys)]
-    server = PostgresServer()
-    server.start()
+    server = postgres_server
     try:
         url = server.fresh_database("outage")
         usage = UsageSettings(database_url=url, flush_seconds=0.2, timeout_seconds=1.0, max_rows=30)
@@ -376,7 +375,8 @@ def test_a_stopped_postgresql_bounds_the_buffer_counts_drops_and_loses_nothing_e
         assert sum(totals(url)[hash_token(key)] for key in keys) + dropped == 100
         assert totals(url)[ANONYMOUS] == 1
     finally:
-        server.close()
+        if server.process is None:
+            server.start()
 
 
 def test_the_buffer_is_bounded_under_a_flood_of_distinct_rows_while_the_database_is_down(tmp_path: Path) -> None:
@@ -455,10 +455,10 @@ def test_usage_settings_are_checked_naming_the_key(usage: UsageSettings, limits:
 
 
 def test_writer_engine_gives_up_connecting_within_the_timeout() -> None:
-    engine = writer_engine("postgresql+psycopg://nobody@10.255.255.1:5432/none", 1.0)  # unroutable
+    engine = writer_engine("postgresql+psycopg://nobody@10.255.255.1:5432/none", 1.0, 10)  # unroutable
     started = time.monotonic()
     with pytest.raises(sqlalchemy.exc.OperationalError):
-        RollupWriter(engine, 10).write({(MINUTE, "k", "r", "2xx"): [1, 0, 1.0, 1.0, 1, 0, 0, 0, 0, "free", ""]})
+        RollupWriter(engine).write({(MINUTE, "k", "r", "2xx"): [1, 0, 1.0, 1.0, 1, 0, 0, 0, 0, "free", ""]})
     assert time.monotonic() - started < 3.0
 
 
