@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy
@@ -493,6 +494,8 @@ def ask_usage(
     engine: sqlalchemy.Engine | None = current_app.extensions.get(USAGE_DATABASE)
     if engine is None:
         raise NotFoundError("Usage analytics are off: usage.database_url is empty.")
+    if not_created_yet(current_runtime().settings.usage.database_url):
+        return nothing or []
     try:
         with engine.connect() as connection, connection.begin(), statement_deadline(connection, USAGE_QUERY_SECONDS):
             if not sqlalchemy.inspect(connection).has_table(api_usage_rollups.name):
@@ -500,6 +503,13 @@ def ask_usage(
             return question(connection)
     except sqlalchemy.exc.OperationalError as exc:
         raise ServiceUnavailableError(f"The platform database is unavailable: {exc.orig}") from None
+
+
+def not_created_yet(url: str) -> bool:
+    """A SQLite file no proxy worker has written yet (the read-only engine cannot open it)."""
+    parsed = sqlalchemy.make_url(url)
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).exists()
 
 
 def ai_templates(runtime: Runtime) -> list[str]:
