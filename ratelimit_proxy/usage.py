@@ -47,6 +47,7 @@ import sqlalchemy
 from sqlalchemy import String, case, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from exporters.business.schema import LATENCY_BUCKETS_MS, STATUS_CLASSES, api_usage_rollups
 from ratelimit_proxy.metrics import ProxyMetrics
@@ -174,36 +175,39 @@ def upsert_statement(dialect: str) -> sqlalchemy.Insert:
 
 def writer_engine(url: str, timeout_seconds: float, batch_rows: int) -> Engine:
     """An engine whose every wait ends after ``timeout_seconds``: the connect, a locked SQLite file, a
-    PostgreSQL statement or lock. One connection: one writer thread uses it. ``batch_rows`` rows to an
-    INSERT statement.
+    PostgreSQL statement or lock. ``batch_rows`` rows to an INSERT statement.
 
-    SQLite transactions begin IMMEDIATE, taking the write lock first: two writers that both began by
-    reading (a deferred BEGIN) could not both upgrade, and SQLite fails one at once instead of letting it
-    wait out the busy timeout."""
+    PostgreSQL: one pooled connection (one writer thread), checked before use. SQLite:
+    - the file must exist: the proxy adds its table to the platform database, it never makes a new empty
+      one (a mistyped path, or a flush before the platform's own tables exist, would);
+    - a connection per flush, not kept: a platform database replaced by a new file (the demo's generator
+      renames one into place) is the one written next, not the unlinked old one;
+    - transactions begin IMMEDIATE, taking the write lock first: two writers that both began by reading (a
+      deferred BEGIN) could not both upgrade, and SQLite fails one at once instead of letting it wait."""
     parsed = sqlalchemy.make_url(url)
-    connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        connect_args = {"timeout": timeout_seconds, "check_same_thread": False, "isolation_level": None}
-    elif parsed.get_backend_name() == "postgresql":
-        milliseconds = max(1, int(timeout_seconds * 1000))
-        connect_args = {
-            "connect_timeout": max(1, round(timeout_seconds)),
-            "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
-        }
-    sqlite_file = parsed.get_backend_name() == "sqlite"
-    # A ping only helps a server connection that may have gone stale; on a locked SQLite file it would
-    # wait out the busy timeout once more.
-    engine = sqlalchemy.create_engine(
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            parsed = parsed.set(database=f"file:{database}", query={**parsed.query, "mode": "rw", "uri": "true"})
+        connect_args: dict[str, Any] = {"timeout": timeout_seconds, "check_same_thread": False, "isolation_level": None}
+        engine = sqlalchemy.create_engine(
+            parsed, connect_args=connect_args, poolclass=NullPool, insertmanyvalues_page_size=batch_rows
+        )
+        event.listen(engine, "begin", _begin_immediate)
+        return engine
+    milliseconds = max(1, int(timeout_seconds * 1000))
+    connect_args = {
+        "connect_timeout": max(1, round(timeout_seconds)),
+        "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
+    }
+    return sqlalchemy.create_engine(
         parsed,
         connect_args=connect_args,
         pool_size=1,
         max_overflow=0,
-        pool_pre_ping=not sqlite_file,
+        pool_pre_ping=True,
         insertmanyvalues_page_size=batch_rows,
     )
-    if sqlite_file:
-        event.listen(engine, "begin", _begin_immediate)
-    return engine
 
 
 def _begin_immediate(connection: sqlalchemy.Connection) -> None:

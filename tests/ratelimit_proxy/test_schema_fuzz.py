@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def test_schemathesis_finds_nothing_in_the_admin_api(
     settings_for: Callable[..., ProxySettings], database: DatabaseSettings, tmp_path: Path
 ) -> None:
     # With usage analytics on a SQLite platform database that holds one rollup row.
+    sqlite3.connect(tmp_path / "platform.sqlite3").close()
     platform = f"sqlite:///{tmp_path / 'platform.sqlite3'}"
     settings = settings_for(database=database, usage=UsageSettings(database_url=platform))
     rollups = UsageRollups(settings.usage, RouteTemplates(["/api/*"]), ProxyMetrics(CollectorRegistry()))

@@ -4,6 +4,7 @@ row in Python, on SQLite and PostgreSQL, over generated rollups; and the admin r
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -317,6 +318,7 @@ def admin_usage(
     settings_for: Callable[..., ProxySettings], database: DatabaseSettings, tmp_path: Path
 ) -> Iterator[tuple[FlaskClient, dict[str, str], str]]:
     """An admin app reading a SQLite platform database (no rollup written yet), and admin headers."""
+    sqlite3.connect(tmp_path / "platform.sqlite3").close()
     url = f"sqlite:///{tmp_path / 'platform.sqlite3'}"
     settings = settings_for(database=database, usage=UsageSettings(database_url=url))
     app = create_admin_app(settings)

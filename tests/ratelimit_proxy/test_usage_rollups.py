@@ -51,9 +51,15 @@ MINUTE = int(datetime(2026, 12, 1, 12, 30).timestamp())  # local time is fine: o
 def usage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The platform database on each dialect: a SQLite file, a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'platform.sqlite3'}"
+        return platform_file(tmp_path)
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.fresh_database("usage")
+
+
+def platform_file(directory: Path, name: str = "platform.sqlite3") -> str:
+    """The URL of a SQLite platform database that exists, as the platform's own does (empty here)."""
+    sqlite3.connect(directory / name).close()
+    return f"sqlite:///{directory / name}"
 
 
 def rollups(
@@ -121,7 +127,7 @@ def test_route_templates_from_settings_take_routes_then_ai_paths_then_usage_rout
 
 
 def test_calls_of_one_key_minute_route_and_class_fold_into_one_row(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'p.sqlite3'}"
+    url = platform_file(tmp_path)
     usage = rollups(url)
     for latency in (1.0, 25.0, 25.5, 100.0, 999.0, 1500.0):
         record_at(usage, MINUTE, "k1", "free", "acme", "/api/x", 200, latency, False)
@@ -143,7 +149,7 @@ def test_calls_of_one_key_minute_route_and_class_fold_into_one_row(tmp_path: Pat
 
 def test_a_full_buffer_drops_new_rows_counts_their_calls_and_keeps_counting_known_rows(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    usage = rollups(f"sqlite:///{tmp_path / 'p.sqlite3'}", registry, max_rows=2)
+    usage = rollups(platform_file(tmp_path), registry, max_rows=2)
     for key in ("a", "b", "c", "d", "a", "b"):
         record_at(usage, MINUTE, key, "free", "", "/api/x", 200, 1.0, False)
     assert usage.buffered_rows == 2
@@ -209,12 +215,12 @@ def test_two_writers_of_the_same_minutes_add_up_exactly(usage_url: str) -> None:
 
 def test_a_row_the_database_refuses_for_good_is_dropped_and_counted(tmp_path: Path) -> None:
     """Anything but a connection, lock or timeout problem would fail every later flush the same way."""
-    url = f"sqlite:///{tmp_path / 'p.sqlite3'}"
+    url = platform_file(tmp_path)
     registry = CollectorRegistry()
     usage = rollups(url, registry)
     record_at(usage, MINUTE, "k1", "free", "", "/api/x", 200, 1.0, False)
     usage.flush()
-    with sqlite3.connect(tmp_path / "p.sqlite3") as db:  # a rule the proxy's rows break
+    with sqlite3.connect(tmp_path / "platform.sqlite3") as db:  # a rule the proxy's rows break
         db.execute("CREATE TRIGGER no_more BEFORE UPDATE ON api_usage_rollups BEGIN SELECT RAISE(ABORT, 'no'); END")
     record_at(usage, MINUTE, "k1", "free", "", "/api/x", 200, 1.0, False)
     record_at(usage, MINUTE, "k1", "free", "", "/api/x", 200, 1.0, False)
@@ -280,7 +286,7 @@ def test_no_customer_appears_in_a_metric_label(usage_proxy: Flask) -> None:
 
 
 def test_tier_reload_changes_the_route_templates(settings_for: Callable[..., ProxySettings], tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'p.sqlite3'}"
+    url = platform_file(tmp_path)
     settings = settings_for(usage=UsageSettings(database_url=url, flush_seconds=3600))
     routes = [RouteSettings(name="users", path="/api/v1/users")]
     reloaded = dataclasses.replace(settings, limits=dataclasses.replace(settings.limits, routes=routes))
@@ -303,7 +309,7 @@ def test_a_locked_sqlite_file_keeps_requests_fast_and_rows_until_it_is_free(
     """While another process holds the write lock, the writer thread waits up to timeout_seconds (2 s) for
     it each flush and keeps its rows; requests meanwhile never wait with it, and nothing is lost."""
     path = tmp_path / "platform.sqlite3"
-    usage = UsageSettings(database_url=f"sqlite:///{path}", flush_seconds=0.2, timeout_seconds=2.0)
+    usage = UsageSettings(database_url=platform_file(tmp_path), flush_seconds=0.2, timeout_seconds=2.0)
     limits = LimitSettings(tiers={**TEST_TIERS, "free": TEST_TIERS["enterprise"]})
     app = create_app(settings_for(usage=usage, limits=limits))
     runtime = app.extensions["ratelimit_proxy"]
@@ -408,6 +414,7 @@ def test_granian_workers_flush_their_rollups_when_stopped(upstream: Upstream, re
     from tests.ratelimit_proxy.test_processes import ProxyProcess, base_config, tiers
 
     database = tmp_path / "platform.sqlite3"
+    platform_file(tmp_path)
     config = base_config(upstream, redis_url, limits=tiers(minute=100_000))
     proxy = ProxyProcess(
         tmp_path,
@@ -421,15 +428,29 @@ def test_granian_workers_flush_their_rollups_when_stopped(upstream: Upstream, re
                 pool.map(lambda _: requests.get(f"{proxy.url}/api/v1/users", timeout=10).status_code, range(300))
             )
         assert statuses == [200] * 300
-        assert not database.exists() or not table_rows(f"sqlite:///{database}")  # nothing flushed yet
+        assert not sqlalchemy.inspect(sqlalchemy.create_engine(f"sqlite:///{database}")).has_table("api_usage_rollups")
     finally:
         proxy.process.send_signal(signal.SIGTERM)
         proxy.process.wait(20)
     assert totals(f"sqlite:///{database}")[ANONYMOUS] == 300
 
 
+def test_a_missing_sqlite_file_is_not_created_and_the_rows_wait_for_it(tmp_path: Path) -> None:
+    """The proxy adds a table to the platform database; it never makes an empty database of its own."""
+    path = tmp_path / "platform.sqlite3"
+    registry = CollectorRegistry()
+    usage = rollups(f"sqlite:///{path}", registry)
+    record_at(usage, MINUTE, "k1", "free", "", "/api/x", 200, 1.0, False)
+    usage.flush()
+    assert not path.exists() and usage.buffered_rows == 1
+    assert registry.get_sample_value("usage_rollup_flushes_total", {"result": "error"}) == 1
+    platform_file(tmp_path)
+    usage.flush()
+    assert totals(f"sqlite:///{path}")["k1"] == 1
+
+
 def test_closing_flushes_without_a_thread(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'p.sqlite3'}"
+    url = platform_file(tmp_path)
     usage = rollups(url)
     record_at(usage, MINUTE, "k1", "free", "", "/api/x", 200, 1.0, False)
     usage.close()
@@ -468,7 +489,7 @@ def test_bucket_bounds_are_the_schema_s() -> None:
 
 def test_concurrent_recording_loses_no_call(tmp_path: Path) -> None:
     """Granian's blocking threads record at once, while the writer swaps the buffer under them."""
-    url = f"sqlite:///{tmp_path / 'p.sqlite3'}"
+    url = platform_file(tmp_path)
     usage = rollups(url)
     stop = threading.Event()
 
