@@ -157,7 +157,7 @@ class Gateway:
         usage = self.runtime.usage
         if usage is not None:
             key_id, tier, owner = reply.caller or (ANONYMOUS, self.runtime.settings.limits.anonymous_tier, "")
-            usage.record(key_id, tier, owner, path, reply.status, seconds * 1000, reply.refused)
+            usage.record(key_id, tier, owner, path, reply.status, seconds * 1000, reply.refused, started)
         start_response(f"{reply.status} {reply.reason}", reply.headers)
         return [reply.body] if isinstance(reply.body, bytes) else reply.body
 

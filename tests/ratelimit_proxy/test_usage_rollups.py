@@ -89,13 +89,8 @@ def totals(url: str) -> Counter[str]:
 
 
 def record_at(usage: UsageRollups, minute: int, *call: Any) -> None:
-    """``usage.record(*call)`` as if the clock were in ``minute``."""
-    real = time.time
-    time.time = lambda: minute + 30.0  # type: ignore[assignment]
-    try:
-        usage.record(*call)
-    finally:
-        time.time = real  # type: ignore[assignment]
+    """``usage.record(*call)`` as if the clock were in ``minute`` (``started`` is a ``perf_counter`` time)."""
+    usage.record(*call, started=minute + 30.0 - usage._wall_offset)
 
 
 # -- pure parts ------------------------------------------------------------------------------------------
