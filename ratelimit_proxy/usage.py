@@ -4,8 +4,9 @@ class, how fast, and how many calls the limits refused, in the platform database
 
 No request writes to the database. In each worker process:
 1. ``UsageRollups.record`` (the request path, once the response head is ready): one dict update under a
-   lock, about a microsecond. A call that needs a new row while the worker already holds ``usage.max_rows``
-   distinct rows (buffered plus not yet written) is dropped and counted, never waited for.
+   lock, 1 to 3 µs of CPU (bench/RESULTS.md). A call that needs a new row while the worker already holds
+   ``usage.max_rows`` distinct rows (buffered plus not yet written; about 340 bytes each) is dropped and
+   counted, never waited for.
 2. Every ``usage.flush_seconds`` the writer thread swaps the buffer for an empty one (under the lock, O(1))
    and folds it into the rows it has not written yet.
 3. It writes them in batches of ``usage.batch_rows``: one INSERT ... ON CONFLICT DO UPDATE per batch that
@@ -62,7 +63,7 @@ KEY_COLUMNS = ("minute", "key_id", "route", "status_class")
 BUCKET_COLUMNS = tuple(f"latency_le_{bucket}ms" for bucket in LATENCY_BUCKETS_MS)
 MAX_LENGTHS = {c.name: c.type.length for c in api_usage_rollups.columns if isinstance(c.type, String) and c.type.length}
 SHUTDOWN_WAIT_SECONDS = 8.0
-SEEN_PATHS = 4096  # paths whose route template each worker remembers
+SEEN_PATHS, SEEN_PATH_LENGTH = 4096, 200  # paths (of at most 200 characters) whose template a worker keeps
 MAX_LATENCY_MS = 9_999_999.999  # latency_max_ms is NUMERIC(10, 3)
 # What a worker can wait out (and keep its rows); any other database error drops the batch.
 TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
@@ -110,9 +111,10 @@ class RouteTemplates:
         if template is None:
             match = self._regex.match(path) if self._regex is not None else None
             template = OTHER if match is None or match.lastgroup is None else self.globs[int(match.lastgroup[1:])]
-            if len(self._seen) >= SEEN_PATHS:
-                self._seen.clear()
-            self._seen[path] = template
+            if len(path) <= SEEN_PATH_LENGTH:  # 4096 paths of 16 kB (the header limit) would be 64 MB
+                if len(self._seen) >= SEEN_PATHS:
+                    self._seen.clear()
+                self._seen[path] = template
         return template
 
     def under(self, patterns: Iterable[str]) -> list[str]:
@@ -167,8 +169,8 @@ def upsert_statement(dialect: str) -> sqlalchemy.Insert:
     Executed with a list of rows, SQLAlchemy's "insertmanyvalues" sends it as one multi-row INSERT per
     ``insertmanyvalues_page_size`` rows, on SQLite and PostgreSQL alike; it does so for statements with
     RETURNING, hence the one returned column. Compiled once and cached: a ``.values(rows)`` statement
-    is compiled anew for each batch, about 3 ms of CPU per row here, which the request threads would
-    wait for (the GIL)."""
+    is compiled anew for each batch, milliseconds of CPU per row (measured on the 2-core development
+    machine), which the request threads would wait for (the GIL)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(api_usage_rollups)
     new, old = statement.excluded, api_usage_rollups.c
@@ -282,6 +284,7 @@ class UsageRollups:
         self._pending: dict[Key, Row] = {}  # taken from the buffer, not written yet: the writer's alone
         self._held = 0  # len(_pending), as request threads see it
         self._flush_lock = threading.Lock()
+        self._failing = False  # the last flush found the database unavailable
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finalizer: Finalize | None = None
@@ -394,7 +397,10 @@ class UsageRollups:
                 except TRANSIENT_ERRORS as exc:
                     self.writer.forget_table()
                     metrics.usage_flushes.labels("error").inc()
-                    log.warning("usage rollups: database unavailable, keeping %d rows: %s", len(self._pending), exc)
+                    # Once per outage at warning level, not every flush_seconds.
+                    level = logging.DEBUG if self._failing else logging.WARNING
+                    log.log(level, "usage rollups: database unavailable, keeping %d rows: %s", len(self._pending), exc)
+                    self._failing = True
                 except Exception:
                     self.writer.forget_table()
                     calls = sum(row[CALLS] for row in self._pending.values())
@@ -408,6 +414,9 @@ class UsageRollups:
                     metrics.usage_flushes.labels("ok").inc()
                     metrics.usage_rows_written.inc(written)
                     self._pending.clear()
+                    if self._failing:
+                        log.warning("usage rollups: database back, %d rows written", written)
+                        self._failing = False
                 metrics.usage_flush_seconds.observe(time.perf_counter() - started)
                 self._held = len(self._pending)
             metrics.usage_buffered_rows.set(self.buffered_rows)
