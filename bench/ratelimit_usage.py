@@ -11,8 +11,9 @@ Needs redis-server, nginx, wrk.
    Afterwards the calls in the table are compared with the requests wrk completed against the proxy with
    rollups: every one is there.
 2. CPU per proxied request in one process (``time.process_time``, which counts the writer thread too):
-   the gateway called directly as in bench/ratelimit_parts.py, real Redis and nginx, rollups off and on,
-   in alternating slices. One process and no server scheduling: the steadiest of the three figures.
+   the gateway called directly as in bench/ratelimit_parts.py, real Redis and nginx, one app whose
+   rollups are switched off and on in alternating slices. One process, no server scheduling, the same
+   connections on both sides: the steadiest of the three figures.
 3. CPU of the rollups' own work in one thread: ``record`` per call (the request path's share), and a
    flush per row written (the writer thread's, off the request path but on the same cores and GIL).
 
@@ -43,6 +44,7 @@ from bench.wsgi_servers import free_port
 from exporters.business.schema import api_usage_rollups
 from ratelimit_proxy.app import create_app
 from ratelimit_proxy.metrics import ProxyMetrics
+from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import (
     LimitSettings,
     ProxySettings,
@@ -59,7 +61,7 @@ from service_kit.tiers import TIERS
 
 KEY = "vbx_bench_usage_key"
 OFF, ON = "rollups off", "rollups on (SQLite, flush every 10 s)"
-GATEWAY_CALLS = 1500  # requests per slice of the in-process part
+GATEWAY_CALLS = 500  # requests per slice of the in-process part
 
 
 def config(directory: Path, name: str, redis_url: str, upstream_url: str, port: int) -> Path:
@@ -125,8 +127,8 @@ def measured(url: str, pid: int, seconds: int, headers: tuple[str, ...]) -> dict
     return run
 
 
-def gateway(redis_url: str, upstream_url: str, usage_url: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """A proxied request through the gateway (``app.wsgi_app``), with the bench's key; and a closer."""
+def gateway(redis_url: str, upstream_url: str, usage_url: str) -> tuple[Callable[[], None], Runtime]:
+    """A proxied request through the gateway (``app.wsgi_app``) with the bench's key, and its runtime."""
     tier = TierSettings(burst_per_second=HUGE, per_minute=HUGE, per_hour=HUGE, ai_per_day=HUGE)
     settings = ProxySettings(
         logging=LoggingSettings(level="WARNING"),
@@ -150,27 +152,29 @@ def gateway(redis_url: str, upstream_url: str, usage_url: str) -> tuple[Callable
             pass
         assert statuses[0].startswith("200"), statuses
 
-    return proxied_request, app.extensions["ratelimit_proxy"].close
+    return proxied_request, app.extensions["ratelimit_proxy"]
 
 
 def gateway_cpu(
-    redis_url: str, upstream_url: str, usage_url: str, slices: int = 16, calls: int = 1500
+    redis_url: str, upstream_url: str, usage_url: str, slices: int = 60, calls: int = GATEWAY_CALLS
 ) -> dict[str, list[float]]:
-    """CPU seconds of each slice of ``calls`` requests with rollups off and on (order alternating)."""
-    off, close_off = gateway(redis_url, upstream_url, "")
-    on, close_on = gateway(redis_url, upstream_url, usage_url)
-    for call in (off, on):
-        for _ in range(calls // 5):
-            call()  # warm: connections, caches, the table
+    """CPU seconds of each slice of ``calls`` requests with rollups off and on (order alternating). One
+    app whose rollups are switched off (``runtime.usage = None``) and on between slices: the same
+    connections, caches and threads on both sides, so only the recording differs."""
+    call, runtime = gateway(redis_url, upstream_url, usage_url)
+    rollups = runtime.usage
+    for _ in range(calls):
+        call()  # warm: connections, caches, the table
     spent: dict[str, list[float]] = {"off": [], "on": []}
     for index in range(slices):
-        for name, call in (("off", off), ("on", on)) if index % 2 == 0 else (("on", on), ("off", off)):
+        for name in ("off", "on") if index % 2 == 0 else ("on", "off"):
+            runtime.usage = rollups if name == "on" else None
             started = time.process_time()
             for _ in range(calls):
                 call()
             spent[name].append(time.process_time() - started)
-    close_off()
-    close_on()
+    runtime.usage = rollups
+    runtime.close()
     return spent
 
 
@@ -223,7 +227,7 @@ def main() -> None:
         recorded = recorded_calls(platform)
         sqlite3.connect(directory / "gateway.sqlite3").close()
         gateway_url = f"sqlite:///{directory / 'gateway.sqlite3'}"
-        in_process = gateway_cpu(redis_url, upstream_url, gateway_url, calls=GATEWAY_CALLS)
+        in_process = gateway_cpu(redis_url, upstream_url, gateway_url)
         per_call, per_row = rollup_cpu(directory)
 
     ratios = [float(on["rps"]) / float(off["rps"]) for on, off in zip(runs[ON], runs[OFF], strict=True)]
@@ -241,9 +245,9 @@ def main() -> None:
         listed = ", ".join(f"{r:.3f}" for r in values)
         print(f"\n- {label}, on / off per round: median {statistics.median(values):.3f} ({goal}; rounds: {listed})")
     pairs = [on / off for on, off in zip(in_process["on"], in_process["off"], strict=True)]
-    listed = ", ".join(f"{r:.3f}" for r in pairs)
-    print("- CPU per request in one process (gateway called directly), on / off per pair of slices: median")
-    print(f"  {statistics.median(pairs):.3f} (rounds: {listed})")
+    low, middle, high = statistics.quantiles(pairs, n=4)
+    print(f"- CPU per request in one process (gateway called directly), on / off over {len(pairs)} pairs of")
+    print(f"  slices: median {middle:.3f}, quartiles {low:.3f} and {high:.3f}")
     # Interference from other work only adds time: each side's quickest slice is the closest to its cost.
     best = {name: min(values) / GATEWAY_CALLS * 1e6 for name, values in in_process.items()}
     ratio = best["on"] / best["off"]
