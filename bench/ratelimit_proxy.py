@@ -111,9 +111,11 @@ def process(command: list[str], ready_url: str | None, **kwargs: object) -> Iter
         proc.wait(15)
 
 
-def wrk(url: str, seconds: int) -> dict[str, float | str]:
+def wrk(url: str, seconds: int, headers: tuple[str, ...] = ()) -> dict[str, float | str]:
+    """``headers``: ``"Name: value"`` lines every request sends."""
+    options = [item for header in headers for item in ("-H", header)]
     out = subprocess.run(
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url], capture_output=True, text=True, check=True
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", *options, url], capture_output=True, text=True, check=True
     ).stdout
 
     def grab(pattern: str) -> str:

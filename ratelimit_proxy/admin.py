@@ -1,4 +1,5 @@
-"""Admin API and metrics (port 9180), apart from proxied paths: keys, usage, bans, tier reload.
+"""Admin API and metrics (port 9180), apart from proxied paths: keys, usage, bans, tier reload, and the
+usage analytics read from the rollups in the platform database (ratelimit_proxy/usage_queries.py).
 
 Each operation is declared once with pydantic models (``api.validate``): they validate the request and are
 the OpenAPI document at ``/openapi.json``. The CLI checks its arguments with the same models.
@@ -14,29 +15,43 @@ import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
+import sqlalchemy
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from exporters.business.schema import api_usage_rollups
+from exporters.database import read_only_engine, statement_deadline
 from ratelimit_proxy.key_ban_storage import KeyRecord
 from ratelimit_proxy.metrics import ActiveBansCollector
 from ratelimit_proxy.policy import PolicyError
 from ratelimit_proxy.runtime import Runtime
 from ratelimit_proxy.settings import ProxySettings
+from ratelimit_proxy.usage import RouteTemplates
+from ratelimit_proxy.usage_queries import Period, tier_answer, tier_usage, top_customers, upgrade_candidates
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth, Principal, current_auth, require_role
 from service_kit.config import ConfigError
 from service_kit.db import Database, current_db
-from service_kit.errors import NotFoundError, ValidationError
-from service_kit.openapi import ApiDocument
+from service_kit.errors import NotFoundError, ServiceUnavailableError, ValidationError
+from service_kit.openapi import ApiDocument, DateTime
 from service_kit.requests import bearer_credential, hash_token
 from service_kit.tiers import Tier
 
 MAX_BAN_SECONDS = 365 * 86400
 BOOTSTRAP_DIGEST = "ratelimit_proxy_bootstrap_digest"
 STORAGE_DOWN = "Redis is unavailable (Retry-After)"
+USAGE_ERRORS = {
+    404: "usage analytics are off (usage.database_url is empty)",
+    503: "the platform database is unavailable (Retry-After)",
+}
+USAGE_DATABASE = "ratelimit_proxy_usage_database"
+MAX_USAGE_HOURS = 31 * 24
+USAGE_QUERY_SECONDS = 10.0  # the database abandons a usage query running longer
 
 # Text with something besides spaces, tabs and line breaks, and without NUL (the kit refuses NUL anyway).
 NOT_BLANK = "^[^\\u0000]*[^\\u0000\\t\\n\\r ][^\\u0000]*$"
@@ -85,6 +100,8 @@ def create_admin_app(
     if settings.admin.token:
         app.extensions[BOOTSTRAP_DIGEST] = hash_token(settings.admin.token)
         app.before_request(accept_bootstrap_token)
+    if settings.usage.database_url:  # read only: the proxy's workers write the rollups
+        app.extensions[USAGE_DATABASE] = read_only_engine(settings.usage.database_url, USAGE_QUERY_SECONDS)
     api.init_app(app)
     app.register_blueprint(bp)
     app.extensions["ratelimit_proxy"] = runtime
@@ -233,6 +250,99 @@ class Tiers(BaseModel):
     tiers: dict[Tier, list[TierLimit]]
 
 
+class UsagePeriodQuery(BaseModel):
+    """The period of a usage question: ``hours`` hours up to ``until``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    until: DateTime | None = Field(
+        None, description="end of the period (RFC 3339, excluded); default: now", json_schema_extra=_value_only
+    )
+    hours: int = Field(24, ge=1, le=MAX_USAGE_HOURS, description="length of the period in hours (up to 31 days)")
+
+
+class TopCustomersQuery(UsagePeriodQuery):
+    by: Literal["calls", "errors"] = Field("calls", description="errors: calls answered 4xx or 5xx, 429s included")
+    limit: int = Field(20, ge=1, le=100)
+
+
+class UpgradeCandidatesQuery(UsagePeriodQuery):
+    near_percent: int = Field(80, ge=1, le=100, description="a peak at this share of a quota or above is near")
+    limit: int = Field(20, ge=1, le=100)
+
+
+class TierUsageQuery(UsagePeriodQuery):
+    near_percent: int = Field(80, ge=1, le=100, description="a peak at this share of a quota or above is near")
+
+
+class CustomerUsage(BaseModel):
+    key_id: str
+    owner: str
+    tier: str = Field(description="the key's tier on its latest rollup in the period")
+    calls: int
+    errors: int = Field(description="calls answered 4xx or 5xx")
+    client_errors: int
+    server_errors: int
+    refused: int = Field(description="calls a rate limit or quota refused (429)")
+    latency_mean_ms: float | None
+    latency_max_ms: float
+    latency_p95_le_ms: int | None = Field(description="the latency bucket holding 95% of calls; null: above 1000 ms")
+
+
+class TopCustomers(BaseModel):
+    since: datetime
+    until: datetime
+    by: Literal["calls", "errors"]
+    data: list[CustomerUsage]
+
+
+class WindowPeak(BaseModel):
+    window: Literal["minute", "hour", "ai-day"]
+    quota: int
+    peak: int = Field(description="calls in the key's busiest clock minute, clock hour or UTC day (AI calls)")
+    ratio: float = Field(description="peak / quota; above 1: the limit refused some")
+
+
+class UpgradeCandidate(BaseModel):
+    key_id: str
+    owner: str
+    tier: str
+    next_tier: str | None = Field(description="the platform's next tier up; null for the top tier")
+    calls: int
+    refused: int
+    peak_ratio: float = Field(description="the largest ratio of the windows")
+    windows: list[WindowPeak]
+
+
+class UpgradeCandidates(BaseModel):
+    since: datetime
+    until: datetime
+    data: list[UpgradeCandidate]
+
+
+class TierWindowUsage(BaseModel):
+    window: Literal["minute", "hour", "ai-day"]
+    quota: int
+    peak: int = Field(description="the highest peak of any key of the tier")
+    mean_peak_ratio: float | None = Field(description="the mean over the tier's keys of peak / quota")
+    keys_near_limit: int
+
+
+class TierUsage(BaseModel):
+    tier: Tier
+    keys: int = Field(description="keys of the tier with calls in the period")
+    calls: int
+    refused: int
+    keys_refused: int
+    windows: list[TierWindowUsage]
+
+
+class TierUsages(BaseModel):
+    since: datetime
+    until: datetime
+    data: list[TierUsage]
+
+
 def public(record: KeyRecord) -> dict[str, Any]:
     return asdict(record)
 
@@ -361,3 +471,95 @@ def reload_tiers() -> ResponseReturnValue:
     runtime.announce_reload()
     audit("tiers.reload", "tiers", "config", before={"tiers": before}, after={"tiers": sorted(runtime.policy.tiers)})
     return jsonify({"tiers": {t: [asdict(lim) for lim in lims] for t, lims in runtime.policy.tiers.items()}})
+
+
+def usage_period(query: UsagePeriodQuery) -> Period:
+    """``hours`` up to ``until`` (default now), as the naive UTC the rollups store."""
+    until = (query.until or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    try:
+        since = until - timedelta(hours=query.hours)
+    except OverflowError:  # an ``until`` in the first days of year 1
+        since = datetime.min
+    return Period(since, until)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def ask_usage(
+    question: Callable[[sqlalchemy.Connection], list[dict[str, Any]]], nothing: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Run ``question`` on the platform database; no table yet (no rollup written) answers ``nothing``."""
+    engine: sqlalchemy.Engine | None = current_app.extensions.get(USAGE_DATABASE)
+    if engine is None:
+        raise NotFoundError("Usage analytics are off: usage.database_url is empty.")
+    if not_created_yet(current_runtime().settings.usage.database_url):
+        return nothing or []
+    try:
+        with engine.connect() as connection, connection.begin(), statement_deadline(connection, USAGE_QUERY_SECONDS):
+            if not sqlalchemy.inspect(connection).has_table(api_usage_rollups.name):
+                return nothing or []
+            return question(connection)
+    except sqlalchemy.exc.OperationalError as exc:
+        raise ServiceUnavailableError(f"The platform database is unavailable: {exc.orig}") from None
+
+
+def not_created_yet(url: str) -> bool:
+    """A SQLite file no proxy worker has written yet (the read-only engine cannot open it)."""
+    parsed = sqlalchemy.make_url(url)
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).exists()
+
+
+def ai_templates(runtime: Runtime) -> list[str]:
+    """The route templates whose calls count against the AI quota."""
+    limits = runtime.settings.limits
+    return RouteTemplates.from_settings(limits, runtime.settings.usage).under(limits.ai_paths)
+
+
+@bp.get("/usage/top-customers")
+@require_role("admin")
+@api.validate(
+    query=TopCustomersQuery, responses={200: TopCustomers}, tags=("usage",), security="bearer", extra=USAGE_ERRORS
+)
+def usage_top_customers() -> ResponseReturnValue:
+    """The keys with the most calls, or the most errors, over the period (calls without a key left out)."""
+    query: TopCustomersQuery = request.context.query  # type: ignore[attr-defined]
+    period = usage_period(query)
+    data = ask_usage(lambda connection: top_customers(connection, period, query.by, query.limit))
+    return jsonify({"since": rfc3339(period.since), "until": rfc3339(period.until), "by": query.by, "data": data})
+
+
+@bp.get("/usage/upgrade-candidates")
+@require_role("admin")
+@api.validate(
+    query=UpgradeCandidatesQuery,
+    responses={200: UpgradeCandidates},
+    tags=("usage",),
+    security="bearer",
+    extra=USAGE_ERRORS,
+)
+def usage_upgrade_candidates() -> ResponseReturnValue:
+    """Keys near or over a limit of their tier (per minute, per hour, AI per day), the closest first."""
+    query: UpgradeCandidatesQuery = request.context.query  # type: ignore[attr-defined]
+    period, runtime = usage_period(query), current_runtime()
+    tiers, ai = runtime.settings.limits.tiers, ai_templates(runtime)
+    data = ask_usage(
+        lambda connection: upgrade_candidates(connection, period, tiers, ai, query.near_percent, query.limit)
+    )
+    return jsonify({"since": rfc3339(period.since), "until": rfc3339(period.until), "data": data})
+
+
+@bp.get("/usage/tiers")
+@require_role("admin")
+@api.validate(query=TierUsageQuery, responses={200: TierUsages}, tags=("usage",), security="bearer", extra=USAGE_ERRORS)
+def usage_by_tier() -> ResponseReturnValue:
+    """Per tier, its keys' usage against each of its quotas."""
+    query: TierUsageQuery = request.context.query  # type: ignore[attr-defined]
+    period, runtime = usage_period(query), current_runtime()
+    tiers, ai = runtime.settings.limits.tiers, ai_templates(runtime)
+    data = ask_usage(
+        lambda connection: tier_usage(connection, period, tiers, ai, query.near_percent), tier_answer(tiers, {})
+    )
+    return jsonify({"since": rfc3339(period.since), "until": rfc3339(period.until), "data": data})

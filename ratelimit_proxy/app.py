@@ -37,6 +37,8 @@ def create_app(
     kit.init_app(app)
     runtime = Runtime(settings, registry or kit.metrics.registry, limiter, store, reload)
     runtime.listen_for_changes()
+    if runtime.usage is not None:
+        runtime.usage.start()
     app.extensions["ratelimit_proxy"] = runtime
     app.wsgi_app = Gateway(runtime, Upstream(settings.upstream), kit)  # type: ignore[method-assign]
     return app

@@ -9,12 +9,16 @@ from urllib.parse import urlsplit
 from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
+from ratelimit_proxy.usage import MAX_LENGTHS
 from service_kit.cli import config_path
-from service_kit.config import ConfigError, load_settings
+from service_kit.config import ConfigError, load_settings, url_check
 
 SERVICE = "ratelimit_proxy"
 ENV_PREFIX = "RATELIMIT_PROXY"
 DEFAULT_CONFIG = "config/ratelimit_proxy.yml"
+USAGE_URL = url_check("sqlite", "postgresql", "postgresql+psycopg")
+MAX_USAGE_TIMEOUT_SECONDS = 4.0
+ROUTE_LENGTH = MAX_LENGTHS["route"]
 
 
 def validate(settings: ProxySettings, source: str) -> ProxySettings:
@@ -40,7 +44,30 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
             parse_networks(cidrs)
         except ValueError as exc:
             raise ConfigError(setting, source, "IP networks (CIDR)", str(exc)) from None
+    validate_usage(settings, source)
     return settings
+
+
+def validate_usage(settings: ProxySettings, source: str) -> None:
+    """The usage section: a database URL of a known kind, waits that fit granian's kill timeout, and route
+    templates that fit the rollups' route column."""
+    usage = settings.usage
+    if problem := USAGE_URL(usage.database_url):
+        raise ConfigError("usage.database_url", source, problem, "(secret)")
+    if usage.timeout_seconds > MAX_USAGE_TIMEOUT_SECONDS:
+        expected = f"at most {MAX_USAGE_TIMEOUT_SECONDS} s (a worker's last flush must end before granian kills it)"
+        raise ConfigError("usage.timeout_seconds", source, expected, usage.timeout_seconds)
+    if not usage.database_url:
+        return
+    templates = {
+        **{f"limits.routes[{i}].path": route.path for i, route in enumerate(settings.limits.routes)},
+        **{f"limits.ai_paths[{i}]": glob for i, glob in enumerate(settings.limits.ai_paths)},
+        **{f"usage.routes[{i}]": glob for i, glob in enumerate(usage.routes)},
+    }
+    for key, glob in templates.items():
+        if not 1 <= len(glob) <= ROUTE_LENGTH:
+            expected = f"a glob of 1 to {ROUTE_LENGTH} characters (the route column of the usage rollups)"
+            raise ConfigError(key, source, expected, glob)
 
 
 def load() -> ProxySettings:

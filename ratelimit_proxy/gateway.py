@@ -4,7 +4,9 @@ Order of checks, cheapest refusal first: malformed target (400), header size (43
 once (400: Content-Length and Transfer-Encoding), body size (413),
 ban or deny-list (403), known attack path (403, bans), API key (401), limiter (429, or 503 when Redis
 is down in fail-closed mode), then the upstream (502/504 when it fails). Nothing refused reaches the
-upstream. The limiter's verdict is one Lua call; keys and bans come from short-lived local caches.
+upstream. The limiter's verdict is one Lua call; keys and bans come from short-lived local caches. Once
+the response head is ready, the call is counted into the usage rollups (ratelimit_proxy/usage.py): a dict
+update in memory, written to the platform database by a background thread.
 
 Why not a Flask view: Flask's request objects, routing and hooks cost about 120 µs per request, more
 than the limiter call and the forwarding together (bench/RESULTS.md). The Flask app that ``create_app``
@@ -41,12 +43,14 @@ from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
 from ratelimit_proxy.runtime import Runtime
+from ratelimit_proxy.usage import ANONYMOUS
 from service_kit.app import ServiceKit, request_id
 from service_kit.requests import bearer_credential, hash_token
 
 log = logging.getLogger("ratelimit_proxy")
 StartResponse = Callable[..., Any]
 Headers = list[tuple[str, str]]
+Caller = tuple[str, str, str]  # key id, tier, owner
 ROUTE = "/<path:path>"  # the one route template of the kit's RED metrics: raw paths are unbounded
 PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
 PROBLEM_KINDS = {"quota-exceeded", "abnormal-usage-detected", "temporary-reduced-capacity"}
@@ -59,15 +63,18 @@ NEAR_LIMIT_PERCENT = 80  # integers: 5 * (1 - 0.8) is 0.999... in floating point
 
 
 class Reply:
-    """One response of the data path, before it is handed to the server."""
+    """One response of the data path, before it is handed to the server. ``caller`` (key id, tier, owner)
+    once the key is known, and ``refused`` for a limiter's 429, are what the usage rollups count it as."""
 
-    __slots__ = ("body", "headers", "reason", "status")
+    __slots__ = ("body", "caller", "headers", "reason", "refused", "status")
 
     def __init__(self, status: int, headers: Headers, body: bytes | Iterator[bytes], reason: str = "") -> None:
         self.status = status
         self.reason = reason or _phrase(status)
         self.headers = headers
         self.body = body
+        self.caller: Caller | None = None
+        self.refused = False
 
 
 def _phrase(status: int) -> str:
@@ -145,7 +152,12 @@ class Gateway:
             reply = problem(500, "internal-error", "The server failed to handle this request.", {"request_id": rid})
         reply.headers.append(("X-Request-ID", rid))
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
-        self.kit.record_request(method, ROUTE, path, reply.status, time.perf_counter() - started, rid)
+        seconds = time.perf_counter() - started
+        self.kit.record_request(method, ROUTE, path, reply.status, seconds, rid)
+        usage = self.runtime.usage
+        if usage is not None:
+            key_id, tier, owner = reply.caller or (ANONYMOUS, self.runtime.settings.limits.anonymous_tier, "")
+            usage.record(key_id, tier, owner, path, reply.status, seconds * 1000, reply.refused, started)
         start_response(f"{reply.status} {reply.reason}", reply.headers)
         return [reply.body] if isinstance(reply.body, bytes) else reply.body
 
@@ -201,6 +213,7 @@ class Gateway:
         api_key = credential(environ)
         anonymous_tier: str = runtime.settings.limits.anonymous_tier
         tier, bucket = anonymous_tier, f"ip:{ip}"
+        key_id, owner = ANONYMOUS, ""
         if api_key:
             try:
                 record = runtime.lookup_key(api_key)
@@ -216,16 +229,20 @@ class Gateway:
                     reply.headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
                     return self.refuse("none", "unauthorized", reply, "unknown_key")
                 tier, bucket = record.tier, f"key:{record.key_id[:32]}"
+                key_id, owner = record.key_id, record.owner
         if tier not in runtime.policy.tiers:
             log.error("key of tier %r not in the tier file; using %r", tier, anonymous_tier)
             tier = anonymous_tier
+        caller = (key_id, tier, owner)
 
         plan = runtime.policy.plan(tier, method, path)
         decision = runtime.decide(bucket, plan.limits, plan.cost)
         limit_fields: Headers = []
         if decision is None:
             if runtime.failure_mode == "closed":
-                return self.unavailable(tier)
+                reply = self.unavailable(tier)
+                reply.caller = caller
+                return reply
             verdict = "error"
         elif not decision.allowed:
             if decision.cached:  # the refusal cost no Redis call; the abuse rule counts it in process
@@ -236,6 +253,7 @@ class Gateway:
             violated = decision.violated
             detail = f"Quota exceeded: {', '.join(violated)}."
             reply = problem(429, "quota-exceeded", detail, {"violated-policies": violated}, fields)
+            reply.caller, reply.refused = caller, True
             return self.refuse(tier, "limited", reply)
         else:
             verdict = "allowed"
@@ -247,6 +265,7 @@ class Gateway:
         if reply.status in (401, 403, 404):
             runtime.detector.response(ip, reply.status, path, fingerprint)
         runtime.metrics.requests.labels(tier, verdict, status_class(reply.status)).inc()
+        reply.caller = caller
         return reply
 
     def forward(

@@ -14,6 +14,7 @@ from ratelimit_proxy.limiter_storage import StorageUnavailable
 
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def status_class(status: int) -> str:
@@ -74,6 +75,36 @@ class ProxyMetrics:
             "1 while the Redis circuit breaker is open (the highest over worker processes).",
             registry=registry,
             multiprocess_mode="max",
+        )
+        # Usage rollups (ratelimit_proxy/usage.py): how the writing goes, never who called (per-customer
+        # figures are in the api_usage_rollups table, not in labels).
+        self.usage_flushes = Counter(
+            "usage_rollup_flushes_total",
+            "Flushes of the usage rollups that had rows to write, by result (ok, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.usage_rows_written = Counter(
+            "usage_rollup_rows_written_total",
+            "Rollup rows upserted into api_usage_rollups (one per key, minute, route and status class a flush).",
+            registry=registry,
+        )
+        self.usage_dropped = Counter(
+            "usage_rollup_dropped_total",
+            "Calls left out of the usage rollups: the buffer was full (usage.max_rows) or the database refused them.",
+            registry=registry,
+        )
+        self.usage_flush_seconds = Histogram(
+            "usage_rollup_flush_duration_seconds",
+            "Time to write one flush of usage rollups, failed ones included.",
+            buckets=FLUSH_BUCKETS,
+            registry=registry,
+        )
+        self.usage_buffered_rows = Gauge(
+            "usage_rollup_buffered_rows",
+            "Rollup rows held in memory after the last flush, not yet written (summed over worker processes).",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
 

@@ -23,6 +23,7 @@ from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import ProxySettings, RedisSettings
+from ratelimit_proxy.usage import RouteTemplates, UsageRollups
 from service_kit.config import ConfigError
 from service_kit.health import Degraded
 from service_kit.pubsub import ChannelListener, publish
@@ -85,6 +86,12 @@ class Runtime:
         self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
         self.over_limit = OverLimitCache(settings.limits.over_limit_cache_entries)
+        # The proxy app starts its writer (usage.start()); the admin API's own runtime never records.
+        self.usage: UsageRollups | None = None
+        if settings.usage.database_url:
+            self.usage = UsageRollups(
+                settings.usage, RouteTemplates.from_settings(settings.limits, settings.usage), self.metrics
+            )
         self.listener: ChannelListener | None = None
         self._sentinel_listener: ChannelListener | None = None
 
@@ -121,6 +128,8 @@ class Runtime:
         for listener in (self.listener, self._sentinel_listener):
             if listener is not None:
                 listener.close()
+        if self.usage is not None:
+            self.usage.close()  # the last flush
 
     def apply_change(self, message: str) -> None:
         kind, _, subject = message.partition(" ")
@@ -178,6 +187,8 @@ class Runtime:
         policy = Policy(limits)
         self.policy = policy
         self.settings = replace(self.settings, limits=limits)
+        if self.usage is not None:
+            self.usage.routes = RouteTemplates.from_settings(limits, self.settings.usage)
         log.warning("tiers reloaded: %s", ", ".join(policy.tiers))
         return True
 

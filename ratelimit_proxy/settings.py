@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from service_kit.config import secret
+from service_kit.config import checked, positive, secret
 from service_kit.redis_connect import RedisConnection
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 from service_kit.tiers import TIERS, Tier
@@ -130,6 +130,29 @@ class StaticKey:
     owner: str
 
 
+def at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "at least 1"
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    """API usage rollups (ratelimit_proxy/usage.py): per key and minute, counted in each worker's memory and
+    written to the platform database's ``api_usage_rollups`` every ``flush_seconds``. An empty
+    ``database_url`` turns them off. The URL can hold a password: environment only
+    (``RATELIMIT_PROXY_USAGE__DATABASE_URL``)."""
+
+    database_url: str = secret()
+    flush_seconds: float = checked(10.0, positive)
+    # Distinct rows (key, minute, route, status class) a worker holds while the database is slow or down;
+    # calls that would need one more are dropped and counted (usage_rollup_dropped_total).
+    max_rows: int = checked(20_000, at_least_one)
+    batch_rows: int = checked(500, lambda v: None if 1 <= v <= 1000 else "between 1 and 1000 rows")
+    timeout_seconds: float = checked(3.0, positive)  # connect, lock and statement waits of one flush (at most 4)
+    # Route templates (globs, as limits.routes' paths) for the rollups' route column, after limits.routes'
+    # paths and limits.ai_paths; a path none matches is "other".
+    routes: list[str] = field(default_factory=list)
+
+
 def proxy_server() -> ServerSettings:
     return ServerSettings(port=8080)
 
@@ -162,4 +185,5 @@ class ProxySettings:
     clients: ClientSettings = field(default_factory=ClientSettings)
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
     static_keys: list[StaticKey] = field(default_factory=list)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     log_proxied_requests: bool = True

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from ratelimit_proxy.admin import create_admin_app
-from ratelimit_proxy.settings import ProxySettings
+from ratelimit_proxy.metrics import ProxyMetrics
+from ratelimit_proxy.settings import ProxySettings, UsageSettings
+from ratelimit_proxy.usage import RouteTemplates, UsageRollups
 from service_kit.settings import DatabaseSettings
 from tests.ratelimit_proxy.conftest import admin_token
 from tests.schema_fuzz import fuzz, served
@@ -20,7 +24,13 @@ pytestmark = pytest.mark.integration
 def test_schemathesis_finds_nothing_in_the_admin_api(
     settings_for: Callable[..., ProxySettings], database: DatabaseSettings, tmp_path: Path
 ) -> None:
-    settings = settings_for(database=database)
+    # With usage analytics on a SQLite platform database that holds one rollup row.
+    sqlite3.connect(tmp_path / "platform.sqlite3").close()
+    platform = f"sqlite:///{tmp_path / 'platform.sqlite3'}"
+    settings = settings_for(database=database, usage=UsageSettings(database_url=platform))
+    rollups = UsageRollups(settings.usage, RouteTemplates(["/api/*"]), ProxyMetrics(CollectorRegistry()))
+    rollups.record("key-a", "free", "acme", "/api/x", 200, 3.0, False)
+    rollups.close()
     # As admin_wsgi serves it: with a config file to reload (here the same settings again).
     app = create_admin_app(settings, reload=lambda: dataclasses.replace(settings))
     headers = {"Authorization": f"Bearer {admin_token(database.url)}"}
@@ -30,5 +40,5 @@ def test_schemathesis_finds_nothing_in_the_admin_api(
     finally:
         app.extensions["ratelimit_proxy"].close()
     assert report.failures == [], "\n".join(report.failures)
-    # ten operations of the proxy, and the kit's audit log and tokens
-    assert report.operations == 14 and report.cases > 400, report.output[-2000:]
+    # thirteen operations of the proxy, and the kit's audit log and tokens
+    assert report.operations == 17 and report.cases > 450, report.output[-2000:]
