@@ -12,5 +12,6 @@ COPY demo ./demo
 RUN pip install --no-cache-dir '.[postgres]' && useradd --system --uid 10001 vibelux \
     && mkdir -p /var/run/vibelux /data && chown vibelux /var/run/vibelux /data
 COPY config ./config
+COPY docs/runbooks ./docs/runbooks
 USER vibelux
 EXPOSE 8000 8080 8081 8082 9101 9102 9103 9180
