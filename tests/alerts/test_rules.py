@@ -177,5 +177,6 @@ def test_compose_alertmanager_config_differs_only_in_the_desk_address() -> None:
     assert compose.pop("templates") == ["alertmanager.tmpl"]  # beside the config in both
     assert [Path(path).name for path in expected.pop("templates")] == ["alertmanager.tmpl"]
     assert compose == expected
-    mounts = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["alertmanager"]["volumes"]
-    assert "./config/alertmanager.compose.yml:/etc/alertmanager/alertmanager.yml:ro" in mounts
+    render = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["alerting-config"]
+    assert "./config/alertmanager.compose.yml:/app/config/alertmanager.compose.yml:ro" in render["volumes"]
+    assert "./config/alertmanager.tmpl:/app/config/alertmanager.tmpl:ro" in render["volumes"]
