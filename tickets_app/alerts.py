@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -188,15 +188,15 @@ def _describe(payload: AlertmanagerPayload) -> str:
         room -= len(block) + 2
     if len(shown) < len(blocks):
         shown.append(f"... and {len(blocks) - len(shown)} more alerts in Alertmanager")
-    return "\n\n".join([headline, *shown, *footer])
+    return "\n\n".join([headline, *shown, *footer])[:MAX_BODY_CHARS]  # cut only if the labels alone are too long
 
 
 def _alert_block(alert: AlertmanagerAlert) -> str:
     annotations = alert.annotations
     if alert.status == "firing":
-        state = f"firing since {alert.starts_at:%Y-%m-%d %H:%M:%S} UTC"
+        state = f"firing since {alert.starts_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
     else:
-        state = f"resolved at {alert.ends_at:%Y-%m-%d %H:%M:%S} UTC"
+        state = f"resolved at {alert.ends_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
     lines = [f"{annotations.get('summary') or alert.labels.get('alertname', 'alert')} ({state})"]
     if annotations.get("description"):
         lines.append(annotations["description"])

@@ -95,6 +95,12 @@ def test_incident_reads_as_summary_value_labels_and_links_from_alertmanager(
     assert ticket["customer"] == {"id": "alertmanager", "name": "Alertmanager", "email": "", "tier": "internal"}
 
 
+def test_incident_times_are_shown_in_utc_whatever_offset_the_sender_used(client: FlaskClient, tokens: Tokens) -> None:
+    created = post(client, notification(starts_at="2026-11-24T11:00:00+01:00")).json
+    ticket = client.get(f"/api/v1/tickets/{created['ticket_id']}", headers=auth(tokens.agent)).json
+    assert "(firing since 2026-11-24 10:00:00 UTC)" in ticket["messages"][0]["body"]
+
+
 def test_a_large_group_lists_what_fits_and_keeps_the_silence_link(client: FlaskClient, tokens: Tokens) -> None:
     alerts = [
         notification()["alerts"][0] | {"fingerprint": f"f{n}", "labels": {"alertname": "HighErrorRate", "n": str(n)}}
