@@ -24,5 +24,6 @@ RUN pip install --no-cache-dir '.[postgres,local-s3]' && useradd --system --uid 
 COPY config ./config
 # `python -m grafana --out` (compose's grafana-dashboards) renders the dashboards with the public addresses
 COPY grafana ./grafana
+COPY docs/runbooks ./docs/runbooks
 USER vibelux
 EXPOSE 8000 8080 8081 8082 8083 8333 9101 9102 9103 9104 9180

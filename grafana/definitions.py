@@ -498,6 +498,43 @@ def services() -> dict[str, Any]:
                 ),
             ),
             Row(
+                "Scheduled reports (reports service)",
+                (
+                    panel(
+                        "Report runs by trigger and status",
+                        Q(
+                            f"sum by (trigger, status) (increase(reports_runs_total{SCOPED}[{RATE}]))",
+                            "{{trigger}} {{status}}",
+                        ),
+                        unit="short",
+                        stack=True,
+                        no_value="No report run",
+                    ),
+                    panel(
+                        "Failures by stage",
+                        Q(
+                            f"sum by (stage) (increase(reports_run_failures_total{SCOPED}[{RATE}]))",
+                            "{{stage}}",
+                        ),
+                        unit="short",
+                        no_value="No failure",
+                        description="ReportDeliveryFailing fires on any failure within an hour.",
+                    ),
+                    panel(
+                        "Schedules overdue",
+                        Q(f"max(reports_schedules_overdue{SCOPED})", "overdue"),
+                        Q('max(reports_schedules{job=~"$job", instance=~"$instance", state="enabled"})', "enabled"),
+                        unit="short",
+                        description="ReportSchedulesOverdue fires after 10 minutes with one overdue.",
+                    ),
+                    panel(
+                        "PDF render time p50 / p95",
+                        *quantiles("reports_render_seconds", 0.5, 0.95, selector=SCOPED, legend="render"),
+                        unit="s",
+                    ),
+                ),
+            ),
+            Row(
                 "Builds",
                 (
                     panel(

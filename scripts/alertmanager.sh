@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs Alertmanager with config/alertmanager.yml. Receiver secrets come from the environment (or <VAR>_FILE):
-# they are written, readable by this user only, to secrets/ next to a copy of the config, which is where the
-# config's *_file settings point. An unset secret leaves its receiver failing to deliver, and says so here.
+# they are written, readable by this user only, to secrets/ in the run directory. What runs is the config
+# rendered by `vibelux-alerting alertmanager`: those paths made absolute, and each integration whose secret is
+# missing left out and named once here, instead of failing at every notification. --web.external-url is the
+# `alertmanager` address of config/urls.yml (VIBELUX_URLS_ALERTMANAGER overrides it): the silence links of
+# notifications and incident tickets open it. Both peers of the HA pair take it: silences are gossiped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +12,6 @@ run_dir=${ALERTMANAGER_RUN_DIR:-.run/alertmanager}
 listen=${ALERTMANAGER_LISTEN:-127.0.0.1:9093}
 mkdir -p "$run_dir/secrets" "$run_dir/data"
 chmod 700 "$run_dir/secrets"
-cp config/alertmanager.yml "$run_dir/alertmanager.yml"
 
 declare -A secret_files=(
   [ALERTMANAGER_WEBHOOK_TOKEN]=support-desk-webhook-token
@@ -17,6 +19,7 @@ declare -A secret_files=(
   [PAGERDUTY_ROUTING_KEY]=pagerduty-routing-key
   [SMTP_PASSWORD]=smtp-password
 )
+missing=()
 for var in "${!secret_files[@]}"; do
   target="$run_dir/secrets/${secret_files[$var]}"
   file_var="${var}_FILE"
@@ -26,9 +29,14 @@ for var in "${!secret_files[@]}"; do
   elif [[ -n "${!var:-}" ]]; then
     (umask 077 && printf '%s' "${!var}" >"$target")
   else
-    echo "alertmanager: $var is not set; receivers using secrets/${secret_files[$var]} will fail to deliver" >&2
+    missing+=("$var")
   fi
 done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "alertmanager: not set (nor <VAR>_FILE): $(printf '%s\n' "${missing[@]}" | sort | paste -sd ' ')" >&2
+fi
+.venv/bin/vibelux-alerting alertmanager config/alertmanager.yml --files-base "$run_dir" --out "$run_dir/alertmanager.yml"
+external_url=$(.venv/bin/vibelux-alerting url alertmanager)
 
 # Clustering is off unless ALERTMANAGER_CLUSTER_LISTEN (host:port) is set, as Procfile.ha does for the pair:
 # then this peer gossips there and joins each of ALERTMANAGER_CLUSTER_PEERS (space-separated host:port).
@@ -38,7 +46,6 @@ if [[ -n "${ALERTMANAGER_CLUSTER_LISTEN:-}" ]]; then
   for peer in ${ALERTMANAGER_CLUSTER_PEERS:-}; do cluster+=(--cluster.peer="$peer"); done
 fi
 
-# Relative *_file paths in the config resolve against the working directory.
 cd "$run_dir"
 exec prometheus-alertmanager --config.file=alertmanager.yml --storage.path=data \
-  --web.listen-address="$listen" "${cluster[@]}" "$@"
+  --web.listen-address="$listen" --web.external-url="$external_url" "${cluster[@]}" "$@"

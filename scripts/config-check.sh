@@ -19,6 +19,13 @@ if [[ -f config/alertmanager.yml ]]; then
   if [[ -f config/alertmanager.compose.yml ]]; then amtool check-config config/alertmanager.compose.yml; fi
   if [[ -x alert_rules/tests/routes.sh ]]; then alert_rules/tests/routes.sh; fi
 fi
+# Every notification template executes (on amtool's example data): a typo fails here, not at a notification.
+if [[ -f config/alertmanager.tmpl ]]; then
+  for name in $(grep -oE '\{\{ define "[^"]+"' config/alertmanager.tmpl | cut -d'"' -f2); do
+    amtool template render --template.glob=config/alertmanager.tmpl --template.text="{{ template \"$name\" . }}" >/dev/null
+  done
+  echo "SUCCESS: config/alertmanager.tmpl renders"
+fi
 # The production balancer: nginx resolves upstream names while it reads the file, and `proxy` exists only on
 # the compose network, so the check reads it with the replicas pointed at 127.0.0.1 (the one line changed;
 # `nginx -t` opens no listening socket; pid and error_log go last, so an error's line number is the repo

@@ -15,6 +15,14 @@ if [[ "${HA:-}" == 1 ]]; then
   { grep -v -E "^($(grep -oE '^[a-z0-9-]+' Procfile.ha | paste -sd '|')):" Procfile; cat Procfile.ha; } > "$procfile"
 fi
 
+# The stack's public URLs (config/urls.yml; VIBELUX_URLS_<KEY> overrides one, e.g. VIBELUX_URLS_ALERTMANAGER=
+# http://vm:9093 for a stack opened from another machine): Prometheus's --web.external-url (Procfile), the alert
+# rules' links, rendered into .run/alert_rules where config/prometheus*.yml load them, and Alertmanager's
+# external URL (scripts/alertmanager.sh). A bad value stops here, naming the key.
+VIBELUX_URLS_PROMETHEUS=$(.venv/bin/vibelux-alerting url prometheus)
+export VIBELUX_URLS_PROMETHEUS
+.venv/bin/vibelux-alerting rules --out .run/alert_rules
+
 # Alertmanager and the support desk share one webhook token; a local run without one gets a fresh one.
 if [[ -z "${ALERTMANAGER_WEBHOOK_TOKEN:-}${ALERTMANAGER_WEBHOOK_TOKEN_FILE:-}" ]]; then
   ALERTMANAGER_WEBHOOK_TOKEN=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')

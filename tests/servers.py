@@ -1,5 +1,6 @@
 """Real servers for tests: redis-server, prometheus, prometheus-alertmanager, PostgreSQL, an S3 object store
-(SeaweedFS over TLS), the backup tool (serve and replicate) and a Sentry envelope sink.
+(SeaweedFS over TLS), the backup tool (serve and replicate), a Sentry envelope sink, and sinks for what
+Alertmanager delivers (HTTP and SMTP).
 
 Each runs on a free loopback port with its own temporary directory, is waited on until it answers, and is
 stopped (and its directory removed) at the end.
@@ -7,12 +8,16 @@ stopped (and its directory removed) at the end.
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import gzip
 import json
 import os
 import shutil
 import signal
 import socket
+import socketserver
 import sqlite3
 import subprocess
 import sys
@@ -190,6 +195,7 @@ class PrometheusServer(ManagedProcess):
             f"--config.file={self.workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.external-url={self.url}",  # as the stack runs it: alerts' source links point here
             "--web.enable-lifecycle",
         ]
 
@@ -225,6 +231,7 @@ class AlertmanagerServer(ManagedProcess):
             f"--config.file={self.workdir / 'alertmanager.yml'}",
             f"--storage.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.external-url={self.url}",  # as the stack runs it: notifications' silence links point here
             *self.cluster_args,
         ]
 
@@ -358,6 +365,94 @@ class SentrySink:
         with self._lock:
             self.envelopes.clear()
             self.raw_bodies.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HttpSink:
+    """Records every POST with a JSON body (a Slack incoming webhook, PagerDuty's events API) and answers 200."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with sink._lock:
+                    sink.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"status": "success"}')  # Slack answers "ok", PagerDuty this; both suffice
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def bodies(self, path: str) -> list[Any]:
+        with self._lock:
+            return [body for got, body in self.received if got == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SmtpSink:
+    """A plain SMTP server on loopback that keeps each message (no TLS, no AUTH offered: Go's SMTP client, as
+    Alertmanager uses it, then sends without authenticating)."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write(f"{line}\r\n".encode())
+
+            def handle(self) -> None:
+                self.reply("220 sink ESMTP")
+                while line := self.rfile.readline():
+                    verb = line.decode("ascii", "replace").strip().split(" ", 1)[0].upper()
+                    if verb == "EHLO":
+                        self.reply("250-sink")
+                        self.reply("250 8BITMIME")
+                    elif verb == "DATA":
+                        self.reply("354 end with <CRLF>.<CRLF>")
+                        data = b""
+                        while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                            data += chunk[1:] if chunk.startswith(b"..") else chunk
+                        with sink._lock:
+                            sink.messages.append(data)
+                        self.reply("250 queued")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:  # HELO, MAIL, RCPT, RSET, NOOP
+                        self.reply("250 ok")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def received(self) -> list[email.message.EmailMessage]:
+        with self._lock:
+            raw = list(self.messages)
+        return [email.message_from_bytes(data, policy=email.policy.default) for data in raw]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+
+from service_kit.urls import PublicUrls
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -26,6 +29,36 @@ DEFAULT_PORTS = {
     "alertmanager": [9093],
     "grafana": [3000],
 }
+
+
+def test_public_urls_are_set_once_per_key_and_given_to_prometheus_alertmanager_and_the_rules() -> None:
+    """Compose's values of config/urls.yml (the Docker host as a browser reaches it), each overridable in .env;
+    the one-shot alerting-config renders the rules and Alertmanager's config before either starts."""
+    text = (REPO / "docker-compose.yml").read_text()
+    defaults: dict[str, set[str]] = {}
+    for key, default in re.findall(r"\$\{VIBELUX_URLS_([A-Z]+):-([^}]+)\}", text):
+        defaults.setdefault(key.lower(), set()).add(default)
+    assert {key: len(values) for key, values in defaults.items()} == dict.fromkeys(defaults, 1)
+    assert set(defaults) == {field.name for field in dataclasses.fields(PublicUrls)} - {"runbooks"}
+    urls = {key: values.pop() for key, values in defaults.items()}
+    for name, key in (("prometheus", "prometheus"), ("prometheus-2", "prometheus"), ("alertmanager", "alertmanager"),
+                      ("alertmanager-2", "alertmanager")):  # fmt: skip
+        assert f"--web.external-url=${{VIBELUX_URLS_{key.upper()}:-{urls[key]}}}" in SERVICES[name]["command"]
+        assert SERVICES[name]["depends_on"]["alerting-config"] == {"condition": "service_completed_successfully"}
+        assert f"alerting-config:/etc/{name.split('-')[0]}/rendered:ro" in SERVICES[name]["volumes"]
+    render = SERVICES["alerting-config"]
+    assert render["restart"] == "no" and render["environment"] == COMPOSE["x-public-urls"]
+    script = render["command"][-1]
+    assert "vibelux-alerting rules --out /data/alert_rules" in script
+    assert "vibelux-alerting alertmanager config/alertmanager.compose.yml --files-base /etc/alertmanager" in script
+    assert "--out /data/alertmanager/alertmanager.yml" in script
+    assert render["secrets"] == SERVICES["alertmanager"]["secrets"]  # it sees which credentials are there
+    for config in ("prometheus.compose.yml", "prometheus.compose.ha.yml"):
+        assert yaml.safe_load((REPO / "config" / config).read_text())["rule_files"] == ["rendered/alert_rules/*.yml"]
+    assert (
+        SERVICES["alertmanager"]["command"][0]
+        == "--config.file=/etc/alertmanager/rendered/alertmanager/alertmanager.yml"
+    )
 
 
 def test_redis_is_never_published_and_never_without_a_password() -> None:
@@ -148,9 +181,10 @@ def test_ha_profile_adds_a_second_alertmanager_peer_like_the_first() -> None:
     assert ALERTMANAGERS == ["alertmanager", "alertmanager-2"]
     assert "profiles" not in first and second["profiles"] == ["ha"]
     assert second["image"] == first["image"] and second["secrets"] == first["secrets"]
-    config_mount = "./config/alertmanager.compose.yml:/etc/alertmanager/alertmanager.yml:ro"
+    config_mount = "alerting-config:/etc/alertmanager/rendered:ro"
     assert config_mount in first["volumes"]
     assert second["volumes"] == [config_mount, "alertmanager-2-data:/alertmanager"]
+    assert first["command"][:3] == second["command"][:3]  # same config, storage, public URL
     assert "alertmanager-2-data:/alertmanager" not in first["volumes"]
     # the image listens for gossip on :9094 unless told otherwise; neither peer turns clustering off
     assert not any(arg.startswith("--cluster.listen-address") for arg in first["command"] + second["command"])
@@ -234,8 +268,9 @@ def test_grafana_reads_alertmanager_and_dashboards_rendered_with_the_public_addr
     name, path = volume.split(":")
     assert f"--out={path}" in render["command"]
     assert f"{name}:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
-    assert "--link=desk_url=${DESK_PUBLIC_URL:-http://127.0.0.1:8081}" in render["command"]
-    assert "--link=flags_url=${FLAGS_PUBLIC_URL:-http://127.0.0.1:8082}" in render["command"]
+    # the same public URLs as x-public-urls, which the alerts' links use
+    assert "--link=desk_url=${VIBELUX_URLS_DESK:-http://localhost:8081}" in render["command"]
+    assert "--link=flags_url=${VIBELUX_URLS_FLAGS:-http://localhost:8082}" in render["command"]
     assert "COPY grafana ./grafana" in (REPO / "Dockerfile").read_text()
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import psutil
 import pytest
@@ -33,6 +34,13 @@ ENDPOINTS = {
     "exporter-business": 9103,
     "backup": 9104,
 }
+
+
+def query(expr: str) -> list[dict]:
+    """The local Prometheus's answer to an instant query."""
+    body = requests.get("http://127.0.0.1:9090/api/v1/query", params={"query": expr}, timeout=5).json()
+    result: list[dict] = body["data"]["result"]
+    return result
 
 
 @pytest.mark.integration
@@ -59,6 +67,19 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
             assert "# TYPE" in requests.get(f"{base}/metrics", timeout=5).text, name
         wait_until(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=2).ok, timeout=60)
         wait_until(lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=2).ok, timeout=60)
+        # Links point where the stack is reached (config/urls.yml): Prometheus and Alertmanager know their
+        # public addresses, and every rule Prometheus loaded links a runbook page the desk serves.
+        prometheus_flags = requests.get("http://127.0.0.1:9090/api/v1/status/flags", timeout=5).json()["data"]
+        assert prometheus_flags["web.external-url"] == "http://127.0.0.1:9090"
+        (alertmanager,) = [
+            p for p in psutil.Process(stack.pid).children(recursive=True) if p.name() == "prometheus-alertmanager"
+        ]
+        assert "--web.external-url=http://127.0.0.1:9093" in alertmanager.cmdline()
+        groups = requests.get("http://127.0.0.1:9090/api/v1/rules?type=alert", timeout=5).json()["data"]["groups"]
+        pages = {rule["annotations"]["runbook_url"].partition("#")[0] for g in groups for rule in g["rules"]}
+        assert len(pages) > 5 and all(page.startswith("http://127.0.0.1:8081/runbooks/") for page in pages)
+        for page in pages:
+            assert requests.get(page, timeout=5).status_code == 200, page
         # API traffic flows through the proxy to the demo upstream, with the rate-limit headers.
         proxied = requests.get("http://127.0.0.1:8080/api/v1/users", timeout=5)
         assert proxied.status_code == 200
@@ -79,6 +100,11 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
                 ),
                 timeout=120,
             )
+        # A fresh start is healthy: once every target is scraped and the rules have run on it, nothing is
+        # pending or firing but the Watchdog (host alerts left out: they measure this shared machine).
+        wait_until(lambda: query("min(up)") == [{"metric": {}, "value": [ANY, "1"]}], timeout=90)
+        time.sleep(35)  # two rule evaluations after every target answered
+        assert query('ALERTS{alertname!~"Watchdog|Host.+"}') == []
         # Redis answers nobody without the run's password (it held every API key and ban).
         with socket.create_connection(("127.0.0.1", 6379), timeout=2) as redis_socket:
             redis_socket.sendall(b"SET rl:{keys}:minted x\r\n")

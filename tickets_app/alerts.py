@@ -18,17 +18,19 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service_kit.alerting.silences import silence_url
 from service_kit.tiers import STAFF_TIER
 from tickets_app.desk import Actor, Desk, UnknownReference
 from tickets_app.models import AlertState, Ticket, TicketEvent
 from tickets_app.schemas import (
     MAX_BODY_CHARS,
     MAX_SUBJECT_CHARS,
+    AlertmanagerAlert,
     AlertmanagerPayload,
     CustomerInput,
     MessageInput,
@@ -152,9 +154,7 @@ def _new_ticket(payload: AlertmanagerPayload) -> TicketInput:
         body=_describe(payload),
         priority=SEVERITY_PRIORITY.get(severity, "medium"),
         tags=tags,
-        customer=CustomerInput.model_validate(
-            {"id": "alertmanager", "name": payload.receiver[:200], "tier": STAFF_TIER}
-        ),
+        customer=CustomerInput.model_validate({"id": ALERTMANAGER.id, "name": ALERTMANAGER.name, "tier": STAFF_TIER}),
     )
 
 
@@ -168,18 +168,47 @@ def _summary(payload: AlertmanagerPayload) -> str:
 
 
 def _describe(payload: AlertmanagerPayload) -> str:
-    """A plain-text body listing each alert with its state, labels and summary (cut to a message's limit)."""
+    """The notification as a message agents read: a headline, then per alert its summary, description (which
+    carries the value), labels one per line and links (runbook, dashboard, source), and last the link that
+    silences the group, as the Slack and email texts have them (config/alertmanager.tmpl). A group too large
+    for one message lists the alerts that fit and says how many more Alertmanager holds."""
     alerts = payload.alerts
-    firing = sum(1 for a in alerts if a.status == "firing")
-    lines = [f"Alertmanager: {payload.status} ({firing} firing, {len(alerts) - firing} resolved)"]
-    for alert in alerts[:50]:
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
-        summary = alert.annotations.get("summary", "")
-        since = alert.starts_at.isoformat().replace("+00:00", "Z")
-        lines.append(f"- [{alert.status}] {labels} {summary} (since {since})".rstrip())
-    if payload.external_url:
-        lines.append(f"Alertmanager: {payload.external_url}")
-    return "\n".join(lines)[:MAX_BODY_CHARS]
+    firing = sum(1 for alert in alerts if alert.status == "firing")
+    headline = (
+        f"{payload.status.upper()}: {firing} alert{'' if firing == 1 else 's'} firing, {len(alerts) - firing} resolved"
+    )
+    footer = [f"Silence: {silence_url(payload.external_url, payload.common_labels)}"] if payload.external_url else []
+    blocks = [_alert_block(alert) for alert in alerts]
+    room = MAX_BODY_CHARS - len(headline) - sum(len(line) + 2 for line in footer) - 80  # 80: the "more" line
+    shown: list[str] = []
+    for block in blocks:
+        if len(block) + 2 > room:
+            break
+        shown.append(block)
+        room -= len(block) + 2
+    if len(shown) < len(blocks):
+        shown.append(f"... and {len(blocks) - len(shown)} more alerts in Alertmanager")
+    return "\n\n".join([headline, *shown, *footer])[:MAX_BODY_CHARS]  # cut only if the labels alone are too long
+
+
+def _alert_block(alert: AlertmanagerAlert) -> str:
+    annotations = alert.annotations
+    if alert.status == "firing":
+        state = f"firing since {alert.starts_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    else:
+        state = f"resolved at {alert.ends_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    lines = [f"{annotations.get('summary') or alert.labels.get('alertname', 'alert')} ({state})"]
+    if annotations.get("description"):
+        lines.append(annotations["description"])
+    labels = [f"  - {name}: {value}" for name, value in sorted(alert.labels.items()) if name != "alertname"]
+    lines += ["Labels:", *labels] if labels else []
+    links = (
+        ("Runbook", annotations.get("runbook_url")),
+        ("Dashboard", annotations.get("dashboard_url")),
+        ("Source", alert.generator_url),
+    )
+    lines += [f"{title}: {url}" for title, url in links if url]
+    return "\n".join(lines)
 
 
 def _firing_ids(alerts: list[AlertInstance]) -> list[str]:

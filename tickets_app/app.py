@@ -19,7 +19,7 @@ from service_kit.auth import Auth
 from service_kit.db import Database
 from service_kit.jobs import Jobs
 from service_kit.server import RUN_DIR
-from tickets_app import admin_api, api, web
+from tickets_app import admin_api, api, runbooks, web
 from tickets_app.attachments import AttachmentStore, Scanner
 from tickets_app.desk import Desk
 from tickets_app.metrics import SupportCollector
@@ -58,6 +58,7 @@ def create_app(settings: TicketsSettings, scanner: Scanner | None = None, start_
     app.register_blueprint(api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(runbooks.bp)  # what every alert's runbook_url opens (config/urls.yml)
     # Agents acknowledge alerts from the desk: an ack is an Alertmanager silence, audited here.
     alert_acks.init_app(app, AlertmanagerClient(settings.alerts.alertmanager_url))
 

@@ -1,7 +1,10 @@
 """Demo data for `make up`: staff, customers of every tier, SLA policies, and tickets in every state.
 
 Histories are replayed through the Desk with past timestamps, so deadlines, breaches, events and metrics
-are what the real code computes, not hand-written rows.
+are what the real code computes, not hand-written rows. The desk they leave is a healthy one, as at the
+start of a shift: old breaches are history, but no urgent ticket lacks an assignee and no SLA target falls
+due for `HEALTHY_FOR`, so a fresh `make up` fires no support alert while nobody works the queue
+(tests/tickets/test_demo_health.py evaluates the alert rules over it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from tickets_app.passwords import hash_password
 from tickets_app.schemas import TicketChange, TicketInput
 from tickets_app.workflow import PRIORITIES
 
+# How long the demo desk, left alone, stays clear of every support alert: a working day.
+HEALTHY_FOR = timedelta(hours=8)
 STAFF = [("ann", "Ann Agent", "agent"), ("raj", "Raj Rao", "agent"), ("admin", "Ada Admin", "admin")]
 # How many demo customers each plan has, from free to enterprise: more of the cheaper plans.
 TIER_WEIGHTS = dict(zip(TIERS, (5, 3, 2, 1), strict=True))
@@ -66,8 +71,27 @@ def seed(session: Session, desk: Desk, tickets: int = 300, now: datetime | None 
     for n in range(tickets):
         _one_ticket(session, desk, rng, n, rng.choice(customers), rng.choice(agents), now)
     desk.sweep(session, now)
+    _catch_up(session, desk, agents, now)
     session.commit()
     return password
+
+
+def _catch_up(session: Session, desk: Desk, agents: list[Actor], now: datetime) -> None:
+    """What the shift before did last: every open ticket that is urgent and unassigned, or has an SLA target
+    due within HEALTHY_FOR, got an agent and a reply asking the customer, so it waits on them (the SLA clock
+    paused). Tickets already past a target keep their breach: that is history, not a new alert."""
+    running = session.scalars(select(Ticket).where(Ticket.status.in_(("open", "in_progress"))).order_by(Ticket.id))
+    for ticket in running.all():
+        due_soon = ticket.sla_check_at is not None and ticket.sla_check_at <= now + HEALTHY_FOR
+        if not due_soon and not (ticket.priority == "urgent" and ticket.assignee_id is None):
+            continue
+        agent = next((a for a in agents if a.id == ticket.assignee_id), agents[ticket.id % len(agents)])
+        ask = {
+            "assignee": agent.id,
+            "status": "waiting",
+            "message": {"body": "Thanks, we are on it. Could you send the request id and the time of a failing call?"},
+        }
+        desk.update_ticket(session, agent, ticket, _change(ask), now)
 
 
 def _configure(session: Session) -> None:

@@ -40,6 +40,13 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class RunbookSettings:
+    """Where the pages served at /runbooks are (docs/runbooks/ of the checkout or the image)."""
+
+    directory: str = "docs/runbooks"
+
+
+@dataclass(frozen=True)
 class WebSettings:
     secret_key: str = secret()
     secure_cookie: bool = False
@@ -57,4 +64,5 @@ class TicketsSettings:
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    runbooks: RunbookSettings = field(default_factory=RunbookSettings)
     jobs: JobsSettings = field(default_factory=JobsSettings)

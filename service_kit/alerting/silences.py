@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, ConfigDict
@@ -19,6 +20,7 @@ from service_kit.errors import ExternalAPIError
 
 ACK_PREFIX = "ACK: "
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+QUOTED, ESCAPED = re.compile(r'([\\"])'), r"\\\1"  # what a matcher's quoted value escapes with a backslash
 DURATION_PART = re.compile(r"(\d+)([dhms])")
 DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # Long enough for a fix, short enough that a forgotten ack does not hide the alert for good.
@@ -112,6 +114,15 @@ def silence_payload(
         "createdBy": created_by.strip(),
         "comment": ACK_PREFIX + comment.strip(),
     }
+
+
+def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
+    """Alertmanager's new-silence form prefilled with `labels` as equality matchers, as the notification
+    templates write it (config/alertmanager.tmpl, `vibelux.silence_url`): alertname first, then by name (Go's
+    SortedPairs), each value quoted with backslash and quote escaped, the whole filter percent-encoded."""
+    ordered = sorted(labels.items(), key=lambda item: (item[0] != "alertname", item[0]))
+    matchers = ", ".join(f'{name}="{QUOTED.sub(ESCAPED, value)}"' for name, value in ordered)
+    return f"{external_url.rstrip('/')}/#/silences/new?filter=" + quote("{" + matchers + "}", safe="")
 
 
 class AlertmanagerClient:

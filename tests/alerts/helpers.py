@@ -12,9 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def alertmanager_config(webhook_url: str | None = None, timings: dict[str, str] | None = None) -> dict[str, Any]:
-    """config/alertmanager.yml with, optionally, the support desk webhook at `webhook_url` and shorter timers
-    (applied to the root route and removed from child routes, so every route inherits them)."""
+    """config/alertmanager.yml with its templates by absolute path (a test's copy is written elsewhere) and,
+    optionally, the support desk webhook at `webhook_url` and shorter timers (applied to the root route and
+    removed from child routes, so every route inherits them)."""
     config: dict[str, Any] = yaml.safe_load((REPO / "config" / "alertmanager.yml").read_text())
+    config["templates"] = [str(REPO / "config" / template) for template in config["templates"]]
     if timings:
         config["route"].update(timings)
         for route in config["route"]["routes"]:

@@ -1,15 +1,18 @@
 """The stack for real, on free ports: Redis (the probed service), the health, infra and business exporters,
 the support desk, the rate-limiting proxy in front of the demo upstream, the flag service (both on a second
 Redis), the backup tool replicating the desk's and the flags' databases to a SeaweedFS S3, Prometheus with
-the repository's rules and Alertmanager with the repository's routing.
+the repository's rules and Alertmanager with the repository's routing, delivering Slack, PagerDuty and
+email to local sinks.
 
 Shared by the end-to-end tests and bench/alert_pipeline.py. Only the timers are shortened (scrape and
-evaluation 1s, group_wait/group_interval 1s, ServiceDown `for` 2s); routes, receivers and rules are the
-repository's own.
+evaluation 1s, group_wait/group_interval 1s, ServiceDown `for` 2s) and the addresses are the test's: the
+rules' links rendered on the stack's desk (as `vibelux-alerting rules` renders them), the receivers'
+endpoints pointed at the sinks; routes, receivers, templates and rules are the repository's own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -28,22 +31,28 @@ import requests
 import yaml
 from sqlalchemy.orm import Session
 
+from service_kit.alerting.render import render_alertmanager, render_rules
 from service_kit.auth import create_token
 from service_kit.db import make_engine
+from service_kit.urls import PublicUrls, load_urls
 from tests.alerts.helpers import REPO, alertmanager_config
 from tests.exporters.helpers import ExporterProcess
 from tests.servers import (
     AlertmanagerServer,
     BackupServer,
+    HttpSink,
     ManagedProcess,
     PrometheusServer,
     RedisServer,
     SeaweedS3Server,
+    SmtpSink,
     free_port,
     wait_until,
 )
 from tests.tickets.test_server import DeskServer
 from tickets_app.cli import migrate
+
+SLACK_PATH, PAGERDUTY_PATH = "/slack/incoming-webhook", "/v2/enqueue"
 
 
 @dataclass(frozen=True)
@@ -91,11 +100,13 @@ def _seconds(value: float) -> str:
     return f"{int(value * 1000)}ms"
 
 
-def shortened_rules(directory: Path, timers: Timers) -> list[Path]:
-    """Copies of alert_rules/*.yml with ServiceDown's `for` set to the test's; everything else unchanged."""
+def shortened_rules(directory: Path, timers: Timers, urls: PublicUrls | None = None) -> list[Path]:
+    """Copies of alert_rules/*.yml with ServiceDown's `for` set to the test's, and links rendered on `urls`
+    (config/urls.yml's when None); everything else unchanged."""
+    urls = urls or load_urls(REPO / "config" / "urls.yml", environ={})
     copies = []
     for path in sorted((REPO / "alert_rules").glob("*.yml")):
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(render_rules(path.read_text(), urls, str(path)))
         for group in document["groups"]:
             for rule in group["rules"]:
                 if rule.get("alert") == "ServiceDown":
@@ -187,7 +198,7 @@ class AlertingStack:
             self._start_monitoring()
         backups.result()
 
-        rules = shortened_rules(self.workdir, timers)
+        rules = shortened_rules(self.workdir, timers, self.urls)
         self.prometheus = AlertingPrometheus(self._prometheus_config(), rules)
         self.prometheus.start()
         self._stack.callback(self.prometheus.close)
@@ -222,20 +233,43 @@ class AlertingStack:
             "business", business_config, {"EXPORTER_BUSINESS_DATABASE__URL": f"sqlite:///{platform_db}"}
         )
 
-        self.alertmanager = AlertmanagerServer(
-            alertmanager_config(
-                webhook_url=f"{self.desk.url}/api/v1/alerts/webhook",
-                timings={
-                    "group_wait": _seconds(timers.group_wait),
-                    "group_interval": _seconds(timers.group_interval),
-                    "repeat_interval": "1h",
-                },
-            )
+        self._start_alertmanager()
+
+    def _start_alertmanager(self) -> None:
+        """config/alertmanager.yml with every receiver's credential, rendered as scripts/alertmanager.sh renders
+        it; Slack, PagerDuty and SMTP reach the sinks."""
+        self.slack, self.pagerduty, self.smtp = HttpSink(), HttpSink(), SmtpSink()
+        for sink in (self.slack, self.pagerduty, self.smtp):
+            self._stack.callback(sink.close)
+        config = alertmanager_config(
+            webhook_url=f"{self.desk.url}/api/v1/alerts/webhook",
+            timings={
+                "group_wait": _seconds(self.timers.group_wait),
+                "group_interval": _seconds(self.timers.group_interval),
+                "repeat_interval": "1h",
+            },
         )
-        (self.alertmanager.workdir / "secrets").mkdir()
-        (self.alertmanager.workdir / "secrets" / "support-desk-webhook-token").write_text(self.webhook_token)
+        config["global"] |= {"smtp_smarthost": f"127.0.0.1:{self.smtp.port}", "smtp_require_tls": False}
+        for receiver in config["receivers"]:
+            for pagerduty in receiver.get("pagerduty_configs", []):
+                pagerduty["url"] = self.pagerduty.url(PAGERDUTY_PATH)
+        self.alertmanager = AlertmanagerServer(config)
+        secrets = self.alertmanager.workdir / "secrets"
+        secrets.mkdir()
+        (secrets / "support-desk-webhook-token").write_text(self.webhook_token)
+        (secrets / "slack-webhook-url").write_text(self.slack.url(SLACK_PATH))
+        (secrets / "pagerduty-routing-key").write_text("routing-key-of-the-test")
+        (secrets / "smtp-password").write_text("smtp-password-of-the-test")
+        rendered, disabled = render_alertmanager(config, self.alertmanager.workdir)
+        assert disabled == [], disabled
+        (self.alertmanager.workdir / "alertmanager.yml").write_text(yaml.safe_dump(rendered))
         self.alertmanager.start()
         self._stack.callback(self.alertmanager.close)
+        self.urls = dataclasses.replace(
+            load_urls(REPO / "config" / "urls.yml", environ={}),
+            alertmanager=self.alertmanager.url,
+            desk=self.desk.url,
+        )
 
     def _everything_discovered(self) -> bool:
         """Prometheus discovers its targets and Alertmanager a few seconds after start; wait for both."""
@@ -352,6 +386,17 @@ class AlertingStack:
         response.raise_for_status()
         tickets: list[dict[str, Any]] = response.json()["data"]
         return tickets
+
+    def ticket(self, ticket_id: int) -> dict[str, Any]:
+        """One ticket with its messages, as an agent reads it."""
+        response = requests.get(
+            f"{self.desk.url}/api/v1/tickets/{ticket_id}",
+            headers={"Authorization": f"Bearer {self.agent_token}"},
+            timeout=5,
+        )
+        response.raise_for_status()
+        ticket: dict[str, Any] = response.json()
+        return ticket
 
     def wait_for_ticket(self, alertname: str, status: str, since: float, timeout: float = 60.0) -> dict[str, Any]:
         """The alert's incident ticket once it is in `status` through a change made after `since` (epoch s).

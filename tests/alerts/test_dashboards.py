@@ -23,6 +23,7 @@ from grafana.lint import (
     lint_dashboards,
     selectors,
 )
+from service_kit.urls import load_urls
 from tests.alerts.helpers import REPO, unknown_metrics
 
 COMMITTED = {path.stem: json.loads(path.read_text()) for path in sorted(OUTPUT.glob("*.json"))}
@@ -76,6 +77,12 @@ def test_rendering_with_public_addresses_fills_the_link_variables_and_stays_lint
     assert {v["query"] for d in COMMITTED.values() for v in d["templating"]["list"] if v["type"] == "constant"} == set(
         LINK_DEFAULTS.values()
     )
+
+
+def test_committed_link_addresses_are_the_shipped_public_urls() -> None:
+    """The committed dashboards carry `make up`'s addresses: those of config/urls.yml, as the alerts' links do."""
+    urls = load_urls(REPO / "config" / "urls.yml", environ={})
+    assert {"desk_url": urls.desk, "flags_url": urls.flags} == LINK_DEFAULTS
 
 
 def test_dashboard_uids_and_titles_are_unique() -> None:

@@ -115,7 +115,8 @@ def test_procfile_ha_replicas_differ_only_by_replica_port_and_data_and_write_whe
 def procfile_replica_flags() -> list[str]:
     """The flags Procfile.ha starts a replica with, but for those every test Prometheus sets (paths, address)."""
     line = next(line for line in (REPO / "Procfile.ha").read_text().splitlines() if line.startswith("prometheus:"))
-    own = {"--config.file", "--storage.tsdb.path", "--web.listen-address", "--web.enable-lifecycle", "--log.level"}
+    own = {"--config.file", "--storage.tsdb.path", "--web.listen-address", "--web.external-url",
+           "--web.enable-lifecycle", "--log.level"}  # fmt: skip
     return [arg for arg in line.split() if arg.startswith("--") and arg.split("=")[0] not in own]
 
 

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from service_kit.alerting.silences import silence_url
 from tests.tickets.conftest import WEBHOOK_TOKEN, Tokens, auth
 from tickets_app.alerts import AlertInstance, is_stale
+from tickets_app.schemas import MAX_BODY_CHARS
 
 
 def notification(
@@ -56,6 +58,62 @@ def test_firing_creates_one_urgent_incident(client: FlaskClient, tokens: Tokens)
     assert ticket["tags"] == ["alert", "higherrorrate"]
     assert ticket["subject"] == "[CRITICAL] HighErrorRate: 5xx ratio above 5% for 5 minutes"
     assert ticket["customer"]["tier"] == "internal"
+
+
+def test_incident_reads_as_summary_value_labels_and_links_from_alertmanager(
+    client: FlaskClient, tokens: Tokens
+) -> None:
+    """What the rule says (summary, description with the value), its labels one per line, and the links a
+    notification carries: runbook, dashboard, source, and Alertmanager's silence form for the group."""
+    alert = notification()["alerts"][0]
+    alert["annotations"] |= {
+        "description": "5.2% of the requests to api end in a server error.",
+        "runbook_url": "http://desk.example/runbooks/services.md#servicehigherrorrate",
+        "dashboard_url": "http://grafana.example/d/vibelux-services",
+    }
+    alert["labels"] |= {"instance": "10.0.0.7:9180", "job": "ratelimit-proxy"}
+    created = post(client, notification(alerts=[alert])).json
+    ticket = client.get(f"/api/v1/tickets/{created['ticket_id']}", headers=auth(tokens.agent)).json
+    body = ticket["messages"][0]["body"]
+    silence = silence_url("http://alertmanager:9093", {"alertname": "HighErrorRate", "severity": "critical"})
+    assert body.splitlines() == [
+        "FIRING: 1 alert firing, 0 resolved",
+        "",
+        "5xx ratio above 5% for 5 minutes (firing since 2026-11-24 10:00:00 UTC)",
+        "5.2% of the requests to api end in a server error.",
+        "Labels:",
+        "  - instance: 10.0.0.7:9180",
+        "  - job: ratelimit-proxy",
+        "  - service: api",
+        "  - severity: critical",
+        "Runbook: http://desk.example/runbooks/services.md#servicehigherrorrate",
+        "Dashboard: http://grafana.example/d/vibelux-services",
+        "Source: http://prometheus:9090/graph",
+        "",
+        f"Silence: {silence}",
+    ]
+    assert ticket["customer"] == {"id": "alertmanager", "name": "Alertmanager", "email": "", "tier": "internal"}
+
+
+def test_incident_times_are_shown_in_utc_whatever_offset_the_sender_used(client: FlaskClient, tokens: Tokens) -> None:
+    created = post(client, notification(starts_at="2026-11-24T11:00:00+01:00")).json
+    ticket = client.get(f"/api/v1/tickets/{created['ticket_id']}", headers=auth(tokens.agent)).json
+    assert "(firing since 2026-11-24 10:00:00 UTC)" in ticket["messages"][0]["body"]
+
+
+def test_a_large_group_lists_what_fits_and_keeps_the_silence_link(client: FlaskClient, tokens: Tokens) -> None:
+    alerts = [
+        notification()["alerts"][0] | {"fingerprint": f"f{n}", "labels": {"alertname": "HighErrorRate", "n": str(n)}}
+        for n in range(400)
+    ]
+    for alert in alerts:
+        alert["annotations"] = {"summary": "x" * 200}
+    created = post(client, notification(alerts=alerts)).json
+    ticket = client.get(f"/api/v1/tickets/{created['ticket_id']}", headers=auth(tokens.agent)).json
+    body = ticket["messages"][0]["body"]
+    assert len(body) <= MAX_BODY_CHARS
+    assert "more alerts in Alertmanager" in body
+    assert body.splitlines()[-1].startswith("Silence: http://alertmanager:9093/#/silences/new?filter=")
 
 
 def test_repeats_update_the_same_ticket(client: FlaskClient, tokens: Tokens) -> None:

@@ -53,6 +53,7 @@ class DeskServer(ManagedProcess):
             "TICKETS_LOGGING__LEVEL": "WARNING",
             "VIBELUX_RUN_DIR": str(self.workdir / "run"),
             "VIBELUX_TICKETS_CONFIG": str(self.workdir / "none.yml"),
+            "TICKETS_RUNBOOKS__DIRECTORY": str(Path(__file__).resolve().parents[2] / "docs" / "runbooks"),
             # The server runs in its own directory; the package comes from this checkout.
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
             **self.settings,
