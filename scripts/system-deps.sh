@@ -12,6 +12,8 @@ declare -A binary_of=(
   [postgresql]=/usr/lib/postgresql
   [sqlite3]=sqlite3
   [pgbackrest]=pgbackrest  # PostgreSQL backups to S3 and restore drills (backups/)
+  [postgresql-15-hypopg]=/usr/lib/postgresql/15/lib/hypopg.so  # index suggestions checked by the planner (query insights)
+  [postgresql-15-rum]=/usr/lib/postgresql/15/lib/rum.so  # full-text ranking inside an index (the desk's search on PostgreSQL)
   [prometheus-node-exporter]=prometheus-node-exporter  # the infra exporter's tests compare against it
   [victoria-metrics]=victoria-metrics  # long-term storage of the Prometheus HA pair (HA=1 make up)
   [poppler-utils]=pdftoppm  # the reports tests turn PDFs into pages (pdftoppm) and text (pdftotext)
