@@ -508,7 +508,7 @@ def services() -> dict[str, Any]:
                         ),
                         unit="short",
                         stack=True,
-                        no_value="No report run",
+                        no_value="No report run (or no reports service scraped)",
                     ),
                     panel(
                         "Failures by stage",
@@ -525,12 +525,14 @@ def services() -> dict[str, Any]:
                         Q(f"max(reports_schedules_overdue{SCOPED})", "overdue"),
                         Q('max(reports_schedules{job=~"$job", instance=~"$instance", state="enabled"})', "enabled"),
                         unit="short",
+                        no_value="No reports service scraped",
                         description="ReportSchedulesOverdue fires after 10 minutes with one overdue.",
                     ),
                     panel(
                         "PDF render time p50 / p95",
                         *quantiles("reports_render_seconds", 0.5, 0.95, selector=SCOPED, legend="render"),
                         unit="s",
+                        no_value="No report rendered in the range",
                     ),
                 ),
             ),

@@ -615,6 +615,12 @@ reports_run_failures_total{stage="email"}                  0 0.02
 reports_run_failures_total{stage="render"}                 0
 reports_schedules{state="enabled"}                         1
 reports_schedules_overdue                                  0
+reports_render_seconds_bucket{le="0.5"}                    0 0.002
+reports_render_seconds_bucket{le="2.5"}                    0 0.009
+reports_render_seconds_bucket{le="10"}                     0 0.01
+reports_render_seconds_bucket{le="+Inf"}                   0 0.01
+reports_render_seconds_sum                                 0 0.012
+reports_render_seconds_count                               0 0.01
 """
 
 JOBS: dict[str, list[Series]] = {
