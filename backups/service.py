@@ -10,6 +10,10 @@ share the services' one.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from functools import partial
 
 from flask import Flask
@@ -26,6 +30,8 @@ from backups.store import ArchiverStatus, BackupError, Store
 from service_kit.app import ServiceKit
 from service_kit.db import Database
 from service_kit.jobs import Jobs
+
+log = logging.getLogger("backups.service")
 
 
 def open_stores(settings: BackupSettings) -> dict[str, Store]:
@@ -45,15 +51,17 @@ def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
     db.init_app(app, settings.database.url)
     stores = open_stores(settings)
     jobs = Jobs(db, settings.jobs)
+    watch = ArchiverWatch(stores)
     for name, store in stores.items():
         for kind, every in store.schedule().items():
             job = partial(run_drill, store) if kind == "drill" else partial(run_backup, store, kind)
-            jobs.add(f"{kind}_{name}", every, job)
+            jobs.add(f"{kind}_{name}", every, partial(_then_check, watch, name, job))
     jobs.init_app(app)
     objectives = {name: store.objective_seconds() for name, store in stores.items()}
-    kit.metrics.add_scrape_collector(BackupCollector(db.new_session, objectives, partial(archiver_status, stores)))
+    kit.metrics.add_scrape_collector(BackupCollector(db.new_session, objectives, watch.status))
     if start_jobs:
         jobs.start()
+        watch.start()
     return app
 
 
@@ -73,8 +81,56 @@ def run_drill(store: Store, session: Session) -> BackupRun:
     return record_run(session, store.name, "drill", drill)
 
 
-def archiver_status(stores: dict[str, Store], name: str) -> ArchiverStatus | None:
+def _then_check(watch: ArchiverWatch, store: str, job: Callable[[Session], BackupRun], session: Session) -> BackupRun:
+    """A backup or drill moves the recovery point: the next scrape shows it, not one check later."""
     try:
-        return stores[name].archiver_status()
-    except BackupError:
-        return None  # the store is down: the age is unknown, and BackupTooOld covers a long outage
+        return job(session)
+    finally:
+        watch.check(store)
+
+
+class ArchiverWatch:
+    """Each store's archiver status, checked off the scrape path.
+
+    Asking a store runs Litestream or lists S3, a quarter to a whole second on a busy host, and a scrape that
+    does that work made the tool's own /metrics its slowest route (ServiceHighLatency pending at every
+    start). A scrape reads the last check; a thread checks every ``every`` seconds, and each backup or
+    drill checks its store when it ends. A check older than three periods is unknown (the series is left
+    out), as a store that cannot be asked is: BackupTooOld covers a long outage.
+    """
+
+    def __init__(self, stores: dict[str, Store], every: float = 15.0, clock: Callable[[], float] = time.monotonic):
+        self.stores, self.every, self.clock = stores, every, clock
+        self._checked: dict[str, tuple[float, ArchiverStatus | None]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="archiver-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self, name: str) -> None:
+        try:
+            status = self.stores[name].archiver_status()
+        except BackupError:
+            status = None  # the store is down: the age is unknown
+        except Exception:  # a bug in one store's check must not stop the others' (nor the thread)
+            log.exception("archiver status of %s", name)
+            status = None
+        with self._lock:
+            self._checked[name] = (self.clock(), status)
+
+    def status(self, name: str) -> ArchiverStatus | None:
+        with self._lock:
+            checked_at, status = self._checked.get(name, (None, None))
+        if checked_at is None or self.clock() - checked_at > 3 * self.every:
+            return None
+        return status
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name in self.stores:
+                self.check(name)
+            self._stop.wait(self.every)
