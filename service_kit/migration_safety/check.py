@@ -1,0 +1,177 @@
+"""The migration safety check over the repository's Alembic histories: can the previous release run on the
+new schema?
+
+Without a ref, every migration is held to the schema its ancestors built (each one could be a release of its
+own): that is what CI runs, and it needs no git history. With ``since`` (a git ref of the release that is
+running), the migrations added since then are held together to the schema of the migrations it had, and a
+contract step must name an expand step that release already had. Histories are every
+``<package>/migrations/versions`` beside an ``env.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+from service_kit.migration_safety.parse import Migration, parse_migration
+from service_kit.migration_safety.rules import Op, Schema, breakages, excused, replay
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class CheckError(Exception):
+    """The check could not run (bad history, bad ref); ``str()`` is one line naming the file or ref."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    message: str  # one line, starting with file:line
+    allowed: bool = False  # the planned removal of a contract step whose expand step has shipped
+
+
+@dataclass(frozen=True)
+class Report:
+    histories: tuple[str, ...]
+    migrations: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def problems(self) -> list[str]:
+        return [finding.message for finding in self.findings if not finding.allowed]
+
+
+def check_repository(root: Path = REPO, since: str | None = None) -> Report:
+    """Check every history under ``root``; ``since`` a git ref of the previous release (see the module doc)."""
+    histories = find_histories(root)
+    findings: list[Finding] = []
+    count = 0
+    for directory in histories.values():
+        migrations = load_history(root, directory)
+        count += len(migrations)
+        released = released_revisions(root, directory, since) if since is not None else None
+        findings.extend(check_history(migrations, released))
+    return Report(tuple(histories), count, tuple(findings))
+
+
+def find_histories(root: Path) -> dict[str, Path]:
+    """{package: its versions directory} for each Alembic environment of the stack's own services."""
+    return {
+        versions.parent.parent.name: versions
+        for versions in sorted(root.glob("*/migrations/versions"))
+        if (versions.parent / "env.py").is_file()
+    }
+
+
+def load_history(root: Path, directory: Path) -> list[Migration]:
+    return [
+        parse_migration(str(path.relative_to(root)), path.read_text())
+        for path in sorted(directory.glob("*.py"))
+        if path.name != "__init__.py"
+    ]
+
+
+def released_revisions(root: Path, directory: Path, ref: str) -> set[str]:
+    """The revisions whose files the history had at ``ref`` (read from git, whatever they are named now)."""
+    relative = str(directory.relative_to(root))
+    listing = _git(root, "ls-tree", "-r", "--name-only", ref, "--", relative)
+    revisions = set()
+    for name in listing.splitlines():
+        if name.endswith(".py") and not name.endswith("__init__.py"):
+            revisions.add(parse_migration(f"{ref}:{name}", _git(root, "show", f"{ref}:{name}")).revision)
+    return revisions
+
+
+def _git(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["failed"])[0]
+        raise CheckError(f"git {' '.join(args[:2])} in {root}: {first}")
+    return result.stdout
+
+
+def check_history(migrations: Sequence[Migration], released: set[str] | None = None) -> list[Finding]:
+    """Findings of one history; ``released`` the revisions of the previous release (None: each migration)."""
+    ordered = _ordered(migrations)
+    ancestors = _ancestors(ordered)
+    contract_ok = {m.revision: not _contract_problems(m, ancestors, released) for m in ordered}
+    findings = [Finding(problem) for m in ordered for problem in _contract_problems(m, ancestors, released)]
+    by_file = {m.file: m for m in ordered}
+
+    def judged(ops: Sequence[Op], old: Schema) -> Iterable[Finding]:
+        for breakage in breakages(old, ops):
+            migration = by_file[breakage.op.file]
+            if excused(breakage, contract_ok[migration.revision]):
+                note = f"(contract step of {', '.join(migration.contract)}, allowed) "
+                yield Finding(breakage.message.replace(": ", f": {note}", 1), allowed=True)
+            else:
+                yield Finding(breakage.message)
+
+    if released is None:
+        for migration in ordered:
+            old = _schema_of(m for m in ordered if m.revision in ancestors[migration.revision])
+            for path in migration.paths:
+                findings.extend(judged(path, old))
+    else:
+        new = [m for m in ordered if m.revision not in released]
+        old = _schema_of(m for m in ordered if m.revision in released)
+        for combination in product(*(m.paths for m in new)) if new else ():
+            findings.extend(judged([op for path in combination for op in path], old))
+    return list(dict.fromkeys(findings))  # each dialect's path may find the same thing
+
+
+def _schema_of(migrations: Iterable[Migration]) -> Schema:
+    """The schema the migrations build, in order (each by its first path: dialect branches agree on it)."""
+    return replay({}, [op for migration in migrations for op in migration.paths[0]])
+
+
+def _ordered(migrations: Sequence[Migration]) -> list[Migration]:
+    """Parents before children (by file name among siblings); errors name the file."""
+    by_revision: dict[str, Migration] = {}
+    for migration in migrations:
+        if migration.revision in by_revision:
+            other = by_revision[migration.revision].file
+            raise CheckError(f"{migration.file}: revision {migration.revision} is {other}'s too")
+        by_revision[migration.revision] = migration
+    for migration in migrations:
+        for parent in migration.down_revisions:
+            if parent not in by_revision:
+                raise CheckError(f"{migration.file}: down_revision {parent} names no migration of this history")
+    ordered: list[Migration] = []
+    placed: set[str] = set()
+    waiting = sorted(migrations, key=lambda m: m.file)
+    while waiting:
+        ready = [m for m in waiting if set(m.down_revisions) <= placed]
+        if not ready:
+            raise CheckError(f"{waiting[0].file}: its down_revision chain is a cycle")
+        ordered.extend(ready)
+        placed.update(m.revision for m in ready)
+        waiting = [m for m in waiting if m.revision not in placed]
+    return ordered
+
+
+def _ancestors(ordered: Sequence[Migration]) -> dict[str, set[str]]:
+    ancestors: dict[str, set[str]] = {}
+    for migration in ordered:
+        ancestors[migration.revision] = set().union(
+            *({parent} | ancestors[parent] for parent in migration.down_revisions)
+        )
+    return ancestors
+
+
+def _contract_problems(migration: Migration, ancestors: dict[str, set[str]], released: set[str] | None) -> list[str]:
+    """What is wrong with a migration's contract marker (empty when it has none, or a good one)."""
+    problems = []
+    for expand in migration.contract:
+        if expand not in ancestors[migration.revision]:
+            problems.append(
+                f"{migration.file}: contract names {expand}, which is not an earlier migration of its history"
+            )
+        elif released is not None and migration.revision not in released and expand not in released:
+            problems.append(
+                f"{migration.file}: contract step of {expand}, which the previous release does not have: "
+                f"ship {expand} in a release of its own first"
+            )
+    return problems
