@@ -96,7 +96,7 @@ def check_history(migrations: Sequence[Migration], released: set[str] | None = N
     """Findings of one history; ``released`` the revisions of the previous release (None: each migration)."""
     ordered = _ordered(migrations)
     ancestors = _ancestors(ordered)
-    contract_ok = {m.revision: not _contract_problems(m, ancestors, released) for m in ordered}
+    contract_ok = {m.revision: bool(m.contract) and not _contract_problems(m, ancestors, released) for m in ordered}
     findings = [Finding(problem) for m in ordered for problem in _contract_problems(m, ancestors, released)]
     by_file = {m.file: m for m in ordered}
 
