@@ -19,8 +19,6 @@ from pathlib import Path
 from service_kit.migration_safety.parse import Migration, parse_migration
 from service_kit.migration_safety.rules import Op, Schema, breakages, excused, replay
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 class CheckError(Exception):
     """The check could not run (bad history, bad ref); ``str()`` is one line naming the file or ref."""
@@ -43,9 +41,11 @@ class Report:
         return [finding.message for finding in self.findings if not finding.allowed]
 
 
-def check_repository(root: Path = REPO, since: str | None = None) -> Report:
+def check_repository(root: Path, since: str | None = None) -> Report:
     """Check every history under ``root``; ``since`` a git ref of the previous release (see the module doc)."""
     histories = find_histories(root)
+    if not histories:
+        raise CheckError(f"{root}: no Alembic history (<package>/migrations/versions beside an env.py)")
     findings: list[Finding] = []
     count = 0
     for directory in histories.values():
@@ -104,8 +104,8 @@ def check_history(migrations: Sequence[Migration], released: set[str] | None = N
         for breakage in breakages(old, ops):
             migration = by_file[breakage.op.file]
             if excused(breakage, contract_ok[migration.revision]):
-                note = f"(contract step of {', '.join(migration.contract)}, allowed) "
-                yield Finding(breakage.message.replace(": ", f": {note}", 1), allowed=True)
+                note = f"(contract step of {', '.join(migration.contract)}, allowed)"
+                yield Finding(f"{breakage.op.where}: {note} {breakage.op.call} {breakage.detail}", allowed=True)
             else:
                 yield Finding(breakage.message)
 

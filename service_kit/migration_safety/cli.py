@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service_kit.migration_safety.check import REPO, CheckError, check_repository
+from service_kit.migration_safety.check import CheckError, check_repository
 from service_kit.migration_safety.parse import MigrationSyntaxError
 
 HINT = (
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="can the previous release run against the new schema?")
     check.add_argument("--since", metavar="REF", help="git ref of the previous release (default: each migration)")
-    check.add_argument("--root", type=Path, default=REPO, help="repository root (default: %(default)s)")
+    check.add_argument("--root", type=Path, default=Path(), help="repository root (default: the current directory)")
     return parser
 
 

@@ -63,8 +63,8 @@ Schema = dict[str, dict[str, Column]]  # table -> column -> definition
 class Op:
     """One schema operation of a migration's upgrade(), with where it was written.
 
-    ``kind`` is one of KINDS. A name the parser could not read as a literal is None. For ``alter_column``,
-    ``column_def`` holds only what the call sets: None fields of ``changes`` are left as they were.
+    ``kind`` is one of KINDS. A name the parser could not read as a literal is None. ``changes`` of an
+    ``alter_column`` are only the fields of ``Column`` the call sets; the others stay as they were.
     """
 
     kind: str

@@ -15,11 +15,12 @@ from sqlalchemy import inspect
 
 from service_kit.db import make_engine, upgrade
 from service_kit.migration_safety import check_repository
-from service_kit.migration_safety.check import REPO, find_histories, load_history
+from service_kit.migration_safety.check import find_histories, load_history
 from service_kit.migration_safety.cli import main
 from service_kit.migration_safety.rules import breakages, replay
 from tests.servers import PostgresServer
 
+REPO = Path(__file__).resolve().parents[2]
 VERSIONS = "desk/migrations/versions"
 FIRST = """
     op.create_table(
@@ -262,7 +263,7 @@ def test_an_unknown_ref_is_one_line(repo: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_the_repository_migrations_pass_and_every_service_history_is_checked() -> None:
-    report = check_repository()
+    report = check_repository(REPO)
     assert report.problems == []
     assert set(report.histories) == {"service_kit", "tickets_app", "flags_service", "reports_service", "backups"}
     assert report.migrations >= 11
