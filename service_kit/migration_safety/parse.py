@@ -70,7 +70,7 @@ def parse_migration(file: str, source: str) -> Migration:
         revision=revision,
         down_revisions=_revisions(file, "down_revision", constants.get("down_revision")),
         contract=_revisions(file, "contract", constants.get("contract", ())),
-        paths=tuple(tuple(path) for path in paths),
+        paths=tuple(dict.fromkeys(tuple(path) for path in paths)),  # branches that do the same are one path
     )
 
 

@@ -63,8 +63,9 @@ Schema = dict[str, dict[str, Column]]  # table -> column -> definition
 class Op:
     """One schema operation of a migration's upgrade(), with where it was written.
 
-    ``kind`` is one of KINDS. A name the parser could not read as a literal is None. ``changes`` of an
-    ``alter_column`` are only the fields of ``Column`` the call sets; the others stay as they were.
+    ``kind``: create_table, drop_table, rename_table, add_column, drop_column or alter_column (a column
+    rename is an alter_column with ``new_name``). A name the parser could not read as a literal is None.
+    ``changes`` of an alter_column are only the fields of ``Column`` the call sets; the rest stay as they were.
     """
 
     kind: str
@@ -83,7 +84,6 @@ class Op:
         return f"{self.file}:{self.line}"
 
 
-KINDS = ("create_table", "drop_table", "rename_table", "add_column", "drop_column", "alter_column")
 DESTRUCTIVE_KINDS = {"drop_table", "rename_table", "drop_column", "alter_column"}
 
 # Breakages a contract step may make: what the expand step's release already stopped using or now fills.
