@@ -6,8 +6,9 @@ Read statically, so a check needs no database and runs the same in CI and before
 ``op.execute("...")`` / ``op.execute(sa.text("..."))`` string literals (DROP/RENAME/ADD/ALTER COLUMN, DROP and
 RENAME TABLE), ``for`` loops over literal tuples, names bound to string constants at module level, and
 module-level functions upgrade() calls. Each branch of an ``if`` is a separate path (a migration runs one per
-dialect), so ``paths`` is a list of operation lists. SQL built at run time, and DDL run by helpers imported
-from elsewhere (the desk's search index), is not seen.
+dialect), so ``paths`` is a list of operation lists. Not seen: SQL built at run time, SQL run on
+``op.get_bind()`` instead of ``op.execute``, and DDL run by helpers imported from elsewhere (the desk's
+search index).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _module_constants(module: ast.Module) -> dict[str, object]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             try:
                 value = ast.literal_eval(node.value)
-            except ValueError:
+            except (ValueError, TypeError):
                 continue
             for target in targets:
                 if isinstance(target, ast.Name):
@@ -139,7 +140,7 @@ class _UpgradeReader:
         """A loop over a literal tuple is read once per value; any other loop once, its variable unknown."""
         try:
             values = ast.literal_eval(statement.iter)
-        except ValueError:
+        except (ValueError, TypeError):
             values = [None]
         paths: list[list[Op]] = [[]]
         for value in values if isinstance(values, list | tuple) else [None]:
@@ -162,12 +163,12 @@ class _UpgradeReader:
             return [[]]
         receiver, name = function.value.id, function.attr
         if receiver == "op":
-            op = self._op(call, name, f"op.{name}", table_given=True, table=None)
+            ops = self._op(call, name, f"op.{name}", table_given=True, table=None)
         elif receiver in self.batches:
-            op = self._op(call, name, f"{receiver}.{name}", table_given=False, table=self.batches[receiver])
+            ops = self._op(call, name, f"{receiver}.{name}", table_given=False, table=self.batches[receiver])
         else:
             return [[]]
-        return [op]
+        return [ops]
 
     def _op(self, call: ast.Call, name: str, spelled: str, table_given: bool, table: str | None) -> list[Op]:
         """The operations of one call (several for an op.execute of many statements; none for the rest)."""
