@@ -1,5 +1,6 @@
 """The migration safety check over the repository's Alembic histories: can the previous release run on the
-new schema?
+new schema? Each history is read statically (parse, rules) and then upgraded on a real SQLite database
+(database), which finds what the static reading cannot see; a finding of both is reported once.
 
 Without a ref, every migration is held to the schema its ancestors built (each one could be a release of its
 own): that is what CI runs, and it needs no git history. With ``since`` (a git ref of the release that is
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
+from service_kit.migration_safety.database import upgraded_schemas
 from service_kit.migration_safety.parse import Migration, parse_migration
-from service_kit.migration_safety.rules import Op, Schema, breakages, excused, replay
+from service_kit.migration_safety.rules import Loss, Op, Schema, breakages, excused, losses, replay
 
 MAX_COMBINATIONS = 4096  # paths through the new migrations together (each if-branch doubles them): about a second
 
@@ -29,8 +31,11 @@ class CheckError(Exception):
 
 @dataclass(frozen=True)
 class Finding:
-    message: str  # one line, starting with file:line
+    message: str  # one line, starting with the file (and line, when the static reading found it)
     allowed: bool = False  # the planned removal of a contract step whose expand step has shipped
+    file: str = ""
+    table: str | None = None
+    column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,13 @@ def check_repository(root: Path, since: str | None = None) -> Report:
         migrations = load_history(root, directory)
         count += len(migrations)
         released = released_revisions(root, directory, since) if since is not None else None
-        findings.extend(check_history(migrations, released))
+        static = check_history(migrations, released)
+        ordered = _ordered(migrations)
+        upgraded = upgraded_schemas(directory.parent, [m.revision for m in ordered])
+        findings.extend(static)
+        findings.extend(database_findings(ordered, upgraded.schemas, released, static))
+        if upgraded.failure:  # the migration after the last schema
+            findings.append(Finding(f"{ordered[len(upgraded.schemas) - 1].file}: {upgraded.failure}"))
     return Report(tuple(histories), count, tuple(findings))
 
 
@@ -99,18 +110,20 @@ def check_history(migrations: Sequence[Migration], released: set[str] | None = N
     """Findings of one history; ``released`` the revisions of the previous release (None: each migration)."""
     ordered = _ordered(migrations)
     ancestors = _ancestors(ordered)
-    contract_ok = {m.revision: bool(m.contract) and not _contract_problems(m, ancestors, released) for m in ordered}
+    contract_ok = _contracts_in_force(ordered, released)
     findings = [Finding(problem) for m in ordered for problem in _contract_problems(m, ancestors, released)]
     by_file = {m.file: m for m in ordered}
 
     def judged(ops: Sequence[Op], old: Schema) -> Iterable[Finding]:
         for breakage in breakages(old, ops):
             migration = by_file[breakage.op.file]
+            about = {"file": migration.file, "table": breakage.table, "column": breakage.column}
             if excused(breakage, contract_ok[migration.revision]):
                 note = f"(contract step of {', '.join(migration.contract)}, allowed)"
-                yield Finding(f"{breakage.op.where}: {note} {breakage.op.call} {breakage.detail}", allowed=True)
+                message = f"{breakage.op.where}: {note} {breakage.op.call} {breakage.detail}"
+                yield Finding(message, allowed=True, **about)  # type: ignore[arg-type]
             else:
-                yield Finding(breakage.message)
+                yield Finding(breakage.message, **about)  # type: ignore[arg-type]
 
     if released is None:
         for migration in ordered:
@@ -127,6 +140,47 @@ def check_history(migrations: Sequence[Migration], released: set[str] | None = N
         for combination in product(*(m.paths for m in new)) if new else ():
             findings.extend(judged([op for path in combination for op in path], old))
     return list(dict.fromkeys(findings))  # each dialect's path may find the same thing
+
+
+def database_findings(
+    ordered: Sequence[Migration], schemas: Sequence[Schema], released: set[str] | None, static: Sequence[Finding]
+) -> list[Finding]:
+    """What the real upgrade lost that the static reading did not find; ``schemas[i + 1]`` is the schema after
+    ``ordered[i]`` (database.upgraded_schemas). Without ``released``, each migration against the one before."""
+    contract_ok = _contracts_in_force(ordered, released)
+    seen = {(f.file, f.table, f.column) for f in static}  # column None: the whole table; table None: anything
+    upgraded = len(schemas) - 1  # migrations that ran (all, unless one failed)
+    if released is None:
+        steps = [(ordered[i], losses(schemas[i], schemas[i + 1])) for i in range(upgraded)]
+    else:
+        start = max((i + 1 for i, m in enumerate(ordered) if m.revision in released), default=0)
+        if start > upgraded:
+            return []
+        new_losses = {i: losses(schemas[start], schemas[i + 1]) for i in range(start, upgraded)}
+        final = new_losses.get(upgraded - 1, [])
+        first_step = {loss: next(i for i in new_losses if _same(loss, new_losses[i])) for loss in final}
+        steps = [(ordered[i], [loss for loss in final if first_step[loss] == i]) for i in new_losses]
+    findings = []
+    for migration, found in steps:
+        for loss in found:
+            found_statically = {(migration.file, loss.table, loss.column), (migration.file, loss.table, None)}
+            if found_statically & seen or (migration.file, None, None) in seen:
+                continue
+            allowed = excused(loss, contract_ok[migration.revision])
+            note = f"(contract step of {', '.join(migration.contract)}, allowed) " if allowed else ""
+            message = f"{migration.file}: {note}upgrade() on SQLite {loss.detail} (DDL its op.* calls do not show)"
+            findings.append(Finding(message, allowed, migration.file, loss.table, loss.column))
+    return findings
+
+
+def _same(loss: Loss, found: Sequence[Loss]) -> bool:
+    return any((loss.kind, loss.table, loss.column) == (f.kind, f.table, f.column) for f in found)
+
+
+def _contracts_in_force(ordered: Sequence[Migration], released: set[str] | None) -> dict[str, bool]:
+    """{revision: whether its contract marker is there and valid}: a valid one excuses the planned removals."""
+    ancestors = _ancestors(ordered)
+    return {m.revision: bool(m.contract) and not _contract_problems(m, ancestors, released) for m in ordered}
 
 
 def _schema_of(migrations: Iterable[Migration]) -> Schema:

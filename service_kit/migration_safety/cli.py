@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(finding.message, file=sys.stdout if finding.allowed else sys.stderr)
     against = f"the release at {args.since}" if args.since else "the schema before each"
     if report.problems:
-        print(f"{len(report.problems)} change(s) the previous release cannot run on; {HINT}", file=sys.stderr)
+        print(f"{len(report.problems)} problem(s) for the previous release; {HINT}", file=sys.stderr)
         return 1
     print(f"migrations: {report.migrations} in {len(report.histories)} histories checked against {against}: safe")
     return 0

@@ -333,17 +333,18 @@ def _sql_op(kind: str, match: re.Match[str], file: str, line: int) -> Op:
     if kind == "add_column":
         definition = rest[1]
         column = Column(
-            _sql_type(definition),
+            sql_type(definition),
             nullable=not re.search(r"\bNOT\s+NULL\b|\bPRIMARY\s+KEY\b", definition, re.I),
             server_default=bool(re.search(r"\bDEFAULT\b", definition, re.I)),
         )
         return make("add_column", column=rest[0], column_def=column)
     changes = {"set_not_null": ("nullable", False), "drop_default": ("server_default", False)}.get(kind)
-    change = changes if changes else ("type", _sql_type(rest[1]))
+    change = changes if changes else ("type", sql_type(rest[1]))
     return make("alter_column", column=rest[0], changes=(change,))
 
 
-def _sql_type(definition: str) -> ColumnType | None:
+def sql_type(definition: str) -> ColumnType | None:
+    """The type a column definition starts with: ``VARCHAR(20) NOT NULL`` is String(20)."""
     match = SQL_TYPE.match(definition)
     if not match:
         return None

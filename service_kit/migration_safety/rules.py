@@ -202,27 +202,65 @@ def _column_gone(table: str, column: str, ops: Sequence[Op]) -> Breakage:
 
 
 def _column_changed(table: str, name: str, before: Column, after: Column, op: Op) -> list[Breakage]:
+    return [Breakage(kind, op, table, name, detail) for kind, detail in column_problems(table, name, before, after)]
+
+
+def column_problems(table: str, name: str, before: Column, after: Column) -> list[tuple[str, str]]:
+    """(kind, detail) of each way ``after`` is narrower or stricter than ``before`` for the old code."""
     found = []
     if not fits(before.type, after.type):
         found.append(
-            Breakage(
-                "narrowed", op, table, name,
+            (
+                "narrowed",
                 f"changes {table}.{name} from {before.type or 'an unreadable type'} to "
                 f"{after.type or 'an unreadable type'}: values the previous release writes may not fit",
             )
-        )  # fmt: skip
+        )
     if not after.nullable and not after.server_default and (before.nullable or before.server_default):
         was = "nullable" if before.nullable else "given a server default"
         found.append(
-            Breakage(
-                "stricter", op, table, name,
+            (
+                "stricter",
                 f"makes {table}.{name} NOT NULL without a server_default (it was {was}): the previous release's "
                 "inserts may leave it out",
             )
-        )  # fmt: skip
+        )
     return found
 
 
-def excused(breakage: Breakage, contract_ok: bool) -> bool:
+@dataclass(frozen=True)
+class Loss:
+    """What the previous release used that a later schema lacks, found by comparing the two (no operations)."""
+
+    kind: str  # as Breakage.kind; a rename is a dropped table or column here
+    table: str
+    column: str | None
+    detail: str
+
+
+def losses(old: Schema, new: Schema) -> list[Loss]:
+    """What of ``old`` (what the previous release's code knows) ``new`` no longer gives it."""
+    found = []
+    for table, old_columns in old.items():
+        if table not in new:
+            found.append(Loss("dropped_table", table, None, f"drops table {table}, which the previous release uses"))
+            continue
+        for name, before in old_columns.items():
+            after = new[table].get(name)
+            if after is None:
+                found.append(
+                    Loss("dropped_column", table, name, f"drops {table}.{name}, which the previous release uses")
+                )
+            else:
+                found.extend(Loss(kind, table, name, d) for kind, d in column_problems(table, name, before, after))
+        for name, added in new[table].items():
+            if name not in old_columns and not added.nullable and not added.server_default:
+                detail = f"adds {table}.{name} NOT NULL without a server_default: the previous release's inserts"
+                detail += " leave it out"
+                found.append(Loss("new_required", table, name, detail))
+    return found
+
+
+def excused(breakage: Breakage | Loss, contract_ok: bool) -> bool:
     """Whether a breakage is the planned removal of a contract step whose expand step has shipped."""
     return contract_ok and breakage.kind in CONTRACT_KINDS

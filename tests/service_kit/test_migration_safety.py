@@ -62,6 +62,7 @@ def run_check(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tup
     return code, out, err
 
 
+BATCH = 'with op.batch_alter_table("accounts") as batch:\n    batch'  # SQLite alters columns in batch mode only
 DESTRUCTIVE = [
     ('op.drop_column("accounts", "email")', "op.drop_column drops accounts.email, which the previous release uses"),
     ('with op.batch_alter_table("accounts") as batch:\n    batch.drop_column("email")',
@@ -70,19 +71,21 @@ DESTRUCTIVE = [
      "op.execute(ALTER TABLE accounts DROP …) drops accounts.email, which the previous release uses"),
     ('op.alter_column("accounts", "email", new_column_name="email_address")',
      "op.alter_column renames accounts.email to email_address: the previous release still uses accounts.email"),
-    ('op.alter_column("accounts", "name", type_=sa.String(50), existing_type=sa.String(200))',
-     "op.alter_column changes accounts.name from String(200) to String(50): values the previous release writes"),
-    ('op.alter_column("notes", "body", type_=sa.Integer())', "op.alter_column changes notes.body from Text to Integer"),
-    ('op.alter_column("accounts", "email", nullable=False)',
-     "op.alter_column makes accounts.email NOT NULL without a server_default (it was nullable)"),
-    ('op.alter_column("accounts", "plan", server_default=None)',
-     "op.alter_column makes accounts.plan NOT NULL without a server_default (it was given a server default)"),
+    (f'{BATCH}.alter_column("name", type_=sa.String(50), existing_type=sa.String(200))',
+     "batch.alter_column changes accounts.name from String(200) to String(50): values the previous release writes"),
+    ('with op.batch_alter_table("notes") as batch:\n    batch.alter_column("body", type_=sa.Integer())',
+     "batch.alter_column changes notes.body from Text to Integer"),
+    (f'{BATCH}.alter_column("email", nullable=False)',
+     "batch.alter_column makes accounts.email NOT NULL without a server_default (it was nullable)"),
+    (f'{BATCH}.alter_column("plan", server_default=None)',
+     "batch.alter_column makes accounts.plan NOT NULL without a server_default (it was given a server default)"),
     ('op.drop_table("notes")', "op.drop_table drops table notes, which the previous release still uses"),
     ('op.rename_table("notes", "account_notes")',
      "op.rename_table renames table notes to account_notes: the previous release still uses notes"),
     ('op.add_column("accounts", sa.Column("region", sa.String(10), nullable=False))',
      "op.add_column adds accounts.region NOT NULL without a server_default: the previous release's inserts"),
-    ('op.drop_column("accounts", COLUMNS[0])', "op.drop_column on a table or column name that is not a literal"),
+    ('gone = ["email"]\nop.drop_column("accounts", gone[0])',
+     "op.drop_column on a table or column name that is not a literal"),
 ]  # fmt: skip
 
 
@@ -99,7 +102,7 @@ def test_a_change_the_previous_release_cannot_run_on_is_flagged_naming_file_line
     code, out, err = run_check(repo, capsys)
     assert code == 1
     assert f"{VERSIONS}/desk_0002_change.py:{line}: {message}" in err
-    assert "1 change(s) the previous release cannot run on" in err and "contract = (" in err
+    assert "1 problem(s) for the previous release" in err and "contract = (" in err
     assert out == ""
 
 
@@ -108,9 +111,9 @@ SAFE = {
     "add_not_null_column_with_a_server_default": (
         'op.add_column("accounts", sa.Column("region", sa.String(10), nullable=False, server_default="eu"))'
     ),
-    "widen_a_string": 'op.alter_column("accounts", "name", type_=sa.String(400))',
-    "widen_an_integer": 'op.alter_column("accounts", "id", type_=sa.BigInteger())',
-    "relax_not_null": 'op.alter_column("accounts", "name", nullable=True)',
+    "widen_a_string": f'{BATCH}.alter_column("name", type_=sa.String(400))',
+    "widen_an_integer": f'{BATCH}.alter_column("id", type_=sa.BigInteger())',
+    "relax_not_null": f'{BATCH}.alter_column("name", nullable=True)',
     "indexes": 'op.create_index("ix_accounts_email", "accounts", ["email"])\nop.drop_index("ix_accounts_email")',
     "new_table_dropped_again": 'op.create_table("scratch", sa.Column("id", sa.Integer))\nop.drop_table("scratch")',
     # SQLite cannot relax a NOT NULL in place: a new column takes the values and the old name (tickets_0004)
@@ -324,3 +327,37 @@ def test_a_flagged_drop_really_breaks_the_previous_release(
     with pytest.raises(sa.exc.DBAPIError, match="email"), engine.begin() as connection:
         connection.execute(old_insert)
     engine.dispose()
+
+
+HIDDEN_DROP = 'op.get_bind().execute(sa.text("ALTER TABLE accounts DROP COLUMN email"))'
+
+
+def test_the_sqlite_upgrade_finds_a_drop_the_static_reading_cannot_see(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQL run on op.get_bind() is no op.* call; upgraded for real, the column is gone all the same."""
+    write_migration(repo, 2, HIDDEN_DROP)
+    code, _, err = run_check(repo, capsys)
+    assert code == 1
+    assert err.startswith(
+        f"{VERSIONS}/desk_0002_change.py: upgrade() on SQLite drops accounts.email, which the previous release uses "
+        "(DDL its op.* calls do not show)\n"
+    )
+
+
+def test_a_hidden_drop_marked_as_a_contract_step_passes(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_expand_and_contract(repo, HIDDEN_DROP)
+    code, out, err = run_check(repo, capsys)
+    assert (code, err) == (0, "")
+    assert f"{VERSIONS}/desk_0003_change.py: (contract step of desk_0002, allowed) upgrade() on SQLite drops" in out
+
+
+def test_a_migration_that_fails_on_sqlite_is_a_finding_and_the_static_ones_still_show(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite alters a column's type only in batch mode: the services run on SQLite, so this one could not."""
+    write_migration(repo, 2, 'op.alter_column("accounts", "name", type_=sa.String(50))')
+    code, _, err = run_check(repo, capsys)
+    assert code == 1
+    assert "op.alter_column changes accounts.name from String(200) to String(50)" in err
+    assert f'{VERSIONS}/desk_0002_change.py: upgrade() fails on SQLite: (sqlite3.OperationalError) near "ALTER"' in err
