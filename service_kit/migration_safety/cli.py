@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.problems:
         print(f"{len(report.problems)} problem(s) for the previous release; {HINT}", file=sys.stderr)
         return 1
-    print(f"migrations: {report.migrations} in {len(report.histories)} histories checked against {against}: safe")
+    histories = f"{report.migrations} in {len(report.histories)} histories"
+    print(f"migrations: {histories}, read and upgraded on SQLite, checked against {against}: safe")
     return 0
 
 

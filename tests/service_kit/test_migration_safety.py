@@ -136,7 +136,9 @@ def test_a_change_the_previous_release_runs_on_passes(
     write_migration(repo, 2, body)
     code, out, err = run_check(repo, capsys)
     assert (code, err) == (0, "")
-    assert out == "migrations: 2 in 1 histories checked against the schema before each: safe\n"
+    assert out == (
+        "migrations: 2 in 1 histories, read and upgraded on SQLite, checked against the schema before each: safe\n"
+    )
 
 
 def write_expand_and_contract(repo: Path, contract_body: str = 'op.drop_column("accounts", "email")') -> None:
