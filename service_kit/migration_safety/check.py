@@ -117,13 +117,10 @@ def check_history(migrations: Sequence[Migration], released: set[str] | None = N
     def judged(ops: Sequence[Op], old: Schema) -> Iterable[Finding]:
         for breakage in breakages(old, ops):
             migration = by_file[breakage.op.file]
-            about = {"file": migration.file, "table": breakage.table, "column": breakage.column}
-            if excused(breakage, contract_ok[migration.revision]):
-                note = f"(contract step of {', '.join(migration.contract)}, allowed)"
-                message = f"{breakage.op.where}: {note} {breakage.op.call} {breakage.detail}"
-                yield Finding(message, allowed=True, **about)  # type: ignore[arg-type]
-            else:
-                yield Finding(breakage.message, **about)  # type: ignore[arg-type]
+            allowed = excused(breakage, contract_ok[migration.revision])
+            note = f"(contract step of {', '.join(migration.contract)}, allowed) " if allowed else ""
+            message = f"{breakage.op.where}: {note}{breakage.op.call} {breakage.detail}"
+            yield Finding(message, allowed, migration.file, breakage.table, breakage.column)
 
     if released is None:
         for migration in ordered:

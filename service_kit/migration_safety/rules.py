@@ -101,10 +101,6 @@ class Breakage:
     column: str | None
     detail: str
 
-    @property
-    def message(self) -> str:
-        return f"{self.op.where}: {self.op.call} {self.detail}"
-
 
 def replay(schema: Schema, ops: Iterable[Op]) -> Schema:
     """The schema after the operations (a new dict; names that are not literals change nothing)."""
