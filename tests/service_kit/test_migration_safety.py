@@ -17,7 +17,7 @@ from service_kit.db import make_engine, upgrade
 from service_kit.migration_safety import check_repository
 from service_kit.migration_safety.check import find_histories, load_history
 from service_kit.migration_safety.cli import main
-from service_kit.migration_safety.rules import breakages, replay
+from service_kit.migration_safety.rules import Column, ColumnType, breakages, fits, losses, replay
 from tests.servers import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,6 +139,40 @@ def test_a_change_the_previous_release_runs_on_passes(
     assert out == (
         "migrations: 2 in 1 histories, read and upgraded on SQLite, checked against the schema before each: safe\n"
     )
+
+
+FITS = [
+    (ColumnType("String", 20), ColumnType("String", 20), True),
+    (ColumnType("String", 20), ColumnType("String", 40), True),
+    (ColumnType("String", 20), ColumnType("String"), True),  # no length: unbounded
+    (ColumnType("String", 40), ColumnType("String", 20), False),
+    (ColumnType("String"), ColumnType("String", 20), False),
+    (ColumnType("String", 20), ColumnType("Text"), True),
+    (ColumnType("Text"), ColumnType("String", 4000), False),
+    (ColumnType("Integer"), ColumnType("BigInteger"), True),
+    (ColumnType("BigInteger"), ColumnType("Integer"), False),
+    (ColumnType("Boolean"), ColumnType("Integer"), True),
+    (ColumnType("DateTime"), ColumnType("String", 40), False),  # a change of family is never assumed safe
+    (ColumnType("String", 20), None, False),  # a type the reading cannot tell
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), FITS, ids=[f"{o}->{n}" for o, n, _ in FITS])
+def test_a_type_fits_only_when_every_old_value_does(old: ColumnType, new: ColumnType | None, expected: bool) -> None:
+    assert fits(old, new) is expected
+
+
+def test_comparing_two_schemas_finds_what_the_old_code_loses_and_nothing_else() -> None:
+    """The rule the SQLite pass applies, pure: schemas in, losses out."""
+    text, tight = Column(ColumnType("Text")), Column(ColumnType("Text"), nullable=False)
+    old = {"accounts": {"id": tight, "email": text, "name": text}, "notes": {"body": text}}
+    new = {"accounts": {"id": tight, "name": tight, "region": tight, "nick": text}, "archive": {"body": text}}
+    assert [(loss.kind, loss.table, loss.column) for loss in losses(old, new)] == [
+        ("dropped_column", "accounts", "email"),
+        ("stricter", "accounts", "name"),
+        ("new_required", "accounts", "region"),
+        ("dropped_table", "notes", None),
+    ]
 
 
 def write_expand_and_contract(repo: Path, contract_body: str = 'op.drop_column("accounts", "email")') -> None:
