@@ -63,35 +63,54 @@ def run_check(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tup
 
 
 BATCH = 'with op.batch_alter_table("accounts") as batch:\n    batch'  # SQLite alters columns in batch mode only
-DESTRUCTIVE = [
-    ('op.drop_column("accounts", "email")', "op.drop_column drops accounts.email, which the previous release uses"),
-    ('with op.batch_alter_table("accounts") as batch:\n    batch.drop_column("email")',
-     "batch.drop_column drops accounts.email, which the previous release uses"),
-    ('op.execute("ALTER TABLE accounts DROP COLUMN email")',
-     "op.execute(ALTER TABLE accounts DROP …) drops accounts.email, which the previous release uses"),
-    ('op.alter_column("accounts", "email", new_column_name="email_address")',
-     "op.alter_column renames accounts.email to email_address: the previous release still uses accounts.email"),
-    (f'{BATCH}.alter_column("name", type_=sa.String(50), existing_type=sa.String(200))',
-     "batch.alter_column changes accounts.name from String(200) to String(50): values the previous release writes"),
-    ('with op.batch_alter_table("notes") as batch:\n    batch.alter_column("body", type_=sa.Integer())',
-     "batch.alter_column changes notes.body from Text to Integer"),
-    (f'{BATCH}.alter_column("email", nullable=False)',
-     "batch.alter_column makes accounts.email NOT NULL without a server_default (it was nullable)"),
-    (f'{BATCH}.alter_column("plan", server_default=None)',
-     "batch.alter_column makes accounts.plan NOT NULL without a server_default (it was given a server default)"),
-    ('op.drop_table("notes")', "op.drop_table drops table notes, which the previous release still uses"),
-    ('op.rename_table("notes", "account_notes")',
-     "op.rename_table renames table notes to account_notes: the previous release still uses notes"),
-    ('op.add_column("accounts", sa.Column("region", sa.String(10), nullable=False))',
-     "op.add_column adds accounts.region NOT NULL without a server_default: the previous release's inserts"),
-    ('gone = ["email"]\nop.drop_column("accounts", gone[0])',
-     "op.drop_column on a table or column name that is not a literal"),
-]  # fmt: skip
+USES = "which the previous release uses"
+DESTRUCTIVE = {
+    "drop_column": ('op.drop_column("accounts", "email")', f"op.drop_column drops accounts.email, {USES}"),
+    "batch_drop_column": (
+        'with op.batch_alter_table("accounts") as batch:\n    batch.drop_column("email")',
+        f"batch.drop_column drops accounts.email, {USES}",
+    ),
+    "raw_sql_drop_column": (
+        'op.execute("ALTER TABLE accounts DROP COLUMN email")',
+        f"op.execute(ALTER TABLE accounts DROP …) drops accounts.email, {USES}",
+    ),
+    "rename_column": (
+        'op.alter_column("accounts", "email", new_column_name="email_address")',
+        "op.alter_column renames accounts.email to email_address: the previous release still uses accounts.email",
+    ),
+    "shorter_string": (
+        f'{BATCH}.alter_column("name", type_=sa.String(50), existing_type=sa.String(200))',
+        "batch.alter_column changes accounts.name from String(200) to String(50): values the previous release writes",
+    ),
+    "text_to_integer": (
+        'with op.batch_alter_table("notes") as batch:\n    batch.alter_column("body", type_=sa.Integer())',
+        "batch.alter_column changes notes.body from Text to Integer",
+    ),
+    "not_null_on_a_nullable_column": (
+        f'{BATCH}.alter_column("email", nullable=False)',
+        "batch.alter_column makes accounts.email NOT NULL without a server_default (it was nullable)",
+    ),
+    "server_default_of_a_not_null_column_taken": (
+        f'{BATCH}.alter_column("plan", server_default=None)',
+        "batch.alter_column makes accounts.plan NOT NULL without a server_default (it was given a server default)",
+    ),
+    "drop_table": ('op.drop_table("notes")', "op.drop_table drops table notes, which the previous release still uses"),
+    "rename_table": (
+        'op.rename_table("notes", "account_notes")',
+        "op.rename_table renames table notes to account_notes: the previous release still uses notes",
+    ),
+    "new_not_null_column_without_a_default": (
+        'op.add_column("accounts", sa.Column("region", sa.String(10), nullable=False))',
+        "op.add_column adds accounts.region NOT NULL without a server_default: the previous release's inserts",
+    ),
+    "column_name_not_a_literal": (
+        'gone = ["email"]\nop.drop_column("accounts", gone[0])',
+        "op.drop_column on a table or column name that is not a literal",
+    ),
+}
 
 
-@pytest.mark.parametrize(
-    ("body", "message"), DESTRUCTIVE, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(DESTRUCTIVE)]
-)
+@pytest.mark.parametrize(("body", "message"), DESTRUCTIVE.values(), ids=DESTRUCTIVE.keys())
 def test_a_change_the_previous_release_cannot_run_on_is_flagged_naming_file_line_operation_table_and_column(
     repo: Path, capsys: pytest.CaptureFixture[str], body: str, message: str
 ) -> None:
