@@ -33,6 +33,7 @@ typecheck:
 
 config-check:
 	@scripts/config-check.sh
+	$(BIN)/vibelux-migrations check
 
 pytest:
 	$(BIN)/pytest

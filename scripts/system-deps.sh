@@ -19,6 +19,7 @@ declare -A binary_of=(
   [poppler-utils]=pdftoppm  # the reports tests turn PDFs into pages (pdftoppm) and text (pdftotext)
   [libpangoft2-1.0-0]="/usr/lib/$(uname -m)-linux-gnu/libpangoft2-1.0.so.0"  # Pango, which weasyprint renders the reports' PDFs with
   [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu  # a font for those PDFs and the charts
+  [shellcheck]=shellcheck  # actionlint checks the CI workflow's run: scripts with it (tests/test_ci_workflow.py)
   [nginx-light]=/usr/sbin/nginx  # the production balancer, run for real (and the benches' upstream);
                                  # a path: /usr/sbin is not on a non-root user's PATH on Debian
 )

@@ -99,12 +99,15 @@ def upgrade(engine: Engine, script_location: str | Path | None = None, metadata:
         _alembic_upgrade(engine, Path(script_location), "alembic_version", metadata)
 
 
-def _alembic_upgrade(engine: Engine, location: Path, version_table: str, metadata: MetaData | None) -> None:
+def _alembic_upgrade(
+    engine: Engine, location: Path, version_table: str, metadata: MetaData | None, target: str = "head"
+) -> None:
+    """``target``: a revision, for service_kit.migration_safety's step-by-step upgrade."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(location))
     with engine.begin() as connection:
         config.attributes.update(connection=connection, version_table=version_table, metadata=metadata)
-        command.upgrade(config, "head")
+        command.upgrade(config, target)
 
 
 def run_migrations_env() -> None:
