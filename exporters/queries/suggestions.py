@@ -154,13 +154,10 @@ def _check_query(
 ) -> list[Suggestion]:
     """Hypothetical indexes on the filtered columns of the query's sequential scans over ``tables``."""
     raw = connection.connection.driver_connection
-    nulls = ", ".join(["NULL"] * parameter_count(query))
-    execute = f"EXPLAIN (FORMAT JSON) EXECUTE {PROBE}" + (f"({nulls})" if nulls else "")
     suggestions = []
     savepoint = connection.begin_nested()
     try:
-        connection.exec_driver_sql(f"PREPARE {PROBE} AS {query}")
-        before = _plan(connection, execute)
+        before = _generic_plan(connection, query)
         for schema, table, filter_text in sequential_scans(before):
             if (schema, table) not in tables:
                 continue
@@ -172,7 +169,7 @@ def _check_query(
                 index_name = connection.execute(
                     text("SELECT indexname FROM hypopg_create_index(:ddl)"), {"ddl": ddl.as_string(raw)}
                 ).scalar_one()
-                after = _plan(connection, execute)
+                after = _generic_plan(connection, query)
                 connection.execute(text("SELECT hypopg_reset()"))
                 if uses_index(after, index_name):
                     cost_before, cost_after = float(before["Total Cost"]), float(after["Total Cost"])
@@ -191,7 +188,14 @@ def _check_query(
     return suggestions
 
 
-def _plan(connection: Connection, execute: str) -> Mapping[str, Any]:
-    document = connection.exec_driver_sql(execute).scalar_one()
+def _generic_plan(connection: Connection, query: str) -> Mapping[str, Any]:
+    """The plan PostgreSQL would cache for the query with its parameters unknown. Prepared anew each time:
+    a prepared statement keeps its plan, and a hypothetical index does not invalidate it."""
+    nulls = ", ".join(["NULL"] * parameter_count(query))
+    connection.exec_driver_sql(f"PREPARE {PROBE} AS {query}")
+    document = connection.exec_driver_sql(
+        f"EXPLAIN (FORMAT JSON) EXECUTE {PROBE}" + (f"({nulls})" if nulls else "")
+    ).scalar_one()
+    connection.exec_driver_sql(f"DEALLOCATE {PROBE}")
     plan: Mapping[str, Any] = document[0]["Plan"]
     return plan
