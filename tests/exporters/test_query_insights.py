@@ -15,13 +15,16 @@ import pytest
 import sqlalchemy
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
+from werkzeug.test import Client
 
 from exporters.database import read_only_engine
+from exporters.queries.cli import build
 from exporters.queries.exporter import STATEMENT_COUNTERS, QueryInsightsExporter
 from exporters.queries.settings import QueriesDatabaseSettings, QueriesSettings, StatementsSettings, SuggestionsSettings
 from exporters.queries.suggestions import suggest
+from exporters.serving import exporter_app
 from service_kit import sqltext
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, wait_until
 
 pytestmark = pytest.mark.integration
 TOP_K = 20
@@ -228,3 +231,25 @@ def test_an_existing_index_is_not_suggested_again(insights_url: str, orders: Eng
     run_and_flush(orders, "SELECT * FROM orders WHERE customer_id = :c", [{"c": c} for c in range(30)])
     with read_only_engine(insights_url, 10).connect() as connection:
         assert suggest(connection, SuggestionsSettings(min_rows=1000)) == []
+
+
+def test_the_served_exporter_is_ready_after_its_first_read_and_serves_the_statements(
+    insights_url: str, workload: psycopg.Connection
+) -> None:
+    settings = QueriesSettings(
+        database=QueriesDatabaseSettings(url=insights_url, databases=[workload.info.dbname]),
+        statements=StatementsSettings(interval_seconds=0.2, timeout_seconds=0.2),
+        suggestions=SuggestionsSettings(enabled=False),
+    )
+    exporter = build(settings)
+    client = Client(exporter_app(exporter, "queries"))
+    assert client.get("/readyz").status_code == 503
+    exporter.start()
+    try:
+        workload.execute("SELECT 41 + 1")
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=10)
+        wait_until(lambda: b'pg_statement_calls_total{fingerprint="' in client.get("/metrics").data, timeout=10)
+        body = client.get("/metrics").data.decode()
+        assert 'pg_insights_extension_available{extension="pg_stat_statements"} 1.0' in body
+    finally:
+        exporter.stop()
