@@ -67,6 +67,7 @@ class StatementTimer:
             registry=registry,
         )
         self._shapes: dict[str, tuple[str, str]] = {}  # statement text -> (fingerprint, type): texts repeat
+        self._children: dict[tuple[str, str, str], Any] = {}  # (database, fingerprint, type) -> histogram child
 
     def instrument(self, engine: Engine, database: str = "service") -> None:
         """Time every statement on ``engine``; ``database`` is a fixed name chosen by the caller."""
@@ -91,7 +92,12 @@ class StatementTimer:
             if len(self._shapes) < 10 * self.cap.limit:  # memo only; generated SQL must not grow it forever
                 self._shapes[statement] = shape
         fingerprint, kind = shape
-        self.duration.labels(self.service, database, self.cap.label(fingerprint), kind).observe(seconds)
+        key = (database, fingerprint, kind)
+        child = self._children.get(key)
+        if child is None:  # labels() takes a lock and builds tuples: a cost on every statement otherwise
+            child = self.duration.labels(self.service, database, self.cap.label(fingerprint), kind)
+            self._children[key] = child
+        child.observe(seconds)
         if seconds >= self.slow_seconds:
             log.warning(
                 "slow statement %s (%s) on %s: %.3f s",
