@@ -7,13 +7,21 @@ the exporter connects to (with the extensions) and one the workload runs in (the
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import make_server
 
 import psycopg
 import pytest
+import requests
 import sqlalchemy
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import ThreadingWSGIServer
 from sqlalchemy.engine import Engine
 from werkzeug.test import Client
 
@@ -22,9 +30,15 @@ from exporters.queries.cli import build
 from exporters.queries.exporter import STATEMENT_COUNTERS, QueryInsightsExporter
 from exporters.queries.settings import QueriesDatabaseSettings, QueriesSettings, StatementsSettings, SuggestionsSettings
 from exporters.queries.suggestions import suggest
-from exporters.serving import exporter_app
+from exporters.serving import QuietHandler, exporter_app
+from grafana.definitions import queries
+from grafana.lint import dashboard_expressions
 from service_kit import sqltext
-from tests.servers import PostgresServer, wait_until
+from service_kit.db import make_engine, upgrade
+from service_kit.settings import DatabaseSettings
+from tests.servers import PostgresServer, PrometheusServer, free_port, wait_until
+from tests.service_kit.example_service import ExampleSettings
+from tests.service_kit.example_service import create_app as create_example_app
 
 pytestmark = pytest.mark.integration
 TOP_K = 20
@@ -257,3 +271,65 @@ def test_the_served_exporter_is_ready_after_its_first_read_and_serves_the_statem
         assert 'pg_insights_extension_available{extension="pg_stat_statements"} 1.0' in body
     finally:
         exporter.stop()
+
+
+@pytest.fixture
+def example_service(tmp_path: Path) -> Iterator[str]:
+    """The kit's example service on a free port (its SQLite database timed by the kit): host:port."""
+    url = f"sqlite:///{tmp_path / 'example.sqlite3'}"
+    upgrade(make_engine(url))
+    with serving(create_example_app(ExampleSettings(database=DatabaseSettings(url=url)))) as address:
+        yield address
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    server = make_server("127.0.0.1", free_port(), app, ThreadingWSGIServer, QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_every_query_of_the_dashboard_returns_data_through_prometheus(
+    insights_url: str, orders: Engine, example_service: str
+) -> None:
+    """The stack's path: workload, the exporter and a service's /metrics, Prometheus scraping both, and each
+    expression of the Database queries dashboard (Grafana's range variables replaced) answering."""
+    run_and_flush(orders, "SELECT * FROM orders WHERE customer_id = :c", [{"c": c} for c in range(30)])
+    settings = QueriesSettings(
+        database=QueriesDatabaseSettings(url=insights_url),
+        statements=StatementsSettings(interval_seconds=0.5, timeout_seconds=0.5),
+        suggestions=SuggestionsSettings(interval_seconds=1, timeout_seconds=1),
+    )
+    exporter = build(settings)
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [{"job_name": "queries", "static_configs": [{"targets": []}]},
+                           {"job_name": "example", "static_configs": [{"targets": [example_service]}]}],
+    }  # fmt: skip
+    with serving(exporter_app(exporter, "queries")) as address:
+        config["scrape_configs"][0]["static_configs"] = [{"targets": [address]}]
+        prometheus = PrometheusServer(config)
+        prometheus.start()
+        exporter.start()
+        try:
+            expressions = dict(dashboard_expressions(queries()))
+            deadline = time.monotonic() + 40
+            missing = set(expressions)
+            while missing and time.monotonic() < deadline:
+                run_and_flush(orders, "SELECT * FROM orders WHERE customer_id = :c", [{"c": 7}] * 5)
+                requests.get(f"http://{example_service}/readyz", timeout=5)  # a statement on its database
+                missing = {title for title in missing if not prometheus.query(grafana_free(expressions[title]))}
+                time.sleep(0.5)
+            assert not missing, f"no data for {sorted(missing)}"
+        finally:
+            exporter.stop()
+            prometheus.close()
+
+
+def grafana_free(expr: str) -> str:
+    """The expression as Grafana sends it, with its range variables as short windows for 1 s scrapes."""
+    return expr.replace("$__rate_interval", "5s").replace("$__range", "1m")
