@@ -2,7 +2,8 @@
 
 A fingerprint names a statement's shape, never its values. Literals, bind parameters in every style the
 platform's drivers produce (``?``, ``%(name)s``, ``%s``, ``:name``, PostgreSQL's ``$1`` in
-``pg_stat_statements``) and lists of them (``IN (?, ?, ?)``) all become one ``?``. Keywords and names are
+``pg_stat_statements``) and any comma-separated run of them (``IN (?, ?, ?)``, a ``VALUES`` row, a
+function's arguments) all become one ``?``. Keywords and names are
 lower-cased and whitespace is collapsed, so the same statement gets the same fingerprint in the services'
 histogram (SQLAlchemy's text) and in the query exporter (PostgreSQL's normalised text).
 

@@ -70,7 +70,7 @@ ZERO = Counters()
 @dataclass(frozen=True)
 class Entry:
     key: EntryKey
-    query: str  # PostgreSQL's normalised text ($1 for constants)
+    query: str  # PostgreSQL's text ($1 for constants, except in utility statements)
     counters: Counters
 
 
@@ -189,7 +189,10 @@ class TopK:
         for entry in entries:
             shape = self._shapes.get(entry.key)
             if shape is None or shape.query != entry.query:
-                shape = _Shape(sqltext.fingerprint(entry.query), sqltext.statement_type(entry.query), entry.query)
+                # the text shown is normalised again: PostgreSQL keeps utility statements' literals (a
+                # password in ALTER ROLE), and no literal may reach a label
+                text = sqltext.normalise(entry.query)
+                shape = _Shape(sqltext.fingerprint(entry.query), sqltext.statement_type(entry.query), text)
             shapes[entry.key] = shape
         return shapes
 

@@ -135,3 +135,13 @@ class PrometheusView:
                 assert value >= self.last[name], f"{name} went down"
                 self.increase += value - self.last[name]
         self.last = now
+
+
+def test_the_exported_text_keeps_no_literal_even_where_postgresql_does() -> None:
+    """pg_stat_statements keeps utility statements' literals as they were typed (a password in ALTER ROLE)."""
+    topk = TopK(k=1)
+    topk.observe(Snapshot([]), now=0)
+    statement = "ALTER ROLE app PASSWORD 'hunter2-secret'"
+    topk.observe(Snapshot([entry(1, 1, 9.0, query=statement)]), now=30)
+    (member, _other) = topk.series()
+    assert member.query == "alter role app password ?" and member.statement_type == "other"
