@@ -13,7 +13,6 @@ so the official postgres image (no hypopg) serves statements and no suggestions,
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -70,14 +69,14 @@ class InsightsBook:
             else:
                 state.errors += 1
 
-    def observe_statements(self, read: StatementsRead | None, extensions: set[str], now: float) -> None:
+    def observe_statements(self, read: StatementsRead | None, extensions: set[str]) -> None:
         with self.lock:
             self.extensions = {name: name in extensions for name in EXTENSIONS}
             if read is None:
                 self.entries = self.deallocations = None
                 return
             self.entries, self.deallocations = len(read.snapshot.entries), read.deallocations
-            self.topk.observe(read.snapshot, now)
+            self.topk.observe(read.snapshot)
 
     def ready(self) -> bool:
         with self.lock:
@@ -93,7 +92,7 @@ class InsightsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.book.lock:
-            series = [Series(s.fingerprint, s.statement_type, s.query, s.created, s.totals)
+            series = [Series(s.fingerprint, s.statement_type, s.query, s.totals)
                       for s in self.book.topk.series()]  # fmt: skip
             have_statements = self.book.entries is not None
             yield from self._status()
@@ -206,7 +205,7 @@ class QueryInsightsExporter(JobSet):
             read = None
             if "pg_stat_statements" in extensions:
                 read = read_statements(connection, self.settings.database.databases)
-        self.book.observe_statements(read, extensions, time.time())
+        self.book.observe_statements(read, extensions)
 
     def find_suggestions(self) -> None:
         """Confirmed suggestions, the best ``limit``; none (and no error) without hypopg."""

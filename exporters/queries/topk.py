@@ -1,6 +1,6 @@
 """The query exporter's pure core: pg_stat_statements snapshots in, at most K+1 monotonic series out.
 
-No I/O and no clock (the caller passes ``now``). Each read of ``pg_stat_statements`` is a :class:`Snapshot`;
+No I/O and no clock. Each read of ``pg_stat_statements`` is a :class:`Snapshot`;
 :class:`TopK` turns consecutive snapshots into deltas and books every delta into exactly one series.
 
 Deltas, per entry (``userid, dbid, queryid, toplevel``):
@@ -27,7 +27,7 @@ textbook way to keep the sum of the raw counters monotonic, but Prometheus never
 takes ``rate()`` or ``increase()`` per series and sums those. A folded total would arrive in "other" as one
 jump, and ``sum(rate(...))`` would count the departed query's whole history a second time
 (``test_folding_into_other_would_count_history_twice`` pins that). Here each delta is booked once, in the
-series that is a member when it happens; a series that joins starts at 0 (with its created time), and the
+series that is a member when it happens; a series that joins starts at 0, and the
 delta of the read where it joined goes to "other". Every series is monotonic while it exists, and
 ``sum(increase(...))`` over all series equals the increase of the server's own totals.
 """
@@ -108,12 +108,11 @@ def select_members(scores: Mapping[str, float], members: Iterable[str], k: int, 
 
 @dataclass
 class Series:
-    """One exported series: its counters since it was created, its labels, and the query text (members)."""
+    """One exported series: its counters since it began, its labels, and the query text (members)."""
 
     fingerprint: str
     statement_type: str
     query: str
-    created: float
     totals: Counters = ZERO
 
 
@@ -132,7 +131,7 @@ class TopK:
     decay: float = 0.9  # score kept from one read to the next (the ranking's memory)
     hysteresis: float = 0.1
     query_chars: int = 200
-    other: Series = field(default_factory=lambda: Series(OTHER, OTHER, "", 0.0))
+    other: Series = field(default_factory=lambda: Series(OTHER, OTHER, ""))
     members: dict[str, Series] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
     _previous: dict[EntryKey, Counters] | None = None
@@ -140,10 +139,9 @@ class TopK:
     _shapes: dict[EntryKey, _Shape] = field(default_factory=dict)
     _labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # fingerprint -> (type, text), scored ones
 
-    def observe(self, snapshot: Snapshot, now: float) -> None:
+    def observe(self, snapshot: Snapshot) -> None:
         """Book the deltas since the previous snapshot (the first one is only the baseline)."""
         if self._previous is None:
-            self.other.created = now
             self._remember(snapshot, self._shapes_of(snapshot.entries))
             return
         previous = {} if snapshot.stats_reset != self._stats_reset else self._previous
@@ -165,7 +163,7 @@ class TopK:
         self._labels = {fp: labels for fp, labels in self._labels.items() if fp in self.scores}
         for fingerprint in joined:  # after booking: the read it joined in went to "other"
             kind, text = self._labels.get(fingerprint, (OTHER, ""))
-            self.members[fingerprint] = Series(fingerprint, kind, text, now)
+            self.members[fingerprint] = Series(fingerprint, kind, text)
         self._remember(snapshot, shapes)
 
     def series(self) -> list[Series]:

@@ -41,25 +41,25 @@ def test_an_evicted_entry_books_nothing_and_an_unchanged_one_is_left_out() -> No
 
 def test_first_snapshot_is_the_baseline_and_books_nothing() -> None:
     topk = TopK(k=2)
-    topk.observe(Snapshot([entry(1, 100, 10.0)]), now=0)
+    topk.observe(Snapshot([entry(1, 100, 10.0)]))
     assert by_fingerprint(topk) == {OTHER: Counters()}
 
 
 def test_full_reset_counts_every_entry_from_zero() -> None:
     topk = TopK(k=5)
-    topk.observe(Snapshot([entry(1, 100, 10.0)], stats_reset=1.0), now=0)
+    topk.observe(Snapshot([entry(1, 100, 10.0)], stats_reset=1.0))
     # reset, then more calls than before: without stats_reset this would look like +20
-    topk.observe(Snapshot([entry(1, 120, 12.0)], stats_reset=2.0), now=30)
+    topk.observe(Snapshot([entry(1, 120, 12.0)], stats_reset=2.0))
     assert sum(c.calls for c in by_fingerprint(topk).values()) == 120
 
 
 def test_series_stay_at_most_k_plus_one_and_book_every_call_once() -> None:
     topk = TopK(k=10)
-    topk.observe(Snapshot([]), now=0)
+    topk.observe(Snapshot([]))
     prometheus = PrometheusView(topk)
     for read in range(1, 8):
         entries = [entry(q, read * (q % 7 + 1), read * (q % 13) * 0.01) for q in range(2000)]
-        topk.observe(Snapshot(entries), now=read * 30)
+        topk.observe(Snapshot(entries))
         prometheus.scrape(topk)
         assert len(topk.series()) <= 11
     assert prometheus.increase == sum(q % 7 + 1 for q in range(2000)) * 7
@@ -67,31 +67,31 @@ def test_series_stay_at_most_k_plus_one_and_book_every_call_once() -> None:
 
 def test_the_heaviest_queries_are_the_members() -> None:
     topk = TopK(k=3)
-    topk.observe(Snapshot([]), now=0)
+    topk.observe(Snapshot([]))
     for read in range(1, 4):
         heavy = [entry(q, read, read * 5.0) for q in (1, 2, 3)]
         light = [entry(q, read * 100, read * 0.01) for q in range(10, 50)]
-        topk.observe(Snapshot(heavy + light), now=read * 30)
+        topk.observe(Snapshot(heavy + light))
     assert set(by_fingerprint(topk)) == {fp(1), fp(2), fp(3), OTHER}
 
 
 def test_a_joining_query_starts_at_zero_and_its_first_read_goes_to_other() -> None:
     topk = TopK(k=1)
-    topk.observe(Snapshot([]), now=0)
-    topk.observe(Snapshot([entry(1, 10, 1.0)]), now=30)
+    topk.observe(Snapshot([]))
+    topk.observe(Snapshot([entry(1, 10, 1.0)]))
     assert by_fingerprint(topk) == {fp(1): Counters(), OTHER: Counters(10, 1.0, 10, 30, 10)}
-    topk.observe(Snapshot([entry(1, 15, 1.5)]), now=60)
+    topk.observe(Snapshot([entry(1, 15, 1.5)]))
     assert by_fingerprint(topk)[fp(1)] == Counters(5, 0.5, 5, 15, 5)
-    assert topk.series()[0].created == 30 and topk.series()[0].statement_type == "select"
+    assert topk.series()[0].statement_type == "select"
 
 
 def test_a_leaving_query_ends_its_series_and_later_calls_go_to_other() -> None:
     topk = TopK(k=1, decay=0.0)  # no memory: the last read alone ranks
-    topk.observe(Snapshot([]), now=0)
-    topk.observe(Snapshot([entry(1, 10, 5.0)]), now=30)
-    topk.observe(Snapshot([entry(1, 20, 10.0), entry(2, 1, 0.1)]), now=60)
+    topk.observe(Snapshot([]))
+    topk.observe(Snapshot([entry(1, 10, 5.0)]))
+    topk.observe(Snapshot([entry(1, 20, 10.0), entry(2, 1, 0.1)]))
     other_before = by_fingerprint(topk)[OTHER]
-    topk.observe(Snapshot([entry(1, 21, 10.1), entry(2, 11, 20.1)]), now=90)
+    topk.observe(Snapshot([entry(1, 21, 10.1), entry(2, 11, 20.1)]))
     series = by_fingerprint(topk)
     assert fp(1) not in series and series[fp(2)] == Counters()
     # the leaver's history is not folded in: only this read's deltas (1 + 10 calls) arrived in other
@@ -102,12 +102,12 @@ def test_folding_into_other_would_count_history_twice() -> None:
     """The rejected design: fold a leaver's total into other. Prometheus' increase() of other would then
     include the leaver's whole history, which the leaver's own series had already reported."""
     topk = TopK(k=1, decay=0.0)
-    topk.observe(Snapshot([]), now=0)
+    topk.observe(Snapshot([]))
     prometheus = PrometheusView(topk)
     reads = [[entry(1, 100, 50.0)], [entry(1, 200, 100.0)], [entry(1, 201, 100.1), entry(2, 10, 200.0)]]
-    for now, entries in enumerate(reads, start=1):
+    for entries in reads:
         departing = by_fingerprint(topk).get(fp(1), Counters()).calls
-        topk.observe(Snapshot(entries), now=now * 30)
+        topk.observe(Snapshot(entries))
         prometheus.scrape(topk)
     assert fp(1) not in by_fingerprint(topk)
     assert prometheus.increase == 211  # every call once
@@ -140,8 +140,8 @@ class PrometheusView:
 def test_the_exported_text_keeps_no_literal_even_where_postgresql_does() -> None:
     """pg_stat_statements keeps utility statements' literals as they were typed (a password in ALTER ROLE)."""
     topk = TopK(k=1)
-    topk.observe(Snapshot([]), now=0)
+    topk.observe(Snapshot([]))
     statement = "ALTER ROLE app PASSWORD 'hunter2-secret'"
-    topk.observe(Snapshot([entry(1, 1, 9.0, query=statement)]), now=30)
+    topk.observe(Snapshot([entry(1, 1, 9.0, query=statement)]))
     (member, _other) = topk.series()
     assert member.query == "alter role app password ?" and member.statement_type == "other"
