@@ -22,7 +22,7 @@ STATEMENTS = text(
     SELECT s.userid, s.dbid, s.queryid, s.toplevel, left(s.query, :text_chars) AS query,
            s.calls, s.total_exec_time, s.rows, s.shared_blks_hit, s.shared_blks_read
     FROM pg_stat_statements AS s
-    WHERE s.queryid IS NOT NULL
+    WHERE s.queryid IS NOT NULL AND s.toplevel  -- with track = all, nested statements' time is in their caller's
       AND (cardinality(CAST(:databases AS text[])) = 0
            OR s.dbid IN (SELECT oid FROM pg_database WHERE datname = ANY(CAST(:databases AS text[]))))
     """
