@@ -29,7 +29,9 @@ jump, and ``sum(rate(...))`` would count the departed query's whole history a se
 (``test_folding_into_other_would_count_history_twice`` pins that). Here each delta is booked once, in the
 series that is a member when it happens; a series that joins starts at 0, and the
 delta of the read where it joined goes to "other". Every series is monotonic while it exists, and
-``sum(increase(...))`` over all series equals the increase of the server's own totals.
+``sum(increase(...))`` over all series equals the increase of the server's own totals, provided Prometheus
+scrapes at least as often as the exporter reads (15 s against 30 s as shipped): a joiner's first sample is
+then its 0, and increase() counts from it.
 """
 
 from __future__ import annotations
