@@ -84,6 +84,7 @@ NAVIGATION = {
     "vibelux-business": "Business",
     "vibelux-backups": "Backups",
     "vibelux-revenue": "Revenue and retention",
+    "vibelux-queries": "Database queries",
 }
 # alert_rules/backups.yml: BackupTooOld and RestoreDrillFailed past two days, WalArchiveLagging past 300 s
 TWO_DAYS = 2 * 86400
@@ -1379,6 +1380,227 @@ def revenue() -> dict[str, Any]:
     )
 
 
+# The query exporter's statement text, one per fingerprint, to join onto its counters (exporters/queries).
+STATEMENT_TEXT = "topk by (fingerprint) (1, max by (fingerprint, query) (pg_statement_info))"
+AVAILABLE = (
+    {
+        "type": "value",
+        "options": {"0": {"text": "not installed", "color": "orange"}, "1": {"text": "installed", "color": "green"}},
+    },
+)
+
+
+def statement_table(title: str, expr: str, unit: str, description: str) -> Panel:
+    """The top statements over the shown period, with their text (the "other" bucket has none: left out)."""
+    return panel(
+        title,
+        Q(f"topk(10, ({expr}) * on (fingerprint) group_left (query) {STATEMENT_TEXT})", instant=True, table=True),
+        unit=unit,
+        kind="table",
+        width=24,
+        height=9,
+        description=description,
+        no_value="No statements yet: the exporter needs two reads of pg_stat_statements",
+        transformations=(
+            organize(
+                {"fingerprint": "Fingerprint", "statement_type": "Type", "query": "Statement", "Value": title},
+                hide=("Time", "job", "instance"),
+            ),
+        ),
+    )
+
+
+def queries() -> dict[str, Any]:
+    """What the databases spend their time on: PostgreSQL's own statistics (the query exporter, top K plus
+    other), the services' statement timer (every engine, SQLite too), and index suggestions hypopg confirmed."""
+    exec_seconds = "sum by (fingerprint, statement_type) (increase(pg_statement_exec_seconds_total[$__range]))"
+    calls = "sum by (fingerprint, statement_type) (increase(pg_statement_calls_total[$__range]))"
+    hits = f"sum(rate(pg_statement_shared_blocks_hit_total[{RATE}]))"
+    reads = f"sum(rate(pg_statement_shared_blocks_read_total[{RATE}]))"
+    by_fingerprint = "sum by (fingerprint) (rate({metric}[" + RATE + "]))"
+    service_sum = f"sum by (service, fingerprint) (rate(db_statement_duration_seconds_sum[{RATE}]))"
+    service_count = f"sum by (service, fingerprint) (rate(db_statement_duration_seconds_count[{RATE}]))"
+    return build_dashboard(
+        "vibelux-queries",
+        "VibeLux / Database queries",
+        [
+            Row(
+                "PostgreSQL: top statements (pg_stat_statements)",
+                (
+                    statement_table(
+                        "Total time",
+                        exec_seconds,
+                        "s",
+                        "Execution time over the shown period, by statement fingerprint (the normalised text).",
+                    ),
+                    statement_table("Calls", calls, "short", "Calls over the shown period."),
+                    statement_table(
+                        "Mean time",
+                        f"{exec_seconds} / ({calls} > 0)",
+                        "s",
+                        "Execution time per call over the shown period, among the exporter's top K by total time.",
+                    ),
+                    panel(
+                        "Execution time by statement",
+                        Q(
+                            f"topk(10, {by_fingerprint.format(metric='pg_statement_exec_seconds_total')})",
+                            "{{fingerprint}}",
+                        ),
+                        unit="s",
+                        stack=True,
+                        description="Seconds of execution per second; other: every statement outside the top K.",
+                    ),
+                    panel(
+                        "Calls by statement",
+                        Q(f"topk(10, {by_fingerprint.format(metric='pg_statement_calls_total')})", "{{fingerprint}}"),
+                        unit="ops",
+                    ),
+                    panel(
+                        "Mean time per call",
+                        Q(
+                            f"topk(10, {by_fingerprint.format(metric='pg_statement_exec_seconds_total')}"
+                            f" / ({by_fingerprint.format(metric='pg_statement_calls_total')} > 0))",
+                            "{{fingerprint}}",
+                        ),
+                        unit="s",
+                    ),
+                ),
+            ),
+            Row(
+                "PostgreSQL: cache and statistics",
+                (
+                    stat(
+                        "Shared-buffer hit ratio",
+                        Q(f"{hits} / ({hits} + {reads})", "hit ratio"),
+                        unit="percentunit",
+                        thresholds=((None, "red"), (0.9, "yellow"), (0.99, "green")),
+                        description="Blocks the statements found in shared buffers, against those read from disk "
+                        "or the OS cache.",
+                    ),
+                    panel(
+                        "Shared-buffer hit ratio over time",
+                        Q(f"{hits} / ({hits} + {reads})", "hit ratio"),
+                        unit="percentunit",
+                        width=8,
+                    ),
+                    panel(
+                        "Blocks read from disk by statement",
+                        Q(
+                            f"topk(10, {by_fingerprint.format(metric='pg_statement_shared_blocks_read_total')})",
+                            "{{fingerprint}}",
+                        ),
+                        unit="short",
+                        width=6,
+                    ),
+                    stat(
+                        "Statements tracked",
+                        Q("sum(pg_statements_entries)", "entries"),
+                        unit="short",
+                        width=3,
+                        description="Entries pg_stat_statements holds; the exporter keeps the top K of them.",
+                    ),
+                    stat(
+                        "Evicted entries",
+                        Q("sum(increase(pg_statements_deallocations_total[$__range]))", "evicted"),
+                        unit="short",
+                        width=3,
+                        description="Entries dropped at pg_stat_statements.max over the shown period: raise it "
+                        "when this grows, their calls between two reads are lost.",
+                    ),
+                ),
+            ),
+            Row(
+                "PostgreSQL: index suggestions (hypopg)",
+                (
+                    panel(
+                        "Index suggestions the planner confirmed",
+                        Q(
+                            "max by (table, column, fingerprint) (pg_index_suggestion_cost_reduction_ratio)"
+                            f" * on (fingerprint) group_left (query) {STATEMENT_TEXT}",
+                            instant=True,
+                            table=True,
+                        ),
+                        unit="percentunit",
+                        kind="table",
+                        width=18,
+                        no_value="None: no sequential scan a single-column index would fix (or hypopg is missing)",
+                        description="CREATE INDEX ON <table> (<column>) makes the planner use the index for the "
+                        "statement and cuts its estimated cost by this much (a hypothetical index, never built). "
+                        "Checked for the slowest SELECTs on the tables most read by sequential scans.",
+                        transformations=(
+                            organize(
+                                {
+                                    "table": "Table",
+                                    "column": "Column",
+                                    "Value": "Cost reduction",
+                                    "query": "Statement",
+                                    "fingerprint": "Fingerprint",
+                                },
+                                hide=("Time", "job", "instance"),
+                            ),
+                        ),
+                    ),
+                    stat(
+                        "Extensions",
+                        Q("max by (extension) (pg_insights_extension_available)", "{{extension}}"),
+                        unit="short",
+                        width=6,
+                        mappings=AVAILABLE,
+                        description="pg_stat_statements feeds the statements; hypopg the suggestions.",
+                    ),
+                ),
+            ),
+            Row(
+                "Services: statement timer (SQLite and PostgreSQL)",
+                (
+                    panel(
+                        "Statement time by service and fingerprint",
+                        Q(f"topk(10, {service_sum})", "{{service}} {{fingerprint}}"),
+                        unit="s",
+                        description="Seconds spent per second in statements, timed in each service's process "
+                        "(service_kit/statements.py); fingerprints past the cap are other.",
+                    ),
+                    panel(
+                        "Statements by service and type",
+                        Q(
+                            f"sum by (service, statement_type) (rate(db_statement_duration_seconds_count[{RATE}]))",
+                            "{{service}} {{statement_type}}",
+                        ),
+                        unit="ops",
+                    ),
+                    panel(
+                        "Statement latency by service",
+                        *quantiles("db_statement_duration_seconds", 0.5, 0.95, by="service", legend="{{service}}"),
+                        unit="s",
+                    ),
+                    panel(
+                        "Slowest statements (mean) by service",
+                        Q(f"topk(10, {service_sum} / ({service_count} > 0))", "{{service}} {{fingerprint}}"),
+                        unit="s",
+                        width=12,
+                        description="The slow-statement log line carries the same fingerprint, with the "
+                        "normalised text and never the parameters.",
+                    ),
+                    panel(
+                        "Query exporter runs",
+                        Q(f"sum by (task) (rate(pg_insights_task_errors_total[{RATE}]))", "{{task}} errors"),
+                        Q("time() - max by (task) (pg_insights_task_last_success_timestamp_seconds)", "{{task}} age"),
+                        unit="short",
+                        width=12,
+                        no_value="No query exporter: it runs where a PostgreSQL does (docker-compose.production.yml)",
+                    ),
+                ),
+            ),
+        ],
+        description="Database queries: PostgreSQL's statement statistics (exporter-queries, job queries), the "
+        "services' statement timer on every engine, and index suggestions confirmed with hypopg.",
+        tags=["databases"],
+        annotations=ANNOTATIONS,
+        links=LINKS,
+        refresh="1m",
+    )
+
+
 DASHBOARDS = {
     "overview": overview,
     "infrastructure": infrastructure,
@@ -1389,4 +1611,5 @@ DASHBOARDS = {
     "business": business,
     "backups": backups,
     "revenue": revenue,
+    "queries": queries,
 }

@@ -88,7 +88,9 @@ def create_admin_app(
     """``runtime``: share the proxy's (single-process memory mode); else one is built on the same Redis.
     ``reload``: how to read the config file again (tier reload)."""
     app = Flask("ratelimit_proxy.admin")
-    kit = ServiceKit("ratelimit-proxy-admin", sentry=settings.sentry, logging_settings=settings.logging)
+    kit = ServiceKit(
+        "ratelimit-proxy-admin", sentry=settings.sentry, logging_settings=settings.logging, database=settings.database
+    )
     kit.init_app(app)
     runtime = runtime or Runtime(settings, kit.metrics.registry, reload=reload)
     kit.metrics.add_scrape_collector(ActiveBansCollector(lambda: len(runtime.bans.active())))
@@ -102,6 +104,7 @@ def create_admin_app(
         app.before_request(accept_bootstrap_token)
     if settings.usage.database_url:  # read only: the proxy's workers write the rollups
         app.extensions[USAGE_DATABASE] = read_only_engine(settings.usage.database_url, USAGE_QUERY_SECONDS)
+        kit.statements.instrument(app.extensions[USAGE_DATABASE], "usage")
     api.init_app(app)
     app.register_blueprint(bp)
     app.extensions["ratelimit_proxy"] = runtime

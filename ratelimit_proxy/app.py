@@ -33,11 +33,13 @@ def create_app(
         logging_settings=settings.logging,
         log_requests=settings.log_proxied_requests,
         endpoints=False,
+        database=settings.database,
     )
     kit.init_app(app)
     runtime = Runtime(settings, registry or kit.metrics.registry, limiter, store, reload)
     runtime.listen_for_changes()
     if runtime.usage is not None:
+        kit.statements.instrument(runtime.usage.writer.engine, "usage")
         runtime.usage.start()
     app.extensions["ratelimit_proxy"] = runtime
     app.wsgi_app = Gateway(runtime, Upstream(settings.upstream), kit)  # type: ignore[method-assign]

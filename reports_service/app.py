@@ -42,6 +42,7 @@ def create_app(settings: ReportsSettings | None = None, *, start_jobs: bool = Tr
     Auth(db).init_app(app)
     platform = PlatformData()
     platform.init_app(app, settings.platform.url)
+    kit.statements.instrument(platform.get_engine(), "platform")
     metrics = ReportMetrics(kit.metrics.registry)
     scheduler = Scheduler(settings, platform.get_engine, metrics)
     jobs = Jobs(db, settings.jobs)

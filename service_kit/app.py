@@ -22,7 +22,8 @@ from service_kit.logs import configure_logging
 from service_kit.metrics import Metrics, elapsed_seconds, route_template
 from service_kit.openapi import BoundedIntegerConverter
 from service_kit.sentry import init_sentry
-from service_kit.settings import LoggingSettings, SentrySettings
+from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings
+from service_kit.statements import StatementTimer
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 request_log = logging.getLogger("service_kit.request")
@@ -39,6 +40,7 @@ class ServiceKit:
         max_body_bytes: int | None = None,
         log_requests: bool = True,
         endpoints: bool = True,
+        database: DatabaseSettings | None = None,
     ) -> None:
         self.service = service
         self.version = version
@@ -51,16 +53,20 @@ class ServiceKit:
         self.endpoints = endpoints
         self.metrics = Metrics(service, version)
         self.health = Health(service)
+        # Every engine the service uses is timed by this one (Database.init_app attaches it to its own).
+        self.statements = StatementTimer(self.metrics.registry, service, database or DatabaseSettings())
         self.sentry_enabled = False
 
     @classmethod
     def from_settings(cls, service: str, settings: Any, **options: Any) -> ServiceKit:
-        """A kit configured from the sections every service's settings share (sentry, logging, server)."""
+        """A kit configured from the sections every service's settings share (sentry, logging, server,
+        database)."""
         return cls(
             service,
             sentry=settings.sentry,
             logging_settings=settings.logging,
             max_body_bytes=settings.server.max_body_bytes,
+            database=getattr(settings, "database", None),
             **options,
         )
 

@@ -71,6 +71,7 @@ class Database:
         kit = app.extensions.get("service_kit")
         if kit is not None:
             kit.health.add_check("database", self.ping)
+            kit.statements.instrument(self.engine)
 
     def _remove_session(self, _exc: BaseException | None) -> None:
         self.session.remove()

@@ -54,6 +54,10 @@ class JWTSettings:
 class DatabaseSettings:
     url: str = checked("sqlite:///.run/service.sqlite3", url_check("sqlite", "postgresql", "postgresql+psycopg"))
     echo: bool = False
+    # service_kit/statements.py: statements at least this slow get a log line (fingerprint and duration only)
+    slow_statement_seconds: float = checked(0.25, positive)
+    # distinct fingerprints with their own histogram series per process; later ones are "other"
+    statement_fingerprints: int = checked(50, lambda v: None if 1 <= v <= 500 else "between 1 and 500 fingerprints")
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,9 @@ class PostgresServer(ManagedProcess):
         return [
             str(self.bindir / "postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-k", str(self.workdir), "-c", "fsync=off",
+            # query insights (tests/exporters/test_query_insights.py): counts in shared memory, read through the
+            # view a test's CREATE EXTENSION adds to its own database
+            "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.max=20000",
         ]  # fmt: skip
 
     def start(self) -> None:

@@ -403,3 +403,22 @@ def test_node_exporter_sees_the_host_and_is_the_only_source_of_node_series() -> 
         assert jobs["node"]["static_configs"] == [{"targets": ["host.docker.internal:9100"]}]
     for name in ("prometheus", "prometheus-2"):
         assert "host.docker.internal:host-gateway" in PRODUCTION_SERVICES[name]["extra_hosts"]
+
+
+def test_production_postgres_feeds_the_query_exporter_which_compose_prometheus_finds_by_dns() -> None:
+    command = PRODUCTION_SERVICES["postgres"]["command"]
+    assert "shared_preload_libraries=pg_stat_statements" in command
+    assert (
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;"
+        in (REPO / "config" / "postgres" / "create-databases.sql").read_text()
+    )
+    exporter = PRODUCTION_SERVICES["exporter-queries"]
+    assert exporter["environment"]["EXPORTER_QUERIES_DATABASE__URL"].startswith(
+        "postgresql+psycopg://vibelux:${POSTGRES_PASSWORD:?"
+    )
+    for config in ("prometheus.compose.yml", "prometheus.compose.ha.yml"):
+        jobs = yaml.safe_load((REPO / "config" / config).read_text())["scrape_configs"]
+        (job,) = [job for job in jobs if job["job_name"] == "queries"]
+        assert job["dns_sd_configs"] == [
+            {"names": ["exporter-queries"], "type": "A", "port": 9105, "refresh_interval": "30s"}
+        ]

@@ -34,6 +34,7 @@ from service_kit.settings import DatabaseSettings
 from service_kit.tiers import TIERS
 from tests.ratelimit_proxy.conftest import admin_token
 from tests.servers import PostgresServer
+from tests.service_kit.service_statements import assert_readiness_probe_counted, statement_series
 
 START = datetime(2026, 11, 30, 22, 50)  # the generated hours cross an hour and a UTC day
 AI_ROUTES = ["/api/ai/*", "/api/ai/complete"]
@@ -419,3 +420,12 @@ def test_usage_routes_are_503_while_the_database_is_down(
         assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     finally:
         app.extensions["ratelimit_proxy"].close()
+
+
+def test_admin_usage_queries_are_timed_by_the_kit_on_the_usage_database(
+    admin_usage: tuple[FlaskClient, dict[str, str], str],
+) -> None:
+    client, headers, _url = admin_usage
+    assert_readiness_probe_counted(client.application)  # the admin records' own database
+    assert client.get(USAGE_PATHS[2], headers=headers).status_code == 200
+    assert sum(statement_series(client.application, "usage").values()) > 0

@@ -41,6 +41,7 @@ from service_kit.config import ConfigError
 from service_kit.requests import hash_token
 from tests.ratelimit_proxy.conftest import TEST_TIERS, Upstream
 from tests.servers import PostgresServer
+from tests.service_kit.service_statements import statement_series
 
 STARTUP_KEY = "vbx_usage_startup_key"
 STATIC = [StaticKey(sha256=hash_token(STARTUP_KEY), tier="startup", owner="acme")]
@@ -502,3 +503,19 @@ def test_concurrent_recording_loses_no_call(tmp_path: Path) -> None:
         thread.join()
     usage.flush()
     assert sum(totals(url)[f"k{i}"] for i in range(3)) == 6000
+
+
+def test_the_rollup_writes_are_timed_by_the_kit_as_the_usage_database(usage_proxy: Flask) -> None:
+    usage_proxy.test_client().get("/api/v1/users", headers={"Authorization": f"Bearer {STARTUP_KEY}"})
+    usage_proxy.extensions["ratelimit_proxy"].usage.flush()
+    assert sum(statement_series(usage_proxy, "usage").values()) >= 1
+    registry = usage_proxy.extensions["service_kit"].metrics.registry
+    inserts = [
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "db_statement_duration_seconds_count"
+        and sample.labels["database"] == "usage"
+        and sample.labels["statement_type"] == "insert"
+    ]
+    assert inserts and min(inserts) >= 1  # the rollup's upsert (INSERT … ON CONFLICT)

@@ -1,0 +1,20 @@
+"""`vibelux-exporter-queries serve`: pg_stat_statements as bounded top-K series, and index suggestions."""
+
+from __future__ import annotations
+
+from exporters.database import read_only_engine
+from exporters.queries.exporter import QueryInsightsExporter
+from exporters.queries.settings import ENV_PREFIX, QueriesSettings
+from exporters.serving import Exporter, exporter_cli
+
+
+def build(settings: QueriesSettings) -> Exporter:
+    engine = read_only_engine(settings.database.url, settings.statements.timeout_seconds)
+    exporter = QueryInsightsExporter(engine, settings)
+    return Exporter(exporter.registry, exporter.start, exporter.stop, exporter.book.ready)
+
+
+main = exporter_cli("queries", QueriesSettings, ENV_PREFIX, build)
+
+if __name__ == "__main__":
+    main()
