@@ -25,7 +25,15 @@ from backups.settings import BackupSettings
 from backups.store import ArchiverStatus, BackupError, Store
 from service_kit.app import ServiceKit
 from service_kit.db import Database
+from service_kit.index import ServiceDocs
 from service_kit.jobs import Jobs
+
+DOCS = ServiceDocs(
+    "Backups",
+    "Backups, continuous replication and restore drills of the platform's databases; their metrics.",
+    "Backups and recovery (backups/)",
+    "backups.md",
+)
 
 
 def open_stores(settings: BackupSettings) -> dict[str, Store]:
@@ -39,7 +47,7 @@ def open_stores(settings: BackupSettings) -> dict[str, Store]:
 
 def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
     app = Flask(__name__)
-    kit = ServiceKit.from_settings("backup", settings)
+    kit = ServiceKit.from_settings("backup", settings, docs=DOCS)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)
