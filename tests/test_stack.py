@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.servers import wait_until
+from tests.test_index_pages import NOT_OURS, printed_ports
 
 REPO = Path(__file__).resolve().parents[1]
 HEALTH_METRICS = "http://127.0.0.1:9102/metrics"
@@ -65,6 +66,9 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
             wait_until(lambda b=base: requests.get(f"{b}/healthz", timeout=2).status_code == 200, timeout=120)
             assert requests.get(f"{base}/readyz", timeout=5).status_code == 200, name
             assert "# TYPE" in requests.get(f"{base}/metrics", timeout=5).text, name
+        # Every URL printed at start that is the stack's own answers at `/` (tests/test_index_pages.py).
+        for port in printed_ports() - set(NOT_OURS):
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200, port
         wait_until(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=2).ok, timeout=60)
         wait_until(lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=2).ok, timeout=60)
         # Links point where the stack is reached (config/urls.yml): Prometheus and Alertmanager know their
