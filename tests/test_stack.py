@@ -66,9 +66,6 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
             wait_until(lambda b=base: requests.get(f"{b}/healthz", timeout=2).status_code == 200, timeout=120)
             assert requests.get(f"{base}/readyz", timeout=5).status_code == 200, name
             assert "# TYPE" in requests.get(f"{base}/metrics", timeout=5).text, name
-        # Every URL printed at start that is the stack's own answers at `/` (tests/test_index_pages.py).
-        for port in printed_ports() - set(NOT_OURS):
-            assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200, port
         wait_until(lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=2).ok, timeout=60)
         wait_until(lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=2).ok, timeout=60)
         # Links point where the stack is reached (config/urls.yml): Prometheus and Alertmanager know their
@@ -89,6 +86,9 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
         assert proxied.status_code == 200
         assert "RateLimit-Policy" in proxied.headers
         assert "RateLimit" in proxied.headers
+        # Every URL printed at start that is the stack's own answers at `/` (tests/test_index_pages.py).
+        for port in printed_ports() - set(NOT_OURS):
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200, port
         # The health grid is green offline: AI and payments probe the demo's stand-in status pages.
         for service in ("api", "database", "redis", "ai", "payments"):
             wait_until(
