@@ -117,9 +117,15 @@ def serve(exporter: Exporter, server: ExporterServerSettings, name: str, docs: S
 
 
 def exporter_cli(
-    name: str, settings_cls: type[S], env_prefix: str, build: Callable[[S], Exporter], docs: ServiceDocs
+    name: str,
+    settings_cls: type[S],
+    env_prefix: str,
+    build: Callable[[S], Exporter],
+    docs: ServiceDocs,
+    add_commands: Callable[[click.Group, Callable[[], S]], None] | None = None,
 ) -> Callable[..., Any]:
-    """`vibelux-exporter-<name>` with `serve`, `check-config` and `config env`, like the services' CLIs.
+    """`vibelux-exporter-<name>` with `serve`, `check-config` and `config env`, like the services' CLIs;
+    `add_commands(group, load)` adds an exporter's own.
 
     The config file is --config, else $VIBELUX_EXPORTER_<NAME>_CONFIG, else config/exporters/<name>.yml.
     A bad config ends any command with one line on stderr and exit code 2 (service_kit.cli.run).
@@ -146,6 +152,8 @@ def exporter_cli(
         serve(exporter, settings.server, name, docs)
 
     kit_cli.add_config_commands(group, load, settings_cls, env_prefix)
+    if add_commands is not None:
+        add_commands(group, load)
 
     def main(argv: list[str] | None = None) -> None:
         kit_cli.run(group, argv)
