@@ -26,7 +26,6 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from service_kit import cli as kit_cli
 from service_kit.config import checked, load_settings, port_check
 from service_kit.index import EXPORTER_PATHS, ServiceDocs, build_index
-from service_kit.urls import load_urls
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,6 @@ def exporter_app(exporter: Exporter, name: str, docs: ServiceDocs) -> Callable[.
     the same health endpoints as the services (service_kit.health), so `make up` checks all alike. `/` is
     the kit's index linking them, as node_exporter's landing page links its /metrics."""
     metrics = make_wsgi_app(exporter.registry)
-    index = build_index(f"exporter-{name}", docs, EXPORTER_PATHS, load_urls().runbooks_base)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -79,6 +77,7 @@ def exporter_app(exporter: Exporter, name: str, docs: ServiceDocs) -> Callable[.
             start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [body]
         if path == "/":
+            index = build_index(f"exporter-{name}", docs, EXPORTER_PATHS)
             body, content_type = index.response(environ.get("HTTP_ACCEPT", ""))
             start_response("200 OK", [("Content-Type", content_type), ("Vary", "Accept")])
             return [body]

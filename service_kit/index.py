@@ -15,7 +15,9 @@ Flask app (the demo upstream), and `build_index(...).response(accept)` answers i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,7 +26,10 @@ from markupsafe import escape
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
+from service_kit.config import ConfigError
 from service_kit.urls import load_urls
+
+log = logging.getLogger(__name__)
 
 # The paths the kit and the exporters serve, in the order a person wants them, with what each is for.
 STANDARD_PATHS = {
@@ -92,7 +97,19 @@ class Index:
         return self.as_json(), "application/json"
 
 
-def build_index(service: str, docs: ServiceDocs, paths: Iterable[str], runbooks_base: str) -> Index:
+@functools.cache
+def runbooks_base() -> str | None:
+    """Where runbook links point (config/urls.yml), read once, when the first index is asked for: a process
+    started away from the stack's config (a test's working directory) still starts, and its index links no
+    runbook, as its log says once. The stack's own processes run where config/ is (make up, the image)."""
+    try:
+        return load_urls().runbooks_base
+    except ConfigError as error:
+        log.warning("index pages link no runbook: %s", error)
+        return None
+
+
+def build_index(service: str, docs: ServiceDocs, paths: Iterable[str]) -> Index:
     """The index of a process serving `paths`: the standard ones among them, in STANDARD_PATHS' order."""
     served = set(paths)
     return Index(
@@ -102,7 +119,7 @@ def build_index(service: str, docs: ServiceDocs, paths: Iterable[str], runbooks_
         [Link(path, title) for path, title in STANDARD_PATHS.items() if path in served],
         {
             "readme": f"README.md, section “{docs.readme_section}”",
-            "runbook": f"{runbooks_base}/{docs.runbook}" if docs.runbook else None,
+            "runbook": f"{base}/{docs.runbook}" if docs.runbook and (base := runbooks_base()) else None,
         },
     )
 
@@ -111,25 +128,18 @@ bp = Blueprint("service_kit_index", __name__)
 EXTENSION = "service_kit_index"
 
 
-@dataclass(frozen=True)
-class _Installed:
-    service: str
-    docs: ServiceDocs
-    runbooks_base: str
-
-
 def install_index(app: Flask, service: str, docs: ServiceDocs) -> None:
-    """`GET /` on a Flask app; the runbook base is read now, so a bad config/urls.yml stops start-up."""
-    app.extensions[EXTENSION] = _Installed(service, docs, load_urls().runbooks_base)
+    """`GET /` on a Flask app."""
+    app.extensions[EXTENSION] = (service, docs)
     app.register_blueprint(bp)
 
 
 @bp.get("/")
 def index() -> Response:
     """The app's index, linking the standard paths its URL map serves."""
-    installed: _Installed = current_app.extensions[EXTENSION]
+    service, docs = current_app.extensions[EXTENSION]
     served = {rule.rule for rule in current_app.url_map.iter_rules() if "GET" in (rule.methods or ())}
-    page = build_index(installed.service, installed.docs, served, installed.runbooks_base)
+    page = build_index(service, docs, served)
     body, content_type = page.response(request.headers.get("Accept", ""))
     response = current_app.response_class(body, content_type=content_type)
     response.vary.add("Accept")  # a cache must not hand a browser's page to a script

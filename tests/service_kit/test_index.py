@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from service_kit.app import ServiceKit
-from service_kit.index import wants_html
+from service_kit.index import ServiceDocs, runbooks_base, wants_html
 from tests.service_kit.example_service import DOCS
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"  # Firefox's
@@ -63,3 +66,33 @@ def test_no_index_without_docs_leaves_root_unclaimed() -> None:
     app = Flask("proxy-like")
     ServiceKit("proxy-like").init_app(app)
     assert app.test_client().get("/").status_code == 404
+
+
+@pytest.fixture
+def fresh_urls() -> Iterator[None]:
+    """The runbook base is read once per process: these tests read it again, and leave it to be read again."""
+    runbooks_base.cache_clear()
+    yield
+    runbooks_base.cache_clear()
+
+
+RUNBOOK_DOCS = ServiceDocs("Flags-like", "A service with a runbook page.", "Feature flags (flags_service/)", "flags.md")
+
+
+def test_runbook_link_is_built_on_the_public_desk_url(fresh_urls: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIBELUX_URLS_DESK", "http://vm:8081")
+    app = Flask("with-runbook")
+    ServiceKit("with-runbook", docs=RUNBOOK_DOCS).init_app(app)
+    assert app.test_client().get("/").get_json()["docs"]["runbook"] == "http://vm:8081/runbooks/flags.md"
+
+
+def test_a_process_started_away_from_config_still_serves_its_index_without_a_runbook_link(
+    fresh_urls: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config/urls.yml here
+    app = Flask("elsewhere")
+    ServiceKit("elsewhere", docs=RUNBOOK_DOCS).init_app(app)
+    response = app.test_client().get("/")
+    assert response.status_code == 200
+    assert response.get_json()["docs"]["runbook"] is None
+    assert "index pages link no runbook: config error in config/urls.yml" in caplog.text
