@@ -84,3 +84,10 @@ def test_shipped_config_bans_loopback_for_an_attack_path(
     assert client.get("/api/v1/users", environ_base=local).status_code == 403
     (ban,) = app.extensions["ratelimit_proxy"].bans.active()
     assert ipaddress.ip_network(ban.network) == ipaddress.ip_network(address)
+
+
+def test_compose_files_leave_the_allow_list_as_shipped() -> None:
+    """Compose runs the shipped config: only the Procfile (make up) allow-lists loopback."""
+    for compose in sorted(ROOT.glob("docker-compose*.yml")):
+        assert "ABUSE__ALLOW" not in compose.read_text(), compose.name
+    assert "ABUSE__ALLOW" in procfile.commands()["proxy"]
