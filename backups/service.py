@@ -29,9 +29,17 @@ from backups.settings import BackupSettings
 from backups.store import ArchiverStatus, BackupError, Store
 from service_kit.app import ServiceKit
 from service_kit.db import Database
+from service_kit.index import ServiceDocs
 from service_kit.jobs import Jobs
 
 log = logging.getLogger("backups.service")
+
+DOCS = ServiceDocs(
+    "Backups",
+    "Backups, continuous replication and restore drills of the platform's databases; their metrics.",
+    "Backups and recovery (backups/)",
+    "backups.md",
+)
 
 
 def open_stores(settings: BackupSettings) -> dict[str, Store]:
@@ -45,7 +53,7 @@ def open_stores(settings: BackupSettings) -> dict[str, Store]:
 
 def create_app(settings: BackupSettings, start_jobs: bool = True) -> Flask:
     app = Flask(__name__)
-    kit = ServiceKit.from_settings("backup", settings)
+    kit = ServiceKit.from_settings("backup", settings, docs=DOCS)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)

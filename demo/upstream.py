@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import run_simple
 
+from service_kit.index import ServiceDocs, install_index
+
 CHUNK = 64 * 1024
+DOCS = ServiceDocs(
+    "Demo upstream API",
+    "The stand-in platform API that the rate-limiting proxy protects under `make up`; call it through the proxy.",
+    "Rate-limiting proxy (ratelimit_proxy/)",
+)
 
 
 def create_app() -> Flask:
@@ -39,6 +46,8 @@ def create_app() -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(status="ok")
+
+    install_index(app, "demo-api", DOCS)  # also what the proxy's port answers at `/`
 
     @app.get("/_demo/providers/<any(ai, payments):provider>/status")
     def provider_status(provider: str) -> Response:

@@ -25,6 +25,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from service_kit import cli as kit_cli
 from service_kit.config import checked, load_settings, port_check
+from service_kit.index import EXPORTER_PATHS, ServiceDocs, build_index
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,10 @@ class QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would drown the exporter's own log."""
 
 
-def exporter_app(exporter: Exporter, name: str) -> Callable[..., Iterable[bytes]]:
+def exporter_app(exporter: Exporter, name: str, docs: ServiceDocs) -> Callable[..., Iterable[bytes]]:
     """WSGI app: /metrics (the registry), /healthz (the process answers), /readyz (first results are in);
-    the same health endpoints as the services (service_kit.health), so `make up` checks all alike."""
+    the same health endpoints as the services (service_kit.health), so `make up` checks all alike. `/` is
+    the kit's index linking them, as node_exporter's landing page links its /metrics."""
     metrics = make_wsgi_app(exporter.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -73,6 +75,11 @@ def exporter_app(exporter: Exporter, name: str) -> Callable[..., Iterable[bytes]
             ok = path == "/healthz" or exporter.ready()
             body = json.dumps({"status": "ok" if ok else "fail", "service": f"exporter-{name}"}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        if path == "/":
+            index = build_index(f"exporter-{name}", docs, EXPORTER_PATHS)
+            body, content_type = index.response(environ.get("HTTP_ACCEPT", ""))
+            start_response("200 OK", [("Content-Type", content_type), ("Vary", "Accept")])
             return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: see /metrics, /healthz, /readyz\n"]
@@ -90,9 +97,10 @@ def register_build_info(registry: CollectorRegistry, exporter: str) -> None:
     info.labels(f"exporter-{exporter}", package_version, sys.version.split()[0]).info({})
 
 
-def serve(exporter: Exporter, server: ExporterServerSettings, name: str) -> None:
+def serve(exporter: Exporter, server: ExporterServerSettings, name: str, docs: ServiceDocs) -> None:
     """Serve until SIGINT or SIGTERM, with the exporter's background jobs running meanwhile."""
-    httpd = make_server(server.host, server.port, exporter_app(exporter, name), ThreadingWSGIServer, QuietHandler)
+    app = exporter_app(exporter, name, docs)
+    httpd = make_server(server.host, server.port, app, ThreadingWSGIServer, QuietHandler)
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
     log.info("serving metrics on http://%s:%d/metrics", server.host, server.port)
     done = threading.Event()
@@ -108,9 +116,15 @@ def serve(exporter: Exporter, server: ExporterServerSettings, name: str) -> None
 
 
 def exporter_cli(
-    name: str, settings_cls: type[S], env_prefix: str, build: Callable[[S], Exporter]
+    name: str,
+    settings_cls: type[S],
+    env_prefix: str,
+    build: Callable[[S], Exporter],
+    docs: ServiceDocs,
+    add_commands: Callable[[click.Group, Callable[[], S]], None] | None = None,
 ) -> Callable[..., Any]:
-    """`vibelux-exporter-<name>` with `serve`, `check-config` and `config env`, like the services' CLIs.
+    """`vibelux-exporter-<name>` with `serve`, `check-config` and `config env`, like the services' CLIs;
+    `add_commands(group, load)` adds an exporter's own.
 
     The config file is --config, else $VIBELUX_EXPORTER_<NAME>_CONFIG, else config/exporters/<name>.yml.
     A bad config ends any command with one line on stderr and exit code 2 (service_kit.cli.run).
@@ -134,9 +148,11 @@ def exporter_cli(
         settings = load()
         exporter = build(settings)
         register_build_info(exporter.registry, name)
-        serve(exporter, settings.server, name)
+        serve(exporter, settings.server, name, docs)
 
     kit_cli.add_config_commands(group, load, settings_cls, env_prefix)
+    if add_commands is not None:
+        add_commands(group, load)
 
     def main(argv: list[str] | None = None) -> None:
         kit_cli.run(group, argv)

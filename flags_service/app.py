@@ -14,14 +14,21 @@ from flags_service.settings import FlagsSettings
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth
 from service_kit.db import Database
+from service_kit.index import ServiceDocs
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+DOCS = ServiceDocs(
+    "Feature flags",
+    "Flags, segments and rollouts per environment: the admin API, OFREP, and the snapshots the SDKs poll.",
+    "Feature flags (flags_service/)",
+    "flags.md",
+)
 
 
 def create_app(settings: FlagsSettings | None = None) -> Flask:
     settings = settings or FlagsSettings()
     app = Flask(__name__)
-    kit = ServiceKit.from_settings("flags", settings)
+    kit = ServiceKit.from_settings("flags", settings, docs=DOCS)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)

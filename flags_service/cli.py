@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime
 from typing import Any
 
 import click
@@ -18,7 +19,7 @@ import requests
 from flags_service.app import MIGRATIONS
 from flags_service.settings import FlagsSettings
 from flags_service.storage.tables import metadata
-from service_kit.cli import run, service_cli, settings_loader
+from service_kit.cli import readable_time, run, service_cli, settings_loader
 
 load_settings = settings_loader("flags", FlagsSettings, "FLAGS", "config/flags.yml")
 cli = service_cli(
@@ -153,7 +154,8 @@ def rollout(key: str, percent: str, environment: str, variant: str | None, url: 
 @with_api
 def history(key: str, url: str, token: str | None) -> None:
     for entry in Api(url, token).call("GET", f"/flags/{key}/history")["data"]:
-        click.echo(f"v{entry['version']}  {entry['createdAt']}  {entry['action']}  by {entry['actor']}")
+        when = readable_time(datetime.fromisoformat(entry["createdAt"]))
+        click.echo(f"v{entry['version']}  {when}  {entry['action']}  by {entry['actor']}")
         for change in entry["changes"]:
             before, after = json.dumps(change["before"]), json.dumps(change["after"])
             click.echo(f"    {change['path']}: {before} -> {after}")

@@ -38,6 +38,7 @@ from service_kit.auth import Auth, Principal, current_auth, require_role
 from service_kit.config import ConfigError
 from service_kit.db import Database, current_db
 from service_kit.errors import NotFoundError, ServiceUnavailableError, ValidationError
+from service_kit.index import ServiceDocs
 from service_kit.openapi import ApiDocument, DateTime
 from service_kit.requests import bearer_credential, hash_token
 from service_kit.tiers import Tier
@@ -66,6 +67,13 @@ _IPV6 = (
 # An address or a CIDR in the plain notations (no zone, no netmask form, no embedded IPv4 in IPv6): what
 # the document states is exactly what is accepted.
 NETWORK = f"^({_IPV4}(/(3[0-2]|[12]?[0-9]))?|{_IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+DOCS = ServiceDocs(
+    "Rate-limiting proxy: admin",
+    "API keys of proxied clients, their usage, IP bans and tier reloads. Proxied traffic is on the proxy's own "
+    "port, where `/` is the upstream's.",
+    "Rate-limiting proxy (ratelimit_proxy/)",
+    "ratelimit.md",
+)
 
 api = ApiDocument(
     "VibeLux rate-limiting proxy: admin API",
@@ -89,7 +97,11 @@ def create_admin_app(
     ``reload``: how to read the config file again (tier reload)."""
     app = Flask("ratelimit_proxy.admin")
     kit = ServiceKit(
-        "ratelimit-proxy-admin", sentry=settings.sentry, logging_settings=settings.logging, database=settings.database
+        "ratelimit-proxy-admin",
+        sentry=settings.sentry,
+        logging_settings=settings.logging,
+        database=settings.database,
+        docs=DOCS,
     )
     kit.init_app(app)
     runtime = runtime or Runtime(settings, kit.metrics.registry, reload=reload)

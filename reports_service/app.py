@@ -19,9 +19,16 @@ from reports_service.summary import refresh
 from service_kit.app import ServiceKit
 from service_kit.auth import Auth
 from service_kit.db import Database
+from service_kit.index import ServiceDocs
 from service_kit.jobs import Jobs
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+DOCS = ServiceDocs(
+    "Reports",
+    "Saved reports over the platform data and API usage, and schedules that mail them as PDFs.",
+    "Report builder and scheduled reports (reports_service/, :8083)",
+    "reports.md",
+)
 SWEEP_JOB = "report_schedules"
 SUMMARY_JOB = "usage_summary"
 
@@ -35,7 +42,7 @@ def create_app(settings: ReportsSettings | None = None, *, start_jobs: bool = Tr
     """``start_jobs=False``: no runner thread (tests drive ``app.extensions["jobs"].run_due()``)."""
     settings = settings or ReportsSettings()
     app = Flask(__name__)
-    kit = ServiceKit.from_settings("reports", settings)
+    kit = ServiceKit.from_settings("reports", settings, docs=DOCS)
     kit.init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)

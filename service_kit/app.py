@@ -1,7 +1,8 @@
 """``ServiceKit``: the one resource a service's ``create_app`` installs to get the platform's behaviour.
 
-It wires request ids, the JSON request log, RED metrics and `/metrics`, `/healthz` and `/readyz`, the
-JSON error shape and Sentry, so each service's factory only adds its own blueprints and resources.
+It wires request ids, the JSON request log, RED metrics and `/metrics`, `/healthz` and `/readyz`, the index
+at `/` (given the service's docs), the JSON error shape and Sentry, so each service's factory only adds its
+own blueprints and resources.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flask import Flask, Response, g, request
 from service_kit import __version__
 from service_kit.errors import register_error_handlers
 from service_kit.health import Health
+from service_kit.index import ServiceDocs, install_index
 from service_kit.logs import configure_logging
 from service_kit.metrics import Metrics, elapsed_seconds, route_template
 from service_kit.openapi import BoundedIntegerConverter
@@ -41,6 +43,7 @@ class ServiceKit:
         log_requests: bool = True,
         endpoints: bool = True,
         database: DatabaseSettings | None = None,
+        docs: ServiceDocs | None = None,
     ) -> None:
         self.service = service
         self.version = version
@@ -51,6 +54,8 @@ class ServiceKit:
         # False for an app that must not claim paths of its own (a proxy): /metrics and the health
         # endpoints are then served by a companion app (e.g. an admin app on another port).
         self.endpoints = endpoints
+        # What `/` says the service is and where it is documented (service_kit/index.py); None: no index.
+        self.docs = docs
         self.metrics = Metrics(service, version)
         self.health = Health(service)
         # Every engine the service uses is timed by this one (Database.init_app attaches it to its own).
@@ -81,6 +86,8 @@ class ServiceKit:
         if self.endpoints:
             self.metrics.init_app(app)
             self.health.init_app(app)
+            if self.docs is not None:
+                install_index(app, self.service, self.docs)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
 

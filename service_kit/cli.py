@@ -26,9 +26,14 @@ from service_kit.server import serve
 S = TypeVar("S")
 
 
-def readable_time(epoch: float) -> str:
-    """A time as a person reads it in a terminal (UTC, to the second), not epoch seconds."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def readable_time(moment: float | datetime) -> str:
+    """A time as a person reads it in a terminal (UTC, to the second), not epoch seconds or an ISO string with
+    microseconds; from epoch seconds or a datetime (one without a zone is UTC, as SQLite returns them)."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def config_path(service: str, default: str) -> Path | None:

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.servers import wait_until
+from tests.test_index_pages import NOT_OURS, printed_ports
 
 REPO = Path(__file__).resolve().parents[1]
 HEALTH_METRICS = "http://127.0.0.1:9102/metrics"
@@ -85,6 +86,13 @@ def test_make_up_serves_every_service_and_ctrl_c_leaves_nothing(tmp_path: Path) 
         assert proxied.status_code == 200
         assert "RateLimit-Policy" in proxied.headers
         assert "RateLimit" in proxied.headers
+        # Every URL printed at start that is the stack's own answers at `/` (tests/test_index_pages.py).
+        for port in printed_ports() - set(NOT_OURS):
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200, port
+        # A developer's probe of an attack path bans nobody under make up (loopback in abuse.allow, Procfile).
+        assert requests.get("http://127.0.0.1:8080/.env", timeout=5).status_code == 404
+        time.sleep(1)  # past the anonymous tier's one-second burst
+        assert requests.get("http://127.0.0.1:8080/api/v1/users", timeout=5).status_code == 200
         # The health grid is green offline: AI and payments probe the demo's stand-in status pages.
         for service in ("api", "database", "redis", "ai", "payments"):
             wait_until(

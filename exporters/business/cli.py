@@ -6,6 +6,14 @@ from exporters.business.exporter import BusinessExporter
 from exporters.business.settings import ENV_PREFIX, BusinessSettings
 from exporters.database import read_only_engine
 from exporters.serving import Exporter, exporter_cli
+from service_kit.index import ServiceDocs
+
+DOCS = ServiceDocs(
+    "Business exporter",
+    "Users, revenue, retention and usage from the platform database, by named queries on their schedules.",
+    "Business exporter (exporters/business, :9103)",
+    "business.md",
+)
 
 
 def build(settings: BusinessSettings) -> Exporter:
@@ -14,7 +22,7 @@ def build(settings: BusinessSettings) -> Exporter:
     return Exporter(exporter.registry, exporter.start, exporter.stop, exporter.book.complete)
 
 
-main = exporter_cli("business", BusinessSettings, ENV_PREFIX, build)
+main = exporter_cli("business", BusinessSettings, ENV_PREFIX, build, DOCS)
 
 if __name__ == "__main__":
     main()

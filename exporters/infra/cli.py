@@ -8,6 +8,14 @@ from prometheus_client import CollectorRegistry
 from exporters.infra.collector import NodeCollector, ProcessGroup, ProcessGroupCollector
 from exporters.infra.settings import ENV_PREFIX, InfraSettings
 from exporters.serving import Exporter, exporter_cli
+from service_kit.index import ServiceDocs
+
+DOCS = ServiceDocs(
+    "Infrastructure exporter",
+    "Host metrics under node_exporter's names, and CPU, memory and counts of the stack's own processes.",
+    "Infrastructure exporter (exporters/infra, :9101)",
+    "infrastructure.md",
+)
 
 
 def build(settings: InfraSettings) -> Exporter:
@@ -29,7 +37,7 @@ def build(settings: InfraSettings) -> Exporter:
     return Exporter(registry)
 
 
-main = exporter_cli("infra", InfraSettings, ENV_PREFIX, build)
+main = exporter_cli("infra", InfraSettings, ENV_PREFIX, build, DOCS)
 
 if __name__ == "__main__":
     main()

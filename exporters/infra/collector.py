@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -256,11 +256,30 @@ class NodeCollector(Collector):
         yield from (avail, free, size)
 
 
+SHELLS = frozenset({"sh", "dash", "bash", "ash", "ksh", "zsh"})
+
+
+class Membership(NamedTuple):
+    """The groups a process's command line matches, and whether it is a shell running `-c`."""
+
+    groups: list[str]
+    shell: bool
+
+
+def runs_shell_command(command: list[str]) -> bool:
+    """`/bin/sh -c '<line>'`: how honcho (and foreman, supervisord) starts a Procfile line."""
+    return len(command) >= 2 and command[1] == "-c" and command[0].rsplit("/", 1)[-1] in SHELLS
+
+
 class ProcessGroupCollector(Collector):
     """Per-group totals over the stack's own processes: CPU seconds, resident memory, fds, threads, count.
 
     Several processes can match one group (granian workers); their readings are summed, as process-exporter
     does. A group with no running process still reports `vibelux_processes 0`, so an alert can see it.
+    A runner's wrapper is left out: a shell running `-c` whose command line matches a group only because it
+    holds the command of its child in that group (a shell that did not exec its last command), so three
+    exporters under honcho count 3, not 4. A shell with no such child (a shell script that is the service)
+    still counts.
     """
 
     def __init__(self, source: SystemSource, groups: Sequence[ProcessGroup]) -> None:
@@ -269,17 +288,36 @@ class ProcessGroupCollector(Collector):
         # groups of each process seen at the last scrape: a command line is read and matched once per
         # process, not once per scrape (psutil.process_iter hands back the same Process objects, hashed
         # by pid and start time, so a reused pid is a new key)
-        self._membership: dict[Any, list[str]] = {}
+        self._membership: dict[Any, Membership] = {}
 
-    def _groups_of(self, process: Any) -> list[str]:
-        groups = self._membership.get(process)
-        if groups is None:
+    def _membership_of(self, process: Any) -> Membership:
+        membership = self._membership.get(process)
+        if membership is None:
             try:
-                command = " ".join(process.cmdline())
+                words = process.cmdline()
             except psutil.Error:  # exited, or a kernel thread / foreign process we may not read
-                command = ""
+                words = []
+            command = " ".join(words)
             groups = [name for name, pattern in self._groups if command and pattern.search(command)]
-        return groups
+            membership = Membership(groups, runs_shell_command(words))
+        return membership
+
+    @staticmethod
+    def _without_wrappers(membership: dict[Any, Membership]) -> dict[Any, list[str]]:
+        """Each matched process's groups, less those a shell wrapper shares with one of its children."""
+        matched = {process: m for process, m in membership.items() if m.groups}
+        if not any(m.shell for m in matched.values()):
+            return {process: m.groups for process, m in matched.items()}  # no parent to look up
+        children_groups: dict[int, set[str]] = {}
+        for process, m in matched.items():
+            try:
+                children_groups.setdefault(process.ppid(), set()).update(m.groups)
+            except psutil.Error:
+                continue
+        return {
+            process: [g for g in m.groups if g not in children_groups.get(process.pid, ())] if m.shell else m.groups
+            for process, m in matched.items()
+        }
 
     def describe(self) -> Iterable[Metric]:
         """Nothing to describe up front: registering must not read the process table."""
@@ -290,11 +328,10 @@ class ProcessGroupCollector(Collector):
             name: dict.fromkeys(("count", "user", "system", "rss", "fds", "threads"), 0.0) for name, _ in self._groups
         }
         if self._groups:
-            membership = {}
-            for process in self._source.process_iter():
-                membership[process] = matched = self._groups_of(process)
-                if matched:
-                    self._add_readings(process, [totals[name] for name in matched])
+            membership = {process: self._membership_of(process) for process in self._source.process_iter()}
+            for process, groups in self._without_wrappers(membership).items():
+                if groups:
+                    self._add_readings(process, [totals[name] for name in groups])
             self._membership = membership  # forget processes that are gone
         names = [name for name, _ in self._groups]
         cpu = CounterMetricFamily(

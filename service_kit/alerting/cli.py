@@ -20,6 +20,7 @@ from service_kit.alerting.silences import (
     parse_duration,
     parse_matchers,
 )
+from service_kit.cli import readable_time
 
 DEFAULT_URL = "http://127.0.0.1:9093"
 
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for ack in client.acks():
                 labels = " ".join(f"{name}={value}" for name, value in sorted(ack.matchers.items()))
-                until = f"{ack.ends_at:%Y-%m-%d %H:%M}Z"
+                until = readable_time(ack.ends_at)
                 print(f"{ack.silence_id}  until {until}  {ack.created_by}: {ack.comment}  [{labels}]")
     except AlertmanagerError as exc:
         print(f"vibelux-ack: {exc}", file=sys.stderr)

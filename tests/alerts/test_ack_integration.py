@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -82,6 +83,7 @@ def test_cli_ack_list_unack_round_trip(alertmanager: AlertmanagerServer, capsys:
     listing = capsys.readouterr().out
     assert silence_id in listing
     assert "bo: failing over" in listing
+    assert re.search(r"  until \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ  bo:", listing), listing  # to the second, as every CLI
 
     assert main([*base, "unack", "ServiceDown", service]) == 0
     assert capsys.readouterr().out.strip() == silence_id

@@ -12,7 +12,6 @@ scripts/alertmanager.sh clustering two peers.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import secrets
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from service_kit.auth import create_token
 from service_kit.db import make_engine
+from tests import procfile
 from tests.alerts.helpers import REPO, alertmanager_config
 from tests.alerts.stack import IncidentDesk
 from tests.servers import AlertmanagerServer, free_port, wait_until
@@ -162,17 +162,6 @@ def _notifications_sent(server: AlertmanagerServer) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
-def _procfile(name: str) -> dict[str, str]:
-    lines = (REPO / name).read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if re.match(r"^[\w-]+:", line))
-
-
-def _env(command: str) -> dict[str, str]:
-    """The VAR=value words that open a Procfile command."""
-    words = itertools.takewhile(lambda word: re.match(r"^[A-Z_]+=", word), command.split())
-    return dict(word.split("=", 1) for word in words)
-
-
 def _targets(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(alerting.alertmanagers targets, the alertmanager job's scrape targets): the lists inside `config`."""
     (manager,) = config["alerting"]["alertmanagers"]
@@ -181,9 +170,9 @@ def _targets(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def test_procfile_ha_pairs_two_alertmanagers_and_points_prometheus_at_both() -> None:
-    default, ha = _procfile("Procfile"), _procfile("Procfile.ha")
+    default, ha = procfile.commands(), procfile.commands(REPO / "Procfile.ha")
     assert "--config.file=config/prometheus.ha.yml" in ha["prometheus"]
-    first, second = _env(ha["alertmanager"]), _env(ha["alertmanager-2"])
+    first, second = procfile.environment(ha["alertmanager"]), procfile.environment(ha["alertmanager-2"])
     assert first["ALERTMANAGER_CLUSTER_PEERS"] == second["ALERTMANAGER_CLUSTER_LISTEN"]
     assert second["ALERTMANAGER_CLUSTER_PEERS"] == first["ALERTMANAGER_CLUSTER_LISTEN"]
     assert second["ALERTMANAGER_RUN_DIR"] != ".run/alertmanager"  # the script's default, the first peer's

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,8 +15,9 @@ import requests
 
 from exporters.health.settings import ENV_PREFIX, HealthSettings
 from service_kit.config import load_settings
+from tests import procfile
 from tests.exporters.helpers import SLACK_SECONDS, ExporterProcess, run_cli, sample, write_config
-from tests.servers import RedisServer, free_port, wait_until
+from tests.servers import RedisServer, free_port, port_open, wait_until
 
 
 @pytest.mark.integration
@@ -132,3 +136,53 @@ def test_config_env_lists_probe_keys_and_masks_passwords_in_urls(monkeypatch: py
     assert "EXPORTER_HEALTH_PROBES__DATABASE__TARGET=postgresql+psycopg://ops:********@db:5432/platform" in lines
     assert "EXPORTER_HEALTH_PROBES__REDIS__TARGET=redis://127.0.0.1:6379/0" in lines
     assert "hunter2" not in stdout
+
+
+def database_probe_config(tmp_path: Path, database: Path, port: int = 9102) -> Path:
+    """One SQL probe of a SQLite file, as the demo database's probe under `make up`."""
+    probe = {"kind": "sql", "target": f"sqlite:///{database}", "interval_seconds": 0.5, "timeout_seconds": 1}
+    return write_config(tmp_path / "health.yml", {"server": {"port": port}, "probes": {"database": probe}})
+
+
+@pytest.mark.integration
+def test_procfile_line_waits_for_the_demo_database_so_the_exporter_records_no_failure(tmp_path: Path) -> None:
+    """The Procfile's own commands (its provider stand-ins left out), on a database made after the exporter
+    would have probed it: the first probe it records is a success, where it used to be a failure on every
+    `make up`."""
+    database, port = tmp_path / "platform.sqlite3", free_port()
+    config = database_probe_config(tmp_path, database, port)
+    line = procfile.commands()["exporter-health"]
+    commands = re.sub(r"^export [^;]*; ", "", line).replace("config/exporters/health.yml", str(config))
+    shell = subprocess.Popen(["/bin/sh", "-c", commands], cwd=procfile.REPO, stdout=subprocess.DEVNULL)
+    try:
+        # Made once the exporter would have probed it: a served port means probes have started; else 2 s.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: port_open(port), timeout=2)
+        time.sleep(1)
+        sqlite3.connect(database).execute("CREATE TABLE made (id INTEGER)").connection.close()
+        metrics = f"http://127.0.0.1:{port}/metrics"
+
+        def results(outcome: str) -> float | None:
+            body = requests.get(metrics, timeout=2).text
+            return sample(body, "service_probe_results_total", {"service": "database", "outcome": outcome})
+
+        wait_until(lambda: (results("success") or 0) >= 1, 30)
+        assert results("failure") == 0.0
+    finally:
+        shell.terminate()
+        shell.wait(10)
+
+
+def test_wait_gives_up_after_its_seconds_naming_each_failing_probe_in_one_line(tmp_path: Path) -> None:
+    config = database_probe_config(tmp_path, tmp_path / "never.sqlite3")
+    started = time.monotonic()
+    code, _, err = run_cli("health", "--config", str(config), "wait", "--seconds", "1")
+    assert time.monotonic() - started < 1 + 1 + SLACK_SECONDS  # one more round of probes at most
+    assert code == 1
+    assert err.count("\n") == 1 and "still failing after 1 s: database (OperationalError:" in err
+
+
+def test_wait_refuses_a_probe_that_is_not_configured(tmp_path: Path) -> None:
+    config = database_probe_config(tmp_path, tmp_path / "platform.sqlite3")
+    code, _, err = run_cli("health", "--config", str(config), "wait", "databse")
+    assert code == 2 and "no probe named databse" in err

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -9,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporters.infra.collector import ALL_COLLECTORS, NodeCollector, ProcessGroup, ProcessGroupCollector
 from tests.exporters.helpers import is_meminfo_camelcase_finding, promtool_findings
 from tests.exporters.infra_fixed_system import FixedSystem
+from tests.servers import wait_until
 
 NODE_EXPOSITION = """\
 # HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.
@@ -192,6 +198,37 @@ def test_process_command_lines_are_read_once_per_process_not_per_scrape() -> Non
     system.process_iter().pop(0)  # pid 10 exits
     assert registry.get_sample_value("vibelux_processes", {"name": "ratelimit-proxy"}) == 1.0
     assert registry.get_sample_value("vibelux_process_threads", {"name": "ratelimit-proxy"}) == 2.0
+
+
+@pytest.fixture
+def shells() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for shell in started:
+        for process in psutil.Process(shell.pid).children(recursive=True):
+            process.kill()
+        shell.kill()
+        shell.wait(5)
+
+
+@pytest.mark.integration
+def test_a_shell_wrapping_a_matched_process_is_left_out_but_a_shell_that_is_the_service_counts(
+    shells: list[subprocess.Popen[bytes]],
+) -> None:
+    """What honcho starts for a Procfile line that does not exec: `/bin/sh -c "<command>; …"` stays the parent
+    of the command, and its command line holds the command's words."""
+    wrapped, lone = f"vbx-wrapped-{uuid.uuid4().hex}", f"vbx-lone-{uuid.uuid4().hex}"
+    child = f"import time; time.sleep(30)  # {wrapped}"
+    shells.append(subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c '{child}'; true"]))
+    shells.append(subprocess.Popen(["/bin/sh", "-c", f"sleep 30; true  # {lone}"]))  # its child matches nothing
+    wait_until(lambda: all(psutil.Process(shell.pid).children() for shell in shells), timeout=10)
+    registry = CollectorRegistry()
+    registry.register(ProcessGroupCollector(psutil, [ProcessGroup("wrapped", wrapped), ProcessGroup("lone", lone)]))
+    assert registry.get_sample_value("vibelux_processes", {"name": "wrapped"}) == 1.0
+    assert registry.get_sample_value("vibelux_processes", {"name": "lone"}) == 1.0
+    (python,) = psutil.Process(shells[0].pid).children()
+    threads = python.num_threads()
+    assert registry.get_sample_value("vibelux_process_threads", {"name": "wrapped"}) == threads  # the child's
 
 
 def test_collector_selection_limits_output_to_the_chosen_collectors() -> None:

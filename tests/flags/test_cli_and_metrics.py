@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ def test_cli_create_toggle_rollout_history(live_server: LiveServer, make_token: 
     assert "production fallthrough: on 25%, off 75%" in rolled.output
     history = runner.invoke(cli, ["history", "new-search"], env=env)
     lines = history.output.splitlines()
-    assert lines[0].startswith("v3") and "rollout" in lines[0]
+    assert re.fullmatch(r"v3  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ  rollout  by .+", lines[0]), lines[0]
     assert any("environments.production.enabled: false -> true" in line for line in lines)
 
     bad = runner.invoke(cli, ["rollout", "new-search", "250%"], env=env)

@@ -13,10 +13,12 @@ from service_kit.auth import Auth, current_auth, require_role
 from service_kit.cli import run, service_cli, settings_loader
 from service_kit.db import Database, current_db
 from service_kit.errors import ExternalAPIError, NotFoundError
+from service_kit.index import ServiceDocs
 from service_kit.openapi import ApiDocument, Strict
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
 
 ITEMS = {1: "first", 2: "second"}
+DOCS = ServiceDocs("Example service", "Items <and> greetings: the kit's template.", "Service kit (service_kit/)")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ bp = Blueprint("items", __name__)
 
 def create_app(settings: ExampleSettings) -> Flask:
     app = Flask(__name__)
-    ServiceKit.from_settings("example", settings).init_app(app)
+    ServiceKit.from_settings("example", settings, docs=DOCS).init_app(app)
     db = Database()
     db.init_app(app, settings.database.url)
     Auth(db).init_app(app)
