@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.test import Client
 
 from exporters.database import read_only_engine
-from exporters.queries.cli import build
+from exporters.queries.cli import DOCS, build
 from exporters.queries.exporter import STATEMENT_COUNTERS, QueryInsightsExporter
 from exporters.queries.settings import QueriesDatabaseSettings, QueriesSettings, StatementsSettings, SuggestionsSettings
 from exporters.queries.suggestions import suggest
@@ -261,7 +261,7 @@ def test_the_served_exporter_is_ready_after_its_first_read_and_serves_the_statem
         suggestions=SuggestionsSettings(enabled=False),
     )
     exporter = build(settings)
-    client = Client(exporter_app(exporter, "queries"))
+    client = Client(exporter_app(exporter, "queries", DOCS))
     assert client.get("/readyz").status_code == 503
     exporter.start()
     try:
@@ -311,7 +311,7 @@ def test_every_query_of_the_dashboard_returns_data_through_prometheus(
         "scrape_configs": [{"job_name": "queries", "static_configs": [{"targets": []}]},
                            {"job_name": "example", "static_configs": [{"targets": [example_service]}]}],
     }  # fmt: skip
-    with serving(exporter_app(exporter, "queries")) as address:
+    with serving(exporter_app(exporter, "queries", DOCS)) as address:
         config["scrape_configs"][0]["static_configs"] = [{"targets": [address]}]
         prometheus = PrometheusServer(config)
         prometheus.start()
