@@ -20,7 +20,7 @@ from tickets_app.desk import Actor
 from tickets_app.models import Category, Ticket, ticket_tags
 from tickets_app.query import VIEWS, ParsedQuery, parse_query
 from tickets_app.schemas import TOTAL_CAP, TicketQuery
-from tickets_app.search import SearchIndex
+from tickets_app.search import MatchPart, SearchIndex
 from tickets_app.workflow import DONE_STATUSES, OPEN_STATUSES, PRIORITIES
 
 # Urgency of work: unresolved tickets by priority, then resolved and closed ones (by priority too), so a
@@ -137,11 +137,13 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
     sort = parsed.sort or default_sort(query.view, parsed)
     # Relevance without words ranks every ticket alike: the order is then by id.
     key: Any = literal(0.0)
-    snippet_column = match_ids = None
+    filtered = select_tickets
+    match_ids = None
     if parsed.terms:
+        index.prepare_search(session)
         fts = index.matches(parsed.terms, include_internal=actor.is_staff)
-        select_tickets = select_tickets.join(fts, fts.c.ticket_id == Ticket.id).add_columns(fts.c.snippet)
-        snippet_column, match_ids = fts.c.snippet, fts.c.ticket_id
+        select_tickets = select_tickets.join(fts, fts.c.ticket_id == Ticket.id)
+        match_ids = fts.c.ticket_id
         key = fts.c.rank
     if sort != "relevance":
         key = {
@@ -157,13 +159,14 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
     cursor = query.page_before if backwards else query.page_cursor
     # Backwards, the page is read from the cursor in the reverse order, then turned round.
     read_descending = descending != backwards
-    paged = listed
-    if cursor:
-        value, last_id = _decode_cursor(cursor, sort)
-        paged = paged.where(_beyond(key, value, last_id, read_descending))
+    position = _decode_cursor(cursor, sort) if cursor else None
     size = query.page_size
-    order = (key.desc(), Ticket.id.desc()) if read_descending else (key.asc(), Ticket.id.asc())
-    rows = list(session.execute(paged.order_by(*order).limit(size + 1)).all())
+    if parsed.terms and sort == "relevance":
+        rows = _ranked_rows(session, index, filtered, parsed.terms, actor.is_staff, position, read_descending, size + 1)
+    else:
+        paged = listed if position is None else listed.where(_beyond(key, *position, read_descending))
+        order = (key.desc(), Ticket.id.desc()) if read_descending else (key.asc(), Ticket.id.asc())
+        rows = list(session.execute(paged.order_by(*order).limit(size + 1)).all())
     more = len(rows) > size
     rows = rows[:size]
     if backwards:
@@ -173,15 +176,64 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
         rows.reverse()
     has_next = backwards or more  # backwards, the ticket at the cursor comes next
     has_prev = more if backwards else cursor is not None
-    total, start = _count(session, listed, key, descending, rows[0] if rows else None, match_ids)
+    # On the first page no ticket precedes the first row: the count need not compute the sort key.
+    first_row = rows[0] if rows and cursor else None
+    total, start = _count(session, listed, key, descending, first_row, match_ids)
+    tickets = [row[0] for row in rows]
+    snippets = (
+        index.snippets(session, parsed.terms, actor.is_staff, [ticket.id for ticket in tickets]) if parsed.terms else {}
+    )
     return Page(
-        tickets=[row[0] for row in rows],
-        snippets={row[0].id: row.snippet for row in rows} if snippet_column is not None else {},
+        tickets=tickets,
+        snippets=snippets,
         next_cursor=_encode_cursor(rows[-1].sort_key, rows[-1][0].id) if rows and has_next else None,
         prev_cursor=_encode_cursor(rows[0].sort_key, rows[0][0].id) if rows and has_prev else None,
         total=total,
         start=start,
     )
+
+
+def _ranked_rows(
+    session: Session,
+    index: SearchIndex,
+    filtered: Select[Any],
+    terms: list[str],
+    include_internal: bool,
+    position: tuple[Any, int] | None,
+    descending: bool,
+    limit: int,
+) -> list[Any]:
+    """Up to `limit` rows of a relevance-sorted search after `position`: its ranked part (the newest
+    candidates by rank) and then the rest (newest first), each a statement that reads only its part.
+
+    One statement over every match sorted them all, ranked part and rest alike: 0.2 s on SQLite for a
+    word in 100k tickets. The rest's keys (UNRANKED_BASE - id) are all above the ranks (at most 0), so
+    the rest is read in id order, which both indexes hand out without a sort, and its cursor is an id.
+    """
+    parts: list[MatchPart] = ["rest", "ranked"] if descending else ["ranked", "rest"]
+    rows: list[Any] = []
+    for part in parts:
+        fts = index.matches(terms, include_internal, part=part)
+        order: tuple[Any, ...]
+        paged = filtered.join(fts, fts.c.ticket_id == Ticket.id).add_columns(fts.c.rank.label("sort_key"))
+        if part == "ranked":
+            if position is not None and position[0] > 0 and not descending:
+                continue  # after a cursor in the rest there are only older rows of the rest
+            if position is not None:
+                paged = paged.where(_beyond(fts.c.rank, *position, descending))
+            order = (fts.c.rank.desc(), Ticket.id.desc()) if descending else (fts.c.rank.asc(), Ticket.id.asc())
+        else:
+            cursor_in_rest = position is not None and position[0] > 0
+            if descending and not cursor_in_rest:
+                continue  # before a ranked cursor there are only ranked rows
+            if cursor_in_rest:
+                assert position is not None
+                paged = paged.where(fts.c.ticket_id > position[1] if descending else fts.c.ticket_id < position[1])
+            order = (fts.c.ticket_id.asc(),) if descending else (fts.c.ticket_id.desc(),)
+        rows += session.execute(paged.order_by(*order).limit(limit - len(rows))).all()
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def _beyond(key: Any, value: Any, last_id: int, descending: bool) -> ColumnElement[bool]:
@@ -194,7 +246,8 @@ def _beyond(key: Any, value: Any, last_id: int, descending: bool) -> ColumnEleme
 def _count(
     session: Session, listed: Select[Any], key: Any, descending: bool, first: Any, matches: Any
 ) -> tuple[int, int | None]:
-    """(the list's total up to TOTAL_CAP + 1, how many precede the page's first row) in one query.
+    """(the list's total up to TOTAL_CAP + 1, how many precede the page's first row, when one is given) in
+    one query.
 
     A search is counted in the order its index hands out matches (`matches`, the ticket id column of the
     search's matches). Unordered, SQLite read the filtered tickets first and ran the full-text match once

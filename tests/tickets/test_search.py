@@ -379,10 +379,10 @@ def test_a_search_is_counted_from_its_index_first(
     the page does. (PostgreSQL's planner picks by statistics; there only the total is checked.)"""
     session.flush()
     statements = recorded(engine, lambda: listed(desk, session, AGENT, q="invoice status:open"))
-    page_statement, count_statement = statements
     assert listed(desk, session, AGENT, q="invoice status:open").total == 2
     if engine.dialect.name == "sqlite":
-        for statement, parameters in (page_statement, count_statement):
+        assert any("count(*)" in statement for statement, _ in statements)
+        for statement, parameters in statements:
             plan = [
                 row[3] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             ]
