@@ -381,8 +381,9 @@ def test_a_search_is_counted_from_its_index_first(
     statements = recorded(engine, lambda: listed(desk, session, AGENT, q="invoice status:open"))
     assert listed(desk, session, AGENT, q="invoice status:open").total == 2
     if engine.dialect.name == "sqlite":
-        assert any("count(*)" in statement for statement, _ in statements)
-        for statement, parameters in statements:
+        searching = [(statement, parameters) for statement, parameters in statements if "ticket_fts" in statement]
+        assert any("count(*)" in statement for statement, _ in searching)
+        for statement, parameters in searching:
             plan = [
                 row[3] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             ]
