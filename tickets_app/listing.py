@@ -266,12 +266,12 @@ def _older_rows(
     if older is None or (descending and not cursor_in_rest):
         return []  # every match is a candidate, or before a ranked cursor there are only ranked rows
     fts = index.older_matches(terms, include_internal, older.before_id)
-    older = filtered.join(fts, fts.c.ticket_id == Ticket.id).add_columns(fts.c.rank.label("sort_key"))
+    rows = filtered.join(fts, fts.c.ticket_id == Ticket.id).add_columns(fts.c.rank.label("sort_key"))
     if cursor_in_rest:
         assert position is not None
-        older = older.where(fts.c.ticket_id > position[1] if descending else fts.c.ticket_id < position[1])
+        rows = rows.where(fts.c.ticket_id > position[1] if descending else fts.c.ticket_id < position[1])
     order = fts.c.ticket_id.asc() if descending else fts.c.ticket_id.desc()
-    return list(session.execute(older.order_by(order).limit(limit)).all())
+    return list(session.execute(rows.order_by(order).limit(limit)).all())
 
 
 def _beyond(key: Any, value: Any, last_id: int, descending: bool) -> ColumnElement[bool]:
