@@ -35,6 +35,7 @@ DUE_KEY = func.coalesce(Ticket.sla_due_at, literal(NO_DEADLINE, Ticket.sla_due_a
 FILTERS = ("status", "priority", "category", "tag", "assignee", "requester", "tier")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STAFF_VIEWS = ("mine", "unassigned", "at_risk", "breached")
+INDEXED_SORTS = ("created", "updated")  # ix_tickets_created, ix_tickets_updated: (time, id)
 
 
 @dataclass
@@ -164,7 +165,17 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
     if parsed.terms and sort == "relevance":
         rows = _ranked_rows(session, index, filtered, parsed.terms, actor.is_staff, position, read_descending, size + 1)
     else:
-        paged = listed if position is None else listed.where(_beyond(key, *position, read_descending))
+        paged = listed
+        if (
+            parsed.terms
+            and sort.lstrip("-") in INDEXED_SORTS
+            and index.walks_sort_index(session, parsed.terms, actor.is_staff)
+        ):
+            # `+ 0`: the id is no lookup key, so the sort column's index leads and each ticket is tested.
+            assert match_ids is not None
+            paged = filtered.where((Ticket.id + 0).in_(select(match_ids))).add_columns(key.label("sort_key"))
+        if position is not None:
+            paged = paged.where(_beyond(key, *position, read_descending))
         order = (key.desc(), Ticket.id.desc()) if read_descending else (key.asc(), Ticket.id.asc())
         rows = list(session.execute(paged.order_by(*order).limit(size + 1)).all())
     more = len(rows) > size

@@ -57,6 +57,11 @@ def test_migration_matches_models_on_postgres(postgres_server: PostgresServer) -
     migrate(url)
     engine = make_engine(url)
     assert_matches_models(engine)
+    with engine.connect() as connection:  # tickets_0007: the search document stays in its row
+        storage = (
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'ticket_search'::regclass AND attname = 'document'"
+        )
+        assert connection.execute(text(storage)).scalar() == "m"
     engine.dispose()
 
 
