@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import sqlite3
 import statistics
@@ -208,53 +209,49 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def search_cases(engine: Engine, repeat: int) -> list[tuple[str, list[float], tuple[int, int]]]:
-    """(case, milliseconds per call, (tickets on the page, the list's total)) of each search case."""
-    index = index_for_dialect(engine.dialect.name)
+def search_cases(session: Session, repeat: int) -> list[tuple[str, Callable[[], tuple[int, int]], int]]:
+    """(case, one call returning (tickets on the page, the list's total), runs) of each search case."""
+    backend = session.get_bind().dialect.name
+    index = index_for_dialect(backend)
     rng = random.Random(7)
     phrase = mid_frequency_phrase()
-    results = []
-    with Session(engine) as session:
 
-        def searched(query: str) -> Callable[[], tuple[int, int]]:
-            def run() -> tuple[int, int]:
-                search = TicketQuery(q=query.format(word=rng.choice(RARE_WORDS)))
-                window = SlaWindow(datetime.now(UTC), timedelta(hours=1))
-                page = list_tickets(session, index, AGENT, search, window)
-                session.rollback()  # as a request ends; the next one starts a new transaction
-                return len(page.tickets), page.total
+    def searched(query: str) -> Callable[[], tuple[int, int]]:
+        def run() -> tuple[int, int]:
+            search = TicketQuery(q=query.format(word=rng.choice(RARE_WORDS)))
+            window = SlaWindow(datetime.now(UTC), timedelta(hours=1))
+            page = list_tickets(session, index, AGENT, search, window)
+            session.rollback()  # as a request ends; the next one starts a new transaction
+            return len(page.tickets), page.total
 
-            return run
+        return run
 
-        def like(word_source: Callable[[], str]) -> Callable[[], tuple[int, int]]:
-            def run() -> tuple[int, int]:
-                pattern = f"%{word_source()}%"
-                matching = select(Message.ticket_id).where(Message.body.like(pattern))
-                query = (
-                    select(Ticket.id)
-                    .where(Ticket.subject.like(pattern) | Ticket.id.in_(matching))
-                    .order_by(Ticket.updated_at.desc())
-                    .limit(25)
-                )
-                return len(session.scalars(query).all()), -1
+    def like(word_source: Callable[[], str]) -> Callable[[], tuple[int, int]]:
+        def run() -> tuple[int, int]:
+            pattern = f"%{word_source()}%"
+            matching = select(Message.ticket_id).where(Message.body.like(pattern))
+            query = (
+                select(Ticket.id)
+                .where(Ticket.subject.like(pattern) | Ticket.id.in_(matching))
+                .order_by(Ticket.updated_at.desc())
+                .limit(25)
+            )
+            return len(session.scalars(query).all()), -1
 
-            return run
+        return run
 
-        cases = [
-            ("rare term, ranked", searched("{word}"), repeat),
-            ("rare term + status:open", searched("{word} status:open"), repeat),
-            ("rare term + status:open priority:high", searched("{word} status:open priority:high"), repeat),
-            (f'mid-frequency phrase "{phrase}"', searched(f'"{phrase}"'), repeat // 2),
-            ("common term, ranked", searched(COMMON_WORD), repeat // 2),
-            ("common term, sort:-updated", searched(COMMON_WORD + " sort:-updated"), repeat // 2),
-            ("common term + status:open, ranked", searched(COMMON_WORD + " status:open"), repeat // 2),
-        ]
-        if engine.dialect.name == "sqlite":
-            cases.append(("rare term, LIKE scan (peer)", like(lambda: rng.choice(RARE_WORDS)), 5))
-        for name, run, runs in cases:
-            samples, found = timed(run, runs)
-            results.append((name, samples, found))
-    return results
+    cases = [
+        ("rare term, ranked", searched("{word}"), repeat),
+        ("rare term + status:open", searched("{word} status:open"), repeat),
+        ("rare term + status:open priority:high", searched("{word} status:open priority:high"), repeat),
+        (f'mid-frequency phrase "{phrase}"', searched(f'"{phrase}"'), repeat // 2),
+        ("common term, ranked", searched(COMMON_WORD), repeat // 2),
+        ("common term, sort:-updated", searched(COMMON_WORD + " sort:-updated"), repeat // 2),
+        ("common term + status:open, ranked", searched(COMMON_WORD + " status:open"), repeat // 2),
+    ]
+    if backend == "sqlite":
+        cases.append(("rare term, LIKE scan (peer)", like(lambda: rng.choice(RARE_WORDS)), 5))
+    return cases
 
 
 def creation_rate(engine: Engine, creations: int) -> float:
@@ -296,27 +293,38 @@ def main() -> None:
     if args.postgres:
         load_postgres(args.sqlite, args.postgres)
         urls.append(args.postgres)
-    table: dict[str, dict[str, str]] = {}
-    rates = {}
-    for url in urls:
-        engine = make_engine(url)
-        backend = engine.dialect.name
-        with engine.connect() as connection:
-            counts = tuple(connection.scalar(select(func.count()).select_from(t)) for t in (Ticket, Message))
+    engines = [make_engine(url) for url in urls]
+    backends = [engine.dialect.name for engine in engines]
+    sessions = [Session(engine) for engine in engines]
+    for backend, session in zip(backends, sessions, strict=True):
+        counts = [session.scalar(select(func.count()).select_from(t)) for t in (Ticket, Message)]
         print(f"{backend}: {counts[0]} tickets, {counts[1]} messages")
-        for name, samples, (shown, total) in search_cases(engine, args.repeat):
-            cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({len(samples)} runs"
+    print(f"load average before: {load_average()}")
+    # Case by case, each backend in turn: a change in the machine's load reaches both alike.
+    table: dict[str, dict[str, str]] = {}
+    for cases in zip(*(search_cases(session, args.repeat) for session in sessions), strict=False):
+        for backend, (name, run, runs) in zip(backends, cases, strict=False):
+            samples, (shown, total) = timed(run, runs)
+            cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs"
             cell += f", {shown} shown of {total})" if total >= 0 else f", {shown} shown)"
             table.setdefault(name, {})[backend] = cell
-        rates[backend] = creation_rate(engine, args.creations)
-        engine.dispose()
-    backends = [make_engine(url).dialect.name for url in urls]
+    for name, run, runs in search_cases(sessions[0], args.repeat)[len(table) :]:  # SQLite's peer
+        samples, (shown, _) = timed(run, runs)
+        table[name] = {"sqlite": f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs)"}
+    for session in sessions:
+        session.close()
+    rates = {backend: creation_rate(engine, args.creations) for backend, engine in zip(backends, engines, strict=True)}
+    print(f"load average after: {load_average()}")
     print("\n| query (p50 / p95 ms) | " + " | ".join(backends) + " |")
     print("|---|" + "---|" * len(backends))
     for name, cells in table.items():
         print(f"| {name} | " + " | ".join(cells.get(b, "-") for b in backends) + " |")
     created = " | ".join(f"{rates[b]:.0f}" for b in backends)
     print(f"| ticket creations per second, committed one by one ({args.creations}) | {created} |")
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -247,17 +247,29 @@ def _ranked_rows(
     rows: list[Any] = []
     if descending:
         rows += _older_rows(session, index, filtered, terms, include_internal, older, position, descending, limit)
-    if len(rows) < limit and candidates and not (cursor_in_rest and not descending):
-        ids = [ticket_id for ticket_id, _ in candidates]
-        shown = set(session.scalars(filtered.with_only_columns(Ticket.id).where(Ticket.id.in_(ids))))
-        page = [(ticket_id, rank) for ticket_id, rank in candidates if ticket_id in shown][: limit - len(rows)]
-        tickets = {t.id: t for t in session.scalars(select(Ticket).where(Ticket.id.in_([i for i, _ in page])))}
-        rows += [RankedRow(tickets[ticket_id], rank) for ticket_id, rank in page]
+    if not (cursor_in_rest and not descending):
+        rows += _filtered_candidates(session, filtered, candidates, limit - len(rows))
     if not descending and len(rows) < limit:
         rows += _older_rows(
             session, index, filtered, terms, include_internal, older, position, descending, limit - len(rows)
         )
     return rows
+
+
+def _filtered_candidates(
+    session: Session, filtered: Select[Any], candidates: list[tuple[int, float]], limit: int
+) -> list[RankedRow]:
+    """The first `limit` candidates, in their order, that pass the list's conditions: read in chunks that
+    double, starting at twice the page, so a page without filters is one statement of a few dozen tickets
+    however many candidates there are."""
+    rows: list[RankedRow] = []
+    start, chunk = 0, 2 * limit
+    while len(rows) < limit and start < len(candidates):
+        ranks = dict(candidates[start : start + chunk])
+        passing = {t.id: t for t in session.scalars(filtered.where(Ticket.id.in_(list(ranks))))}
+        rows += [RankedRow(passing[ticket_id], rank) for ticket_id, rank in ranks.items() if ticket_id in passing]
+        start, chunk = start + chunk, chunk * 2
+    return rows[:limit]
 
 
 def _older_rows(

@@ -9,14 +9,19 @@ Queries arrive as terms (words or phrases from `tickets_app.query`), never as ba
 every term double-quoted, PostgreSQL gets each term as a bound parameter of `phraseto_tsquery`, so nothing
 a user types is parsed as query operators by either backend.
 
-Ranking is bounded: the newest `RANKED_CANDIDATES` matching tickets (by id, the order both indexes keep
-their matches in) are ranked, and any older matches follow them, newest first. Ranking every match cost
-what the matches cost: ts_rank unpacks each stored tsvector (1.4 s for a word in 100k tickets on
-PostgreSQL), bm25 reads each position list (0.1-0.2 s on SQLite). The newest candidates are cheap to find
-on both (FTS5 hands out rowids in descending order; PostgreSQL walks the primary key backwards), and a
-search that matches fewer tickets is ranked exactly as before. A RUM index (ORDER BY document <=> query)
-was measured and not taken: its ordered scan still reads every match's positions (270 ms for the same
-word, 116 MB against the GIN index's 64 MB), and the official postgres image has no RUM.
+Ranking is bounded, the approach chosen for both backends and every PostgreSQL (issue 16): the newest
+`RANKED_CANDIDATES` matching tickets (by id, the order both indexes keep their matches in) are ranked
+(`ranked`), and older matches follow them newest first (`older_matches`); a search matching fewer tickets
+is ranked exactly as before. Ranking every match cost what the matches cost: ts_rank unpacked each stored
+tsvector (1.4 s for a word in 100k tickets on PostgreSQL), bm25 read each position list (0.1-0.2 s on
+SQLite). The newest candidates are cheap on both: FTS5 hands out rowids in descending order, PostgreSQL
+walks the primary key backwards. Considered and not taken:
+- a RUM index (`ORDER BY document <=> query LIMIT n`): its ordered scan still read every match's
+  positions (measured 270 ms for that word and 260 ms for a phrase on the bench corpus, against a 116 MB
+  index beside the GIN index's 64 MB), and the official postgres image of docker-compose.yml and many
+  managed services have no RUM, so a second path would be needed anyway;
+- custom plans alone: they fix the plan, not the cost of ranking 100k matches.
+Custom plans are still needed (`prepare_search`): see PostgresFtsIndex.prepare_search.
 
 Snippets are made for the page's tickets only (`snippets`): in the page's statement SQLite made one for
 every match before sorting (the 0.4 s of a common word sorted by recency).
