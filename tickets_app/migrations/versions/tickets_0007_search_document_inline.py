@@ -2,10 +2,13 @@
 
 A ticket's tsvector (2.3 kB on average in the 100k-ticket bench corpus) went to the TOAST table, so every
 match that is ranked, rechecked or counted fetched it from there: 13 µs a row against 2.8 µs inline
-(measured on 20,000 of those rows). STORAGE MAIN keeps it in the row when the row fits a page, and moves
-it out only when it cannot. Existing rows are rewritten by rebuilding the index's rows, which holds
-ticket_search's lock for the rebuild (about a minute at 100k tickets): searches wait meanwhile, writes
-of tickets do not touch this table until they reindex. SQLite databases are left as they are.
+(measured on 20,000 of those rows).
+STORAGE MAIN keeps it in the row when the row fits a page, and moves it out only when it cannot.
+
+Existing rows move when they are written again: an UPDATE of every row recomputes the generated document
+(about a minute at 100k tickets). It locks rows, not the table, so searches go on reading the old
+versions meanwhile (TRUNCATE and refill, as `rebuild_all` does, would hold the table's exclusive lock);
+the old versions are left to autovacuum. SQLite databases are left as they are.
 
 Revision ID: tickets_0007
 Revises: tickets_0006
@@ -24,7 +27,7 @@ depends_on = None
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"ALTER TABLE {PostgresFtsIndex.table} ALTER COLUMN document SET STORAGE MAIN")
-        PostgresFtsIndex().rebuild_all(op.get_bind())
+        op.execute(f"UPDATE {PostgresFtsIndex.table} SET subject = subject")
 
 
 def downgrade() -> None:
