@@ -353,15 +353,15 @@ class PostgresFtsIndex:
 
     def walks_sort_index(self, session: Session, terms: Sequence[str], include_internal: bool) -> bool:
         """Never forced: with custom plans PostgreSQL's planner walks the sort index by itself when the
-        matches are many (35 ms for a word in 100k tickets by recency) and sorts them when they are few."""
+        matches are many (32-52 ms p50 for a word in 100k tickets by recency) and sorts them when they are few."""
         return False
 
     def prepare_search(self, session: Session) -> None:
-        """Custom plans for the rest of the transaction. psycopg prepares a statement on its fifth run, and
-        after five more PostgreSQL may keep a generic plan, made without the terms: rare and common words
-        share the statement, so after rare ones a common word ran a plan made for 500 rows (a GIN scan of
-        100k, a lookup per ticket: 1.4 s). The terms decide the plan, and planning costs well under a
-        millisecond."""
+        """Custom plans for the rest of the transaction. psycopg prepares a statement once it has run five
+        times (`prepare_threshold`), and after five more PostgreSQL may keep a generic plan, made without
+        the terms: rare and common words share the statement, so after rare ones a common word ran a plan
+        made for 500 rows (a GIN scan of 100k, a lookup per ticket: 1.4 s). The terms decide the plan,
+        and planning costs well under a millisecond."""
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
     def _query(self, terms: Sequence[str]) -> tuple[str, dict[str, str]]:

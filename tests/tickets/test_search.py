@@ -498,7 +498,7 @@ def test_unknown_database_is_refused_by_name() -> None:
 def test_rare_words_leave_no_generic_plan_for_common_ones(
     desk: Desk, session: Session, engine: Engine, corpus: dict[str, Ticket]
 ) -> None:
-    """psycopg prepares a statement on its sixth run, and PostgreSQL may then keep a generic plan, made
+    """psycopg prepares a statement once it has run five times, and PostgreSQL may then keep a generic plan, made
     without the terms. Rare and common words share the search statements, so after rare words a common
     one ran a plan guessed for 500 rows (1.4 s at 100k tickets). Every search statement stays custom."""
     if engine.dialect.name != "postgresql":
