@@ -22,8 +22,8 @@ Restore time (``--restore``), the recovery time objective; the steps are the too
 Backup cost (``--backup-cost``): the desk's API (tickets_app's Flask app in this process, 2 client threads,
 against the PostgreSQL cluster holding the corpus) runs a fixed mix in a loop: per cycle a list of open
 tickets, a search for a rare word, a staff reply, two ticket reads and a new ticket (``--no-thread-reads``
-leaves out the last three, whose answers carry the ticket's thread: on PostgreSQL that query scans every
-message, see bench/RESULTS.md). The phases alternate: no backup, a full backup running, no backup, an
+leaves out the last three, whose answers carry the ticket's thread: on PostgreSQL that query scanned every
+message until issue 16, see bench/RESULTS.md). The phases alternate: no backup, a full backup running, no backup, an
 incremental running, no backup, and so on for ``--rounds``. The requests per second while a backup runs
 over the mean of the two phases without one around it is the ratio (1.0: free). pgBackRest's
 ``process-max`` and ``compress-level`` are not in the tool's settings: ``--process-max 1,2`` and

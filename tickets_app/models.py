@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -107,6 +108,14 @@ class Ticket(Base):
         Index("ix_tickets_created", "created_at", "id"),
         Index("ix_tickets_updated", "updated_at", "id"),
         Index("ix_tickets_assignee", "assignee_id"),
+        # A thread's merged tickets (Desk.thread, merge). Partial: whole, SQLite took it for every list's
+        # `merged_into_id IS NULL`, which nearly every ticket matches, instead of the status or sort index.
+        Index(
+            "ix_tickets_merged_into",
+            "merged_into_id",
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex
 
 SEARCH_TABLES = {"sqlite": "ticket_fts", "postgresql": "ticket_search"}
 LATER_TABLES = {"alert_states"}  # added after tickets_0002 (tickets_0003)
+LATER_INDEXES = {"ix_tickets_merged_into"}  # tickets_0006
 
 
 def only_desk_tables(name: str | None, kind: str, _parents: object) -> bool:
@@ -56,13 +57,19 @@ def test_migration_matches_models_on_postgres(postgres_server: PostgresServer) -
     migrate(url)
     engine = make_engine(url)
     assert_matches_models(engine)
+    with engine.connect() as connection:  # tickets_0007: the search document stays in its row
+        storage = (
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'ticket_search'::regclass AND attname = 'document'"
+        )
+        assert connection.execute(text(storage)).scalar() == "m"
     engine.dispose()
 
 
 def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path) -> None:
     """A desk created before tickets_0002 keeps its schema, its rows and its search rows, and still finds
     them. Only tickets changes, without rebuilding the table (a rebuild drops it, and the drop would
-    cascade to every message): tickets_0004 lets customer_tier be null, tickets_0005 adds sla_due_at."""
+    cascade to every message): tickets_0004 lets customer_tier be null, tickets_0005 adds sla_due_at, and
+    tickets_0006 adds an index on it."""
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     upgrade_to_first_revision(engine)
     desk_schema = [row for row in _schema(engine) if row[0] != "tickets"]
@@ -71,7 +78,7 @@ def test_sqlite_database_of_the_first_revision_upgrades_unchanged(tmp_path: Path
         SqliteFtsIndex().reindex(session, [7])  # what the desk of that revision wrote on every change
         session.commit()
     migrate(str(engine.url))
-    assert [row for row in _schema(engine) if row[0] not in LATER_TABLES | {"tickets"}] == desk_schema
+    assert [row for row in _schema(engine) if row[0] not in LATER_TABLES | LATER_INDEXES | {"tickets"}] == desk_schema
     with engine.connect() as connection:
         head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
