@@ -495,14 +495,14 @@ def test_unknown_database_is_refused_by_name() -> None:
         index_for_dialect("mysql")
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # plan caching is PostgreSQL's
 def test_rare_words_leave_no_generic_plan_for_common_ones(
     desk: Desk, session: Session, engine: Engine, corpus: dict[str, Ticket]
 ) -> None:
     """psycopg prepares a statement once it has run five times, and PostgreSQL may then keep a generic plan, made
     without the terms. Rare and common words share the search statements, so after rare words a common
     one ran a plan guessed for 500 rows (1.4 s at 100k tickets). Every search statement stays custom."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("plan caching of prepared statements is PostgreSQL's")
     for _ in range(15):
         listed(desk, session, AGENT, q="zebra")
     assert [t.id for t in listed(desk, session, AGENT, q="invoice").tickets] == [
