@@ -102,6 +102,8 @@ def create_admin_app(
         app.before_request(accept_bootstrap_token)
     if settings.usage.database_url:  # read only: the proxy's workers write the rollups
         app.extensions[USAGE_DATABASE] = read_only_engine(settings.usage.database_url, USAGE_QUERY_SECONDS)
+    import ratelimit_proxy.admin_cache  # noqa: F401 (its routes join bp; it imports this module)
+
     api.init_app(app)
     app.register_blueprint(bp)
     app.extensions["ratelimit_proxy"] = runtime

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from ratelimit_proxy.abuse import AbuseDetector, BanList
 from ratelimit_proxy.api_keys import KeyDirectory
 from ratelimit_proxy.breaker import CircuitBreaker
+from ratelimit_proxy.cache import build_cache
 from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.key_ban_storage import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from ratelimit_proxy.limiter import Decision, Limit
@@ -92,6 +93,11 @@ class Runtime:
             self.usage = UsageRollups(
                 settings.usage, RouteTemplates.from_settings(settings.limits, settings.usage), self.metrics
             )
+        # The response cache (ratelimit_proxy/cache.py): bodies are bytes, so a client without decoding.
+        cache_redis = (
+            connect(settings.redis, timeout_seconds=settings.redis.timeout_ms / 1000) if settings.redis.url else None
+        )
+        self.cache = build_cache(settings.cache, cache_redis, registry)
         self.listener: ChannelListener | None = None
         self._sentinel_listener: ChannelListener | None = None
 
@@ -106,6 +112,8 @@ class Runtime:
             client, CHANGES_CHANNEL, self.apply_change, on_connect=self.resync, name="ratelimit-changes"
         )
         self.listener.start()
+        if self.cache is not None:
+            self.cache.listen(connect(self.settings.redis, timeout_seconds=LISTENER_TIMEOUT_SECONDS))
         pool = getattr(self.redis, "connection_pool", None)
         if isinstance(pool, redis.sentinel.SentinelConnectionPool):
             # The Sentinels announce a new primary the moment they switch: the breaker closes at once
@@ -128,6 +136,8 @@ class Runtime:
         for listener in (self.listener, self._sentinel_listener):
             if listener is not None:
                 listener.close()
+        if self.cache is not None:
+            self.cache.close()
         if self.usage is not None:
             self.usage.close()  # the last flush
 
