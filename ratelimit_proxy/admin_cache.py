@@ -6,13 +6,13 @@ one is configured (ratelimit_proxy/cdn.py), and is written to the audit log.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 
-from ratelimit_proxy.admin import STORAGE_DOWN, Body, api, audit, bp, current_runtime
+from ratelimit_proxy.admin import STORAGE_DOWN, Body, _value_only, api, audit, bp, current_runtime
 from ratelimit_proxy.cache import MAX_TAG_LENGTH, ResponseCache
 from service_kit.auth import require_role
 from service_kit.errors import NotFoundError
@@ -40,9 +40,11 @@ class TagPurge(Body):
 
 
 class CdnCall(BaseModel):
-    kind: str = Field(description="url or tags")
-    status: int | None = Field(None, description="the CDN's HTTP status")
-    error: str | None = Field(None, description="why the call got no answer")
+    """One call to the CDN's API: ``status`` when it answered, ``error`` (the exception's class) when not."""
+
+    kind: Literal["url", "tags"]
+    status: int | None = Field(None, description="the CDN's HTTP status", json_schema_extra=_value_only)
+    error: str | None = Field(None, description="why the call got no answer", json_schema_extra=_value_only)
 
 
 class CdnResult(BaseModel):
