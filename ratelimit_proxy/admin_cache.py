@@ -20,7 +20,7 @@ from service_kit.errors import NotFoundError
 MAX_PURGE_ITEMS = 100
 CACHE_OFF = "the response cache is off (cache.enabled is false)"
 # A path (with its query) or an absolute http(s) URL, without spaces, controls or NUL.
-PURGE_URL = "^(/|https?://[^/\\s\\u0000]+/?)[^\\s\\u0000-\\u001f\\u007f]*$"
+PURGE_URL = "^(/|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/|$))[^\\s\\u0000-\\u001f\\u007f]*$"
 PURGE_TAG = f"^[^\\s\\u0000-\\u001f\\u007f]{{1,{MAX_TAG_LENGTH}}}$"
 
 Url = Annotated[str, Field(max_length=2048, pattern=PURGE_URL)]

@@ -73,7 +73,7 @@ from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 log = logging.getLogger("ratelimit_proxy")
 CHANNEL = "rl:cache"  # "url <key>" and "tag <tag>": every worker drops those entries from its local layer
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # as ratelimit_proxy/forward.py re-encodes a path
-RESULTS = ("hit", "miss", "stale", "revalidated", "bypass")
+RESULTS = ("hit", "miss", "stale", "revalidated", "pass", "bypass")
 NOT_STORED = (
     "method", "status", "request_no_store", "no_store", "private", "authenticated", "vary_star", "set_cookie",
     "no_lifetime", "no_validator", "too_large", "store_error",
@@ -83,6 +83,9 @@ CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-
 ORIGIN_ERRORS = frozenset({500, 502, 503, 504})  # RFC 5861 4: what stale-if-error covers
 POLL_SECONDS = 0.005  # how often a process waiting for another's fill reads Redis
 MAX_TAGS = 32
+MAX_PASSES = 10_000
+# Answers that say the URL is not cacheable as such (the rest depend on the request, or on this answer).
+PASS_REASONS = frozenset({"status", "no_store", "private", "vary_star", "set_cookie", "no_lifetime", "no_validator"})
 MAX_TAG_LENGTH = 128
 Fields = list[tuple[str, str]]
 
@@ -112,7 +115,7 @@ class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "ratelimit_cache_requests_total",
-            "GET and HEAD requests on cached routes by result (hit, miss, stale, revalidated, bypass).",
+            "GET and HEAD requests on cached routes by result (hit, miss, stale, revalidated, pass, bypass).",
             ["result"],
             registry=registry,
         )
@@ -213,9 +216,13 @@ def url_key(target: str) -> str:
 def purge_target(url: str) -> str:
     """The target a purge names: a path with its query, or an absolute URL whose path and query count;
     the path re-encoded as the proxy encodes what it forwards, so ``/a%20b`` and ``/a b`` are one URL."""
-    parts = urlsplit(url)
-    path = quote(unquote(parts.path or "/", encoding="latin-1").encode("latin-1", "replace"), safe=PATH_SAFE)
-    return f"{path}?{parts.query}" if parts.query else path
+    if url.startswith("/"):  # a path as sent ("//a/b" included, which urlsplit would read as a host)
+        path, _, query = url.partition("#")[0].partition("?")
+    else:
+        parts = urlsplit(url)
+        path, query = parts.path or "/", parts.query
+    path = quote(unquote(path, encoding="latin-1").encode("latin-1", "replace"), safe=PATH_SAFE)
+    return f"{path}?{query}" if query else path
 
 
 def surrogate_tags(headers: Fields, route: CacheRouteSettings) -> tuple[str, ...]:
@@ -300,6 +307,8 @@ class ResponseCache:
         self.listener: ChannelListener | None = None
         self._flights: dict[str, threading.Event] = {}
         self._flights_lock = threading.Lock()
+        self._passes: dict[str, float] = {}  # URL key -> until when it goes straight upstream (monotonic)
+        self._results = {result: self.metrics.requests.labels(result) for result in RESULTS}
         self._generation: int | None = None
         self._next_check = 0.0
         self._check_lock = threading.Lock()
@@ -328,6 +337,10 @@ class ResponseCache:
 
     def apply_purge(self, message: str) -> None:
         kind, _, subject = message.partition(" ")
+        if kind == "url":
+            self._passes.pop(subject, None)
+        else:
+            self._passes.clear()  # which URLs a tag held is not known here
         if self.local is None:
             return
         if kind == "url":
@@ -374,18 +387,25 @@ class ResponseCache:
             answer = fetch(method, headers)
             return Served(answer.status, answer.reason, cdn_fields(answer.headers, route), answer.body, "")
         key, partition = url_key(target), ("auth" if authenticated else "anon")
-        try:
-            entry = self._get(key, partition, request)
-        except StorageUnavailable:
-            return self._bypass(method, headers, route, fetch)
-        if entry is None:
+        if self._passes.get(key, 0.0) > time.monotonic():  # known uncacheable: straight on (hit-for-pass)
+            self._count("pass")
+            answer = fetch(method, headers)
+            fields = [*cdn_fields(answer.headers, route), ("X-Cache", "PASS")]
+            return Served(answer.status, answer.reason, fields, answer.body, "pass")
+        entry = None
+        if self._local_usable() and self.local is not None:
+            entry = self.local.get(key, partition, request)
+        if entry is None:  # the fill looks in Redis, taking the fill lock in the same call when it misses
             served = self._fill(method, key, partition, request, authenticated, target, route, headers, fetch)
         else:
             served = self._from_entry(
                 method, key, partition, request, authenticated, target, route, headers, fetch, entry
             )
-        self.metrics.requests.labels(served.result).inc()
+        self._count(served.result)
         return served
+
+    def _count(self, result: str) -> None:
+        self._results[result].inc()
 
     def _get(self, key: str, partition: str, request: Mapping[str, str]) -> Entry | None:
         """The entry from the local layer or the store (StorageUnavailable when Redis fails)."""
@@ -418,7 +438,6 @@ class ResponseCache:
         return found
 
     def _bypass(self, method: str, headers: Fields, route: CacheRouteSettings, fetch: Fetch) -> Served:
-        self.metrics.requests.labels("bypass").inc()
         answer = fetch(method, headers)
         fields = [*cdn_fields(answer.headers, route), ("X-Cache", "BYPASS")]
         return Served(answer.status, answer.reason, fields, answer.body, "bypass")
@@ -436,8 +455,7 @@ class ResponseCache:
         fetch: Fetch,
         entry: Entry,
     ) -> Served:
-        now = self.clock()
-        verdict = serve_verdict(entry.headers, entry.lifetime, entry.initial_age, entry.stored_at, request, now)
+        verdict = self._verdict(entry, request)
         if verdict is Verdict.FRESH:
             return self._serve(method, request, route, entry, "hit")
         if verdict is Verdict.STALE:
@@ -446,6 +464,19 @@ class ResponseCache:
             self._refresh_in_background(key, partition, request, authenticated, target, route, headers, fetch, entry)
             return self._serve(method, request, route, entry, "stale")
         return self._fill(method, key, partition, request, authenticated, target, route, headers, fetch, entry)
+
+    def _verdict(self, entry: Entry, request: Mapping[str, str]) -> Verdict:
+        """serve_verdict, with a shortcut for the common case that gives the same answer: a request without
+        Cache-Control or Pragma and an entry still inside its lifetime is fresh (every rule that could say
+        otherwise needs a request directive or a lifetime already over)."""
+        now = self.clock()
+        if (
+            "cache-control" not in request
+            and "pragma" not in request
+            and entry.initial_age + (now - entry.stored_at) < entry.lifetime
+        ):
+            return Verdict.FRESH
+        return serve_verdict(entry.headers, entry.lifetime, entry.initial_age, entry.stored_at, request, now)
 
     def _serve(
         self, method: str, request: Mapping[str, str], route: CacheRouteSettings, entry: Entry, result: str
@@ -499,9 +530,19 @@ class ResponseCache:
             except StorageUnavailable:
                 return self._bypass(method, headers, route, fetch)
             if found.entry is not None:
-                return self._from_entry(
-                    method, key, partition, request, authenticated, target, route, headers, fetch, found.entry
-                )
+                entry = found.entry
+                if self.local is not None and self._local_usable():
+                    self.local.put(key, partition, self._names(entry), request, entry)
+                verdict = self._verdict(entry, request)
+                if verdict is Verdict.REVALIDATE:  # this thread leads the flight already: no nested fill
+                    return self._fetch(
+                        method, key, partition, request, authenticated, target, route, headers, fetch, entry
+                    )
+                if verdict is Verdict.STALE_WHILE_REVALIDATE:
+                    self._refresh_in_background(
+                        key, partition, request, authenticated, target, route, headers, fetch, entry
+                    )
+                return self._serve(method, request, route, entry, "hit" if verdict is Verdict.FRESH else "stale")
             if found.locked_by_us:
                 try:
                     return self._fetch(method, key, partition, request, authenticated, target, route, headers, fetch)
@@ -534,9 +575,7 @@ class ResponseCache:
             return None
         if entry is None or (stale is not None and entry.stored_at <= stale.stored_at):
             return None
-        verdict = serve_verdict(
-            entry.headers, entry.lifetime, entry.initial_age, entry.stored_at, request, self.clock()
-        )
+        verdict = self._verdict(entry, request)
         if verdict is Verdict.REVALIDATE and stale is None:
             return None
         return self._serve(method, request, route, entry, "hit")
@@ -624,11 +663,21 @@ class ResponseCache:
                 self._keep(key, partition, request, entry, target)
                 return self._serve(method, request, route, entry, "miss")  # a changed response too
         self.metrics.not_stored.labels(reason).inc()
+        if reason in PASS_REASONS:
+            self._remember_pass(key)
         fields_out = [*cdn_fields(answer.headers, route), ("X-Cache", "MISS")]
         if method == "HEAD":
             discard(body)
             body = b""
         return Served(answer.status, answer.reason, fields_out, body, "miss")
+
+    def _remember_pass(self, key: str) -> None:
+        """An answer the cache may not store: the URL's next requests go straight upstream for
+        ``cache.pass_seconds`` (Varnish's hit-for-pass), without a Redis call and without waiting for one
+        another (single-flight would only queue them). Bounded: emptied when full."""
+        if len(self._passes) >= MAX_PASSES:
+            self._passes.clear()
+        self._passes[key] = time.monotonic() + self.settings.pass_seconds
 
     def _keep(self, key: str, partition: str, request: Mapping[str, str], entry: Entry, target: str) -> None:
         """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal."""

@@ -37,6 +37,7 @@ from enum import StrEnum
 
 Headers = Sequence[tuple[str, str]]
 _BLANKS = re.compile("[ \t]+")
+NO_VARY = hashlib.sha1(b"", usedforsecurity=False).hexdigest()  # the variant of a response without Vary
 # Final statuses a cache may store when the response gives a lifetime (RFC 9110 15.1: heuristically
 # cacheable ones, 206 left out: ranges are not assembled here).
 STORABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -282,6 +283,8 @@ def variant_key(names: Sequence[str], request: Mapping[str, str]) -> str:
     """The secondary cache key (RFC 9111 4.1): for each varied field (sorted, lower-case) its request value
     with runs of spaces and tabs collapsed to one space and ends trimmed, "" when absent; SHA-1 of the lines, so no
     value (a credential under ``Vary: Authorization``) is ever written out. cache_lookup.lua mirrors it."""
+    if not names:
+        return NO_VARY
     lines = "".join(f"{name}:{_normalised(request.get(name, ''))}\n" for name in names)
     return hashlib.sha1(lines.encode(), usedforsecurity=False).hexdigest()  # UTF-8, as redis-py sends it
 

@@ -198,6 +198,9 @@ class CacheSettings:
     max_keep_seconds: int = checked(86_400, at_least_one)
     revalidate_keep_seconds: int = checked(3600, at_least_one)  # entries stored with no-cache (validator only)
     lock_lease_ms: int = checked(2000, at_least_one)
+    # A URL whose answer may not be stored (no lifetime, private, no-store, Set-Cookie, ...) goes straight
+    # upstream in this worker for this long, without a Redis call (hit-for-pass).
+    pass_seconds: float = checked(10.0, positive)
     local_max_bytes: int = 32 * 1024 * 1024
     local_check_seconds: float = checked(1.0, positive)
     cdn: CdnSettings = field(default_factory=CdnSettings)
