@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
@@ -35,6 +36,7 @@ from service_kit.requests import hash_token
 from service_kit.settings import DatabaseSettings
 from service_kit.tiers import TIERS
 from tests.ratelimit_proxy.conftest import TEST_TIERS, admin_token, build_settings
+from tests.ratelimit_proxy.test_processes import QUIET_ABUSE, ProxyProcess
 from tests.servers import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -536,3 +538,29 @@ def test_cache_metrics_count_results_and_bytes(make: Make, origin: Origin, path:
     assert sample("ratelimit_cache_requests_total", result="hit") == 1
     assert sample("ratelimit_cache_requests_total", result="miss") == 1
     assert sample("ratelimit_cache_served_bytes_total") == 5
+
+
+@pytest.mark.slow
+def test_concurrent_misses_across_worker_processes_make_one_upstream_call(
+    origin: Origin, path: str, redis_url: str, tmp_path: Any
+) -> None:
+    """Two proxies of two granian workers each on one Redis: four processes, one fill (the Redis lock)."""
+    huge = dataclasses.asdict(HUGE)
+    config = {
+        "upstream": {"url": origin.url, "read_timeout_seconds": 5.0},
+        "redis": {"url": redis_url, "timeout_ms": 1000},
+        "limits": {"tiers": dict.fromkeys(TIERS, huge)},
+        "abuse": QUIET_ABUSE,
+        "cache": {"routes": [{"name": "public", "path": "/public/*"}]},
+    }
+    proxies = [ProxyProcess(tmp_path, config, workers=2) for _ in range(2)]
+    try:
+        origin.set(path, [("Cache-Control", "max-age=60")], b"one fill", delay=0.5)
+        with ThreadPoolExecutor(80) as pool:
+            answers = list(pool.map(lambda i: requests.get(proxies[i % 2].url + path, timeout=10), range(80)))
+        assert [a.status_code for a in answers] == [200] * 80
+        assert {a.content for a in answers} == {b"one fill"}
+        assert len(origin.calls(path)) == 1
+    finally:
+        for proxy in proxies:
+            proxy.close()
