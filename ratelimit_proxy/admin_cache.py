@@ -1,6 +1,6 @@
 """Admin routes of the response cache (ratelimit_proxy/cache.py), on the admin API's blueprint and OpenAPI
 document: purge by URL and by Surrogate-Key tag. Each purge deletes the entries in Redis, is announced on
-``rl:cache`` so every worker of every replica drops its local copies at once, is forwarded to the CDN when
+``rl:changes`` so every worker of every replica drops its local copies at once, is forwarded to the CDN when
 one is configured (ratelimit_proxy/cdn.py), and is written to the audit log.
 """
 

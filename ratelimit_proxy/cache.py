@@ -15,7 +15,7 @@ fetched without a credential never serve requests with one, where the origin mig
 
 Steps of one lookup:
 1. The worker's local layer (bounded LRU by bytes), if Redis is the store and this worker hears the purge
-   announcements (``rl:cache``); else Redis (cache_lookup.lua: one EVALSHA finds the variant).
+   announcements (``rl:changes``); else Redis (cache_lookup.lua: one EVALSHA finds the variant).
 2. Fresh: a hit. Stale within ``stale-while-revalidate``: served, refreshed in a background thread.
    Otherwise revalidated with the stored validators (304: the entry is updated and served).
 3. A miss fills single-flight: one thread per worker fetches while the others wait for it, and across
@@ -64,6 +64,7 @@ from ratelimit_proxy.cache_policy import (
 )
 from ratelimit_proxy.cache_store import CacheStore, Entry, Lookup, MemoryCacheStore, RedisCacheStore
 from ratelimit_proxy.cdn import CdnPurger
+from ratelimit_proxy.key_ban_storage import CHANGES_CHANNEL
 from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.policy import compile_glob
 from ratelimit_proxy.settings import CacheRouteSettings, CacheSettings
@@ -71,7 +72,9 @@ from service_kit.pubsub import ChannelListener, publish
 from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
 log = logging.getLogger("ratelimit_proxy")
-CHANNEL = "rl:cache"  # "url <key>" and "tag <tag>": every worker drops those entries from its local layer
+# Purges are announced with the other changes (ratelimit_proxy/key_ban_storage.py): "cache url <key>" and
+# "cache tag <tag>"; every worker drops those entries from its local layer.
+CHANNEL = CHANGES_CHANNEL
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # as ratelimit_proxy/forward.py re-encodes a path
 RESULTS = ("hit", "miss", "stale", "revalidated", "pass", "bypass")
 NOT_STORED = (
@@ -322,18 +325,11 @@ class ResponseCache:
                 return route
         return None
 
-    def listen(self, client: AnyRedis) -> None:
-        """Follow the purge announcements; the local layer is used only while this listener is connected
-        (and emptied at each (re)connection: what was published meanwhile is lost)."""
-        if self.local is None or self.listener is not None:
-            return
-        local = self.local
-        self.listener = ChannelListener(client, CHANNEL, self.apply_purge, on_connect=local.clear, name="cache-purges")
-        self.listener.start()
-
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
+    def follow(self, listener: ChannelListener) -> None:
+        """Use the local layer only while ``listener`` (the runtime's, on ``rl:changes``) is connected; it
+        hands this cache the purges (``apply_purge``) and empties the local layer at each reconnection, since
+        what was published meanwhile is lost."""
+        self.listener = listener
 
     def apply_purge(self, message: str) -> None:
         kind, _, subject = message.partition(" ")
@@ -761,7 +757,7 @@ class ResponseCache:
         self.apply_purge(message)
         if self._publisher is not None:
             try:
-                publish(self._publisher, CHANNEL, message)
+                publish(self._publisher, CHANNEL, f"cache {message}")
             except REDIS_ERRORS as exc:  # the generation counter tells the workers within a second
                 log.warning("response cache: purge announcement failed: %s", exc)
 

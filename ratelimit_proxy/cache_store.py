@@ -15,7 +15,7 @@ Redis layout (keys used together share a ``{hash tag}``, so the scripts run on a
 - ``rc:index``: every URL by expiry time, the total bound: past ``cache.max_entries`` URLs the ones
   closest to expiry are deleted when another is stored.
 - ``rc:generation``: bumped by every purge; each worker's local layer compares it once a
-  ``cache.local_check_seconds`` (the fallback of the purge announcements on ``rl:cache``).
+  ``cache.local_check_seconds`` (the fallback of the purge announcements on ``rl:changes``).
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class Runtime:
         )
         self.listener.start()
         if self.cache is not None:
-            self.cache.listen(connect(self.settings.redis, timeout_seconds=LISTENER_TIMEOUT_SECONDS))
+            self.cache.follow(self.listener)  # purges arrive on the same channel ("cache url|tag ...")
         pool = getattr(self.redis, "connection_pool", None)
         if isinstance(pool, redis.sentinel.SentinelConnectionPool):
             # The Sentinels announce a new primary the moment they switch: the breaker closes at once
@@ -136,8 +136,6 @@ class Runtime:
         for listener in (self.listener, self._sentinel_listener):
             if listener is not None:
                 listener.close()
-        if self.cache is not None:
-            self.cache.close()
         if self.usage is not None:
             self.usage.close()  # the last flush
 
@@ -149,12 +147,16 @@ class Runtime:
             self.keys.forget(subject)
         elif kind == "tiers":
             self._next_tick = 0.0  # the next request's tick reads the version and reloads the tier file
+        elif kind == "cache" and self.cache is not None:
+            self.cache.apply_purge(subject)
 
     def resync(self) -> None:
         """After (re)connecting to the channel: re-read what may have changed while away."""
         self.bans.refresh()
         self.keys.forget()
         self._next_tick = 0.0
+        if self.cache is not None and self.cache.local is not None:
+            self.cache.local.clear()  # purges may have been missed while away
 
     def tick(self) -> None:
         """The polling fallback of the change announcements: reload the ban list and, when an admin
