@@ -87,7 +87,7 @@ def _split_commas(value: str) -> Iterable[str]:
 
 def delta_seconds(value: str | None) -> int | None:
     """A delta-seconds argument (RFC 9111 1.2.2), or None when missing or malformed."""
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit()):  # "²".isdigit(), but int("²") fails
         return None
     return int(value)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratelimit_proxy import cache_policy as policy
 
@@ -72,3 +74,40 @@ def test_every_check_has_vectors() -> None:
 
 def test_directives_keep_quoted_commas_together() -> None:
     assert policy.directives('private="a, b", max-age=5') == {"private": "a, b", "max-age": "5"}
+
+
+FIELD_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF), max_size=40)
+DIRECTIVE = st.sampled_from(
+    ["max-age", "s-maxage", "no-cache", "no-store", "private", "public", "must-revalidate", "max-stale",
+     "min-fresh", "stale-while-revalidate", "stale-if-error", "x"]
+)  # fmt: skip
+CONTROL = st.lists(st.tuples(DIRECTIVE, st.one_of(st.just(""), FIELD_VALUES)), max_size=4).map(
+    lambda ds: ", ".join(f"{d}={v}" if v else d for d, v in ds)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    response=st.lists(
+        st.tuples(
+            st.sampled_from(["Cache-Control", "Expires", "Date", "Age", "ETag", "Vary", "Last-Modified"]),
+            CONTROL | FIELD_VALUES,
+        ),
+        max_size=6,
+    ),
+    request=st.dictionaries(
+        st.sampled_from(["cache-control", "pragma", "if-none-match", "if-modified-since"]), CONTROL | FIELD_VALUES
+    ),
+    now=st.floats(0, 4e9),
+)
+def test_cache_policy_never_raises_on_any_header_values(
+    response: list[tuple[str, str]], request: dict[str, str], now: float
+) -> None:
+    """What clients and origins send is never an error: every decision answers (a 500 would be ours)."""
+    policy.storable("GET", 200, request, response, authenticated=False)
+    lifetime = policy.freshness_lifetime(response) or 0.0
+    age = policy.initial_age(response, now, now)
+    policy.serve_verdict(response, lifetime, age, now, request, now + 1)
+    policy.stale_if_error(response, lifetime, age, now, request, now + 1)
+    policy.client_not_modified(request, response)
+    policy.variant_key(policy.vary_names(response), request)
