@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -191,9 +192,28 @@ def apps() -> Iterator[Callable[[ProxySettings], Flask]]:
         app.extensions["ratelimit_proxy"].close()
 
 
+@pytest.fixture(scope="module")
+def shared_app(origin: Origin, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """One proxy for the tests that need nothing of their own (each uses its own paths): a new app per test
+    would cost each its change listener's second to stop."""
+    if redis_server.process is None:
+        redis_server.start()
+    database = DatabaseSettings(url=f"sqlite:///{tmp_path_factory.mktemp('cache') / 'proxy.sqlite3'}")
+    base = build_settings(
+        origin.url, redis_server.url, limits=LimitSettings(tiers=dict.fromkeys(TIERS, HUGE)), static_keys=STATIC,
+        database=database,
+    )  # fmt: skip
+    app = create_app(dataclasses.replace(base, cache=CacheSettings(routes=ROUTES)))
+    listener = app.extensions["ratelimit_proxy"].cache.listener
+    assert listener is not None and listener.connected.wait(10)
+    yield app
+    app.extensions["ratelimit_proxy"].close()
+
+
 @pytest.fixture
-def client(make: Make, apps: Callable[[ProxySettings], Flask]) -> FlaskClient:
-    return apps(make()).test_client()
+def client(shared_app: Flask, redis_url: str) -> FlaskClient:
+    """The shared proxy, after Redis was flushed (redis_url)."""
+    return shared_app.test_client()
 
 
 def auth(key: str) -> dict[str, str]:
@@ -364,8 +384,9 @@ def test_concurrent_misses_in_two_proxies_on_one_redis_make_one_upstream_call(
 
 
 def test_redis_down_bypasses_the_cache_and_never_fails_a_request(
-    client: FlaskClient, origin: Origin, path: str, redis_server: RedisServer
+    make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str, redis_server: RedisServer
 ) -> None:
+    client = apps(make()).test_client()  # its own: the shared proxy's breakers stay closed
     origin.set(path, [("Cache-Control", "max-age=60")])
     assert client.get(path).status_code == 200
     redis_server.stop()
@@ -564,3 +585,19 @@ def test_concurrent_misses_across_worker_processes_make_one_upstream_call(
     finally:
         for proxy in proxies:
             proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("route", "key"),
+    [
+        (CacheRouteSettings(name="r", path="api/*"), "cache.routes[0].path"),
+        (
+            CacheRouteSettings(name="r", path="/api/*", surrogate_keys=["two words"]),
+            "cache.routes[0].surrogate_keys[0]",
+        ),
+    ],
+)
+def test_unusable_cache_routes_stop_start_up_naming_the_key(make: Make, route: CacheRouteSettings, key: str) -> None:
+    settings = dataclasses.replace(make(), cache=CacheSettings(routes=[route]))
+    with pytest.raises(ConfigError, match=f"config/ratelimit_proxy.yml: {re.escape(key)}:"):
+        validate(settings, "config/ratelimit_proxy.yml")
