@@ -69,8 +69,8 @@ NETWORK = f"^({_IPV4}(/(3[0-2]|[12]?[0-9]))?|{_IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?
 
 api = ApiDocument(
     "VibeLux rate-limiting proxy: admin API",
-    "API keys of proxied clients, their usage, IP bans and tier reloads. The proxied paths (port 8080) are "
-    "the upstream's, not described here.",
+    "API keys of proxied clients, their usage, IP bans, tier reloads and response cache purges. The proxied "
+    "paths (port 8080) are the upstream's, not described here.",
     security={
         "bearer": {
             "type": "http",

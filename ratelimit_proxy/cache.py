@@ -659,7 +659,7 @@ class ResponseCache:
                 self._keep(key, partition, request, entry, target)
                 return self._serve(method, request, route, entry, "miss")  # a changed response too
         self.metrics.not_stored.labels(reason).inc()
-        if reason in PASS_REASONS:
+        if reason in PASS_REASONS and answer.status not in ORIGIN_ERRORS:  # an outage says nothing of the URL
             self._remember_pass(key)
         fields_out = [*cdn_fields(answer.headers, route), ("X-Cache", "MISS")]
         if method == "HEAD":

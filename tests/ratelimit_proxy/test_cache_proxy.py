@@ -601,3 +601,11 @@ def test_unusable_cache_routes_stop_start_up_naming_the_key(make: Make, route: C
     settings = dataclasses.replace(make(), cache=CacheSettings(routes=[route]))
     with pytest.raises(ConfigError, match=f"config/ratelimit_proxy.yml: {re.escape(key)}:"):
         validate(settings, "config/ratelimit_proxy.yml")
+
+
+def test_origin_error_does_not_mark_the_url_uncacheable(client: FlaskClient, origin: Origin, path: str) -> None:
+    origin.set(path, [], b"down", status=503)
+    assert client.get(path).status_code == 503
+    origin.set(path, [("Cache-Control", "max-age=60")], b"back")
+    assert client.get(path).headers["X-Cache"] == "MISS"  # not PASS: an outage says nothing of the URL
+    assert client.get(path).headers["X-Cache"] == "HIT"
