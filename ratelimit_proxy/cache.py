@@ -114,6 +114,14 @@ class Served:
     result: str  # one of RESULTS, or "" when the cache was not consulted (a POST on a cached route)
 
 
+@dataclass
+class Fill:
+    """The fill lock a miss holds: released by the store call that keeps its answer, or apart."""
+
+    owner: str
+    released: bool = False
+
+
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -540,10 +548,14 @@ class ResponseCache:
                     )
                 return self._serve(method, request, route, entry, "hit" if verdict is Verdict.FRESH else "stale")
             if found.locked_by_us:
+                fill = Fill(owner)
                 try:
-                    return self._fetch(method, key, partition, request, authenticated, target, route, headers, fetch)
+                    return self._fetch(
+                        method, key, partition, request, authenticated, target, route, headers, fetch, fill=fill
+                    )
                 finally:
-                    self._unlock(key, owner)
+                    if not fill.released:  # nothing stored: release it here
+                        self._unlock(key, owner)
             if found.locked:  # another process is filling: wait for its entry, at most one lease
                 served = self._wait_for_other(method, key, partition, request, route)
                 if served is not None:
@@ -610,8 +622,10 @@ class ResponseCache:
         headers: Fields,
         fetch: Fetch,
         stale: Entry | None = None,
+        fill: Fill | None = None,
     ) -> Served:
-        """Ask the origin (a GET, conditional when ``stale`` has validators); store what may be stored."""
+        """Ask the origin (a GET, conditional when ``stale`` has validators); store what may be stored
+        (releasing ``fill``'s lock in the same call)."""
         fields = [(k, v) for k, v in headers if k.lower() not in CONDITIONALS]
         if stale is not None:
             fields += conditional_headers(stale.headers)
@@ -656,7 +670,7 @@ class ResponseCache:
                     freshness_lifetime(answer.headers) or 0.0,
                     surrogate_tags(answer.headers, route),
                 )
-                self._keep(key, partition, request, entry, target)
+                self._keep(key, partition, request, entry, target, fill)
                 return self._serve(method, request, route, entry, "miss")  # a changed response too
         self.metrics.not_stored.labels(reason).inc()
         if reason in PASS_REASONS and answer.status not in ORIGIN_ERRORS:  # an outage says nothing of the URL
@@ -675,7 +689,9 @@ class ResponseCache:
             self._passes.clear()
         self._passes[key] = time.monotonic() + self.settings.pass_seconds
 
-    def _keep(self, key: str, partition: str, request: Mapping[str, str], entry: Entry, target: str) -> None:
+    def _keep(
+        self, key: str, partition: str, request: Mapping[str, str], entry: Entry, target: str, fill: Fill | None = None
+    ) -> None:
         """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal."""
         if entry.lifetime <= 0:
             keep = float(self.settings.revalidate_keep_seconds)
@@ -685,7 +701,9 @@ class ResponseCache:
         try:
             if not self.breaker.allow():
                 raise StorageUnavailable("cache circuit open")
-            self.store.store(key, partition, names, request, entry, target, keep)
+            self.store.store(key, partition, names, request, entry, target, keep, fill.owner if fill else "")
+            if fill is not None:
+                fill.released = True
         except StorageUnavailable:
             self.metrics.errors.inc()
             self.metrics.not_stored.labels("store_error").inc()

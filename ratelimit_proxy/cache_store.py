@@ -102,8 +102,10 @@ class CacheStore(Protocol):
         entry: Entry,
         target: str,
         keep_seconds: float,
+        owner: str = "",
     ) -> None:
-        """Store ``entry`` as the variant the request selects, tagged with ``entry.tags``, for ``keep_seconds``."""
+        """Store ``entry`` as the variant the request selects, tagged with ``entry.tags``, for ``keep_seconds``;
+        and release the fill lock if ``owner`` still holds it."""
         ...
 
     def unlock(self, key: str, owner: str) -> None: ...
@@ -169,9 +171,12 @@ class MemoryCacheStore:
         entry: Entry,
         target: str,
         keep_seconds: float,
+        owner: str = "",
     ) -> None:
         with self._lock:
             now = self._clock()
+            if owner and self._locks.get(key, ("",))[0] == owner:
+                del self._locks[key]
             expires, fields = self._urls.get(key, (now, {}))
             if expires <= now:
                 fields = {}
@@ -262,13 +267,17 @@ class RedisCacheStore:
         entry: Entry,
         target: str,
         keep_seconds: float,
+        owner: str = "",
     ) -> None:
         keep = max(1, int(keep_seconds * 1000))
         url_key = f"rc:{{{key}}}"
-        args = [partition, ",".join(vary), variant_key(vary, request), entry.encode(), keep, self._max_variants, target]
+        args = [
+            partition, ",".join(vary), variant_key(vary, request), entry.encode(), keep, self._max_variants, target,
+            owner,
+        ]  # fmt: skip
         expires_at = int(time.time() * 1000) + keep
         with _translated():
-            self._store(keys=[url_key], args=args)
+            self._store(keys=[url_key, f"{url_key}:lock"], args=args)
             # The tag sets and the index hold other slots: a plain pipeline (split per node on a Cluster).
             with self._r.pipeline(transaction=False) as pipe:
                 for tag in entry.tags:

@@ -95,3 +95,11 @@ def test_total_bound_evicts_the_entries_closest_to_expiry(store: CacheStore) -> 
         store.store(f"k{i}", "anon", [], {}, entry(), f"/{i}", keep)
     assert store.lookup("k1", "anon", {}).entry is None
     assert all(store.lookup(f"k{i}", "anon", {}).entry is not None for i in (0, 2, 3))
+
+
+def test_storing_with_the_fill_locks_owner_releases_the_lock(store: CacheStore) -> None:
+    assert store.lookup("k1", "anon", {}, owner="one", lease_ms=5000).locked_by_us
+    store.store("k1", "anon", [], {}, entry(), "/a", 60, owner="other")
+    assert store.lookup("k1", "auth", {}).locked  # another owner's store leaves the lock alone
+    store.store("k1", "anon", [], {}, entry(), "/a", 60, owner="one")
+    assert not store.lookup("k1", "auth", {}).locked
