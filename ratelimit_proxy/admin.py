@@ -77,8 +77,8 @@ DOCS = ServiceDocs(
 
 api = ApiDocument(
     "VibeLux rate-limiting proxy: admin API",
-    "API keys of proxied clients, their usage, IP bans and tier reloads. The proxied paths (port 8080) are "
-    "the upstream's, not described here.",
+    "API keys of proxied clients, their usage, IP bans, tier reloads and response cache purges. The proxied "
+    "paths (port 8080) are the upstream's, not described here.",
     security={
         "bearer": {
             "type": "http",
@@ -117,6 +117,8 @@ def create_admin_app(
     if settings.usage.database_url:  # read only: the proxy's workers write the rollups
         app.extensions[USAGE_DATABASE] = read_only_engine(settings.usage.database_url, USAGE_QUERY_SECONDS)
         kit.statements.instrument(app.extensions[USAGE_DATABASE], "usage")
+    import ratelimit_proxy.admin_cache  # noqa: F401 (its routes join bp; it imports this module)
+
     api.init_app(app)
     app.register_blueprint(bp)
     app.extensions["ratelimit_proxy"] = runtime

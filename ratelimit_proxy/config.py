@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ratelimit_proxy.cache import MAX_TAG_LENGTH
+from ratelimit_proxy.cdn import validate_cdn
 from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
@@ -45,7 +47,27 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
         except ValueError as exc:
             raise ConfigError(setting, source, "IP networks (CIDR)", str(exc)) from None
     validate_usage(settings, source)
+    validate_cache(settings, source)
     return settings
+
+
+def validate_cache(settings: ProxySettings, source: str) -> None:
+    """The response cache: route globs and tags that can be used, and a CDN that can be called."""
+    cache = settings.cache
+    for i, route in enumerate(cache.routes):
+        if not route.path.startswith("/"):
+            raise ConfigError(f"cache.routes[{i}].path", source, "a glob of paths starting with /", route.path)
+        for j, tag in enumerate(route.surrogate_keys):
+            if not tag or len(tag) > MAX_TAG_LENGTH or any(c.isspace() for c in tag):
+                expected = f"a tag of 1 to {MAX_TAG_LENGTH} characters without spaces"
+                raise ConfigError(f"cache.routes[{i}].surrogate_keys[{j}]", source, expected, tag)
+    if cache.local_max_bytes < 0:
+        raise ConfigError("cache.local_max_bytes", source, "0 (off) or more bytes", cache.local_max_bytes)
+    if problem := validate_cdn(cache.cdn):
+        key, expected = problem
+        raise ConfigError(
+            key, source, expected, None if key == "cache.cdn.token" else getattr(cache.cdn, key.rsplit(".", 1)[1])
+        )
 
 
 def validate_usage(settings: ProxySettings, source: str) -> None:

@@ -3,7 +3,8 @@
 Order of checks, cheapest refusal first: malformed target (400), header size (431), both framings at
 once (400: Content-Length and Transfer-Encoding), body size (413),
 ban or deny-list (403), known attack path (403, bans), API key (401), limiter (429, or 503 when Redis
-is down in fail-closed mode), then the upstream (502/504 when it fails). Nothing refused reaches the
+is down in fail-closed mode), the response cache on the routes it serves (ratelimit_proxy/cache.py),
+then the upstream (502/504 when it fails). Nothing refused reaches the
 upstream. The limiter's verdict is one Lua call; keys and bans come from short-lived local caches. Once
 the response head is ready, the call is counted into the usage rollups (ratelimit_proxy/usage.py): a dict
 update in memory, written to the platform database by a background thread.
@@ -26,6 +27,7 @@ from typing import Any
 import sentry_sdk
 
 from ratelimit_proxy.abuse import request_fingerprint
+from ratelimit_proxy.cache import request_fields
 from ratelimit_proxy.clientip import client_ip
 from ratelimit_proxy.forward import (
     BadHeader,
@@ -261,7 +263,18 @@ class Gateway:
             for window in decision.windows:
                 if (window.limit.quota - window.remaining) * 100 >= window.limit.quota * NEAR_LIMIT_PERCENT:
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
-        reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields)
+        cache = runtime.cache
+        route = cache.route(path) if cache is not None else None
+        if cache is None or route is None:
+            reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields)
+        else:  # the response cache (ratelimit_proxy/cache.py): after the limiter, so a hit counts too
+            authenticated = bool(api_key) or "HTTP_AUTHORIZATION" in environ
+
+            def fetch(method: str, fields: Headers) -> Reply:
+                return self.forward(environ, fields, ip, peer, length, target, rid, [], method)
+
+            served = cache.respond(method, target, request_fields(environ), authenticated, route, headers, fetch)
+            reply = Reply(served.status, served.headers + limit_fields, served.body, served.reason)
         if reply.status in (401, 403, 404):
             runtime.detector.response(ip, reply.status, path, fingerprint)
         runtime.metrics.requests.labels(tier, verdict, status_class(reply.status)).inc()
@@ -278,9 +291,11 @@ class Gateway:
         target: str,
         rid: str,
         limit_fields: Headers,
+        method: str | None = None,
     ) -> Reply:
         """Send the request upstream with the client's ``headers`` and the proxy's own; the reply carries
-        ``limit_fields`` (the limit headers) too."""
+        ``limit_fields`` (the limit headers) too. ``method``: another than the client's (the cache turns a
+        HEAD miss into a GET)."""
         upstream, clients = self.upstream, self.runtime.settings.clients
         incoming = environ.get("HTTP_X_FORWARDED_FOR")
         chain = f"{incoming}, {peer}" if incoming and ip != peer else peer
@@ -300,7 +315,7 @@ class Gateway:
             body, length = limited_chunks(environ["wsgi.input"], clients.max_body_bytes), None
         started = time.perf_counter()
         try:
-            answer = upstream.send(environ["REQUEST_METHOD"], target, headers, body, length)
+            answer = upstream.send(method or environ["REQUEST_METHOD"], target, headers, body, length)
         except BadHeader as exc:
             return problem(400, "bad-header", str(exc))
         except BodyIncomplete as exc:

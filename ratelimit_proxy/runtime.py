@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from ratelimit_proxy.abuse import AbuseDetector, BanList
 from ratelimit_proxy.api_keys import KeyDirectory
 from ratelimit_proxy.breaker import CircuitBreaker
+from ratelimit_proxy.cache import build_cache
 from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.key_ban_storage import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
 from ratelimit_proxy.limiter import Decision, Limit
@@ -92,6 +93,11 @@ class Runtime:
             self.usage = UsageRollups(
                 settings.usage, RouteTemplates.from_settings(settings.limits, settings.usage), self.metrics
             )
+        # The response cache (ratelimit_proxy/cache.py): bodies are bytes, so a client without decoding.
+        cache_redis = (
+            connect(settings.redis, timeout_seconds=settings.redis.timeout_ms / 1000) if settings.redis.url else None
+        )
+        self.cache = build_cache(settings.cache, cache_redis, registry)
         self.listener: ChannelListener | None = None
         self._sentinel_listener: ChannelListener | None = None
 
@@ -106,6 +112,8 @@ class Runtime:
             client, CHANGES_CHANNEL, self.apply_change, on_connect=self.resync, name="ratelimit-changes"
         )
         self.listener.start()
+        if self.cache is not None:
+            self.cache.follow(self.listener)  # purges arrive on the same channel ("cache url|tag ...")
         pool = getattr(self.redis, "connection_pool", None)
         if isinstance(pool, redis.sentinel.SentinelConnectionPool):
             # The Sentinels announce a new primary the moment they switch: the breaker closes at once
@@ -139,12 +147,16 @@ class Runtime:
             self.keys.forget(subject)
         elif kind == "tiers":
             self._next_tick = 0.0  # the next request's tick reads the version and reloads the tier file
+        elif kind == "cache" and self.cache is not None:
+            self.cache.apply_purge(subject)
 
     def resync(self) -> None:
         """After (re)connecting to the channel: re-read what may have changed while away."""
         self.bans.refresh()
         self.keys.forget()
         self._next_tick = 0.0
+        if self.cache is not None and self.cache.local is not None:
+            self.cache.local.clear()  # purges may have been missed while away
 
     def tick(self) -> None:
         """The polling fallback of the change announcements: reload the ban list and, when an admin

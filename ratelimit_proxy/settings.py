@@ -153,6 +153,59 @@ class UsageSettings:
     routes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CacheRouteSettings:
+    """A route whose GET and HEAD responses the cache may store (when the origin's Cache-Control allows:
+    ratelimit_proxy/cache_policy.py) and to which the CDN headers are added. ``path`` is a glob as in
+    limits.routes. ``store: false`` adds the CDN headers only."""
+
+    name: str
+    path: str
+    store: bool = True
+    surrogate_keys: list[str] = field(default_factory=list)  # added to the origin's own Surrogate-Key
+    surrogate_control: str = ""  # Surrogate-Control (Fastly, Akamai); empty: none added
+    cdn_cache_control: str = ""  # CDN-Cache-Control (RFC 9213; Cloudflare, Akamai); empty: none added
+
+
+@dataclass(frozen=True)
+class CdnSettings:
+    """Where purges are forwarded (ratelimit_proxy/cdn.py). ``service_id``: the Fastly service or the
+    Cloudflare zone. ``token`` only from the environment (``RATELIMIT_PROXY_CACHE__CDN__TOKEN`` or
+    ``…_TOKEN_FILE``). ``public_url``: the API's public origin, for the absolute URLs of URL purges.
+    ``tag_purge: false`` (a plan without tags) sends the URLs the proxy knows under the tag instead."""
+
+    provider: Literal["none", "fastly", "cloudflare"] = "none"
+    api_url: str = ""  # empty: the provider's documented API
+    service_id: str = ""
+    token: str = secret()
+    public_url: str = ""
+    tag_purge: bool = True
+    timeout_seconds: float = checked(5.0, positive)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The shared response cache (ratelimit_proxy/cache.py), in the proxy's Redis (memory without one).
+    Only ``routes`` are cached. Bounds: ``max_entry_bytes`` per response, ``max_entries`` URLs in all
+    (closest to expiry evicted first), ``max_keep_seconds`` per entry; ``local_max_bytes`` per worker for
+    the local layer (0: off; every hit then reads Redis)."""
+
+    enabled: bool = True
+    routes: list[CacheRouteSettings] = field(default_factory=list)
+    max_entry_bytes: int = checked(1024 * 1024, at_least_one)
+    max_entries: int = checked(100_000, at_least_one)
+    max_variants: int = checked(16, at_least_one)
+    max_keep_seconds: int = checked(86_400, at_least_one)
+    revalidate_keep_seconds: int = checked(3600, at_least_one)  # entries stored with no-cache (validator only)
+    lock_lease_ms: int = checked(2000, at_least_one)
+    # A URL whose answer may not be stored (no lifetime, private, no-store, Set-Cookie, ...) goes straight
+    # upstream in this worker for this long, without a Redis call (hit-for-pass).
+    pass_seconds: float = checked(10.0, positive)
+    local_max_bytes: int = 32 * 1024 * 1024
+    local_check_seconds: float = checked(1.0, positive)
+    cdn: CdnSettings = field(default_factory=CdnSettings)
+
+
 def proxy_server() -> ServerSettings:
     return ServerSettings(port=8080)
 
@@ -186,4 +239,5 @@ class ProxySettings:
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
     static_keys: list[StaticKey] = field(default_factory=list)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     log_proxied_requests: bool = True
