@@ -26,7 +26,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-PACKAGES := $(wildcard service_kit exporters ratelimit_proxy tickets_app flags_service demo grafana backups reports_service)
+PACKAGES := $(wildcard service_kit exporters ratelimit_proxy tickets_app flags_service demo grafana backups reports_service releases)
 
 typecheck:
 	$(BIN)/mypy $(foreach p,$(PACKAGES),$(if $(wildcard $(p)/__init__.py),-p $(p)))

@@ -104,6 +104,11 @@ def create_admin_app(
         app.extensions[USAGE_DATABASE] = read_only_engine(settings.usage.database_url, USAGE_QUERY_SECONDS)
     api.init_app(app)
     app.register_blueprint(bp)
+    from ratelimit_proxy import release_admin  # imports this module's api and helpers
+
+    app.register_blueprint(release_admin.bp)
+    if runtime.redis is not None:
+        kit.metrics.add_scrape_collector(release_admin.release_collector(runtime))
     app.extensions["ratelimit_proxy"] = runtime
     return app
 

@@ -31,7 +31,6 @@ from ratelimit_proxy.forward import (
     BadHeader,
     BodyIncomplete,
     BodyTooLarge,
-    Upstream,
     UpstreamError,
     exact_chunks,
     limited_chunks,
@@ -43,6 +42,7 @@ from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
 from ratelimit_proxy.runtime import Runtime
+from ratelimit_proxy.upstreams import Pools
 from ratelimit_proxy.usage import ANONYMOUS
 from service_kit.app import ServiceKit, request_id
 from service_kit.requests import bearer_credential, hash_token
@@ -134,9 +134,9 @@ def credential(environ: dict[str, Any]) -> str | None:
 class Gateway:
     """Checks, limits and forwards one request; see the module docstring for the order."""
 
-    def __init__(self, runtime: Runtime, upstream: Upstream, kit: ServiceKit) -> None:
+    def __init__(self, runtime: Runtime, pools: Pools, kit: ServiceKit) -> None:
         self.runtime = runtime
-        self.upstream = upstream
+        self.pools = pools  # the upstream colours (ratelimit_proxy/upstreams.py); one, "default", without pools
         self.kit = kit
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -261,7 +261,7 @@ class Gateway:
             for window in decision.windows:
                 if (window.limit.quota - window.remaining) * 100 >= window.limit.quota * NEAR_LIMIT_PERCENT:
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
-        reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields)
+        reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields, sticky=bucket)
         if reply.status in (401, 403, 404):
             runtime.detector.response(ip, reply.status, path, fingerprint)
         runtime.metrics.requests.labels(tier, verdict, status_class(reply.status)).inc()
@@ -278,10 +278,13 @@ class Gateway:
         target: str,
         rid: str,
         limit_fields: Headers,
+        sticky: str = "",
     ) -> Reply:
         """Send the request upstream with the client's ``headers`` and the proxy's own; the reply carries
-        ``limit_fields`` (the limit headers) too."""
-        upstream, clients = self.upstream, self.runtime.settings.clients
+        ``limit_fields`` (the limit headers) too. ``sticky`` (the caller's bucket: key or IP) picks the
+        colour; the request, and its one retry, stay on that colour's client."""
+        pool = self.pools.pick(sticky)
+        upstream, clients = pool.client, self.runtime.settings.clients
         incoming = environ.get("HTTP_X_FORWARDED_FOR")
         chain = f"{incoming}, {peer}" if incoming and ip != peer else peer
         host = environ.get("HTTP_HOST", "")
@@ -311,8 +314,11 @@ class Gateway:
         except UpstreamError as exc:
             log.warning("upstream error: %s", exc)
             status = 504 if exc.timeout else 502
+            pool.observe(status, time.perf_counter() - started)
             kind = "upstream-timeout" if exc.timeout else "bad-gateway"
             return problem(status, kind, str(exc), headers=limit_fields)  # the request was still counted
-        self.runtime.metrics.upstream_seconds.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.runtime.metrics.upstream_seconds.observe(seconds)
+        pool.observe(answer.status, seconds)
         fields = [(k, v) for k, v in answer.headers if k.lower() != "x-request-id"]  # ours is added last
         return Reply(answer.status, fields + limit_fields, answer.body, answer.reason)

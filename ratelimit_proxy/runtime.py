@@ -23,6 +23,7 @@ from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import ProxySettings, RedisSettings
+from ratelimit_proxy.upstreams import Pools
 from ratelimit_proxy.usage import RouteTemplates, UsageRollups
 from service_kit.config import ConfigError
 from service_kit.health import Degraded
@@ -92,6 +93,7 @@ class Runtime:
             self.usage = UsageRollups(
                 settings.usage, RouteTemplates.from_settings(settings.limits, settings.usage), self.metrics
             )
+        self.pools = Pools(settings.upstream, self.redis, registry)  # the upstream colours and their weights
         self.listener: ChannelListener | None = None
         self._sentinel_listener: ChannelListener | None = None
 
@@ -106,6 +108,7 @@ class Runtime:
             client, CHANGES_CHANNEL, self.apply_change, on_connect=self.resync, name="ratelimit-changes"
         )
         self.listener.start()
+        self.pools.listen(client)
         pool = getattr(self.redis, "connection_pool", None)
         if isinstance(pool, redis.sentinel.SentinelConnectionPool):
             # The Sentinels announce a new primary the moment they switch: the breaker closes at once
@@ -125,6 +128,7 @@ class Runtime:
             log.warning("sentinel switched %s to a new primary, circuit closed", master_name)
 
     def close(self) -> None:
+        self.pools.close()
         for listener in (self.listener, self._sentinel_listener):
             if listener is not None:
                 listener.close()
