@@ -179,6 +179,8 @@ class LoadReport:
     proxy_errors: int = 0  # 5xx the proxy made itself (no colour header): an upstream it could not reach
     colour_after: dict[str, float] = field(default_factory=dict)  # last time each colour answered
     colour_first: dict[str, float] = field(default_factory=dict)
+    first_error: dict[str, float] = field(default_factory=dict)  # first 5xx each colour answered
+    latencies: list[float] = field(default_factory=list)  # seconds, every answered request
 
     @property
     def failed(self) -> int:
@@ -225,6 +227,7 @@ class Load:
                 return
             key = KEYS[number % len(KEYS)]
             headers = {"Authorization": f"Bearer {key}"}
+            sent = time.perf_counter()
             try:
                 if number % 2:
                     answer = session.post(f"{self.url}/api/v1/echo", json={"n": number}, headers=headers, timeout=10)
@@ -236,8 +239,11 @@ class Load:
                     self.report.failures[type(exc).__name__] += 1
                 continue
             colour = answer.headers.get("X-Demo-Colour", "")
-            now = time.time()
+            now, elapsed = time.time(), time.perf_counter() - sent
             with self._lock:
+                self.report.latencies.append(elapsed)
+                if colour and answer.status_code >= 500:
+                    self.report.first_error.setdefault(colour, now)
                 self.report.sent += 1
                 self.report.statuses[answer.status_code] += 1
                 if colour:
