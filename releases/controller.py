@@ -132,7 +132,12 @@ class Controller:
     def thresholds(self) -> Thresholds:
         a = self.settings.analysis
         return Thresholds(
-            a.min_requests, a.max_error_ratio, a.max_error_ratio_increase, a.max_p99_seconds, a.max_p99_factor
+            a.min_requests,
+            a.max_error_ratio,
+            a.max_error_ratio_increase,
+            a.max_p99_seconds,
+            a.max_p99_factor,
+            a.p99_margin_seconds,
         )
 
     def tick(self) -> dict[str, Any] | None:

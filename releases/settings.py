@@ -56,7 +56,10 @@ class AnalysisSettings:
     max_error_ratio: float = checked(0.05, ratio)
     max_error_ratio_increase: float = checked(0.02, ratio)  # above the old colour's
     max_p99_seconds: float = checked(1.0, positive)
-    max_p99_factor: float = checked(1.5, positive)  # times the old colour's p99
+    max_p99_factor: float = checked(1.5, positive)  # times the old colour's p99 ...
+    p99_margin_seconds: float = checked(
+        0.05, lambda v: None if v >= 0 else "0 or more seconds"
+    )  # ... and this much slower
     query_timeout_seconds: float = checked(5.0, positive)
 
 
