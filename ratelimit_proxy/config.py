@@ -11,6 +11,7 @@ from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
 from ratelimit_proxy.usage import MAX_LENGTHS
+from releases.settings import validate_release
 from service_kit.cli import config_path
 from service_kit.config import ConfigError, load_settings, url_check
 
@@ -47,6 +48,7 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
         except ValueError as exc:
             raise ConfigError(setting, source, "IP networks (CIDR)", str(exc)) from None
     validate_usage(settings, source)
+    validate_release(settings.release, source)
     return settings
 
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from service_kit.config import checked, positive
+from service_kit.config import ConfigError, checked, positive
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def percent_steps(steps: list[int]) -> str | None:
@@ -74,3 +77,22 @@ class ReleaseSettings:
     # The pre-release migration check (issue 17 item 4, `vibelux-migrations check`): the command to run
     # before the gate; empty: skipped, and the release's events say so.
     migration_check: list[str] = field(default_factory=list)
+
+
+def validate_release(release: ReleaseSettings, source: str) -> None:
+    """What the field types cannot say: smoke requests a server can be sent, a Prometheus URL, a window that
+    holds at least one analysis interval."""
+    for i, smoke in enumerate(release.gate.smoke):
+        key = f"release.gate.smoke[{i}]"
+        if not smoke.path.startswith("/"):
+            raise ConfigError(f"{key}.path", source, "a path starting with /", smoke.path)
+        if smoke.method not in METHODS:
+            raise ConfigError(f"{key}.method", source, f"one of {', '.join(METHODS)}", smoke.method)
+        if not 100 <= smoke.status <= 599:
+            raise ConfigError(f"{key}.status", source, "an HTTP status (100-599)", smoke.status)
+    url = urlsplit(release.analysis.prometheus_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError("release.analysis.prometheus_url", source, "http(s)://host[:port]", url.geturl())
+    if release.analysis.window_seconds < release.analysis.interval_seconds:
+        expected = "at least interval_seconds (each analysis must see all the traffic since the last)"
+        raise ConfigError("release.analysis.window_seconds", source, expected, release.analysis.window_seconds)

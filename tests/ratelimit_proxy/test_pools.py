@@ -92,3 +92,24 @@ def test_config_bad_pools_name_the_key_and_the_file(tmp_path: Path, pools: list[
         validate(load_settings(ProxySettings, path, "RATELIMIT_PROXY", {}), str(path))
     assert caught.value.key == key
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("release", "key"),
+    [
+        ({"steps": [50, 25, 100]}, "release.steps"),
+        ({"steps": [5, 25]}, "release.steps"),
+        ({"gate": {"smoke": [{"path": "api"}]}}, "release.gate.smoke[0].path"),
+        ({"gate": {"smoke": [{"path": "/x", "method": "FETCH"}]}}, "release.gate.smoke[0].method"),
+        ({"analysis": {"prometheus_url": "prometheus:9090"}}, "release.analysis.prometheus_url"),
+        ({"analysis": {"interval_seconds": 60, "window_seconds": 30}}, "release.analysis.window_seconds"),
+        ({"analysis": {"max_error_ratio": 5}}, "release.analysis.max_error_ratio"),
+    ],
+)
+def test_config_bad_release_section_names_the_key_and_the_file(tmp_path: Path, release: dict, key: str) -> None:
+    path = tmp_path / "proxy.yml"
+    path.write_text(yaml.safe_dump({"release": release}))
+    with pytest.raises(ConfigError) as caught:
+        validate(load_settings(ProxySettings, path, "RATELIMIT_PROXY", {}), str(path))
+    assert caught.value.key == key
+    assert str(path) in str(caught.value)
