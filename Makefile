@@ -4,10 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test install system-deps lint typecheck config-check pytest bench clean
+.PHONY: up staging test install system-deps lint typecheck config-check pytest bench clean
 
 up: install
 	@scripts/up.sh
+
+staging: install
+	@STAGING=1 scripts/up.sh
 
 test: install lint typecheck config-check pytest
 
