@@ -12,8 +12,9 @@ request stays on that object to the end, so:
   bodiless requests only) goes to the same colour, never across.
 
 Shared state: the weights live in Redis (``POOL_WEIGHTS_KEY``, JSON with a version). A change is written
-there and announced on ``POOL_CHANNEL``; every worker of every replica re-reads it at once, and also
-polls the version every ``refresh_seconds`` (pub/sub drops what is published while a listener is away).
+there and announced on ``POOL_CHANNEL``; every worker of every replica re-reads it at once. The version
+is also polled by a request every ``refresh_seconds`` (1 s) while a worker's listener is disconnected,
+every 30 s while it is connected (pub/sub drops what is published while a listener is away).
 Without Redis, weights are in process memory (one process). Without ``upstream.pools`` the proxy has one
 pool, ``default``, at ``upstream.url``: as before.
 """
@@ -41,6 +42,7 @@ log = logging.getLogger("ratelimit_proxy.upstreams")
 POOL_WEIGHTS_KEY = "rl:pools:weights"
 POOL_CHANNEL = "rl:pools:changes"
 DEFAULT_POOL = "default"
+SAFETY_POLL_SECONDS = 30.0
 BUCKETS = 10_000  # weight resolution: 0.01% of the callers
 
 
@@ -182,12 +184,16 @@ class Pools:
             self.refresh()
         return self.pools[sticky_colour(self._order, sticky)]
 
-    def refresh(self) -> None:
-        """Re-read the shared weights (one GET); the weights known stay when Redis does not answer."""
-        if self.redis is None or not self._lock.acquire(blocking=False):
+    def refresh(self, wait: bool = False) -> None:
+        """Re-read the shared weights (one GET); the weights known stay when Redis does not answer. A request
+        never waits for another's refresh; an announcement does (``wait``), since the refresh under way may
+        have read the weights just before the change it announces."""
+        if self.redis is None or not self._lock.acquire(blocking=wait):
             return
         try:
-            self._next_refresh = time.monotonic() + self._refresh_seconds
+            # While the listener hears announcements the poll is only the safety net (as the runtime's tick).
+            listening = self.listener is not None and self.listener.connected.is_set()
+            self._next_refresh = time.monotonic() + (SAFETY_POLL_SECONDS if listening else self._refresh_seconds)
             table = self.read()
             if table.version != self.table.version:
                 self._set(table)
@@ -242,10 +248,12 @@ class Pools:
             return
 
         def changed(_message: str) -> None:
-            self._next_refresh = 0.0
-            self.refresh()
+            self.refresh(wait=True)
 
-        self.listener = ChannelListener(client, POOL_CHANNEL, changed, on_connect=self.refresh, name="pool-weights")
+        def connected() -> None:
+            self.refresh(wait=True)
+
+        self.listener = ChannelListener(client, POOL_CHANNEL, changed, on_connect=connected, name="pool-weights")
         self.listener.start()
 
     def close(self) -> None:
