@@ -5,6 +5,7 @@ production's."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -91,3 +92,27 @@ def test_staging_compose_services_run_commands_of_this_repo(name: str) -> None:
     else:
         scripts = (REPO / "pyproject.toml").read_text()
         assert re.search(rf"^{command[0]} = ", scripts, re.MULTILINE), command[0]
+
+
+@pytest.mark.parametrize("name", ["ratelimit_proxy.staging.yml", "ratelimit_proxy.staging.compose.yml"])
+def test_staging_config_is_production_but_for_addresses_pools_and_analysis_interval(name: str) -> None:
+    """Staging must behave as production (limits, abuse rules, release thresholds): a release that passes
+    there passes for the same reasons here. A first staging file left out the abuse section, and its
+    defaults (many_keys enforced) banned the walkthrough's load at once."""
+    staging, production = staging_settings(name), staging_settings("ratelimit_proxy.yml")
+    analysis = dataclasses.replace(
+        staging.release.analysis,
+        prometheus_url=production.release.analysis.prometheus_url,
+        interval_seconds=production.release.analysis.interval_seconds,
+        window_seconds=production.release.analysis.window_seconds,
+    )
+    same = dataclasses.replace(
+        staging,
+        server=production.server,
+        admin=production.admin,
+        database=production.database,
+        upstream=dataclasses.replace(staging.upstream, url=production.upstream.url, pools=[]),
+        redis=production.redis,
+        release=dataclasses.replace(staging.release, analysis=analysis),
+    )
+    assert same == production
