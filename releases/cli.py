@@ -20,11 +20,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
 import click
 import requests
+import sqlalchemy.exc
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
@@ -62,12 +64,28 @@ def http_probe(timeout: float) -> Any:
     return probe
 
 
+def migrate(engine: Any, attempts: int = 5) -> None:
+    """The audit table, created by whichever process comes first: the proxy's ``serve`` may be migrating
+    the same SQLite file right now (seen under `make staging`: "table api_tokens already exists")."""
+    for attempt in range(attempts):
+        try:
+            upgrade(engine)
+            return
+        except sqlalchemy.exc.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+
+
 def audit_writer(database_url: str, actor: str) -> Any:
     """Release steps go to the proxy's audit log (``GET /api/v1/audit``), like admin API changes."""
     engine = make_engine(database_url)
-    upgrade(engine)
+    migrated: list[bool] = []
 
     def write(action: str, target: str, before: Any, after: Any) -> None:
+        if not migrated:
+            migrate(engine)
+            migrated.append(True)
         with Session(engine) as db:
             db.add(
                 AuditRecord(
