@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ratelimit_proxy.admin import STORAGE_DOWN, Body, _value_only, api, audit, current_runtime
 from ratelimit_proxy.limiter_storage import StorageUnavailable
@@ -17,18 +17,36 @@ from ratelimit_proxy.runtime import Runtime
 from releases.controller import ReleaseRefused, queue_command, start_release
 from releases.store import ReleaseCollector, ReleaseStore
 from service_kit.auth import require_role
-from service_kit.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationError
+from service_kit.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from service_kit.redis_connect import REDIS_ERRORS
 
 bp = Blueprint("ratelimit_releases", __name__, url_prefix="/api/v1")
 POOL_NAME = "^[a-z][a-z0-9-]{0,15}$"
-NO_REDIS = {409: "a release is already running, or none is", 503: STORAGE_DOWN}
+NO_POOL = "a colour named is not one of upstream.pools (details name the field)"
+STARTS = {404: NO_POOL, 409: "a release is running already, or it would go from a colour to itself", 503: STORAGE_DOWN}
+COMMANDS = {409: "no release is running (or, to resume, none is paused)", 503: STORAGE_DOWN}
+
+
+def _weights_schema(schema: dict[str, Any]) -> None:
+    """In the document as in the checks: names only of the pool-name pattern (pydantic states the key
+    pattern as patternProperties alone, which lets any other name through), and not every weight 0."""
+    schema["additionalProperties"] = False
+    schema["not"] = {"additionalProperties": {"const": 0}}
 
 
 class PoolWeights(Body):
     weights: dict[Annotated[str, Field(pattern=POOL_NAME)], Annotated[int, Field(ge=0, le=10_000)]] = Field(
-        min_length=1, description="weight per configured pool; pools not named get 0"
+        min_length=1,
+        description="weight per configured pool, at least one above 0; pools not named get 0",
+        json_schema_extra=_weights_schema,
     )
+
+    @field_validator("weights")
+    @classmethod
+    def some_weight(cls, value: dict[str, int]) -> dict[str, int]:
+        if not any(value.values()):
+            raise ValueError("at least one pool needs a weight above 0")
+        return value
 
 
 class NewRelease(Body):
@@ -107,7 +125,11 @@ def list_upstreams() -> ResponseReturnValue:
 @bp.put("/upstreams/weights")
 @require_role("admin")
 @api.validate(
-    json=PoolWeights, responses={200: PoolsOut}, tags=("releases",), security="bearer", extra={503: STORAGE_DOWN}
+    json=PoolWeights,
+    responses={200: PoolsOut},
+    tags=("releases",),
+    security="bearer",
+    extra={404: NO_POOL, 503: STORAGE_DOWN},
 )
 def set_weights() -> ResponseReturnValue:
     """Set the weights by hand (every replica follows at once); a running release overwrites them at its next step."""
@@ -115,9 +137,8 @@ def set_weights() -> ResponseReturnValue:
     pools = current_runtime().pools
     for name in body.weights:
         if name not in pools.names:
-            raise ValidationError({f"weights.{name}": f"not a configured pool (pools: {', '.join(pools.names)})"})
-    if sum(body.weights.values()) <= 0:
-        raise ValidationError({"weights": "at least one pool needs a weight above 0"})
+            problem = f"not a configured pool (pools: {', '.join(pools.names)})"
+            raise NotFoundError(f"No pool {name!r}.", {f"weights.{name}": problem})
     before = pools_answer()
     try:
         pools.write(body.weights)
@@ -146,16 +167,16 @@ def current_release() -> ResponseReturnValue:
 
 @bp.post("/releases")
 @require_role("admin")
-@api.validate(json=NewRelease, responses={201: ReleaseOut}, tags=("releases",), security="bearer", extra=NO_REDIS)
+@api.validate(json=NewRelease, responses={201: ReleaseOut}, tags=("releases",), security="bearer", extra=STARTS)
 def create_release() -> ResponseReturnValue:
     """Start a release to ``to``: the health gate first, then the configured steps with analysis."""
     body: NewRelease = request.context.json  # type: ignore[attr-defined]
     try:
         state = start_release(store(), current_runtime().pools, body.to, body.from_)
     except ReleaseRefused as exc:
-        if exc.status == 409:
-            raise ConflictError(str(exc)) from None
-        raise ValidationError({exc.field: str(exc)}) from None
+        if exc.status == 404:
+            raise NotFoundError(str(exc), {exc.field: str(exc)}) from None
+        raise ConflictError(str(exc), {exc.field: str(exc)}) from None
     except (*REDIS_ERRORS, StorageUnavailable) as exc:
         raise ServiceUnavailableError(f"Redis is unavailable: {exc}") from None
     audit("release.start", "release", state["id"], after={"from": state["from"], "to": state["to"]})
@@ -164,7 +185,7 @@ def create_release() -> ResponseReturnValue:
 
 @bp.post("/releases/current/<any(pause, resume, abort, promote):action>")
 @require_role("admin")
-@api.validate(responses={202: ReleaseOut}, tags=("releases",), security="bearer", extra=NO_REDIS)
+@api.validate(responses={202: ReleaseOut}, tags=("releases",), security="bearer", extra=COMMANDS)
 def command_release(action: str) -> ResponseReturnValue:
     """Queue pause, resume, abort or promote for the controller (taken at its next round)."""
     try:

@@ -42,9 +42,10 @@ Probe = Callable[[str, str], int]  # method, url -> status (raises OSError-like 
 
 class ReleaseRefused(Exception):
     """A release that cannot start or a command that does not apply: ``field`` names the input, ``status``
-    the HTTP status the admin API answers (409 for a release already running, 422 for bad input)."""
+    the HTTP status the admin API answers: 404 for a colour that is not configured, 409 for a release that
+    would go nowhere (from a colour to itself) or while another runs."""
 
-    def __init__(self, field: str, message: str, status: int = 422) -> None:
+    def __init__(self, field: str, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.field, self.status = field, status
 
@@ -58,10 +59,10 @@ def current_colour(pools: Pools) -> str:
 def start_release(store: ReleaseStore, pools: Pools, to: str, source: str | None = None) -> dict[str, Any]:
     """Write a new release in ``gating``; the controller holding the lease takes it from there."""
     if to not in pools.names:
-        raise ReleaseRefused("to", f"{to!r} is not a configured pool (pools: {', '.join(pools.names)})")
+        raise ReleaseRefused("to", f"{to!r} is not a configured pool (pools: {', '.join(pools.names)})", 404)
     source = source or current_colour(pools)
     if source not in pools.names:
-        raise ReleaseRefused("from", f"{source!r} is not a configured pool")
+        raise ReleaseRefused("from", f"{source!r} is not a configured pool (pools: {', '.join(pools.names)})", 404)
     if source == to:
         raise ReleaseRefused("to", f"{to} already serves the traffic (the release would go from {to} to {to})")
     running = store.state()

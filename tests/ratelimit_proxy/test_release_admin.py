@@ -28,29 +28,30 @@ def admin(
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "field"),
+    ("path", "body", "status", "field"),
     [
-        ("/api/v1/upstreams/weights", {"weights": {"purple": 5}}, "weights.purple"),
-        ("/api/v1/upstreams/weights", {"weights": {"blue": -1}}, "weights.blue"),
-        ("/api/v1/upstreams/weights", {"weights": {"Blue!": 1}}, "weights.Blue!"),
-        ("/api/v1/upstreams/weights", {"weights": {"blue": "5"}}, "weights.blue"),
-        ("/api/v1/upstreams/weights", {"weights": {}}, "weights"),
-        ("/api/v1/upstreams/weights", {"weights": {"blue": 0, "green": 0}}, "weights"),
-        ("/api/v1/upstreams/weights", {"weights": {"blue": 1}, "extra": 1}, "extra"),
-        ("/api/v1/releases", {"to": "purple"}, "to"),
-        ("/api/v1/releases", {"to": "blue"}, "to"),
-        ("/api/v1/releases", {"to": 5}, "to"),
-        ("/api/v1/releases", {"to": "green", "from": "purple"}, "from"),
-        ("/api/v1/releases", {}, "to"),
+        ("/api/v1/upstreams/weights", {"weights": {"purple": 5}}, 404, "weights.purple"),
+        ("/api/v1/upstreams/weights", {"weights": {"blue": -1}}, 422, "weights.blue"),
+        ("/api/v1/upstreams/weights", {"weights": {"Blue!": 1}}, 422, "weights.Blue!"),
+        ("/api/v1/upstreams/weights", {"weights": {"blue": "5"}}, 422, "weights.blue"),
+        ("/api/v1/upstreams/weights", {"weights": {}}, 422, "weights"),
+        ("/api/v1/upstreams/weights", {"weights": {"blue": 0, "green": 0}}, 422, "weights"),
+        ("/api/v1/upstreams/weights", {"weights": {"blue": 1}, "extra": 1}, 422, "extra"),
+        ("/api/v1/releases", {"to": "purple"}, 404, "to"),
+        ("/api/v1/releases", {"to": "blue"}, 409, "to"),
+        ("/api/v1/releases", {"to": 5}, 422, "to"),
+        ("/api/v1/releases", {"to": "green", "from": "purple"}, 404, "from"),
+        ("/api/v1/releases", {}, 422, "to"),
     ],
 )
-def test_release_admin_bad_body_is_422_naming_the_field(
-    admin: tuple[FlaskClient, dict[str, str], str], path: str, body: dict[str, Any], field: str
+def test_release_admin_bad_body_is_a_4xx_naming_the_field(
+    admin: tuple[FlaskClient, dict[str, str], str], path: str, body: dict[str, Any], status: int, field: str
 ) -> None:
+    """422: the document refuses it too; 404/409: valid by the document, but no such colour, or no move."""
     client, headers, _ = admin
     method = client.put if path.endswith("weights") else client.post
     answer = method(path, json=body, headers=headers)
-    assert answer.status_code == 422, answer.json
+    assert answer.status_code == status, answer.json
     details = answer.json["error"]["details"]
     assert any(key == field or key.startswith(field + ".") for key in details), details
 

@@ -144,15 +144,15 @@ def test_controller_healthy_release_steps_then_succeeds(
 
 
 @pytest.mark.parametrize(
-    ("to", "source", "field"),
-    [("purple", None, "to"), ("blue", None, "to"), ("green", "purple", "from")],
+    ("to", "source", "field", "status"),
+    [("purple", None, "to", 404), ("blue", None, "to", 409), ("green", "purple", "from", 404)],
 )
 def test_start_release_refuses_bad_colours_naming_the_field(
-    parts: dict[str, Any], to: str, source: str | None, field: str
+    parts: dict[str, Any], to: str, source: str | None, field: str, status: int
 ) -> None:
     with pytest.raises(ReleaseRefused) as caught:
         start_release(parts["store"], parts["pools"], to, source)
-    assert caught.value.field == field and caught.value.status == 422
+    assert caught.value.field == field and caught.value.status == status
 
 
 def test_start_release_refuses_a_second_release_while_one_runs(parts: dict[str, Any]) -> None:
