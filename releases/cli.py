@@ -147,7 +147,10 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     state = Context().store.state()
-    click.echo(json.dumps(state, indent=2)) if as_json else show(state)
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+    else:
+        show(state)
 
 
 @cli.command(help="Start a release to colour TO (from the colour with the most weight, or --from).")
