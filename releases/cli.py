@@ -4,6 +4,7 @@ Reads the proxy's config (``VIBELUX_RATELIMIT_PROXY_CONFIG``, default config/rat
 ``upstream.pools``, ``redis`` and ``release`` sections, and its database for the audit log. Staging is the
 same command with the staging config (README, "Releasing the API").
 
+\b
     vibelux-release status
     vibelux-release start green [--from blue] [--wait]   # --wait: run the controller here until it ends
     vibelux-release pause | resume | abort | promote
@@ -25,12 +26,14 @@ from types import FrameType
 from typing import Any
 
 import click
+import pydantic
 import requests
 import sqlalchemy.exc
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
 from ratelimit_proxy.config import load
+from ratelimit_proxy.release_admin import PoolWeights
 from ratelimit_proxy.settings import ProxySettings
 from ratelimit_proxy.upstreams import Pools
 from releases.controller import Controller, ReleaseRefused, queue_command, start_release
@@ -38,6 +41,7 @@ from releases.store import ACTIVE, ReleaseStore
 from service_kit.auth import AuditRecord
 from service_kit.cli import run
 from service_kit.db import make_engine, upgrade
+from service_kit.openapi import validation_details
 from service_kit.redis_connect import connect
 
 
@@ -242,6 +246,11 @@ def weights(assignments: tuple[str, ...]) -> None:
             if not value.isdigit():
                 raise click.UsageError(f"{item}: expected NAME=WEIGHT with a whole number")
             wanted[name] = int(value)
+        try:  # the admin API's model: the CLI refuses what the API refuses, naming the field
+            PoolWeights.model_validate({"weights": wanted})
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(f"{field}: {message}" for field, message in validation_details(exc).items())
+            raise click.UsageError(problems) from None
         before = ctx.pools.read().weights
         try:
             table = ctx.pools.write(wanted)
