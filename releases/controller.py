@@ -318,7 +318,7 @@ class Controller:
         """Tick while holding the lease until ``stop()``; without the lease, wait for it (another controller
         is running the release)."""
         lease = self.store.lease(self.settings.lease_seconds)
-        held = False
+        held, failing = False, False
         while not stop():
             try:
                 if not held:
@@ -329,9 +329,13 @@ class Controller:
                     on_state(self.tick())
                 else:
                     on_state(self.store.state())
-            except Exception:  # Redis away, a lost lease: log, drop the lease, try again next round
-                log.exception("release controller round failed")
-                held = False
+                if failing:
+                    log.warning("release controller rounds work again")
+                failing = False
+            except Exception:  # Redis away, a lost lease: drop the lease, try again next round; log once
+                if not failing:
+                    log.exception("release controller round failed (logged once until a round works)")
+                failing, held = True, False
             time.sleep(self.settings.poll_seconds)
         if held:
             try:
