@@ -46,7 +46,10 @@ def make_rig(redis_url: str) -> Iterator[Callable[..., Rig]]:
         blue, green = DemoColour("blue"), DemoColour("green", green_fail_percent, green_never_ready)
         stack = ProxyStack()
         prometheus = prometheus_for(stack)
-        stack.config = proxy_config(blue, green, redis_url, prometheus.url)
+        # Latency thresholds loose: these tests are about switching, errors and readiness, and on a loaded CI
+        # machine a canary's p99 can cross 1 s or 1.5x blue's (bench/releases.py keeps the shipped thresholds).
+        latency = {"max_p99_seconds": 30.0, "max_p99_factor": 100.0}
+        stack.config = proxy_config(blue, green, redis_url, prometheus.url, analysis=latency)
         for process in (blue, green, stack, prometheus):
             started.append(process)
             process.start()
@@ -55,6 +58,17 @@ def make_rig(redis_url: str) -> Iterator[Callable[..., Rig]]:
     yield make
     for process in reversed(started):
         process.close()
+
+
+def wait_for_release(rig: Rig, condition: Callable[[dict[str, Any]], bool], timeout: float) -> None:
+    """Wait until the release state meets ``condition``; on a timeout, say where the release stood."""
+    try:
+        wait_until(lambda: condition(release_state(rig.stack) or {}), timeout=timeout)
+    except TimeoutError:
+        state = release_state(rig.stack) or {}
+        raise AssertionError(
+            f"release {state.get('status')} at {state.get('weight')}%: {state.get('message')}"
+        ) from None
 
 
 def ordered(events: list[str], *expected: str) -> bool:
@@ -75,11 +89,11 @@ def test_release_full_switch_blue_to_green_under_load_fails_no_request_and_survi
         assert started.status_code == 201, started.text
         assert started.json()["status"] == "gating"
         controllers.append(rig.stack.release_cli("run", wait=False))
-        wait_until(lambda: (release_state(rig.stack) or {}).get("weight") == 25, timeout=30)
+        wait_for_release(rig, lambda state: state.get("weight") == 25, timeout=30)
         controllers[0].kill()  # mid-release, without letting go of its lease: the next one must wait it out
         controllers[0].wait(10)
         controllers.append(rig.stack.release_cli("run", wait=False))
-        wait_until(lambda: (release_state(rig.stack) or {}).get("status") == "succeeded", timeout=60)
+        wait_for_release(rig, lambda state: state.get("status") == "succeeded", timeout=60)
         time.sleep(1.0)
     finally:
         report = load.stop()
