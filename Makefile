@@ -4,10 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up test install system-deps lint typecheck config-check pytest bench clean
+.PHONY: up staging test install system-deps lint typecheck config-check pytest bench clean
 
 up: install
 	@scripts/up.sh
+
+staging: install
+	@STAGING=1 scripts/up.sh
 
 test: install lint typecheck config-check pytest
 
@@ -26,7 +29,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-PACKAGES := $(wildcard service_kit exporters ratelimit_proxy tickets_app flags_service demo grafana backups reports_service)
+PACKAGES := $(wildcard service_kit exporters ratelimit_proxy tickets_app flags_service demo grafana backups reports_service releases)
 
 typecheck:
 	$(BIN)/mypy $(foreach p,$(PACKAGES),$(if $(wildcard $(p)/__init__.py),-p $(p)))

@@ -2,7 +2,9 @@
 behaviours a proxy must pass through faithfully (streamed downloads and uploads, slow answers,
 several Set-Cookie headers, any status code).
 
-Run: ``python -m demo.upstream [--port 8000]``.
+Run: ``python -m demo.upstream [--port 8000]``. For releases through the proxy's pools, one process per
+colour: ``--colour green`` (every answer carries ``X-Demo-Colour``), ``--fail-percent 20`` (that share of
+the API's answers are 500, spread evenly: every 5th), ``--never-ready`` (``/readyz`` answers 503 for ever).
 """
 
 from __future__ import annotations
@@ -27,15 +29,39 @@ DOCS = ServiceDocs(
 )
 
 
-def create_app() -> Flask:
+def create_app(colour: str = "", fail_percent: int = 0, never_ready: bool = False) -> Flask:
     app = Flask("demo.upstream")
     served = Counter[str]()
     lock = threading.Lock()
+    api_calls = [0]
 
     @app.before_request
-    def count() -> None:
+    def count() -> Response | None:
         with lock:
             served[request.path] += 1
+            if not request.path.startswith("/api/") or not fail_percent:
+                return None
+            api_calls[0] += 1
+            number = api_calls[0]
+        # Evenly spread: call n fails when floor(n * p / 100) moves, so 20% is exactly every 5th call.
+        if (number * fail_percent) // 100 != ((number - 1) * fail_percent) // 100:
+            response = jsonify(error="injected failure", colour=colour)
+            response.status_code = 500
+            return response
+        return None
+
+    @app.after_request
+    def tag(response: Response) -> Response:
+        if colour:
+            response.headers["X-Demo-Colour"] = colour
+        return response
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """Ready unless started with --never-ready (a colour whose start never completes)."""
+        response = jsonify(status="not ready" if never_ready else "ok", colour=colour)
+        response.status_code = 503 if never_ready else 200
+        return response
 
     @app.get("/_demo/served")
     def served_counts() -> Response:
@@ -126,8 +152,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--colour", default="", help="name sent back in X-Demo-Colour (blue, green, ...)")
+    parser.add_argument("--fail-percent", type=int, default=0, choices=range(101), metavar="0-100")
+    parser.add_argument("--never-ready", action="store_true", help="/readyz answers 503 for ever")
     args = parser.parse_args()
-    run_simple(args.host, args.port, create_app(), threaded=True)
+    app = create_app(args.colour, args.fail_percent, args.never_ready)
+    run_simple(args.host, args.port, app, threaded=True)
 
 
 if __name__ == "__main__":

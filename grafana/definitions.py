@@ -72,6 +72,13 @@ ANNOTATIONS = [
         tags=("environment",),
         color="orange",
     ),
+    Annotation(
+        "Releases",
+        "max by (event) (release_last_event_timestamp_seconds) * 1000",
+        "Release: {{event}}",
+        tags=("event",),
+        color="green",
+    ),
 ]
 
 
@@ -650,6 +657,41 @@ def ratelimit() -> dict[str, Any]:
                         unit="ops",
                         width=6,
                         no_value="No abuse detected",
+                    ),
+                ),
+            ),
+            Row(
+                "Upstream colours (releases)",
+                (
+                    panel(
+                        "Requests by colour",
+                        Q(f"sum by (colour) (rate(ratelimit_pool_requests_total{SCOPED}[{RATE}]))", "{{colour}}"),
+                        unit="reqps",
+                        width=6,
+                    ),
+                    panel(
+                        "5xx ratio by colour",
+                        Q(
+                            f"sum by (colour) (rate(ratelimit_pool_errors_total{SCOPED}[{RATE}]))"
+                            f" / sum by (colour) (rate(ratelimit_pool_requests_total{SCOPED}[{RATE}]))",
+                            "{{colour}}",
+                        ),
+                        unit="percentunit",
+                        width=6,
+                    ),
+                    panel(
+                        "p99 by colour",
+                        *quantiles(
+                            "ratelimit_pool_duration_seconds", 0.99, by="colour", selector=SCOPED, legend="{{colour}}"
+                        ),
+                        unit="s",
+                        width=6,
+                    ),
+                    panel(
+                        "Weight by colour",
+                        Q(f"max by (colour) (release_traffic_weight{SCOPED})", "{{colour}}"),
+                        unit="short",
+                        width=6,
                     ),
                 ),
             ),

@@ -121,6 +121,11 @@ def create_admin_app(
 
     api.init_app(app)
     app.register_blueprint(bp)
+    from ratelimit_proxy import release_admin  # imports this module's api and helpers
+
+    app.register_blueprint(release_admin.bp)
+    if runtime.redis is not None:
+        kit.metrics.add_scrape_collector(release_admin.release_collector(runtime))
     app.extensions["ratelimit_proxy"] = runtime
     return app
 

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from ratelimit_proxy.forward import Upstream
 from ratelimit_proxy.gateway import Gateway
 from ratelimit_proxy.key_ban_storage import Store
 from ratelimit_proxy.limiter_storage import LimiterBackend
@@ -42,5 +41,5 @@ def create_app(
         kit.statements.instrument(runtime.usage.writer.engine, "usage")
         runtime.usage.start()
     app.extensions["ratelimit_proxy"] = runtime
-    app.wsgi_app = Gateway(runtime, Upstream(settings.upstream), kit)  # type: ignore[method-assign]
+    app.wsgi_app = Gateway(runtime, runtime.pools, kit)  # type: ignore[method-assign]
     return app

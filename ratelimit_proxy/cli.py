@@ -172,7 +172,7 @@ def print_demo_keys(rt: Runtime, wait_seconds: float = 15.0) -> None:
         api_key, record = rt.keys.create(tier, f"demo-{tier}")
         audit("key.create", "api_key", record.key_id, after=record.__dict__)
         lines.append(f"  {tier:<14} {api_key}")
-    click.echo("demo API keys (send as 'Authorization: Bearer <key>' to http://127.0.0.1:8080):")
+    click.echo(f"demo API keys (send as 'Authorization: Bearer <key>' to http://127.0.0.1:{rt.settings.server.port}):")
     click.echo("\n".join(lines))
 
 

@@ -3,6 +3,7 @@ static keys, upstream URL), turned into the kit's one-line ConfigError."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.settings import ProxySettings
 from ratelimit_proxy.usage import MAX_LENGTHS
+from releases.settings import validate_release
 from service_kit.cli import config_path
 from service_kit.config import ConfigError, load_settings, url_check
 
@@ -34,6 +36,7 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
     parts = urlsplit(settings.upstream.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("upstream.url", source, "http(s)://host[:port]", settings.upstream.url)
+    validate_pools(settings, source)
     if settings.upstream.ca_file and not Path(settings.upstream.ca_file).is_file():
         raise ConfigError("upstream.ca_file", source, "empty, or an existing PEM file", settings.upstream.ca_file)
     networks = {
@@ -48,6 +51,7 @@ def validate(settings: ProxySettings, source: str) -> ProxySettings:
             raise ConfigError(setting, source, "IP networks (CIDR)", str(exc)) from None
     validate_usage(settings, source)
     validate_cache(settings, source)
+    validate_release(settings.release, source)
     return settings
 
 
@@ -68,6 +72,33 @@ def validate_cache(settings: ProxySettings, source: str) -> None:
         raise ConfigError(
             key, source, expected, None if key == "cache.cdn.token" else getattr(cache.cdn, key.rsplit(".", 1)[1])
         )
+
+
+POOL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+MAX_POOLS = 8  # the colour label's set stays small
+
+
+def validate_pools(settings: ProxySettings, source: str) -> None:
+    """Pool names fit a metric label (lower-case, short, unique, at most MAX_POOLS), URLs are http(s), and
+    the starting weights send traffic somewhere."""
+    pools = settings.upstream.pools
+    if len(pools) > MAX_POOLS:
+        raise ConfigError("upstream.pools", source, f"at most {MAX_POOLS} pools", len(pools))
+    seen: set[str] = set()
+    for i, pool in enumerate(pools):
+        if not POOL_NAME.match(pool.name) or pool.name in seen:
+            expected = "a unique lower-case name (letters, digits, -; up to 16 characters)"
+            raise ConfigError(f"upstream.pools[{i}].name", source, expected, pool.name)
+        seen.add(pool.name)
+        parts = urlsplit(pool.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"upstream.pools[{i}].url", source, "http(s)://host[:port]", pool.url)
+        if pool.weight < 0:
+            raise ConfigError(f"upstream.pools[{i}].weight", source, "a weight of 0 or more", pool.weight)
+        if not pool.ready_path.startswith("/"):
+            raise ConfigError(f"upstream.pools[{i}].ready_path", source, "a path starting with /", pool.ready_path)
+    if pools and sum(p.weight for p in pools) <= 0:
+        raise ConfigError("upstream.pools", source, "at least one pool with a weight above 0", 0)
 
 
 def validate_usage(settings: ProxySettings, source: str) -> None:

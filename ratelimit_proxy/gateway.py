@@ -33,7 +33,6 @@ from ratelimit_proxy.forward import (
     BadHeader,
     BodyIncomplete,
     BodyTooLarge,
-    Upstream,
     UpstreamError,
     exact_chunks,
     limited_chunks,
@@ -45,6 +44,7 @@ from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
 from ratelimit_proxy.runtime import Runtime
+from ratelimit_proxy.upstreams import Pools
 from ratelimit_proxy.usage import ANONYMOUS
 from service_kit.app import ServiceKit, request_id
 from service_kit.requests import bearer_credential, hash_token
@@ -136,9 +136,9 @@ def credential(environ: dict[str, Any]) -> str | None:
 class Gateway:
     """Checks, limits and forwards one request; see the module docstring for the order."""
 
-    def __init__(self, runtime: Runtime, upstream: Upstream, kit: ServiceKit) -> None:
+    def __init__(self, runtime: Runtime, pools: Pools, kit: ServiceKit) -> None:
         self.runtime = runtime
-        self.upstream = upstream
+        self.pools = pools  # the upstream colours (ratelimit_proxy/upstreams.py); one, "default", without pools
         self.kit = kit
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -266,12 +266,12 @@ class Gateway:
         cache = runtime.cache
         route = cache.route(path) if cache is not None else None
         if cache is None or route is None:
-            reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields)
+            reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields, sticky=bucket)
         else:  # the response cache (ratelimit_proxy/cache.py): after the limiter, so a hit counts too
             authenticated = bool(api_key) or "HTTP_AUTHORIZATION" in environ
 
             def fetch(method: str, fields: Headers) -> Reply:
-                return self.forward(environ, fields, ip, peer, length, target, rid, [], method)
+                return self.forward(environ, fields, ip, peer, length, target, rid, [], method, bucket)
 
             served = cache.respond(method, target, request_fields(environ), authenticated, route, headers, fetch)
             reply = Reply(served.status, served.headers + limit_fields, served.body, served.reason)
@@ -292,11 +292,14 @@ class Gateway:
         rid: str,
         limit_fields: Headers,
         method: str | None = None,
+        sticky: str = "",
     ) -> Reply:
         """Send the request upstream with the client's ``headers`` and the proxy's own; the reply carries
         ``limit_fields`` (the limit headers) too. ``method``: another than the client's (the cache turns a
-        HEAD miss into a GET)."""
-        upstream, clients = self.upstream, self.runtime.settings.clients
+        HEAD miss into a GET). ``sticky`` (the caller's bucket: key or IP) picks the colour; the request,
+        and its one retry, stay on that colour's client."""
+        pool = self.pools.pick(sticky)
+        upstream, clients = pool.client, self.runtime.settings.clients
         incoming = environ.get("HTTP_X_FORWARDED_FOR")
         chain = f"{incoming}, {peer}" if incoming and ip != peer else peer
         host = environ.get("HTTP_HOST", "")
@@ -326,8 +329,11 @@ class Gateway:
         except UpstreamError as exc:
             log.warning("upstream error: %s", exc)
             status = 504 if exc.timeout else 502
+            pool.observe(status, time.perf_counter() - started)
             kind = "upstream-timeout" if exc.timeout else "bad-gateway"
             return problem(status, kind, str(exc), headers=limit_fields)  # the request was still counted
-        self.runtime.metrics.upstream_seconds.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.runtime.metrics.upstream_seconds.observe(seconds)
+        pool.observe(answer.status, seconds)
         fields = [(k, v) for k, v in answer.headers if k.lower() != "x-request-id"]  # ours is added last
         return Reply(answer.status, fields + limit_fields, answer.body, answer.reason)

@@ -24,6 +24,7 @@ from ratelimit_proxy.metrics import ProxyMetrics
 from ratelimit_proxy.policy import Policy, PolicyError
 from ratelimit_proxy.refusals import OverLimitCache
 from ratelimit_proxy.settings import ProxySettings, RedisSettings
+from ratelimit_proxy.upstreams import Pools
 from ratelimit_proxy.usage import RouteTemplates, UsageRollups
 from service_kit.config import ConfigError
 from service_kit.health import Degraded
@@ -98,6 +99,7 @@ class Runtime:
             connect(settings.redis, timeout_seconds=settings.redis.timeout_ms / 1000) if settings.redis.url else None
         )
         self.cache = build_cache(settings.cache, cache_redis, registry)
+        self.pools = Pools(settings.upstream, self.redis, registry)  # the upstream colours and their weights
         self.listener: ChannelListener | None = None
         self._sentinel_listener: ChannelListener | None = None
 
@@ -114,6 +116,7 @@ class Runtime:
         self.listener.start()
         if self.cache is not None:
             self.cache.follow(self.listener)  # purges arrive on the same channel ("cache url|tag ...")
+        self.pools.listen(client)
         pool = getattr(self.redis, "connection_pool", None)
         if isinstance(pool, redis.sentinel.SentinelConnectionPool):
             # The Sentinels announce a new primary the moment they switch: the breaker closes at once
@@ -133,6 +136,7 @@ class Runtime:
             log.warning("sentinel switched %s to a new primary, circuit closed", master_name)
 
     def close(self) -> None:
+        self.pools.close()
         for listener in (self.listener, self._sentinel_listener):
             if listener is not None:
                 listener.close()

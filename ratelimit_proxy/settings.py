@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from releases.settings import ReleaseSettings
 from service_kit.config import checked, positive, secret
 from service_kit.redis_connect import RedisConnection
 from service_kit.settings import DatabaseSettings, LoggingSettings, SentrySettings, ServerSettings
@@ -64,13 +65,28 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """One colour of the upstream (ratelimit_proxy/upstreams.py): ``name`` is the metrics' ``colour`` label."""
+
+    name: str
+    url: str
+    weight: int = 0
+    ready_path: str = "/readyz"  # what the release controller's health gate asks before traffic moves
+
+
+@dataclass(frozen=True)
 class UpstreamSettings:
+    """``pools`` empty: one upstream at ``url``, as ever. Otherwise the colours, their starting weights
+    (until the admin API or the release controller stores others in Redis) and their URLs; the timeouts
+    and pool size apply to each."""
+
     url: str = "http://127.0.0.1:8000"
     connect_timeout_seconds: float = 2.0
     read_timeout_seconds: float = 30.0
     pool_size: int = 32
     preserve_host: bool = False
     ca_file: str = ""  # PEM bundle to trust for an https upstream (a private CA); empty: the system's
+    pools: list[PoolSettings] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -240,4 +256,5 @@ class ProxySettings:
     static_keys: list[StaticKey] = field(default_factory=list)
     usage: UsageSettings = field(default_factory=UsageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)  # vibelux-release (releases/)
     log_proxied_requests: bool = True

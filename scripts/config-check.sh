@@ -13,6 +13,8 @@ if [[ -f config/prometheus.ha.yml ]]; then promtool check config config/promethe
 if [[ -f config/prometheus.compose.yml ]]; then promtool check config --syntax-only config/prometheus.compose.yml; fi
 if [[ -f config/prometheus.ha.yml ]]; then promtool check config config/prometheus.ha.yml; fi
 if [[ -f config/prometheus.compose.ha.yml ]]; then promtool check config --syntax-only config/prometheus.compose.ha.yml; fi
+if [[ -f config/prometheus.staging.yml ]]; then promtool check config config/prometheus.staging.yml; fi
+if [[ -f config/prometheus.staging.compose.yml ]]; then promtool check config --syntax-only config/prometheus.staging.compose.yml; fi
 if [[ ${#rule_tests[@]} -gt 0 ]]; then promtool test rules "${rule_tests[@]}"; fi
 if [[ -f config/alertmanager.yml ]]; then
   amtool check-config config/alertmanager.yml

@@ -15,6 +15,40 @@ if [[ "${HA:-}" == 1 ]]; then
   { grep -v -E "^($(grep -oE '^[a-z0-9-]+' Procfile.ha | paste -sd '|')):" Procfile; cat Procfile.ha; } > "$procfile"
 fi
 
+# STAGING=1 (`make staging`): the staging profile instead, every port 10000 above production's: Redis, two demo
+# colours, the proxy on config/ratelimit_proxy.staging.yml, its Prometheus and the release controller
+# (Procfile.staging). It runs beside a production `make up`.
+if [[ "${STAGING:-}" == 1 ]]; then
+  mkdir -p .run/staging/redis .run/staging/prometheus
+  if [[ -z "${REDIS_PASSWORD:-}" ]]; then
+    REDIS_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
+  fi
+  export REDIS_PASSWORD RATELIMIT_PROXY_REDIS__PASSWORD="$REDIS_PASSWORD"
+  .venv/bin/python - <<'PY'
+import socket, sys
+
+taken = []
+for port in (16379, 18000, 18010, 18080, 19090, 19180):
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            taken.append(str(port))
+if taken:
+    sys.exit(f"make staging: port(s) {', '.join(taken)} already in use")
+PY
+  cat <<'URLS'
+VibeLux staging is starting; Ctrl-C stops everything.
+  demo API, blue      http://127.0.0.1:18000
+  demo API, green     http://127.0.0.1:18010
+  rate-limit proxy    http://127.0.0.1:18080   (admin and metrics: http://127.0.0.1:19180)
+  Prometheus          http://127.0.0.1:19090
+  releases            VIBELUX_RATELIMIT_PROXY_CONFIG=config/ratelimit_proxy.staging.yml .venv/bin/vibelux-release status
+URLS
+  exec .venv/bin/honcho -f Procfile.staging -d . start
+fi
+
 # The stack's public URLs (config/urls.yml; VIBELUX_URLS_<KEY> overrides one, e.g. VIBELUX_URLS_ALERTMANAGER=
 # http://vm:9093 for a stack opened from another machine): Prometheus's --web.external-url (Procfile), the alert
 # rules' links, rendered into .run/alert_rules where config/prometheus*.yml load them, and Alertmanager's

@@ -103,7 +103,7 @@ def test_overview_links_every_other_dashboard_and_the_desk_flags_and_alertmanage
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
-def test_every_dashboard_links_the_web_uis_and_marks_deploys_and_flag_changes(name: str) -> None:
+def test_every_dashboard_links_the_web_uis_and_marks_deploys_flag_changes_and_releases(name: str) -> None:
     dashboard = COMMITTED[name]
     assert [link["title"] for link in dashboard["links"]] == [
         "VibeLux dashboards",
@@ -112,10 +112,11 @@ def test_every_dashboard_links_the_web_uis_and_marks_deploys_and_flag_changes(na
         "Alertmanager",
     ]
     annotations = {a["name"]: a for a in dashboard["annotations"]["list"] if not a.get("builtIn")}
-    assert sorted(annotations) == ["Deploys and restarts", "Flag changes"]
+    assert sorted(annotations) == ["Deploys and restarts", "Flag changes", "Releases"]
     assert all(a["useValueForTime"] and a["target"]["expr"].endswith("* 1000") for a in annotations.values())
     assert "vibelux_start_time_seconds" in annotations["Deploys and restarts"]["target"]["expr"]
     assert "flags_last_change_timestamp_seconds" in annotations["Flag changes"]["target"]["expr"]
+    assert "release_last_event_timestamp_seconds" in annotations["Releases"]["target"]["expr"]
 
 
 @pytest.mark.parametrize(
@@ -321,7 +322,7 @@ KEEP = "${__url_time_range}&${datasource:queryparam}"
         pytest.param(
             "overview",
             annotation_on_fixed_datasource,
-            "annotation 'Flag changes': datasource is not",
+            "annotation 'Releases': datasource is not",
             id="annotation-datasource",
         ),
         pytest.param("overview", alert_groups_on("other"), "provisioned Alertmanager", id="alert-groups-elsewhere"),

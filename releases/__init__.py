@@ -1,0 +1,1 @@
+"""``vibelux-release``: canary and blue-green releases of the platform API through the proxy's colours."""
