@@ -148,7 +148,7 @@ def run_compose_job(tmp_path: Path, leave_out: str | None = None) -> list[tuple[
 
 def test_the_compose_jobs_commands_pass_on_a_real_docker_compose(tmp_path: Path) -> None:
     results = run_compose_job(tmp_path)
-    assert len(results) == 5
+    assert len(results) == 6  # `docker compose version`, then the five files and profiles' `config`
     for line, result in results:
         assert result.returncode == 0, f"{line}: {result.stderr}"
 
@@ -156,5 +156,5 @@ def test_the_compose_jobs_commands_pass_on_a_real_docker_compose(tmp_path: Path)
 def test_the_compose_job_fails_without_a_variable_the_files_require(tmp_path: Path) -> None:
     """Each dummy value is needed: without REDIS_PASSWORD every config line stops, naming it."""
     failed = [(line, result) for line, result in run_compose_job(tmp_path, "REDIS_PASSWORD") if result.returncode]
-    assert len(failed) == 4  # all but `docker compose version`
+    assert len(failed) == 5  # all but `docker compose version`
     assert all("required variable REDIS_PASSWORD is missing a value" in result.stderr for _, result in failed)
