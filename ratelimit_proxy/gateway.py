@@ -125,8 +125,13 @@ def origin_form(environ: dict[str, Any]) -> bool:
 
 
 def content_length(environ: dict[str, Any]) -> int | None:
+    """None without one; ValueError unless it is ASCII digits (str.isdigit() also takes "\u00b2" and "\u0663")."""
     value = environ.get("CONTENT_LENGTH", "")
-    return int(value) if value.isdigit() else None
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(value)
+    return int(value)
 
 
 def credential(environ: dict[str, Any]) -> str | None:
@@ -185,7 +190,11 @@ class Gateway:
         if size > clients.max_header_bytes:
             reply = problem(431, "headers-too-large", "Request headers too large.")
             return self.refuse("none", "blocked", reply, "too_large")
-        length = content_length(environ)
+        try:
+            length = content_length(environ)
+        except ValueError:  # RFC 9112 6.3: an invalid length cannot be recovered from, only refused
+            reply = problem(400, "bad-content-length", "Content-Length must be a decimal number of bytes.")
+            return self.refuse("none", "blocked", reply, "bad_request")
         if length is not None and "HTTP_TRANSFER_ENCODING" in environ:
             # Both framings at once (RFC 9112 6.3): never guess which one the upstream would believe.
             reply = problem(400, "ambiguous-framing", "Content-Length and Transfer-Encoding together.")

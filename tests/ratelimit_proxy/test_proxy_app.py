@@ -273,6 +273,19 @@ def test_client_framing_headers_never_reach_the_upstream_and_both_framings_are_r
     assert upstream.served("/api/v1/echo") == before
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "5 ", "-1", "0x5", "abc"])
+def test_a_content_length_that_is_not_ascii_digits_is_refused_not_guessed(
+    client: FlaskClient, upstream: Upstream, value: str
+) -> None:
+    """RFC 9112 6.3: an invalid Content-Length cannot be recovered from. "\u00b2" (superscript two, a byte
+    0xB2 read as latin-1) passed str.isdigit() and then int() raised: a 500."""
+    before = upstream.served("/api/v1/echo")
+    response = client.post("/api/v1/echo", data=b"hello", environ_overrides={"CONTENT_LENGTH": value})
+    assert response.status_code == 400
+    assert response.json is not None and response.json["error"]["code"] == "bad_content_length"
+    assert upstream.served("/api/v1/echo") == before
+
+
 def test_a_client_over_its_limit_is_refused_from_memory_with_no_redis_call(
     settings_for: Callable[..., ProxySettings], redis_url: str
 ) -> None:
