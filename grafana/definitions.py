@@ -1452,6 +1452,9 @@ def statement_table(title: str, expr: str, unit: str, description: str) -> Panel
     )
 
 
+NO_POSTGRES = "No PostgreSQL watched: the query exporter runs where one does (docker-compose.production.yml)"
+
+
 def queries() -> dict[str, Any]:
     """What the databases spend their time on: PostgreSQL's own statistics (the query exporter, top K plus
     other), the services' statement timer (every engine, SQLite too), and index suggestions hypopg confirmed."""
@@ -1489,6 +1492,7 @@ def queries() -> dict[str, Any]:
                             "{{fingerprint}}",
                         ),
                         unit="s",
+                        no_value=NO_POSTGRES,
                         stack=True,
                         description="Seconds of execution per second; other: every statement outside the top K.",
                     ),
@@ -1496,6 +1500,7 @@ def queries() -> dict[str, Any]:
                         "Calls by statement",
                         Q(f"topk(10, {by_fingerprint.format(metric='pg_statement_calls_total')})", "{{fingerprint}}"),
                         unit="ops",
+                        no_value=NO_POSTGRES,
                     ),
                     panel(
                         "Mean time per call",
@@ -1505,6 +1510,7 @@ def queries() -> dict[str, Any]:
                             "{{fingerprint}}",
                         ),
                         unit="s",
+                        no_value=NO_POSTGRES,
                     ),
                 ),
             ),
@@ -1515,6 +1521,7 @@ def queries() -> dict[str, Any]:
                         "Shared-buffer hit ratio",
                         Q(f"{hits} / ({hits} + {reads})", "hit ratio"),
                         unit="percentunit",
+                        no_value=NO_POSTGRES,
                         thresholds=((None, "red"), (0.9, "yellow"), (0.99, "green")),
                         description="Blocks the statements found in shared buffers, against those read from disk "
                         "or the OS cache.",
@@ -1523,6 +1530,7 @@ def queries() -> dict[str, Any]:
                         "Shared-buffer hit ratio over time",
                         Q(f"{hits} / ({hits} + {reads})", "hit ratio"),
                         unit="percentunit",
+                        no_value=NO_POSTGRES,
                         width=8,
                     ),
                     panel(
@@ -1532,12 +1540,14 @@ def queries() -> dict[str, Any]:
                             "{{fingerprint}}",
                         ),
                         unit="short",
+                        no_value=NO_POSTGRES,
                         width=6,
                     ),
                     stat(
                         "Statements tracked",
                         Q("sum(pg_statements_entries)", "entries"),
                         unit="short",
+                        no_value=NO_POSTGRES,
                         width=3,
                         description="Entries pg_stat_statements holds; the exporter keeps the top K of them.",
                     ),
@@ -1545,6 +1555,7 @@ def queries() -> dict[str, Any]:
                         "Evicted entries",
                         Q("sum(increase(pg_statements_deallocations_total[$__range]))", "evicted"),
                         unit="short",
+                        no_value=NO_POSTGRES,
                         width=3,
                         description="Entries dropped at pg_stat_statements.max over the shown period: raise it "
                         "when this grows, their calls between two reads are lost.",
@@ -1586,6 +1597,7 @@ def queries() -> dict[str, Any]:
                         "Extensions",
                         Q("max by (extension) (pg_insights_extension_available)", "{{extension}}"),
                         unit="short",
+                        no_value=NO_POSTGRES,
                         width=6,
                         mappings=AVAILABLE,
                         description="pg_stat_statements feeds the statements; hypopg the suggestions.",

@@ -198,6 +198,17 @@ ratelimit_near_limit_total{tier="free",window="minute"}  0 1.5
 ratelimit_redis_errors_total  0 0.5
 ratelimit_circuit_open  1
 ratelimit_local_refusals_total  0 3
+ratelimit_pool_requests_total{colour="blue",status_class="2xx"}   0 9
+ratelimit_pool_requests_total{colour="green",status_class="2xx"}  0 0.9
+ratelimit_pool_requests_total{colour="green",status_class="5xx"}  0 0.1
+ratelimit_pool_errors_total{colour="blue"}   0 0.01
+ratelimit_pool_errors_total{colour="green"}  0 0.1
+ratelimit_pool_duration_seconds_bucket{colour="blue",le="0.05"}    0 8
+ratelimit_pool_duration_seconds_bucket{colour="blue",le="+Inf"}    0 9
+ratelimit_pool_duration_seconds_bucket{colour="green",le="0.05"}   0 0.5
+ratelimit_pool_duration_seconds_bucket{colour="green",le="+Inf"}   0 1
+release_traffic_weight{colour="blue"}   90
+release_traffic_weight{colour="green"}  10
 """ + http_metrics("ratelimit-proxy")
 
 # Urgent tickets unassigned, SLAs being breached, 8 more tickets a second created than resolved.
@@ -222,6 +233,13 @@ support_tickets_resolved_total{priority="normal"}  0 0.5
     + support_histogram("support_first_response_seconds")
     + support_histogram("support_resolution_seconds")
     + http_metrics("tickets")
+    + """
+db_statement_duration_seconds_bucket{service="tickets",database="default",fingerprint="5f2a9c01d3e7",statement_type="select",le="0.005"}  0 20
+db_statement_duration_seconds_bucket{service="tickets",database="default",fingerprint="5f2a9c01d3e7",statement_type="select",le="0.1"}    0 24
+db_statement_duration_seconds_bucket{service="tickets",database="default",fingerprint="5f2a9c01d3e7",statement_type="select",le="+Inf"}   0 25
+db_statement_duration_seconds_sum{service="tickets",database="default",fingerprint="5f2a9c01d3e7",statement_type="select"}               0 0.4
+db_statement_duration_seconds_count{service="tickets",database="default",fingerprint="5f2a9c01d3e7",statement_type="select"}             0 25
+"""
 )
 
 FLAGS = """
@@ -623,6 +641,27 @@ reports_render_seconds_sum                                 0 0.012
 reports_render_seconds_count                               0 0.01
 """
 
+# The query exporter on a PostgreSQL (the compose stacks scrape it; make up's runs no PostgreSQL): one
+# statement in the top K, the rest as other, one confirmed index suggestion.
+QUERIES = """
+pg_statement_calls_total{fingerprint="9d41c2b7e0aa",statement_type="select"}        0 20
+pg_statement_calls_total{fingerprint="other",statement_type="other"}                0 5
+pg_statement_exec_seconds_total{fingerprint="9d41c2b7e0aa",statement_type="select"} 0 0.4
+pg_statement_exec_seconds_total{fingerprint="other",statement_type="other"}         0 0.05
+pg_statement_shared_blocks_hit_total{fingerprint="9d41c2b7e0aa",statement_type="select"}   0 300
+pg_statement_shared_blocks_read_total{fingerprint="9d41c2b7e0aa",statement_type="select"}  0 3
+pg_statement_shared_blocks_hit_total{fingerprint="other",statement_type="other"}           0 30
+pg_statement_shared_blocks_read_total{fingerprint="other",statement_type="other"}          0 1
+pg_statement_info{fingerprint="9d41c2b7e0aa",statement_type="select",query="SELECT(?)"}  1
+pg_statements_entries  420
+pg_statements_deallocations_total  0 0.1
+pg_index_suggestion_cost_reduction_ratio{table="tickets",column="customer_id",fingerprint="9d41c2b7e0aa"}  0.93
+pg_insights_extension_available{extension="pg_stat_statements"}  1
+pg_insights_extension_available{extension="hypopg"}              0
+pg_insights_task_errors_total{task="statements"}   0 0.01
+pg_insights_task_last_success_timestamp_seconds{task="statements"}  @-5
+"""
+
 JOBS: dict[str, list[Series]] = {
     "infra": table(INFRA),
     "service-health": table(SERVICE_HEALTH),
@@ -632,6 +671,7 @@ JOBS: dict[str, list[Series]] = {
     "flags": table(FLAGS),
     "backup": table(BACKUP),
     "reports": table(REPORTS),
+    "queries": table(QUERIES),
 }
 
 

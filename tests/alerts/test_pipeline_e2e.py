@@ -199,4 +199,4 @@ def test_every_dashboard_query_returns_data_from_the_running_stack(stack: Alerti
     # rate() needs two scrapes of a series and the recording rules a few evaluations; what stays empty is listed
     with contextlib.suppress(TimeoutError):
         wait_until(all_answered, timeout=30, interval=1.0)
-    assert sorted(pending) == []
+    assert sorted(pending) == [], "\n".join(sorted(pending))
