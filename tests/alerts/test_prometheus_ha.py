@@ -170,7 +170,8 @@ def replica_config(
             static["targets"] = [alertmanager]
     scraped = {job["job_name"] for job in config["scrape_configs"]}
     for name in JOBS.keys() - scraped:  # scraped where they run (the query exporter: with compose's PostgreSQL)
-        config["scrape_configs"].append({"job_name": name, "static_configs": [{"targets": [targets.address(name)]}]})
+        target = {"targets": [targets.address(name)]}
+        config["scrape_configs"].append({"job_name": name, "static_configs": [target]})
     return config
 
 
@@ -344,7 +345,9 @@ def test_every_dashboard_query_answers_the_same_from_victoriametrics_as_from_one
             expected, differ = compare(pair, expr, span=span)
             empty += [f"{where}: {expr}"] if not expected else []
             mismatches += [f"{where}: {expr} (span {span} s): {difference}" for difference in differ]
-    assert empty == [], "\n".join(empty)  # the targets serve every series a panel reads: an empty panel would compare trivially
+    assert empty == [], "\n".join(
+        empty
+    )  # the targets serve every series a panel reads: an empty panel would compare trivially
     assert mismatches == []
 
 
