@@ -18,6 +18,8 @@ stays as it was. It shows what the search indexes cost a write.
 
 Run: .venv/bin/python bench/tickets_search.py [--postgres postgresql+psycopg://user@host:port/db]
      [--sqlite PATH] [--tickets 100000] [--messages-per-ticket 10] [--rebuild] [--repeat 40]
+     [--case TEXT] [--creations 200]
+`--case phrase` runs only the cases whose name contains the text; `--creations 0` skips the creations.
 """
 
 from __future__ import annotations
@@ -209,8 +211,9 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def search_cases(session: Session, repeat: int) -> list[tuple[str, Callable[[], tuple[int, int]], int]]:
-    """(case, one call returning (tickets on the page, the list's total), runs) of each search case."""
+def search_cases(session: Session, repeat: int, only: str = "") -> list[tuple[str, Callable[[], tuple[int, int]], int]]:
+    """(case, one call returning (tickets on the page, the list's total), runs) of each search case whose
+    name contains `only`."""
     backend = session.get_bind().dialect.name
     index = index_for_dialect(backend)
     rng = random.Random(7)
@@ -251,7 +254,7 @@ def search_cases(session: Session, repeat: int) -> list[tuple[str, Callable[[], 
     ]
     if backend == "sqlite":
         cases.append(("rare term, LIKE scan (peer)", like(lambda: rng.choice(RARE_WORDS)), 5))
-    return cases
+    return [case for case in cases if only in case[0]]
 
 
 def creation_rate(engine: Engine, creations: int) -> float:
@@ -285,7 +288,8 @@ def main() -> None:
     parser.add_argument("--messages-per-ticket", type=int, default=10)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument("--creations", type=int, default=200)
+    parser.add_argument("--creations", type=int, default=200, help="0: no creations")
+    parser.add_argument("--case", default="", help="only the cases whose name contains this text")
     args = parser.parse_args()
     if args.rebuild or not args.sqlite.exists():
         generate(args.sqlite, args.tickets, args.messages_per_ticket)
@@ -302,25 +306,28 @@ def main() -> None:
     print(f"load average before: {load_average()}")
     # Case by case, each backend in turn: a change in the machine's load reaches both alike.
     table: dict[str, dict[str, str]] = {}
-    for cases in zip(*(search_cases(session, args.repeat) for session in sessions), strict=False):
+    for cases in zip(*(search_cases(session, args.repeat, args.case) for session in sessions), strict=False):
         for backend, (name, run, runs) in zip(backends, cases, strict=False):
             samples, (shown, total) = timed(run, runs)
             cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs"
             cell += f", {shown} shown of {total})" if total >= 0 else f", {shown} shown)"
             table.setdefault(name, {})[backend] = cell
-    for name, run, runs in search_cases(sessions[0], args.repeat)[len(table) :]:  # SQLite's peer
+    for name, run, runs in search_cases(sessions[0], args.repeat, args.case)[len(table) :]:  # SQLite's peer
         samples, (shown, _) = timed(run, runs)
         table[name] = {"sqlite": f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs)"}
     for session in sessions:
         session.close()
-    rates = {backend: creation_rate(engine, args.creations) for backend, engine in zip(backends, engines, strict=True)}
+    rates = {
+        b: creation_rate(engine, args.creations) for b, engine in zip(backends, engines, strict=True) if args.creations
+    }
     print(f"load average after: {load_average()}")
     print("\n| query (p50 / p95 ms) | " + " | ".join(backends) + " |")
     print("|---|" + "---|" * len(backends))
     for name, cells in table.items():
         print(f"| {name} | " + " | ".join(cells.get(b, "-") for b in backends) + " |")
-    created = " | ".join(f"{rates[b]:.0f}" for b in backends)
-    print(f"| ticket creations per second, committed one by one ({args.creations}) | {created} |")
+    if rates:
+        created = " | ".join(f"{rates[b]:.0f}" for b in backends)
+        print(f"| ticket creations per second, committed one by one ({args.creations}) | {created} |")
 
 
 def load_average() -> str:

@@ -84,7 +84,9 @@ def ticket_list() -> ResponseReturnValue:
         links.next = url_for("tickets_api.ticket_list", **{**args, "page[cursor]": page.next_cursor})
     if page.prev_cursor:
         links.prev = url_for("tickets_api.ticket_list", **{**args, "page[before]": page.prev_cursor})
-    meta = schemas.TicketPageMeta(has_more=page.next_cursor is not None, total=page.total)
+    meta = schemas.TicketPageMeta(
+        has_more=page.next_cursor is not None, total=page.total, total_capped=page.total_capped
+    )
     return respond(schemas.TicketPage(data=data, meta=meta, links=links))
 
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from service_kit.errors import AuthorizationError
 from tickets_app.desk import Actor
 from tickets_app.models import Category, Ticket, ticket_tags
-from tickets_app.query import VIEWS, ParsedQuery, parse_query
-from tickets_app.schemas import TOTAL_CAP, TicketQuery
+from tickets_app.query import VIEWS, ParsedQuery, is_phrase, parse_query
+from tickets_app.schemas import PHRASE_TOTAL_CAP, TOTAL_CAP, TicketQuery
 from tickets_app.search import RANKED_CANDIDATES, SearchIndex
 from tickets_app.workflow import DONE_STATUSES, OPEN_STATUSES, PRIORITIES
 
@@ -44,12 +44,19 @@ class Page:
     snippets: dict[int, str]
     next_cursor: str | None
     prev_cursor: str | None
-    total: int  # tickets in the list, counted up to TOTAL_CAP + 1
+    total: int  # tickets in the list, counted up to total_cap + 1
+    total_cap: int  # the list's cap (`total_cap`): the UI's "more than", the API's total_capped
     start: int | None  # how many come before this page, None when the total passed the cap
 
     @property
     def total_capped(self) -> bool:
-        return self.total > TOTAL_CAP
+        return self.total > self.total_cap
+
+
+def total_cap(terms: list[str]) -> int:
+    """How far a list of these search terms is counted: PHRASE_TOTAL_CAP with a phrase among them, whose
+    exact count checks every ticket holding its words (tickets_app.schemas), else TOTAL_CAP."""
+    return PHRASE_TOTAL_CAP if any(is_phrase(term) for term in terms) else TOTAL_CAP
 
 
 @dataclass(frozen=True)
@@ -192,11 +199,14 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
     has_prev = more if backwards else cursor is not None
     # On the first page no ticket precedes the first row: the count need not compute the sort key.
     first_row = rows[0] if rows and cursor else None
+    cap = total_cap(parsed.terms)
     start: int | None
     if listed_ids is not None:
-        total, start = len(listed_ids), listed_ids.index(rows[0][0].id) if rows else 0
+        # Within the cap unless it is below RANKED_CANDIDATES: capped all the same, so a total means one thing.
+        total = min(len(listed_ids), cap + 1)
+        start = (listed_ids.index(rows[0][0].id) if rows else 0) if total <= cap else None
     else:
-        total, start = _count(session, listed, key, descending, first_row, match_ids)
+        total, start = _count(session, listed, key, descending, first_row, match_ids, cap)
     tickets = [row[0] for row in rows]
     snippets = (
         index.snippets(session, parsed.terms, actor.is_staff, [ticket.id for ticket in tickets]) if parsed.terms else {}
@@ -207,6 +217,7 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
         next_cursor=_encode_cursor(rows[-1].sort_key, rows[-1][0].id) if rows and has_next else None,
         prev_cursor=_encode_cursor(rows[0].sort_key, rows[0][0].id) if rows and has_prev else None,
         total=total,
+        total_cap=cap,
         start=start,
     )
 
@@ -346,10 +357,10 @@ def _beyond(key: Any, value: Any, last_id: int, descending: bool) -> ColumnEleme
 
 
 def _count(
-    session: Session, listed: Select[Any], key: Any, descending: bool, first: Any, matches: Any
+    session: Session, listed: Select[Any], key: Any, descending: bool, first: Any, matches: Any, cap: int
 ) -> tuple[int, int | None]:
-    """(the list's total up to TOTAL_CAP + 1, how many precede the page's first row, when one is given) in
-    one query.
+    """(the list's total up to `cap` + 1, how many precede the page's first row, when one is given and the
+    total is within the cap) in one query.
 
     A search is counted in the order its index hands out matches (`matches`, the ticket id column of the
     search's matches). Unordered, SQLite read the filtered tickets first and ran the full-text match once
@@ -364,9 +375,9 @@ def _count(
     counted = listed.with_only_columns(ahead.label("ahead"))
     if matches is not None:
         counted = counted.order_by(matches)
-    capped = counted.limit(TOTAL_CAP + 1).subquery()
+    capped = counted.limit(cap + 1).subquery()
     total, before = session.execute(select(func.count(), func.coalesce(func.sum(capped.c.ahead), 0))).one()
-    return int(total), (int(before) if total <= TOTAL_CAP else None)
+    return int(total), (int(before) if total <= cap else None)
 
 
 def _apply_filters(query: Select[Any], parsed: ParsedQuery) -> Select[Any]:

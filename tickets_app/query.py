@@ -36,6 +36,9 @@ VIEWS: tuple[str, ...] = get_args(View)
 
 _TOKEN = re.compile(r'(?P<key>[A-Za-z]+)(?P<op>:|>=|<=|>|<)(?P<value>"[^"]*"?|\S+)|"(?P<phrase>[^"]*)"?|(?P<word>\S+)')
 _HAS_TOKEN_CHAR = re.compile(r"\w", re.UNICODE)
+# A run of letters and digits: what both indexes cut text into (FTS5's unicode61 and PostgreSQL's parser
+# split at anything else, the underscore included).
+_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass
@@ -59,6 +62,12 @@ def parse_query(text: str) -> ParsedQuery:
         if term and _HAS_TOKEN_CHAR.search(term):
             parsed.terms.append(term)
     return parsed
+
+
+def is_phrase(term: str) -> bool:
+    """Whether a term is searched as a phrase: several words side by side (`"daily quota"`, or `e-mail`,
+    which both indexes split in two), which neither index counts cheaply."""
+    return len(_WORD.findall(term)) > 1
 
 
 def _apply_key(parsed: ParsedQuery, key: str, op: str, value: str) -> bool:

@@ -60,6 +60,11 @@ MAX_PAGE_SIZE = 100
 # A list's total is counted up to here and one more: beyond it the list has "more than", so no page pays
 # for counting everything.
 TOTAL_CAP = 10_000
+# The same for a search with a phrase among its terms (tickets_app.query.is_phrase): neither index counts a
+# phrase cheaply (GIN keeps no positions, so every ticket holding its words is checked for them side by side;
+# FTS5 reads each one's position lists), and counting 10,001 of a phrase of common words took 0.1-0.5 s at
+# 100k tickets (issue 16). Search APIs cap totals this low too (GitHub's search gives at most 1,000 results).
+PHRASE_TOTAL_CAP = 1_000
 MAX_POSITION = 2**31 - 1  # PostgreSQL INTEGER
 MAX_TARGET_MINUTES = 366 * 24 * 60  # a year: beyond it a deadline is no deadline
 
@@ -272,7 +277,15 @@ class TicketUpdate(BaseModel):
 
 class TicketPageMeta(BaseModel):
     has_more: bool
-    total: int = Field(description=f"tickets in the list, counted up to {TOTAL_CAP + 1}: then there may be more")
+    total: int = Field(
+        description=f"tickets in the list, counted up to {TOTAL_CAP + 1:,}, or up to {PHRASE_TOTAL_CAP + 1:,} when "
+        "the search has a phrase among its terms (a quoted phrase, or a word the index splits in several, like "
+        "e-mail): a total one above its cap says there may be more (total_capped)"
+    )
+    total_capped: bool = Field(
+        description=f"the total reached its cap ({TOTAL_CAP:,}, or {PHRASE_TOTAL_CAP:,} with a phrase) and was "
+        "counted no further"
+    )
 
 
 class TicketPageLinks(BaseModel):

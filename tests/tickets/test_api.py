@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+import tickets_app.listing
 from tests.tickets.conftest import Tokens, auth
 
 
@@ -213,13 +214,28 @@ def test_list_search_and_cursor_links(client: FlaskClient, tokens: Tokens) -> No
     assert len(seen) == len(set(seen)) == 5
 
 
+def test_a_phrase_past_its_cap_says_so_in_the_meta(
+    client: FlaskClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phrase is counted to a lower cap than a word: a client reads from total_capped, not from a total
+    of 10,001, that there may be more."""
+    monkeypatch.setattr(tickets_app.listing, "PHRASE_TOTAL_CAP", 2)
+    for i in range(4):
+        create(client, tokens.customer, subject=f"Refund request {i}")
+    phrase = client.get('/api/v1/tickets?q="refund request"', headers=auth(tokens.agent)).json
+    assert phrase["meta"] == {"has_more": False, "total": 3, "total_capped": True}
+    assert len(phrase["data"]) == 4
+    word = client.get("/api/v1/tickets?q=refund", headers=auth(tokens.agent)).json
+    assert word["meta"] == {"has_more": False, "total": 4, "total_capped": False}
+
+
 def test_list_pages_go_back_and_count_within_a_view(client: FlaskClient, tokens: Tokens) -> None:
     for i in range(5):
         create(client, tokens.customer, subject=f"Refund request {i}")
     done = create(client, tokens.customer, subject="Refund done")
     client.patch(f"/api/v1/tickets/{done['id']}", json={"status": "closed"}, headers=auth(tokens.agent))
     first = client.get("/api/v1/tickets?view=unassigned&page[size]=2", headers=auth(tokens.agent)).json
-    assert first["meta"] == {"has_more": True, "total": 5}  # the closed one is no work
+    assert first["meta"] == {"has_more": True, "total": 5, "total_capped": False}  # the closed one is no work
     assert "prev" not in first["links"]
     second = client.get(first["links"]["next"], headers=auth(tokens.agent)).json
     assert "page[cursor]" not in second["links"]["prev"]

@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import event
 from werkzeug.serving import make_server
 
+import tickets_app.listing
 from tests.servers import free_port
 from tests.tickets.conftest import ticket_change, ticket_input
 from tickets_app.demo import seed
@@ -397,6 +398,24 @@ def test_pages_go_forward_and_back_with_a_total(page: Page, queue_desk: Desk) ->
     page.get_by_role("link", name="← Previous page").click()
     expect(summary).to_have_text(f"1{DASH}25 of 34")
     assert rows(page) == first
+
+
+@pytest.mark.integration
+def test_a_phrase_past_its_cap_shows_more_than_its_cap(
+    page: Page, queue_desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phrase is counted to its own, lower cap (PHRASE_TOTAL_CAP): the summary names that cap, and a word
+    in as many tickets still has its exact count and position."""
+    monkeypatch.setattr(tickets_app.listing, "PHRASE_TOTAL_CAP", 20)
+    log_in_to(page, queue_desk)
+    search = page.get_by_label("Search tickets")
+    summary = page.locator("#page-summary")
+    search.fill('"about question"')
+    search.press("Enter")
+    expect(summary).to_have_text("25 shown of more than 20")
+    search.fill("question")
+    search.press("Enter")
+    expect(summary).to_have_text(f"1{DASH}25 of {BULK}")
 
 
 @pytest.mark.integration
