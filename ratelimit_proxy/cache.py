@@ -293,6 +293,21 @@ def discard(body: bytes | Iterator[bytes]) -> None:
         close()  # hands an upstream connection back (or closes it)
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One request on a cached route, as every step of the cache needs it."""
+
+    method: str
+    target: str
+    key: str  # url_key(target)
+    partition: str  # "auth" (the request carries a credential) or "anon"
+    request: dict[str, str]  # the request's fields by lower-case name
+    authenticated: bool
+    route: CacheRouteSettings
+    headers: Fields  # what to send upstream
+    fetch: Fetch
+
+
 class ResponseCache:
     """One per process (the proxy's workers and the admin API): lookups, fills, purges."""
 
@@ -391,6 +406,7 @@ class ResponseCache:
             answer = fetch(method, headers)
             return Served(answer.status, answer.reason, cdn_fields(answer.headers, route), answer.body, "")
         key, partition = url_key(target), ("auth" if authenticated else "anon")
+        ask = Ask(method, target, key, partition, request, authenticated, route, headers, fetch)
         if self._passes.get(key, 0.0) > time.monotonic():  # known uncacheable: straight on (hit-for-pass)
             self._count("pass")
             answer = fetch(method, headers)
@@ -399,28 +415,24 @@ class ResponseCache:
         entry = None
         if self._local_usable() and self.local is not None:
             entry = self.local.get(key, partition, request)
-        if entry is None:  # the fill looks in Redis, taking the fill lock in the same call when it misses
-            served = self._fill(method, key, partition, request, authenticated, target, route, headers, fetch)
-        else:
-            served = self._from_entry(
-                method, key, partition, request, authenticated, target, route, headers, fetch, entry
-            )
+        # without a local entry, the fill looks in Redis, taking the fill lock in the same call when it misses
+        served = self._fill(ask) if entry is None else self._from_entry(ask, entry)
         self._count(served.result)
         return served
 
     def _count(self, result: str) -> None:
         self._results[result].inc()
 
-    def _get(self, key: str, partition: str, request: Mapping[str, str]) -> Entry | None:
+    def _get(self, ask: Ask) -> Entry | None:
         """The entry from the local layer or the store (StorageUnavailable when Redis fails)."""
         use_local = self._local_usable()
         if use_local and self.local is not None:
-            entry = self.local.get(key, partition, request)
+            entry = self.local.get(ask.key, ask.partition, ask.request)
             if entry is not None:
                 return entry
-        entry = self._lookup(key, partition, request).entry
+        entry = self._lookup(ask.key, ask.partition, ask.request).entry
         if entry is not None and use_local and self.local is not None:
-            self.local.put(key, partition, self._names(entry), request, entry)
+            self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
         return entry
 
     @staticmethod
@@ -441,33 +453,21 @@ class ResponseCache:
             log.warning("response cache: Redis is back")
         return found
 
-    def _bypass(self, method: str, headers: Fields, route: CacheRouteSettings, fetch: Fetch) -> Served:
-        answer = fetch(method, headers)
-        fields = [*cdn_fields(answer.headers, route), ("X-Cache", "BYPASS")]
+    def _bypass(self, ask: Ask) -> Served:
+        answer = ask.fetch(ask.method, ask.headers)
+        fields = [*cdn_fields(answer.headers, ask.route), ("X-Cache", "BYPASS")]
         return Served(answer.status, answer.reason, fields, answer.body, "bypass")
 
-    def _from_entry(
-        self,
-        method: str,
-        key: str,
-        partition: str,
-        request: dict[str, str],
-        authenticated: bool,
-        target: str,
-        route: CacheRouteSettings,
-        headers: Fields,
-        fetch: Fetch,
-        entry: Entry,
-    ) -> Served:
-        verdict = self._verdict(entry, request)
+    def _from_entry(self, ask: Ask, entry: Entry) -> Served:
+        verdict = self._verdict(entry, ask.request)
         if verdict is Verdict.FRESH:
-            return self._serve(method, request, route, entry, "hit")
+            return self._serve(ask, entry, "hit")
         if verdict is Verdict.STALE:
-            return self._serve(method, request, route, entry, "stale")
+            return self._serve(ask, entry, "stale")
         if verdict is Verdict.STALE_WHILE_REVALIDATE:
-            self._refresh_in_background(key, partition, request, authenticated, target, route, headers, fetch, entry)
-            return self._serve(method, request, route, entry, "stale")
-        return self._fill(method, key, partition, request, authenticated, target, route, headers, fetch, entry)
+            self._refresh_in_background(ask, entry)
+            return self._serve(ask, entry, "stale")
+        return self._fill(ask, entry)
 
     def _verdict(self, entry: Entry, request: Mapping[str, str]) -> Verdict:
         """serve_verdict, with a shortcut for the common case that gives the same answer: a request without
@@ -482,35 +482,21 @@ class ResponseCache:
             return Verdict.FRESH
         return serve_verdict(entry.headers, entry.lifetime, entry.initial_age, entry.stored_at, request, now)
 
-    def _serve(
-        self, method: str, request: Mapping[str, str], route: CacheRouteSettings, entry: Entry, result: str
-    ) -> Served:
+    def _serve(self, ask: Ask, entry: Entry, result: str) -> Served:
         age = int(entry.initial_age + max(0.0, self.clock() - entry.stored_at))
-        fields = [*cdn_fields(list(entry.headers), route), ("Age", str(age)), ("X-Cache", result.upper())]
-        if client_not_modified(request, entry.headers):
+        fields = [*cdn_fields(list(entry.headers), ask.route), ("Age", str(age)), ("X-Cache", result.upper())]
+        if client_not_modified(ask.request, entry.headers):
             fields = [*not_modified_headers(entry.headers), ("Age", str(age)), ("X-Cache", result.upper())]
             return Served(304, "Not Modified", fields, b"", result)
-        if method == "HEAD":
+        if ask.method == "HEAD":
             return Served(entry.status, entry.reason, fields, b"", result)
         if result != "miss":
             self.metrics.served_bytes.inc(len(entry.body))
         return Served(entry.status, entry.reason, fields, entry.body, result)
 
-    def _fill(
-        self,
-        method: str,
-        key: str,
-        partition: str,
-        request: dict[str, str],
-        authenticated: bool,
-        target: str,
-        route: CacheRouteSettings,
-        headers: Fields,
-        fetch: Fetch,
-        stale: Entry | None = None,
-    ) -> Served:
+    def _fill(self, ask: Ask, stale: Entry | None = None) -> Served:
         """A miss (or a revalidation), single-flight: see the module docstring, step 3."""
-        flight = f"{key}:{partition}"
+        flight = f"{ask.key}:{ask.partition}"
         with self._flights_lock:
             event = self._flights.get(flight)
             leader = event is None
@@ -519,87 +505,71 @@ class ResponseCache:
         assert event is not None
         if not leader:
             event.wait(self.settings.lock_lease_ms / 1000)
-            served = self._after_wait(method, key, partition, request, route, stale)
+            served = self._after_wait(ask, stale)
             if served is not None:
                 self.metrics.fill_waits.labels("filled").inc()
                 return served
             self.metrics.fill_waits.labels("fetched").inc()
-            return self._fetch(method, key, partition, request, authenticated, target, route, headers, fetch, stale)
+            return self._fetch(ask, stale)
         try:
             if stale is not None:  # a revalidation is collapsed per worker; it is one small conditional request
-                return self._fetch(method, key, partition, request, authenticated, target, route, headers, fetch, stale)
+                return self._fetch(ask, stale)
             owner = secrets.token_hex(8)
             try:
-                found = self._lookup(key, partition, request, owner)
+                found = self._lookup(ask.key, ask.partition, ask.request, owner)
             except StorageUnavailable:
-                return self._bypass(method, headers, route, fetch)
+                return self._bypass(ask)
             if found.entry is not None:
                 entry = found.entry
                 if self.local is not None and self._local_usable():
-                    self.local.put(key, partition, self._names(entry), request, entry)
-                verdict = self._verdict(entry, request)
+                    self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
+                verdict = self._verdict(entry, ask.request)
                 if verdict is Verdict.REVALIDATE:  # this thread leads the flight already: no nested fill
-                    return self._fetch(
-                        method, key, partition, request, authenticated, target, route, headers, fetch, entry
-                    )
+                    return self._fetch(ask, entry)
                 if verdict is Verdict.STALE_WHILE_REVALIDATE:
-                    self._refresh_in_background(
-                        key, partition, request, authenticated, target, route, headers, fetch, entry
-                    )
-                return self._serve(method, request, route, entry, "hit" if verdict is Verdict.FRESH else "stale")
+                    self._refresh_in_background(ask, entry)
+                return self._serve(ask, entry, "hit" if verdict is Verdict.FRESH else "stale")
             if found.locked_by_us:
                 fill = Fill(owner)
                 try:
-                    return self._fetch(
-                        method, key, partition, request, authenticated, target, route, headers, fetch, fill=fill
-                    )
+                    return self._fetch(ask, fill=fill)
                 finally:
                     if not fill.released:  # nothing stored: release it here
-                        self._unlock(key, owner)
+                        self._unlock(ask.key, owner)
             if found.locked:  # another process is filling: wait for its entry, at most one lease
-                served = self._wait_for_other(method, key, partition, request, route)
+                served = self._wait_for_other(ask)
                 if served is not None:
                     self.metrics.fill_waits.labels("filled").inc()
                     return served
                 self.metrics.fill_waits.labels("fetched").inc()
-            return self._fetch(method, key, partition, request, authenticated, target, route, headers, fetch)
+            return self._fetch(ask)
         finally:
             with self._flights_lock:
                 del self._flights[flight]
             event.set()
 
-    def _after_wait(
-        self,
-        method: str,
-        key: str,
-        partition: str,
-        request: Mapping[str, str],
-        route: CacheRouteSettings,
-        stale: Entry | None,
-    ) -> Served | None:
+    def _after_wait(self, ask: Ask, stale: Entry | None) -> Served | None:
         try:
-            entry = self._get(key, partition, request)
+            entry = self._get(ask)
         except StorageUnavailable:
             return None
         if entry is None or (stale is not None and entry.stored_at <= stale.stored_at):
             return None
-        verdict = self._verdict(entry, request)
+        verdict = self._verdict(entry, ask.request)
         if verdict is Verdict.REVALIDATE and stale is None:
             return None
-        return self._serve(method, request, route, entry, "hit")
+        return self._serve(ask, entry, "hit")
 
-    def _wait_for_other(
-        self, method: str, key: str, partition: str, request: Mapping[str, str], route: CacheRouteSettings
-    ) -> Served | None:
+    def _wait_for_other(self, ask: Ask) -> Served | None:
         deadline = time.monotonic() + self.settings.lock_lease_ms / 1000
         while time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
             try:
-                found = self._lookup(key, partition, request)
+                found = self._lookup(ask.key, ask.partition, ask.request)
             except StorageUnavailable:
                 return None
             if found.entry is not None:
-                return self._serve(method, request, route, found.entry, "hit")
+                return self._serve(ask, found.entry, "hit")
             if not found.locked:
                 return None  # the other got nothing storable (or gave up)
         return None
@@ -610,27 +580,14 @@ class ResponseCache:
         except StorageUnavailable:
             self.metrics.errors.inc()  # the lease runs out on its own
 
-    def _fetch(
-        self,
-        method: str,
-        key: str,
-        partition: str,
-        request: dict[str, str],
-        authenticated: bool,
-        target: str,
-        route: CacheRouteSettings,
-        headers: Fields,
-        fetch: Fetch,
-        stale: Entry | None = None,
-        fill: Fill | None = None,
-    ) -> Served:
+    def _fetch(self, ask: Ask, stale: Entry | None = None, fill: Fill | None = None) -> Served:
         """Ask the origin (a GET, conditional when ``stale`` has validators); store what may be stored
         (releasing ``fill``'s lock in the same call)."""
-        fields = [(k, v) for k, v in headers if k.lower() not in CONDITIONALS]
+        fields = [(k, v) for k, v in ask.headers if k.lower() not in CONDITIONALS]
         if stale is not None:
             fields += conditional_headers(stale.headers)
         sent_at = self.clock()
-        answer = fetch("GET", fields)
+        answer = ask.fetch("GET", fields)
         received_at = self.clock()
         if stale is not None and answer.status == 304:
             discard(answer.body)
@@ -643,16 +600,18 @@ class ResponseCache:
                 initial_age=initial_age(answer.headers, sent_at, received_at),
                 lifetime=lifetime,
             )
-            self._keep(key, partition, request, entry, target)
-            return self._serve(method, request, route, entry, "revalidated")
+            self._keep(ask, entry)
+            return self._serve(ask, entry, "revalidated")
         if (
             stale is not None
             and answer.status in ORIGIN_ERRORS
-            and stale_if_error(stale.headers, stale.lifetime, stale.initial_age, stale.stored_at, request, received_at)
+            and stale_if_error(
+                stale.headers, stale.lifetime, stale.initial_age, stale.stored_at, ask.request, received_at
+            )
         ):
             discard(answer.body)
-            return self._serve(method, request, route, stale, "stale")
-        ok, reason = storable("GET", answer.status, request, answer.headers, authenticated)
+            return self._serve(ask, stale, "stale")
+        ok, reason = storable("GET", answer.status, ask.request, answer.headers, ask.authenticated)
         body: bytes | Iterator[bytes] = answer.body
         if ok:
             whole, body = collect(answer.body, self.settings.max_entry_bytes)
@@ -668,15 +627,15 @@ class ResponseCache:
                     received_at,
                     initial_age(answer.headers, sent_at, received_at),
                     freshness_lifetime(answer.headers) or 0.0,
-                    surrogate_tags(answer.headers, route),
+                    surrogate_tags(answer.headers, ask.route),
                 )
-                self._keep(key, partition, request, entry, target, fill)
-                return self._serve(method, request, route, entry, "miss")  # a changed response too
+                self._keep(ask, entry, fill)
+                return self._serve(ask, entry, "miss")  # a changed response too
         self.metrics.not_stored.labels(reason).inc()
         if reason in PASS_REASONS and answer.status not in ORIGIN_ERRORS:  # an outage says nothing of the URL
-            self._remember_pass(key)
-        fields_out = [*cdn_fields(answer.headers, route), ("X-Cache", "MISS")]
-        if method == "HEAD":
+            self._remember_pass(ask.key)
+        fields_out = [*cdn_fields(answer.headers, ask.route), ("X-Cache", "MISS")]
+        if ask.method == "HEAD":
             discard(body)
             body = b""
         return Served(answer.status, answer.reason, fields_out, body, "miss")
@@ -689,9 +648,7 @@ class ResponseCache:
             self._passes.clear()
         self._passes[key] = time.monotonic() + self.settings.pass_seconds
 
-    def _keep(
-        self, key: str, partition: str, request: Mapping[str, str], entry: Entry, target: str, fill: Fill | None = None
-    ) -> None:
+    def _keep(self, ask: Ask, entry: Entry, fill: Fill | None = None) -> None:
         """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal."""
         if entry.lifetime <= 0:
             keep = float(self.settings.revalidate_keep_seconds)
@@ -701,7 +658,9 @@ class ResponseCache:
         try:
             if not self.breaker.allow():
                 raise StorageUnavailable("cache circuit open")
-            self.store.store(key, partition, names, request, entry, target, keep, fill.owner if fill else "")
+            self.store.store(
+                ask.key, ask.partition, names, ask.request, entry, ask.target, keep, fill.owner if fill else ""
+            )
             if fill is not None:
                 fill.released = True
         except StorageUnavailable:
@@ -710,22 +669,11 @@ class ResponseCache:
             self.breaker.failure()
             return
         if self.local is not None and self._local_usable():
-            self.local.put(key, partition, names, request, entry)
+            self.local.put(ask.key, ask.partition, names, ask.request, entry)
 
-    def _refresh_in_background(
-        self,
-        key: str,
-        partition: str,
-        request: dict[str, str],
-        authenticated: bool,
-        target: str,
-        route: CacheRouteSettings,
-        headers: Fields,
-        fetch: Fetch,
-        stale: Entry,
-    ) -> None:
+    def _refresh_in_background(self, ask: Ask, stale: Entry) -> None:
         """stale-while-revalidate: one refresh per entry and worker at a time, off the request."""
-        flight = f"{key}:{partition}"
+        flight = f"{ask.key}:{ask.partition}"
         with self._flights_lock:
             if flight in self._flights:
                 return
@@ -733,9 +681,7 @@ class ResponseCache:
 
         def refresh() -> None:
             try:
-                served = self._fetch(
-                    "GET", key, partition, request, authenticated, target, route, headers, fetch, stale
-                )
+                served = self._fetch(replace(ask, method="GET"), stale)
                 discard(served.body)
             except Exception:  # a background thread: log, never raise into nothing
                 log.exception("response cache: background refresh failed")
