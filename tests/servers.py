@@ -25,13 +25,15 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
+from werkzeug.serving import make_server
 
 from backups.local_s3 import GRPC_OFFSET, PORTS, LocalS3
 
@@ -51,6 +53,20 @@ def free_port() -> int:
             if port not in _HANDED_OUT:
                 _HANDED_OUT.add(port)
                 return port
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A WSGI ``app`` on a real threaded HTTP server on a free loopback port; yields its base URL."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 def free_port_with(offset: int) -> int:

@@ -8,7 +8,6 @@ the config the process is started with, so a URL added to the list, or a port mo
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 import backups.cli
 import backups.service
@@ -46,7 +44,7 @@ from service_kit.config import load_settings
 from service_kit.db import make_engine, upgrade
 from service_kit.index import STANDARD_PATHS
 from tests import procfile
-from tests.servers import free_port
+from tests.servers import serving
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -62,9 +60,10 @@ App = Callable[..., Any]
 
 
 def printed_ports() -> set[int]:
-    """Ports of the URLs scripts/up.sh prints: its URL list and the HA lines (`:9102/metrics` is shorthand)."""
+    """Ports of the URLs scripts/up.sh prints for `make up`: its URL list and the HA lines (`:9102/metrics` is
+    shorthand). The staging list (`make staging`) is the same components 10000 ports up."""
     script = (REPO / "scripts" / "up.sh").read_text()
-    listing = script.split("cat <<'URLS'\n", 1)[1].split("\nURLS\n", 1)[0]
+    listing = script.split("cat <<'URLS'\nVibeLux Ops is starting", 1)[1].split("\nURLS\n", 1)[0]
     printed = listing + "".join(re.findall(r'echo "(.*)"', script))
     return {int(port) for port in re.findall(r"(?:https?://127\.0\.0\.1)?:(\d+)\b", printed)}
 
@@ -73,20 +72,6 @@ def demo_port() -> int:
     match = re.search(r"--port (\d+)", procfile.commands()["demo"])
     assert match, "the Procfile's demo line names its port"
     return int(match.group(1))
-
-
-@contextmanager
-def serving(app: App) -> Iterator[str]:
-    """`app` behind a real HTTP server on a free loopback port; its base URL."""
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture(autouse=True)

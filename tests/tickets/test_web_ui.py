@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import event
-from werkzeug.serving import make_server
 
 import tickets_app.listing
-from tests.servers import free_port
+from tests.servers import serving
 from tests.tickets.conftest import ticket_change, ticket_input
 from tickets_app.demo import seed
 from tickets_app.desk import Actor
@@ -68,22 +65,8 @@ def live(app: Flask) -> Iterator[Live]:
         )
         session.commit()
         ids = (refund.id, xss.id)
-    with serve(app) as url:
+    with serving(app) as url:
         yield Live(url, *ids)
-
-
-@contextmanager
-def serve(app: Flask) -> Iterator[str]:
-    """The app on a real threaded HTTP server on a free port; yields its base URL."""
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +266,7 @@ def queue_desk(app: Flask) -> Iterator[Desk]:
             )
         change("closed", ANN, 1, status="closed")  # the most recently updated ticket of all
         session.commit()
-    with serve(app) as url:
+    with serving(app) as url:
         yield Desk(url, now, ids)
 
 
@@ -471,7 +454,7 @@ def test_screenshots_of_the_demo_desk(app: Flask, page: Page, tmp_path: Path) ->
     with app.app_context(), resources.db.new_session() as session:
         password = seed(session, resources.desk, tickets=80)
     page.set_viewport_size({"width": 1400, "height": 900})
-    with serve(app) as url:
+    with serving(app) as url:
         log_in_to(page, Desk(url, datetime.now(UTC), {}, password))
         assert in_due_order(rows(page)) and {row["status"] for row in rows(page)} <= {"open", "in_progress", "waiting"}
         page.screenshot(path=tmp_path / "queue.png")
