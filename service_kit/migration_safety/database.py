@@ -9,8 +9,10 @@ service's do (their tests run them there).
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def upgraded_schemas(migrations_dir: Path, revisions: Sequence[str]) -> Upgraded
     """Upgrade a fresh SQLite database through ``revisions`` in turn (the kit's tables first, as services do)."""
     own_kit = migrations_dir.resolve() == KIT_MIGRATIONS.resolve()
     version_table = KIT_VERSION_TABLE if own_kit else SERVICE_VERSION_TABLE
-    with tempfile.TemporaryDirectory(prefix="vibelux-migrations-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="vibelux-migrations-") as workdir, _alembic_quiet():
         engine = make_engine(f"sqlite:///{Path(workdir) / 'check.sqlite3'}")
         try:
             if not own_kit:
@@ -53,6 +55,19 @@ def upgraded_schemas(migrations_dir: Path, revisions: Sequence[str]) -> Upgraded
             return upgraded
         finally:
             engine.dispose()
+
+
+@contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Alembic logs every step at info: in a process whose logging is set up (a release controller, a test
+    run after a service's) the check's scratch upgrades would fill its output."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def reflect(engine: Engine) -> Schema:
