@@ -196,6 +196,7 @@ class FlagsClient:
         self._listeners: list[Listener] = []
         self._threads: list[threading.Thread] = []
         self._start_deadline: float | None = None
+        self._start_wait_reported = False  # the missed deadline is logged once, by whichever waiter finds it
         self._last_failure = "no answer yet"
         self._stream_response: requests.Response | None = None
         self._load_from_disk()
@@ -224,11 +225,15 @@ class FlagsClient:
         """Wait out what is left of ``start_wait`` for the first snapshot from the service; True when it came.
 
         One deadline for every waiter, so the OpenFeature provider's ``initialize`` after the constructor's
-        wait adds no second wait."""
+        wait adds no second wait; the first waiter to find it passed without a snapshot logs it."""
         remaining = 0.0 if self._start_deadline is None else self._start_deadline - time.monotonic()
         if self.wait_until_ready(max(remaining, 0.0)):
             return True
-        if remaining > 0:  # only the waiter that waited the deadline out says so
+        if self._start_deadline is None or self.start_wait <= 0:
+            return False
+        with self._lock:  # once: the constructor's wait may begin after the deadline on a busy machine
+            report, self._start_wait_reported = not self._start_wait_reported, True
+        if report:
             serving = "its last-known-good copy" if self._snapshot is not None else "the callers' defaults"
             log.warning(
                 "no snapshot from the flag service at %s within %.1f s (%s); serving %s until it answers",

@@ -359,6 +359,22 @@ def test_client_built_while_the_service_is_up_answers_its_first_call_from_the_se
         sdk.close()
 
 
+def test_a_start_wait_that_ran_out_before_anyone_waited_is_still_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """On a loaded machine the constructor's own wait began after its deadline, so no waiter "waited it out"
+    and the missed start went unlogged (CI, 2026-12-01): the first waiter to find it passed says so."""
+    caplog.set_level(logging.INFO, logger="vibelux.flags.sdk")
+    sdk = FlagsClient("http://127.0.0.1:9", "fsk_unused", start=False, start_wait=0.2, max_backoff=0.2)
+    try:
+        sdk.start()
+        time.sleep(0.3)  # the deadline passes before the first wait
+        assert sdk.wait_for_start() is False
+        assert sdk.wait_for_start() is False
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "within 0.2 s" in warnings[0], warnings
+    finally:
+        sdk.close()
+
+
 def test_calls_before_the_first_snapshot_are_logged_once_and_counted_by_what_they_served(
     service: Service, seeded: tuple[Callable[..., object], str], caplog: pytest.LogCaptureFixture
 ) -> None:
