@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+PYTEST_WORKERS ?= 2  # one per core of CI's machine; each test file runs whole in one worker (its module fixtures are shared)
 
 .PHONY: up staging test install system-deps lint typecheck config-check pytest bench clean
 
@@ -39,7 +40,7 @@ config-check:
 	$(BIN)/vibelux-migrations check
 
 pytest:
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder  # files in collection order: slow ones first (tests/conftest.py)
 
 bench: install
 	@BENCH=1 scripts/system-deps.sh

@@ -29,6 +29,13 @@ MINIMAL_ALERTMANAGER = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files holding a ``slow`` test run first. ``make test`` deals whole files to its pytest-xdist
+    workers in collection order, so a long file dealt last would leave the other worker idle while it runs."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()

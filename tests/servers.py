@@ -41,14 +41,27 @@ _HANDED_OUT: set[int] = set()
 _HANDING_OUT = threading.Lock()  # servers may be built from several threads (tests/alerts/stack.py)
 
 
+def _worker_share() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) when the suite runs in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return (int(worker.removeprefix("gw")), count) if worker.startswith("gw") else (0, 1)
+
+
 def free_port() -> int:
     """A loopback port free now and not handed out before in this process: the kernel may give the port
     just closed to the next bind(0), so two servers built in a row could otherwise get the same one (seen:
-    an Alertmanager whose port a Prometheus replica had taken answered 404 to /api/v2/alerts)."""
+    an Alertmanager whose port a Prometheus replica had taken answered 404 to /api/v2/alerts). Under
+    pytest-xdist each worker takes only its share of the ports (bind(0) hands out odd ports, so the share
+    is by port // 2), so two workers never hand out the same port, even while one lies closed between this
+    check and its server's bind."""
+    index, count = _worker_share()
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
+        if (port // 2) % count != index:
+            continue
         with _HANDING_OUT:
             if port not in _HANDED_OUT:
                 _HANDED_OUT.add(port)
@@ -70,7 +83,11 @@ def serving(app: Any) -> Iterator[str]:
 
 
 def free_port_with(offset: int) -> int:
-    """A free port whose port + ``offset`` is free too (a server that derives a second port from the first)."""
+    """A free port whose port + ``offset`` is free too (a server that derives a second port from the first).
+    Both lie in this worker's share of ports, so ``offset`` must be a multiple of twice the number of workers."""
+    _, count = _worker_share()
+    if offset % (2 * count):
+        raise ValueError(f"port offset {offset} is not a multiple of twice the {count} pytest-xdist workers")
     while True:
         port = free_port()
         if port + offset >= 65536:

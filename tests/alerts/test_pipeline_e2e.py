@@ -28,7 +28,7 @@ from tests.alerts.stack import (
 )
 from tests.servers import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # the whole stack starts in setup
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]  # the whole stack starts in setup
 
 
 @pytest.fixture(scope="module")

@@ -335,6 +335,7 @@ def rule_expressions() -> Iterator[tuple[str, str]]:
                 yield rule.get("alert") or rule["record"], rule["expr"]
 
 
+@pytest.mark.slow  # the pair, VictoriaMetrics and the targets start in its fixture (about 20 s)
 @pytest.mark.integration
 def test_every_dashboard_query_answers_the_same_from_victoriametrics_as_from_one_replica(pair: HaPair) -> None:
     queries = list(dashboard_queries())

@@ -13,7 +13,7 @@ from backups.postgres import PostgresStore
 from tests.backups.conftest import Cluster, SettingsFactory
 from tests.servers import SeaweedS3Server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLI = str(Path(sys.executable).with_name("vibelux-backup"))
 
 

@@ -17,7 +17,7 @@ from service_kit.db import make_engine, upgrade
 from tests.backups.conftest import SettingsFactory
 from tests.servers import SeaweedS3Server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def service_app(settings: BackupSettings) -> Flask:

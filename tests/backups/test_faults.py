@@ -25,7 +25,7 @@ from tests.backups.test_drills import scrape, service_app
 from tests.backups.test_sqlite import insert_rows
 from tests.servers import SeaweedS3Server, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 MOUNTS: list[Path] = []

@@ -23,7 +23,7 @@ from tests.servers import SeaweedS3Server
 from tickets_app.attachments import AttachmentStore, accept_upload
 from tickets_app.models import Attachment, Base
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LIMITS = (1 << 20, 1 << 30)
 CLI = str(Path(sys.executable).with_name("vibelux-backup"))
 

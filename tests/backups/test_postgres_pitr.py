@@ -10,7 +10,7 @@ import pytest
 from backups.postgres import PostgresStore
 from tests.backups.conftest import Cluster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def insert_rows(store: PostgresStore, ids: range) -> None:

@@ -20,7 +20,7 @@ from tests.backups.test_cli import CLI
 from tests.backups.test_drills import scrape, service_app
 from tests.servers import SeaweedS3Server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def insert_rows(store: SqliteStore, ids: range) -> None:

@@ -159,6 +159,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, s3_server: SeaweedS3
         redis_server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_real_prometheus_scrapes_every_contract_job_and_every_target_is_up(
     running_stack: dict[str, Any], alertmanager_server: AlertmanagerServer

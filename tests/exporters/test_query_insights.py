@@ -40,7 +40,7 @@ from tests.servers import PostgresServer, PrometheusServer, free_port, wait_unti
 from tests.service_kit.example_service import ExampleSettings
 from tests.service_kit.example_service import create_app as create_example_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOP_K = 20
 OPERATORS = ("+", "-", "*")
 

@@ -34,6 +34,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 """
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # one to two minutes here; CI runs two test files at once on two cores
 @pytest.mark.integration
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("settings", [{"stream_max_seconds": 1.0}], indirect=True)  # SSE ends, no 10 s timeout

@@ -21,6 +21,8 @@ from tests.schema_fuzz import fuzz, served
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # one to two minutes here; CI runs two test files at once on two cores
 def test_schemathesis_finds_nothing_in_the_admin_api(
     settings_for: Callable[..., ProxySettings], database: DatabaseSettings, tmp_path: Path
 ) -> None:

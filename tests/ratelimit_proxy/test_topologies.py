@@ -109,6 +109,7 @@ def test_every_client_is_limited_whichever_slot_its_counters_are_in(
         assert len(owners) == 3  # the clients really were spread over every master
 
 
+@pytest.mark.slow
 def test_the_cli_creates_keys_on_any_topology(any_redis: RedisUnderTest, upstream: Upstream, tmp_path: Path) -> None:
     """Cluster report: ``vibelux-proxy keys create`` failed like the admin API; Sentinel: check-config passed,
     then start-up crashed on the URL."""

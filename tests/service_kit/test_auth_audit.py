@@ -92,6 +92,7 @@ def test_audit_log_refuses_updates_and_deletes(app: Flask, client: FlaskClient, 
             session.flush()
 
 
+@pytest.mark.slow
 def test_cli_creates_lists_and_revokes_tokens_with_audit(tmp_path: Path) -> None:
     env = {**os.environ, "EXAMPLE_DATABASE__URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
 

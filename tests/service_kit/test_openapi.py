@@ -67,6 +67,8 @@ def test_audit_query_is_validated_by_its_model(client: FlaskClient, make_token: 
     assert client.get("/api/v1/audit?limit=5", headers=headers).status_code == 200
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # one to two minutes here; CI runs two test files at once on two cores
 @pytest.mark.integration
 def test_schemathesis_finds_nothing_in_the_example_service(app: Flask, make_token: Any, tmp_path: Path) -> None:
     with served(app) as url:

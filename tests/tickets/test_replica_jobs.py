@@ -219,6 +219,7 @@ def lock_waiters(connection: Connection) -> list[str]:
     return list(rows)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_two_replicas_record_each_breach_and_auto_close_once_and_survive_a_sigkill_mid_sweep(

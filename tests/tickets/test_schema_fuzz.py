@@ -61,6 +61,7 @@ def desk(alertmanager_server: AlertmanagerServer) -> Iterator[tuple[DeskServer, 
     server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # about 70 s here; CI has two shared cores
 def test_schemathesis_finds_nothing_in_the_desk(desk: tuple[DeskServer, str], tmp_path: Path) -> None:
     server, token = desk
