@@ -1,12 +1,15 @@
 """Saved reports over 1M usage-rollup rows on SQLite: latency of ``GET /api/v1/reports/<id>/result``.
 
     .venv/bin/python -m bench.reports_query [--rows 1000000] [--days 30] [--requests 60] [--raw] [--without-index]
+        [--explain]
 
 The platform database (.run/bench/reports-platform-<rows>.sqlite3, made once) holds ``--rows`` rollup rows
 over ``--days`` days (demo/usage_rollups.py). Each saved report is run ``--requests`` times through the
 whole Flask app (auth, the saved spec, compile, SQL, JSON), after two warm-up runs; the goal is p95 under
-200 ms. By default the service reads whole days from its daily summary (reports_service/summary.py,
-refreshed once before the runs, its time printed); ``--raw`` reads only the minute rows.
+200 ms. By default the service reads its usage summaries (reports_service/summary.py, refreshed once
+before the runs, the time printed); ``--raw`` reads only the minute rows. ``--explain`` first prints, per
+report, where each piece of its range is read from and how many rows, SQLite's EXPLAIN QUERY PLAN, and
+the time of each phase (summary ends, compile, SQL) outside the app.
 ``--without-index`` drops the covering index exporters/business/schema.py declares for the minute-row
 queries (``ix_api_usage_rollups_minute_owner``) to show what it buys.
 """
@@ -27,9 +30,11 @@ from sqlalchemy.orm import Session
 from demo.usage_rollups import fill
 from exporters.business.schema import api_usage_rollups
 from reports_service.app import MIGRATIONS, create_app
+from reports_service.query import compile_table, naive_utc
+from reports_service.scheduler import spec_adapter
 from reports_service.settings import PlatformSettings, ReportsSettings
 from reports_service.storage import metadata, utcnow
-from reports_service.summary import refresh
+from reports_service.summary import covered_through, plan, refresh
 from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings, LoggingSettings
@@ -108,6 +113,41 @@ def set_index(path: Path, present: bool) -> None:
     engine.dispose()
 
 
+def explain(path: Path, spec: dict[str, Any]) -> None:
+    """One report's pieces (rows read from each), query plan and phase times, printed."""
+    engine = create_engine(f"sqlite:///{path}")
+    parsed = spec_adapter.validate_python(spec)
+    now = utcnow()
+    started = time.perf_counter()
+    through = covered_through(engine)
+    ends_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    statement, *_ = compile_table(parsed, now, 10_000, through)
+    compile_ms = (time.perf_counter() - started) * 1000
+    start, end = (naive_utc(moment) for moment in parsed.time_range.bounds(now))
+    used = frozenset({"minute", "calls"})
+    with engine.connect() as connection:
+        for summary, low, high in plan(start, end, through, used | set(spec["dimensions"]), None):
+            table = api_usage_rollups if summary is None else summary.table
+            count = connection.scalar(
+                select(func.count()).select_from(table).where(table.c.minute >= low, table.c.minute < high)
+            )
+            print(f"    {summary.name if summary else 'api_usage_rollups'}: {low} .. {high}: {count} rows")
+        compiled = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+        for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}")):
+            print(f"    plan: {row[3]}")
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            connection.execute(statement).all()
+            timings.append((time.perf_counter() - started) * 1000)
+    print(
+        f"    summary ends {ends_ms:.1f} ms, compile {compile_ms:.1f} ms, "
+        f"SQL median of 5 {statistics.median(timings):.1f} ms"
+    )
+    engine.dispose()
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -119,14 +159,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--without-index", action="store_true")
-    parser.add_argument("--raw", action="store_true", help="no daily summary: every report reads minute rows")
+    parser.add_argument("--raw", action="store_true", help="no summaries: every report reads minute rows")
+    parser.add_argument("--explain", action="store_true", help="pieces, query plan and phase times per report")
     args = parser.parse_args(argv)
     path = platform_database(args.rows, args.days)
     set_index(path, present=not args.without_index)
     if not args.raw:
         started = time.perf_counter()
         refresh(create_engine(f"sqlite:///{path}"), utcnow())
-        print(f"daily summary refreshed in {time.perf_counter() - started:.1f} s")
+        print(f"usage summaries refreshed in {time.perf_counter() - started:.1f} s")
+    if args.explain:
+        for name, spec in REPORTS:
+            print(f"{name}:")
+            explain(path, spec)
     with tempfile.TemporaryDirectory() as workdir:
         url = f"sqlite:///{workdir}/reports.sqlite3"
         upgrade(make_engine(url), MIGRATIONS, metadata)
