@@ -263,7 +263,7 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     return history, draw(specs(history["now"]))
 
 
-@settings(max_examples=60, **PROPERTY)
+@settings(max_examples=40, **PROPERTY)
 @given(case=cases())
 def test_reports_through_the_summaries_match_the_row_by_row_reference_on_sqlite(
     sqlite_platform: Platform, case: tuple[dict[str, Any], dict[str, Any]]
@@ -272,7 +272,7 @@ def test_reports_through_the_summaries_match_the_row_by_row_reference_on_sqlite(
 
 
 @pytest.mark.integration
-@settings(max_examples=30, **PROPERTY)
+@settings(max_examples=25, **PROPERTY)
 @given(case=cases())
 def test_reports_through_the_summaries_match_the_row_by_row_reference_on_postgresql(
     postgres_platform: Platform, case: tuple[dict[str, Any], dict[str, Any]]
