@@ -8,8 +8,9 @@ over ``--days`` days (demo/usage_rollups.py). Each saved report is run ``--reque
 whole Flask app (auth, the saved spec, compile, SQL, JSON), after two warm-up runs; the goal is p95 under
 200 ms. By default the service reads its usage summaries (reports_service/summary.py, refreshed once
 before the runs, the time printed); ``--raw`` reads only the minute rows. ``--explain`` first prints, per
-report, where each piece of its range is read from and how many rows, SQLite's EXPLAIN QUERY PLAN, and
-the time of each phase (summary ends, compile, SQL) outside the app.
+report, where each piece of its range is read from and how many rows, SQLite's EXPLAIN QUERY PLAN, the
+time of each phase (summary ends, compile, SQL) outside the app, and the SQL's time against the previous
+design (the per-day summary alone), runs alternated so both see the same machine.
 ``--without-index`` drops the covering index exporters/business/schema.py declares for the minute-row
 queries (``ix_api_usage_rollups_minute_owner``) to show what it buys.
 """
@@ -30,11 +31,11 @@ from sqlalchemy.orm import Session
 from demo.usage_rollups import fill
 from exporters.business.schema import api_usage_rollups
 from reports_service.app import MIGRATIONS, create_app
-from reports_service.query import compile_table, naive_utc
+from reports_service.query import compile_table, usage_pieces
 from reports_service.scheduler import spec_adapter
 from reports_service.settings import PlatformSettings, ReportsSettings
 from reports_service.storage import metadata, utcnow
-from reports_service.summary import covered_through, plan, refresh
+from reports_service.summary import covered_through, refresh
 from service_kit.auth import create_token
 from service_kit.db import make_engine, upgrade
 from service_kit.settings import DatabaseSettings, LoggingSettings
@@ -113,8 +114,12 @@ def set_index(path: Path, present: bool) -> None:
     engine.dispose()
 
 
+PREVIOUS = "reports_usage_days"  # the previous design: one summary per day and key, for every report
+
+
 def explain(path: Path, spec: dict[str, Any]) -> None:
-    """One report's pieces (rows read from each), query plan and phase times, printed."""
+    """One report's pieces (rows read from each), query plan and phase times, and its SQL's time with all
+    the summaries against the previous design's per-day summary alone (runs alternated), printed."""
     engine = create_engine(f"sqlite:///{path}")
     parsed = spec_adapter.validate_python(spec)
     now = utcnow()
@@ -124,10 +129,9 @@ def explain(path: Path, spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     statement, *_ = compile_table(parsed, now, 10_000, through)
     compile_ms = (time.perf_counter() - started) * 1000
-    start, end = (naive_utc(moment) for moment in parsed.time_range.bounds(now))
-    used = frozenset({"minute", "calls"})
+    previous, *_ = compile_table(parsed, now, 10_000, {PREVIOUS: through[PREVIOUS]})
     with engine.connect() as connection:
-        for summary, low, high in plan(start, end, through, used | set(spec["dimensions"]), None):
+        for summary, low, high in usage_pieces(parsed, now, through):
             table = api_usage_rollups if summary is None else summary.table
             count = connection.scalar(
                 select(func.count()).select_from(table).where(table.c.minute >= low, table.c.minute < high)
@@ -136,14 +140,16 @@ def explain(path: Path, spec: dict[str, Any]) -> None:
         compiled = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
         for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}")):
             print(f"    plan: {row[3]}")
-        timings = []
-        for _ in range(5):
-            started = time.perf_counter()
-            connection.execute(statement).all()
-            timings.append((time.perf_counter() - started) * 1000)
+        timings: dict[str, list[float]] = {"all": [], "previous": []}
+        for _ in range(7):
+            for name, query in (("all", statement), ("previous", previous)):
+                started = time.perf_counter()
+                connection.execute(query).all()
+                timings[name].append((time.perf_counter() - started) * 1000)
+    fast, slow = (statistics.median(timings[name]) for name in ("all", "previous"))
     print(
-        f"    summary ends {ends_ms:.1f} ms, compile {compile_ms:.1f} ms, "
-        f"SQL median of 5 {statistics.median(timings):.1f} ms"
+        f"    summary ends {ends_ms:.1f} ms, compile {compile_ms:.1f} ms; SQL median of 7: {fast:.1f} ms, "
+        f"with {PREVIOUS} alone {slow:.1f} ms (x{slow / fast:.1f})"
     )
     engine.dispose()
 

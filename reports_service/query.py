@@ -36,7 +36,7 @@ from reports_service.catalog import (
 )
 from reports_service.errors import PlatformUnavailableError, ReportTooExpensiveError
 from reports_service.schemas import RetentionCohortsSpec
-from reports_service.summary import DAY, HOUR, columns_of, covered_through, plan, usage_from
+from reports_service.summary import DAY, HOUR, Piece, columns_of, covered_through, plan, usage_from
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,23 @@ def naive_utc(moment: datetime) -> datetime:
 _FINEST_SUMMARY = {"hour": HOUR, "day": DAY, "week": DAY, "month": DAY}
 
 
+def usage_columns(spec: Any) -> list[str]:
+    """The api_usage_rollups columns an api_usage report reads."""
+    source = SOURCES["api_usage"]
+    return columns_of(
+        *(source.dimensions[name].expression for name in spec.dimensions),
+        *(source.measures[name].expression for name in spec.measures),
+        *(source.dimensions[condition.field].expression for condition in spec.filters),
+    )
+
+
+def usage_pieces(spec: Any, now: datetime, summaries: Mapping[str, datetime]) -> list[Piece]:
+    """Where an api_usage report reads each piece of its range (reports_service.summary.plan)."""
+    start, end = spec.time_range.bounds(now)
+    finest = _FINEST_SUMMARY.get(spec.time_grain) if spec.time_grain else None
+    return plan(naive_utc(start), naive_utc(end), summaries, frozenset(usage_columns(spec)), finest)
+
+
 def compile_table(
     spec: Any, now: datetime, max_rows: int, summaries: Mapping[str, datetime] | None = None
 ) -> tuple[Select[Any], list[Column], datetime, datetime]:
@@ -94,14 +111,8 @@ def compile_table(
     source = SOURCES[spec.source]
     start, end = spec.time_range.bounds(now)
     if spec.source == "api_usage" and summaries:
-        used = columns_of(
-            *(source.dimensions[name].expression for name in spec.dimensions),
-            *(source.measures[name].expression for name in spec.measures),
-            *(source.dimensions[condition.field].expression for condition in spec.filters),
-        )
-        finest = _FINEST_SUMMARY.get(spec.time_grain) if spec.time_grain else None
-        pieces = plan(naive_utc(start), naive_utc(end), summaries, frozenset(used), finest)
-        source = usage_source(usage_from(pieces, used))
+        used = usage_columns(spec)
+        source = usage_source(usage_from(usage_pieces(spec, now, summaries), used))
     selected: list[ColumnElement[Any]] = []
     groups: list[ColumnElement[Any]] = []
     columns: list[Column] = []
