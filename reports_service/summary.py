@@ -22,14 +22,15 @@ of today) from an hour summary, and only the rest from the minute rows (under tw
 what the last refresh has not reached). The pieces meet in one UNION ALL that the report's SQL groups like
 the table itself, so the answers are those of the minute rows (tests/reports/test_summary.py).
 
-How they are kept (``refresh``, the kit's job ``usage_summary``): per summary, one transaction deletes and
-recomputes with one INSERT … SELECT the periods from the start of the day before the summary's end up to
-the last period that ended ``settle`` ago, and moves the end (``reports_usage_summary_state``). The day
-before is recomputed so rows the proxy flushed late (it adds to minute rows every ``usage.flush_seconds``,
-and holds them while the database is away) are counted; ``settle`` keeps the last few seconds' flushes
-out of a period until they are in. Rows that arrive later than the day before the summary's end are not
-counted in it. Like a BI tool's persisted models, this writes tables of its own in the database it reads;
-with ``platform.daily_summary: false`` the service only reads, from the minute rows.
+How they are kept (``refresh``, the kit's job ``usage_summary``): per summary and day, one transaction
+deletes and recomputes with one INSERT … SELECT the periods from the start of the day before the
+summary's end up to the last period that ended ``settle`` ago, and moves the end
+(``reports_usage_summary_state``). The day before is recomputed so rows the proxy flushed late (it adds
+to minute rows every ``usage.flush_seconds``, and holds them while the database is away) are counted;
+``settle`` keeps the last few seconds' flushes out of a period until they are in. Rows that arrive later
+than the day before the summary's end are not counted in it. Like a BI tool's persisted models, this
+writes tables of its own in the database it reads; with ``platform.daily_summary: false`` the service
+only reads, from the minute rows.
 
 These replace ``reports_usage_daily`` (per day, key, route and status class, whose ``max(tier)`` put a
 key's whole day on one tier when its tier changed): the previous release still refreshes and reads it
@@ -187,31 +188,43 @@ def covered_through(engine: Engine) -> dict[str, datetime]:
 def refresh(
     engine: Engine, now: datetime, settle: timedelta = timedelta(minutes=2)
 ) -> dict[str, tuple[datetime, datetime]]:
-    """Recompute each summary's periods that are not final yet; returns the ranges recomputed, by table."""
+    """Recompute each summary's periods that are not final yet; returns the ranges recomputed, by table.
+
+    One day per transaction: on SQLite a transaction holds the file's write lock, and the proxy's flushes
+    wait for it at most ``usage.timeout_seconds`` (3 s); a first build over 30 days of 1M rows took 14 s
+    per summary in one (bench/RESULTS.md)."""
     moment = now.astimezone(UTC).replace(tzinfo=None) - settle
     summary_metadata.create_all(engine, checkfirst=True)
     done: dict[str, tuple[datetime, datetime]] = {}
     for summary in SUMMARIES:
-        with engine.begin() as connection:
-            recomputed = _refresh_one(connection, summary, floor_to(moment, summary.period))
-        if recomputed is not None:
-            done[summary.name] = recomputed
-            log.info("usage summary %s: %s to %s recomputed", summary.name, *recomputed)
+        end = floor_to(moment, summary.period)
+        with engine.connect() as connection:
+            start = _first_to_recompute(connection, summary)
+        if start is None or start >= end:
+            continue
+        low = start
+        while low < end:
+            high = min(low + DAY, end)
+            with engine.begin() as connection:
+                _recompute(connection, summary, low, high)
+            low = high
+        done[summary.name] = (start, end)
+        log.info("usage summary %s: %s to %s recomputed", summary.name, start, end)
     return done
 
 
-def _refresh_one(connection: Any, summary: Summary, end: datetime) -> tuple[datetime, datetime] | None:
-    state = summary_state.c
-    through = connection.scalar(select(state.through).where(state.summary == summary.name))
-    if through is None:
-        first = connection.scalar(select(func.min(api_usage_rollups.c.minute)))
-        if first is None:
-            return None
-        start = floor_to(first, DAY)
-    else:
-        start = floor_to(through, DAY) - DAY  # the day before again: rows the proxy flushed late
-    if start >= end:
-        return None
+def _first_to_recompute(connection: Any, summary: Summary) -> datetime | None:
+    """The start of the day before the summary's end (rows the proxy flushed late), or of the first minute
+    row's day for a summary never made; None when there are no rows."""
+    through = connection.scalar(select(summary_state.c.through).where(summary_state.c.summary == summary.name))
+    if through is not None:
+        return floor_to(through, DAY) - DAY
+    first = connection.scalar(select(func.min(api_usage_rollups.c.minute)))
+    return None if first is None else floor_to(first, DAY)
+
+
+def _recompute(connection: Any, summary: Summary, start: datetime, end: datetime) -> None:
+    """Replace the summary's rows of [start, end) with the minute rows grouped again; its end is ``end``."""
     raw = api_usage_rollups.c
     period = PeriodStart(raw.minute, summary.period)
     grouped = (
@@ -226,11 +239,10 @@ def _refresh_one(connection: Any, summary: Summary, end: datetime) -> tuple[date
     table = summary.table
     connection.execute(delete(table).where(table.c.minute >= start, table.c.minute < end))
     connection.execute(insert(table).from_select([c.name for c in grouped.selected_columns], grouped))
-    if through is None:
+    state = summary_state.c
+    moved = connection.execute(summary_state.update().where(state.summary == summary.name).values(through=end))
+    if moved.rowcount == 0:
         connection.execute(insert(summary_state).values(summary=summary.name, through=end))
-    else:
-        connection.execute(summary_state.update().where(state.summary == summary.name).values(through=end))
-    return start, end
 
 
 Piece = tuple[Summary | None, datetime, datetime]  # None: the minute rows
