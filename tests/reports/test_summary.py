@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, delete, event, update
+from sqlalchemy import create_engine, delete, event, select, update
 
 from exporters.business.schema import api_usage_rollups
 from reports_service.query import run_report
@@ -244,6 +244,9 @@ def check_history(platform: Platform, history: dict[str, Any], spec: dict[str, A
             for row in every:
                 row["calls"] += 3 if row["minute"] >= history["bump_from"] else 0
     refresh(engine, history["second"], SETTLE)
+    with engine.connect() as connection:
+        ends = dict(connection.execute(select(summary_state.c.summary, summary_state.c.through)).all())
+    assert covered_through(engine) == ends  # an error reading them would fall back to minute rows unseen
     parsed = spec_adapter.validate_python(spec)
     now = history["now"].replace(tzinfo=UTC)
     through = run_report(engine, parsed, now, 10_000, 30, daily_summary=True)
