@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -33,9 +34,9 @@ SWEEP_JOB = "report_schedules"
 SUMMARY_JOB = "usage_summary"
 
 
-def _refresh_summary(platform: PlatformData, _session: Session) -> None:
+def _refresh_summary(platform: PlatformData, settle_seconds: float, _session: Session) -> None:
     """The kit's job: the platform database is another database, so the job's own session is not used."""
-    refresh(platform.get_engine(), utcnow())
+    refresh(platform.get_engine(), utcnow(), timedelta(seconds=settle_seconds))
 
 
 def create_app(settings: ReportsSettings | None = None, *, start_jobs: bool = True) -> Flask:
@@ -55,7 +56,11 @@ def create_app(settings: ReportsSettings | None = None, *, start_jobs: bool = Tr
     jobs = Jobs(db, settings.jobs)
     jobs.add(SWEEP_JOB, settings.reports.sweep_seconds, scheduler.sweep)
     if settings.platform.daily_summary:
-        jobs.add(SUMMARY_JOB, settings.platform.summary_refresh_seconds, partial(_refresh_summary, platform))
+        jobs.add(
+            SUMMARY_JOB,
+            settings.platform.summary_refresh_seconds,
+            partial(_refresh_summary, platform, settings.platform.summary_settle_seconds),
+        )
     jobs.init_app(app)
     kit.metrics.add_scrape_collector(ScheduleCollector(db.new_session, settings.reports.overdue_seconds))
     app.extensions.update(reports_settings=settings, reports_metrics=metrics, reports_scheduler=scheduler)

@@ -159,7 +159,7 @@ class _ColumnsOrNull:
 
 def usage_source(table: FromClause) -> Source:
     """The api_usage source over ``table``: api_usage_rollups itself, or anything with its columns (the
-    union of raw rows and the daily summary, reports_service.summary), which may carry only the columns
+    union of minute rows and the usage summaries, reports_service.summary), which may carry only the columns
     one report uses: the others stand as NULL in expressions that report never compiles."""
     r = _ColumnsOrNull(table)
     calls_5xx = func.sum(case((r.status_class == "5xx", r.calls), else_=0))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,7 @@ from reports_service.catalog import (
 )
 from reports_service.errors import PlatformUnavailableError, ReportTooExpensiveError
 from reports_service.schemas import RetentionCohortsSpec
-from reports_service.summary import columns_of, covered_through, usage_from
+from reports_service.summary import DAY, HOUR, Piece, columns_of, covered_through, plan, usage_from
 
 
 @dataclass(frozen=True)
@@ -81,21 +81,38 @@ def naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+# The longest summary period a time grain can be built from (every week and month starts at a UTC midnight).
+_FINEST_SUMMARY = {"hour": HOUR, "day": DAY, "week": DAY, "month": DAY}
+
+
+def usage_columns(spec: Any) -> list[str]:
+    """The api_usage_rollups columns an api_usage report reads."""
+    source = SOURCES["api_usage"]
+    return columns_of(
+        *(source.dimensions[name].expression for name in spec.dimensions),
+        *(source.measures[name].expression for name in spec.measures),
+        *(source.dimensions[condition.field].expression for condition in spec.filters),
+    )
+
+
+def usage_pieces(spec: Any, now: datetime, summaries: Mapping[str, datetime]) -> list[Piece]:
+    """Where an api_usage report reads each piece of its range (reports_service.summary.plan)."""
+    start, end = spec.time_range.bounds(now)
+    finest = _FINEST_SUMMARY.get(spec.time_grain) if spec.time_grain else None
+    return plan(naive_utc(start), naive_utc(end), summaries, frozenset(usage_columns(spec)), finest)
+
+
 def compile_table(
-    spec: Any, now: datetime, max_rows: int, summary_through: datetime | None = None
+    spec: Any, now: datetime, max_rows: int, summaries: Mapping[str, datetime] | None = None
 ) -> tuple[Select[Any], list[Column], datetime, datetime]:
     """The SELECT of a table report: grouped by its dimensions, filtered, ordered, limited (one row more
-    than returned, to tell a truncated result). ``summary_through``: the usage summary's end, so an
-    api_usage report reads its whole days there (reports_service.summary)."""
+    than returned, to tell a truncated result). ``summaries``: the usage summaries' ends by table, so an
+    api_usage report reads what they cover there (reports_service.summary)."""
     source = SOURCES[spec.source]
     start, end = spec.time_range.bounds(now)
-    if spec.source == "api_usage" and summary_through is not None and spec.time_grain != "hour":
-        used = columns_of(
-            *(source.dimensions[name].expression for name in spec.dimensions),
-            *(source.measures[name].expression for name in spec.measures),
-            *(source.dimensions[condition.field].expression for condition in spec.filters),
-        )
-        source = usage_source(usage_from(naive_utc(start), naive_utc(end), summary_through, used))
+    if spec.source == "api_usage" and summaries:
+        used = usage_columns(spec)
+        source = usage_source(usage_from(usage_pieces(spec, now, summaries), used))
     selected: list[ColumnElement[Any]] = []
     groups: list[ColumnElement[Any]] = []
     columns: list[Column] = []
@@ -254,9 +271,9 @@ def run_report(
     engine: Engine, spec: Any, now: datetime, max_rows: int, timeout_seconds: float, daily_summary: bool = False
 ) -> Result:
     """Run ``spec`` as of ``now`` against ``engine`` (the platform database); ``daily_summary``: read the
-    usage summary where it covers the range."""
+    usage summaries where they cover the range."""
     started = time.perf_counter()
-    through = covered_through(engine) if daily_summary and getattr(spec, "source", "") == "api_usage" else None
+    through = covered_through(engine) if daily_summary and getattr(spec, "source", "") == "api_usage" else {}
     try:
         with engine.connect() as connection, time_limit(connection, timeout_seconds):
             if isinstance(spec, RetentionCohortsSpec):
@@ -272,7 +289,7 @@ def run_report(
     return result
 
 
-def _run_table(connection: Any, spec: Any, now: datetime, max_rows: int, through: datetime | None) -> Result:
+def _run_table(connection: Any, spec: Any, now: datetime, max_rows: int, through: Mapping[str, datetime]) -> Result:
     statement, columns, start, end = compile_table(spec, now, max_rows, through)
     rows = [[_plain(v) for v in row] for row in connection.execute(statement)]
     cap = min(spec.limit, max_rows)

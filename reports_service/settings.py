@@ -31,10 +31,14 @@ class PlatformSettings:
     url: str = checked("sqlite:///.run/demo/platform.sqlite3", url_check("sqlite", "postgresql", "postgresql+psycopg"))
     # A report that runs longer is stopped (PostgreSQL statement_timeout, SQLite's progress handler).
     query_timeout_seconds: float = checked(10.0, positive)
-    # Keep reports_usage_daily in this database, so usage reports over days read one row per day and key
-    # (reports_service/summary.py); false: read-only, every report reads the minute rows.
+    # Keep the usage summaries in this database (per day and key, per day and per hour by tier), so usage
+    # reports read a few rows per period (reports_service/summary.py); false: read-only, every report reads
+    # the minute rows.
     daily_summary: bool = True
     summary_refresh_seconds: float = checked(300.0, positive)
+    # A period is summarised once it ended this long ago, so the proxy's last flushes of it (every
+    # usage.flush_seconds, 10 s) are in; later ones are counted when the next refresh recomputes it.
+    summary_settle_seconds: float = checked(120.0, positive)
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,47 @@
-"""A daily summary of the usage rollups, so a report over weeks of API usage reads thousands of rows, not
-a million: ``reports_usage_daily``, kept by the reports service in the platform database.
+"""Summaries of the usage rollups, so a report over weeks of API usage reads hundreds or thousands of rows,
+not a million: tables the reports service keeps in the platform database, next to the minute rows.
 
 Why: a saved report such as "top customers by calls, last 7 days" over 1M minute rows made SQLite walk a
 quarter of them through a GROUP BY (about 1.2 s on the loaded bench machine, bench/RESULTS.md), and the
-index alone cannot make a GROUP BY cheaper. The summary has the rollups' columns, one row per day, key,
-route and status class (``minute`` holds the day's start), so every api_usage dimension and measure reads
-it unchanged (``catalog.usage_source``); distinct keys stay exact because ``key_id`` is kept.
+index alone cannot make a GROUP BY cheaper. A per-day summary alone left "calls per day by tier, 30 days"
+at 0.7 to 1.4 s: ~1,800 summary rows a day plus the minute rows of the range's two partial days (~33k).
 
-How a report uses it (``usage_from``): the whole days of its range that the summary covers come from the
-summary, the rest (the partial days at both ends, and today) from the minute rows, in one UNION ALL that
-the report's SQL then groups like the table itself. Hourly reports read the minute rows only.
+The summaries (``SUMMARIES``), each the rollups' columns grouped by a period and some of the dimensions:
+- ``reports_usage_days``: per day, key, route, status class, tier and owner. Every api_usage dimension and
+  measure reads it unchanged (``catalog.usage_source``); distinct keys stay exact because ``key_id`` is
+  kept, and a key whose tier changed during a day has a row per tier, as in the minute rows.
+- ``reports_usage_tier_days`` and ``reports_usage_tier_hours``: per day (hour), tier and status class,
+  about 16 rows a day (an hour) however many keys call: what a report over tiers and status classes reads.
+- ``reports_usage_owner_days`` and ``reports_usage_owner_hours``: per day (hour), owner, tier and status
+  class (~450 rows a day, ~200 an hour in the bench): the "top customers" reports.
 
-How it is kept (``refresh``, the kit's job ``usage_summary``): each pass recomputes, with one
-INSERT … SELECT, the days from the day before the summary's end up to yesterday, and moves the end
-(``reports_usage_daily_state.through``) to today's start. The day before is recomputed so rows the proxy
-flushed late (after midnight) are counted. Days before ``through`` are final; today is never summarised.
-Like a BI tool's persisted models, this writes a table of its own in the database it reads; with
-``platform.daily_summary: false`` the service only reads, from the minute rows.
+How a report uses them (``plan``, pure, and ``usage_from``): the range is cut into pieces, each read from
+the coarsest summary that has every column the report uses, whose period the report's time grain can
+hold, and that covers that piece: whole days from a day summary, the whole hours of the partial days (and
+of today) from an hour summary, and only the rest from the minute rows (under two hours at each end, plus
+what the last refresh has not reached). The pieces meet in one UNION ALL that the report's SQL groups like
+the table itself, so the answers are those of the minute rows (tests/reports/test_summary.py).
+
+How they are kept (``refresh``, the kit's job ``usage_summary``): per summary and day, one transaction
+deletes and recomputes with one INSERT … SELECT the periods from the start of the day before the
+summary's end up to the last period that ended ``settle`` ago, and moves the end
+(``reports_usage_summary_state``). The day before is recomputed so rows the proxy flushed late (it adds
+to minute rows every ``usage.flush_seconds``, and holds them while the database is away) are counted;
+``settle`` keeps the last few seconds' flushes out of a period until they are in. Rows that arrive later
+than the day before the summary's end are not counted in it. Like a BI tool's persisted models, this
+writes tables of its own in the database it reads; with ``platform.daily_summary: false`` the service
+only reads, from the minute rows.
+
+These replace ``reports_usage_daily`` (per day, key, route and status class, whose ``max(tier)`` put a
+key's whole day on one tier when its tier changed): the previous release still refreshes and reads it
+during a rolling release, so it is left in place, unused, for a later release to drop.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,8 +50,8 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Index,
-    Integer,
     MetaData,
+    String,
     Table,
     delete,
     func,
@@ -51,121 +70,223 @@ from exporters.business.schema import api_usage_rollups
 log = logging.getLogger("reports_service.summary")
 summary_metadata = MetaData()
 COLUMNS = [column.name for column in api_usage_rollups.columns]
-_KEY = ("minute", "key_id", "route", "status_class")
-_SUMMED = [c for c in COLUMNS if c not in (*_KEY, "tier", "owner", "latency_max_ms")]
+DIMENSIONS = ("key_id", "route", "status_class", "tier", "owner")
+MEASURES = [c for c in COLUMNS if c not in ("minute", *DIMENSIONS)]  # summed, but latency_max_ms: max
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
-usage_daily = Table(
-    "reports_usage_daily",
-    summary_metadata,
-    *(
-        Column(column.name, column.type, primary_key=column.name in _KEY, nullable=column.nullable)
-        for column in api_usage_rollups.columns
-    ),
-    Index("ix_reports_usage_daily_minute_owner", "minute", "owner", "tier", "status_class", "calls"),
-)
 summary_state = Table(
-    "reports_usage_daily_state",
+    "reports_usage_summary_state",
     summary_metadata,
-    Column("id", Integer, primary_key=True),
-    Column("through", DateTime, nullable=False),  # naive UTC; days before it are summarised and final
+    Column("summary", String(64), primary_key=True),
+    Column("through", DateTime, nullable=False),  # naive UTC; the summary holds the periods before it
 )
 
 
-class DayStart(FunctionElement[datetime]):
-    """The start of a timestamp's UTC day, stored as the rollups store timestamps."""
+@dataclass(frozen=True)
+class Summary:
+    """One summary table: the minute rows grouped by ``period`` (HOUR or DAY) and ``dimensions``."""
+
+    table: Table
+    period: timedelta
+    dimensions: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def columns(self) -> frozenset[str]:
+        return frozenset(column.name for column in self.table.columns)
+
+
+def _summary(name: str, period: timedelta, dimensions: tuple[str, ...], *indexes: Index) -> Summary:
+    """A summary table with the rollups' column types: ``minute`` (the period's start) and the dimensions
+    as the primary key, then every measure."""
+    kept = ("minute", *dimensions)
+    table = Table(
+        name,
+        summary_metadata,
+        *(
+            Column(column.name, column.type, primary_key=column.name in kept, nullable=column.nullable)
+            for column in api_usage_rollups.columns
+            if column.name in kept or column.name in MEASURES
+        ),
+        *indexes,
+    )
+    return Summary(table, period, dimensions)
+
+
+# Coarsest first: ``plan`` tries them in this order.
+SUMMARIES: tuple[Summary, ...] = (
+    _summary("reports_usage_tier_days", DAY, ("tier", "status_class")),
+    _summary("reports_usage_owner_days", DAY, ("owner", "tier", "status_class")),
+    _summary(
+        "reports_usage_days",
+        DAY,
+        DIMENSIONS,
+        Index("ix_reports_usage_days_minute_owner", "minute", "owner", "tier", "status_class", "calls"),
+    ),
+    _summary("reports_usage_tier_hours", HOUR, ("tier", "status_class")),
+    _summary("reports_usage_owner_hours", HOUR, ("owner", "tier", "status_class")),
+)
+
+
+class PeriodStart(FunctionElement[datetime]):
+    """The start of a timestamp's UTC hour or day, stored as the rollups store timestamps."""
 
     type = DateTime()
-    name = "day_start"
-    inherit_cache = True
+    name = "period_start"
+    inherit_cache = False  # the period is part of the SQL text, not a bound value
+
+    def __init__(self, column: ColumnElement[Any], period: timedelta) -> None:
+        if period not in (HOUR, DAY):
+            raise ValueError(f"unknown period {period!r}")
+        self.period = period
+        super().__init__(column)
 
 
-@compiles(DayStart, "sqlite")
-def _day_sqlite(element: DayStart, compiler: Any, **kw: Any) -> str:
+@compiles(PeriodStart, "sqlite")
+def _period_sqlite(element: PeriodStart, compiler: Any, **kw: Any) -> str:
     (column,) = element.clauses
-    # SQLAlchemy's SQLite DateTime text, so the summary's days compare with bound datetimes as text
-    return f"strftime('%Y-%m-%d 00:00:00.000000', {compiler.process(column, **kw)})"
+    text = compiler.process(column, **kw)
+    # SQLAlchemy's SQLite DateTime text 'YYYY-MM-DD HH:MM:SS.ffffff', cut: the summaries' periods compare
+    # with bound datetimes as text, and a cut is cheaper than strftime's parsing
+    if element.period == DAY:
+        return f"(substr({text}, 1, 10) || ' 00:00:00.000000')"
+    return f"(substr({text}, 1, 13) || ':00:00.000000')"
 
 
-@compiles(DayStart, "postgresql")
-def _day_postgresql(element: DayStart, compiler: Any, **kw: Any) -> str:
+@compiles(PeriodStart, "postgresql")
+def _period_postgresql(element: PeriodStart, compiler: Any, **kw: Any) -> str:
     (column,) = element.clauses
-    return f"date_trunc('day', {compiler.process(column, **kw)})"
+    return f"date_trunc('{'day' if element.period == DAY else 'hour'}', {compiler.process(column, **kw)})"
 
 
-def _midnight(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+def floor_to(moment: datetime, period: timedelta) -> datetime:
+    """The start of ``moment``'s hour or day."""
+    if period == DAY:
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def covered_through(engine: Engine) -> datetime | None:
-    """The summary's end (naive UTC), or None when there is no summary (yet)."""
+def ceil_to(moment: datetime, period: timedelta) -> datetime:
+    start = floor_to(moment, period)
+    return start if start == moment else start + period
+
+
+def covered_through(engine: Engine) -> dict[str, datetime]:
+    """Each summary's end (naive UTC); empty when there are none (yet)."""
     try:
         with engine.connect() as connection:
-            value = connection.scalar(select(summary_state.c.through).where(summary_state.c.id == 1))
+            rows = connection.execute(select(summary_state.c.summary, summary_state.c.through)).all()
     except Exception:  # no table yet, or the database is away: the minute rows answer
-        return None
-    return value
+        return {}
+    return {row.summary: row.through for row in rows}
 
 
-def refresh(engine: Engine, now: datetime) -> tuple[datetime, datetime] | None:
-    """Summarise the days up to yesterday that are not final yet; returns the days recomputed, if any."""
-    today = _midnight(now.astimezone(UTC).replace(tzinfo=None))
+def refresh(
+    engine: Engine, now: datetime, settle: timedelta = timedelta(minutes=2)
+) -> dict[str, tuple[datetime, datetime]]:
+    """Recompute each summary's periods that are not final yet; returns the ranges recomputed, by table.
+
+    One day per transaction: on SQLite a transaction holds the file's write lock, and the proxy's flushes
+    wait for it at most ``usage.timeout_seconds`` (3 s); a first build over 30 days of 1M rows took 14 s
+    per summary in one (bench/RESULTS.md)."""
+    moment = now.astimezone(UTC).replace(tzinfo=None) - settle
     summary_metadata.create_all(engine, checkfirst=True)
-    with engine.begin() as connection:
-        through = connection.scalar(select(summary_state.c.through).where(summary_state.c.id == 1))
-        if through is None:
-            first = connection.scalar(select(func.min(api_usage_rollups.c.minute)))
-            if first is None:
-                return None
-            start = _midnight(first)
-        else:
-            start = through - timedelta(days=1)  # the last final day again: late flushes after midnight
-        if start >= today:
-            return None
-        day = DayStart(api_usage_rollups.c.minute)
-        source = api_usage_rollups.c
-        grouped = (
-            select(
-                day.label("minute"),
-                source.key_id,
-                source.route,
-                source.status_class,
-                func.max(source.tier).label("tier"),
-                func.max(source.owner).label("owner"),
-                *(func.sum(source[name]).label(name) for name in _SUMMED),
-                func.max(source.latency_max_ms).label("latency_max_ms"),
-            )
-            .where(source.minute >= start, source.minute < today)
-            .group_by(day, source.key_id, source.route, source.status_class)
-        )
-        names = [column.name for column in grouped.selected_columns]
-        connection.execute(delete(usage_daily).where(usage_daily.c.minute >= start, usage_daily.c.minute < today))
-        connection.execute(insert(usage_daily).from_select(names, grouped))
-        if through is None:
-            connection.execute(insert(summary_state).values(id=1, through=today))
-        else:
-            connection.execute(summary_state.update().where(summary_state.c.id == 1).values(through=today))
-    log.info("usage summary: days %s to %s recomputed", start.date(), (today - timedelta(days=1)).date())
-    return start, today
+    done: dict[str, tuple[datetime, datetime]] = {}
+    for summary in SUMMARIES:
+        end = floor_to(moment, summary.period)
+        with engine.connect() as connection:
+            start = _first_to_recompute(connection, summary)
+        if start is None or start >= end:
+            continue
+        low = start
+        while low < end:
+            high = min(low + DAY, end)
+            with engine.begin() as connection:
+                _recompute(connection, summary, low, high)
+            low = high
+        done[summary.name] = (start, end)
+        log.info("usage summary %s: %s to %s recomputed", summary.name, start, end)
+    return done
 
 
-def usage_from(
-    start: datetime, end: datetime, through: datetime | None, columns: Sequence[str] = COLUMNS
-) -> FromClause:
-    """What an api_usage report over [start, end) (naive UTC) reads: the summary's whole days inside the
-    range, the minute rows before and after them; only ``columns`` (what the report uses, so the minute
-    rows' covering index can answer). Without a summary covering a whole day: the minute rows alone."""
-    first_day = _midnight(start) if start == _midnight(start) else _midnight(start) + timedelta(days=1)
-    last_day = min(_midnight(end), through) if through is not None else first_day
-    if through is None or first_day >= last_day:
-        return api_usage_rollups
+def _first_to_recompute(connection: Any, summary: Summary) -> datetime | None:
+    """The start of the day before the summary's end (rows the proxy flushed late), or of the first minute
+    row's day for a summary never made; None when there are no rows."""
+    through = connection.scalar(select(summary_state.c.through).where(summary_state.c.summary == summary.name))
+    if through is not None:
+        return floor_to(through, DAY) - DAY
+    first = connection.scalar(select(func.min(api_usage_rollups.c.minute)))
+    return None if first is None else floor_to(first, DAY)
+
+
+def _recompute(connection: Any, summary: Summary, start: datetime, end: datetime) -> None:
+    """Replace the summary's rows of [start, end) with the minute rows grouped again; its end is ``end``."""
     raw = api_usage_rollups.c
-    parts = [
-        select(*(raw[name] for name in columns)).where(raw.minute >= low, raw.minute < high)
-        for low, high in ((start, first_day), (last_day, end))
-        if low < high
+    period = PeriodStart(raw.minute, summary.period)
+    grouped = (
+        select(
+            period.label("minute"),
+            *(raw[name] for name in summary.dimensions),
+            *((func.max if name == "latency_max_ms" else func.sum)(raw[name]).label(name) for name in MEASURES),
+        )
+        .where(raw.minute >= start, raw.minute < end)
+        .group_by(period, *(raw[name] for name in summary.dimensions))
+    )
+    table = summary.table
+    connection.execute(delete(table).where(table.c.minute >= start, table.c.minute < end))
+    connection.execute(insert(table).from_select([c.name for c in grouped.selected_columns], grouped))
+    state = summary_state.c
+    moved = connection.execute(summary_state.update().where(state.summary == summary.name).values(through=end))
+    if moved.rowcount == 0:
+        connection.execute(insert(summary_state).values(summary=summary.name, through=end))
+
+
+Piece = tuple[Summary | None, datetime, datetime]  # None: the minute rows
+
+
+def plan(
+    start: datetime,
+    end: datetime,
+    through: Mapping[str, datetime],
+    used: frozenset[str],
+    finest: timedelta | None = None,
+) -> list[Piece]:
+    """Where each piece of [start, end) is read from: the coarsest usable summary for as much as it covers,
+    the next ones for the rest at either side, the minute rows last. A summary is usable when it has every
+    column in ``used``, has been refreshed, and its period is at most ``finest`` (a report's time grain:
+    an hourly report cannot read days)."""
+    usable = [
+        s for s in SUMMARIES if used <= s.columns and s.name in through and (finest is None or s.period <= finest)
     ]
-    daily = usage_daily.c
-    parts.append(select(*(daily[name] for name in columns)).where(daily.minute >= first_day, daily.minute < last_day))
+    return _pieces(start, end, through, usable)
+
+
+def _pieces(start: datetime, end: datetime, through: Mapping[str, datetime], usable: Sequence[Summary]) -> list[Piece]:
+    if start >= end:
+        return []
+    if not usable:
+        return [(None, start, end)]
+    summary, rest = usable[0], usable[1:]
+    low = ceil_to(start, summary.period)
+    high = min(floor_to(end, summary.period), through[summary.name])
+    if low >= high:
+        return _pieces(start, end, through, rest)
+    return [*_pieces(start, low, through, rest), (summary, low, high), *_pieces(high, end, through, rest)]
+
+
+def usage_from(pieces: Sequence[Piece], columns: Sequence[str] = COLUMNS) -> FromClause:
+    """What an api_usage report reads for ``pieces`` (``plan``): only ``columns`` (what the report uses, so
+    the minute rows' covering index can answer); the minute rows themselves when no summary is in it."""
+    if all(summary is None for summary, _, _ in pieces):
+        return api_usage_rollups
+    parts = []
+    for summary, low, high in pieces:
+        table = api_usage_rollups if summary is None else summary.table
+        parts.append(select(*(table.c[name] for name in columns)).where(table.c.minute >= low, table.c.minute < high))
     return union_all(*parts).subquery("usage")
 
 

@@ -36,6 +36,7 @@ def check_config(tmp_path: Path, text: str, **environment: str) -> subprocess.Co
         ("server:\n  port: 70000\n", "server.port", "a TCP port"),
         ("platform:\n  url: mysql://db/platform\n", "platform.url", "a URL starting with sqlite://"),
         ("reports:\n  catch_up_limit: -1\n", "reports.catch_up_limit", "0 or more"),
+        ("platform:\n  summary_settle_seconds: 0\n", "platform.summary_settle_seconds", "a number greater than 0"),
         ("reports:\n  sweep_every: 5\n", "reports.sweep_every", "one of"),
     ],
 )

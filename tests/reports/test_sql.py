@@ -192,24 +192,27 @@ def _summary_cases() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def summarised(platform_url: str, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    """A copy of the platform database with the daily summary made as of ROLLUPS_END."""
+    """A copy of the platform database with the usage summaries made as of ROLLUPS_END."""
     import shutil
 
-    from reports_service.summary import refresh, summary_metadata
+    from reports_service.summary import SUMMARIES, refresh, summary_metadata
 
     path = tmp_path_factory.mktemp("summary") / "platform.sqlite3"
     shutil.copy(platform_url.removeprefix("sqlite:///"), path)
     engine = create_engine(f"sqlite:///{path}")
     summary_metadata.drop_all(engine)  # app tests' jobs may have summarised the shared database already
-    assert refresh(engine, NOW - timedelta(days=1)) is not None  # a first pass, then the next day's
-    assert refresh(engine, NOW) is not None
-    # later passes the same day recompute only the last final day (for rows the proxy flushed late)
-    assert refresh(engine, NOW) == (datetime(2026, 11, 29), datetime(2026, 11, 30))
+    assert refresh(engine, NOW - timedelta(days=1))  # a first pass, then the next day's
+    assert refresh(engine, NOW)
+    # later passes the same day recompute from the day before the summaries' end (rows the proxy flushed late)
+    again = refresh(engine, NOW)
+    assert sorted(again) == sorted(summary.name for summary in SUMMARIES)
+    assert again["reports_usage_days"] == (datetime(2026, 11, 29), datetime(2026, 11, 30))
+    assert again["reports_usage_tier_hours"] == (datetime(2026, 11, 29), datetime(2026, 11, 30, 11))
     return engine
 
 
 @pytest.mark.parametrize("spec", _summary_cases())
-def test_usage_reports_read_from_the_daily_summary_give_the_minute_rows_answer(
+def test_usage_reports_read_from_the_summaries_give_the_minute_rows_answer(
     spec: dict[str, Any], summarised: Engine
 ) -> None:
     parsed = spec_adapter.validate_python(spec)
@@ -219,22 +222,27 @@ def test_usage_reports_read_from_the_daily_summary_give_the_minute_rows_answer(
     assert _normal(fast.rows) == _normal(raw.rows)
 
 
-def test_the_summary_is_used_for_whole_days_only(summarised: Engine) -> None:
-    from reports_service.summary import covered_through, usage_from
+def test_the_summaries_are_used_for_whole_periods_only(summarised: Engine) -> None:
+    from reports_service.summary import covered_through
 
     through = covered_through(summarised)
-    assert through == datetime(2026, 11, 30)
+    assert through["reports_usage_days"] == datetime(2026, 11, 30)
     parsed = spec_adapter.validate_python({"source": "api_usage", "measures": ["calls"], "time_range": RANGES[0]})
     statement, *_ = compile_table(parsed, NOW, 100, through)
-    assert "reports_usage_daily" in str(statement.compile(dialect=sqlite.dialect()))
+    assert "reports_usage_tier_days" in str(statement.compile(dialect=sqlite.dialect()))
     hourly = spec_adapter.validate_python({**parsed.model_dump(mode="json"), "time_grain": "hour"})
     statement, *_ = compile_table(hourly, NOW, 100, through)
-    assert "reports_usage_daily" not in str(statement.compile(dialect=sqlite.dialect()))
-    assert usage_from(datetime(2026, 11, 29, 1), datetime(2026, 11, 30, 12), through).name == "api_usage_rollups"
+    sql = str(statement.compile(dialect=sqlite.dialect()))
+    assert "reports_usage_tier_hours" in sql and "_days" not in sql
+    by_key = spec_adapter.validate_python(
+        {"source": "api_usage", "dimensions": ["key_id"], "measures": ["calls"], "time_range": RANGES[2]}
+    )
+    statement, *_ = compile_table(by_key, NOW, 100, through)  # no whole day inside, no hour summary by key
+    assert "reports_usage" not in str(statement.compile(dialect=sqlite.dialect()))
 
 
 @pytest.mark.integration
-def test_the_summary_on_postgresql_gives_the_same_answers(postgres_platform: Engine) -> None:
+def test_the_summaries_on_postgresql_give_the_same_answers(postgres_platform: Engine) -> None:
     from reports_service.summary import refresh
 
     refresh(postgres_platform, NOW)
