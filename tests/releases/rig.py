@@ -159,10 +159,10 @@ class ProxyStack(ManagedProcess):
 
 
 def prometheus_for(stack: ProxyStack, scrape_seconds: float = 1.0) -> PrometheusServer:
-    interval = f"{scrape_seconds:g}s"
+    interval = f"{scrape_seconds * 1000:g}ms"  # "0.5s" is not a Prometheus duration
     return PrometheusServer(
         {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "scrape_configs": [
                 {"job_name": "ratelimit-proxy", "static_configs": [{"targets": [f"127.0.0.1:{stack.admin_port}"]}]}
             ],
