@@ -78,6 +78,7 @@ def proxy_config(
         "redis": {"url": redis_url, "timeout_ms": 1000, "breaker_reset_seconds": 0.5},
         "limits": {"tiers": dict.fromkeys(("free", "startup", "professional", "enterprise"), BIG)},
         "abuse": QUIET_ABUSE,
+        "cache": {"routes": [{"name": "api", "path": "/api/v1/*"}]},  # as shipped: the cache keeps colours apart
         "static_keys": [
             {"sha256": hashlib.sha256(k.encode()).hexdigest(), "tier": "enterprise", "owner": k} for k in KEYS
         ],
