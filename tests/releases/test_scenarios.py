@@ -36,9 +36,11 @@ from tests.servers import PrometheusServer, RedisServer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RPS = 40
+# Tests run in file order: those with a healthy green first, so green restarts only twice.
 # Scraped every 0.5 s. At 100% a 3 s window holds about 120 requests, all after the step: enough for the
 # analysis to judge the p99 (releases/analysis.py, min_latency_requests); at 25% it judges the errors only.
 ANALYSIS = {"interval_seconds": 3.0, "window_seconds": 3.0}
+GATE = {"timeout_seconds": 1.5, "retry_seconds": 0.5, "smoke": [{"path": "/api/v1/users"}]}
 CACHED = "/api/v1/catalog"  # the demo's one answer a shared cache may store, naming its colour
 
 
@@ -92,7 +94,7 @@ def rig(redis_server: RedisServer) -> Iterator[Rig]:
     blue, green = DemoColour("blue"), DemoColour("green")
     stack = ProxyStack()
     prometheus = prometheus_for(stack, scrape_seconds=0.5)
-    stack.config = proxy_config(blue, green, redis_server.url, prometheus.url, analysis=ANALYSIS)
+    stack.config = proxy_config(blue, green, redis_server.url, prometheus.url, analysis=ANALYSIS, gate=GATE)
     processes = (blue, green, stack, prometheus)
     client = redis.Redis.from_url(redis_server.url)
     try:
@@ -200,6 +202,27 @@ def test_release_full_switch_blue_to_green_under_load_fails_no_request_and_survi
     assert 'release_traffic_weight{colour="green"} 100.0' in metrics
 
 
+def test_cached_answers_follow_the_callers_colour_during_a_canary_and_after_promotion(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The proxy's shared cache during a 50/50 canary: a caller sticky to green is never served blue's cached
+    body (and the reverse); after promotion to 100% green no blue body is served to anyone."""
+    rig = make_rig()
+    rig.set_weights(50, 50)
+    by_colour: dict[str, list[str]] = {"blue": [], "green": []}
+    for key in KEYS[:40]:
+        by_colour[rig.colour_of(key)].append(key)
+    assert by_colour["blue"] and by_colour["green"]
+    canary = [(colour, key, rig.get(CACHED, key)) for colour, keys in by_colour.items() for key in keys for _ in (1, 2)]
+    assert {(colour, answer.json()["colour"]) for colour, _, answer in canary} == {("blue", "blue"), ("green", "green")}
+    assert {answer.headers["X-Cache"] for _, _, answer in canary} == {"MISS", "HIT"}  # each colour's entry served
+    rig.set_weights(0, 100)  # what the controller's promote writes
+    promoted = {rig.get(CACHED, key).json()["colour"] for key in by_colour["blue"] + by_colour["green"]}
+    assert promoted == {"green"}
+    cached = cached_answers(rig.stack)
+    assert cached["blue"] >= len(by_colour["blue"]) and cached["green"] >= len(by_colour["green"])
+
+
 def test_release_green_answering_20_percent_5xx_is_rolled_back_at_its_first_analysis(
     make_rig: Callable[..., Rig],
 ) -> None:
@@ -248,24 +271,3 @@ def test_release_green_that_never_becomes_ready_never_receives_traffic(make_rig:
     assert report.colours["green"] == 0
     assert report.failed == 0
     assert weights(rig.stack) == {"blue": 100, "green": 0}
-
-
-def test_cached_answers_follow_the_callers_colour_during_a_canary_and_after_promotion(
-    make_rig: Callable[..., Rig],
-) -> None:
-    """The proxy's shared cache during a 50/50 canary: a caller sticky to green is never served blue's cached
-    body (and the reverse); after promotion to 100% green no blue body is served to anyone."""
-    rig = make_rig()
-    rig.set_weights(50, 50)
-    by_colour: dict[str, list[str]] = {"blue": [], "green": []}
-    for key in KEYS[:40]:
-        by_colour[rig.colour_of(key)].append(key)
-    assert by_colour["blue"] and by_colour["green"]
-    canary = [(colour, key, rig.get(CACHED, key)) for colour, keys in by_colour.items() for key in keys for _ in (1, 2)]
-    assert {(colour, answer.json()["colour"]) for colour, _, answer in canary} == {("blue", "blue"), ("green", "green")}
-    assert {answer.headers["X-Cache"] for _, _, answer in canary} == {"MISS", "HIT"}  # each colour's entry served
-    rig.set_weights(0, 100)  # what the controller's promote writes
-    promoted = {rig.get(CACHED, key).json()["colour"] for key in by_colour["blue"] + by_colour["green"]}
-    assert promoted == {"green"}
-    cached = cached_answers(rig.stack)
-    assert cached["blue"] >= len(by_colour["blue"]) and cached["green"] >= len(by_colour["green"])
