@@ -107,6 +107,8 @@ def summarise(
         "interval_s": interval,
         "release_s": round(released - (event_time(state, "started") or released), 1),
     }
+    # each analysis' verdict: which checks it judged (the p99 needs min_latency_requests of the colour)
+    row["analyses"] = [e["message"] for e in state.get("events", []) if "analysis" in e["message"]]
     if aborted_at is not None:
         row["abort_to_blue_s"] = round((event_time(state, "aborted") or 0) - aborted_at, 2)
     if scenario == "failing":

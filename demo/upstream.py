@@ -20,6 +20,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.serving import run_simple
 
 from service_kit.index import ServiceDocs, install_index
+from service_kit.tiers import TIERS
 
 CHUNK = 64 * 1024
 DOCS = ServiceDocs(
@@ -83,6 +84,14 @@ def create_app(colour: str = "", fail_percent: int = 0, never_ready: bool = Fals
     @app.get("/api/v1/users")
     def users() -> Response:
         return jsonify(users=[{"id": i, "name": f"user-{i}"} for i in range(1, 4)], query=request.args)
+
+    @app.get("/api/v1/catalog")
+    def catalog() -> Response:
+        """The one answer a shared cache may store (``public``, 60 s), naming the colour that made it: the
+        release tests check that the proxy's cache never serves one colour's answer to another's callers."""
+        response = jsonify(plans=list(TIERS), colour=colour)
+        response.headers["Cache-Control"] = "public, max-age=60"
+        return response
 
     @app.route("/api/v1/echo", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def echo() -> Response:

@@ -12,6 +12,8 @@ when it says ``public``, ``s-maxage`` or ``must-revalidate`` (RFC 9111 3.5), and
 caller with a credential, whatever the key or tier: an origin whose answers depend on the caller says
 ``private``, or ``Vary: Authorization`` / ``Vary: X-API-Key`` (one variant per key, hashed). Answers
 fetched without a credential never serve requests with one, where the origin might answer more.
+With upstream colours (ratelimit_proxy/upstreams.py) each colour has its own two partitions: a request
+is served only what the colour it goes to answered (``partition_of``).
 
 Steps of one lookup:
 1. The worker's local layer (bounded LRU by bytes), if Redis is the store and this worker hears the purge
@@ -77,6 +79,7 @@ log = logging.getLogger("ratelimit_proxy")
 CHANNEL = CHANGES_CHANNEL
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # as ratelimit_proxy/forward.py re-encodes a path
 RESULTS = ("hit", "miss", "stale", "revalidated", "pass", "bypass")
+FROM_CACHE = frozenset({"hit", "stale", "revalidated"})  # results whose body came from an entry
 NOT_STORED = (
     "method", "status", "request_no_store", "no_store", "private", "authenticated", "vary_star", "set_cookie",
     "no_lifetime", "no_validator", "too_large", "store_error",
@@ -170,6 +173,7 @@ class LocalLayer:
         self.bytes = 0
         self._lock = threading.Lock()
         self._urls: OrderedDict[tuple[str, str], tuple[list[str], dict[str, Entry]]] = OrderedDict()
+        self._partitions: set[str] = set()  # every partition seen (two per colour): what a URL purge drops
 
     def get(self, key: str, partition: str, request: Mapping[str, str]) -> Entry | None:
         found = self._urls.get((key, partition))
@@ -196,6 +200,7 @@ class LocalLayer:
                 self.bytes -= previous.size
             variants[variant] = entry
             self.bytes += entry.size
+            self._partitions.add(partition)
             self._urls[(key, partition)] = (names, variants)
             while self.bytes > self.max_bytes and self._urls:
                 _, (_, dropped) = self._urls.popitem(last=False)
@@ -203,7 +208,7 @@ class LocalLayer:
 
     def drop(self, key: str) -> None:
         with self._lock:
-            for partition in ("anon", "auth"):
+            for partition in self._partitions:
                 _, variants = self._urls.pop((key, partition), ([], {}))
                 self.bytes -= sum(e.size for e in variants.values())
 
@@ -217,6 +222,17 @@ class LocalLayer:
         with self._lock:
             self._urls.clear()
             self.bytes = 0
+
+
+def partition_of(authenticated: bool, colour: str) -> str:
+    """Which entries a request may be served from: those fetched with a credential or without, from the
+    colour this request goes to (``colour``: the pool it picked; "" with one pool). Why the colour: during
+    a canary a caller sticky to green must get green's answers, never blue's cached ones (they would mix
+    versions and hide green's errors from the analysis); after a full switch nobody picks the old colour,
+    so its entries serve no one and expire. All colours' entries stay in the URL's one hash: a purge is
+    still one DEL."""
+    partition = "auth" if authenticated else "anon"
+    return f"{colour}/{partition}" if colour else partition
 
 
 def url_key(target: str) -> str:
@@ -300,7 +316,7 @@ class Ask:
     method: str
     target: str
     key: str  # url_key(target)
-    partition: str  # "auth" (the request carries a credential) or "anon"
+    partition: str  # partition_of: "auth" (the request carries a credential) or "anon", per colour
     request: dict[str, str]  # the request's fields by lower-case name
     authenticated: bool
     route: CacheRouteSettings
@@ -398,14 +414,16 @@ class ResponseCache:
         route: CacheRouteSettings,
         headers: Fields,
         fetch: Fetch,
+        colour: str = "",
     ) -> Served:
         """Answer one request on a cached route. ``request``: the request's fields by lower-case name;
         ``headers``: those to send upstream; ``fetch`` sends a request upstream (it never raises: an
-        upstream failure is its 502/504 answer)."""
+        upstream failure is its 502/504 answer) to ``colour``, the upstream colour the request picked
+        ("" with one pool), which also selects the entries it may be served from (``partition_of``)."""
         if method not in ("GET", "HEAD") or not route.store:
             answer = fetch(method, headers)
             return Served(answer.status, answer.reason, cdn_fields(answer.headers, route), answer.body, "")
-        key, partition = url_key(target), ("auth" if authenticated else "anon")
+        key, partition = url_key(target), partition_of(authenticated, colour)
         ask = Ask(method, target, key, partition, request, authenticated, route, headers, fetch)
         if self._passes.get(key, 0.0) > time.monotonic():  # known uncacheable: straight on (hit-for-pass)
             self._count("pass")

@@ -6,8 +6,9 @@ cache answers them by bypassing itself (ratelimit_proxy/cache.py).
 Redis layout (keys used together share a ``{hash tag}``, so the scripts run on a Redis Cluster):
 
 - ``rc:{<url>}``: a hash per URL (``<url>`` is a SHA-256 of the target as forwarded): per partition
-  (``anon``, ``auth``) the varied field names (``<partition>:vary``) and one field per variant
-  (``<partition>:<variant>``, an encoded ``Entry``), plus ``target``. A purge by URL deletes this one key.
+  (``anon``, ``auth``; with upstream colours ``<colour>/anon``, ``<colour>/auth``) the varied field names
+  (``<partition>:vary``) and one field per variant (``<partition>:<variant>``, an encoded ``Entry``), plus
+  ``target``. A purge by URL deletes this one key.
   Its TTL is the longest time one of its variants can still serve (lifetime plus stale windows, capped by
   ``cache.max_keep_seconds``).
 - ``rc:{<url>}:lock``: the fill lock of single-flight, a short lease (``cache.lock_lease_ms``).

@@ -27,7 +27,7 @@ from typing import Any
 import sentry_sdk
 
 from ratelimit_proxy.abuse import request_fingerprint
-from ratelimit_proxy.cache import request_fields
+from ratelimit_proxy.cache import FROM_CACHE, request_fields
 from ratelimit_proxy.clientip import client_ip
 from ratelimit_proxy.forward import (
     BadHeader,
@@ -44,7 +44,7 @@ from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.metrics import status_class
 from ratelimit_proxy.policy import RoutePlan
 from ratelimit_proxy.runtime import Runtime
-from ratelimit_proxy.upstreams import Pools
+from ratelimit_proxy.upstreams import Pool, Pools
 from ratelimit_proxy.usage import ANONYMOUS
 from service_kit.app import ServiceKit, request_id
 from service_kit.requests import bearer_credential, hash_token
@@ -274,15 +274,21 @@ class Gateway:
                     runtime.metrics.near_limit.labels(tier, window.limit.name).inc()
         cache = runtime.cache
         route = cache.route(path) if cache is not None else None
+        pool = self.pools.pick(bucket)  # once: the cache lookup, its fill and the forward use this colour
         if cache is None or route is None:
-            reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields, sticky=bucket)
+            reply = self.forward(environ, headers, ip, peer, length, target, rid, limit_fields, pool)
         else:  # the response cache (ratelimit_proxy/cache.py): after the limiter, so a hit counts too
             authenticated = bool(api_key) or "HTTP_AUTHORIZATION" in environ
 
             def fetch(method: str, fields: Headers) -> Reply:
-                return self.forward(environ, fields, ip, peer, length, target, rid, [], method, bucket)
+                return self.forward(environ, fields, ip, peer, length, target, rid, [], pool, method)
 
-            served = cache.respond(method, target, request_fields(environ), authenticated, route, headers, fetch)
+            colour = "" if self.pools.single else pool.name
+            served = cache.respond(
+                method, target, request_fields(environ), authenticated, route, headers, fetch, colour
+            )
+            if served.result in FROM_CACHE:
+                pool.observe_cached(served.status)
             reply = Reply(served.status, served.headers + limit_fields, served.body, served.reason)
         if reply.status in (401, 403, 404):
             runtime.detector.response(ip, reply.status, path, fingerprint)
@@ -300,14 +306,13 @@ class Gateway:
         target: str,
         rid: str,
         limit_fields: Headers,
+        pool: Pool,
         method: str | None = None,
-        sticky: str = "",
     ) -> Reply:
         """Send the request upstream with the client's ``headers`` and the proxy's own; the reply carries
         ``limit_fields`` (the limit headers) too. ``method``: another than the client's (the cache turns a
-        HEAD miss into a GET). ``sticky`` (the caller's bucket: key or IP) picks the colour; the request,
-        and its one retry, stay on that colour's client."""
-        pool = self.pools.pick(sticky)
+        HEAD miss into a GET). ``pool``: the colour the caller picked (``Pools.pick`` of its bucket, key
+        or IP); the request, and its one retry, stay on that colour's client."""
         upstream, clients = pool.client, self.runtime.settings.clients
         incoming = environ.get("HTTP_X_FORWARDED_FOR")
         chain = f"{incoming}, {peer}" if incoming and ip != peer else peer

@@ -12,6 +12,12 @@ Order of checks, the ones that need no comparison first:
    ``p99_margin_seconds``. Why the margin: the proxy's latency buckets are 10, 25, 50, 100 ms apart at
    these latencies, so a canary with a few hundred requests shows a p99 of twice the old colour's from one
    bucket's interpolation alone (bench/RESULTS.md: a healthy green rolled back at 5% for 2.07x before it).
+   Both only from ``min_latency_requests`` (100) requests of the colour in the window: with fewer, the
+   p99's rank (0.99 n) lies above the second slowest request, so the single slowest request sets it, and
+   one request held up by a busy machine is enough to roll back a healthy canary (how the release scenario
+   test failed once on a loaded machine: about 30 requests of green a window at 25%). Below that the p99
+   is not judged and the verdict says so; the error checks still are. The old colour's p99 is compared
+   only when it too comes from that many requests.
 
 The first failing check fails the analysis, and its name and value are the verdict's. Why "no data" is
 never a pass: Argo Rollouts users found an empty Prometheus result either erroring the analysis or, with
@@ -46,6 +52,7 @@ class Thresholds:
     max_p99_seconds: float = 1.0
     max_p99_factor: float = 1.5
     p99_margin_seconds: float = 0.05
+    min_latency_requests: int = 100  # fewer: the slowest request alone is the p99 (module docstring)
 
 
 @dataclass(frozen=True)
@@ -89,13 +96,15 @@ def analyse(
         limit = limits.max_error_ratio_increase
         checks.append(Check("error_ratio_vs_old", increase, limit, increase <= limit))
     p99 = known(new.p99_seconds)
-    if p99 is None:
+    judged = requests >= limits.min_latency_requests  # fewer: the slowest request alone would be the p99
+    if judged and p99 is None:
         failed = next((c for c in checks if not c.passed), None)
         if failed is None:
             return Verdict("inconclusive", "no_data", None, f"no data: no p99 latency for {new_name}", checks)
-    else:
+    elif judged and p99 is not None:
         checks.append(Check("p99", p99, limits.max_p99_seconds, p99 <= limits.max_p99_seconds))
-        if old_p99 is not None and old_p99 > 0:
+        old_judged = (known(old.requests) or 0) >= limits.min_latency_requests
+        if old_p99 is not None and old_p99 > 0 and old_judged:
             factor = p99 / old_p99
             within = factor <= limits.max_p99_factor or p99 - old_p99 <= limits.p99_margin_seconds
             checks.append(Check("p99_vs_old", factor, limits.max_p99_factor, within))
@@ -104,5 +113,7 @@ def analyse(
             message = f"analysis failed: {check.name} of {new_name} is {check.value:.4g}, above {check.limit:g}"
             return Verdict("fail", check.name, check.value, message, checks)
     compared = "" if old_ratio is not None else f" ({old_name}: no data, thresholds only)"
+    if not judged:
+        compared += f"; p99 not judged: {requests:g} requests, fewer than {limits.min_latency_requests}"
     summary = ", ".join(f"{c.name}={c.value:.4g}" for c in checks)
     return Verdict("pass", "", None, f"analysis passed: {summary}{compared}", checks)

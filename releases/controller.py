@@ -139,6 +139,7 @@ class Controller:
             a.max_p99_seconds,
             a.max_p99_factor,
             a.p99_margin_seconds,
+            a.min_latency_requests,
         )
 
     def tick(self) -> dict[str, Any] | None:

@@ -63,6 +63,8 @@ class AnalysisSettings:
     p99_margin_seconds: float = checked(
         0.05, lambda v: None if v >= 0 else "0 or more seconds"
     )  # ... and this much slower
+    # Fewer requests of a colour in the window: its p99 is its slowest request alone, so not judged.
+    min_latency_requests: int = checked(100, at_least_one)
     query_timeout_seconds: float = checked(5.0, positive)
 
 

@@ -9,7 +9,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ratelimit_proxy.app import create_app
-from ratelimit_proxy.settings import PoolSettings, ProxySettings, UpstreamSettings
+from ratelimit_proxy.cache import LocalLayer, partition_of
+from ratelimit_proxy.cache_store import Entry
+from ratelimit_proxy.settings import CacheRouteSettings, CacheSettings, PoolSettings, ProxySettings, UpstreamSettings
+from ratelimit_proxy.upstreams import sticky_colour
 from tests.ratelimit_proxy.conftest import Script, ScriptedServer, ok
 
 # The test client's address is 127.0.0.1: sticky point 3889 of 10 000, so blue at 50/50 (tests/vectors/pools).
@@ -79,3 +82,58 @@ def test_gateway_without_pools_has_one_default_colour_as_before(
     finally:
         app.extensions["ratelimit_proxy"].close()
     assert sample(registry, "ratelimit_pool_requests_total", colour="default", status_class="2xx") == 1
+
+
+def caller_of(colour: str, weights: list[tuple[str, int]]) -> dict[str, str]:
+    """A client address the sticky choice puts on ``colour`` at ``weights`` (the proxy's bucket is ``ip:<ip>``)."""
+    ip = next(f"10.0.0.{i}" for i in range(1, 255) if sticky_colour(weights, f"ip:10.0.0.{i}") == colour)
+    return {"REMOTE_ADDR": ip}
+
+
+def test_cached_answer_of_one_colour_never_serves_a_caller_of_the_other_during_a_canary_or_after_it(
+    serve: Callable[[Script], ScriptedServer], settings_for: Callable[..., ProxySettings]
+) -> None:
+    """Regression: entries were keyed by URL alone, so at 50/50 a caller sticky to green got blue's cached
+    body (and after the switch to green, blue's entries still answered)."""
+    public = b"Cache-Control: public, max-age=300\r\n"
+    blue = serve(lambda n, head: (ok(b"blue answer", public), False))
+    green = serve(lambda n, head: (ok(b"green answer", public), False))
+    cache = CacheSettings(routes=[CacheRouteSettings(name="all", path="/*")])
+    registry = CollectorRegistry()
+    app = create_app(settings_for(upstream=colours(blue, green, 50, 50), cache=cache), registry=registry)
+    pools = app.extensions["ratelimit_proxy"].pools
+    half = [("blue", 50), ("green", 50)]
+    on_blue, on_green = caller_of("blue", half), caller_of("green", half)
+    try:
+        client = app.test_client()
+        first = client.get("/catalog", environ_base=on_blue)
+        assert (first.data, first.headers["X-Cache"]) == (b"blue answer", "MISS")
+        assert client.get("/catalog", environ_base=on_blue).headers["X-Cache"] == "HIT"
+        green_first = client.get("/catalog", environ_base=on_green)
+        assert (green_first.data, green_first.headers["X-Cache"]) == (b"green answer", "MISS")
+        green_again = client.get("/catalog", environ_base=on_green)
+        assert (green_again.data, green_again.headers["X-Cache"]) == (b"green answer", "HIT")
+        pools.write({"blue": 0, "green": 100})  # the full switch: blue's entry must answer nobody
+        after = [client.get("/catalog", environ_base=caller).data for caller in (on_blue, on_green)]
+    finally:
+        app.extensions["ratelimit_proxy"].close()
+    assert after == [b"green answer", b"green answer"]
+    assert len(blue.requests) == 1 and len(green.requests) == 1
+    # hits are counted under the colour whose answer they served, apart from the forwarded requests
+    assert sample(registry, "ratelimit_pool_cached_answers_total", colour="blue", status_class="2xx") == 1
+    assert sample(registry, "ratelimit_pool_cached_answers_total", colour="green", status_class="2xx") == 3
+    assert sample(registry, "ratelimit_pool_requests_total", colour="green", status_class="2xx") == 1
+
+
+def test_url_purge_drops_the_local_copies_of_every_colour() -> None:
+    local = LocalLayer(1 << 20)
+    entry = Entry(200, "OK", (), b"body", 0.0, 0.0, 60.0)
+    for colour in ("blue", "green"):
+        for authenticated in (False, True):
+            local.put("k", partition_of(authenticated, colour), [], {}, entry)
+    local.put("other", partition_of(False, "blue"), [], {}, entry)
+    local.drop("k")
+    left = [local.get("k", partition_of(a, c), {}) for c in ("blue", "green") for a in (False, True)]
+    assert left == [None] * 4
+    assert local.get("other", partition_of(False, "blue"), {}) == entry
+    assert local.bytes == entry.size

@@ -78,6 +78,7 @@ def proxy_config(
         "redis": {"url": redis_url, "timeout_ms": 1000, "breaker_reset_seconds": 0.5},
         "limits": {"tiers": dict.fromkeys(("free", "startup", "professional", "enterprise"), BIG)},
         "abuse": QUIET_ABUSE,
+        "cache": {"routes": [{"name": "api", "path": "/api/v1/*"}]},  # as shipped: the cache keeps colours apart
         "static_keys": [
             {"sha256": hashlib.sha256(k.encode()).hexdigest(), "tier": "enterprise", "owner": k} for k in KEYS
         ],
@@ -159,10 +160,10 @@ class ProxyStack(ManagedProcess):
 
 
 def prometheus_for(stack: ProxyStack, scrape_seconds: float = 1.0) -> PrometheusServer:
-    interval = f"{scrape_seconds:g}s"
+    interval = f"{scrape_seconds * 1000:g}ms"  # "0.5s" is not a Prometheus duration
     return PrometheusServer(
         {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "scrape_configs": [
                 {"job_name": "ratelimit-proxy", "static_configs": [{"targets": [f"127.0.0.1:{stack.admin_port}"]}]}
             ],
