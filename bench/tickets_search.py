@@ -49,7 +49,7 @@ from tickets_app.desk import Actor, Desk
 from tickets_app.listing import SlaWindow, list_tickets
 from tickets_app.models import Message, Ticket, TicketEvent
 from tickets_app.schemas import TicketInput, TicketQuery
-from tickets_app.search import SqliteFtsIndex, index_for_dialect
+from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex, index_for_dialect
 
 DATABASE = Path(".run/bench/tickets-search.sqlite3")
 COMMON_WORD = "request"  # in most messages
@@ -196,14 +196,17 @@ def load_postgres(source: Path, url: str) -> None:
     engine.dispose()
 
 
-def timed(run: Callable[[], tuple[int, int]], repeat: int) -> tuple[list[float], tuple[int, int]]:
+def timed(run: Callable[[], tuple[int, int]], repeat: int) -> tuple[list[float], tuple[int, int], str]:
+    """The samples (ms), what the last run found, and the 1-minute load average before and after: on a
+    shared host a p95 means little without the load it was measured at."""
     run()  # warm
     samples, found = [], (0, 0)
+    load_before = os.getloadavg()[0]
     for _ in range(repeat):
         began = time.perf_counter()
         found = run()
         samples.append((time.perf_counter() - began) * 1000)
-    return samples, found
+    return samples, found, f"load {load_before:.1f}-{os.getloadavg()[0]:.1f}"
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -257,6 +260,46 @@ def search_cases(session: Session, repeat: int, only: str = "") -> list[tuple[st
     return [case for case in cases if only in case[0]]
 
 
+def whole_text_headlines(session: Session, word: str, ticket_ids: list[int]) -> dict[int, str]:
+    """The peer of a one-word search's snippets on PostgreSQL: ts_headline over each ticket's whole shown
+    text, as the desk made them before windows (tickets_app.headline_window)."""
+    index = PostgresFtsIndex()
+    statement = text(
+        f"SELECT ticket_id, ts_headline('{index.config}', concat_ws(E'\\n', subject, public_body, internal_body), "
+        f"phraseto_tsquery('{index.config}', :word), :options) FROM {index.table} WHERE ticket_id = ANY(:ids)"
+    )
+    return dict(session.execute(statement, {"word": word, "options": index.headline_options, "ids": ticket_ids}).all())
+
+
+def headline_peer(session: Session, repeat: int) -> str:
+    """A rare word's page of snippets (agent), windows against the whole text, alternating in one loop:
+    p50 / p95 of each, the ratio of the medians, and whether every snippet was the same."""
+    index = PostgresFtsIndex()
+    rng = random.Random(5)
+    windows: list[float] = []
+    whole: list[float] = []
+    same = True
+    load_before = os.getloadavg()[0]
+    for round_number in range(repeat):
+        word = rng.choice(RARE_WORDS)
+        ids = [ticket_id for ticket_id, _ in sorted(index.ranked(session, [word], True), key=lambda r: r[1])][:25]
+        results: list[dict[int, str]] = [{}, {}]
+        for number in (0, 1) if round_number % 2 else (1, 0):
+            began = time.perf_counter()
+            results[number] = (
+                index.snippets(session, [word], True, ids) if number == 0 else whole_text_headlines(session, word, ids)
+            )
+            (windows if number == 0 else whole).append((time.perf_counter() - began) * 1000)
+        same = same and results[0] == results[1]
+        session.rollback()
+    ratio = statistics.median(whole) / statistics.median(windows)
+    return (
+        f"{statistics.median(windows):.1f} / {percentile(windows, 0.95):.1f} against "
+        f"{statistics.median(whole):.1f} / {percentile(whole, 0.95):.1f}, {ratio:.1f}x ({repeat} pages, "
+        f"{'the same snippets' if same else 'SNIPPETS DIFFER'}, load {load_before:.1f}-{os.getloadavg()[0]:.1f})"
+    )
+
+
 def creation_rate(engine: Engine, creations: int) -> float:
     """Tickets per second made by the Desk and committed one by one; the new tickets are deleted after."""
     desk = Desk(index_for_dialect(engine.dialect.name))
@@ -308,13 +351,18 @@ def main() -> None:
     table: dict[str, dict[str, str]] = {}
     for cases in zip(*(search_cases(session, args.repeat, args.case) for session in sessions), strict=False):
         for backend, (name, run, runs) in zip(backends, cases, strict=False):
-            samples, (shown, total) = timed(run, runs)
+            samples, (shown, total), load = timed(run, runs)
             cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs"
-            cell += f", {shown} shown of {total})" if total >= 0 else f", {shown} shown)"
+            cell += f", {shown} shown of {total}, {load})" if total >= 0 else f", {shown} shown, {load})"
             table.setdefault(name, {})[backend] = cell
     for name, run, runs in search_cases(sessions[0], args.repeat, args.case)[len(table) :]:  # SQLite's peer
-        samples, (shown, _) = timed(run, runs)
-        table[name] = {"sqlite": f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs)"}
+        samples, (shown, _), load = timed(run, runs)
+        table[name] = {
+            "sqlite": f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs, {load})"
+        }
+    if "postgresql" in backends and args.case in "rare term snippets":
+        peer = headline_peer(sessions[backends.index("postgresql")], args.repeat)
+        table["rare term's page of snippets: windows against whole texts (peer)"] = {"postgresql": peer}
     for session in sessions:
         session.close()
     rates = {
