@@ -18,8 +18,12 @@ stays as it was. It shows what the search indexes cost a write.
 
 Run: .venv/bin/python bench/tickets_search.py [--postgres postgresql+psycopg://user@host:port/db]
      [--sqlite PATH] [--tickets 100000] [--messages-per-ticket 10] [--rebuild] [--repeat 40]
-     [--case TEXT] [--creations 200]
-`--case phrase` runs only the cases whose name contains the text; `--creations 0` skips the creations.
+     [--case TEXT] [--creations 200] [--phases]
+`--case phrase` runs only the cases whose name contains the text; `--creations 0` skips the creations;
+`--phases` only times the phases of the rare-word searches (the index's statements, the candidates' lookup,
+the snippets, the rollback), `--repeat` times each. Every cell carries the 1-minute load average before and
+after its case. On PostgreSQL a peer times a rare word's page of snippets made from windows against
+ts_headline over the whole texts, alternating in one loop.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or as bench.tickets_search
 
@@ -44,6 +49,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from service_kit.db import make_engine
+from tickets_app import listing
 from tickets_app.cli import migrate
 from tickets_app.desk import Actor, Desk
 from tickets_app.listing import SlaWindow, list_tickets
@@ -300,6 +306,55 @@ def headline_peer(session: Session, repeat: int) -> str:
     )
 
 
+PHASES = {  # where a search's time goes: the functions timed, by the module that holds them
+    "index": ("prepare_search", "ranked", "snippets"),
+    "listing": ("_every_candidate", "_filtered_candidates", "_older_rows", "_count"),
+}
+
+
+def phases(session: Session, query: str, repeat: int) -> str:
+    """p50 / p95 ms of each phase of `repeat` searches of `query` (`{word}`: a rare word), of the whole
+    list_tickets call and of the rollback that ends it: each phase's functions wrapped with a timer."""
+    backend = session.get_bind().dialect.name
+    index = index_for_dialect(backend)
+    spent: dict[str, float] = {}
+
+    def timer(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_function(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + (time.perf_counter() - began) * 1000
+
+        return timed_function
+
+    originals = {name: getattr(listing, name) for name in PHASES["listing"]}
+    for name in PHASES["index"]:
+        setattr(index, name, timer(name, getattr(index, name)))
+    for name, function in originals.items():
+        setattr(listing, name, timer(name, function))
+    rng = random.Random(9)
+    samples: dict[str, list[float]] = {}
+    load_before = os.getloadavg()[0]
+    try:
+        for number in range(repeat + 1):  # the first one warms
+            spent.clear()
+            search = TicketQuery(q=query.format(word=rng.choice(RARE_WORDS)))
+            timer("list_tickets", list_tickets)(
+                session, index, AGENT, search, SlaWindow(datetime.now(UTC), timedelta(hours=1))
+            )
+            timer("rollback", session.rollback)()
+            for name, ms in spent.items():
+                if number:
+                    samples.setdefault(name, []).append(ms)
+    finally:
+        for name, function in originals.items():
+            setattr(listing, name, function)
+    cells = ", ".join(f"{name} {statistics.median(v):.2f} / {percentile(v, 0.95):.2f}" for name, v in samples.items())
+    return f"{backend} `{query}`: {cells} ({repeat} runs, load {load_before:.1f}-{os.getloadavg()[0]:.1f})"
+
+
 def creation_rate(engine: Engine, creations: int) -> float:
     """Tickets per second made by the Desk and committed one by one; the new tickets are deleted after."""
     desk = Desk(index_for_dialect(engine.dialect.name))
@@ -333,6 +388,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--creations", type=int, default=200, help="0: no creations")
     parser.add_argument("--case", default="", help="only the cases whose name contains this text")
+    parser.add_argument("--phases", action="store_true", help="only where the rare-word searches spend their time")
     args = parser.parse_args()
     if args.rebuild or not args.sqlite.exists():
         generate(args.sqlite, args.tickets, args.messages_per_ticket)
@@ -347,6 +403,11 @@ def main() -> None:
         counts = [session.scalar(select(func.count()).select_from(t)) for t in (Ticket, Message)]
         print(f"{backend}: {counts[0]} tickets, {counts[1]} messages")
     print(f"load average before: {load_average()}")
+    if args.phases:
+        for session in sessions:
+            for query in ("{word}", "{word} status:open"):
+                print(phases(session, query, args.repeat))
+        return
     # Case by case, each backend in turn: a change in the machine's load reaches both alike.
     table: dict[str, dict[str, str]] = {}
     for cases in zip(*(search_cases(session, args.repeat, args.case) for session in sessions), strict=False):
