@@ -36,6 +36,9 @@ FILTERS = ("status", "priority", "category", "tag", "assignee", "requester", "ti
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STAFF_VIEWS = ("mine", "unassigned", "at_risk", "breached")
 INDEXED_SORTS = ("created", "updated")  # ix_tickets_created, ix_tickets_updated: (time, id)
+# A search's candidate ticket, tested against the list's conditions on SQLite (`_held_of`). Made once: an
+# alias built per search proxied every column again (3-5 ms a call).
+CANDIDATE = aliased(Ticket, name="candidate")
 
 
 @dataclass
@@ -319,9 +322,8 @@ def _held_of(session: Session, filtered: Select[Any], ids: list[int], whole: boo
     if session.get_bind().dialect.name != "sqlite":
         plain = filtered if whole else filtered.with_only_columns(Ticket.id)
         return plain.where(Ticket.id.in_(ids))
-    candidate = aliased(Ticket)
-    held = filtered.with_only_columns(literal(1)).where(Ticket.id == candidate.id).exists()
-    return select(candidate if whole else candidate.id).where(candidate.id.in_(ids), held)
+    held = filtered.with_only_columns(literal(1)).where(Ticket.id == CANDIDATE.id).exists()
+    return select(CANDIDATE if whole else CANDIDATE.id).where(CANDIDATE.id.in_(ids), held)
 
 
 def _filtered_candidates(
