@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or as bench.tickets_search
 
 import psycopg
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, Select, delete, func, select, text
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
@@ -238,6 +238,24 @@ def search_cases(session: Session, repeat: int, only: str = "") -> list[tuple[st
 
         return run
 
+    def by_id_in(query: str) -> Callable[[], tuple[int, int]]:
+        """The search with its candidates filtered by `id IN (…)` beside the filters, as before they were
+        looked up by id on SQLite (tickets_app.listing._held_of)."""
+        search = searched(query)
+
+        def plain(session: Session, filtered: Select[Any], ids: list[int], whole: bool = True) -> Select[Any]:
+            return (filtered if whole else filtered.with_only_columns(Ticket.id)).where(Ticket.id.in_(ids))
+
+        def run() -> tuple[int, int]:
+            held_of = listing._held_of
+            listing._held_of = plain
+            try:
+                return search()
+            finally:
+                listing._held_of = held_of
+
+        return run
+
     def like(word_source: Callable[[], str]) -> Callable[[], tuple[int, int]]:
         def run() -> tuple[int, int]:
             pattern = f"%{word_source()}%"
@@ -263,6 +281,9 @@ def search_cases(session: Session, repeat: int, only: str = "") -> list[tuple[st
     ]
     if backend == "sqlite":
         cases.append(("rare term, LIKE scan (peer)", like(lambda: rng.choice(RARE_WORDS)), 5))
+        cases.append(
+            ("rare term + status:open, candidates filtered by id IN (peer)", by_id_in("{word} status:open"), repeat)
+        )
     return [case for case in cases if only in case[0]]
 
 
@@ -417,10 +438,10 @@ def main() -> None:
             cell += f", {shown} shown of {total}, {load})" if total >= 0 else f", {shown} shown, {load})"
             table.setdefault(name, {})[backend] = cell
     for name, run, runs in search_cases(sessions[0], args.repeat, args.case)[len(table) :]:  # SQLite's peer
-        samples, (shown, _), load = timed(run, runs)
-        table[name] = {
-            "sqlite": f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs, {load})"
-        }
+        samples, (shown, total), load = timed(run, runs)
+        found = f", {shown} shown of {total}" if total >= 0 else ""
+        cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs{found}, {load})"
+        table[name] = {"sqlite": cell}
     if "postgresql" in backends and args.case in "rare term snippets":
         peer = headline_peer(sessions[backends.index("postgresql")], args.repeat)
         table["rare term's page of snippets: windows against whole texts (peer)"] = {"postgresql": peer}
