@@ -24,7 +24,9 @@ walks the primary key backwards. Considered and not taken:
 Custom plans are still needed (`prepare_search`): see PostgresFtsIndex.prepare_search.
 
 Snippets are made for the page's tickets only (`snippets`): in the page's statement SQLite made one for
-every match before sorting (the 0.4 s of a common word sorted by recency).
+every match before sorting (the 0.4 s of a common word sorted by recency). On PostgreSQL a one-word
+search's snippets headline a window of each text (tickets_app.headline_window): ts_headline parses all it
+is given, about 2 µs a word.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from tickets_app.headline_window import headline_window
+from tickets_app.headline_window import LAST_POSITION, headline_window
 from tickets_app.models import Message, Ticket
 from tickets_app.query import is_phrase
 
@@ -397,7 +399,7 @@ class PostgresFtsIndex:
         for ticket_id, subject, public, internal, subject_end, first, in_public in rows:
             parts = [subject, *(p for p in (public, internal) if p is not None)]
             whole = "\n".join(parts)
-            if first is None:  # no occurrence the vector shows: the whole text, as before
+            if first is None or first >= LAST_POSITION:  # no occurrence the vector places: the whole text
                 start, end = 0, len(whole)
             elif first <= (subject_end or 0):
                 start, end = headline_window(parts, 0, first)

@@ -134,3 +134,12 @@ def test_staff_and_customer_snippets_of_notes_differ_as_before(session: Session,
         expected = whole_headline(session, ticket_id, include_internal)
         assert INDEX.snippets(session, [WORD], include_internal, [ticket_id]) == {ticket_id: expected}
     assert "\x02invoice\x03" in str(INDEX.snippets(session, [WORD], True, [ticket_id])[ticket_id])
+
+
+def test_a_word_past_the_last_position_is_headlined_from_the_whole_text(session: Session, ticket_id: int) -> None:
+    """Positions stop counting at 16,383: a word after that many tokens has that position, which says
+    nowhere, so its snippet comes from the whole text (a window at 16,383 tokens missed the word)."""
+    written(session, ticket_id, "Billing", "order " * 17_000 + "the invoice is wrong", None)
+    expected = whole_headline(session, ticket_id, False)
+    assert expected is not None and "\x02invoice\x03" in expected
+    assert INDEX.snippets(session, [WORD], False, [ticket_id]) == {ticket_id: expected}
