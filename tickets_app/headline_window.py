@@ -51,7 +51,7 @@ def chunk_bounds(chunk: str) -> tuple[int, int]:
             runs, in_run, has_ascii_alnum = runs + (not in_run), True, True
         else:
             in_run = False
-        # A tag, an entity or a protocol is a token no configuration maps.
+    # A tag, an entity or a protocol is a token no configuration maps; a word too long is skipped.
     unmapped = "<" in chunk or "&" in chunk or "://" in chunk or len(chunk) >= LONGEST_SAFE_CHUNK
     return (runs if runs <= 1 else 2 * runs), int(has_ascii_alnum and not unmapped)
 
