@@ -18,8 +18,12 @@ stays as it was. It shows what the search indexes cost a write.
 
 Run: .venv/bin/python bench/tickets_search.py [--postgres postgresql+psycopg://user@host:port/db]
      [--sqlite PATH] [--tickets 100000] [--messages-per-ticket 10] [--rebuild] [--repeat 40]
-     [--case TEXT] [--creations 200]
-`--case phrase` runs only the cases whose name contains the text; `--creations 0` skips the creations.
+     [--case TEXT] [--creations 200] [--phases]
+`--case phrase` runs only the cases whose name contains the text; `--creations 0` skips the creations;
+`--phases` only times the phases of the rare-word searches (the index's statements, the candidates' lookup,
+the snippets, the rollback), `--repeat` times each. Every cell carries the 1-minute load average before and
+after its case. On PostgreSQL a peer times a rare word's page of snippets made from windows against
+ts_headline over the whole texts, alternating in one loop.
 """
 
 from __future__ import annotations
@@ -35,21 +39,23 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or as bench.tickets_search
 
 import psycopg
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, Select, delete, func, select, text
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from service_kit.db import make_engine
+from tickets_app import listing
 from tickets_app.cli import migrate
 from tickets_app.desk import Actor, Desk
 from tickets_app.listing import SlaWindow, list_tickets
 from tickets_app.models import Message, Ticket, TicketEvent
 from tickets_app.schemas import TicketInput, TicketQuery
-from tickets_app.search import SqliteFtsIndex, index_for_dialect
+from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex, index_for_dialect
 
 DATABASE = Path(".run/bench/tickets-search.sqlite3")
 COMMON_WORD = "request"  # in most messages
@@ -196,14 +202,17 @@ def load_postgres(source: Path, url: str) -> None:
     engine.dispose()
 
 
-def timed(run: Callable[[], tuple[int, int]], repeat: int) -> tuple[list[float], tuple[int, int]]:
+def timed(run: Callable[[], tuple[int, int]], repeat: int) -> tuple[list[float], tuple[int, int], str]:
+    """The samples (ms), what the last run found, and the 1-minute load average before and after: on a
+    shared host a p95 means little without the load it was measured at."""
     run()  # warm
     samples, found = [], (0, 0)
+    load_before = os.getloadavg()[0]
     for _ in range(repeat):
         began = time.perf_counter()
         found = run()
         samples.append((time.perf_counter() - began) * 1000)
-    return samples, found
+    return samples, found, f"load {load_before:.1f}-{os.getloadavg()[0]:.1f}"
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -226,6 +235,24 @@ def search_cases(session: Session, repeat: int, only: str = "") -> list[tuple[st
             page = list_tickets(session, index, AGENT, search, window)
             session.rollback()  # as a request ends; the next one starts a new transaction
             return len(page.tickets), page.total
+
+        return run
+
+    def by_id_in(query: str) -> Callable[[], tuple[int, int]]:
+        """The search with its candidates filtered by `id IN (…)` beside the filters, as before they were
+        looked up by id on SQLite (tickets_app.listing._held_of)."""
+        search = searched(query)
+
+        def plain(session: Session, filtered: Select[Any], ids: list[int], whole: bool = True) -> Select[Any]:
+            return (filtered if whole else filtered.with_only_columns(Ticket.id)).where(Ticket.id.in_(ids))
+
+        def run() -> tuple[int, int]:
+            held_of = listing._held_of
+            listing._held_of = plain
+            try:
+                return search()
+            finally:
+                listing._held_of = held_of
 
         return run
 
@@ -254,7 +281,99 @@ def search_cases(session: Session, repeat: int, only: str = "") -> list[tuple[st
     ]
     if backend == "sqlite":
         cases.append(("rare term, LIKE scan (peer)", like(lambda: rng.choice(RARE_WORDS)), 5))
+        cases.append(
+            ("rare term + status:open, candidates filtered by id IN (peer)", by_id_in("{word} status:open"), repeat)
+        )
     return [case for case in cases if only in case[0]]
+
+
+def whole_text_headlines(session: Session, word: str, ticket_ids: list[int]) -> dict[int, str]:
+    """The peer of a one-word search's snippets on PostgreSQL: ts_headline over each ticket's whole shown
+    text, as the desk made them before windows (tickets_app.headline_window)."""
+    index = PostgresFtsIndex()
+    statement = text(
+        f"SELECT ticket_id, ts_headline('{index.config}', concat_ws(E'\\n', subject, public_body, internal_body), "
+        f"phraseto_tsquery('{index.config}', :word), :options) FROM {index.table} WHERE ticket_id = ANY(:ids)"
+    )
+    return dict(session.execute(statement, {"word": word, "options": index.headline_options, "ids": ticket_ids}).all())
+
+
+def headline_peer(session: Session, repeat: int) -> str:
+    """A rare word's page of snippets (agent), windows against the whole text, alternating in one loop:
+    p50 / p95 of each, the ratio of the medians, and whether every snippet was the same."""
+    index = PostgresFtsIndex()
+    rng = random.Random(5)
+    windows: list[float] = []
+    whole: list[float] = []
+    same = True
+    load_before = os.getloadavg()[0]
+    for round_number in range(repeat):
+        word = rng.choice(RARE_WORDS)
+        ids = [ticket_id for ticket_id, _ in sorted(index.ranked(session, [word], True), key=lambda r: r[1])][:25]
+        results: list[dict[int, str]] = [{}, {}]
+        for number in (0, 1) if round_number % 2 else (1, 0):
+            began = time.perf_counter()
+            results[number] = (
+                index.snippets(session, [word], True, ids) if number == 0 else whole_text_headlines(session, word, ids)
+            )
+            (windows if number == 0 else whole).append((time.perf_counter() - began) * 1000)
+        same = same and results[0] == results[1]
+        session.rollback()
+    ratio = statistics.median(whole) / statistics.median(windows)
+    return (
+        f"{statistics.median(windows):.1f} / {percentile(windows, 0.95):.1f} against "
+        f"{statistics.median(whole):.1f} / {percentile(whole, 0.95):.1f}, {ratio:.1f}x ({repeat} pages, "
+        f"{'the same snippets' if same else 'SNIPPETS DIFFER'}, load {load_before:.1f}-{os.getloadavg()[0]:.1f})"
+    )
+
+
+PHASES = {  # where a search's time goes: the functions timed, by the module that holds them
+    "index": ("prepare_search", "ranked", "snippets"),
+    "listing": ("_every_candidate", "_filtered_candidates", "_older_rows", "_count"),
+}
+
+
+def phases(session: Session, query: str, repeat: int) -> str:
+    """p50 / p95 ms of each phase of `repeat` searches of `query` (`{word}`: a rare word), of the whole
+    list_tickets call and of the rollback that ends it: each phase's functions wrapped with a timer."""
+    backend = session.get_bind().dialect.name
+    index = index_for_dialect(backend)
+    spent: dict[str, float] = {}
+
+    def timer(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_function(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + (time.perf_counter() - began) * 1000
+
+        return timed_function
+
+    originals = {name: getattr(listing, name) for name in PHASES["listing"]}
+    for name in PHASES["index"]:
+        setattr(index, name, timer(name, getattr(index, name)))
+    for name, function in originals.items():
+        setattr(listing, name, timer(name, function))
+    rng = random.Random(9)
+    samples: dict[str, list[float]] = {}
+    load_before = os.getloadavg()[0]
+    try:
+        for number in range(repeat + 1):  # the first one warms
+            spent.clear()
+            search = TicketQuery(q=query.format(word=rng.choice(RARE_WORDS)))
+            timer("list_tickets", list_tickets)(
+                session, index, AGENT, search, SlaWindow(datetime.now(UTC), timedelta(hours=1))
+            )
+            timer("rollback", session.rollback)()
+            for name, ms in spent.items():
+                if number:
+                    samples.setdefault(name, []).append(ms)
+    finally:
+        for name, function in originals.items():
+            setattr(listing, name, function)
+    cells = ", ".join(f"{name} {statistics.median(v):.2f} / {percentile(v, 0.95):.2f}" for name, v in samples.items())
+    return f"{backend} `{query}`: {cells} ({repeat} runs, load {load_before:.1f}-{os.getloadavg()[0]:.1f})"
 
 
 def creation_rate(engine: Engine, creations: int) -> float:
@@ -290,6 +409,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--creations", type=int, default=200, help="0: no creations")
     parser.add_argument("--case", default="", help="only the cases whose name contains this text")
+    parser.add_argument("--phases", action="store_true", help="only where the rare-word searches spend their time")
     args = parser.parse_args()
     if args.rebuild or not args.sqlite.exists():
         generate(args.sqlite, args.tickets, args.messages_per_ticket)
@@ -304,17 +424,27 @@ def main() -> None:
         counts = [session.scalar(select(func.count()).select_from(t)) for t in (Ticket, Message)]
         print(f"{backend}: {counts[0]} tickets, {counts[1]} messages")
     print(f"load average before: {load_average()}")
+    if args.phases:
+        for session in sessions:
+            for query in ("{word}", "{word} status:open"):
+                print(phases(session, query, args.repeat))
+        return
     # Case by case, each backend in turn: a change in the machine's load reaches both alike.
     table: dict[str, dict[str, str]] = {}
     for cases in zip(*(search_cases(session, args.repeat, args.case) for session in sessions), strict=False):
         for backend, (name, run, runs) in zip(backends, cases, strict=False):
-            samples, (shown, total) = timed(run, runs)
+            samples, (shown, total), load = timed(run, runs)
             cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs"
-            cell += f", {shown} shown of {total})" if total >= 0 else f", {shown} shown)"
+            cell += f", {shown} shown of {total}, {load})" if total >= 0 else f", {shown} shown, {load})"
             table.setdefault(name, {})[backend] = cell
     for name, run, runs in search_cases(sessions[0], args.repeat, args.case)[len(table) :]:  # SQLite's peer
-        samples, (shown, _) = timed(run, runs)
-        table[name] = {"sqlite": f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs)"}
+        samples, (shown, total), load = timed(run, runs)
+        found = f", {shown} shown of {total}" if total >= 0 else ""
+        cell = f"{statistics.median(samples):.1f} / {percentile(samples, 0.95):.1f} ({runs} runs{found}, {load})"
+        table[name] = {"sqlite": cell}
+    if "postgresql" in backends and args.case in "rare term snippets":
+        peer = headline_peer(sessions[backends.index("postgresql")], args.repeat)
+        table["rare term's page of snippets: windows against whole texts (peer)"] = {"postgresql": peer}
     for session in sessions:
         session.close()
     rates = {

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service_kit.errors import AuthorizationError
 from tickets_app.desk import Actor
@@ -36,6 +36,9 @@ FILTERS = ("status", "priority", "category", "tag", "assignee", "requester", "ti
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STAFF_VIEWS = ("mine", "unassigned", "at_risk", "breached")
 INDEXED_SORTS = ("created", "updated")  # ix_tickets_created, ix_tickets_updated: (time, id)
+# A search's candidate ticket, tested against the list's conditions on SQLite (`_held_of`). Made once: an
+# alias built per search proxied every column again (3-5 ms a call).
+CANDIDATE = aliased(Ticket, name="candidate")
 
 
 @dataclass
@@ -292,10 +295,10 @@ def _every_candidate(
     ids = [ticket_id for ticket_id, _ in candidates]
     tickets: dict[int, Ticket] = {}
     if len(ids) <= 2 * limit:
-        tickets = {t.id: t for t in session.scalars(filtered.where(Ticket.id.in_(ids)))}
+        tickets = {t.id: t for t in session.scalars(_held_of(session, filtered, ids))}
         listed = set(tickets)
     else:
-        listed = set(session.scalars(filtered.with_only_columns(Ticket.id).where(Ticket.id.in_(ids))))
+        listed = set(session.scalars(_held_of(session, filtered, ids, whole=False)))
     in_list = [(ticket_id, rank) for ticket_id, rank in candidates if ticket_id in listed]
     page = in_list
     if position is not None:
@@ -308,6 +311,21 @@ def _every_candidate(
     return [RankedRow(tickets[ticket_id], rank) for ticket_id, rank in page], [i for i, _ in in_list]
 
 
+def _held_of(session: Session, filtered: Select[Any], ids: list[int], whole: bool = True) -> Select[Any]:
+    """The tickets (or only their ids) of `ids` that the list `filtered` holds.
+
+    On SQLite each is looked up by its id and tested against the list's conditions (a correlated EXISTS):
+    as `filtered.where(id IN ids)` SQLite, which keeps no statistics here, read a filter's index instead,
+    all 20,000 open tickets for a rare word's 20 candidates with `status:open` (15 ms against 0.6 ms by
+    id, at 100k tickets). PostgreSQL plans by its statistics and looks the ids up either way; the EXISTS
+    became a semi-join there, slower (4 against 11 ms), so it keeps the plain condition."""
+    if session.get_bind().dialect.name != "sqlite":
+        plain = filtered if whole else filtered.with_only_columns(Ticket.id)
+        return plain.where(Ticket.id.in_(ids))
+    held = filtered.with_only_columns(literal(1)).where(Ticket.id == CANDIDATE.id).exists()
+    return select(CANDIDATE if whole else CANDIDATE.id).where(CANDIDATE.id.in_(ids), held)
+
+
 def _filtered_candidates(
     session: Session, filtered: Select[Any], candidates: list[tuple[int, float]], limit: int
 ) -> list[RankedRow]:
@@ -318,7 +336,7 @@ def _filtered_candidates(
     start, chunk = 0, 2 * limit
     while len(rows) < limit and start < len(candidates):
         ranks = dict(candidates[start : start + chunk])
-        passing = {t.id: t for t in session.scalars(filtered.where(Ticket.id.in_(list(ranks))))}
+        passing = {t.id: t for t in session.scalars(_held_of(session, filtered, list(ranks)))}
         rows += [RankedRow(passing[ticket_id], rank) for ticket_id, rank in ranks.items() if ticket_id in passing]
         start, chunk = start + chunk, chunk * 2
     return rows[:limit]

@@ -695,3 +695,25 @@ def test_a_search_with_fewer_matches_than_candidates_is_counted_from_them(
     )
     assert [(page.total, page.start) for page in (first, second)] == [(2, 0), (2, 1)]
     assert [t.id for t in first.tickets + second.tickets] == [corpus["subject"].id, corpus["body"].id]
+
+
+def test_a_filtered_searchs_candidates_are_looked_up_by_id(desk: Desk, session: Session, engine: Engine) -> None:
+    """With `status:open`, SQLite (no statistics) read the status index for a rare word's candidates: every
+    open ticket tested against 20 ids (15 ms at 100k tickets, 0.6 ms by id). Each candidate is now looked
+    up by its id; the list is the same. (PostgreSQL plans by statistics; there only the list is checked.)"""
+    open_ones = [make(desk, session, f"Invoice {i}", "the invoice is wrong", minutes=i) for i in range(3)]
+    closed = make(desk, session, "Invoice closed", "the invoice is wrong", minutes=5)
+    desk.update_ticket(session, AGENT, closed, ticket_change({"status": "closed"}), T0)
+    make(desk, session, "Other", "nothing", minutes=6)
+    session.flush()
+    statements = recorded(engine, lambda: listed(desk, session, AGENT, q="invoice status:open"))
+    assert search(desk, session, AGENT, q="invoice status:open") == [t.id for t in open_ones]  # equal ranks: by id
+    if engine.dialect.name == "sqlite":
+        candidates = [(s, p) for s, p in statements if "ticket_fts" not in s and "FROM tickets" in s]
+        assert candidates
+        for statement, parameters in candidates:
+            plan = [
+                row[3] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            ]
+            assert plan[0].endswith("USING INTEGER PRIMARY KEY (rowid=?)"), plan
+            assert not any("ix_tickets_status_priority" in step for step in plan), plan
