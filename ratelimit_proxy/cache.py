@@ -79,7 +79,7 @@ PATH_SAFE = "/:@!$&'()*+,;=-._~"  # as ratelimit_proxy/forward.py re-encodes a p
 RESULTS = ("hit", "miss", "stale", "revalidated", "pass", "bypass")
 NOT_STORED = (
     "method", "status", "request_no_store", "no_store", "private", "authenticated", "vary_star", "set_cookie",
-    "no_lifetime", "no_validator", "too_large", "store_error",
+    "no_lifetime", "no_validator", "too_large", "store_error", "purged",
 )  # fmt: skip
 # The client's conditionals are answered by the cache itself; a fill asks for the whole response.
 CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"})
@@ -600,6 +600,7 @@ class ResponseCache:
         fields = [(k, v) for k, v in ask.headers if k.lower() not in CONDITIONALS]
         if stale is not None:
             fields += conditional_headers(stale.headers)
+        generation = self._generation_before_fetch()
         sent_at = self.clock()
         answer = ask.fetch("GET", fields)
         received_at = self.clock()
@@ -614,7 +615,7 @@ class ResponseCache:
                 initial_age=initial_age(answer.headers, sent_at, received_at),
                 lifetime=lifetime,
             )
-            self._keep(ask, entry)
+            self._keep(ask, entry, generation=generation)
             return self._serve(ask, entry, "revalidated")
         if (
             stale is not None
@@ -643,7 +644,7 @@ class ResponseCache:
                     freshness_lifetime(answer.headers) or 0.0,
                     surrogate_tags(answer.headers, ask.route),
                 )
-                self._keep(ask, entry, fill)
+                self._keep(ask, entry, fill, generation)
                 return self._serve(ask, entry, "miss")  # a changed response too
         self.metrics.not_stored.labels(reason).inc()
         if reason in PASS_REASONS and answer.status not in ORIGIN_ERRORS:  # an outage says nothing of the URL
@@ -662,8 +663,21 @@ class ResponseCache:
             self._passes.clear()
         self._passes[key] = time.monotonic() + self.settings.pass_seconds
 
-    def _keep(self, ask: Ask, entry: Entry, fill: Fill | None = None) -> None:
-        """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal."""
+    def _generation_before_fetch(self) -> int | None:
+        """The store's purge generation before a fill asks the origin (None when Redis cannot say: the store
+        call will fail the same way, or is then unchecked)."""
+        if not self.breaker.allow():
+            return None
+        try:
+            return self.store.generation()
+        except StorageUnavailable:
+            self.metrics.errors.inc()
+            return None
+
+    def _keep(self, ask: Ask, entry: Entry, fill: Fill | None = None, generation: int | None = None) -> None:
+        """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal.
+        ``generation``: what the store's purge generation was before the origin was asked; a purge since
+        then may have been meant for this answer, so it is not kept (cache_store.py)."""
         if entry.lifetime <= 0:
             keep = float(self.settings.revalidate_keep_seconds)
         else:
@@ -672,8 +686,9 @@ class ResponseCache:
         try:
             if not self.breaker.allow():
                 raise StorageUnavailable("cache circuit open")
-            self.store.store(
-                ask.key, ask.partition, names, ask.request, entry, ask.target, keep, fill.owner if fill else ""
+            owner = fill.owner if fill else ""
+            kept = self.store.store(
+                ask.key, ask.partition, names, ask.request, entry, ask.target, keep, owner, generation
             )
             if fill is not None:
                 fill.released = True
@@ -681,6 +696,10 @@ class ResponseCache:
             self.metrics.errors.inc()
             self.metrics.not_stored.labels("store_error").inc()
             self.breaker.failure()
+            return
+        if not kept:
+            self.metrics.not_stored.labels("purged").inc()
+            self._announce(f"url {ask.key}")  # a worker that read it before the undo drops it
             return
         if self.local is not None and self._local_usable():
             self.local.put(ask.key, ask.partition, names, ask.request, entry)

@@ -473,6 +473,26 @@ def test_purge_by_tag_forwards_to_fastly_in_its_request_shape(
     assert cdn.calls[-1][1] == "/purge/api.example.com/public/x?y=1"
 
 
+def test_a_tag_purge_while_a_fill_is_fetching_leaves_nothing_stored(
+    make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str
+) -> None:
+    """The fill's answer was on its way when the tag was purged: it is served to its client, not stored (it
+    used to be, with its tag written after the purge had read the tag set, so the purge missed it)."""
+    settings = make()
+    client = apps(settings).test_client()
+    origin.set(path, [("Cache-Control", "max-age=600")], b"before", delay=0.5)
+    with ThreadPoolExecutor(1) as pool:
+        filling = pool.submit(client.get, path)
+        wait_until(lambda: origin.calls(path), timeout=5)  # the fill is at the origin
+        admin, headers = admin_for(settings)
+        purged = admin.post("/api/v1/cache/purge/tags", json={"tags": ["public"]}, headers=headers)
+        assert purged.status_code == 200, purged.get_json()
+        assert filling.result(timeout=10).data == b"before"
+    origin.set(path, [("Cache-Control", "max-age=600")], b"after")
+    answer = client.get(path)
+    assert (answer.headers["X-Cache"], answer.data) == ("MISS", b"after")
+
+
 def test_cloudflare_purges_by_files_and_tags_and_falls_back_to_urls_without_tags(
     make: Make,
     apps: Callable[[ProxySettings], Flask],

@@ -103,3 +103,15 @@ def test_storing_with_the_fill_locks_owner_releases_the_lock(store: CacheStore) 
     assert store.lookup("k1", "auth", {}).locked  # another owner's store leaves the lock alone
     store.store("k1", "anon", [], {}, entry(), "/a", 60, owner="one")
     assert not store.lookup("k1", "auth", {}).locked
+
+
+def test_a_store_overlapping_a_purge_keeps_nothing(store: CacheStore) -> None:
+    """A fill reads the generation before it asks the origin; a purge before its store lands (here a tag
+    purge that found the URL not yet in the tag set) leaves nothing stored, the tag set included."""
+    before = store.generation()
+    assert store.purge_tag("users") == []
+    assert store.store("k1", "anon", [], {}, entry(tags=("users",)), "/users", 60, generation=before) is False
+    assert store.lookup("k1", "anon", {}).entry is None
+    assert store.purge_tag("users") == []
+    assert store.store("k1", "anon", [], {}, entry(tags=("users",)), "/users", 60, generation=store.generation())
+    assert store.lookup("k1", "anon", {}).entry is not None
