@@ -21,7 +21,9 @@ Steps of one lookup:
 3. A miss fills single-flight: one thread per worker fetches while the others wait for it, and across
    workers and replicas the fill lock (``SET NX PX`` with a short lease) lets one process fetch while
    the others poll Redis for the entry (nginx's ``proxy_cache_lock``). A waiter whose leader got
-   nothing storable, or whose lease ran out, fetches itself.
+   nothing storable, or whose lease ran out, fetches itself. A revalidation is collapsed the same way
+   (the lock taken apart from the lookup, which found the entry): the others wait for the entry it
+   refreshes, and an entry validated after a request began answers it even under ``no-cache``.
 4. The origin failing (5xx or no answer) while an entry is stale: the entry answers if
    ``stale-if-error`` allows.
 
@@ -518,16 +520,19 @@ class ResponseCache:
                 event = self._flights[flight] = threading.Event()
         assert event is not None
         if not leader:
+            waited_from = self.clock()
             event.wait(self.settings.lock_lease_ms / 1000)
-            served = self._after_wait(ask, stale)
+            served, stored = self._after_wait(ask, stale, waited_from)
             if served is not None:
                 self.metrics.fill_waits.labels("filled").inc()
                 return served
             self.metrics.fill_waits.labels("fetched").inc()
+            if stale is None and stored is not None:  # stored, but older than this request: revalidate it
+                return self._revalidate(ask, stored)
             return self._fetch(ask, stale)
         try:
-            if stale is not None:  # a revalidation is collapsed per worker; it is one small conditional request
-                return self._fetch(ask, stale)
+            if stale is not None:
+                return self._revalidate(ask, stale)
             owner = secrets.token_hex(8)
             try:
                 found = self._lookup(ask.key, ask.partition, ask.request, owner)
@@ -539,7 +544,7 @@ class ResponseCache:
                     self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
                 verdict = self._verdict(entry, ask.request)
                 if verdict is Verdict.REVALIDATE:  # this thread leads the flight already: no nested fill
-                    return self._fetch(ask, entry)
+                    return self._revalidate(ask, entry)
                 if verdict is Verdict.STALE_WHILE_REVALIDATE:
                     self._refresh_in_background(ask, entry)
                 return self._serve(ask, entry, "hit" if verdict is Verdict.FRESH else "stale")
@@ -562,17 +567,66 @@ class ResponseCache:
                 del self._flights[flight]
             event.set()
 
-    def _after_wait(self, ask: Ask, stale: Entry | None) -> Served | None:
+    def _revalidate(self, ask: Ask, stale: Entry) -> Served:
+        """One revalidation of a URL at a time across workers and replicas, as a miss's fill: the process
+        that takes the fill lock asks the origin; the others wait (at most one lease) for the entry it
+        refreshes, and ask themselves when none comes (the origin's answer could not be stored)."""
+        owner = secrets.token_hex(8)
+        try:
+            if not self.breaker.allow():
+                raise StorageUnavailable("cache circuit open")
+            taken = self.store.lock(ask.key, owner, self.settings.lock_lease_ms)
+        except StorageUnavailable:
+            self.metrics.errors.inc()
+            return self._fetch(ask, stale)
+        if taken:
+            fill = Fill(owner)
+            try:
+                return self._fetch(ask, stale, fill)
+            finally:
+                if not fill.released:
+                    self._unlock(ask.key, owner)
+        served = self._wait_for_refresh(ask, stale)
+        if served is not None:
+            self.metrics.fill_waits.labels("filled").inc()
+            return served
+        self.metrics.fill_waits.labels("fetched").inc()
+        return self._fetch(ask, stale)
+
+    def _wait_for_refresh(self, ask: Ask, stale: Entry) -> Served | None:
+        """The entry another process stored after ``stale`` (validated after this request began), if it
+        comes within one lease."""
+        deadline = time.monotonic() + self.settings.lock_lease_ms / 1000
+        while time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            try:
+                entry = self._lookup(ask.key, ask.partition, ask.request).entry
+            except StorageUnavailable:
+                return None
+            if entry is not None and entry.stored_at > stale.stored_at:
+                if self.local is not None and self._local_usable():  # this worker's waiters take it there
+                    self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
+                return self._serve(ask, entry, "revalidated")
+        return None
+
+    def _after_wait(self, ask: Ask, stale: Entry | None, waited_from: float) -> tuple[Served | None, Entry | None]:
+        """The entry the flight's leader left, if this request may take it (and the entry found): one
+        stored or validated after this request began waiting answers it even where a stored one needs
+        revalidation (``no-cache``)."""
         try:
             entry = self._get(ask)
         except StorageUnavailable:
-            return None
-        if entry is None or (stale is not None and entry.stored_at <= stale.stored_at):
-            return None
+            return None, None
+        if entry is None:
+            return None, None
+        if entry.stored_at >= waited_from:
+            return self._serve(ask, entry, "hit"), entry
+        if stale is not None and entry.stored_at <= stale.stored_at:
+            return None, entry
         verdict = self._verdict(entry, ask.request)
         if verdict is Verdict.REVALIDATE and stale is None:
-            return None
-        return self._serve(ask, entry, "hit")
+            return None, entry
+        return self._serve(ask, entry, "hit"), entry
 
     def _wait_for_other(self, ask: Ask) -> Served | None:
         deadline = time.monotonic() + self.settings.lock_lease_ms / 1000
@@ -615,7 +669,7 @@ class ResponseCache:
                 initial_age=initial_age(answer.headers, sent_at, received_at),
                 lifetime=lifetime,
             )
-            self._keep(ask, entry, generation=generation)
+            self._keep(ask, entry, fill, generation)
             return self._serve(ask, entry, "revalidated")
         if (
             stale is not None

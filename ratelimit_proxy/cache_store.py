@@ -118,6 +118,11 @@ class CacheStore(Protocol):
         asked): when a purge has moved it since, nothing stays stored and the answer is False."""
         ...
 
+    def lock(self, key: str, owner: str, lease_ms: int) -> bool:
+        """Take the URL's fill lock for ``lease_ms`` unless another holds it (a revalidation: the entry is
+        there, so ``lookup`` does not lock)."""
+        ...
+
     def unlock(self, key: str, owner: str) -> None: ...
 
     def purge_url(self, key: str) -> bool:
@@ -208,6 +213,15 @@ class MemoryCacheStore:
             if len(self._urls) > self._max_entries:
                 for old in sorted(self._urls, key=lambda k: self._urls[k][0])[: len(self._urls) - self._max_entries]:
                     del self._urls[old]
+            return True
+
+    def lock(self, key: str, owner: str, lease_ms: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is not None and held[1] > now:
+                return False
+            self._locks[key] = (owner, now + lease_ms / 1000)
             return True
 
     def unlock(self, key: str, owner: str) -> None:
@@ -327,6 +341,10 @@ class RedisCacheStore:
                 self._r.unlink(k)
         else:
             self._r.unlink(*keys)
+
+    def lock(self, key: str, owner: str, lease_ms: int) -> bool:
+        with _translated():
+            return bool(self._r.set(f"rc:{{{key}}}:lock", owner, nx=True, px=lease_ms))
 
     def unlock(self, key: str, owner: str) -> None:
         with _translated():

@@ -383,6 +383,23 @@ def test_concurrent_misses_in_two_proxies_on_one_redis_make_one_upstream_call(
     assert len(origin.calls(path)) == 1
 
 
+def test_concurrent_revalidations_in_two_proxies_on_one_redis_make_one_upstream_call(
+    make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str
+) -> None:
+    """An entry stored with no-cache is revalidated on every request; 40 at once across two runtimes ask the
+    origin once (each runtime used to send its own conditional request)."""
+    clients = [apps(make()).test_client(), apps(make()).test_client()]
+    origin.set(path, [("Cache-Control", "no-cache"), ("ETag", '"v1"')], b"version one")
+    assert clients[0].get(path).headers["X-Cache"] == "MISS"
+    origin.set(path, [("Cache-Control", "no-cache"), ("ETag", '"v1"')], b"", status=304, delay=0.3)
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda i: clients[i % 2].get(path), range(40)))
+    assert all((a.status_code, a.data) == (200, b"version one") for a in answers)
+    # REVALIDATED for the one that asked and those polling Redis for it; HIT for its worker's waiters
+    assert {a.headers["X-Cache"] for a in answers} <= {"REVALIDATED", "HIT"}
+    assert len(origin.calls(path)) == 2  # the fill, then one revalidation
+
+
 def test_redis_down_bypasses_the_cache_and_never_fails_a_request(
     make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str, redis_server: RedisServer
 ) -> None:

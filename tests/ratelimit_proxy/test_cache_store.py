@@ -115,3 +115,16 @@ def test_a_store_overlapping_a_purge_keeps_nothing(store: CacheStore) -> None:
     assert store.purge_tag("users") == []
     assert store.store("k1", "anon", [], {}, entry(tags=("users",)), "/users", 60, generation=store.generation())
     assert store.lookup("k1", "anon", {}).entry is not None
+
+
+def test_lock_on_a_stored_url_goes_to_one_owner_until_released(store: CacheStore) -> None:
+    """A revalidation's lock: the entry is there, so lookup does not lock; lock() does."""
+    store.store("k1", "anon", [], {}, entry(), "/a", 60)
+    assert store.lock("k1", "one", 5000)
+    assert not store.lock("k1", "two", 5000)
+    store.unlock("k1", "two")  # not its lock: nothing happens
+    assert not store.lock("k1", "two", 5000)
+    store.unlock("k1", "one")
+    assert store.lock("k1", "two", 50)
+    time.sleep(0.2)
+    assert store.lock("k1", "three", 50)  # the lease ran out
