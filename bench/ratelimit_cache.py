@@ -6,14 +6,18 @@
      hit-for-pass: the cache's overhead on traffic it cannot serve);
    - the proxy with the cache on, GET of a cacheable path (``Cache-Control: public, max-age=3600``): hits,
      from the worker's local layer;
-   - nginx ``proxy_cache`` (2 workers, ``proxy_cache_lock on``) on the same upstream and path.
+   - nginx ``proxy_cache`` (2 workers, ``proxy_cache_lock on``) on the same upstream and path;
+   - nginx upstream only: the same hits with the limiter in process memory (no ``redis.url``: each worker
+     its own counters and cache), not a configuration to ship: the ceiling a hit would have without the
+     limiter's Redis round trip, which it keeps so that hits count against limits.
    Both proxies run as ``serve`` runs them (granian x2, prometheus-client multiprocess files, one Redis);
    limits are set so every request is admitted. Two upstreams, each measured in the same rounds:
    nginx serving a fixed JSON (an origin that costs nothing, the cache's worst case), and the demo API
    (demo/upstream.py, Flask under granian with one worker: an origin doing some work per request).
 2. CPU per request in one process (``time.process_time``), the gateway called directly, real Redis and the
    nginx upstream, in alternating slices: cache off, miss (uncacheable), hit from the local layer, hit from
-   Redis (local layer off): what a hit costs against what a miss costs.
+   Redis (local layer off), and a hit with the limiter in memory: what a hit costs against what a miss
+   costs, and how much of a hit is the limiter's Redis call.
 
 Run: .venv/bin/python bench/ratelimit_cache.py [--seconds 5 --rounds 5]
 """
@@ -55,6 +59,7 @@ OFF = "proxy, cache off (uncacheable GET)"
 MISS = "proxy, cache on, uncacheable GET (pass)"
 HIT = "proxy, cache on, cacheable GET (hit)"
 NGINX = "nginx proxy_cache (x2 workers), cacheable GET"
+NO_REDIS = "proxy, cache on, cacheable GET (hit), limiter in memory"
 CACHE_CONTROL = "public, max-age=3600"
 
 DEMO_ORIGIN = f'''
@@ -140,6 +145,7 @@ def gateway_cpu(redis_url: str, upstream_url: str, slices: int = 40, calls: int 
         log_proxied_requests=False,
     )
     cached_app = create_app(base, registry=CollectorRegistry())
+    memory_app = create_app(dataclasses.replace(base, redis=RedisSettings(url="")), registry=CollectorRegistry())
     plain_app = create_app(dataclasses.replace(base, cache=CacheSettings(enabled=False)), registry=CollectorRegistry())
     runtime = cached_app.extensions["ratelimit_proxy"]
     runtime.cache.listener.connected.wait(10)
@@ -173,6 +179,7 @@ def gateway_cpu(redis_url: str, upstream_url: str, slices: int = 40, calls: int 
         "miss (fill: lookup and lock, fetch, store)": call(cached_app, CACHED, unique=True),
         "hit, local layer": call(cached_app, CACHED),
         "hit, from Redis": call(cached_app, CACHED),
+        "hit, limiter in memory (no Redis call)": call(memory_app, CACHED),
     }
     for one in kinds.values():
         for _ in range(calls):
@@ -187,7 +194,7 @@ def gateway_cpu(redis_url: str, upstream_url: str, slices: int = 40, calls: int 
                 kinds[kind]()
             spent[kind].append((time.process_time() - started) / calls * 1e6)
     runtime.cache.local = local
-    for app in (cached_app, plain_app):
+    for app in (cached_app, plain_app, memory_app):
         app.extensions["ratelimit_proxy"].close()
     return spent
 
@@ -235,6 +242,21 @@ def main() -> None:
             targets[(upstream_name, MISS)] = f"http://127.0.0.1:{ports['on']}{UNCACHED}"
             targets[(upstream_name, HIT)] = f"http://127.0.0.1:{ports['on']}{CACHED}"
             targets[(upstream_name, NGINX)] = nginx_url + CACHED
+            if upstream_name == "nginx":
+                port = free_port()
+                config = proxy_config(directory, f"{label}-memory", "", upstream_url, port, True)
+                metrics = directory / f"metrics-{label}-memory"
+                metrics.mkdir()
+                proxy_env = {
+                    **os.environ,
+                    "VIBELUX_RATELIMIT_PROXY_CONFIG": str(config),
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+                }
+                url = f"http://127.0.0.1:{port}"
+                stack.enter_context(
+                    process(granian("ratelimit_proxy.wsgi:app", port), url + UNCACHED, env=proxy_env, cwd=ROOT)
+                )
+                targets[(upstream_name, NO_REDIS)] = url + CACHED
         runs: dict[tuple[str, str], list[dict[str, float | str]]] = {name: [] for name in targets}
         order = list(targets)
         for index in range(args.rounds):
@@ -260,7 +282,11 @@ def main() -> None:
             ("hit / cache off", HIT, OFF, "{:.2f}x", "goal >= 2x"),
             ("hit / nginx proxy_cache", HIT, NGINX, "{:.0%}", "goal >= 15%"),
             ("pass (cache on, uncacheable) / cache off", MISS, OFF, "{:.2f}x", "the cache's overhead"),
+            ("hit, limiter in memory / hit", NO_REDIS, HIT, "{:.2f}x", "the limiter's Redis call"),
+            ("hit, limiter in memory / nginx proxy_cache", NO_REDIS, NGINX, "{:.0%}", "the ceiling without it"),
         ):
+            if (upstream_name, a) not in runs:
+                continue
             r = ratios(upstream_name, a, b)
             listed = ", ".join(fmt.format(x) for x in r)
             print(
@@ -278,6 +304,9 @@ def main() -> None:
     print(f"\n- CPU of a hit against a miss: {local / miss:.2f} (local layer), {remote / miss:.2f} (from Redis)")
     print(f"- against the cache off: hit {local / off:.2f} (local), {remote / off:.2f} (Redis); miss {miss / off:.2f}")
     print(f"- pass (uncacheable) / cache off: {median['pass (uncacheable, hit-for-pass)'] / off:.2f}")
+    memory = median["hit, limiter in memory (no Redis call)"]
+    share = 1 - memory / local
+    print(f"- the limiter's Redis call in a local hit: {local - memory:.0f} µs of {local:.0f} ({share:.0%})")
 
 
 if __name__ == "__main__":

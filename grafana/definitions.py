@@ -723,12 +723,62 @@ def ratelimit() -> dict[str, Any]:
                     ),
                 ),
             ),
+            cache_row(),
         ],
         description="The rate-limiting proxy: who is allowed, limited or blocked, and how fast the limiter decides.",
         tags=["ratelimit"],
         variables=job_and_instance("ratelimit_requests_total"),
         annotations=ANNOTATIONS,
         links=LINKS,
+    )
+
+
+def cache_row() -> Row:
+    """The proxy's response cache (ratelimit_proxy/cache.py): what it answered, how much it served, what it
+    could not store, and its Redis."""
+    lookups = f"rate(ratelimit_cache_requests_total{SCOPED}[{RATE}])"
+    from_cache = scoped('result=~"hit|stale|revalidated"')
+    served = f"rate(ratelimit_cache_requests_total{from_cache}[{RATE}])"
+    return Row(
+        "Response cache",
+        (
+            panel(
+                "Cache results (hit, miss, stale, revalidated, pass, bypass)",
+                Q(f"sum by (result) ({lookups})", "{{result}}"),
+                unit="reqps",
+                width=8,
+                stack=True,
+                no_value="No request on a cached route",
+            ),
+            panel(
+                "Hit ratio (served from the cache)",
+                Q(f"(sum({served}) or vector(0)) / sum({lookups})", "hit ratio"),
+                unit="percentunit",
+                width=4,
+                no_value="No request on a cached route",
+            ),
+            panel(
+                "Bytes served from the cache",
+                Q(f"sum(rate(ratelimit_cache_served_bytes_total{SCOPED}[{RATE}]))", "served"),
+                unit="Bps",
+                width=4,
+            ),
+            panel(
+                "Not stored, by reason",
+                Q(f"sum by (reason) (rate(ratelimit_cache_not_stored_total{SCOPED}[{RATE}]))", "{{reason}}"),
+                unit="reqps",
+                width=4,
+                no_value="Nothing refused for storage",
+            ),
+            panel(
+                "Cache Redis errors and purges",
+                Q(f"sum(rate(ratelimit_cache_redis_errors_total{SCOPED}[{RATE}]))", "Redis errors/s"),
+                Q(f"sum by (kind) (rate(ratelimit_cache_purges_total{SCOPED}[{RATE}]))", "{{kind}} purges/s"),
+                unit="ops",
+                width=4,
+                no_value="No errors, no purges",
+            ),
+        ),
     )
 
 

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from exporters.business.schema import api_usage_rollups
 from exporters.database import read_only_engine, statement_deadline
+from ratelimit_proxy import admin_cache
+from ratelimit_proxy.admin_common import STORAGE_DOWN, Body, _value_only, api, audit, current_runtime
 from ratelimit_proxy.key_ban_storage import KeyRecord
 from ratelimit_proxy.metrics import ActiveBansCollector
 from ratelimit_proxy.policy import PolicyError
@@ -34,18 +36,17 @@ from ratelimit_proxy.settings import ProxySettings
 from ratelimit_proxy.usage import RouteTemplates
 from ratelimit_proxy.usage_queries import Period, tier_answer, tier_usage, top_customers, upgrade_candidates
 from service_kit.app import ServiceKit
-from service_kit.auth import Auth, Principal, current_auth, require_role
+from service_kit.auth import Auth, Principal, require_role
 from service_kit.config import ConfigError
-from service_kit.db import Database, current_db
+from service_kit.db import Database
 from service_kit.errors import NotFoundError, ServiceUnavailableError, ValidationError
 from service_kit.index import ServiceDocs
-from service_kit.openapi import ApiDocument, DateTime
+from service_kit.openapi import DateTime
 from service_kit.requests import bearer_credential, hash_token
 from service_kit.tiers import Tier
 
 MAX_BAN_SECONDS = 365 * 86400
 BOOTSTRAP_DIGEST = "ratelimit_proxy_bootstrap_digest"
-STORAGE_DOWN = "Redis is unavailable (Retry-After)"
 USAGE_ERRORS = {
     404: "usage analytics are off (usage.database_url is empty)",
     503: "the platform database is unavailable (Retry-After)",
@@ -75,18 +76,6 @@ DOCS = ServiceDocs(
     "ratelimit.md",
 )
 
-api = ApiDocument(
-    "VibeLux rate-limiting proxy: admin API",
-    "API keys of proxied clients, their usage, IP bans, tier reloads and response cache purges. The proxied "
-    "paths (port 8080) are the upstream's, not described here.",
-    security={
-        "bearer": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "kit API token with the admin role, or the bootstrap token RATELIMIT_PROXY_ADMIN__TOKEN",
-        }
-    },
-)
 bp = Blueprint("ratelimit_admin", __name__, url_prefix="/api/v1")
 
 
@@ -117,10 +106,9 @@ def create_admin_app(
     if settings.usage.database_url:  # read only: the proxy's workers write the rollups
         app.extensions[USAGE_DATABASE] = read_only_engine(settings.usage.database_url, USAGE_QUERY_SECONDS)
         kit.statements.instrument(app.extensions[USAGE_DATABASE], "usage")
-    import ratelimit_proxy.admin_cache  # noqa: F401 (its routes join bp; it imports this module)
-
     api.init_app(app)
     app.register_blueprint(bp)
+    app.register_blueprint(admin_cache.bp)
     from ratelimit_proxy import release_admin  # imports this module's api and helpers
 
     app.register_blueprint(release_admin.bp)
@@ -130,11 +118,6 @@ def create_admin_app(
     return app
 
 
-def current_runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["ratelimit_proxy"]
-    return runtime
-
-
 def accept_bootstrap_token() -> None:
     """Make a caller presenting the configured bootstrap token an admin (digests compared in constant time)."""
     presented = bearer_credential(request.headers.get("Authorization", ""))
@@ -142,27 +125,9 @@ def accept_bootstrap_token() -> None:
         g.principal = Principal(id="admin-token", role="admin", kind="token")
 
 
-def audit(action: str, target_type: str, target: str, before: Any = None, after: Any = None) -> None:
-    current_auth().record(action, target_type, target, before=before, after=after)
-    current_db().session.commit()
-
-
-class Body(BaseModel):
-    """Request bodies: unknown fields refused, and no coercion (``true`` is not 1, ``"60"`` not 60)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
 class NewKey(Body):
     tier: Tier
     owner: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK, description="who the key is for")
-
-
-def _value_only(schema: dict[str, Any]) -> None:
-    """An optional field that is absent or a value, never null: None is only how Python says "absent"."""
-    (value,) = [s for s in schema.pop("anyOf") if s != {"type": "null"}]
-    schema.pop("default", None)
-    schema.update(value)
 
 
 class KeyChange(Body):

@@ -1,22 +1,25 @@
-"""Admin routes of the response cache (ratelimit_proxy/cache.py), on the admin API's blueprint and OpenAPI
-document: purge by URL and by Surrogate-Key tag. Each purge deletes the entries in Redis, is announced on
-``rl:changes`` so every worker of every replica drops its local copies at once, is forwarded to the CDN when
-one is configured (ratelimit_proxy/cdn.py), and is written to the audit log.
+"""Admin routes of the response cache (ratelimit_proxy/cache.py), a blueprint of the admin API declared on its
+OpenAPI document (ratelimit_proxy/admin_common.py): purge by URL and by Surrogate-Key tag. Each purge deletes
+the entries in Redis, is announced on ``rl:changes`` so every worker of every replica drops its local copies
+at once, is forwarded to the CDN when one is configured (ratelimit_proxy/cdn.py), and is written to the audit
+log. ``vibelux-proxy cache purge`` (ratelimit_proxy/cli.py) does the same from a shell, checked by the same
+models.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from flask import jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 
-from ratelimit_proxy.admin import STORAGE_DOWN, Body, _value_only, api, audit, bp, current_runtime
+from ratelimit_proxy.admin_common import STORAGE_DOWN, Body, _value_only, api, audit, current_runtime
 from ratelimit_proxy.cache import MAX_TAG_LENGTH, ResponseCache
 from service_kit.auth import require_role
 from service_kit.errors import NotFoundError
 
+bp = Blueprint("ratelimit_cache", __name__, url_prefix="/api/v1")
 MAX_PURGE_ITEMS = 100
 CACHE_OFF = "the response cache is off (cache.enabled is false)"
 # A path (with its query) or an absolute http(s) URL, without spaces, controls or NUL.

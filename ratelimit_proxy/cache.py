@@ -23,7 +23,9 @@ Steps of one lookup:
 3. A miss fills single-flight: one thread per worker fetches while the others wait for it, and across
    workers and replicas the fill lock (``SET NX PX`` with a short lease) lets one process fetch while
    the others poll Redis for the entry (nginx's ``proxy_cache_lock``). A waiter whose leader got
-   nothing storable, or whose lease ran out, fetches itself.
+   nothing storable, or whose lease ran out, fetches itself. A revalidation is collapsed the same way
+   (the lock taken apart from the lookup, which found the entry): the others wait for the entry it
+   refreshes, and an entry validated after a request began answers it even under ``no-cache``.
 4. The origin failing (5xx or no answer) while an entry is stale: the entry answers if
    ``stale-if-error`` allows.
 
@@ -82,7 +84,7 @@ RESULTS = ("hit", "miss", "stale", "revalidated", "pass", "bypass")
 FROM_CACHE = frozenset({"hit", "stale", "revalidated"})  # results whose body came from an entry
 NOT_STORED = (
     "method", "status", "request_no_store", "no_store", "private", "authenticated", "vary_star", "set_cookie",
-    "no_lifetime", "no_validator", "too_large", "store_error",
+    "no_lifetime", "no_validator", "too_large", "store_error", "purged",
 )  # fmt: skip
 # The client's conditionals are answered by the cache itself; a fill asks for the whole response.
 CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"})
@@ -237,7 +239,19 @@ def partition_of(authenticated: bool, colour: str) -> str:
 
 def url_key(target: str) -> str:
     """The URL part of a cache key: the target as forwarded (path and query), hashed to a fixed length."""
-    return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    key = _URL_KEYS.get(target)
+    if key is None:
+        key = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        if len(_URL_KEYS) >= MAX_URL_KEYS:
+            _URL_KEYS.clear()
+        _URL_KEYS[target] = key
+    return key
+
+
+# The hashes of recent targets: a hit's URL is hashed once, not on every request (a dict lookup instead
+# of SHA-256). Bounded: emptied when full.
+_URL_KEYS: dict[str, str] = {}
+MAX_URL_KEYS = 10_000
 
 
 def purge_target(url: str) -> str:
@@ -309,9 +323,10 @@ def discard(body: bytes | Iterator[bytes]) -> None:
         close()  # hands an upstream connection back (or closes it)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ask:
-    """One request on a cached route, as every step of the cache needs it."""
+    """One request on a cached route, as every step of the cache needs it (never changed once built; not
+    frozen, whose ``__init__`` costs a hit about 2 µs more: bench/RESULTS.md)."""
 
     method: str
     target: str
@@ -503,7 +518,8 @@ class ResponseCache:
     def _serve(self, ask: Ask, entry: Entry, result: str) -> Served:
         age = int(entry.initial_age + max(0.0, self.clock() - entry.stored_at))
         fields = [*cdn_fields(list(entry.headers), ask.route), ("Age", str(age)), ("X-Cache", result.upper())]
-        if client_not_modified(ask.request, entry.headers):
+        conditional = "if-none-match" in ask.request or "if-modified-since" in ask.request
+        if conditional and client_not_modified(ask.request, entry.headers):
             fields = [*not_modified_headers(entry.headers), ("Age", str(age)), ("X-Cache", result.upper())]
             return Served(304, "Not Modified", fields, b"", result)
         if ask.method == "HEAD":
@@ -522,16 +538,19 @@ class ResponseCache:
                 event = self._flights[flight] = threading.Event()
         assert event is not None
         if not leader:
+            waited_from = self.clock()
             event.wait(self.settings.lock_lease_ms / 1000)
-            served = self._after_wait(ask, stale)
+            served, stored = self._after_wait(ask, stale, waited_from)
             if served is not None:
                 self.metrics.fill_waits.labels("filled").inc()
                 return served
             self.metrics.fill_waits.labels("fetched").inc()
+            if stale is None and stored is not None:  # stored, but older than this request: revalidate it
+                return self._revalidate(ask, stored)
             return self._fetch(ask, stale)
         try:
-            if stale is not None:  # a revalidation is collapsed per worker; it is one small conditional request
-                return self._fetch(ask, stale)
+            if stale is not None:
+                return self._revalidate(ask, stale)
             owner = secrets.token_hex(8)
             try:
                 found = self._lookup(ask.key, ask.partition, ask.request, owner)
@@ -543,7 +562,7 @@ class ResponseCache:
                     self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
                 verdict = self._verdict(entry, ask.request)
                 if verdict is Verdict.REVALIDATE:  # this thread leads the flight already: no nested fill
-                    return self._fetch(ask, entry)
+                    return self._revalidate(ask, entry)
                 if verdict is Verdict.STALE_WHILE_REVALIDATE:
                     self._refresh_in_background(ask, entry)
                 return self._serve(ask, entry, "hit" if verdict is Verdict.FRESH else "stale")
@@ -566,17 +585,66 @@ class ResponseCache:
                 del self._flights[flight]
             event.set()
 
-    def _after_wait(self, ask: Ask, stale: Entry | None) -> Served | None:
+    def _revalidate(self, ask: Ask, stale: Entry) -> Served:
+        """One revalidation of a URL at a time across workers and replicas, as a miss's fill: the process
+        that takes the fill lock asks the origin; the others wait (at most one lease) for the entry it
+        refreshes, and ask themselves when none comes (the origin's answer could not be stored)."""
+        owner = secrets.token_hex(8)
+        try:
+            if not self.breaker.allow():
+                raise StorageUnavailable("cache circuit open")
+            taken = self.store.lock(ask.key, owner, self.settings.lock_lease_ms)
+        except StorageUnavailable:
+            self.metrics.errors.inc()
+            return self._fetch(ask, stale)
+        if taken:
+            fill = Fill(owner)
+            try:
+                return self._fetch(ask, stale, fill)
+            finally:
+                if not fill.released:
+                    self._unlock(ask.key, owner)
+        served = self._wait_for_refresh(ask, stale)
+        if served is not None:
+            self.metrics.fill_waits.labels("filled").inc()
+            return served
+        self.metrics.fill_waits.labels("fetched").inc()
+        return self._fetch(ask, stale)
+
+    def _wait_for_refresh(self, ask: Ask, stale: Entry) -> Served | None:
+        """The entry another process stored after ``stale`` (validated after this request began), if it
+        comes within one lease."""
+        deadline = time.monotonic() + self.settings.lock_lease_ms / 1000
+        while time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            try:
+                entry = self._lookup(ask.key, ask.partition, ask.request).entry
+            except StorageUnavailable:
+                return None
+            if entry is not None and entry.stored_at > stale.stored_at:
+                if self.local is not None and self._local_usable():  # this worker's waiters take it there
+                    self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
+                return self._serve(ask, entry, "revalidated")
+        return None
+
+    def _after_wait(self, ask: Ask, stale: Entry | None, waited_from: float) -> tuple[Served | None, Entry | None]:
+        """The entry the flight's leader left, if this request may take it (and the entry found): one
+        stored or validated after this request began waiting answers it even where a stored one needs
+        revalidation (``no-cache``)."""
         try:
             entry = self._get(ask)
         except StorageUnavailable:
-            return None
-        if entry is None or (stale is not None and entry.stored_at <= stale.stored_at):
-            return None
+            return None, None
+        if entry is None:
+            return None, None
+        if entry.stored_at >= waited_from:
+            return self._serve(ask, entry, "hit"), entry
+        if stale is not None and entry.stored_at <= stale.stored_at:
+            return None, entry
         verdict = self._verdict(entry, ask.request)
         if verdict is Verdict.REVALIDATE and stale is None:
-            return None
-        return self._serve(ask, entry, "hit")
+            return None, entry
+        return self._serve(ask, entry, "hit"), entry
 
     def _wait_for_other(self, ask: Ask) -> Served | None:
         deadline = time.monotonic() + self.settings.lock_lease_ms / 1000
@@ -604,6 +672,7 @@ class ResponseCache:
         fields = [(k, v) for k, v in ask.headers if k.lower() not in CONDITIONALS]
         if stale is not None:
             fields += conditional_headers(stale.headers)
+        generation = self._generation_before_fetch()
         sent_at = self.clock()
         answer = ask.fetch("GET", fields)
         received_at = self.clock()
@@ -618,7 +687,7 @@ class ResponseCache:
                 initial_age=initial_age(answer.headers, sent_at, received_at),
                 lifetime=lifetime,
             )
-            self._keep(ask, entry)
+            self._keep(ask, entry, fill, generation)
             return self._serve(ask, entry, "revalidated")
         if (
             stale is not None
@@ -647,7 +716,7 @@ class ResponseCache:
                     freshness_lifetime(answer.headers) or 0.0,
                     surrogate_tags(answer.headers, ask.route),
                 )
-                self._keep(ask, entry, fill)
+                self._keep(ask, entry, fill, generation)
                 return self._serve(ask, entry, "miss")  # a changed response too
         self.metrics.not_stored.labels(reason).inc()
         if reason in PASS_REASONS and answer.status not in ORIGIN_ERRORS:  # an outage says nothing of the URL
@@ -666,8 +735,21 @@ class ResponseCache:
             self._passes.clear()
         self._passes[key] = time.monotonic() + self.settings.pass_seconds
 
-    def _keep(self, ask: Ask, entry: Entry, fill: Fill | None = None) -> None:
-        """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal."""
+    def _generation_before_fetch(self) -> int | None:
+        """The store's purge generation before a fill asks the origin (None when Redis cannot say: the store
+        call will fail the same way, or is then unchecked)."""
+        if not self.breaker.allow():
+            return None
+        try:
+            return self.store.generation()
+        except StorageUnavailable:
+            self.metrics.errors.inc()
+            return None
+
+    def _keep(self, ask: Ask, entry: Entry, fill: Fill | None = None, generation: int | None = None) -> None:
+        """Store the entry (Redis, and this worker's local layer); a failing store is counted, not fatal.
+        ``generation``: what the store's purge generation was before the origin was asked; a purge since
+        then may have been meant for this answer, so it is not kept (cache_store.py)."""
         if entry.lifetime <= 0:
             keep = float(self.settings.revalidate_keep_seconds)
         else:
@@ -676,8 +758,9 @@ class ResponseCache:
         try:
             if not self.breaker.allow():
                 raise StorageUnavailable("cache circuit open")
-            self.store.store(
-                ask.key, ask.partition, names, ask.request, entry, ask.target, keep, fill.owner if fill else ""
+            owner = fill.owner if fill else ""
+            kept = self.store.store(
+                ask.key, ask.partition, names, ask.request, entry, ask.target, keep, owner, generation
             )
             if fill is not None:
                 fill.released = True
@@ -685,6 +768,10 @@ class ResponseCache:
             self.metrics.errors.inc()
             self.metrics.not_stored.labels("store_error").inc()
             self.breaker.failure()
+            return
+        if not kept:
+            self.metrics.not_stored.labels("purged").inc()
+            self._announce(f"url {ask.key}")  # a worker that read it before the undo drops it
             return
         if self.local is not None and self._local_usable():
             self.local.put(ask.key, ask.partition, names, ask.request, entry)

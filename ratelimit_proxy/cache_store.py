@@ -15,8 +15,16 @@ Redis layout (keys used together share a ``{hash tag}``, so the scripts run on a
 - ``rc:tag:{<tag>}``: the URLs tagged with a Surrogate-Key; expires with its longest-lived member.
 - ``rc:index``: every URL by expiry time, the total bound: past ``cache.max_entries`` URLs the ones
   closest to expiry are deleted when another is stored.
-- ``rc:generation``: bumped by every purge; each worker's local layer compares it once a
-  ``cache.local_check_seconds`` (the fallback of the purge announcements on ``rl:changes``).
+- ``rc:generation``: bumped by every purge, before it deletes anything; each worker's local layer compares
+  it once a ``cache.local_check_seconds`` (the fallback of the purge announcements on ``rl:changes``).
+
+A purge and a store of the same URL can overlap: a fill whose upstream answer was on its way while the URL
+was purged (or whose tag membership was written after the purge read the tag set: the entry and its tag
+sets are in different Cluster slots, so no one script writes both). The fill reads the generation before
+it asks the origin and hands it to ``store``; a store that finds the generation moved deletes what it wrote
+(as a URL purge) and reports it not stored. Because a purge bumps the generation first and a store reads it
+last, every interleaving ends with the entry gone: a purge that bumps after the store's last read sees the
+tag membership already written, and deletes the URL itself.
 """
 
 from __future__ import annotations
@@ -104,9 +112,16 @@ class CacheStore(Protocol):
         target: str,
         keep_seconds: float,
         owner: str = "",
-    ) -> None:
+        generation: int | None = None,
+    ) -> bool:
         """Store ``entry`` as the variant the request selects, tagged with ``entry.tags``, for ``keep_seconds``;
-        and release the fill lock if ``owner`` still holds it."""
+        and release the fill lock if ``owner`` still holds it. ``generation`` (read before the origin was
+        asked): when a purge has moved it since, nothing stays stored and the answer is False."""
+        ...
+
+    def lock(self, key: str, owner: str, lease_ms: int) -> bool:
+        """Take the URL's fill lock for ``lease_ms`` unless another holds it (a revalidation: the entry is
+        there, so ``lookup`` does not lock)."""
         ...
 
     def unlock(self, key: str, owner: str) -> None: ...
@@ -173,11 +188,14 @@ class MemoryCacheStore:
         target: str,
         keep_seconds: float,
         owner: str = "",
-    ) -> None:
+        generation: int | None = None,
+    ) -> bool:
         with self._lock:
             now = self._clock()
             if owner and self._locks.get(key, ("",))[0] == owner:
                 del self._locks[key]
+            if generation is not None and generation != self._generation:
+                return False  # a purge ran while the answer was fetched
             expires, fields = self._urls.get(key, (now, {}))
             if expires <= now:
                 fields = {}
@@ -196,6 +214,16 @@ class MemoryCacheStore:
             if len(self._urls) > self._max_entries:
                 for old in sorted(self._urls, key=lambda k: self._urls[k][0])[: len(self._urls) - self._max_entries]:
                     del self._urls[old]
+            return True
+
+    def lock(self, key: str, owner: str, lease_ms: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is not None and held[1] > now:
+                return False
+            self._locks[key] = (owner, now + lease_ms / 1000)
+            return True
 
     def unlock(self, key: str, owner: str) -> None:
         with self._lock:
@@ -269,7 +297,8 @@ class RedisCacheStore:
         target: str,
         keep_seconds: float,
         owner: str = "",
-    ) -> None:
+        generation: int | None = None,
+    ) -> bool:
         keep = max(1, int(keep_seconds * 1000))
         url_key = f"rc:{{{key}}}"
         args = [
@@ -290,10 +319,20 @@ class RedisCacheStore:
                 pipe.zadd(INDEX_KEY, {key: expires_at}, nx=True)
                 pipe.zremrangebyscore(INDEX_KEY, "-inf", int(time.time() * 1000))
                 pipe.zcard(INDEX_KEY)
-                *_, count = pipe.execute()
+                if not self._cluster:  # one connection: read after the tag sets were written
+                    pipe.get(GENERATION_KEY)
+                replies = pipe.execute()
+            if generation is not None:
+                # On a Cluster the pipeline's nodes answer in no set order: read it after all of them.
+                now = replies[-1] if not self._cluster else self._r.get(GENERATION_KEY)
+                if int(now or 0) != generation:
+                    self.purge_url(key)  # a purge ran meanwhile: undo, as a purge (the local layers follow)
+                    return False
+            count = replies[-2] if not self._cluster else replies[-1]
             if count > self._max_entries:
                 evicted = [k.decode() for k, _ in self._r.zpopmin(INDEX_KEY, count - self._max_entries)]
                 self._unlink([f"rc:{{{k}}}" for k in evicted])
+        return True
 
     def _unlink(self, keys: list[str]) -> None:
         if not keys:
@@ -304,20 +343,25 @@ class RedisCacheStore:
         else:
             self._r.unlink(*keys)
 
+    def lock(self, key: str, owner: str, lease_ms: int) -> bool:
+        with _translated():
+            return bool(self._r.set(f"rc:{{{key}}}:lock", owner, nx=True, px=lease_ms))
+
     def unlock(self, key: str, owner: str) -> None:
         with _translated():
             self._unlock(keys=[f"rc:{{{key}}}:lock"], args=[owner])
 
     def purge_url(self, key: str) -> bool:
         with _translated():
+            self._r.incr(GENERATION_KEY)  # first: a store overlapping this purge then finds it moved
             deleted = self._r.unlink(f"rc:{{{key}}}")
             self._r.zrem(INDEX_KEY, key)
-            self._r.incr(GENERATION_KEY)
         return bool(deleted)
 
     def purge_tag(self, tag: str) -> list[str]:
         tag_key = f"rc:tag:{{{tag}}}"
         with _translated():
+            self._r.incr(GENERATION_KEY)  # first, as in purge_url
             keys = sorted(k.decode() for k in self._r.smembers(tag_key))
             targets = []
             for key in keys:
@@ -328,7 +372,6 @@ class RedisCacheStore:
             if keys:
                 self._r.zrem(INDEX_KEY, *keys)
             self._r.unlink(tag_key)
-            self._r.incr(GENERATION_KEY)
         return targets
 
     def generation(self) -> int:

@@ -1,6 +1,6 @@
-"""``vibelux-proxy``: serve, keys, bans, demo keys, plus the kit's config and token commands.
+"""``vibelux-proxy``: serve, keys, bans, demo keys, cache purges, plus the kit's config and token commands.
 
-Key and ban commands act on the shared store directly (Redis) and are audited like admin API calls.
+Key, ban and purge commands act on the shared store directly (Redis) and are audited like admin API calls.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from ratelimit_proxy.admin import KeyChange, NewBan, NewKey
+from ratelimit_proxy.admin_cache import TagPurge, UrlPurge
 from ratelimit_proxy.api_keys import UnknownKey
 from ratelimit_proxy.config import ENV_PREFIX, SERVICE, load
 from ratelimit_proxy.runtime import Runtime
@@ -211,6 +212,44 @@ def bans_remove(network: str) -> None:
         raise click.UsageError(f"no ban on {network}")
     audit("ban.delete", "ban", network)
     click.echo(f"removed ban on {network}")
+
+
+@cli.group(help="The shared response cache (cache.*).")
+def cache() -> None:
+    pass
+
+
+@cache.command("purge")
+@click.option("--url", "urls", multiple=True, help="A path with its query, or an absolute URL (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="A Surrogate-Key tag (repeatable).")
+def cache_purge(urls: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """As the admin API's purges: deleted in Redis (standalone, Sentinel or Cluster, as redis.url says),
+    announced to every worker of every replica on rl:changes, forwarded to the CDN, audited."""
+    if not (urls or tags):
+        raise click.UsageError("give --url, --tag or both")
+    url_purge = checked(UrlPurge, urls=list(urls)) if urls else None
+    tag_purge = checked(TagPurge, tags=list(tags)) if tags else None
+    response_cache = runtime().cache
+    if response_cache is None:
+        raise click.UsageError("the response cache is off (cache.enabled is false)")
+    if url_purge is not None:
+        result = response_cache.purge(url_purge.urls, [])
+        audit("cache.purge_urls", "cache", "urls", after=result)
+        for target in result["urls"]:
+            click.echo(f"purged url {target}")
+        _echo_cdn(result)
+    if tag_purge is not None:
+        result = response_cache.purge([], tag_purge.tags)
+        audit("cache.purge_tags", "cache", "tags", after=result)
+        for tag, count in result["tags"].items():
+            click.echo(f"purged tag {tag}\t{count} URLs")
+        _echo_cdn(result)
+
+
+def _echo_cdn(result: dict[str, Any]) -> None:
+    for call in result["cdn"]["calls"]:
+        outcome = call["status"] if call.get("status") is not None else call.get("error")
+        click.echo(f"cdn {result['cdn']['provider']} {call['kind']}: {outcome}", err=True)
 
 
 def main() -> None:

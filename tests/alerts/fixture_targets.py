@@ -222,6 +222,18 @@ ratelimit_pool_duration_seconds_bucket{colour="green",le="0.05"}   0 0.5
 ratelimit_pool_duration_seconds_bucket{colour="green",le="+Inf"}   0 1
 release_traffic_weight{colour="blue"}   90
 release_traffic_weight{colour="green"}  10
+ratelimit_cache_requests_total{result="hit"}          0 6
+ratelimit_cache_requests_total{result="miss"}         0 1
+ratelimit_cache_requests_total{result="stale"}        0 0.5
+ratelimit_cache_requests_total{result="revalidated"}  0 0.2
+ratelimit_cache_requests_total{result="pass"}         0 1
+ratelimit_cache_requests_total{result="bypass"}       0 0.1
+ratelimit_cache_served_bytes_total                    0 4096
+ratelimit_cache_not_stored_total{reason="no_lifetime"}  0 0.8
+ratelimit_cache_not_stored_total{reason="too_large"}    0 0.1
+ratelimit_cache_redis_errors_total                    0 0.05
+ratelimit_cache_purges_total{kind="url"}              0 0.02
+ratelimit_cache_purges_total{kind="tag"}              0 0.01
 """ + http_metrics("ratelimit-proxy")
 
 # Urgent tickets unassigned, SLAs being breached, 8 more tickets a second created than resolved.

@@ -383,6 +383,23 @@ def test_concurrent_misses_in_two_proxies_on_one_redis_make_one_upstream_call(
     assert len(origin.calls(path)) == 1
 
 
+def test_concurrent_revalidations_in_two_proxies_on_one_redis_make_one_upstream_call(
+    make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str
+) -> None:
+    """An entry stored with no-cache is revalidated on every request; 40 at once across two runtimes ask the
+    origin once (each runtime used to send its own conditional request)."""
+    clients = [apps(make()).test_client(), apps(make()).test_client()]
+    origin.set(path, [("Cache-Control", "no-cache"), ("ETag", '"v1"')], b"version one")
+    assert clients[0].get(path).headers["X-Cache"] == "MISS"
+    origin.set(path, [("Cache-Control", "no-cache"), ("ETag", '"v1"')], b"", status=304, delay=0.3)
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda i: clients[i % 2].get(path), range(40)))
+    assert all((a.status_code, a.data) == (200, b"version one") for a in answers)
+    # REVALIDATED for the one that asked and those polling Redis for it; HIT for its worker's waiters
+    assert {a.headers["X-Cache"] for a in answers} <= {"REVALIDATED", "HIT"}
+    assert len(origin.calls(path)) == 2  # the fill, then one revalidation
+
+
 def test_redis_down_bypasses_the_cache_and_never_fails_a_request(
     make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str, redis_server: RedisServer
 ) -> None:
@@ -471,6 +488,26 @@ def test_purge_by_tag_forwards_to_fastly_in_its_request_shape(
     wait_until(lambda: client.get(path).headers["X-Cache"] == "MISS", timeout=5)
     admin.post("/api/v1/cache/purge/urls", json={"urls": ["/public/x?y=1"]}, headers=headers)
     assert cdn.calls[-1][1] == "/purge/api.example.com/public/x?y=1"
+
+
+def test_a_tag_purge_while_a_fill_is_fetching_leaves_nothing_stored(
+    make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str
+) -> None:
+    """The fill's answer was on its way when the tag was purged: it is served to its client, not stored (it
+    used to be, with its tag written after the purge had read the tag set, so the purge missed it)."""
+    settings = make()
+    client = apps(settings).test_client()
+    origin.set(path, [("Cache-Control", "max-age=600")], b"before", delay=0.5)
+    with ThreadPoolExecutor(1) as pool:
+        filling = pool.submit(client.get, path)
+        wait_until(lambda: origin.calls(path), timeout=5)  # the fill is at the origin
+        admin, headers = admin_for(settings)
+        purged = admin.post("/api/v1/cache/purge/tags", json={"tags": ["public"]}, headers=headers)
+        assert purged.status_code == 200, purged.get_json()
+        assert filling.result(timeout=10).data == b"before"
+    origin.set(path, [("Cache-Control", "max-age=600")], b"after")
+    answer = client.get(path)
+    assert (answer.headers["X-Cache"], answer.data) == ("MISS", b"after")
 
 
 def test_cloudflare_purges_by_files_and_tags_and_falls_back_to_urls_without_tags(

@@ -103,3 +103,28 @@ def test_storing_with_the_fill_locks_owner_releases_the_lock(store: CacheStore) 
     assert store.lookup("k1", "auth", {}).locked  # another owner's store leaves the lock alone
     store.store("k1", "anon", [], {}, entry(), "/a", 60, owner="one")
     assert not store.lookup("k1", "auth", {}).locked
+
+
+def test_a_store_overlapping_a_purge_keeps_nothing(store: CacheStore) -> None:
+    """A fill reads the generation before it asks the origin; a purge before its store lands (here a tag
+    purge that found the URL not yet in the tag set) leaves nothing stored, the tag set included."""
+    before = store.generation()
+    assert store.purge_tag("users") == []
+    assert store.store("k1", "anon", [], {}, entry(tags=("users",)), "/users", 60, generation=before) is False
+    assert store.lookup("k1", "anon", {}).entry is None
+    assert store.purge_tag("users") == []
+    assert store.store("k1", "anon", [], {}, entry(tags=("users",)), "/users", 60, generation=store.generation())
+    assert store.lookup("k1", "anon", {}).entry is not None
+
+
+def test_lock_on_a_stored_url_goes_to_one_owner_until_released(store: CacheStore) -> None:
+    """A revalidation's lock: the entry is there, so lookup does not lock; lock() does."""
+    store.store("k1", "anon", [], {}, entry(), "/a", 60)
+    assert store.lock("k1", "one", 5000)
+    assert not store.lock("k1", "two", 5000)
+    store.unlock("k1", "two")  # not its lock: nothing happens
+    assert not store.lock("k1", "two", 5000)
+    store.unlock("k1", "one")
+    assert store.lock("k1", "two", 50)
+    time.sleep(0.2)
+    assert store.lock("k1", "three", 50)  # the lease ran out
