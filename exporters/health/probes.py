@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import redis
 import requests
 import sqlalchemy
 
@@ -24,6 +25,8 @@ from service_kit.redis_connect import RedisConnection, connect, redis_url_check
 
 STATUSES = ("healthy", "degraded", "down")
 OUTCOMES = ("success", "degraded", "failure", "timeout")
+# A probe's client gives up after the same timeout as its job, so either may fire first: both are a timeout.
+CLIENT_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, requests.Timeout, redis.TimeoutError)
 
 
 class ProbeFailure(Exception):
@@ -67,7 +70,7 @@ class ProbeReport:
 
 def grade(attempt: Attempt[ProbeReport], degraded_after_seconds: float | None) -> tuple[str, str]:
     """(status, outcome) of one attempt: status in STATUSES, outcome in OUTCOMES."""
-    if attempt.timed_out:
+    if attempt.timed_out or isinstance(attempt.error, CLIENT_TIMEOUTS):
         return "down", "timeout"
     if attempt.error is not None or attempt.value is None:
         return "down", "failure"

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
+import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporters.health.collector import HealthBook, HealthCollector
@@ -46,8 +48,24 @@ def attempt(
         (attempt(ProbeReport(degraded=True)), None, ("degraded", "degraded")),
         (attempt(error=ConnectionError("refused")), None, ("down", "failure")),
         (attempt(error=TimeoutError("hung"), timed_out=True), None, ("down", "timeout")),
+        # The probe's own client timeout, equal to the job's, can fire first (CI saw it under load).
+        (attempt(error=requests.ReadTimeout("read timed out")), None, ("down", "timeout")),
+        (attempt(error=requests.ConnectTimeout("connect timed out")), None, ("down", "timeout")),
+        (attempt(error=redis.TimeoutError("Timeout reading from socket")), None, ("down", "timeout")),
+        (attempt(error=TimeoutError("timed out")), None, ("down", "timeout")),  # socket.timeout
     ],
-    ids=["answered", "too-slow", "fast-enough", "body-says-degraded", "error", "timeout"],
+    ids=[
+        "answered",
+        "too-slow",
+        "fast-enough",
+        "body-says-degraded",
+        "error",
+        "timeout",
+        "http-read-timeout",
+        "http-connect-timeout",
+        "redis-timeout",
+        "socket-timeout",
+    ],
 )
 def test_grade_maps_attempt_to_status_and_outcome(
     case: Attempt[ProbeReport], degraded_after: float | None, expected: tuple[str, str]
