@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from exporters.business.schema import api_usage_rollups
 from exporters.database import read_only_engine, statement_deadline
-from ratelimit_proxy import admin_cache
+from ratelimit_proxy import admin_cache, release_admin
 from ratelimit_proxy.admin_common import STORAGE_DOWN, Body, _value_only, api, audit, current_runtime
 from ratelimit_proxy.key_ban_storage import KeyRecord
 from ratelimit_proxy.metrics import ActiveBansCollector
@@ -109,8 +109,6 @@ def create_admin_app(
     api.init_app(app)
     app.register_blueprint(bp)
     app.register_blueprint(admin_cache.bp)
-    from ratelimit_proxy import release_admin  # imports this module's api and helpers
-
     app.register_blueprint(release_admin.bp)
     if runtime.redis is not None:
         kit.metrics.add_scrape_collector(release_admin.release_collector(runtime))

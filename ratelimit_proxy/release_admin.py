@@ -11,7 +11,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ratelimit_proxy.admin import STORAGE_DOWN, Body, _value_only, api, audit, current_runtime
+from ratelimit_proxy.admin_common import STORAGE_DOWN, Body, _value_only, api, audit, current_runtime
 from ratelimit_proxy.limiter_storage import StorageUnavailable
 from ratelimit_proxy.runtime import Runtime
 from releases.controller import ReleaseRefused, queue_command, start_release
