@@ -7,8 +7,8 @@ names a PostgreSQL database: the desk's migrations run there, and when its ticke
 the rows are COPYed in and the search index rebuilt (then VACUUM ANALYZE), so later runs reuse it too.
 
 Queries go through `tickets_app.listing.list_tickets`, exactly as the API runs them (agent view, page size
-25, the page and its total), in one session per backend so statements are prepared and reused as in the
-desk's long-lived connections; each case is timed warm, the rare words drawn at random. The cases run in
+25, the page and its total), in one session per backend on the desk's own engine (service_kit.db.make_engine),
+as in the desk's long-lived connections; each case is timed warm, the rare words drawn at random. The cases run in
 the order that once set PostgreSQL's generic-plan trap (rare terms first, common terms after). The peer in
 the same run is `LIKE '%term%'` over subjects and messages on SQLite, the usual pre-FTS implementation.
 
@@ -328,7 +328,7 @@ def headline_peer(session: Session, repeat: int) -> str:
 
 
 PHASES = {  # where a search's time goes: the functions timed, by the module that holds them
-    "index": ("prepare_search", "ranked", "snippets"),
+    "index": ("ranked", "snippets"),
     "listing": ("_every_candidate", "_filtered_candidates", "_older_rows", "_count"),
 }
 

@@ -151,7 +151,6 @@ def list_tickets(session: Session, index: SearchIndex, actor: Actor, query: Tick
     filtered = select_tickets
     match_ids = None
     if parsed.terms:
-        index.prepare_search(session)
         fts = index.matches(parsed.terms, include_internal=actor.is_staff)
         select_tickets = select_tickets.join(fts, fts.c.ticket_id == Ticket.id)
         match_ids = fts.c.ticket_id

@@ -21,7 +21,8 @@ walks the primary key backwards. Considered and not taken:
   index beside the GIN index's 64 MB), and the official postgres image of docker-compose.yml and many
   managed services have no RUM, so a second path would be needed anyway;
 - custom plans alone: they fix the plan, not the cost of ranking 100k matches.
-Custom plans are still needed (`prepare_search`): see PostgresFtsIndex.prepare_search.
+Custom plans are still needed, and every statement gets one: the kit's engines never prepare statements
+on the server (service_kit.db.make_engine), so a common word is never run on a plan made for a rare one.
 
 Snippets are made for the page's tickets only (`snippets`): in the page's statement SQLite made one for
 every match before sorting (the 0.4 s of a common word sorted by recency). On PostgreSQL a one-word
@@ -96,9 +97,6 @@ class SearchIndex(Protocol):
         self, session: Session, terms: Sequence[str], include_internal: bool, ticket_ids: Sequence[int]
     ) -> dict[int, str]:
         """The matching passage of each of these tickets, the terms between MARK_START and MARK_END."""
-
-    def prepare_search(self, session: Session) -> None:
-        """Set up the caller's transaction for the search statements that follow."""
 
 
 def index_for_dialect(dialect_name: str) -> SearchIndex:
@@ -212,9 +210,6 @@ class SqliteFtsIndex:
         probe = f"SELECT count(*) FROM (SELECT 1 FROM {self.table} WHERE {self.table} MATCH :match LIMIT :candidates)"
         params = {"match": self._match(terms, include_internal), "candidates": RANKED_CANDIDATES}
         return bool(session.scalar(text(probe), params) == RANKED_CANDIDATES)
-
-    def prepare_search(self, session: Session) -> None:
-        """Nothing: SQLite plans every statement when it is prepared, with its parameters' values unknown."""
 
     @staticmethod
     def _match(terms: Sequence[str], include_internal: bool) -> str:
@@ -415,14 +410,6 @@ class PostgresFtsIndex:
         """Never forced: with custom plans PostgreSQL's planner walks the sort index by itself when the
         matches are many (32-52 ms p50 for a word in 100k tickets by recency) and sorts them when they are few."""
         return False
-
-    def prepare_search(self, session: Session) -> None:
-        """Custom plans for the rest of the transaction. psycopg prepares a statement once it has run five
-        times (`prepare_threshold`), and after five more PostgreSQL may keep a generic plan, made without
-        the terms: rare and common words share the statement, so after rare ones a common word ran a plan
-        made for 500 rows (a GIN scan of 100k, a lookup per ticket: 1.4 s). The terms decide the plan,
-        and planning costs well under a millisecond."""
-        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
     def _query(self, terms: Sequence[str]) -> tuple[str, dict[str, str]]:
         """The tsquery of every term, all required, and its parameters. phraseto_tsquery reads its text as

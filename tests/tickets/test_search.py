@@ -593,24 +593,20 @@ def test_unknown_database_is_refused_by_name() -> None:
 def test_rare_words_leave_no_generic_plan_for_common_ones(
     desk: Desk, session: Session, engine: Engine, corpus: dict[str, Ticket]
 ) -> None:
-    """psycopg prepares a statement once it has run five times, and PostgreSQL may then keep a generic plan, made
+    """psycopg prepared a statement once it had run five times, and PostgreSQL then kept a generic plan, made
     without the terms. Rare and common words share the search statements, so after rare words a common
-    one ran a plan guessed for 500 rows (1.4 s at 100k tickets). Every search statement stays custom."""
+    one ran a plan guessed for 500 rows (1.4 s at 100k tickets). The kit's engines prepare nothing on the
+    server, so every search statement is planned for its terms."""
     for _ in range(15):
         listed(desk, session, AGENT, q="zebra")
     assert [t.id for t in listed(desk, session, AGENT, q="invoice").tickets] == [
         corpus["subject"].id,
         corpus["body"].id,
     ]
-    plans = session.execute(
-        text(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE '%phraseto_tsquery%' AND statement NOT LIKE '%pg_prepared_statements%'"
-        )
+    prepared = session.scalars(
+        text("SELECT statement FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared_statements%'")
     ).all()
-    assert plans, "the search statements ran often enough to be prepared"
-    assert [generic for generic, _ in plans] == [0] * len(plans)
-    assert min(custom for _, custom in plans) >= 5
+    assert prepared == [], "a prepared statement may be given a generic plan"
 
 
 def test_snippets_are_made_for_the_page_only(desk: Desk, session: Session, engine: Engine) -> None:
