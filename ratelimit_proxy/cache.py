@@ -18,7 +18,9 @@ is served only what the colour it goes to answered (``partition_of``).
 Steps of one lookup:
 1. The worker's local layer (bounded LRU by bytes), if Redis is the store and this worker hears the purge
    announcements (``rl:changes``); else Redis (cache_lookup.lua: one EVALSHA finds the variant).
-2. Fresh: a hit. Stale within ``stale-while-revalidate``: served, refreshed in a background thread.
+2. Fresh: a hit. Stale within ``stale-while-revalidate``: served, refreshed in a background thread, one
+   at a time across workers and replicas (the fill lock; a worker whose copy is older than Redis' takes
+   that one instead).
    Otherwise revalidated with the stored validators (304: the entry is updated and served).
 3. A miss fills single-flight: one thread per worker fetches while the others wait for it, and across
    workers and replicas the fill lock (``SET NX PX`` with a short lease) lets one process fetch while
@@ -777,7 +779,8 @@ class ResponseCache:
             self.local.put(ask.key, ask.partition, names, ask.request, entry)
 
     def _refresh_in_background(self, ask: Ask, stale: Entry) -> None:
-        """stale-while-revalidate: one refresh per entry and worker at a time, off the request."""
+        """stale-while-revalidate: one refresh of an entry at a time in each worker, off the request
+        (``_refresh`` collapses them across workers and replicas)."""
         flight = f"{ask.key}:{ask.partition}"
         with self._flights_lock:
             if flight in self._flights:
@@ -786,8 +789,7 @@ class ResponseCache:
 
         def refresh() -> None:
             try:
-                served = self._fetch(replace(ask, method="GET"), stale)
-                discard(served.body)
+                self._refresh(replace(ask, method="GET"), stale)
             except Exception:  # a background thread: log, never raise into nothing
                 log.exception("response cache: background refresh failed")
             finally:
@@ -796,6 +798,35 @@ class ResponseCache:
                 event.set()
 
         threading.Thread(target=refresh, name="cache-refresh", daemon=True).start()
+
+    def _refresh(self, ask: Ask, stale: Entry) -> None:
+        """One background refresh across workers and replicas: an entry newer than ``stale`` in Redis (another
+        process refreshed it) replaces this worker's copy without asking the origin; else the process that
+        takes the fill lock asks, and the others leave it to that one. Without Redis nothing is refreshed:
+        nothing could be stored."""
+        try:
+            entry = self._lookup(ask.key, ask.partition, ask.request).entry
+        except StorageUnavailable:  # counted by the lookup
+            return
+        if entry is not None and entry.stored_at > stale.stored_at:
+            if self.local is not None and self._local_usable():
+                self.local.put(ask.key, ask.partition, self._names(entry), ask.request, entry)
+            return
+        owner = secrets.token_hex(8)
+        try:
+            if not self.breaker.allow():
+                raise StorageUnavailable("cache circuit open")
+            if not self.store.lock(ask.key, owner, self.settings.lock_lease_ms):
+                return
+        except StorageUnavailable:
+            self.metrics.errors.inc()
+            return
+        fill = Fill(owner)
+        try:
+            discard(self._fetch(ask, stale, fill).body)
+        finally:
+            if not fill.released:
+                self._unlock(ask.key, owner)
 
     # -- purges (admin API) ---------------------------------------------------------------------------
 

@@ -326,6 +326,29 @@ def test_stale_while_revalidate_serves_stale_and_refreshes_in_the_background(
     wait_until(lambda: client.get(path).data == b"new", timeout=10)
 
 
+def test_stale_while_revalidate_refreshes_once_across_two_proxies_on_one_redis(
+    make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str
+) -> None:
+    """Two runtimes (two replicas) hold a stale entry in their local layers; 40 requests at once across both
+    are answered stale and make one background refresh (each runtime used to refresh on its own), and the
+    runtime that did not refresh takes the new entry from Redis without asking the origin."""
+    runtimes = [apps(make()) for _ in range(2)]
+    clients = [app.test_client() for app in runtimes]
+    origin.set(path, [("Cache-Control", "max-age=1, stale-while-revalidate=60")], b"old")
+    assert clients[0].get(path).headers["X-Cache"] == "MISS"
+    assert clients[1].get(path).headers["X-Cache"] == "HIT"  # now in both local layers
+    origin.set(path, [("Cache-Control", "max-age=60")], b"new", delay=0.3)
+    now = time.time()
+    for app in runtimes:
+        app.extensions["ratelimit_proxy"].cache.clock = lambda: now + 5  # past the lifetime, in the window
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(lambda i: clients[i % 2].get(path), range(40)))
+    assert {(a.headers["X-Cache"], a.data) for a in answers} == {("STALE", b"old")}
+    for client in clients:
+        wait_until(lambda client=client: client.get(path).data == b"new", timeout=10)
+    assert len(origin.calls(path)) == 2  # the fill, then one refresh
+
+
 def test_stale_if_error_answers_when_the_origin_fails(
     make: Make, apps: Callable[[ProxySettings], Flask], origin: Origin, path: str
 ) -> None:
