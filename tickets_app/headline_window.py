@@ -1,11 +1,12 @@
-"""The part of a ticket's text that PostgreSQL's `ts_headline` needs for a one-word search (pure).
+"""The part of a ticket's text that PostgreSQL's `ts_headline` needs for a one-word search, cut by the
+database itself from marks stored with the text (pure here; the SQL half is `WINDOW_FUNCTION`).
 
 ts_headline parses the whole text it is given, and parsing was the cost of a page of snippets: 5-9 ms for
 20 tickets of the issue-16 corpus, most of a rare word's search on PostgreSQL. With `MaxFragments=1` and a
 query of one lexeme, every occurrence of the word is a cover of one word, all tie, and the first one wins;
 the fragment then stretches at most `(MaxWords - 1) // 2` words before it and up to `MaxWords` words after.
 So a window holding the first occurrence, enough words on either side, and nothing the parser reads
-differently gives the same headline as the whole text.
+differently gives the same headline as the whole text; so does any larger window cut at whitespace.
 
 Where the first occurrence is comes from the stored tsvector, not from parsing: its position, weight (the
 part: subject, public thread, internal notes) and the part's first position. Within a part, a position
@@ -13,15 +14,21 @@ counts the tokens the configuration maps (words, numbers, hosts, ... and stop wo
 not stored; `parsetext` in PostgreSQL's ts_parse.c). This module counts nothing the way PostgreSQL does; it
 bounds the count of each whitespace-free chunk from above (`chunk_bounds`: a chunk of one run of letters or
 digits is at most one token, a compound such as `e-mail` or a URL at most two per run) and from below (at
-least one, unless the chunk may be a tag, an entity, a protocol or a word too long to index), and cuts
-only where the bounds prove the first occurrence lies inside with the words it needs. The parser's tokens
-never cross whitespace except inside a tag (`<a href="x y">`), so a text holding `<` is taken whole.
+least one, unless the chunk may be a tag, an entity, a protocol or a word too long to index). The parser's
+tokens never cross whitespace except inside a tag (`<a href="x y">`), so a text holding `<` is taken whole.
+
+`window_marks` records, when a ticket is indexed, every CHECKPOINT_CHUNKS-th chunk of the subject and the
+public thread with its offset and the bounds of the tokens before it, and where each part's last
+MAX_WORDS // 2 tokens surely begin. At search time `ticket_search_window` (WINDOW_FUNCTION, installed by
+tickets_0008) starts at the last checkpoint that surely comes TOKENS_BEFORE tokens before the occurrence and
+ends at the first that surely comes CHUNKS_AFTER tokens after it: a window at most 2 x CHECKPOINT_CHUNKS
+chunks wider than the narrowest one, with no text sent to Python. Marks are trusted only while the texts
+hash to what they were computed from (`window_marks_md5`), so a row written without them (a replica of an
+older release) is headlined whole.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections.abc import Sequence
 
 # ts_headline's options (tickets_app.search.PostgresFtsIndex.headline_options): MaxWords=12.
@@ -36,6 +43,9 @@ LAST_POSITION = 16383
 # PostgreSQL skips words of 2047 bytes or more (MAXSTRLEN); a chunk of fewer than 2047 / 4 characters is
 # shorter than that in any encoding.
 LONGEST_SAFE_CHUNK = 2047 // 4
+# A mark every this many chunks: windows 2 x 8 chunks wider at most, about 100 integers for a ticket of
+# 300 words.
+CHECKPOINT_CHUNKS = 8
 
 
 def chunk_bounds(chunk: str) -> tuple[int, int]:
@@ -56,35 +66,44 @@ def chunk_bounds(chunk: str) -> tuple[int, int]:
     return (runs if runs <= 1 else 2 * runs), int(has_ascii_alnum and not unmapped)
 
 
-def headline_window(parts: Sequence[str], part: int, index: int | None) -> tuple[int, int]:
-    """(start, end) in `"\\n".join(parts)` (what the headline is made of) of a window whose headline is the
-    whole text's, for a one-lexeme query whose first occurrence is in `parts[part]`, the `index`-th
-    mapped token of that part (1-based; None: somewhere in that part, none before it)."""
-    text = "\n".join(parts)
-    if "<" in text or (index is not None and index >= LAST_POSITION):
-        return 0, len(text)
-    part_start = sum(len(p) + 1 for p in parts[:part])
-    if index is None:
-        return _tail_start(text[:part_start]), len(text)
-    rest = text[part_start:]  # the occurrence's part and what follows it
-    needed = index + CHUNKS_AFTER
-    pieces = rest.split(maxsplit=needed)  # the chunks a window can need, then the rest unsplit
-    most, least = _bounds(pieces[:needed])
-    if sum(least) < needed and len(pieces) > needed:  # chunks without a token: look further
-        most, least = _bounds(rest.split())
-    allowed = index - 1 - TOKENS_BEFORE
-    if allowed >= 0:
-        # The last chunk before which at most `allowed` tokens come: none is the occurrence, and
-        # TOKENS_BEFORE come between.
-        start = part_start + _offset_of_chunk(rest, bisect.bisect_right(list(itertools.accumulate(most)), allowed))
-    else:
-        start = _tail_start(text[:part_start])
-    # After the chunks that surely hold the index-th token and CHUNKS_AFTER chunks with a token after its
-    # chunk (at most `index` chunks with a token end at it).
-    held = list(itertools.accumulate(least))
-    after = bisect.bisect_left(held, needed)
-    end = part_start + _offset_of_chunk(rest, after + 1) if after < len(held) else len(text)
-    return start, end
+def window_marks(subject: str, public: str | None) -> list[int]:
+    """The marks of a ticket's subject and public thread, one part after the other. A part's marks: where
+    its last MAX_WORDS // 2 tokens surely begin (-1: it may hold fewer), the number of checkpoints, then for
+    each checkpoint (chunk 0, CHECKPOINT_CHUNKS, ...) its offset in the part (0 for the first, as the part's
+    start) and the most and the fewest tokens the chunks before it hold."""
+    marks = _part_marks(subject)
+    if public is not None:
+        marks += _part_marks(public)
+    return marks
+
+
+def _part_marks(part: str) -> list[int]:
+    chunks = part.split()
+    most, least = _bounds(chunks)
+    offsets, position = [], 0
+    for chunk in chunks:  # only whitespace lies between one chunk and the next
+        position = part.find(chunk, position)
+        offsets.append(position)
+        position += len(chunk)
+    marks = [_tail(least, offsets), -(-len(chunks) // CHECKPOINT_CHUNKS)]
+    most_before = least_before = 0
+    for index, (at_most, at_least) in enumerate(zip(most, least, strict=True)):
+        if index % CHECKPOINT_CHUNKS == 0:
+            marks += [offsets[index] if index else 0, most_before, least_before]
+        most_before += at_most
+        least_before += at_least
+    return marks
+
+
+def _tail(least: Sequence[int], offsets: Sequence[int]) -> int:
+    """The offset of the last chunks that surely hold MAX_WORDS // 2 tokens (the words a fragment may
+    stretch back into this part from the next), or -1."""
+    held = 0
+    for index in range(len(least) - 1, -1, -1):
+        held += least[index]
+        if held >= MAX_WORDS // 2:
+            return offsets[index] if index else 0
+    return -1
 
 
 def _bounds(chunks: list[str]) -> tuple[list[int], list[int]]:
@@ -97,21 +116,65 @@ def _bounds(chunks: list[str]) -> tuple[list[int], list[int]]:
     return [most for most, _ in bounds], [least for _, least in bounds]
 
 
-def _tail_start(before: str) -> int:
-    """Where in the text before the occurrence's part a window may start: the start of the last chunks
-    that hold at least MAX_WORDS // 2 tokens (the words the fragment may stretch back), or the start."""
-    chunks = before.split()
-    held = 0
-    for taken, chunk in enumerate(reversed(chunks), start=1):
-        held += chunk_bounds(chunk)[1]
-        if held >= MAX_WORDS // 2:
-            return _offset_of_chunk(before, len(chunks) - taken)
-    return 0
-
-
-def _offset_of_chunk(text: str, chunks: int) -> int:
-    """The offset in `text` of its chunk number `chunks` (0-based; the end when it has no more)."""
-    if chunks == 0:
-        return 0
-    pieces = text.split(maxsplit=chunks)
-    return len(text) - len(pieces[chunks]) if len(pieces) > chunks else len(text)
+# The window of `shown` (the text to headline: "\n".join of the parts) for a one-word search whose first
+# occurrence is at `first_pos` of the stored vector; the whole text when the marks are missing (or stale:
+# the caller passes NULL), the occurrence is past LAST_POSITION, or the text holds a `<`. `subject_end`:
+# the subject's last position; `in_public`: whether the word is in the public thread.
+WINDOW_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION ticket_search_window(
+    shown text, subject text, public text, marks integer[], first_pos integer, subject_end integer,
+    in_public boolean
+) RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $window$
+DECLARE
+  public_at integer;  -- where the public thread's marks begin
+  base integer;       -- where the marks of the occurrence's part begin
+  part_start integer; -- its first character in shown, counted from 0
+  position_in_part integer;
+  allowed integer;    -- the most tokens a window may skip before the occurrence
+  needed integer;     -- the tokens the chunks before the window's end must surely hold
+  checkpoints integer;
+  low integer; high integer; middle integer;
+  window_start integer := 0;
+BEGIN
+  IF marks IS NULL OR first_pos IS NULL OR first_pos >= {LAST_POSITION} OR strpos(shown, '<') > 0 THEN
+    RETURN shown;
+  END IF;
+  public_at := 3 + 3 * marks[2];
+  IF first_pos <= coalesce(subject_end, 0) THEN
+    base := 1; part_start := 0; position_in_part := first_pos;
+  ELSIF in_public THEN
+    base := public_at; part_start := char_length(subject) + 1;
+    position_in_part := first_pos - coalesce(subject_end, 0);
+  ELSIF public IS NOT NULL THEN  -- in the notes: from the public thread's tail to the end
+    RETURN CASE WHEN marks[public_at] >= 0
+      THEN substr(shown, char_length(subject) + 2 + marks[public_at]) ELSE shown END;
+  ELSE
+    RETURN CASE WHEN marks[1] >= 0 THEN substr(shown, 1 + marks[1]) ELSE shown END;
+  END IF;
+  checkpoints := marks[base + 1];
+  IF checkpoints = 0 THEN
+    RETURN shown;
+  END IF;
+  allowed := position_in_part - 1 - {TOKENS_BEFORE};
+  needed := position_in_part + {CHUNKS_AFTER};
+  IF allowed >= 0 THEN  -- the last checkpoint with at most `allowed` tokens before it (the first has none)
+    low := 0; high := checkpoints - 1;
+    WHILE low < high LOOP
+      middle := (low + high + 1) / 2;
+      IF marks[base + 3 + 3 * middle] <= allowed THEN low := middle; ELSE high := middle - 1; END IF;
+    END LOOP;
+    window_start := part_start + marks[base + 2 + 3 * low];
+  ELSIF base <> 1 AND marks[1] >= 0 THEN  -- near the thread's start: from the subject's tail
+    window_start := marks[1];
+  END IF;
+  low := 0; high := checkpoints;  -- the first checkpoint with at least `needed` tokens before it
+  WHILE low < high LOOP
+    middle := (low + high) / 2;
+    IF marks[base + 4 + 3 * middle] >= needed THEN high := middle; ELSE low := middle + 1; END IF;
+  END LOOP;
+  IF low < checkpoints THEN
+    RETURN substr(shown, window_start + 1, part_start + marks[base + 2 + 3 * low] - window_start);
+  END IF;
+  RETURN substr(shown, window_start + 1);
+END $window$
+"""

@@ -26,8 +26,8 @@ on the server (service_kit.db.make_engine), so a common word is never run on a p
 
 Snippets are made for the page's tickets only (`snippets`): in the page's statement SQLite made one for
 every match before sorting (the 0.4 s of a common word sorted by recency). On PostgreSQL a one-word
-search's snippets headline a window of each text (tickets_app.headline_window): ts_headline parses all it
-is given, about 2 µs a word.
+search's snippets headline a window of each text, which the database cuts from marks stored with the text
+(tickets_app.headline_window): ts_headline parses all it is given, about 2 µs a word.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from tickets_app.headline_window import LAST_POSITION, headline_window
+from tickets_app.headline_window import WINDOW_FUNCTION, window_marks
 from tickets_app.models import Message, Ticket
 from tickets_app.query import is_phrase
 
@@ -65,6 +65,11 @@ RANKED_CANDIDATES = 1000
 # The rank of a match past the ranked candidates: above every rank (ranks are at most 0), and lower for a
 # newer ticket, so they follow the ranked ones newest first. Ticket ids stay below it (int4 on PostgreSQL).
 UNRANKED_BASE = 2**31
+# The texts window marks are made of (the subject and the public thread), hashed: marks count only while this
+# matches the hash stored with them.
+MARKED_TEXTS = "md5(concat_ws(E'\\n', subject, public_body))"
+# Rows given window marks per statement when many are (a rebuild, tickets_0008).
+MARK_BATCH = 1000
 
 
 class SearchIndex(Protocol):
@@ -266,23 +271,71 @@ class PostgresFtsIndex:
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 "ticket_id integer PRIMARY KEY REFERENCES tickets (id) ON DELETE CASCADE, "
                 "subject text NOT NULL, public_body text, internal_body text, "
-                f"document tsvector GENERATED ALWAYS AS ({vector}) STORED)"
+                f"document tsvector GENERATED ALWAYS AS ({vector}) STORED, "
+                "window_marks integer[], window_marks_md5 text)"
             )
         )
+        self.create_window(connection)
         # In the row, not in TOAST: a match ranked or rechecked reads it 4-5x faster (tickets_0007).
         connection.execute(text(f"ALTER TABLE {self.table} ALTER COLUMN document SET STORAGE MAIN"))
         connection.execute(
             text(f"CREATE INDEX IF NOT EXISTS ix_{self.table}_document ON {self.table} USING gin (document)")
         )
 
+    def create_window(self, connection: Connection) -> None:
+        """The window marks' columns and the function that cuts windows with them (tickets_0008)."""
+        connection.execute(
+            text(
+                f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS window_marks integer[], "
+                "ADD COLUMN IF NOT EXISTS window_marks_md5 text"
+            )
+        )
+        connection.exec_driver_sql(WINDOW_FUNCTION)
+
     def reindex(self, session: Session, ticket_ids: Iterable[int]) -> None:
         ids = sorted(set(ticket_ids))
         if ids:
             session.execute(self._upsert(documents(ids)))
+            self.mark(session, ids)
 
     def rebuild_all(self, connection: Connection) -> None:
         connection.execute(text(f"TRUNCATE {self.table}"))
         connection.execute(self._upsert(documents(None)))
+        self.mark_unmarked(connection)
+
+    def mark_unmarked(self, connection: Connection) -> None:
+        """Window marks for every row without them, MARK_BATCH rows at a time in ticket order."""
+        after = 0
+        while True:
+            batch = connection.scalars(
+                text(
+                    f"SELECT ticket_id FROM {self.table} WHERE window_marks IS NULL AND ticket_id > :after "
+                    "ORDER BY ticket_id LIMIT :batch"
+                ),
+                {"after": after, "batch": MARK_BATCH},
+            ).all()
+            if not batch:
+                return
+            self.mark(connection, batch)
+            after = batch[-1]
+
+    def mark(self, executor: Session | Connection, ticket_ids: Sequence[int]) -> None:
+        """The window marks of these rows' texts as they are now, with the hash of those texts that vouches
+        for them (computed by the database, so its encoding decides, as at search time)."""
+        rows = executor.execute(
+            text(f"SELECT ticket_id, subject, public_body FROM {self.table} WHERE ticket_id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": list(ticket_ids)},
+        ).all()
+        if rows:
+            executor.execute(
+                text(
+                    f"UPDATE {self.table} SET window_marks = :marks, window_marks_md5 = {MARKED_TEXTS} "
+                    "WHERE ticket_id = :id"
+                ),
+                [{"id": ticket_id, "marks": window_marks(subject, public)} for ticket_id, subject, public in rows],
+            )
 
     def _upsert(self, rows: Select[int, str, str | None, str | None]) -> Executable:
         target = table(self.table, column("ticket_id"), *map(column, INDEXED_TEXTS))
@@ -342,34 +395,30 @@ class PostgresFtsIndex:
         if not ticket_ids:
             return {}
         query, params = self._query(terms)
-        if len(terms) == 1 and not is_phrase(terms[0]):
-            ids, texts = self._windows(session, terms[0], include_internal, ticket_ids)
-            statement = (
-                f"SELECT shown.id, ts_headline('{self.config}', shown.text, q, :options) "
-                "FROM unnest(CAST(:ids AS integer[]), CAST(:texts AS text[])) AS shown(id, text), "
-                f"(SELECT {query} AS q) AS query"
-            )
-            rows = session.execute(
-                text(statement), {"options": self.headline_options, "ids": ids, "texts": texts, **params}
-            )
-            return {ticket_id: snippet for ticket_id, snippet in rows}
         shown = "concat_ws(E'\\n', subject, public_body" + (", internal_body)" if include_internal else ")")
-        rows = session.execute(
-            text(
+        if len(terms) == 1 and not is_phrase(terms[0]):
+            statement = (
+                f"SELECT ticket_id, ts_headline('{self.config}', "
+                "ticket_search_window(shown, subject, public_body, marks, first, subject_end, in_public), q, :options) "
+                f"FROM ({self._located(shown, include_internal)}) AS located, (SELECT {query} AS q) AS query"
+            )
+        else:
+            statement = (
                 f"SELECT ticket_id, ts_headline('{self.config}', {shown}, q, :options) "
                 f"FROM {self.table}, (SELECT {query} AS q) AS query WHERE ticket_id IN :ids"
-            ).bindparams(bindparam("ids", expanding=True)),
+            )
+        rows = session.execute(
+            text(statement).bindparams(bindparam("ids", expanding=True)),
             {"options": self.headline_options, "ids": list(ticket_ids), **params},
         )
         return {ticket_id: snippet for ticket_id, snippet in rows}
 
-    def _windows(
-        self, session: Session, word: str, include_internal: bool, ticket_ids: Sequence[int]
-    ) -> tuple[list[int], list[str]]:
-        """(ids, the window of each one's shown text to headline) for a search of one word: its first
-        occurrence located by the stored tsvector. Each part's positions follow the previous parts' last
-        one; the word's positions are picked out of a vector without unpacking it (`setweight` marks the
-        word's entries D, `ts_filter` keeps those), as unnesting a whole vector cost 0.4 ms a ticket."""
+    def _located(self, shown: str, include_internal: bool) -> str:
+        """The page's rows with what ticket_search_window needs: the shown text, the marks while the texts
+        still hash to what they were made from, the subject's last position, and the word's first one (and
+        whether it is in the public thread). The word's positions are picked out of a vector without
+        unpacking it (`setweight` marks the word's entries D, `ts_filter` keeps those), as unnesting a whole
+        vector cost 0.4 ms a ticket. The word is the query's one term (`term0`)."""
         visible = "document" if include_internal else "ts_filter(document, '{a,b}')"
         public = "ts_filter(document, '{b}')"
 
@@ -379,32 +428,15 @@ class PostgresFtsIndex:
                 f"FROM unnest(ts_filter(setweight({vector}, 'd', word.lexemes), '{{d}}')) AS found)"
             )
 
-        rows = session.execute(
-            text(
-                "SELECT ticket_id, subject, public_body, "
-                + ("internal_body, " if include_internal else "NULL, ")
-                + "(SELECT max(p) FROM unnest(ts_filter(document, '{a}')) AS subject, unnest(subject.positions) AS p), "
-                + f"{first_of(visible)}, {first_of(public)} IS NOT NULL "
-                + f"FROM (SELECT tsvector_to_array(to_tsvector('{self.config}', :word)) AS lexemes) AS word, "
-                + f"{self.table} WHERE ticket_id IN :ids"
-            ).bindparams(bindparam("ids", expanding=True)),
-            {"word": word, "ids": list(ticket_ids)},
+        return (
+            f"SELECT ticket_id, subject, public_body, {shown} AS shown, "
+            f"CASE WHEN window_marks_md5 = {MARKED_TEXTS} THEN window_marks END AS marks, "
+            "(SELECT max(p) FROM unnest(ts_filter(document, '{a}')) AS subject, unnest(subject.positions) AS p) "
+            f"AS subject_end, {first_of(visible)} AS first, "
+            f"{first_of(public)} IS NOT NULL AS in_public "
+            f"FROM (SELECT tsvector_to_array(to_tsvector('{self.config}', :term0)) AS lexemes) AS word, "
+            f"{self.table} WHERE ticket_id IN :ids"
         )
-        ids, windows = [], []
-        for ticket_id, subject, public, internal, subject_end, first, in_public in rows:
-            parts = [subject, *(p for p in (public, internal) if p is not None)]
-            whole = "\n".join(parts)
-            if first is None or first >= LAST_POSITION:  # no occurrence the vector places: the whole text
-                start, end = 0, len(whole)
-            elif first <= (subject_end or 0):
-                start, end = headline_window(parts, 0, first)
-            elif in_public:
-                start, end = headline_window(parts, 1, first - (subject_end or 0))
-            else:  # in the notes: where in them is not known without the thread's last position
-                start, end = headline_window(parts, len(parts) - 1, None)
-            ids.append(ticket_id)
-            windows.append(whole[start:end])
-        return ids, windows
 
     def walks_sort_index(self, session: Session, terms: Sequence[str], include_internal: bool) -> bool:
         """Never forced: with custom plans PostgreSQL's planner walks the sort index by itself when the

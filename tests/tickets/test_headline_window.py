@@ -1,6 +1,7 @@
-"""PostgreSQL snippets of a one-word search made from a window of the text (tickets_app.headline_window):
-the same headline as ts_headline over the whole text, checked against a real PostgreSQL on texts made to
-trip the window's token bounds (compounds, URLs, hosts, numbers, entities, stop words, non-ASCII)."""
+"""PostgreSQL snippets of a one-word search made from a window of the text that the database cuts from the
+row's window marks (tickets_app.headline_window): the same headline as ts_headline over the whole text,
+checked against a real PostgreSQL on texts made to trip the window's token bounds (compounds, URLs, hosts,
+numbers, entities, stop words, non-ASCII)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from service_kit.db import make_engine
-from tests.tickets.conftest import CUSTOMER, T0, ticket_input
+from tests.tickets.conftest import CUSTOMER, T0, ticket_change, ticket_input
 from tests.tickets.test_search import recorded
 from tickets_app.cli import migrate
 from tickets_app.desk import Desk
-from tickets_app.headline_window import chunk_bounds, headline_window
+from tickets_app.headline_window import CHECKPOINT_CHUNKS, chunk_bounds, window_marks
 from tickets_app.search import PostgresFtsIndex
 
 pytestmark = pytest.mark.integration
@@ -69,10 +70,35 @@ def whole_headline(session: Session, ticket: int, include_internal: bool) -> str
     )
 
 
-def written(session: Session, ticket: int, subject: str, public: str | None, internal: str | None) -> None:
+def written(
+    session: Session, ticket: int, subject: str, public: str | None, internal: str | None, marked: bool = True
+) -> None:
+    """The ticket's search row holding these texts, with their window marks (as the desk writes it), or
+    without new ones (``marked=False``: as a replica of the release before marks writes it)."""
     session.execute(
         text(f"UPDATE {INDEX.table} SET subject = :s, public_body = :p, internal_body = :i WHERE ticket_id = :id"),
         {"s": subject, "p": public, "i": internal, "id": ticket},
+    )
+    if marked:
+        INDEX.mark(session, [ticket])
+
+
+def window_of(session: Session, ticket: int, include_internal: bool) -> str:
+    """What ticket_search_window cuts for the word, its inputs worked out here from the whole vector."""
+    shown = "concat_ws(E'\\n', subject, public_body" + (", internal_body)" if include_internal else ")")
+    weights = "'{a,b,c}'" if include_internal else "'{a,b}'"
+    return str(
+        session.scalar(
+            text(
+                f"SELECT ticket_search_window({shown}, subject, public_body, window_marks, "
+                f"(SELECT min(p) FROM unnest(ts_filter(document, {weights})) AS e, unnest(e.positions) AS p "
+                f" WHERE e.lexeme = ANY(tsvector_to_array(to_tsvector('{INDEX.config}', :word)))), "
+                "(SELECT max(p) FROM unnest(ts_filter(document, '{a}')) AS e, unnest(e.positions) AS p), "
+                f"ts_filter(document, '{{b}}') @@ phraseto_tsquery('{INDEX.config}', :word)) "
+                f"FROM {INDEX.table} WHERE ticket_id = :id"
+            ),
+            {"word": WORD, "id": ticket},
+        )
     )
 
 
@@ -98,15 +124,52 @@ def test_a_one_word_snippet_is_the_whole_texts_headline(
 
 def test_a_one_word_snippet_parses_a_window_not_the_whole_thread(session: Session, ticket_id: int) -> None:
     """ts_headline parsed each page ticket's whole text (5-9 ms for 20 at 100k tickets); for one word it
-    gets a window around the first occurrence, and makes the same headline of it."""
+    gets a window around the first occurrence, cut in the snippet statement, and makes the same headline."""
     thread = " ".join(f"message {n} about the order" for n in range(200)) + " the invoice is wrong " + "ok " * 300
     written(session, ticket_id, "Billing", thread, "internal note")
     statements = recorded(session.get_bind(), lambda: INDEX.snippets(session, [WORD], True, [ticket_id]))  # type: ignore[arg-type]
-    headlined = [parameters for statement, parameters in statements if "ts_headline" in statement]
-    assert len(headlined) == 1
-    (window,) = headlined[0]["texts"]
-    assert "invoice" in window and len(window) < len(thread) // 10
+    assert ["ticket_search_window(" in statement for statement, _ in statements] == [True]
+    window = window_of(session, ticket_id, True)
+    assert "the invoice is wrong" in window and len(window) < len(thread) // 10
     assert INDEX.snippets(session, [WORD], True, [ticket_id]) == {ticket_id: whole_headline(session, ticket_id, True)}
+
+
+def test_stale_marks_are_not_used(session: Session, ticket_id: int) -> None:
+    """A row written by a replica of the release before marks keeps the old marks with new texts: cut at
+    them, the window would miss the word (the old thread's checkpoints fall before it). The texts no
+    longer hash to what the marks were made from, so the whole text is headlined."""
+    written(session, ticket_id, "Billing", "a " * 300 + "invoice", None)
+    written(session, ticket_id, "Billing", "order " * 100 + "the invoice is wrong", None, marked=False)
+    expected = whole_headline(session, ticket_id, False)
+    assert expected is not None and "\x02invoice\x03" in expected
+    assert INDEX.snippets(session, [WORD], False, [ticket_id]) == {ticket_id: expected}
+
+
+def test_the_desk_writes_marks_with_every_change(session: Session) -> None:
+    """A ticket created and replied to through the desk has marks that fit its texts as they are now."""
+    desk = Desk(INDEX, at_risk_seconds=1800, auto_close_days=3)
+    ticket = desk.create_ticket(session, CUSTOMER, ticket_input({"subject": "Invoice", "body": "first " * 40}), T0)
+    desk.update_ticket(session, CUSTOMER, ticket, ticket_change({"message": {"body": "the invoice again " * 30}}), T0)
+    subject, public, marks, fits = session.execute(
+        text(
+            f"SELECT subject, public_body, window_marks, window_marks_md5 = md5(concat_ws(E'\\n', subject, "
+            f"public_body)) FROM {INDEX.table} WHERE ticket_id = :id"
+        ),
+        {"id": ticket.id},
+    ).one()
+    assert "the invoice again" in public and fits is True
+    assert marks == window_marks(subject, public)
+
+
+def test_window_marks_checkpoint_every_eighth_chunk() -> None:
+    """A part's marks: its tail, the number of checkpoints, then (offset, most, fewest tokens before) of
+    chunks 0, 8, 16, ...: here a chunk of two runs (`e-mail`) counts one or four."""
+    part = "  one e-mail " + " ".join(f"w{n}" for n in range(2, 18))
+    offsets = [0, part.index("w8 "), part.index("w16 ")]
+    assert CHECKPOINT_CHUNKS == 8
+    assert window_marks(part, None) == [
+        part.index("w12 "), 3, offsets[0], 0, 0, offsets[1], 11, 8, offsets[2], 19, 16,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("chunk", [*PIECES, "a-b-c-d", "localhost/x", "ab-12", "x.y.z", "<b>x</b>", "é-é"])
@@ -121,10 +184,11 @@ def test_chunk_bounds_hold_the_parsers_count(session: Session, chunk: str) -> No
     assert least <= mapped <= most, (chunk, mapped)
 
 
-def test_a_text_with_a_tag_is_taken_whole() -> None:
+def test_a_text_with_a_tag_is_taken_whole(session: Session, ticket_id: int) -> None:
     """The parser's tag token can hold whitespace (`<a href="x y">`), so no cut at whitespace is safe."""
-    parts = ["subject", 'see <a href="x y"> ' + "word " * 100 + "invoice"]
-    assert headline_window(parts, 1, 103) == (0, len("\n".join(parts)))
+    public = 'see <a href="x y"> ' + "word " * 100 + "invoice"
+    written(session, ticket_id, "subject", public, None)
+    assert window_of(session, ticket_id, False) == "subject\n" + public
 
 
 def test_staff_and_customer_snippets_of_notes_differ_as_before(session: Session, ticket_id: int) -> None:

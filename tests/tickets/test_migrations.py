@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 from service_kit.db import make_engine
 from service_kit.db import upgrade as upgrade_kit
 from tests.servers import PostgresServer
-from tests.tickets.conftest import CUSTOMER, T0, ticket_query
+from tests.tickets.conftest import CUSTOMER, T0, ticket_input, ticket_query
 from tickets_app.cli import MIGRATIONS, migrate
+from tickets_app.desk import Desk
+from tickets_app.headline_window import window_marks
 from tickets_app.listing import SlaWindow, list_tickets
 from tickets_app.models import Base
 from tickets_app.search import PostgresFtsIndex, SqliteFtsIndex
@@ -62,6 +64,31 @@ def test_migration_matches_models_on_postgres(postgres_server: PostgresServer) -
             "SELECT attstorage FROM pg_attribute WHERE attrelid = 'ticket_search'::regclass AND attname = 'document'"
         )
         assert connection.execute(text(storage)).scalar() == "m"
+    engine.dispose()
+
+
+@pytest.mark.integration
+def test_tickets_0008_marks_the_rows_indexed_before_it(postgres_server: PostgresServer) -> None:
+    """Search rows written before window marks (by tickets_0007's release) get them, fitting their texts, so
+    their one-word snippets are cut by the database."""
+    engine = make_engine(postgres_server.fresh_database("tickets_marks"))
+    upgrade_to(engine, "tickets_0007")
+    with Session(engine) as session:
+        desk = Desk(PostgresFtsIndex(), at_risk_seconds=1800, auto_close_days=3)
+        created = desk.create_ticket(session, CUSTOMER, ticket_input({"subject": "Invoice", "body": "sent twice"}), T0)
+        ticket_id = created.id
+        session.execute(text("UPDATE ticket_search SET window_marks = NULL, window_marks_md5 = NULL"))
+        session.commit()
+    migrate(str(engine.url))
+    with engine.connect() as connection:
+        marks, fits = connection.execute(
+            text(
+                "SELECT window_marks, window_marks_md5 = md5(concat_ws(E'\\n', subject, public_body)) "
+                "FROM ticket_search WHERE ticket_id = :id"
+            ),
+            {"id": ticket_id},
+        ).one()
+    assert marks == window_marks("Invoice", "sent twice") and fits is True
     engine.dispose()
 
 
@@ -135,12 +162,17 @@ def test_postgres_desk_of_the_first_revision_gets_its_tickets_indexed(postgres_s
 
 def upgrade_to_first_revision(engine: Engine) -> None:
     """The kit's tables and the desk as it was before tickets_0002."""
+    upgrade_to(engine, "tickets_0001")
+
+
+def upgrade_to(engine: Engine, revision: str) -> None:
+    """The kit's tables and the desk as it was at ``revision``."""
     upgrade_kit(engine)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes.update(connection=connection, version_table="alembic_version", metadata=Base.metadata)
-        command.upgrade(config, "tickets_0001")
+        command.upgrade(config, revision)
 
 
 def _schema(engine: Engine) -> list[tuple[str, str]]:
