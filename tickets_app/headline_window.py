@@ -67,10 +67,11 @@ def chunk_bounds(chunk: str) -> tuple[int, int]:
 
 
 def window_marks(subject: str, public: str | None) -> list[int]:
-    """The marks of a ticket's subject and public thread, one part after the other. A part's marks: where
-    its last MAX_WORDS // 2 tokens surely begin (-1: it may hold fewer), the number of checkpoints, then for
-    each checkpoint (chunk 0, CHECKPOINT_CHUNKS, ...) its offset in the part (0 for the first, as the part's
-    start) and the most and the fewest tokens the chunks before it hold."""
+    """The marks of a ticket's subject and public thread, one part after the other (the database puts the
+    subject's and the public thread's last positions before them). A part's marks: where its last
+    MAX_WORDS // 2 tokens surely begin (-1: it may hold fewer), the number of checkpoints n (chunks 0,
+    CHECKPOINT_CHUNKS, ...), then n offsets in the part (0 for the first, as the part's start), n counts of
+    the most tokens before each, and n of the fewest: sorted arrays, which `width_bucket` searches."""
     marks = _part_marks(subject)
     if public is not None:
         marks += _part_marks(public)
@@ -85,14 +86,16 @@ def _part_marks(part: str) -> list[int]:
         position = part.find(chunk, position)
         offsets.append(position)
         position += len(chunk)
-    marks = [_tail(least, offsets), -(-len(chunks) // CHECKPOINT_CHUNKS)]
+    starts, mosts, leasts = [], [], []
     most_before = least_before = 0
     for index, (at_most, at_least) in enumerate(zip(most, least, strict=True)):
         if index % CHECKPOINT_CHUNKS == 0:
-            marks += [offsets[index] if index else 0, most_before, least_before]
+            starts.append(offsets[index] if index else 0)
+            mosts.append(most_before)
+            leasts.append(least_before)
         most_before += at_most
         least_before += at_least
-    return marks
+    return [_tail(least, offsets), len(starts), *starts, *mosts, *leasts]
 
 
 def _tail(least: Sequence[int], offsets: Sequence[int]) -> int:
@@ -118,62 +121,52 @@ def _bounds(chunks: list[str]) -> tuple[list[int], list[int]]:
 
 # The window of `shown` (the text to headline: "\n".join of the parts) for a one-word search whose first
 # occurrence is at `first_pos` of the stored vector; the whole text when the marks are missing (or stale:
-# the caller passes NULL), the occurrence is past LAST_POSITION, or the text holds a `<`. `subject_end`:
-# the subject's last position; `in_public`: whether the word is in the public thread.
+# the caller passes NULL), the occurrence is past LAST_POSITION, or the text holds a `<`. `marks`: the
+# subject's and the public thread's last positions, then window_marks.
 WINDOW_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION ticket_search_window(
-    shown text, subject text, public text, marks integer[], first_pos integer, subject_end integer,
-    in_public boolean
+    shown text, subject text, public text, marks integer[], first_pos integer
 ) RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $window$
 DECLARE
-  public_at integer;  -- where the public thread's marks begin
+  public_at integer;  -- where the public thread's marks begin (the subject's begin at 3)
   base integer;       -- where the marks of the occurrence's part begin
   part_start integer; -- its first character in shown, counted from 0
   position_in_part integer;
-  allowed integer;    -- the most tokens a window may skip before the occurrence
-  needed integer;     -- the tokens the chunks before the window's end must surely hold
   checkpoints integer;
-  low integer; high integer; middle integer;
+  found integer;
   window_start integer := 0;
 BEGIN
   IF marks IS NULL OR first_pos IS NULL OR first_pos >= {LAST_POSITION} OR strpos(shown, '<') > 0 THEN
     RETURN shown;
   END IF;
-  public_at := 3 + 3 * marks[2];
-  IF first_pos <= coalesce(subject_end, 0) THEN
-    base := 1; part_start := 0; position_in_part := first_pos;
-  ELSIF in_public THEN
-    base := public_at; part_start := char_length(subject) + 1;
-    position_in_part := first_pos - coalesce(subject_end, 0);
+  public_at := 5 + 3 * marks[4];
+  IF first_pos <= marks[1] THEN
+    base := 3; part_start := 0; position_in_part := first_pos;
+  ELSIF first_pos <= marks[2] THEN
+    base := public_at; part_start := char_length(subject) + 1; position_in_part := first_pos - marks[1];
   ELSIF public IS NOT NULL THEN  -- in the notes: from the public thread's tail to the end
     RETURN CASE WHEN marks[public_at] >= 0
       THEN substr(shown, char_length(subject) + 2 + marks[public_at]) ELSE shown END;
   ELSE
-    RETURN CASE WHEN marks[1] >= 0 THEN substr(shown, 1 + marks[1]) ELSE shown END;
+    RETURN CASE WHEN marks[3] >= 0 THEN substr(shown, 1 + marks[3]) ELSE shown END;
   END IF;
   checkpoints := marks[base + 1];
   IF checkpoints = 0 THEN
     RETURN shown;
   END IF;
-  allowed := position_in_part - 1 - {TOKENS_BEFORE};
-  needed := position_in_part + {CHUNKS_AFTER};
-  IF allowed >= 0 THEN  -- the last checkpoint with at most `allowed` tokens before it (the first has none)
-    low := 0; high := checkpoints - 1;
-    WHILE low < high LOOP
-      middle := (low + high + 1) / 2;
-      IF marks[base + 3 + 3 * middle] <= allowed THEN low := middle; ELSE high := middle - 1; END IF;
-    END LOOP;
-    window_start := part_start + marks[base + 2 + 3 * low];
-  ELSIF base <> 1 AND marks[1] >= 0 THEN  -- near the thread's start: from the subject's tail
-    window_start := marks[1];
+  IF position_in_part - 1 - {TOKENS_BEFORE} >= 0 THEN
+    -- the last checkpoint with at most that many tokens before it (the first has none)
+    found := width_bucket(position_in_part - 1 - {TOKENS_BEFORE},
+                          marks[base + 2 + checkpoints : base + 1 + 2 * checkpoints]);
+    window_start := part_start + marks[base + 1 + found];
+  ELSIF base <> 3 AND marks[3] >= 0 THEN  -- near the thread's start: from the subject's tail
+    window_start := marks[3];
   END IF;
-  low := 0; high := checkpoints;  -- the first checkpoint with at least `needed` tokens before it
-  WHILE low < high LOOP
-    middle := (low + high) / 2;
-    IF marks[base + 4 + 3 * middle] >= needed THEN high := middle; ELSE low := middle + 1; END IF;
-  END LOOP;
-  IF low < checkpoints THEN
-    RETURN substr(shown, window_start + 1, part_start + marks[base + 2 + 3 * low] - window_start);
+  -- the first checkpoint with at least CHUNKS_AFTER tokens past the occurrence before it
+  found := 1 + width_bucket(position_in_part + {CHUNKS_AFTER} - 1,
+                            marks[base + 2 + 2 * checkpoints : base + 1 + 3 * checkpoints]);
+  IF found <= checkpoints THEN
+    RETURN substr(shown, window_start + 1, part_start + marks[base + 1 + found] - window_start);
   END IF;
   RETURN substr(shown, window_start + 1);
 END $window$

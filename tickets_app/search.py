@@ -68,6 +68,11 @@ UNRANKED_BASE = 2**31
 # The texts window marks are made of (the subject and the public thread), hashed: marks count only while this
 # matches the hash stored with them.
 MARKED_TEXTS = "md5(concat_ws(E'\\n', subject, public_body))"
+# The last position of a search row's vector in the parts of these weights (0 when they have none).
+LAST_POSITION_OF = (
+    "coalesce((SELECT max(p) FROM unnest(ts_filter(document, '{{{weights}}}')) AS part, "
+    "unnest(part.positions) AS p), 0)"
+)
 # Rows given window marks per statement when many are (a rebuild, tickets_0008).
 MARK_BATCH = 1000
 
@@ -320,8 +325,9 @@ class PostgresFtsIndex:
             after = batch[-1]
 
     def mark(self, executor: Session | Connection, ticket_ids: Sequence[int]) -> None:
-        """The window marks of these rows' texts as they are now, with the hash of those texts that vouches
-        for them (computed by the database, so its encoding decides, as at search time)."""
+        """The window marks of these rows' texts as they are now, after the subject's and the public
+        thread's last positions in the vector, with the hash of those texts that vouches for them (computed
+        by the database, so its encoding decides, as at search time)."""
         rows = executor.execute(
             text(f"SELECT ticket_id, subject, public_body FROM {self.table} WHERE ticket_id IN :ids").bindparams(
                 bindparam("ids", expanding=True)
@@ -331,8 +337,9 @@ class PostgresFtsIndex:
         if rows:
             executor.execute(
                 text(
-                    f"UPDATE {self.table} SET window_marks = :marks, window_marks_md5 = {MARKED_TEXTS} "
-                    "WHERE ticket_id = :id"
+                    f"UPDATE {self.table} SET window_marks = ARRAY[{LAST_POSITION_OF.format(weights='a')}, "
+                    f"{LAST_POSITION_OF.format(weights='a,b')}] || CAST(:marks AS integer[]), "
+                    f"window_marks_md5 = {MARKED_TEXTS} WHERE ticket_id = :id"
                 ),
                 [{"id": ticket_id, "marks": window_marks(subject, public)} for ticket_id, subject, public in rows],
             )
@@ -398,9 +405,13 @@ class PostgresFtsIndex:
         shown = "concat_ws(E'\\n', subject, public_body" + (", internal_body)" if include_internal else ")")
         if len(terms) == 1 and not is_phrase(terms[0]):
             statement = (
-                f"SELECT ticket_id, ts_headline('{self.config}', "
-                "ticket_search_window(shown, subject, public_body, marks, first, subject_end, in_public), q, :options) "
-                f"FROM ({self._located(shown, include_internal)}) AS located, (SELECT {query} AS q) AS query"
+                f"SELECT ticket_id, ts_headline('{self.config}', ticket_search_window(shown, subject, public_body, "
+                f"marks, {self._first_position(include_internal)}), q, :options) "
+                f"FROM (SELECT ticket_id, subject, public_body, document, {shown} AS shown, "
+                f"CASE WHEN window_marks_md5 = {MARKED_TEXTS} THEN window_marks END AS marks "
+                f"FROM {self.table} WHERE ticket_id IN :ids) AS indexed, "
+                f"(SELECT tsvector_to_array(to_tsvector('{self.config}', :term0)) AS lexemes) AS word, "
+                f"(SELECT {query} AS q) AS query"
             )
         else:
             statement = (
@@ -413,29 +424,14 @@ class PostgresFtsIndex:
         )
         return {ticket_id: snippet for ticket_id, snippet in rows}
 
-    def _located(self, shown: str, include_internal: bool) -> str:
-        """The page's rows with what ticket_search_window needs: the shown text, the marks while the texts
-        still hash to what they were made from, the subject's last position, and the word's first one (and
-        whether it is in the public thread). The word's positions are picked out of a vector without
-        unpacking it (`setweight` marks the word's entries D, `ts_filter` keeps those), as unnesting a whole
-        vector cost 0.4 ms a ticket. The word is the query's one term (`term0`)."""
-        visible = "document" if include_internal else "ts_filter(document, '{a,b}')"
-        public = "ts_filter(document, '{b}')"
-
-        def first_of(vector: str) -> str:
-            return (
-                "(SELECT min(found.positions[1]) "
-                f"FROM unnest(ts_filter(setweight({vector}, 'd', word.lexemes), '{{d}}')) AS found)"
-            )
-
+    @staticmethod
+    def _first_position(include_internal: bool) -> str:
+        """The word's first position in what the actor sees (a customer: up to the public thread's last one).
+        Its positions are picked out of the vector without unpacking it (`setweight` marks the word's entries
+        D, `ts_filter` keeps those), as unnesting a whole vector cost 0.4 ms a ticket."""
         return (
-            f"SELECT ticket_id, subject, public_body, {shown} AS shown, "
-            f"CASE WHEN window_marks_md5 = {MARKED_TEXTS} THEN window_marks END AS marks, "
-            "(SELECT max(p) FROM unnest(ts_filter(document, '{a}')) AS subject, unnest(subject.positions) AS p) "
-            f"AS subject_end, {first_of(visible)} AS first, "
-            f"{first_of(public)} IS NOT NULL AS in_public "
-            f"FROM (SELECT tsvector_to_array(to_tsvector('{self.config}', :term0)) AS lexemes) AS word, "
-            f"{self.table} WHERE ticket_id IN :ids"
+            "(SELECT min(p) FROM unnest(ts_filter(setweight(document, 'd', word.lexemes), '{d}')) AS found, "
+            "unnest(found.positions) AS p" + ("" if include_internal else " WHERE p <= marks[2]") + ")"
         )
 
     def walks_sort_index(self, session: Session, terms: Sequence[str], include_internal: bool) -> bool:
