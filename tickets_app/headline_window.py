@@ -89,6 +89,8 @@ def _part_marks(part: str) -> list[int]:
     starts, mosts, leasts = [], [], []
     most_before = least_before = 0
     for index, (at_most, at_least) in enumerate(zip(most, least, strict=True)):
+        if least_before > LAST_POSITION + CHUNKS_AFTER:  # no window ends later: positions stop counting
+            break
         if index % CHECKPOINT_CHUNKS == 0:
             starts.append(offsets[index] if index else 0)
             mosts.append(most_before)

@@ -199,6 +199,15 @@ def test_staff_and_customer_snippets_of_notes_differ_as_before(session: Session,
     assert "\x02invoice\x03" in str(INDEX.snippets(session, [WORD], True, [ticket_id])[ticket_id])
 
 
+def test_marks_stop_where_positions_stop_counting() -> None:
+    """A thread of 40,000 words needs no checkpoint past position 16,383 (+ the words after it): its marks
+    stay the size of 16,400 words' (no window can end later), and its tail is still known."""
+    thread = "order " * 40_000
+    marks = window_marks(thread, None)
+    assert marks[0] == len("order ") * (40_000 - 6)  # the last six words begin there
+    assert marks[1] == len(marks[2:]) // 3 < 16_500 // 8
+
+
 def test_a_word_past_the_last_position_is_headlined_from_the_whole_text(session: Session, ticket_id: int) -> None:
     """Positions stop counting at 16,383: a word after that many tokens has that position, which says
     nowhere, so its snippet comes from the whole text (a window at 16,383 tokens missed the word)."""
