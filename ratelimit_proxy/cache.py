@@ -802,8 +802,8 @@ class ResponseCache:
     def _refresh(self, ask: Ask, stale: Entry) -> None:
         """One background refresh across workers and replicas: an entry newer than ``stale`` in Redis (another
         process refreshed it) replaces this worker's copy without asking the origin; else the process that
-        takes the fill lock asks, and the others leave it to that one. Without Redis nothing is refreshed:
-        nothing could be stored."""
+        takes the fill lock asks, and the others leave it to that one. While the store fails nothing is
+        refreshed: nothing could be stored."""
         try:
             entry = self._lookup(ask.key, ask.partition, ask.request).entry
         except StorageUnavailable:  # counted by the lookup
