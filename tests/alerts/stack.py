@@ -341,7 +341,7 @@ class AlertingStack:
         path = self.workdir / f"{name}.yml"
         path.write_text(yaml.safe_dump(config))
         exporter = ExporterProcess(name, path, config["server"]["port"], env)
-        self._stack.callback(exporter.stop)
+        self._stack.callback(exporter.stop, strict=False)
         return exporter
 
     def _prometheus_config(self) -> dict[str, Any]:

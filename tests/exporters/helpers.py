@@ -70,7 +70,8 @@ class ExporterProcess:
         self.port = port
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"exporters.{name}.cli", "--config", str(config), "serve"],
-            env={**os.environ, **(env or {})},
+            # faulthandler: a SIGABRT prints every thread's stack, for an exporter that will not stop
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -97,10 +98,24 @@ class ExporterProcess:
         response.raise_for_status()
         return response.text, time.perf_counter() - started
 
-    def stop(self) -> None:
+    def stop(self, strict: bool = True) -> None:
+        """SIGTERM, and the exporter must exit within 10 s. One that does not is aborted so that it prints
+        its threads' stacks; `strict` fails on it (the exporters' own tests), otherwise the stacks go to
+        stderr (a shared stack's teardown, which tests no exporter's shutdown; warnings are errors here)."""
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(10)
         assert self.process.stderr is not None
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(10)
+            stacks = self.process.stderr.read().decode(errors="replace")[-6000:]
+            self.process.stderr.close()
+            message = f"exporter on port {self.port} did not exit within 10 s of SIGTERM:\n{stacks}"
+            if strict:
+                raise AssertionError(message) from None
+            print(message, file=sys.stderr)
+            return
         self.process.stderr.close()
 
 
