@@ -276,8 +276,7 @@ class PostgresFtsIndex:
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 "ticket_id integer PRIMARY KEY REFERENCES tickets (id) ON DELETE CASCADE, "
                 "subject text NOT NULL, public_body text, internal_body text, "
-                f"document tsvector GENERATED ALWAYS AS ({vector}) STORED, "
-                "window_marks integer[], window_marks_md5 text)"
+                f"document tsvector GENERATED ALWAYS AS ({vector}) STORED)"
             )
         )
         self.create_window(connection)
