@@ -23,7 +23,9 @@ class OverLimitCache:
     def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._max = max_entries
         self._clock = clock
-        self._entries: dict[Key, tuple[float, Decision, float]] = {}  # until, refusal, sent at
+        # until and sent at in whole milliseconds, as the limiter counts: in float seconds a refusal could
+        # outlast its end by rounding (1001.4 + 0.4 > 1001.8) and refuse at the first admissible moment
+        self._entries: dict[Key, tuple[int, Decision, int]] = {}
         self._prune_lock = threading.Lock()
 
     def check(self, key: Key) -> Decision | None:
@@ -31,12 +33,12 @@ class OverLimitCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        until, decision, sent_at = entry
-        now = self._clock()
-        if now >= until:
+        until_ms, decision, sent_ms = entry
+        now_ms = self._now_ms()
+        if now_ms >= until_ms:
             self._entries.pop(key, None)
             return None
-        return decision.aged(int((now - sent_at) * 1000))
+        return decision.aged(now_ms - sent_ms)
 
     def remember(self, key: Key, decision: Decision, sent_at: float) -> None:
         """Keep a refusal the store just made, for as long as it surely stands."""
@@ -45,7 +47,11 @@ class OverLimitCache:
             return
         if len(self._entries) >= self._max:
             self._prune()
-        self._entries[key] = (sent_at + wait_ms / 1000, decision, sent_at)
+        sent_ms = round(sent_at * 1000)
+        self._entries[key] = (sent_ms + wait_ms, decision, sent_ms)
+
+    def _now_ms(self) -> int:
+        return round(self._clock() * 1000)
 
     def _prune(self) -> None:
         """Drop what has expired; if a flood of distinct clients fills it anyway, start over (the cache
@@ -53,8 +59,8 @@ class OverLimitCache:
         if not self._prune_lock.acquire(blocking=False):
             return
         try:
-            now = self._clock()
-            for key in [k for k, (until, _, _) in list(self._entries.items()) if until <= now]:
+            now_ms = self._now_ms()
+            for key in [k for k, (until_ms, _, _) in list(self._entries.items()) if until_ms <= now_ms]:
                 self._entries.pop(key, None)
             if len(self._entries) >= self._max:
                 self._entries.clear()

@@ -182,3 +182,21 @@ def test_over_limit_cache_refuses_exactly_what_the_limiter_would(steps: list[tup
             assert decision.retry_after_seconds <= reference.retry_after_seconds
             if len({cost for _, cost in steps}) == 1:
                 assert decision.retry_after_seconds == reference.retry_after_seconds
+
+
+def test_a_cached_refusal_ends_at_the_first_admissible_millisecond_despite_float_seconds() -> None:
+    """Regression (found by the property above): the end kept in float seconds, 1001.1 + 0.2, came out
+    above 1001.3, so the cache refused at the very millisecond the limiter admits again."""
+    limits = (Limit("second", 1, 1, 10),)
+    at_ms = [1_001_100]
+    cache = OverLimitCache(100, clock=lambda: at_ms[0] / 1000)
+    limiter = MemoryLimiter()
+    key = ("key:test", limits, 1)
+    assert limiter.hit("key:test", limits, 1, 1_000_200).allowed
+    refused = limiter.hit("key:test", limits, 1, at_ms[0])
+    assert not refused.allowed and refused.refused_for_ms == 200
+    cache.remember(key, refused, at_ms[0] / 1000)
+    at_ms[0] = 1_001_299
+    assert cache.check(key) is not None
+    at_ms[0] = 1_001_300
+    assert cache.check(key) is None and limiter.hit("key:test", limits, 1, at_ms[0]).allowed
