@@ -91,15 +91,13 @@ def test_query_specs_are_checked_at_start_up(spec: QuerySpec, problem: str | Non
     assert found == problem if problem is None else problem in (found or "")
 
 
-NOW = datetime.now(UTC).replace(tzinfo=None)
-
-
 def known_database(url: str) -> str:
     """A small reference-schema database whose every metric value is known by construction."""
     engine = sqlalchemy.create_engine(url)
     metadata.drop_all(engine)
     metadata.create_all(engine)
-    ago = lambda **delta: NOW - timedelta(**delta)  # noqa: E731
+    now = datetime.now(UTC).replace(tzinfo=None)
+    ago = lambda **delta: now - timedelta(**delta)  # noqa: E731
     with engine.begin() as db:
         db.execute(
             users.insert(),
@@ -239,6 +237,19 @@ def test_shipped_queries_give_the_known_values_of_a_known_database(known_url: st
         for name, labels, value in QueryRunner(engine, spec)():
             found[(name, tuple(zip(spec.metrics[name].labels, labels, strict=True)))] = value
     assert found == pytest.approx(EXPECTED)
+
+
+def test_the_known_database_is_dated_from_when_it_is_built(tmp_path: Path) -> None:
+    """Not from when this module was imported: a suite that reaches the test ten minutes after collection
+    would find the "5 minutes ago" session outside the 15-minute window (a clean-clone run did)."""
+
+    def newest_activity(name: str) -> str:
+        with sqlite3.connect(known_database(f"sqlite:///{tmp_path / name}").removeprefix("sqlite:///")) as db:
+            return str(db.execute("SELECT MAX(last_activity_at) FROM sessions").fetchone()[0])
+
+    first = newest_activity("first.sqlite3")
+    time.sleep(0.01)
+    assert newest_activity("second.sqlite3") > first
 
 
 def test_demo_database_feeds_every_default_metric(tmp_path: Path, shipped: BusinessSettings) -> None:
