@@ -37,6 +37,7 @@ def create_app(
     kit.init_app(app)
     runtime = Runtime(settings, registry or kit.metrics.registry, limiter, store, reload)
     runtime.listen_for_changes()
+    runtime.start_lease_returns()
     if runtime.usage is not None:
         kit.statements.instrument(runtime.usage.writer.engine, "usage")
         runtime.usage.start()

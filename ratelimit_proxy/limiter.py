@@ -13,6 +13,14 @@ bucketed counter costs ``buckets + 1`` small integers per limit and gives back a
 time (W / buckets) when a client runs flat out.
 
 Everything is integer milliseconds, so ratelimit.lua and this module decide bit for bit alike.
+
+A call may ask for a *lease*: up to ``want`` requests charged at once, which the caller admits one by one
+in process memory while the current bucket of every limit lasts (ratelimit_proxy/leases.py). Requests
+spent from a lease inside the bucket they were charged to are counted exactly as if each had been
+charged on arrival, so no rolling window ever admits more than its quota. A lease takes at most a
+``LEASE_SHARE``-th of the room the tightest limit has left, so the last requests before a quota are still
+decided one by one; what a lease did not spend is given back (``give_back``) to the bucket it was
+charged to, while that bucket still counts.
 """
 
 from __future__ import annotations
@@ -60,6 +68,18 @@ class Limit:
         return (bucket + self.buckets + 1) * self.bucket_ms
 
 
+LEASE_SHARE = 4
+
+
+@dataclass(frozen=True)
+class Unspent:
+    """What an ended lease did not spend: ``units`` to give back to the bucket each limit charged
+    (``charged``, one index per limit, in the plan's order)."""
+
+    units: int
+    charged: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class WindowStatus:
     """What a response tells the client about one limit after the decision."""
@@ -76,7 +96,8 @@ class Decision:
     allowed: bool
     windows: tuple[WindowStatus, ...]
     now_ms: int
-    cached: bool = False  # a refusal answered from the over-limit cache, without asking the store
+    cached: bool = False  # answered from process memory (the over-limit cache, a lease), without the store
+    granted: int = 1  # requests charged by an admitting decision (more than one: a lease); 0 when refused
 
     @property
     def refused_for_ms(self) -> int:
@@ -86,15 +107,24 @@ class Decision:
 
     def aged(self, elapsed_ms: int) -> Decision:
         """The same refusal ``elapsed_ms`` later: resets count down, the verdict stands (cached)."""
-        windows = tuple(
+        return Decision(self.allowed, self._counted_down(elapsed_ms, 0), self.now_ms + elapsed_ms, cached=True)
+
+    def spent(self, elapsed_ms: int, unspent_units: int, cached: bool = True) -> Decision:
+        """A request admitted from this decision's lease ``elapsed_ms`` later, ``unspent_units`` still left in
+        the lease: charged but not spent, they are room the client still has."""
+        windows = self._counted_down(elapsed_ms, unspent_units)
+        return Decision(True, windows, self.now_ms + elapsed_ms, cached=cached, granted=0)
+
+    def _counted_down(self, elapsed_ms: int, extra_remaining: int) -> tuple[WindowStatus, ...]:
+        return tuple(
             replace(
                 w,
+                remaining=w.remaining + extra_remaining,
                 reset_ms=max(0, w.reset_ms - elapsed_ms),
                 reset_seconds=max(0, math.ceil((w.reset_ms - elapsed_ms) / 1000)),
             )
             for w in self.windows
         )
-        return Decision(self.allowed, windows, self.now_ms + elapsed_ms, cached=True)
 
     @property
     def retry_after_seconds(self) -> int:
@@ -153,19 +183,43 @@ def admitting_status(limit: Limit, used: int, oldest: int | None, now_ms: int) -
     return WindowStatus(limit, max(0, limit.quota - used), math.ceil(reset_ms / 1000), False, reset_ms)
 
 
-def decide(
-    limits: Sequence[Limit], counts: Sequence[Buckets], now_ms: int, cost: int
-) -> tuple[Decision, list[dict[int, int]]]:
-    """Check every limit; charge all of them only if all admit. Returns the decision and the live
-    buckets after it (charged only when allowed)."""
+def lease_size(limits: Sequence[Limit], used: Sequence[int], cost: int, want: int) -> int:
+    """Requests of ``cost`` to charge for an admitted request: ``want`` at most, never more than a
+    ``LEASE_SHARE``-th of the tightest limit's room, and always the one request itself."""
+    if cost <= 0 or want <= 1:
+        return 1
+    room = min(lim.quota - u for lim, u in zip(limits, used, strict=True))
+    return max(1, min(want, room // (cost * LEASE_SHARE)))
+
+
+def give_back(
+    limits: Sequence[Limit], counts: Sequence[Buckets], now_ms: int, charged: Sequence[int], units: int
+) -> list[dict[int, int]]:
+    """The live buckets once a lease's ``units`` unspent are returned to the bucket each limit charged
+    (``charged``: its index). A bucket that no longer counts, or holds fewer units, keeps what it has."""
     current = [live(lim, c, now_ms) for lim, c in zip(limits, counts, strict=True)]
-    fits = [sum(c.values()) + cost <= lim.quota for lim, c in zip(limits, current, strict=True)]
+    if units > 0:
+        for c, index in zip(current, charged, strict=True):
+            if c.get(index, 0) >= units:
+                c[index] -= units
+    return current
+
+
+def decide(
+    limits: Sequence[Limit], counts: Sequence[Buckets], now_ms: int, cost: int, want: int = 1
+) -> tuple[Decision, list[dict[int, int]]]:
+    """Check every limit; charge all of them only if all admit, with a lease of up to ``want`` requests.
+    Returns the decision and the live buckets after it (charged only when allowed)."""
+    current = [live(lim, c, now_ms) for lim, c in zip(limits, counts, strict=True)]
+    used = [sum(c.values()) for c in current]
+    fits = [u + cost <= lim.quota for lim, u in zip(limits, used, strict=True)]
     allowed = all(fits)
+    granted = lease_size(limits, used, cost, want) if allowed else 0
     if allowed and cost:
         for lim, c in zip(limits, current, strict=True):
             index = lim.bucket(now_ms)
-            c[index] = c.get(index, 0) + cost
+            c[index] = c.get(index, 0) + cost * granted
     windows = tuple(
         status(lim, c, now_ms, cost, violated=not ok) for lim, c, ok in zip(limits, current, fits, strict=True)
     )
-    return Decision(allowed, windows, now_ms), current
+    return Decision(allowed, windows, now_ms, granted=granted), current

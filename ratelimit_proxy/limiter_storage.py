@@ -19,7 +19,7 @@ import redis.cluster
 import redis.connection
 from redis.crc import key_slot
 
-from ratelimit_proxy.limiter import Decision, Limit, admitting_status, decide, live, status
+from ratelimit_proxy.limiter import Decision, Limit, Unspent, admitting_status, decide, give_back, live, status
 from service_kit.errors import ServiceUnavailableError
 from service_kit.redis_connect import REDIS_ERRORS, AnyRedis
 
@@ -43,8 +43,17 @@ def now_ms() -> int:
 
 
 class LimiterBackend(Protocol):
-    def hit(self, bucket: str, limits: Sequence[Limit], cost: int = 1, at_ms: int | None = None) -> Decision:
-        """Check every limit of one request and charge all of them, or none."""
+    def hit(
+        self,
+        bucket: str,
+        limits: Sequence[Limit],
+        cost: int = 1,
+        at_ms: int | None = None,
+        want: int = 1,
+        unspent: Unspent | None = None,
+    ) -> Decision:
+        """Check every limit of one request and charge all of them, or none; with ``want`` above 1, charge a
+        lease of up to that many requests (``Decision.granted``). ``unspent`` is given back first."""
         ...
 
     def peek(self, bucket: str, limits: Sequence[Limit], at_ms: int | None = None) -> Decision:
@@ -75,14 +84,27 @@ class MemoryLimiter:
         self._lock = threading.Lock()
         self._hits = 0
 
-    def hit(self, bucket: str, limits: Sequence[Limit], cost: int = 1, at_ms: int | None = None) -> Decision:
+    def hit(
+        self,
+        bucket: str,
+        limits: Sequence[Limit],
+        cost: int = 1,
+        at_ms: int | None = None,
+        want: int = 1,
+        unspent: Unspent | None = None,
+    ) -> Decision:
         now = now_ms() if at_ms is None else at_ms
         keys = [counter_key(bucket, lim) for lim in limits]
         with self._lock:
-            decision, updated = decide(limits, self._load(keys), now, cost)
+            counts = self._load(keys)
+            if unspent is not None:
+                counts = give_back(limits, counts, now, unspent.charged, unspent.units)
+                for key, lim, returned in zip(keys, limits, counts, strict=True):
+                    self._counts[key] = (returned, lim)
+            decision, updated = decide(limits, counts, now, cost, want)
             if decision.allowed:
-                for key, lim, counts in zip(keys, limits, updated, strict=True):
-                    self._counts[key] = (counts, lim)
+                for key, lim, charged in zip(keys, limits, updated, strict=True):
+                    self._counts[key] = (charged, lim)
             self._hits += 1
             if self._hits % self.SWEEP_EVERY == 0:
                 self._sweep(now)
@@ -180,19 +202,35 @@ class RedisLimiter:
             return ""
         return self._node_of(counter_key(bucket, _ANY_LIMIT).encode()).name
 
-    def hit(self, bucket: str, limits: Sequence[Limit], cost: int = 1, at_ms: int | None = None) -> Decision:
+    def hit(
+        self,
+        bucket: str,
+        limits: Sequence[Limit],
+        cost: int = 1,
+        at_ms: int | None = None,
+        want: int = 1,
+        unspent: Unspent | None = None,
+    ) -> Decision:
         # The Redis clock by default: every replica then agrees on the bucket boundaries.
         clock = at_ms if at_ms is not None else (-1 if self._use_redis_clock else now_ms())
-        reply = self._evalsha([counter_key(bucket, lim).encode() for lim in limits], self._args(clock, cost, limits))
-        allowed, now = bool(reply[0]), int(reply[1])
+        count, plan_args = self._args(clock, cost, limits)
+        if unspent is None:
+            lease_args = _bulk(b"%d" % want) + b"$1\r\n0\r\n"
+        else:
+            lease_args = b"".join(_bulk(b"%d" % v) for v in (want, unspent.units, *unspent.charged))
+        reply = self._evalsha(
+            [counter_key(bucket, lim).encode() for lim in limits],
+            (count + 2 + (len(limits) if unspent is not None else 0), plan_args + lease_args),
+        )
+        allowed, now, granted = bool(reply[0]), int(reply[1]), int(reply[2])
         windows = []
-        for lim, (fits, used, oldest, *flat) in zip(limits, reply[2:], strict=True):
+        for lim, (fits, used, oldest, *flat) in zip(limits, reply[3:], strict=True):
             if fits:
                 windows.append(admitting_status(lim, used, oldest if oldest >= 0 else None, now))
             else:
                 counts = {flat[j]: flat[j + 1] for j in range(0, len(flat), 2)}
                 windows.append(status(lim, counts, now, cost, violated=True))
-        return Decision(allowed, tuple(windows), now)
+        return Decision(allowed, tuple(windows), now, granted=granted)
 
     def _args(self, clock: int, cost: int, limits: Sequence[Limit]) -> tuple[int, bytes]:
         """ARGV as RESP, with its count. With the Redis clock (-1) it is the same for every request of a

@@ -67,6 +67,12 @@ class ProxyMetrics:
             "429s answered from the over-limit cache, without a Redis call (also in ratelimit_requests_total).",
             registry=registry,
         )
+        self.leased = Counter(
+            "ratelimit_leased_total",
+            "Requests admitted from a lease of the client's budget, without a Redis call (also in "
+            "ratelimit_requests_total).",
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "ratelimit_redis_errors_total", "Failed or skipped Redis calls on the request path.", registry=registry
         )

@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.cache import build_cache
 from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.key_ban_storage import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
+from ratelimit_proxy.leases import LeaseCache
 from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.limiter_storage import LimiterBackend, MemoryLimiter, RedisLimiter, StorageUnavailable
 from ratelimit_proxy.metrics import ProxyMetrics
@@ -88,6 +90,10 @@ class Runtime:
         self.metrics.circuit_open.set(0)
         self.trusted_proxies = parse_networks(settings.clients.trusted_proxies)
         self.over_limit = OverLimitCache(settings.limits.over_limit_cache_entries)
+        # Leases save a Redis call per request; in process memory there is no call to save.
+        remote = not isinstance(self.limiter, MemoryLimiter)
+        self.leases = LeaseCache(settings.limits.lease_requests if remote else 1)
+        self._lease_returns: threading.Thread | None = None
         # The proxy app starts its writer (usage.start()); the admin API's own runtime never records.
         self.usage: UsageRollups | None = None
         if settings.usage.database_url:
@@ -246,10 +252,15 @@ class Runtime:
     def decide(self, bucket: str, limits: tuple[Limit, ...], cost: int) -> Decision | None:
         """The limiter's decision, or None when the store is unavailable (or the shard's circuit is open).
         A client still over a limit it was refused for is refused from the over-limit cache."""
-        standing = self.over_limit.check((bucket, limits, cost))
+        key = (bucket, limits, cost)
+        standing = self.over_limit.check(key)
         if standing is not None:
             self.metrics.local_refusals.inc()
             return standing
+        leased = self.leases.spend(key)
+        if leased is not None:
+            self.metrics.leased.inc()
+            return leased
         try:
             shard = self.limiter.shard(bucket)
         except (*REDIS_ERRORS, StorageUnavailable):  # no primary known for the slot right now
@@ -260,10 +271,12 @@ class Runtime:
             breaker = self._shard_breakers.setdefault(shard, self._new_breaker())
         if not breaker.allow():
             return None
+        want, unspent, leasing = self.leases.ask(key)
         started, sent_at = time.perf_counter(), time.monotonic()
         try:
-            decision = self.limiter.hit(bucket, limits, cost)
+            decision = self.limiter.hit(bucket, limits, cost, want=want, unspent=unspent)
         except StorageUnavailable as exc:
+            self.leases.unanswered(key, leasing)
             self.metrics.redis_errors.inc()
             if breaker.failure():
                 self.metrics.circuit_open.set(1)
@@ -274,8 +287,34 @@ class Runtime:
             log.warning("limiter store %s is back, circuit closed", shard)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         if not decision.allowed:
-            self.over_limit.remember((bucket, limits, cost), decision, sent_at)
-        return decision
+            self.over_limit.remember(key, decision, sent_at)
+        return self.leases.answered(key, leasing, decision, sent_at)
+
+    def start_lease_returns(self, every_seconds: float = 0.25) -> None:
+        """Give back what ended leases did not spend, for clients that sent nothing since (the others'
+        leftovers go back with their next call)."""
+        if self._lease_returns is not None or not self.leases.enabled:
+            return
+        alive = weakref.ref(self)  # the thread ends with the runtime (tests make many)
+
+        def run() -> None:
+            while True:
+                time.sleep(every_seconds)
+                runtime = alive()
+                if runtime is None:
+                    return
+                runtime.give_back_unspent()
+                del runtime
+
+        self._lease_returns = threading.Thread(target=run, name="ratelimit-lease-returns", daemon=True)
+        self._lease_returns.start()
+
+    def give_back_unspent(self) -> None:
+        for (bucket, limits, _), unspent in self.leases.sweep():
+            try:
+                self.limiter.hit(bucket, limits, 0, unspent=unspent)
+            except StorageUnavailable as exc:  # they stay charged until their buckets end
+                log.debug("could not give back leased requests: %s", exc)
 
     def open_circuits(self) -> list[str]:
         """The limiter shards whose breaker is open now (the shard that opened it may have been replaced

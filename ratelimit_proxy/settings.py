@@ -62,6 +62,9 @@ class LimitSettings:
     # Refusals kept per process so a client over its limit is refused again without a Redis call
     # (ratelimit_proxy/refusals.py); 0 turns the cache off.
     over_limit_cache_entries: int = 100_000
+    # At most this many requests of one busy client charged per Redis call and admitted from the worker's
+    # memory (ratelimit_proxy/leases.py: no window ever admits more than its quota); 1 turns leases off.
+    lease_requests: int = 32
 
 
 @dataclass(frozen=True)

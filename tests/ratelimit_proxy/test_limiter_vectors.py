@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ratelimit_proxy.limiter import Limit
+from ratelimit_proxy.limiter import Limit, Unspent
 from ratelimit_proxy.limiter_storage import LimiterBackend, MemoryLimiter, RedisLimiter
 from tests.conftest import TOPOLOGIES, redis_under_test
 
@@ -28,11 +28,19 @@ def test_backend_follows_vector(backend: LimiterBackend, vector: Path) -> None:
     limits = [Limit(**lim) for lim in spec["limits"]]
     for number, step in enumerate(spec["steps"], 1):
         expect = step["expect"]
+        unspent = None
+        if "give_back" in step:
+            charged_at = step["give_back"]["charged_at_ms"]
+            unspent = Unspent(step["give_back"]["units"], tuple(lim.bucket(charged_at) for lim in limits))
         for _ in range(step.get("repeat", 1)):
-            decision = backend.hit(step.get("client", "key:test"), limits, step.get("cost", 1), step["at_ms"])
+            decision = backend.hit(
+                step.get("client", "key:test"), limits, step.get("cost", 1), step["at_ms"], step.get("want", 1), unspent
+            )
             assert decision.allowed is expect["allowed"], f"step {number}"
         where = f"step {number} of {vector.stem}"
         windows = {w.limit.name: w for w in decision.windows}
+        if "granted" in expect:
+            assert decision.granted == expect["granted"], where
         if "violated" in expect:
             assert decision.violated == expect["violated"], where
         for name, remaining in expect.get("remaining", {}).items():

@@ -1,0 +1,110 @@
+"""Leases of a client's budget (ratelimit_proxy/leases.py): never more than a quota in any rolling window,
+on any number of workers, and nothing lost: what a lease did not spend goes back to the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ratelimit_proxy.leases import LeaseCache
+from ratelimit_proxy.limiter import Decision, Limit
+from ratelimit_proxy.limiter_storage import MemoryLimiter
+
+
+def through_lease(
+    leases: LeaseCache, store: MemoryLimiter, key: tuple[str, tuple[Limit, ...], int], at_ms: int
+) -> Decision:
+    """What Runtime.decide does around the store (without its breaker and metrics)."""
+    bucket, limits, cost = key
+    leased = leases.spend(key)
+    if leased is not None:
+        return leased
+    want, unspent, leasing = leases.ask(key)
+    return leases.answered(key, leasing, store.hit(bucket, limits, cost, at_ms, want, unspent), at_ms / 1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=40), st.integers(min_value=0, max_value=2), st.booleans()),
+        max_size=300,
+    ),
+    quota=st.integers(min_value=1, max_value=60),
+)
+def test_no_rolling_window_admits_more_than_its_quota_through_leases(
+    steps: list[tuple[int, int, bool]], quota: int
+) -> None:
+    """Three workers, each with its leases, on one store: the admitted requests of every rolling window of
+    every limit stay within its quota, whatever the arrival times and sweeps."""
+    limits = (Limit("second", quota, 1, 10), Limit("window", quota * 3, 4, 4))
+    at_ms = [1_000_000]
+    workers = [LeaseCache(32, clock=lambda: at_ms[0] / 1000) for _ in range(3)]
+    store = MemoryLimiter()
+    key = ("key:test", limits, 1)
+    admitted: list[int] = []
+    for gap, worker, sweep in steps:
+        at_ms[0] += gap
+        if sweep:
+            for returned_key, unspent in workers[worker].sweep():
+                store.hit(returned_key[0], limits, 0, at_ms[0], unspent=unspent)
+        if through_lease(workers[worker], store, key, at_ms[0]).allowed:
+            admitted.append(at_ms[0])
+    for limit in limits:
+        for end in admitted:
+            inside = sum(1 for t in admitted if end - limit.window_ms < t <= end)
+            assert inside <= limit.quota, (limit.name, end)
+
+
+class CountedLimiter(MemoryLimiter):
+    """The in-memory store, counting the calls a proxy would send to Redis."""
+
+    calls = 0
+
+    def hit(self, *args: Any, **kwargs: Any) -> Decision:
+        self.calls += 1
+        return super().hit(*args, **kwargs)
+
+
+def used(store: MemoryLimiter, key: tuple[str, tuple[Limit, ...], int], at_ms: int) -> int:
+    window = store.peek(key[0], key[1], at_ms).windows[0]
+    return window.limit.quota - window.remaining
+
+
+def test_a_busy_client_leases_more_as_it_spends_and_a_quiet_one_never_leases() -> None:
+    limits = (Limit("second", 10_000, 1, 10),)
+    at_ms = [1_000_000]
+    leases, store = LeaseCache(32, clock=lambda: at_ms[0] / 1000), CountedLimiter()
+    busy, quiet = ("ip:busy", limits, 1), ("ip:quiet", limits, 1)
+    for _ in range(80):  # 80 requests within one 100 ms bucket
+        at_ms[0] += 1
+        assert through_lease(leases, store, busy, at_ms[0]).allowed
+    assert store.calls == 7  # leases of 1, 2, 4, 8, 16, 32 and 32 requests, not 80 calls
+    assert used(store, busy, at_ms[0]) == 95
+    for _ in range(5):  # one request every 1.1 s: the last one's bucket no longer counts
+        at_ms[0] += 1100
+        assert through_lease(leases, store, quiet, at_ms[0]).allowed
+        assert used(store, quiet, at_ms[0]) == 1  # itself only: nothing charged ahead
+
+
+def test_what_an_ended_lease_did_not_spend_goes_back() -> None:
+    """With the client's next call, or by the sweep when it sends none; the headers count it as room."""
+    limits = (Limit("minute", 1_000, 60, 10),)
+    at_ms = [1_000_000]
+    leases, store = LeaseCache(32, clock=lambda: at_ms[0] / 1000), MemoryLimiter()
+    key = ("ip:test", limits, 1)
+    for _ in range(12):  # leases of 1, 2, 4 and 8: 15 charged, 12 spent
+        at_ms[0] += 1
+        decision = through_lease(leases, store, key, at_ms[0])
+    assert used(store, key, at_ms[0]) == 15
+    assert decision.windows[0].remaining == 1_000 - 12
+    at_ms[0] += 1_000  # the lease has ended: its 3 go back, and the next lease is what the last one spent
+    decision = through_lease(leases, store, key, at_ms[0])
+    assert used(store, key, at_ms[0]) == 12 + 5
+    assert decision.windows[0].remaining == 1_000 - 13
+    at_ms[0] += 1_000
+    for returned_key, unspent in leases.sweep():
+        store.hit(returned_key[0], limits, 0, at_ms[0], unspent=unspent)
+    assert used(store, key, at_ms[0]) == 13
+    assert leases.sweep() == []  # handed out once
