@@ -9,7 +9,9 @@
    - nginx ``proxy_cache`` (2 workers, ``proxy_cache_lock on``) on the same upstream and path;
    - nginx upstream only: the same hits with the limiter in process memory (no ``redis.url``: each worker
      its own counters and cache), not a configuration to ship: the ceiling a hit would have without the
-     limiter's Redis round trip, which it keeps so that hits count against limits.
+     limiter's Redis round trip, which it keeps so that hits count against limits;
+   - nginx upstream only: the same hits with leases off (``limits.lease_requests: 1``): one Redis call per
+     request, as before leases (ratelimit_proxy/leases.py).
    Both proxies run as ``serve`` runs them (granian x2, prometheus-client multiprocess files, one Redis);
    limits are set so every request is admitted. Two upstreams, each measured in the same rounds:
    nginx serving a fixed JSON (an origin that costs nothing, the cache's worst case), and the demo API
@@ -17,8 +19,8 @@
    catalog says ``public, max-age=60``).
 2. CPU per request in one process (``time.process_time``), the gateway called directly, real Redis and the
    nginx upstream, in alternating slices: cache off, miss (uncacheable), hit from the local layer, hit from
-   Redis (local layer off), and a hit with the limiter in memory: what a hit costs against what a miss
-   costs, and how much of a hit is the limiter's Redis call.
+   Redis (local layer off), a hit with leases off, and a hit with the limiter in memory: what a hit costs
+   against what a miss costs, and how much of a hit is the limiter's Redis call.
 
 Run: .venv/bin/python bench/ratelimit_cache.py [--seconds 5 --rounds 5]
 """
@@ -61,6 +63,7 @@ MISS = "proxy, cache on, uncacheable GET (pass)"
 HIT = "proxy, cache on, cacheable GET (hit)"
 NGINX = "nginx proxy_cache (x2 workers), cacheable GET"
 NO_REDIS = "proxy, cache on, cacheable GET (hit), limiter in memory"
+NO_LEASES = "proxy, cache on, cacheable GET (hit), leases off"
 CACHE_CONTROL = "public, max-age=3600"
 
 # The demo API as an origin; its catalog is the answer a shared cache may store (`public, max-age=60`: a
@@ -107,7 +110,9 @@ def nginx_cache(directory: Path, name: str, upstream_port: int, port: int) -> Pa
     return path
 
 
-def proxy_config(directory: Path, name: str, redis_url: str, upstream_url: str, port: int, cache: bool) -> Path:
+def proxy_config(
+    directory: Path, name: str, redis_url: str, upstream_url: str, port: int, cache: bool, lease_requests: int = 32
+) -> Path:
     path = directory / f"proxy-{name}.yml"
     tier = {"burst_per_second": HUGE, "per_minute": HUGE, "per_hour": HUGE, "ai_per_day": HUGE}
     path.write_text(
@@ -116,7 +121,7 @@ def proxy_config(directory: Path, name: str, redis_url: str, upstream_url: str, 
                 "server": {"port": port, "workers": 2, "blocking_threads": 16},
                 "upstream": {"url": upstream_url},
                 "redis": {"url": redis_url},
-                "limits": {"tiers": dict.fromkeys(TIERS, tier)},
+                "limits": {"tiers": dict.fromkeys(TIERS, tier), "lease_requests": lease_requests},
                 "cache": {"enabled": cache, "routes": [{"name": "api", "path": "/api/v1/*"}]},
                 "log_proxied_requests": False,
                 "logging": {"level": "WARNING"},
@@ -141,6 +146,8 @@ def gateway_cpu(redis_url: str, upstream_url: str, slices: int = 40, calls: int 
     )
     cached_app = create_app(base, registry=CollectorRegistry())
     memory_app = create_app(dataclasses.replace(base, redis=RedisSettings(url="")), registry=CollectorRegistry())
+    unleased = dataclasses.replace(base, limits=dataclasses.replace(base.limits, lease_requests=1))
+    unleased_app = create_app(unleased, registry=CollectorRegistry())
     plain_app = create_app(dataclasses.replace(base, cache=CacheSettings(enabled=False)), registry=CollectorRegistry())
     runtime = cached_app.extensions["ratelimit_proxy"]
     runtime.cache.listener.connected.wait(10)
@@ -174,6 +181,7 @@ def gateway_cpu(redis_url: str, upstream_url: str, slices: int = 40, calls: int 
         "miss (fill: lookup and lock, fetch, store)": call(cached_app, CACHED, unique=True),
         "hit, local layer": call(cached_app, CACHED),
         "hit, from Redis": call(cached_app, CACHED),
+        "hit, local layer, leases off": call(unleased_app, CACHED),
         "hit, limiter in memory (no Redis call)": call(memory_app, CACHED),
     }
     for one in kinds.values():
@@ -189,7 +197,7 @@ def gateway_cpu(redis_url: str, upstream_url: str, slices: int = 40, calls: int 
                 kinds[kind]()
             spent[kind].append((time.process_time() - started) / calls * 1e6)
     runtime.cache.local = local
-    for app in (cached_app, plain_app, memory_app):
+    for app in (cached_app, plain_app, memory_app, unleased_app):
         app.extensions["ratelimit_proxy"].close()
     return spent
 
@@ -214,44 +222,41 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{ROOT}"}
         stack.enter_context(process(demo, upstreams["demo API"] + CACHED, env=env, cwd=tmp))
         targets: dict[tuple[str, str], str] = {}
+
+        def start_proxy(name: str, redis: str, upstream_url: str, cache: bool, lease_requests: int = 32) -> str:
+            """A proxy as ``serve`` runs it; its URL."""
+            port = free_port()
+            config = proxy_config(directory, name, redis, upstream_url, port, cache, lease_requests)
+            metrics = directory / f"metrics-{name}"
+            metrics.mkdir()
+            proxy_env = {
+                **os.environ,
+                "VIBELUX_RATELIMIT_PROXY_CONFIG": str(config),
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            }
+            url = f"http://127.0.0.1:{port}"
+            stack.enter_context(
+                process(granian("ratelimit_proxy.wsgi:app", port), url + UNCACHED, env=proxy_env, cwd=ROOT)
+            )
+            return url
+
         for upstream_name, upstream_url in upstreams.items():
             label = upstream_name.replace(" ", "-")
-            ports = {"off": free_port(), "on": free_port(), "nginx": free_port()}
-            for mode in ("off", "on"):
-                config = proxy_config(directory, f"{label}-{mode}", redis_url, upstream_url, ports[mode], mode == "on")
-                metrics = directory / f"metrics-{label}-{mode}"
-                metrics.mkdir()
-                proxy_env = {
-                    **os.environ,
-                    "VIBELUX_RATELIMIT_PROXY_CONFIG": str(config),
-                    "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-                }
-                url = f"http://127.0.0.1:{ports[mode]}"
-                stack.enter_context(
-                    process(granian("ratelimit_proxy.wsgi:app", ports[mode]), url + UNCACHED, env=proxy_env, cwd=ROOT)
-                )
+            ports = {"nginx": free_port()}
+            urls = {
+                mode: start_proxy(f"{label}-{mode}", redis_url, upstream_url, mode == "on") for mode in ("off", "on")
+            }
             conf = nginx_cache(directory, label, int(upstream_url.rsplit(":", 1)[1]), ports["nginx"])
             nginx_url = f"http://127.0.0.1:{ports['nginx']}"
             stack.enter_context(process(["nginx", "-c", str(conf), "-p", tmp], nginx_url + CACHED))
-            targets[(upstream_name, OFF)] = f"http://127.0.0.1:{ports['off']}{UNCACHED}"
-            targets[(upstream_name, MISS)] = f"http://127.0.0.1:{ports['on']}{UNCACHED}"
-            targets[(upstream_name, HIT)] = f"http://127.0.0.1:{ports['on']}{CACHED}"
+            targets[(upstream_name, OFF)] = urls["off"] + UNCACHED
+            targets[(upstream_name, MISS)] = urls["on"] + UNCACHED
+            targets[(upstream_name, HIT)] = urls["on"] + CACHED
             targets[(upstream_name, NGINX)] = nginx_url + CACHED
             if upstream_name == "nginx":
-                port = free_port()
-                config = proxy_config(directory, f"{label}-memory", "", upstream_url, port, True)
-                metrics = directory / f"metrics-{label}-memory"
-                metrics.mkdir()
-                proxy_env = {
-                    **os.environ,
-                    "VIBELUX_RATELIMIT_PROXY_CONFIG": str(config),
-                    "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-                }
-                url = f"http://127.0.0.1:{port}"
-                stack.enter_context(
-                    process(granian("ratelimit_proxy.wsgi:app", port), url + UNCACHED, env=proxy_env, cwd=ROOT)
-                )
-                targets[(upstream_name, NO_REDIS)] = url + CACHED
+                targets[(upstream_name, NO_REDIS)] = start_proxy(f"{label}-memory", "", upstream_url, True) + CACHED
+                unleased = start_proxy(f"{label}-unleased", redis_url, upstream_url, True, lease_requests=1)
+                targets[(upstream_name, NO_LEASES)] = unleased + CACHED
         runs: dict[tuple[str, str], list[dict[str, float | str]]] = {name: [] for name in targets}
         order = list(targets)
         for index in range(args.rounds):
@@ -277,10 +282,12 @@ def main() -> None:
             ("hit / cache off", HIT, OFF, "{:.2f}x", "goal >= 2x"),
             ("hit / nginx proxy_cache", HIT, NGINX, "{:.0%}", "goal >= 15%"),
             ("pass (cache on, uncacheable) / cache off", MISS, OFF, "{:.2f}x", "the cache's overhead"),
+            ("hit / hit with leases off", HIT, NO_LEASES, "{:.2f}x", "what leases save"),
+            ("hit with leases off / nginx proxy_cache", NO_LEASES, NGINX, "{:.0%}", "before leases"),
             ("hit, limiter in memory / hit", NO_REDIS, HIT, "{:.2f}x", "the limiter's Redis call"),
             ("hit, limiter in memory / nginx proxy_cache", NO_REDIS, NGINX, "{:.0%}", "the ceiling without it"),
         ):
-            if (upstream_name, a) not in runs:
+            if (upstream_name, a) not in runs or (upstream_name, b) not in runs:
                 continue
             r = ratios(upstream_name, a, b)
             listed = ", ".join(fmt.format(x) for x in r)
@@ -299,9 +306,10 @@ def main() -> None:
     print(f"\n- CPU of a hit against a miss: {local / miss:.2f} (local layer), {remote / miss:.2f} (from Redis)")
     print(f"- against the cache off: hit {local / off:.2f} (local), {remote / off:.2f} (Redis); miss {miss / off:.2f}")
     print(f"- pass (uncacheable) / cache off: {median['pass (uncacheable, hit-for-pass)'] / off:.2f}")
-    memory = median["hit, limiter in memory (no Redis call)"]
-    share = 1 - memory / local
-    print(f"- the limiter's Redis call in a local hit: {local - memory:.0f} µs of {local:.0f} ({share:.0%})")
+    memory, unleased = median["hit, limiter in memory (no Redis call)"], median["hit, local layer, leases off"]
+    share = 1 - memory / unleased
+    print(f"- the limiter's Redis call in a local hit: {unleased - memory:.0f} µs of {unleased:.0f} ({share:.0%})")
+    print(f"- a local hit with leases against leases off: {local / unleased:.2f}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def limiter_calls(redis_url: str) -> list[tuple[str, Callable[[], object]]]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     script = client.register_script(resources.files("ratelimit_proxy").joinpath("ratelimit.lua").read_text())
     keys = [counter_key("bench", lim) for lim in limits]
-    args = [-1, 1, *[n for lim in limits for n in (lim.quota, lim.window_ms, lim.buckets)]]
+    args = [-1, 1, *[n for lim in limits for n in (lim.quota, lim.window_ms, lim.buckets)], 1, 0]  # no lease
     ours = RedisLimiter(client)
     return [
         ("limiter decision: redis-py Script call", lambda: script(keys=keys, args=args)),

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ratelimit_proxy.limiter import Decision, Limit, Unspent
 
@@ -29,6 +30,13 @@ Key = tuple[str, tuple[Limit, ...], int]  # bucket, the plan's limits, cost
 
 LONGEST_MS = 1_000  # a lease ends within a second even when every limit's bucket is longer
 IDLE_MS = 10_000  # an ended, spent lease is forgotten this long after its end (its rate with it)
+
+
+class Ask(NamedTuple):
+    want: int  # requests to charge
+    unspent: Unspent | None  # an ended lease's, to give back first
+    leasing: bool  # this request asks for the client's next lease (call ``answered`` or ``unanswered``)
+    pending: threading.Event | None = None  # or another one does: set when its answer is in
 
 
 @dataclass
@@ -50,7 +58,8 @@ class LeaseCache:
         self._max_entries = max_entries
         self._clock = clock
         self._leases: dict[Key, Lease] = {}
-        self._asking: set[Key] = set()  # a lease is being asked for: other requests ask for themselves only
+        # a lease is being asked for: other requests wait for it (``renewed``), not ask the store themselves
+        self._asking: dict[Key, threading.Event] = {}
         self._lock = threading.Lock()
 
     @property
@@ -73,26 +82,26 @@ class LeaseCache:
             left = lease.left
         return lease.decision.spent(now_ms - lease.sent_ms, left * key[2])
 
-    def ask(self, key: Key) -> tuple[int, Unspent | None, bool]:
-        """What to ask the store for: how many requests to charge, an ended lease's unspent ones to give
-        back first, and whether this request asks for the client's next lease (one request at a time
-        does; the others ask for themselves only). Then call ``answered`` or ``unanswered``."""
+    def ask(self, key: Key) -> Ask:
+        """What to ask the store for. One request at a time asks for the client's next lease; the others
+        learn whose answer to wait for (``renewed``), or else ask for themselves only."""
         if self._max_requests <= 1:
-            return 1, None, False
+            return Ask(1, None, False)
         with self._lock:
-            if key in self._asking:
-                return 1, None, False
-            self._asking.add(key)
+            pending = self._asking.get(key)
+            if pending is not None:
+                return Ask(1, None, False, pending)
+            self._asking[key] = threading.Event()
             lease = self._leases.get(key)
             if lease is None:
-                return 1, None, True
+                return Ask(1, None, True)
             spent = lease.granted - lease.left
             want = min(self._max_requests, 2 * lease.granted if lease.short else max(1, spent))
             unspent = None
             if lease.left > 0 and self._now_ms() >= lease.until_ms:
                 unspent = Unspent(lease.left * key[2], lease.charged)
                 lease.left = 0
-            return want, unspent, True
+            return Ask(want, unspent, True)
 
     def answered(self, key: Key, leasing: bool, decision: Decision, sent_at: float) -> Decision:
         """Keep the lease the store just charged; the decision this request gets (room counting the
@@ -100,9 +109,9 @@ class LeaseCache:
         if not leasing:
             return decision
         with self._lock:
-            self._asking.discard(key)
             if not decision.allowed or not decision.windows:
                 self._leases.pop(key, None)
+                self._answer(key)
                 return decision
             if len(self._leases) >= self._max_entries:
                 self._prune()
@@ -118,13 +127,26 @@ class LeaseCache:
                 sent_ms + lasts_ms,
             )
             self._leases[key] = lease
+            self._answer(key)  # after the lease is in place: the requests waiting for it spend from it
         return decision.spent(0, lease.left * key[2], cached=False) if lease.left else decision
 
     def unanswered(self, key: Key, leasing: bool) -> None:
         """The store did not answer: what it was to be given back stays charged until its buckets end."""
         if leasing:
             with self._lock:
-                self._asking.discard(key)
+                self._answer(key)
+
+    @staticmethod
+    def renewed(ask: Ask, timeout_seconds: float) -> bool:
+        """For a request that found the client's lease spent while another asks for the next one: wait for
+        that answer (single-flight, as the cache's fills), then decide from memory again. False: nobody was
+        asking, or no answer came in time."""
+        return ask.pending is not None and ask.pending.wait(timeout_seconds)
+
+    def _answer(self, key: Key) -> None:
+        asking = self._asking.pop(key, None)
+        if asking is not None:
+            asking.set()
 
     def sweep(self) -> list[tuple[Key, Unspent]]:
         """Ended leases' unspent requests, to give back now (each handed out once); long-idle leases forgotten."""

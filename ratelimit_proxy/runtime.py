@@ -19,7 +19,7 @@ from ratelimit_proxy.breaker import CircuitBreaker
 from ratelimit_proxy.cache import build_cache
 from ratelimit_proxy.clientip import parse_networks
 from ratelimit_proxy.key_ban_storage import CHANGES_CHANNEL, KeyRecord, MemoryStore, RedisStore, Store
-from ratelimit_proxy.leases import LeaseCache
+from ratelimit_proxy.leases import Ask, LeaseCache
 from ratelimit_proxy.limiter import Decision, Limit
 from ratelimit_proxy.limiter_storage import LimiterBackend, MemoryLimiter, RedisLimiter, StorageUnavailable
 from ratelimit_proxy.metrics import ProxyMetrics
@@ -36,6 +36,9 @@ from service_kit.redis_connect import REDIS_ERRORS, AnyRedis, connect
 log = logging.getLogger("ratelimit_proxy")
 POLICY_VERSION_KEY = "rl:policy:version"
 SAFETY_POLL_SECONDS = 30.0
+# Requests that find a busy client's lease spent wait for the one being asked for, then one of those it
+# did not serve asks for the next (twice as large), and so on: this many rounds at most.
+LEASE_ROUNDS = 3
 LISTENER_TIMEOUT_SECONDS = 2.0  # the change listener is off the request path: no need for the 50 ms timeout
 
 
@@ -253,14 +256,9 @@ class Runtime:
         """The limiter's decision, or None when the store is unavailable (or the shard's circuit is open).
         A client still over a limit it was refused for is refused from the over-limit cache."""
         key = (bucket, limits, cost)
-        standing = self.over_limit.check(key)
-        if standing is not None:
-            self.metrics.local_refusals.inc()
-            return standing
-        leased = self.leases.spend(key)
-        if leased is not None:
-            self.metrics.leased.inc()
-            return leased
+        known = self._from_memory(key)
+        if known is not None:
+            return known
         try:
             shard = self.limiter.shard(bucket)
         except (*REDIS_ERRORS, StorageUnavailable):  # no primary known for the slot right now
@@ -271,7 +269,16 @@ class Runtime:
             breaker = self._shard_breakers.setdefault(shard, self._new_breaker())
         if not breaker.allow():
             return None
-        want, unspent, leasing = self.leases.ask(key)
+        for _ in range(LEASE_ROUNDS):
+            ask = self.leases.ask(key)
+            if ask.leasing or not self.leases.renewed(ask, self.settings.redis.timeout_ms / 1000):
+                break
+            known = self._from_memory(key)  # from the new lease, or refused with it
+            if known is not None:
+                return known
+        else:  # the leases that came were spent by the others waiting: this request asks for itself
+            ask = Ask(1, None, False)
+        want, unspent, leasing = ask.want, ask.unspent, ask.leasing
         started, sent_at = time.perf_counter(), time.monotonic()
         try:
             decision = self.limiter.hit(bucket, limits, cost, want=want, unspent=unspent)
@@ -289,6 +296,17 @@ class Runtime:
         if not decision.allowed:
             self.over_limit.remember(key, decision, sent_at)
         return self.leases.answered(key, leasing, decision, sent_at)
+
+    def _from_memory(self, key: tuple[str, tuple[Limit, ...], int]) -> Decision | None:
+        """A decision with no Redis call: a refusal that surely stands, or a request from the client's lease."""
+        standing = self.over_limit.check(key)
+        if standing is not None:
+            self.metrics.local_refusals.inc()
+            return standing
+        leased = self.leases.spend(key)
+        if leased is not None:
+            self.metrics.leased.inc()
+        return leased
 
     def start_lease_returns(self, every_seconds: float = 0.25) -> None:
         """Give back what ended leases did not spend, for clients that sent nothing since (the others'

@@ -3,6 +3,7 @@ on any number of workers, and nothing lost: what a lease did not spend goes back
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,10 @@ def through_lease(
     leased = leases.spend(key)
     if leased is not None:
         return leased
-    want, unspent, leasing = leases.ask(key)
-    return leases.answered(key, leasing, store.hit(bucket, limits, cost, at_ms, want, unspent), at_ms / 1000)
+    ask = leases.ask(key)
+    return leases.answered(
+        key, ask.leasing, store.hit(bucket, limits, cost, at_ms, ask.want, ask.unspent), at_ms / 1000
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -181,3 +184,45 @@ def test_two_proxies_on_one_redis_admit_a_busy_client_its_quota_and_no_more(
     finally:
         for app in apps:
             app.extensions["ratelimit_proxy"].close()
+
+
+class SlowStore:
+    """A store that answers in 30 ms, as a loaded Redis might (the in-memory one underneath), counting calls."""
+
+    def __init__(self) -> None:
+        self.memory, self.calls = MemoryLimiter(), 0
+
+    def hit(self, *args: Any, **kwargs: Any) -> Decision:
+        self.calls += 1
+        time.sleep(0.03)
+        return self.memory.hit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.memory, name)
+
+
+def test_requests_that_find_the_lease_spent_wait_for_the_next_instead_of_asking_the_store(
+    settings_for: Callable[..., ProxySettings],
+) -> None:
+    """Sixteen requests at once while the client's lease is spent: one asks, the others wait for its answer,
+    and those it did not serve ask for a lease twice as large in turn. Without that, 16 store calls."""
+    store = SlowStore()
+    app = create_app(settings_for(), limiter=store)
+    runtime = app.extensions["ratelimit_proxy"]
+    limits = (Limit("ten-seconds", 100_000, 10, 10),)  # 1 s buckets: the leases last their full second
+    try:
+        for _ in range(3):  # leases of 1 and 2, both spent
+            assert runtime.decide("ip:test", limits, 1).allowed
+        assert store.calls == 2
+        start = threading.Barrier(16)
+
+        def one() -> bool:
+            start.wait()
+            decision = runtime.decide("ip:test", limits, 1)
+            return decision is not None and decision.allowed
+
+        with ThreadPoolExecutor(16) as pool:
+            assert all(pool.map(lambda _: one(), range(16)))
+        assert store.calls - 2 <= 4  # leases of 4, 8 and 16: three calls, one spare for a slow thread
+    finally:
+        runtime.close()
