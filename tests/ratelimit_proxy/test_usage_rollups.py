@@ -323,7 +323,6 @@ def test_a_locked_sqlite_file_keeps_requests_fast_and_rows_until_it_is_free(
             answer = client.get("/api/v1/users")
             assert answer.status_code == 200, (len(latencies), answer.headers, answer.data)
             latencies.append(time.monotonic() - started)
-        print("REQUESTS", len(latencies))
         failed = registry.get_sample_value("usage_rollup_flushes_total", {"result": "error"})
         assert failed and failed >= 1
         # A request that waited for the lock would take 2 s; the margin is for a loaded test machine.
