@@ -160,7 +160,8 @@ class NodeConnections:
 
 
 class RedisLimiter:
-    """Counters in Redis, decided by ratelimit.lua: one EVALSHA per request, on the node that owns it.
+    """Counters in Redis, decided by ratelimit.lua: one EVALSHA per request (or per lease of a busy
+    client's requests, ratelimit_proxy/leases.py), on the node that owns it.
 
     The call goes around redis-py's command layer and connection pool, which cost about 60 µs of CPU per
     call here, three times the round trip itself (bench/RESULTS.md): the command is written as RESP with

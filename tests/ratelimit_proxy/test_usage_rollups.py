@@ -25,7 +25,14 @@ from exporters.business.schema import LATENCY_BUCKETS_MS, api_usage_rollups
 from ratelimit_proxy.app import create_app
 from ratelimit_proxy.config import validate
 from ratelimit_proxy.metrics import ProxyMetrics
-from ratelimit_proxy.settings import LimitSettings, ProxySettings, RouteSettings, StaticKey, UsageSettings
+from ratelimit_proxy.settings import (
+    LimitSettings,
+    ProxySettings,
+    RouteSettings,
+    StaticKey,
+    TierSettings,
+    UsageSettings,
+)
 from ratelimit_proxy.usage import (
     ANONYMOUS,
     BUCKET_COLUMNS,
@@ -306,7 +313,9 @@ def test_a_locked_sqlite_file_keeps_requests_fast_and_rows_until_it_is_free(
     it each flush and keeps its rows; requests meanwhile never wait with it, and nothing is lost."""
     path = tmp_path / "platform.sqlite3"
     usage = UsageSettings(database_url=platform_file(tmp_path), flush_seconds=0.2, timeout_seconds=2.0)
-    limits = LimitSettings(tiers={**TEST_TIERS, "free": TEST_TIERS["enterprise"]})
+    # limits that a loop of requests never reaches (with leases it runs over 1,000 a second)
+    unlimited = TierSettings(burst_per_second=10**9, per_minute=10**9, per_hour=10**9, ai_per_day=10**9)
+    limits = LimitSettings(tiers={**TEST_TIERS, "free": unlimited})
     app = create_app(settings_for(usage=usage, limits=limits))
     runtime = app.extensions["ratelimit_proxy"]
     client = app.test_client()
