@@ -60,6 +60,7 @@ class LeaseCache:
         self._leases: dict[Key, Lease] = {}
         # a lease is being asked for: other requests wait for it (``renewed``), not ask the store themselves
         self._asking: dict[Key, threading.Event] = {}
+        self._returns: list[tuple[Key, Unspent]] = []  # unspent requests of leases another replaced
         self._lock = threading.Lock()
 
     @property
@@ -126,9 +127,24 @@ class LeaseCache:
                 sent_ms,
                 sent_ms + lasts_ms,
             )
+            self._keep_unspent(key, lease)
             self._leases[key] = lease
             self._answer(key)  # after the lease is in place: the requests waiting for it spend from it
         return decision.spent(0, lease.left * key[2], cached=False) if lease.left else decision
+
+    def _keep_unspent(self, key: Key, lease: Lease) -> None:
+        """A lease that came while the last one still had requests (another request asked in between): the
+        new one takes them if they were charged to the same buckets, or they go back with the next sweep."""
+        previous = self._leases.get(key)
+        if previous is None or previous.left <= 0:
+            return
+        if previous.charged == lease.charged and self._now_ms() < previous.until_ms:
+            lease.left += previous.left
+            lease.granted += previous.granted
+            lease.until_ms = min(lease.until_ms, previous.until_ms)
+        else:
+            self._returns.append((key, Unspent(previous.left * key[2], previous.charged)))
+        previous.left = 0
 
     def unanswered(self, key: Key, leasing: bool) -> None:
         """The store did not answer: what it was to be given back stays charged until its buckets end."""
@@ -151,8 +167,8 @@ class LeaseCache:
     def sweep(self) -> list[tuple[Key, Unspent]]:
         """Ended leases' unspent requests, to give back now (each handed out once); long-idle leases forgotten."""
         now_ms = self._now_ms()
-        returns = []
         with self._lock:
+            returns, self._returns = self._returns, []
             for key, lease in list(self._leases.items()):
                 if now_ms < lease.until_ms or key in self._asking:
                     continue

@@ -289,6 +289,9 @@ class Runtime:
                 self.metrics.circuit_open.set(1)
                 log.error("limiter store %s unavailable, circuit open (%s mode): %s", shard, self.failure_mode, exc)
             return None
+        except BaseException:
+            self.leases.unanswered(key, leasing)  # or the client's next requests would wait for this one
+            raise
         if breaker.success():
             self._show_circuits()
             log.warning("limiter store %s is back, circuit closed", shard)

@@ -226,3 +226,21 @@ def test_requests_that_find_the_lease_spent_wait_for_the_next_instead_of_asking_
         assert store.calls - 2 <= 4  # leases of 4, 8 and 16: three calls, one spare for a slow thread
     finally:
         runtime.close()
+
+
+def test_a_lease_that_comes_while_the_last_one_has_requests_left_takes_them() -> None:
+    """A request that raced past the lease (another was answered in between) asks for a new one: the
+    requests left in the old one are spent from the new one, not left charged and unspendable."""
+    limits = (Limit("minute", 1_000, 60, 10),)
+    at_ms = [1_000_000]
+    leases, store = LeaseCache(32, clock=lambda: at_ms[0] / 1000), MemoryLimiter()
+    key = ("ip:test", limits, 1)
+    for _ in range(2):  # leases of 1, then 2: one request left
+        at_ms[0] += 1
+        through_lease(leases, store, key, at_ms[0])
+    ask = leases.ask(key)  # as a request that found no lease a moment ago would
+    leases.answered(key, ask.leasing, store.hit("ip:test", limits, 1, at_ms[0], ask.want, ask.unspent), at_ms[0] / 1000)
+    admitted = 3
+    while leases.spend(key) is not None:
+        admitted += 1
+    assert used(store, key, at_ms[0]) == admitted
