@@ -718,6 +718,7 @@ def ratelimit() -> dict[str, Any]:
                             f"sum(rate(ratelimit_local_refusals_total{SCOPED}[{RATE}]))",
                             "429s without Redis (over-limit cache)/s",
                         ),
+                        Q(f"sum(rate(ratelimit_leased_total{SCOPED}[{RATE}]))", "admitted without Redis (leases)/s"),
                         unit="short",
                         width=8,
                     ),

@@ -211,6 +211,7 @@ ratelimit_near_limit_total{tier="free",window="minute"}  0 1.5
 ratelimit_redis_errors_total  0 0.5
 ratelimit_circuit_open  1
 ratelimit_local_refusals_total  0 3
+ratelimit_leased_total  0 20
 ratelimit_pool_requests_total{colour="blue",status_class="2xx"}   0 9
 ratelimit_pool_requests_total{colour="green",status_class="2xx"}  0 0.9
 ratelimit_pool_requests_total{colour="green",status_class="5xx"}  0 0.1
